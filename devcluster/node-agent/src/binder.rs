@@ -1,0 +1,57 @@
+//! Stands in for the scheduler: binds every unscheduled pod to this node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Binding, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::PostParams;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::error::is_status;
+use crate::level;
+
+/// Binds pending pods (empty `spec.nodeName`) to `node_name` until the task is dropped.
+pub async fn run(client: Client, node_name: String) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let config = watcher::Config::default().fields("spec.nodeName=");
+    level::run(pods, config, Duration::from_secs(5), |pod| {
+        bind(client.clone(), node_name.clone(), pod)
+    })
+    .await;
+}
+
+async fn bind(client: Client, node_name: String, pod: Arc<Pod>) {
+    let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    if scheduled || pod.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let (Some(namespace), name) = (pod.namespace(), pod.name_any()) else {
+        return;
+    };
+    let binding = Binding {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        target: ObjectReference {
+            api_version: Some("v1".to_string()),
+            kind: Some("Node".to_string()),
+            name: Some(node_name),
+            ..ObjectReference::default()
+        },
+    };
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    match pods
+        .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .await
+    {
+        Ok(_) => info!(%namespace, pod = %name, "bound pod"),
+        // Already bound or already gone: both settle themselves.
+        Err(e) if is_status(&e, 409) || is_status(&e, 404) => {}
+        Err(e) => warn!(%namespace, pod = %name, error = %e, "binding failed"),
+    }
+}

@@ -1,0 +1,163 @@
+//! The input alphabet of the phase machine and the one guard that picks an input.
+
+use std::fmt;
+
+use crate::observation::{Change, Observation};
+use crate::reasons;
+
+/// What one reconcile amounts to, as far as the phase is concerned.
+///
+/// Exactly one input is chosen per reconcile, by [`classify`]; the variants are listed in the
+/// priority order `classify` checks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Input {
+    /// The object is being deleted.
+    DeletionRequested,
+    /// The spec is invalid or cannot be applied.
+    SpecInvalid,
+    /// A child that should exist is absent.
+    ChildMissing,
+    /// The reconciler created the StatefulSet and the other children in this reconcile.
+    ChildrenCreated,
+    /// The reconciler changed the StatefulSet in this reconcile (update, restart or storage).
+    ChangeApplied,
+    /// No StatefulSet was observed and nothing was created in this reconcile.
+    StatefulSetNotObserved,
+    /// At least one pod is failing.
+    PodsFailing,
+    /// The StatefulSet rollout is not done (generation, scale, outdated pods or revisions).
+    RolloutProgressing,
+    /// The rollout is done but no replica is ready.
+    NoReplicasReady,
+    /// The rollout is done and every replica is ready.
+    AllReplicasReady,
+    /// The rollout is done and some, but not all, replicas are ready.
+    PartiallyReady,
+}
+
+impl Input {
+    /// Every input, in the priority order [`classify`] checks them.
+    pub const ALL: [Input; 11] = [
+        Input::DeletionRequested,
+        Input::SpecInvalid,
+        Input::ChildMissing,
+        Input::ChildrenCreated,
+        Input::ChangeApplied,
+        Input::StatefulSetNotObserved,
+        Input::PodsFailing,
+        Input::RolloutProgressing,
+        Input::NoReplicasReady,
+        Input::AllReplicasReady,
+        Input::PartiallyReady,
+    ];
+
+    /// The name of the input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Input::DeletionRequested => "DeletionRequested",
+            Input::SpecInvalid => "SpecInvalid",
+            Input::ChildMissing => "ChildMissing",
+            Input::ChildrenCreated => "ChildrenCreated",
+            Input::ChangeApplied => "ChangeApplied",
+            Input::StatefulSetNotObserved => "StatefulSetNotObserved",
+            Input::PodsFailing => "PodsFailing",
+            Input::RolloutProgressing => "RolloutProgressing",
+            Input::NoReplicasReady => "NoReplicasReady",
+            Input::PartiallyReady => "PartiallyReady",
+            Input::AllReplicasReady => "AllReplicasReady",
+        }
+    }
+
+    /// The condition under which [`classify`] picks this input, for the generated docs.
+    pub fn guard(self) -> &'static str {
+        match self {
+            Input::DeletionRequested => "`deletion_requested`",
+            Input::SpecInvalid => "`spec_problem` is set",
+            Input::ChildMissing => "`missing_child` is set",
+            Input::ChildrenCreated => "`change == Created`",
+            Input::ChangeApplied => "`change` is `RollingUpdate`, `Restart` or `StorageChange`",
+            Input::StatefulSetNotObserved => "`statefulset` is `None`",
+            Input::PodsFailing => "`failing_pods` is not empty",
+            Input::RolloutProgressing => {
+                "rollout not done: `observed_generation` missing or behind `generation`, \
+                 `replicas != spec_replicas`, `updated_replicas < replicas` or \
+                 `current_revision != update_revision`"
+            }
+            Input::NoReplicasReady => "`ready_replicas == 0` and `spec_replicas > 0`",
+            Input::AllReplicasReady => "`ready_replicas == spec_replicas`",
+            Input::PartiallyReady => "otherwise: some but not all replicas are ready",
+        }
+    }
+}
+
+impl Input {
+    /// Every reason a decision driven by this input can carry, except from `Terminated`,
+    /// which always keeps [`reasons::DELETING`]. For [`Input::SpecInvalid`] the reason is the
+    /// [`crate::SpecProblem`]'s own; the well-known ones are listed.
+    pub fn reasons(self) -> &'static [&'static str] {
+        match self {
+            Input::DeletionRequested => &[reasons::DELETING],
+            Input::SpecInvalid => &[reasons::INVALID_SPEC, reasons::STORAGE_SHRINK_REFUSED],
+            Input::ChildMissing => &[reasons::CHILD_MISSING],
+            Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],
+            Input::ChangeApplied => &[reasons::STATEFULSET_UPDATE, reasons::STATEFULSET_RESTART],
+            Input::StatefulSetNotObserved => &[
+                reasons::CREATING,
+                reasons::PODS_PENDING,
+                reasons::STATEFULSET_UPDATING,
+            ],
+            Input::PodsFailing => &[reasons::PODS_FAILING],
+            Input::RolloutProgressing => &[reasons::CREATING, reasons::STATEFULSET_UPDATING],
+            Input::NoReplicasReady | Input::PartiallyReady => &[reasons::PODS_PENDING],
+            Input::AllReplicasReady => &[reasons::ALL_REPLICAS_READY],
+        }
+    }
+}
+
+impl fmt::Display for Input {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The guard: picks the one input an observation amounts to.
+///
+/// The first matching rule wins, in the order of [`Input::ALL`]: deletion, spec problem, missing
+/// child, a change made in this reconcile, no StatefulSet, failing pods, rollout in progress, and
+/// finally readiness: none, all, or otherwise some (which also covers the odd case of more ready
+/// replicas than the spec asks for).
+pub fn classify(observation: &Observation) -> Input {
+    if observation.deletion_requested {
+        return Input::DeletionRequested;
+    }
+    if observation.spec_problem.is_some() {
+        return Input::SpecInvalid;
+    }
+    if observation.missing_child.is_some() {
+        return Input::ChildMissing;
+    }
+    match observation.change {
+        Change::None => {}
+        Change::Created => return Input::ChildrenCreated,
+        Change::RollingUpdate | Change::Restart | Change::StorageChange => {
+            return Input::ChangeApplied
+        }
+    }
+    let Some(statefulset) = &observation.statefulset else {
+        return Input::StatefulSetNotObserved;
+    };
+    if !observation.failing_pods.is_empty() {
+        return Input::PodsFailing;
+    }
+    if !statefulset.is_complete(observation.spec_replicas) {
+        return Input::RolloutProgressing;
+    }
+    let ready = statefulset.ready_replicas;
+    if ready == 0 && observation.spec_replicas > 0 {
+        Input::NoReplicasReady
+    } else if ready == observation.spec_replicas {
+        Input::AllReplicasReady
+    } else {
+        Input::PartiallyReady
+    }
+}

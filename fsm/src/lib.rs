@@ -1,0 +1,38 @@
+//! The RedisInstance phase engine.
+//!
+//! A RedisInstance is always in one of seven [`Phase`]s. Each reconcile the operator fills an
+//! [`Observation`] from what it saw and did, and calls [`step`]:
+//!
+//! 1. [`classify`] — the only guard — turns the observation into one [`Input`], by a fixed priority;
+//! 2. the transition table, declared once with rust-fsm's `state_machine!` (see [`transition`]),
+//!    maps `(previous phase, input)` to the next phase; it is total, so every pair is either a
+//!    transition or an explicit no-op;
+//! 3. the [`Decision`] carries the next phase, a CamelCase reason (see [`reasons`]), a human message
+//!    and, only when the phase changed, a [`Transition`] for the bounded [`History`].
+//!
+//! [`conditions`] derives the `Ready`/`Progressing`/`Degraded` conditions from a decision, and
+//! [`render`]/[`docs_page`] draw the table from the machine itself.
+//!
+//! The crate is pure: no I/O, no clock (the caller passes `now`), no Kubernetes client.
+#![warn(missing_docs)]
+
+mod conditions;
+mod decision;
+mod diagram;
+mod history;
+mod input;
+mod machine;
+mod observation;
+mod phase;
+pub mod reasons;
+
+pub use conditions::{condition_types, conditions, Condition};
+pub use decision::{step, Decision};
+pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
+pub use history::{History, Transition, HISTORY_LIMIT};
+pub use input::{classify, Input};
+pub use machine::{is_noop, phase_machine, transition};
+pub use observation::{
+    Change, FailingPod, Observation, RolloutIncomplete, RolloutStatus, SpecProblem,
+};
+pub use phase::Phase;

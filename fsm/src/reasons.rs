@@ -1,0 +1,28 @@
+//! The CamelCase reasons the engine writes to status, transitions and conditions.
+//!
+//! The operator and the generated docs use these constants so the names cannot drift.
+
+/// The children are being created for the first time ([`crate::Phase::Creating`]).
+pub const CREATING: &str = "Creating";
+/// Not every replica is ready while no change is rolling out ([`crate::Phase::Pending`]).
+pub const PODS_PENDING: &str = "PodsPending";
+/// The rollout is complete and every replica is ready ([`crate::Phase::Running`]).
+pub const ALL_REPLICAS_READY: &str = "AllReplicasReady";
+/// The reconciler changed replicas, image or resources of the StatefulSet in place.
+pub const STATEFULSET_UPDATE: &str = "StatefulSetUpdate";
+/// The reconciler changed the configuration or storage, so pods restart.
+pub const STATEFULSET_RESTART: &str = "StatefulSetRestart";
+/// The reconciler created the StatefulSet again for an instance that was already up.
+pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
+/// A StatefulSet rollout is observed in progress.
+pub const STATEFULSET_UPDATING: &str = "StatefulSetUpdating";
+/// A child that should exist is absent ([`crate::Phase::Failed`]).
+pub const CHILD_MISSING: &str = "ChildMissing";
+/// At least one pod is failing ([`crate::Phase::Failed`]).
+pub const PODS_FAILING: &str = "PodsFailing";
+/// Deletion was requested ([`crate::Phase::Terminated`]).
+pub const DELETING: &str = "Deleting";
+/// The spec is invalid; used when a [`crate::SpecProblem`] carries no reason of its own.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The spec asks to shrink storage, which cannot be applied (a [`crate::SpecProblem`] reason).
+pub const STORAGE_SHRINK_REFUSED: &str = "StorageShrinkRefused";

@@ -1,0 +1,191 @@
+//! The `RedisInstance` custom resource (`redis.github.com/v1`): spec, status and CRD generation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use kube::CustomResource;
+use redis_fsm::{Condition, History, Phase};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The image used when `spec.image` is not set.
+pub const DEFAULT_IMAGE: &str = "redis:7.2";
+
+/// Desired state of a Redis instance.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "redis.github.com",
+    version = "v1",
+    kind = "RedisInstance",
+    plural = "redisinstances",
+    shortname = "ri",
+    namespaced,
+    status = "RedisInstanceStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.status","description":"Current phase of the instance"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"Whether every replica is ready and the spec is fully rolled out"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas","description":"Desired number of Redis pods"}"#,
+    printcolumn = r#"{"name":"Ready Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Redis pods that are ready"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisInstanceSpec {
+    /// Container image running redis-server. Changing it rolls the pods one at a time.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// Number of Redis pods (independent, not replicating to each other). Changing it scales the StatefulSet.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0))]
+    pub replicas: i32,
+
+    /// CPU and memory requests and limits of the Redis container. Changing them rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Persistent storage for `/data`. Without it the data directory is an emptyDir that lives as long as the pod.
+    /// The size can grow (claims are expanded in place) but never shrink; storage cannot be removed once set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<StorageSpec>,
+
+    /// redis.conf directives and their values, e.g. `maxmemory: 100mb`. Changing them restarts the pods
+    /// one at a time with the new configuration. Directives the operator owns (`port`, `dir`, `bind`, ...)
+    /// are refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("additionalProperties" = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*$"}))]
+    pub config: BTreeMap<String, String>,
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_string()
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Persistent storage for the Redis data directory.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each pod's claim, as a Kubernetes quantity (e.g. `1Gi`). May grow, never shrink.
+    pub size: String,
+
+    /// StorageClass of new claims. Changing it replaces the StatefulSet without touching running pods;
+    /// existing claims keep their class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+
+    /// What happens to the claims when the RedisInstance is deleted: `Retain` (default) keeps them and
+    /// their data, `Delete` removes them.
+    #[serde(default)]
+    pub when_deleted: ClaimDeletePolicy,
+}
+
+/// What happens to an instance's PersistentVolumeClaims when the instance is deleted.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClaimDeletePolicy {
+    /// Keep the claims (and the data) after the instance is deleted.
+    #[default]
+    Retain,
+    /// Delete the claims together with the instance.
+    Delete,
+}
+
+/// Observed state of a Redis instance, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisInstanceStatus {
+    /// The phase: Unknown, Creating, Pending, Running, Updating, Failed or Terminated.
+    #[serde(default)]
+    pub status: Phase,
+
+    /// `"True"` when the instance is Running with every replica ready, otherwise `"False"`.
+    #[serde(default)]
+    pub ready: String,
+
+    /// Machine-readable reason of the current phase (CamelCase), e.g. `StatefulSetUpdating`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+
+    /// Human-readable explanation of the current phase.
+    #[serde(default)]
+    pub last_condition_message: String,
+
+    /// The `metadata.generation` of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Redis pods that exist.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Redis pods that are ready.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Redis pods running the current spec.
+    #[serde(default)]
+    pub updated_replicas: i32,
+
+    /// Kubernetes-convention conditions, one per type: Ready, Progressing, Degraded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The newest phase transitions (at most 10), oldest first.
+    #[serde(default, skip_serializing_if = "History::is_empty")]
+    pub history: History,
+}
+
+impl RedisInstance {
+    /// The current phase recorded in status (Unknown when there is no status yet).
+    pub fn phase(&self) -> Phase {
+        self.status.as_ref().map(|s| s.status).unwrap_or_default()
+    }
+}
+
+/// The CustomResourceDefinition as YAML, exactly as committed under `crds/`.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&RedisInstance::crd()).expect("the CRD serialises to YAML");
+    format!(
+        "# Generated by `redis-operator crd`; do not edit by hand.\n{yaml}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/redisinstance.yaml");
+
+    /// `crds/` must hold exactly what `redis-operator crd` prints. Regenerate with
+    /// `cargo run -- crd > crds/redisinstance.yaml` (or `REDIS_OPERATOR_BLESS=1 cargo test`).
+    #[test]
+    fn committed_crd_is_current() {
+        let generated = crd_yaml();
+        if std::env::var_os("REDIS_OPERATOR_BLESS").is_some() {
+            std::fs::write(COMMITTED, &generated).unwrap();
+        }
+        let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "crds/redisinstance.yaml is stale: run `cargo run -- crd > crds/redisinstance.yaml`"
+        );
+    }
+
+    #[test]
+    fn spec_defaults_apply_to_a_minimal_object() {
+        let ri: RedisInstance = serde_json::from_value(serde_json::json!({
+            "apiVersion": "redis.github.com/v1",
+            "kind": "RedisInstance",
+            "metadata": {"name": "a"},
+            "spec": {}
+        }))
+        .unwrap();
+        assert_eq!(ri.spec.image, DEFAULT_IMAGE);
+        assert_eq!(ri.spec.replicas, 1);
+        assert_eq!(ri.phase(), Phase::Unknown);
+    }
+}

@@ -1,0 +1,397 @@
+//! Pure builders of the objects an instance owns: ConfigMap, StatefulSet, client and headless Services.
+//! Nothing here talks to the API; the reconciler decides whether and how to apply what is built.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::api::RedisInstance;
+use crate::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
+
+/// Pod template annotation carrying the SHA-256 of the rendered `redis.conf`.
+pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
+/// Label naming the application.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Label naming the owning instance.
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+/// Label naming the managing operator.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`] on everything this operator creates.
+pub const MANAGED_BY: &str = "redis-operator";
+/// Label selector matching everything the operator manages (used to scope the watches).
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=redis-operator";
+/// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
+pub const DATA_VOLUME: &str = "data";
+const CONFIG_VOLUME: &str = "config";
+const CONTAINER: &str = "redis";
+/// UID and GID of the `redis` user in the official images.
+const REDIS_UID: i64 = 999;
+
+/// Everything an instance owns, as it should be.
+#[derive(Clone, Debug)]
+pub struct Desired {
+    /// `NAME-config` with the rendered `redis.conf`.
+    pub config_map: ConfigMap,
+    /// `NAME`, the Redis pods.
+    pub statefulset: StatefulSet,
+    /// `NAME`, for clients.
+    pub service: Service,
+    /// `NAME-headless`, the StatefulSet's governing Service.
+    pub headless: Service,
+    /// Hex SHA-256 of the rendered configuration.
+    pub config_hash: String,
+}
+
+/// Names of an instance's children.
+pub fn config_map_name(instance: &str) -> String {
+    format!("{instance}-config")
+}
+
+/// Name of the headless Service governing the StatefulSet.
+pub fn headless_name(instance: &str) -> String {
+    format!("{instance}-headless")
+}
+
+/// The labels every child carries.
+pub fn labels(instance: &str) -> BTreeMap<String, String> {
+    [
+        (NAME_LABEL, "redis"),
+        (INSTANCE_LABEL, instance),
+        (MANAGED_BY_LABEL, MANAGED_BY),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn selector_labels(instance: &str) -> BTreeMap<String, String> {
+    let mut labels = labels(instance);
+    labels.remove(MANAGED_BY_LABEL);
+    labels
+}
+
+fn metadata(ri: &RedisInstance, name: String, owner: &OwnerReference) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: ri.namespace(),
+        labels: Some(labels(&ri.name_any())),
+        owner_references: Some(vec![owner.clone()]),
+        ..Default::default()
+    }
+}
+
+/// Builds every child of an (already validated) instance.
+pub fn build(ri: &RedisInstance) -> Desired {
+    let name = ri.name_any();
+    let owner = ri
+        .controller_owner_ref(&())
+        .expect("instances read from the API have a name and uid");
+    let rendered = redis_conf::render(&ri.spec.config);
+    let config_hash = redis_conf::config_hash(&rendered);
+    let config_map = ConfigMap {
+        metadata: metadata(ri, config_map_name(&name), &owner),
+        data: Some([(CONFIG_FILE.to_string(), rendered)].into()),
+        ..Default::default()
+    };
+    Desired {
+        config_map,
+        statefulset: statefulset(ri, &owner, &config_hash),
+        service: service(ri, &owner, false),
+        headless: service(ri, &owner, true),
+        config_hash,
+    }
+}
+
+fn service(ri: &RedisInstance, owner: &OwnerReference, headless: bool) -> Service {
+    let name = ri.name_any();
+    let service_name = if headless { headless_name(&name) } else { name.clone() };
+    Service {
+        metadata: metadata(ri, service_name, owner),
+        spec: Some(ServiceSpec {
+            cluster_ip: headless.then(|| "None".to_string()),
+            publish_not_ready_addresses: headless.then_some(true),
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("redis".into()),
+                port: REDIS_PORT,
+                target_port: Some(IntOrString::String("redis".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) -> StatefulSet {
+    let name = ri.name_any();
+    let pod_metadata = ObjectMeta {
+        labels: Some(labels(&name)),
+        annotations: Some([(CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string())].into()),
+        ..Default::default()
+    };
+    let mut volumes = vec![Volume {
+        name: CONFIG_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map_name(&name),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let claim_templates = match &ri.spec.storage {
+        Some(storage) => Some(vec![PersistentVolumeClaim {
+            metadata: ObjectMeta {
+                name: Some(DATA_VOLUME.into()),
+                labels: Some(labels(&name)),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                access_modes: Some(vec!["ReadWriteOnce".into()]),
+                storage_class_name: storage.storage_class_name.clone(),
+                resources: Some(VolumeResourceRequirements {
+                    requests: Some([("storage".to_string(), Quantity(storage.size.clone()))].into()),
+                    ..Default::default()
+                }),
+                volume_mode: Some("Filesystem".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        None => {
+            volumes.push(Volume {
+                name: DATA_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            });
+            None
+        }
+    };
+    StatefulSet {
+        metadata: metadata(ri, name.clone(), owner),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(ri.spec.replicas),
+            service_name: Some(headless_name(&name)),
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&name)),
+                ..Default::default()
+            },
+            // Parallel: a pod broken by a bad spec is replaced as soon as the spec is fixed, instead of
+            // blocking the rollout forever (OrderedReady waits for the broken pod to become ready).
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    ..Default::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(pod_metadata),
+                spec: Some(pod_spec(ri, volumes)),
+            },
+            volume_claim_templates: claim_templates,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
+    let ping = "redis-cli -h \"$POD_IP\" -p 6379 ping | grep -q PONG";
+    PodSpec {
+        containers: vec![Container {
+            name: CONTAINER.into(),
+            image: Some(ri.spec.image.clone()),
+            command: Some(vec!["redis-server".into()]),
+            // Listen on the pod's own address only.
+            args: Some(vec![
+                format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+                "--bind".into(),
+                "$(POD_IP)".into(),
+            ]),
+            env: Some(vec![EnvVar {
+                name: "POD_IP".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "status.podIP".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ports: Some(vec![ContainerPort {
+                name: Some("redis".into()),
+                container_port: REDIS_PORT,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            resources: ri.spec.resources.clone(),
+            readiness_probe: Some(Probe {
+                exec: Some(ExecAction {
+                    command: Some(vec!["sh".into(), "-c".into(), ping.into()]),
+                }),
+                period_seconds: Some(5),
+                timeout_seconds: Some(2),
+                ..Default::default()
+            }),
+            liveness_probe: Some(Probe {
+                tcp_socket: Some(TCPSocketAction {
+                    port: IntOrString::String("redis".into()),
+                    ..Default::default()
+                }),
+                initial_delay_seconds: Some(15),
+                period_seconds: Some(10),
+                ..Default::default()
+            }),
+            volume_mounts: Some(vec![
+                VolumeMount {
+                    name: CONFIG_VOLUME.into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: DATA_VOLUME.into(),
+                    mount_path: DATA_DIR.into(),
+                    ..Default::default()
+                },
+            ]),
+            security_context: Some(SecurityContext {
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(REDIS_UID),
+            run_as_group: Some(REDIS_UID),
+            fs_group: Some(REDIS_UID),
+            ..Default::default()
+        }),
+        termination_grace_period_seconds: Some(30),
+        volumes: Some(volumes),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::api::{ClaimDeletePolicy, RedisInstanceSpec, StorageSpec};
+
+    /// A test fixture: an instance as read from the API.
+    pub fn instance(name: &str) -> RedisInstance {
+        let mut ri = RedisInstance::new(
+            name,
+            RedisInstanceSpec {
+                image: "redis:7.2".into(),
+                replicas: 3,
+                resources: None,
+                storage: None,
+                config: [("maxmemory".to_string(), "100mb".to_string())].into(),
+            },
+        );
+        ri.metadata.namespace = Some("ns".into());
+        ri.metadata.uid = Some("uid-1".into());
+        ri.metadata.generation = Some(1);
+        ri
+    }
+
+    #[test]
+    fn children_are_labelled_and_owned() {
+        let desired = build(&instance("cache"));
+        let metas = [
+            &desired.config_map.metadata,
+            &desired.statefulset.metadata,
+            &desired.service.metadata,
+            &desired.headless.metadata,
+        ];
+        for meta in metas {
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(labels[INSTANCE_LABEL], "cache");
+            assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
+            assert_eq!(labels[NAME_LABEL], "redis");
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("RedisInstance", "uid-1"));
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("ns"));
+        }
+        assert_eq!(desired.config_map.metadata.name.as_deref(), Some("cache-config"));
+        assert_eq!(desired.headless.metadata.name.as_deref(), Some("cache-headless"));
+    }
+
+    #[test]
+    fn statefulset_carries_config_hash_and_spec() {
+        let ri = instance("cache");
+        let desired = build(&ri);
+        let spec = desired.statefulset.spec.unwrap();
+        assert_eq!(spec.replicas, Some(3));
+        assert_eq!(spec.service_name.as_deref(), Some("cache-headless"));
+        let template = spec.template;
+        let hash = &template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION];
+        let rendered = &desired.config_map.data.unwrap()[CONFIG_FILE];
+        assert_eq!(hash, &redis_conf::config_hash(rendered));
+        assert!(rendered.contains("maxmemory 100mb"));
+        let pod = template.spec.unwrap();
+        assert_eq!(pod.containers[0].image.as_deref(), Some("redis:7.2"));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        assert!(spec.volume_claim_templates.is_none());
+        let volumes = pod.volumes.unwrap();
+        assert!(volumes.iter().any(|v| v.name == DATA_VOLUME && v.empty_dir.is_some()));
+    }
+
+    #[test]
+    fn storage_becomes_a_claim_template() {
+        let mut ri = instance("cache");
+        ri.spec.storage = Some(StorageSpec {
+            size: "2Gi".into(),
+            storage_class_name: Some("fast".into()),
+            when_deleted: ClaimDeletePolicy::Retain,
+        });
+        let spec = build(&ri).statefulset.spec.unwrap();
+        let claim = &spec.volume_claim_templates.unwrap()[0];
+        assert_eq!(claim.metadata.name.as_deref(), Some(DATA_VOLUME));
+        let claim_spec = claim.spec.as_ref().unwrap();
+        assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
+        let requests = claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(requests["storage"].0, "2Gi");
+        let volumes = spec.template.spec.unwrap().volumes.unwrap();
+        assert!(volumes.iter().all(|v| v.name != DATA_VOLUME));
+    }
+
+    #[test]
+    fn config_change_changes_only_the_hash_annotation_of_the_template() {
+        let a = build(&instance("cache"));
+        let mut ri = instance("cache");
+        ri.spec.config.insert("maxmemory".into(), "200mb".into());
+        let b = build(&ri);
+        assert_ne!(a.config_hash, b.config_hash);
+        let (ta, tb) = (
+            a.statefulset.spec.unwrap().template,
+            b.statefulset.spec.unwrap().template,
+        );
+        assert_eq!(ta.spec, tb.spec);
+        assert_ne!(ta.metadata, tb.metadata);
+    }
+}

@@ -1,0 +1,146 @@
+//! Command line: `run` the operator, print the `crd`, or render the phase engine (`fsm`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tracing_subscriber::EnvFilter;
+
+use crate::metrics::Metrics;
+use crate::reconciler::{self, Settings};
+
+/// A Kubernetes operator for Redis whose status is driven by an explicit, typed phase state machine.
+#[derive(Parser, Debug)]
+#[command(name = "redis-operator", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator.
+    Run(RunArgs),
+    /// Print the RedisInstance CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the phase state machine as a diagram or table.
+    Fsm {
+        /// mermaid, dot, markdown, or doc (the whole docs/fsm.md page).
+        #[arg(long, default_value = "mermaid")]
+        format: String,
+    },
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings of `redis-operator run`; every flag can also be set by its environment variable.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// Only manage RedisInstances in this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the /metrics, /healthz and /readyz endpoints.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_address: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `redis_operator=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Kubeconfig context to use (default: the current context, or the in-cluster config).
+    #[arg(long, env = "KUBE_CONTEXT")]
+    pub context: Option<String>,
+    /// Seconds between periodic resyncs of a healthy instance.
+    #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Controller name reported in Events.
+    #[arg(long, env = "REPORTER", default_value = "redis-operator")]
+    pub reporter: String,
+}
+
+fn init_tracing(args: &RunArgs) {
+    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn client(context: Option<&str>) -> Result<Client, Box<dyn std::error::Error>> {
+    let config = match context {
+        Some(context) => {
+            let options = KubeConfigOptions {
+                context: Some(context.to_string()),
+                ..Default::default()
+            };
+            Config::from_custom_kubeconfig(Kubeconfig::read()?, &options).await?
+        }
+        None => Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+/// Resolves when the process receives SIGTERM or SIGINT.
+pub async fn termination_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
+    init_tracing(&args);
+    let client = client(args.context.as_deref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(crate::http::serve(args.metrics_address, metrics.clone(), ready_rx));
+    let settings = Settings {
+        namespace: args.namespace.clone(),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        reporter: args.reporter.clone(),
+    };
+    tokio::select! {
+        _ = reconciler::run(client, settings, metrics, ready_tx, termination_signal()) => {}
+        served = http => {
+            served??;
+        }
+    }
+    Ok(())
+}
+
+/// Executes a parsed command line.
+pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Run(args) => run(args).await,
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml());
+            Ok(())
+        }
+        Command::Fsm { format } => {
+            if format == "doc" {
+                print!("{}", redis_fsm::docs_page());
+            } else {
+                print!("{}", redis_fsm::render(format.parse()?));
+            }
+            Ok(())
+        }
+    }
+}

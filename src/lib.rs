@@ -1,0 +1,22 @@
+//! redis-operator: runs Redis on Kubernetes from one `RedisInstance` resource, with status driven by the
+//! typed phase engine of the `redis-fsm` crate.
+//!
+//! The reconcile pipeline (see `docs/architecture.md`): [`reconciler`] reads the watch caches,
+//! [`validate`] checks the spec, [`children`] builds the desired objects (pure), [`change`] classifies the
+//! difference to the live StatefulSet, the reconciler applies it, [`observe`] reads the rollout state, the phase
+//! engine decides, and [`status`] turns the decision into the status written back.
+
+pub mod api;
+pub mod change;
+pub mod children;
+pub mod cli;
+pub mod diff;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod observe;
+pub mod quantity;
+pub mod reconciler;
+pub mod redis_conf;
+pub mod status;
+pub mod validate;

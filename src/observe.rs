@@ -1,0 +1,196 @@
+//! Reading what the phase engine needs out of the watch caches: StatefulSet rollout state and failing pods.
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use redis_fsm::{FailingPod, RolloutStatus};
+
+/// Container waiting reasons that mean the pod cannot start as specified.
+const FAILING_WAITING_REASONS: [&str; 7] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// The label the StatefulSet controller puts on each pod naming its revision.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// The rollout state of a StatefulSet as the phase engine reads it.
+pub fn rollout_status(sts: &StatefulSet) -> RolloutStatus {
+    let status = sts.status.clone().unwrap_or_default();
+    RolloutStatus {
+        generation: sts.metadata.generation.unwrap_or_default(),
+        observed_generation: status.observed_generation,
+        replicas: status.replicas,
+        ready_replicas: status.ready_replicas.unwrap_or_default(),
+        updated_replicas: status.updated_replicas.unwrap_or_default(),
+        current_revision: status.current_revision,
+        update_revision: status.update_revision,
+    }
+}
+
+/// Pods that keep failing. Pods of an older revision are left out while a newer one rolls out: the
+/// StatefulSet controller replaces them, so a fixed spec is not reported as failing because of them.
+pub fn failing_pods<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
+    update_revision: Option<&str>,
+) -> Vec<FailingPod> {
+    let mut failing: Vec<FailingPod> = pods
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| match (update_revision, pod_revision(pod)) {
+            (Some(want), Some(have)) => want == have,
+            _ => true,
+        })
+        .filter_map(pod_failure)
+        .collect();
+    failing.sort_by(|a, b| a.pod.cmp(&b.pod));
+    failing
+}
+
+fn pod_revision(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()?
+        .get(REVISION_LABEL)
+        .map(String::as_str)
+}
+
+fn pod_failure(pod: &Pod) -> Option<FailingPod> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        return Some(FailingPod {
+            pod: name,
+            reason: status.reason.clone().unwrap_or_else(|| "Failed".into()),
+            message: status.message.clone().unwrap_or_default(),
+        });
+    }
+    for container in status.container_statuses.iter().flatten() {
+        let state = container.state.as_ref();
+        let waiting = state.and_then(|s| s.waiting.as_ref());
+        let waiting_reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or_default();
+        let last_failure = container
+            .last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .filter(|t| t.exit_code != 0);
+        let message = || {
+            last_failure
+                .and_then(|t| t.message.clone())
+                .or_else(|| waiting.and_then(|w| w.message.clone()))
+                .unwrap_or_default()
+        };
+        if FAILING_WAITING_REASONS.contains(&waiting_reason) {
+            return Some(FailingPod {
+                pod: name,
+                reason: waiting_reason.to_string(),
+                message: message(),
+            });
+        }
+        // Between two crash-loop back-offs the container runs briefly; it still keeps failing.
+        if !container.ready && container.restart_count > 0 && last_failure.is_some() {
+            return Some(FailingPod {
+                pod: name,
+                reason: "CrashLoopBackOff".to_string(),
+                message: message(),
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{
+        ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, PodStatus,
+    };
+
+    use super::*;
+
+    fn pod(name: &str, revision: &str, container: ContainerStatus) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.into());
+        pod.metadata.labels = Some([(REVISION_LABEL.to_string(), revision.to_string())].into());
+        pod.status = Some(PodStatus {
+            phase: Some("Running".into()),
+            container_statuses: Some(vec![container]),
+            ..Default::default()
+        });
+        pod
+    }
+
+    fn crash_looping() -> ContainerStatus {
+        ContainerStatus {
+            name: "redis".into(),
+            restart_count: 3,
+            state: Some(ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("CrashLoopBackOff".into()),
+                    message: Some("back-off 40s".into()),
+                }),
+                ..Default::default()
+            }),
+            last_state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 1,
+                    message: Some("Bad directive".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn healthy() -> ContainerStatus {
+        ContainerStatus {
+            name: "redis".into(),
+            ready: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn crash_loop_is_failing_with_the_last_output() {
+        let pods = [pod("a-1", "r2", crash_looping()), pod("a-0", "r2", healthy())];
+        let failing = failing_pods(&pods, Some("r2"));
+        assert_eq!(failing.len(), 1);
+        assert_eq!(failing[0].pod, "a-1");
+        assert_eq!(failing[0].reason, "CrashLoopBackOff");
+        assert_eq!(failing[0].message, "Bad directive");
+    }
+
+    #[test]
+    fn restarting_between_back_offs_still_counts() {
+        let mut container = crash_looping();
+        container.state = Some(ContainerState::default());
+        let failing = failing_pods(&[pod("a-0", "r1", container)], Some("r1"));
+        assert_eq!(failing.len(), 1);
+    }
+
+    #[test]
+    fn old_revision_pods_are_ignored_during_a_rollout() {
+        let pods = [pod("a-0", "r1", crash_looping())];
+        assert!(failing_pods(&pods, Some("r2")).is_empty());
+        assert_eq!(failing_pods(&pods, Some("r1")).len(), 1);
+    }
+
+    #[test]
+    fn image_pull_errors_fail() {
+        let mut container = healthy();
+        container.ready = false;
+        container.state = Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some("ImagePullBackOff".into()),
+                message: Some("not found".into()),
+            }),
+            ..Default::default()
+        });
+        let failing = failing_pods(&[pod("a-0", "r1", container)], None);
+        assert_eq!((failing[0].reason.as_str(), failing[0].message.as_str()), ("ImagePullBackOff", "not found"));
+    }
+}

@@ -1,0 +1,605 @@
+//! The reconcile pipeline: read (watch caches) → validate → build (pure) → classify → apply → observe →
+//! decide (phase engine) → write status. Only apply and the status write touch the API, and only when
+//! something differs, so a converged instance costs no write.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use redis_fsm::{reasons, step, Change, Decision, Observation, Phase, SpecProblem};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{debug, info, instrument, warn};
+
+use crate::api::{ClaimDeletePolicy, RedisInstance};
+use crate::change::{classify_change, StatefulSetChange};
+use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
+use crate::diff::is_applied;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::observe::{failing_pods, rollout_status};
+use crate::quantity::Quantity;
+use crate::status::{next_status, now};
+use crate::validate::validate;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "redis-operator";
+/// Finalizer that lets the operator record `Terminated` and apply the claim policy before deletion.
+pub const FINALIZER: &str = "redis.github.com/finalizer";
+/// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
+const REPLACE_WAIT: Duration = Duration::from_secs(30);
+
+/// Operator settings that reconciles need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only watch this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// How often a healthy instance is reconciled again without any event.
+    pub resync: Duration,
+    /// Name reported as the controller in Events.
+    pub reporter: String,
+}
+
+/// The watch caches every reconcile reads from.
+#[derive(Clone)]
+pub struct Stores {
+    /// RedisInstances (the controller's own cache).
+    pub instances: Store<RedisInstance>,
+    /// Owned StatefulSets.
+    pub statefulsets: Store<StatefulSet>,
+    /// Owned ConfigMaps.
+    pub config_maps: Store<ConfigMap>,
+    /// Owned Services.
+    pub services: Store<Service>,
+    /// Redis pods (labelled by the operator).
+    pub pods: Store<Pod>,
+    /// Data claims (labelled by the claim template).
+    pub claims: Store<PersistentVolumeClaim>,
+}
+
+impl Stores {
+    /// Waits until every cache has completed its initial list, so no reconcile mistakes an unlisted child for
+    /// a missing one.
+    pub async fn wait_ready(&self) -> Result<()> {
+        self.instances
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("RedisInstance"))?;
+        self.statefulsets
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("StatefulSet"))?;
+        self.config_maps
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("ConfigMap"))?;
+        self.services
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("Service"))?;
+        self.pods
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("Pod"))?;
+        self.claims
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::CacheUnavailable("PersistentVolumeClaim"))
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Watch caches.
+    pub stores: Stores,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: Settings,
+    /// Consecutive failures per instance, for exponential back-off.
+    failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
+}
+
+fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Entry point of every reconcile.
+#[instrument(skip_all, fields(instance = %ri.name_any(), namespace = ri.namespace().unwrap_or_default()))]
+pub async fn reconcile(ri: Arc<RedisInstance>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile_timer();
+    ctx.stores.wait_ready().await?;
+    let namespace = ri.namespace().unwrap_or_default();
+    let api: Api<RedisInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, ri, |event| async {
+        match event {
+            Finalizer::Apply(ri) => apply(&ri, &ctx).await,
+            Finalizer::Cleanup(ri) => cleanup(&ri, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.record_reconcile(result.as_ref().err());
+    result
+}
+
+/// Requeues failed reconciles with exponential back-off (1 s, 2 s, 4 s, … capped at 5 min).
+pub fn error_policy(ri: Arc<RedisInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = ObjectRef::from_obj(&*ri);
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    let count = failures.entry(key).or_default();
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    warn!(instance = %ri.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn reset_backoff(ri: &RedisInstance, ctx: &Context) {
+    let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
+    failures.remove(&ObjectRef::from_obj(ri));
+}
+
+async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let mut observation = Observation {
+        generation: ri.metadata.generation.unwrap_or_default(),
+        spec_replicas: ri.spec.replicas,
+        ..Default::default()
+    };
+    let live_sts = lookup(&ctx.stores.statefulsets, &name, &namespace);
+
+    let errors = validate(&ri.spec);
+    if !errors.is_empty() {
+        let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        observation.spec_problem = Some(SpecProblem {
+            reason: reasons::INVALID_SPEC.to_string(),
+            message,
+        });
+        observation.statefulset = live_sts.as_deref().map(rollout_status);
+        publish_status(ri, ctx, &observation).await?;
+        reset_backoff(ri, ctx);
+        // Nothing to retry until the user changes the object.
+        return Ok(Action::await_change());
+    }
+
+    let desired = children::build(ri);
+    let mut change = classify_change(&desired.statefulset, live_sts.as_deref());
+    if let Some(sts) = live_sts.as_deref() {
+        if sts.metadata.deletion_timestamp.is_some() {
+            // A storage replace started by an earlier reconcile has not finished its orphaning delete.
+            change = StatefulSetChange::Storage {
+                expand_to: None,
+                note: None,
+            };
+        }
+    }
+    if let StatefulSetChange::Refused(problem) = &change {
+        observation.spec_problem = Some(problem.clone());
+        observation.statefulset = live_sts.as_deref().map(rollout_status);
+        publish_status(ri, ctx, &observation).await?;
+        reset_backoff(ri, ctx);
+        return Ok(Action::await_change());
+    }
+
+    apply_unless_current(ctx, &namespace, &desired.config_map, &ctx.stores.config_maps).await?;
+    apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
+    apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
+
+    let previous = ri.phase();
+    match &change {
+        StatefulSetChange::None | StatefulSetChange::Refused(_) => {}
+        StatefulSetChange::Create => {
+            apply_object(ctx, &namespace, &desired.statefulset).await?;
+            let replacing = ri
+                .status
+                .as_ref()
+                .is_some_and(|s| s.reason == reasons::STATEFULSET_RESTART);
+            if replacing {
+                // The orphaning delete of a storage replace finished after an earlier reconcile gave up waiting.
+                change = StatefulSetChange::Storage {
+                    expand_to: None,
+                    note: None,
+                };
+            } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
+                observation.missing_child = Some(format!("StatefulSet {name} was missing and has been re-created"));
+            }
+        }
+        StatefulSetChange::Rolling | StatefulSetChange::Restart => {
+            apply_object(ctx, &namespace, &desired.statefulset).await?;
+        }
+        StatefulSetChange::Storage { expand_to, note } => {
+            replace_for_storage(ri, ctx, &desired, expand_to.as_deref()).await?;
+            observation.change_note = note.clone();
+        }
+    }
+    observation.change = change.applied();
+    if observation.change == Change::None {
+        observation.statefulset = live_sts.as_deref().map(rollout_status);
+        let update_revision = observation
+            .statefulset
+            .as_ref()
+            .and_then(|s| s.update_revision.clone());
+        let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+        observation.failing_pods = failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
+    }
+    publish_status(ri, ctx, &observation).await?;
+    reset_backoff(ri, ctx);
+    // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync.
+    Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Objects of the given kind that carry this instance's label, from a watch cache.
+fn instance_objects<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
+        .collect()
+}
+
+/// Applies `desired` with server-side apply unless the cached live object already holds it.
+async fn apply_unless_current<K>(ctx: &Context, namespace: &str, desired: &K, store: &Store<K>) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    let live = lookup(store, &desired.name_any(), namespace);
+    if live.is_some_and(|live| is_applied(desired, &*live)) {
+        return Ok(());
+    }
+    apply_object(ctx, namespace, desired).await
+}
+
+async fn apply_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("apply", e))?;
+    info!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
+    Ok(())
+}
+
+/// Storage change: expand claims in place (growth), then replace the StatefulSet by an orphaning delete and a
+/// re-create with the new claim template. Running pods and their claims are never touched by the replace.
+async fn replace_for_storage(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &Desired,
+    expand_to: Option<&str>,
+) -> Result<()> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    if let Some(size) = expand_to {
+        expand_claims(ri, ctx, size).await?;
+    }
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    let live = lookup(&ctx.stores.statefulsets, &name, &namespace);
+    if live.as_ref().is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Orphan),
+            ..Default::default()
+        };
+        api.delete(&name, &params)
+            .await
+            .inspect_err(|e| ctx.metrics.record_api_error("delete", e))?;
+        event(
+            ctx,
+            ri,
+            EventType::Normal,
+            "ReplacingStatefulSet",
+            "Replace",
+            format!("Deleted StatefulSet {name} with orphan propagation to apply the new claim template; pods and claims are kept"),
+        )
+        .await;
+    }
+    // Wait (bounded) for the garbage collector to finish the orphaning delete, then re-create.
+    let gone = kube::runtime::wait::await_condition(api.clone(), &name, |sts: Option<&StatefulSet>| sts.is_none());
+    if tokio::time::timeout(REPLACE_WAIT, gone).await.is_err() {
+        return Err(Error::ReplaceInProgress(name));
+    }
+    apply_object(ctx, &namespace, &desired.statefulset).await
+}
+
+/// Raises the storage request of every existing data claim of the instance to `size`.
+async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str) -> Result<()> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let Ok(target) = size.parse::<Quantity>() else {
+        return Ok(());
+    };
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let prefix = format!("{DATA_VOLUME}-{name}-");
+    for claim in instance_objects(&ctx.stores.claims, &name, &namespace) {
+        let claim_name = claim.name_any();
+        if !claim_name.starts_with(&prefix) {
+            continue;
+        }
+        let current = claim
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .and_then(|q| q.0.parse::<Quantity>().ok());
+        if current.is_some_and(|c| c >= target) {
+            continue;
+        }
+        let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        api.patch(&claim_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .inspect_err(|e| ctx.metrics.record_api_error("patch", e))?;
+        event(
+            ctx,
+            ri,
+            EventType::Normal,
+            "ExpandingClaim",
+            "Expand",
+            format!("Requested {size} for PersistentVolumeClaim {claim_name}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Deletion: record `Terminated`, apply the claim policy; the children go by owner reference.
+async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let observation = Observation {
+        generation: ri.metadata.generation.unwrap_or_default(),
+        deletion_requested: true,
+        spec_replicas: ri.spec.replicas,
+        ..Default::default()
+    };
+    publish_status(ri, ctx, &observation).await?;
+    let delete_claims = ri
+        .spec
+        .storage
+        .as_ref()
+        .is_some_and(|s| s.when_deleted == ClaimDeletePolicy::Delete);
+    if delete_claims {
+        // The only place the operator ever deletes a claim: the user asked for it with `whenDeleted: Delete`.
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+        let prefix = format!("{DATA_VOLUME}-{name}-");
+        for claim in instance_objects(&ctx.stores.claims, &name, &namespace) {
+            let claim_name = claim.name_any();
+            if !claim_name.starts_with(&prefix) || claim.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            match api.delete(&claim_name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                Err(e) => {
+                    ctx.metrics.record_api_error("delete", &e);
+                    return Err(e.into());
+                }
+            }
+            event(
+                ctx,
+                ri,
+                EventType::Normal,
+                "DeletingClaim",
+                "Delete",
+                format!("Deleted PersistentVolumeClaim {claim_name} (storage.whenDeleted: Delete)"),
+            )
+            .await;
+        }
+    }
+    reset_backoff(ri, ctx);
+    Ok(Action::await_change())
+}
+
+/// Runs the phase engine on an observation and writes the resulting status if it differs from the cached one.
+/// The write is synchronous and guarded by the cached resourceVersion: a stale view gets a conflict instead of
+/// overwriting newer status, and the watch event that made it stale triggers the next reconcile.
+async fn publish_status(ri: &RedisInstance, ctx: &Context, observation: &Observation) -> Result<Decision> {
+    let previous = ri.phase();
+    let now = now();
+    let decision = step(previous, observation, &now);
+    let status = next_status(
+        ri.status.as_ref(),
+        &decision,
+        observation.generation,
+        observation.statefulset.as_ref(),
+        &now,
+    );
+    if ri.status.as_ref() == Some(&status) {
+        debug!("status unchanged");
+        return Ok(decision);
+    }
+    let api: Api<RedisInstance> = Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
+    let mut updated = ri.clone();
+    updated.status = Some(status);
+    updated.metadata.managed_fields = None;
+    match api
+        .replace_status(&ri.name_any(), &PostParams::default(), &updated)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            debug!("status write conflicted with a newer version; the next event reconciles again");
+            return Ok(decision);
+        }
+        Err(e) => {
+            ctx.metrics.record_api_error("replace_status", &e);
+            return Err(e.into());
+        }
+    }
+    if let Some(transition) = &decision.transition {
+        ctx.metrics.record_transition(transition.from, transition.to);
+        info!(from = %transition.from, to = %transition.to, reason = %decision.reason, "phase transition");
+        let type_ = if decision.phase == Phase::Failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        event(ctx, ri, type_, &decision.reason, "PhaseTransition", format!(
+            "{} -> {}: {}",
+            transition.from, transition.to, decision.message
+        ))
+        .await;
+    }
+    Ok(decision)
+}
+
+/// Publishes a Kubernetes Event about the instance; failures are logged, never fatal.
+async fn event(ctx: &Context, ri: &RedisInstance, type_: EventType, reason: &str, action: &str, note: String) {
+    let ev = KubeEvent {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ri.object_ref(&())).await {
+        ctx.metrics.record_api_error("event", &e);
+        warn!(error = %e, "could not publish event");
+    }
+}
+
+fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Builds the watch caches and the controller, and runs it until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: tokio::sync::watch::Sender<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = settings.namespace.as_deref();
+    let labelled = watcher::Config::default().labels(MANAGED_SELECTOR).any_semantic();
+    let instances: Api<RedisInstance> = api_for(&client, ns);
+
+    let (statefulsets, sts_writer) = reflector::store();
+    let sts_stream = watcher(api_for::<StatefulSet>(&client, ns), labelled.clone())
+        .default_backoff()
+        .reflect(sts_writer)
+        .touched_objects();
+    let (config_maps, cm_writer) = reflector::store();
+    let cm_stream = watcher(api_for::<ConfigMap>(&client, ns), labelled.clone())
+        .default_backoff()
+        .reflect(cm_writer)
+        .touched_objects();
+    let (services, svc_writer) = reflector::store();
+    let svc_stream = watcher(api_for::<Service>(&client, ns), labelled.clone())
+        .default_backoff()
+        .reflect(svc_writer)
+        .touched_objects();
+    let (pods, pod_writer) = reflector::store();
+    let pod_stream = watcher(api_for::<Pod>(&client, ns), labelled.clone())
+        .default_backoff()
+        .modify(|pod: &mut Pod| {
+            // Keep the cache small: the reconciler only reads labels, deletion state and container statuses.
+            pod.spec = None;
+            pod.metadata.managed_fields = None;
+        })
+        .reflect(pod_writer)
+        .touched_objects();
+    let (claims, claim_writer) = reflector::store();
+    let claim_stream = watcher(api_for::<PersistentVolumeClaim>(&client, ns), labelled)
+        .default_backoff()
+        .reflect(claim_writer)
+        .touched_objects();
+
+    let controller = Controller::new(instances, watcher::Config::default().any_semantic());
+    let stores = Stores {
+        instances: controller.store(),
+        statefulsets,
+        config_maps,
+        services,
+        pods,
+        claims,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: settings.reporter.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        stores: stores.clone(),
+        metrics: metrics.clone(),
+        settings,
+        failures: Mutex::default(),
+    });
+    let readiness = stores.clone();
+    tokio::spawn(async move {
+        if readiness.wait_ready().await.is_ok() {
+            info!("watch caches synced");
+            let _ = ready.send(true);
+        }
+    });
+    let state_metrics = metrics.clone();
+    let phase_stores = stores.instances.clone();
+    controller
+        .owns_stream(sts_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .watches_stream(pod_stream, map_to_instance)
+        .watches_stream(claim_stream, map_to_instance)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(error) = result {
+                debug!(%error, "reconcile loop error");
+            }
+            state_metrics.set_phases(phase_stores.state().iter().map(|ri| ri.phase()));
+            std::future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+}
+
+fn map_to_instance<K: Resource>(object: K) -> Option<ObjectRef<RedisInstance>> {
+    let name = object.labels().get(INSTANCE_LABEL)?;
+    Some(ObjectRef::new(name).within(&object.namespace()?))
+}

@@ -1,0 +1,94 @@
+//! Turning the phase engine's decision into the instance's status.
+
+use redis_fsm::{conditions, Decision, Phase, RolloutStatus};
+
+use crate::api::RedisInstanceStatus;
+
+/// The status to write for a decision, keeping the previous status's history and condition times.
+/// Equal inputs give an equal status, so a converged instance never needs a status write.
+pub fn next_status(
+    previous: Option<&RedisInstanceStatus>,
+    decision: &Decision,
+    generation: i64,
+    rollout: Option<&RolloutStatus>,
+    now: &str,
+) -> RedisInstanceStatus {
+    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let mut history = previous.map(|s| s.history.clone()).unwrap_or_default();
+    if let Some(transition) = &decision.transition {
+        history.record(transition.clone());
+    }
+    let ready = decision.phase == Phase::Running;
+    RedisInstanceStatus {
+        status: decision.phase,
+        ready: if ready { "True" } else { "False" }.to_string(),
+        reason: decision.reason.clone(),
+        last_condition_message: decision.message.clone(),
+        observed_generation: Some(generation),
+        replicas: rollout.map_or(0, |r| r.replicas),
+        ready_replicas: rollout.map_or(0, |r| r.ready_replicas),
+        updated_replicas: rollout.map_or(0, |r| r.updated_replicas),
+        conditions: conditions(previous_conditions, decision, generation, now),
+        history,
+    }
+}
+
+/// The current time as the API server writes it (RFC 3339, seconds).
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use redis_fsm::{step, Observation};
+
+    use super::*;
+
+    fn running_observation() -> Observation {
+        Observation {
+            generation: 1,
+            spec_replicas: 2,
+            statefulset: Some(RolloutStatus {
+                generation: 1,
+                observed_generation: Some(1),
+                replicas: 2,
+                ready_replicas: 2,
+                updated_replicas: 2,
+                current_revision: Some("r1".into()),
+                update_revision: Some("r1".into()),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn converged_status_is_stable() {
+        let obs = running_observation();
+        let first = step(Phase::Pending, &obs, "2026-01-01T00:00:00Z");
+        let s1 = next_status(None, &first, 1, obs.statefulset.as_ref(), "2026-01-01T00:00:00Z");
+        assert_eq!(s1.status, Phase::Running);
+        assert_eq!(s1.ready, "True");
+        assert_eq!(s1.history.len(), 1);
+        let again = step(s1.status, &obs, "2026-01-01T00:05:00Z");
+        let s2 = next_status(Some(&s1), &again, 1, obs.statefulset.as_ref(), "2026-01-01T00:05:00Z");
+        assert_eq!(s1, s2, "a repeated observation must not change the status");
+    }
+
+    #[test]
+    fn counts_come_from_the_statefulset() {
+        let obs = running_observation();
+        let decision = step(Phase::Unknown, &obs, "2026-01-01T00:00:00Z");
+        let status = next_status(None, &decision, 1, obs.statefulset.as_ref(), "t");
+        assert_eq!((status.replicas, status.ready_replicas, status.updated_replicas), (2, 2, 2));
+        assert_eq!(status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn now_is_rfc3339_seconds() {
+        let now = now();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.ends_with('Z'));
+    }
+}
