@@ -32,7 +32,7 @@ pub struct Transition {
 /// deserialisation all drop the oldest entries beyond the limit.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct History(#[schemars(length(max = 10))] Vec<Transition>);
+pub struct History(#[schemars(length(max = HISTORY_LIMIT))] Vec<Transition>);
 
 impl History {
     /// An empty history.

@@ -1,26 +1,16 @@
 //! The seven phases a RedisInstance can be in.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use schemars::JsonSchema;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
 /// The phase of a RedisInstance, as persisted in `status.phase`.
 ///
 /// It is also the state type of the rust-fsm machine (see [`crate::transition`]).
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    JsonSchema,
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
 )]
 pub enum Phase {
     /// No phase recorded yet (a fresh object); [`crate::step`] never returns it.
@@ -89,5 +79,21 @@ impl Phase {
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A plain string enum. The derived schema would be a `oneOf` of documented constants, which
+/// Kubernetes structural schemas reject in a CRD.
+impl JsonSchema for Phase {
+    fn schema_name() -> Cow<'static, str> {
+        "Phase".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "The phase of a RedisInstance.",
+            "type": "string",
+            "enum": Phase::ALL.map(Phase::as_str),
+        })
     }
 }

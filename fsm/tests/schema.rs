@@ -14,7 +14,10 @@ fn history_schema_is_a_bounded_list_of_camel_case_transitions() {
     assert_eq!(history["maxItems"], json!(HISTORY_LIMIT));
     let transition = &history["$defs"]["Transition"]["properties"];
     for field in ["from", "to", "reason", "message", "time", "generation"] {
-        assert!(transition.get(field).is_some(), "{field} missing: {transition}");
+        assert!(
+            transition.get(field).is_some(),
+            "{field} missing: {transition}"
+        );
     }
 }
 

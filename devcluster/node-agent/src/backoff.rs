@@ -24,14 +24,22 @@ mod tests {
     #[test]
     fn doubles_from_the_initial_delay_up_to_the_cap() {
         let initial = Duration::from_secs(10);
-        let delays: Vec<u64> = (1..=7).map(|n| restart_delay(initial, n).as_secs()).collect();
+        let delays: Vec<u64> = (1..=7)
+            .map(|n| restart_delay(initial, n).as_secs())
+            .collect();
         assert_eq!(delays, vec![10, 20, 40, 80, 160, 300, 300]);
     }
 
     #[test]
     fn never_overflows() {
-        assert_eq!(restart_delay(Duration::from_secs(10), u32::MAX), MAX_RESTART_DELAY);
-        assert_eq!(restart_delay(Duration::from_secs(u64::MAX / 2), 3), MAX_RESTART_DELAY);
+        assert_eq!(
+            restart_delay(Duration::from_secs(10), u32::MAX),
+            MAX_RESTART_DELAY
+        );
+        assert_eq!(
+            restart_delay(Duration::from_secs(u64::MAX / 2), 3),
+            MAX_RESTART_DELAY
+        );
     }
 
     #[test]

@@ -24,7 +24,11 @@ pub async fn run(client: Client, node_name: String) {
 }
 
 async fn bind(client: Client, node_name: String, pod: Arc<Pod>) {
-    let scheduled = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let scheduled = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     if scheduled || pod.metadata.deletion_timestamp.is_some() {
         return;
     }
@@ -46,7 +50,12 @@ async fn bind(client: Client, node_name: String, pod: Arc<Pod>) {
     };
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     match pods
-        .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
     {
         Ok(_) => info!(%namespace, pod = %name, "bound pod"),

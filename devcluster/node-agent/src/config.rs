@@ -27,7 +27,8 @@ pub struct Config {
     pub pod_mode: PodMode,
 }
 
-const USAGE: &str = "usage: node-agent [--node-name NAME] [--state-dir DIR] [--pod-cidr-prefix 127.N] \
+const USAGE: &str =
+    "usage: node-agent [--node-name NAME] [--state-dir DIR] [--pod-cidr-prefix 127.N] \
 [--restart-backoff-seconds SECS] [--pod-mode process|simulated]
   The API server comes from $KUBECONFIG (or in-cluster config). Environment fallbacks:
   NODE_AGENT_NODE_NAME, NODE_AGENT_STATE_DIR, NODE_AGENT_POD_CIDR_PREFIX,
@@ -96,7 +97,9 @@ impl Config {
                 .ok()
                 .filter(|s| s.is_finite() && *s > 0.0)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| UsageError::new(format!("bad --restart-backoff-seconds {text:?}")))?,
+                .ok_or_else(|| {
+                    UsageError::new(format!("bad --restart-backoff-seconds {text:?}"))
+                })?,
         };
         let pod_mode = match mode.as_deref() {
             None | Some("process") => PodMode::Process,
@@ -132,7 +135,14 @@ mod tests {
 
     #[test]
     fn flags_in_both_spellings() {
-        let config = parse(&["--node-name", "n2", "--pod-mode=simulated", "--restart-backoff-seconds", "0.5"]).unwrap();
+        let config = parse(&[
+            "--node-name",
+            "n2",
+            "--pod-mode=simulated",
+            "--restart-backoff-seconds",
+            "0.5",
+        ])
+        .unwrap();
         assert_eq!(config.node_name, "n2");
         assert_eq!(config.pod_mode, PodMode::Simulated);
         assert_eq!(config.restart_backoff, Duration::from_millis(500));

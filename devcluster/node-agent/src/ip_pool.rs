@@ -91,7 +91,8 @@ impl IpPool {
     fn host_of(&self, ip: Ipv4Addr) -> Option<u16> {
         let [a, b, high, low] = ip.octets();
         let host = u16::from_be_bytes([high, low]);
-        (a == 127 && b == self.second_octet && (FIRST_HOST..=LAST_HOST).contains(&host)).then_some(host)
+        (a == 127 && b == self.second_octet && (FIRST_HOST..=LAST_HOST).contains(&host))
+            .then_some(host)
     }
 }
 

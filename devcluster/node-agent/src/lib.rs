@@ -33,24 +33,44 @@ use crate::config::Config;
 
 /// Serves the node until SIGTERM or SIGINT, then stops every pod process it started.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    let kube_config = kube::Config::infer().await.context("loading the kubeconfig")?;
-    let api_host = kube_config.cluster_url.host().unwrap_or("127.0.0.1").to_string();
+    let kube_config = kube::Config::infer()
+        .await
+        .context("loading the kubeconfig")?;
+    let api_host = kube_config
+        .cluster_url
+        .host()
+        .unwrap_or("127.0.0.1")
+        .to_string();
     let api_port = kube_config.cluster_url.port_u16().unwrap_or(443);
     let client = Client::try_from(kube_config).context("building the API client")?;
     for dir in ["pods", "volumes"] {
         let path = config.state_dir.join(dir);
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     }
-    retry("registering the node", || node::register(&client, &config.node_name)).await;
-    retry("creating the StorageClasses", || storage::classes::ensure(&client)).await;
+    retry("registering the node", || {
+        node::register(&client, &config.node_name)
+    })
+    .await;
+    retry("creating the StorageClasses", || {
+        storage::classes::ensure(&client)
+    })
+    .await;
     info!(node = %config.node_name, mode = ?config.pod_mode, "serving the node");
 
-    let ctx = Arc::new(pods::Context::new(client.clone(), config.clone(), api_host, api_port)?);
+    let ctx = Arc::new(pods::Context::new(
+        client.clone(),
+        config.clone(),
+        api_host,
+        api_port,
+    )?);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let background = [
         tokio::spawn(node::heartbeat(client.clone(), config.node_name.clone())),
         tokio::spawn(binder::run(client.clone(), config.node_name.clone())),
-        tokio::spawn(storage::run(client.clone(), config.state_dir.join("volumes"))),
+        tokio::spawn(storage::run(
+            client.clone(),
+            config.state_dir.join("volumes"),
+        )),
     ];
     let pods = tokio::spawn(pods::run(ctx, shutdown_rx));
 

@@ -27,7 +27,10 @@ pub async fn register(client: &Client, node_name: &str) -> Result<()> {
                 ("kubernetes.io/hostname".to_string(), node_name.to_string()),
                 ("kubernetes.io/os".to_string(), "linux".to_string()),
                 ("kubernetes.io/arch".to_string(), "amd64".to_string()),
-                ("node.devcluster.local/agent".to_string(), "true".to_string()),
+                (
+                    "node.devcluster.local/agent".to_string(),
+                    "true".to_string(),
+                ),
             ])),
             ..ObjectMeta::default()
         },
@@ -71,9 +74,15 @@ fn full_status(node_name: &str) -> NodeStatus {
     let now = Time(Timestamp::now());
     let resources = BTreeMap::from([
         ("cpu".to_string(), Quantity(available_cpus().to_string())),
-        ("memory".to_string(), Quantity(format!("{}Ki", total_memory_kib()))),
+        (
+            "memory".to_string(),
+            Quantity(format!("{}Ki", total_memory_kib())),
+        ),
         ("pods".to_string(), Quantity("250".to_string())),
-        ("ephemeral-storage".to_string(), Quantity("100Gi".to_string())),
+        (
+            "ephemeral-storage".to_string(),
+            Quantity("100Gi".to_string()),
+        ),
     ]);
     let condition = |type_: &str, status: &str, reason: &str, message: &str| NodeCondition {
         type_: type_.to_string(),
@@ -88,10 +97,30 @@ fn full_status(node_name: &str) -> NodeStatus {
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
         conditions: Some(vec![
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "devcluster agent"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "devcluster agent"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "devcluster agent"),
-            condition("Ready", "True", "KubeletReady", "devcluster node agent is posting ready status"),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "devcluster agent",
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "devcluster agent",
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "devcluster agent",
+            ),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "devcluster node agent is posting ready status",
+            ),
         ]),
         addresses: Some(vec![
             NodeAddress {

@@ -88,15 +88,24 @@ mod tests {
     #[test]
     fn errors_are_not_ready_except_noauth() {
         let loading = parse_ping_reply(b"-LOADING Redis is loading the dataset in memory\r\n");
-        assert_eq!(loading, PingReply::Error("LOADING Redis is loading the dataset in memory".into()));
+        assert_eq!(
+            loading,
+            PingReply::Error("LOADING Redis is loading the dataset in memory".into())
+        );
         assert!(!loading.is_ready());
         assert!(parse_ping_reply(b"-NOAUTH Authentication required.\r\n").is_ready());
     }
 
     #[test]
     fn other_replies_are_unexpected() {
-        assert_eq!(parse_ping_reply(b"+OK\r\n"), PingReply::Unexpected("+OK".into()));
-        assert_eq!(parse_ping_reply(b"HTTP/1.1 400\r\n"), PingReply::Unexpected("HTTP/1.1 400".into()));
+        assert_eq!(
+            parse_ping_reply(b"+OK\r\n"),
+            PingReply::Unexpected("+OK".into())
+        );
+        assert_eq!(
+            parse_ping_reply(b"HTTP/1.1 400\r\n"),
+            PingReply::Unexpected("HTTP/1.1 400".into())
+        );
         assert!(!parse_ping_reply(b"$4\r\nPONG\r\n").is_ready());
     }
 
@@ -112,7 +121,10 @@ mod tests {
             conn.write_all(b"+PO").await.unwrap();
             conn.write_all(b"NG\r\n").await.unwrap();
         });
-        assert_eq!(ping(addr, Duration::from_secs(5)).await, Some(PingReply::Pong));
+        assert_eq!(
+            ping(addr, Duration::from_secs(5)).await,
+            Some(PingReply::Pong)
+        );
     }
 
     #[tokio::test]

@@ -13,7 +13,10 @@ use crate::expand::expand;
 /// Variables every process gets before the container's own (`HOSTNAME`, `KUBERNETES_SERVICE_*`, `PATH`).
 pub fn base_env(pod: &Pod, api_host: &str, api_port: u16) -> Vec<(String, String)> {
     vec![
-        ("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()),
+        (
+            "PATH".into(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        ),
         ("HOSTNAME".into(), pod.name_any()),
         ("KUBERNETES_SERVICE_HOST".into(), api_host.into()),
         ("KUBERNETES_SERVICE_PORT".into(), api_port.to_string()),
@@ -36,8 +39,12 @@ pub fn field_ref_value(pod: &Pod, pod_ip: Ipv4Addr, field_path: &str) -> Option<
         "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
         "status.podIP" | "status.podIPs" => Some(pod_ip.to_string()),
         "status.hostIP" | "status.hostIPs" => Some("127.0.0.1".to_string()),
-        path if path.starts_with("metadata.labels['") => from_map(pod.labels(), "metadata.labels['"),
-        path if path.starts_with("metadata.annotations['") => from_map(pod.annotations(), "metadata.annotations['"),
+        path if path.starts_with("metadata.labels['") => {
+            from_map(pod.labels(), "metadata.labels['")
+        }
+        path if path.starts_with("metadata.annotations['") => {
+            from_map(pod.annotations(), "metadata.annotations['")
+        }
         _ => None,
     }
 }
@@ -47,7 +54,11 @@ pub fn field_ref_value(pod: &Pod, pod_ip: Ipv4Addr, field_path: &str) -> Option<
 pub fn argv(container: &Container, vars: &HashMap<String, String>) -> Vec<String> {
     let command = container.command.clone().unwrap_or_default();
     let args = container.args.clone().unwrap_or_default();
-    let mut argv: Vec<String> = command.iter().chain(args.iter()).map(|a| expand(a, vars)).collect();
+    let mut argv: Vec<String> = command
+        .iter()
+        .chain(args.iter())
+        .map(|a| expand(a, vars))
+        .collect();
     let looks_like_redis_args = argv
         .first()
         .is_none_or(|first| first.starts_with('-') || first.ends_with(".conf"));
@@ -74,9 +85,13 @@ pub async fn container_env(
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(cm) = &from.config_map_ref {
-            sources.config_map(&cm.name, cm.optional.unwrap_or(false)).await?
+            sources
+                .config_map(&cm.name, cm.optional.unwrap_or(false))
+                .await?
         } else if let Some(secret) = &from.secret_ref {
-            sources.secret(&secret.name, secret.optional.unwrap_or(false)).await?
+            sources
+                .secret(&secret.name, secret.optional.unwrap_or(false))
+                .await?
         } else {
             BTreeMap::new()
         };
@@ -125,7 +140,9 @@ fn lookup(
     match data.remove(key) {
         Some(value) => Ok(Some(value)),
         None if optional => Ok(None),
-        None => Err(Error::NotReadyToStart(format!("key {key:?} not found in {kind} {name:?}"))),
+        None => Err(Error::NotReadyToStart(format!(
+            "key {key:?} not found in {kind} {name:?}"
+        ))),
     }
 }
 
@@ -164,7 +181,9 @@ impl Sources {
         match self.config_maps.get_opt(name).await? {
             Some(cm) => Ok(cm.data.unwrap_or_default()),
             None if optional => Ok(BTreeMap::new()),
-            None => Err(Error::NotReadyToStart(format!("ConfigMap {name:?} not found"))),
+            None => Err(Error::NotReadyToStart(format!(
+                "ConfigMap {name:?} not found"
+            ))),
         }
     }
 
@@ -208,17 +227,37 @@ mod tests {
     fn field_refs() {
         let ip = Ipv4Addr::new(127, 1, 0, 3);
         let pod = pod();
-        assert_eq!(field_ref_value(&pod, ip, "status.podIP").as_deref(), Some("127.1.0.3"));
-        assert_eq!(field_ref_value(&pod, ip, "metadata.name").as_deref(), Some("redis-0"));
-        assert_eq!(field_ref_value(&pod, ip, "metadata.namespace").as_deref(), Some("team"));
-        assert_eq!(field_ref_value(&pod, ip, "spec.nodeName").as_deref(), Some("devcluster"));
-        assert_eq!(field_ref_value(&pod, ip, "metadata.labels['role']").as_deref(), Some("primary"));
-        assert_eq!(field_ref_value(&pod, ip, "metadata.labels['none']").as_deref(), Some(""));
+        assert_eq!(
+            field_ref_value(&pod, ip, "status.podIP").as_deref(),
+            Some("127.1.0.3")
+        );
+        assert_eq!(
+            field_ref_value(&pod, ip, "metadata.name").as_deref(),
+            Some("redis-0")
+        );
+        assert_eq!(
+            field_ref_value(&pod, ip, "metadata.namespace").as_deref(),
+            Some("team")
+        );
+        assert_eq!(
+            field_ref_value(&pod, ip, "spec.nodeName").as_deref(),
+            Some("devcluster")
+        );
+        assert_eq!(
+            field_ref_value(&pod, ip, "metadata.labels['role']").as_deref(),
+            Some("primary")
+        );
+        assert_eq!(
+            field_ref_value(&pod, ip, "metadata.labels['none']").as_deref(),
+            Some("")
+        );
         assert_eq!(field_ref_value(&pod, ip, "status.phase"), None);
     }
 
     fn container(command: &[&str], args: &[&str]) -> Container {
-        let list = |items: &[&str]| (!items.is_empty()).then(|| items.iter().map(|s| s.to_string()).collect());
+        let list = |items: &[&str]| {
+            (!items.is_empty()).then(|| items.iter().map(|s| s.to_string()).collect())
+        };
         Container {
             name: "redis".into(),
             command: list(command),
@@ -230,17 +269,37 @@ mod tests {
     #[test]
     fn argv_expands_command_and_args() {
         let vars = HashMap::from([("POD_IP".to_string(), "127.1.0.3".to_string())]);
-        let c = container(&["redis-server", "/etc/redis/redis.conf"], &["--bind", "$(POD_IP)"]);
-        assert_eq!(argv(&c, &vars), ["redis-server", "/etc/redis/redis.conf", "--bind", "127.1.0.3"]);
+        let c = container(
+            &["redis-server", "/etc/redis/redis.conf"],
+            &["--bind", "$(POD_IP)"],
+        );
+        assert_eq!(
+            argv(&c, &vars),
+            [
+                "redis-server",
+                "/etc/redis/redis.conf",
+                "--bind",
+                "127.1.0.3"
+            ]
+        );
     }
 
     #[test]
     fn argv_defaults_to_the_redis_entrypoint() {
         let vars = HashMap::new();
         assert_eq!(argv(&container(&[], &[]), &vars), ["redis-server"]);
-        assert_eq!(argv(&container(&[], &["/etc/redis.conf"]), &vars), ["redis-server", "/etc/redis.conf"]);
-        assert_eq!(argv(&container(&[], &["--port", "7000"]), &vars), ["redis-server", "--port", "7000"]);
-        assert_eq!(argv(&container(&[], &["sh", "-c", "x"]), &vars), ["sh", "-c", "x"]);
+        assert_eq!(
+            argv(&container(&[], &["/etc/redis.conf"]), &vars),
+            ["redis-server", "/etc/redis.conf"]
+        );
+        assert_eq!(
+            argv(&container(&[], &["--port", "7000"]), &vars),
+            ["redis-server", "--port", "7000"]
+        );
+        assert_eq!(
+            argv(&container(&[], &["sh", "-c", "x"]), &vars),
+            ["sh", "-c", "x"]
+        );
     }
 
     #[test]
@@ -249,7 +308,13 @@ mod tests {
         env.set("A".into(), "1".into());
         env.set("B".into(), "2".into());
         env.set("A".into(), "3".into());
-        assert_eq!(env.ordered, [("A".to_string(), "3".to_string()), ("B".to_string(), "2".to_string())]);
+        assert_eq!(
+            env.ordered,
+            [
+                ("A".to_string(), "3".to_string()),
+                ("B".to_string(), "2".to_string())
+            ]
+        );
         assert_eq!(env.vars["A"], "3");
     }
 }

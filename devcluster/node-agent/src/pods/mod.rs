@@ -58,7 +58,10 @@ impl Context {
     }
 
     pub fn release_ip(&self, uid: &str) {
-        self.ips.lock().unwrap_or_else(|e| e.into_inner()).release(uid);
+        self.ips
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .release(uid);
     }
 }
 
@@ -67,7 +70,8 @@ impl Context {
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     process::kill_leftovers(&ctx.config.state_dir.join("pods"));
     let pods: Api<Pod> = Api::all(ctx.client.clone());
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
+    let config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
     let mut events = std::pin::pin!(watcher(pods, config).default_backoff());
     let mut supervised: HashMap<String, watch::Sender<Option<Pod>>> = HashMap::new();
     let mut relisted: Option<HashSet<String>> = None;
@@ -108,7 +112,10 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
     }
     info!(pods = tasks.len(), "stopping pod processes");
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(20), drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(20), drain)
+        .await
+        .is_err()
+    {
         warn!("some pods did not stop in time");
     }
 }
@@ -130,5 +137,9 @@ fn update(
     }
     let (sender, receiver) = watch::channel(Some(pod));
     supervised.insert(uid, sender);
-    tasks.spawn(supervisor::supervise(ctx.clone(), receiver, shutdown.clone()));
+    tasks.spawn(supervisor::supervise(
+        ctx.clone(),
+        receiver,
+        shutdown.clone(),
+    ));
 }

@@ -50,7 +50,9 @@ pub fn spawn(launch: &Launch) -> Result<Child> {
         .append(true)
         .open(&launch.log_path)
         .map_err(|e| Error::io(format!("opening {}", launch.log_path.display()), e))?;
-    let log_err = log.try_clone().map_err(|e| Error::io("duplicating the log file", e))?;
+    let log_err = log
+        .try_clone()
+        .map_err(|e| Error::io("duplicating the log file", e))?;
     let mounts = MountPlan::new(&launch.mounts, launch.working_dir.as_deref())?;
     let mut command = Command::new(program);
     command
@@ -150,7 +152,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
 
 /// Creates the mount point on the host side (the file system is shared; only mounts are private).
 fn prepare_target(mount: &Mount) -> Result<()> {
-    let io = |e| Error::io(format!("creating mount point {}", mount.target.display()), e);
+    let io = |e| {
+        Error::io(
+            format!("creating mount point {}", mount.target.display()),
+            e,
+        )
+    };
     if mount.target.exists() {
         return Ok(());
     }
@@ -190,20 +197,44 @@ impl MountPlan {
 
     /// Runs in the child between fork and exec.
     fn apply(&self) -> std::io::Result<()> {
-        let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+        let check = |rc: libc::c_int| {
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        };
         // SAFETY: plain system calls on NUL-terminated strings owned by `self`.
         unsafe {
             check(libc::unshare(libc::CLONE_NEWNS))?;
             let root = c"/".as_ptr();
-            check(libc::mount(std::ptr::null(), root, std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                std::ptr::null(),
+                root,
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
             for (source, target, read_only) in &self.mounts {
                 // Only needed for mount points nested in another volume; harmless otherwise.
                 libc::mkdir(target.as_ptr(), 0o755);
                 let flags = libc::MS_BIND | libc::MS_REC;
-                check(libc::mount(source.as_ptr(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()))?;
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ))?;
                 if *read_only {
                     let flags = flags | libc::MS_REMOUNT | libc::MS_RDONLY;
-                    check(libc::mount(std::ptr::null(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()))?;
+                    check(libc::mount(
+                        std::ptr::null(),
+                        target.as_ptr(),
+                        std::ptr::null(),
+                        flags,
+                        std::ptr::null(),
+                    ))?;
                 }
             }
             if let Some(dir) = &self.working_dir {
@@ -236,7 +267,8 @@ mod tests {
 
     #[test]
     fn tail_keeps_the_last_lines() {
-        let path = std::env::temp_dir().join(format!("node-agent-tail-test-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("node-agent-tail-test-{}", std::process::id()));
         std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
         assert_eq!(tail(&path, 2), "c\nd");
         assert_eq!(tail(&path, 10), "a\nb\nc\nd");
@@ -250,13 +282,18 @@ mod tests {
         if unsafe { libc::geteuid() } != 0 {
             return;
         }
-        let base = std::env::temp_dir().join(format!("node-agent-mount-test-{}", std::process::id()));
+        let base =
+            std::env::temp_dir().join(format!("node-agent-mount-test-{}", std::process::id()));
         let source = base.join("source");
         let target = base.join("target");
         std::fs::create_dir_all(&source).unwrap();
         std::fs::write(source.join("hello"), "from the volume").unwrap();
         let launch = Launch {
-            argv: vec!["sh".into(), "-c".into(), format!("cat {}/hello", target.display())],
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("cat {}/hello", target.display()),
+            ],
             env: vec![("PATH".into(), "/usr/bin:/bin".into())],
             mounts: vec![Mount {
                 source: source.clone(),
@@ -270,7 +307,10 @@ mod tests {
         let mut child = spawn(&launch).unwrap();
         assert!(child.wait().await.unwrap().success());
         assert_eq!(tail(&base.join("log"), 1), "from the volume");
-        assert!(!target.join("hello").exists(), "the mount must not leak into the host namespace");
+        assert!(
+            !target.join("hello").exists(),
+            "the mount must not leak into the host namespace"
+        );
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

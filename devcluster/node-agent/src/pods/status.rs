@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodCondition, PodIP, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -29,7 +29,10 @@ pub struct Exit {
 pub enum MainState {
     /// Volumes or env cannot be prepared yet (e.g. the claim is not bound).
     Creating { message: String },
-    Running { started_at: Timestamp, container_id: String },
+    Running {
+        started_at: Timestamp,
+        container_id: String,
+    },
     /// Exited and waiting for its back-off to pass.
     CrashLoopBackOff { message: String },
     /// Exited for good (restart policy Never/OnFailure).
@@ -57,15 +60,27 @@ impl ConditionClock {
     /// Starts from the conditions a pod already carries (after an agent restart).
     pub fn from_pod(pod: &Pod) -> Self {
         let mut clock = Self::default();
-        for c in pod.status.iter().flat_map(|s| s.conditions.iter().flatten()) {
+        for c in pod
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+        {
             if let Some(Time(at)) = &c.last_transition_time {
-                clock.since.insert(c.type_.clone(), (c.status == "True", *at));
+                clock
+                    .since
+                    .insert(c.type_.clone(), (c.status == "True", *at));
             }
         }
         clock
     }
 
-    fn condition(&mut self, type_: &str, value: bool, now: Timestamp, reason: Option<&str>) -> PodCondition {
+    fn condition(
+        &mut self,
+        type_: &str,
+        value: bool,
+        now: Timestamp,
+        reason: Option<&str>,
+    ) -> PodCondition {
         let entry = self.since.entry(type_.to_string()).or_insert((value, now));
         if entry.0 != value {
             *entry = (value, now);
@@ -91,7 +106,12 @@ pub fn phase(main: &MainState) -> &'static str {
 }
 
 /// The full status to write. Containers after the first are not run; they mirror the first one.
-pub fn pod_status(pod: &Pod, observed: &Observed, clock: &mut ConditionClock, now: Timestamp) -> PodStatus {
+pub fn pod_status(
+    pod: &Pod,
+    observed: &Observed,
+    clock: &mut ConditionClock,
+    now: Timestamp,
+) -> PodStatus {
     let ready = observed.ready && matches!(observed.main, MainState::Running { .. });
     let not_ready = Some("ContainersNotReady");
     let conditions = vec![
@@ -100,7 +120,11 @@ pub fn pod_status(pod: &Pod, observed: &Observed, clock: &mut ConditionClock, no
         clock.condition("ContainersReady", ready, now, not_ready),
         clock.condition("Ready", ready, now, not_ready),
     ];
-    let containers = pod.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
     let container_statuses = containers
         .iter()
         .enumerate()
@@ -116,7 +140,7 @@ pub fn pod_status(pod: &Pod, observed: &Observed, clock: &mut ConditionClock, no
                 restart_count: observed.restart_count,
                 state: Some(container_state(&observed.main)),
                 last_state: (index == 0)
-                    .then(|| observed.last_exit.as_ref())
+                    .then_some(observed.last_exit.as_ref())
                     .flatten()
                     .map(|exit| ContainerState {
                         terminated: Some(terminated(exit)),
@@ -224,7 +248,12 @@ mod tests {
     }
 
     fn condition<'a>(status: &'a PodStatus, type_: &str) -> &'a PodCondition {
-        status.conditions.iter().flatten().find(|c| c.type_ == type_).unwrap()
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == type_)
+            .unwrap()
     }
 
     #[test]
@@ -233,7 +262,12 @@ mod tests {
             started_at: ts(110),
             container_id: "process://42".into(),
         };
-        let status = pod_status(&pod(), &observed(running, true), &mut ConditionClock::default(), ts(120));
+        let status = pod_status(
+            &pod(),
+            &observed(running, true),
+            &mut ConditionClock::default(),
+            ts(120),
+        );
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.pod_ip.as_deref(), Some("127.1.0.7"));
         assert_eq!(condition(&status, "Ready").status, "True");
@@ -255,7 +289,12 @@ mod tests {
             finished_at: ts(111),
             container_id: "process://42".into(),
         };
-        let mut seen = observed(MainState::CrashLoopBackOff { message: "back-off 10s".into() }, true);
+        let mut seen = observed(
+            MainState::CrashLoopBackOff {
+                message: "back-off 10s".into(),
+            },
+            true,
+        );
         seen.last_exit = Some(exit);
         seen.restart_count = 1;
         let status = pod_status(&pod(), &seen, &mut ConditionClock::default(), ts(120));
@@ -264,7 +303,13 @@ mod tests {
         let main = &status.container_statuses.unwrap()[0];
         let waiting = main.state.as_ref().unwrap().waiting.as_ref().unwrap();
         assert_eq!(waiting.reason.as_deref(), Some("CrashLoopBackOff"));
-        let last = main.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        let last = main
+            .last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
         assert_eq!((last.exit_code, last.reason.as_deref()), (1, Some("Error")));
         assert_eq!(main.restart_count, 1);
     }
@@ -276,19 +321,47 @@ mod tests {
             container_id: "process://1".into(),
         };
         let mut clock = ConditionClock::default();
-        let first = pod_status(&pod(), &observed(running.clone(), false), &mut clock, ts(120));
-        let same = pod_status(&pod(), &observed(running.clone(), false), &mut clock, ts(130));
+        let first = pod_status(
+            &pod(),
+            &observed(running.clone(), false),
+            &mut clock,
+            ts(120),
+        );
+        let same = pod_status(
+            &pod(),
+            &observed(running.clone(), false),
+            &mut clock,
+            ts(130),
+        );
         let flipped = pod_status(&pod(), &observed(running, true), &mut clock, ts(140));
-        let at = |s: &PodStatus| condition(s, "Ready").last_transition_time.clone().unwrap().0;
+        let at = |s: &PodStatus| {
+            condition(s, "Ready")
+                .last_transition_time
+                .clone()
+                .unwrap()
+                .0
+        };
         assert_eq!(at(&first), ts(120));
         assert_eq!(at(&same), ts(120));
         assert_eq!(at(&flipped), ts(140));
-        assert_eq!(condition(&flipped, "PodScheduled").last_transition_time.clone().unwrap().0, ts(120));
+        assert_eq!(
+            condition(&flipped, "PodScheduled")
+                .last_transition_time
+                .clone()
+                .unwrap()
+                .0,
+            ts(120)
+        );
     }
 
     #[test]
     fn phases() {
-        assert_eq!(phase(&MainState::Creating { message: String::new() }), "Pending");
+        assert_eq!(
+            phase(&MainState::Creating {
+                message: String::new()
+            }),
+            "Pending"
+        );
         let exit = |code| Exit {
             exit_code: code,
             signal: None,

@@ -76,7 +76,12 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(ctx: Arc<Context>, pod: Pod, updates: PodUpdates, shutdown: watch::Receiver<bool>) -> Result<Self> {
+    fn new(
+        ctx: Arc<Context>,
+        pod: Pod,
+        updates: PodUpdates,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Self> {
         let uid = pod.uid().unwrap_or_default();
         let namespace = pod.namespace().unwrap_or_default();
         let pod_ip = ctx.pod_ip(&uid, previous_ip(&pod))?;
@@ -84,8 +89,13 @@ impl Supervisor {
         let main_status = status.container_statuses.as_ref().and_then(|s| s.first());
         let observed = Observed {
             pod_ip,
-            start_time: status.start_time.as_ref().map_or_else(Timestamp::now, |t| t.0),
-            main: MainState::Creating { message: String::new() },
+            start_time: status
+                .start_time
+                .as_ref()
+                .map_or_else(Timestamp::now, |t| t.0),
+            main: MainState::Creating {
+                message: String::new(),
+            },
             last_exit: None,
             restart_count: main_status.map_or(0, |s| s.restart_count),
             ready: false,
@@ -106,7 +116,11 @@ impl Supervisor {
     }
 
     fn describe(&self) -> String {
-        format!("{}/{}", self.pod.namespace().unwrap_or_default(), self.pod.name_any())
+        format!(
+            "{}/{}",
+            self.pod.namespace().unwrap_or_default(),
+            self.pod.name_any()
+        )
     }
 
     async fn run(&mut self) -> Interrupt {
@@ -131,7 +145,9 @@ impl Supervisor {
             let launch = match self.prepare().await {
                 Ok(launch) => launch,
                 Err(e) => {
-                    self.observed.main = MainState::Creating { message: e.to_string() };
+                    self.observed.main = MainState::Creating {
+                        message: e.to_string(),
+                    };
                     self.publish().await;
                     if let Some(interrupt) = self.wait(Some(RETRY_PREPARE_AFTER)).await {
                         return interrupt;
@@ -143,7 +159,14 @@ impl Supervisor {
             let started = Instant::now();
             let outcome = match process::spawn(&launch) {
                 Ok(child) => self.watch_process(child, started_at, &launch).await,
-                Err(e) => Err(self.exit(started_at, 128, None, "StartError", e.to_string(), "none".into())),
+                Err(e) => Err(self.exit(
+                    started_at,
+                    128,
+                    None,
+                    "StartError",
+                    e.to_string(),
+                    "none".into(),
+                )),
             };
             let exit = match outcome {
                 Ok(interrupt) => return interrupt,
@@ -161,9 +184,16 @@ impl Supervisor {
                 return self.wait(None).await.unwrap_or(Interrupt::Shutdown);
             }
             let delay = restart_delay(self.ctx.config.restart_backoff, self.consecutive_exits);
-            let name = self.main_container().map(|c| c.name.clone()).unwrap_or_default();
+            let name = self
+                .main_container()
+                .map(|c| c.name.clone())
+                .unwrap_or_default();
             self.observed.main = MainState::CrashLoopBackOff {
-                message: format!("back-off {}s restarting failed container={name} pod={}", delay.as_secs(), self.pod.name_any()),
+                message: format!(
+                    "back-off {}s restarting failed container={name} pod={}",
+                    delay.as_secs(),
+                    self.pod.name_any()
+                ),
             };
             self.observed.last_exit = Some(exit);
             self.observed.restart_count += 1;
@@ -223,7 +253,15 @@ impl Supervisor {
         }
     }
 
-    fn exit(&self, started_at: Timestamp, code: i32, signal: Option<i32>, reason: &str, message: String, id: String) -> Exit {
+    fn exit(
+        &self,
+        started_at: Timestamp,
+        code: i32,
+        signal: Option<i32>,
+        reason: &str,
+        message: String,
+        id: String,
+    ) -> Exit {
         Exit {
             exit_code: code,
             signal,
@@ -236,7 +274,11 @@ impl Supervisor {
     }
 
     fn restarts_after(&self, exit: &Exit) -> bool {
-        let policy = self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref());
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.as_deref());
         match policy {
             Some("Never") => false,
             Some("OnFailure") => exit.exit_code != 0,
@@ -250,13 +292,17 @@ impl Supervisor {
             .main_container()
             .cloned()
             .ok_or_else(|| Error::NotReadyToStart("pod has no containers".into()))?;
-        std::fs::create_dir_all(&self.pod_dir).map_err(|e| Error::io("creating the pod directory", e))?;
+        std::fs::create_dir_all(&self.pod_dir)
+            .map_err(|e| Error::io("creating the pod directory", e))?;
         let ip = self.observed.pod_ip;
         let dirs = volumes::materialise(&self.ctx.client, &self.pod, &self.pod_dir, ip).await?;
         let mut mounts = Vec::new();
         for mount in container.volume_mounts.iter().flatten() {
             let Some(dir) = dirs.get(&mount.name) else {
-                return Err(Error::NotReadyToStart(format!("volume {:?} is not defined", mount.name)));
+                return Err(Error::NotReadyToStart(format!(
+                    "volume {:?} is not defined",
+                    mount.name
+                )));
             };
             let sub_path = mount.sub_path.as_deref().filter(|p| !p.is_empty());
             mounts.push(Mount {
@@ -272,7 +318,11 @@ impl Supervisor {
             argv: argv(&container, &vars),
             env,
             mounts,
-            working_dir: container.working_dir.as_deref().filter(|d| !d.is_empty()).map(PathBuf::from),
+            working_dir: container
+                .working_dir
+                .as_deref()
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
             log_path: self.pod_dir.join(format!("{}.log", container.name)),
             pid_path: self.pod_dir.join("pid"),
         })
@@ -295,7 +345,9 @@ impl Supervisor {
             .spec
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
-            .map_or(DEFAULT_GRACE, |s| Duration::from_secs(s.max(0).unsigned_abs()))
+            .map_or(DEFAULT_GRACE, |s| {
+                Duration::from_secs(s.max(0).unsigned_abs())
+            })
     }
 
     /// Writes the status when it differs from the last one written.
@@ -307,7 +359,11 @@ impl Supervisor {
         }
         match self
             .api
-            .patch_status(&self.pod.name_any(), &PatchParams::default(), &Patch::Merge(&body))
+            .patch_status(
+                &self.pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&body),
+            )
             .await
         {
             Ok(_) => self.last_written = Some(body),
@@ -327,7 +383,11 @@ impl Supervisor {
                 let deleting = pod.metadata.deletion_timestamp.is_some();
                 let grace = pod.metadata.deletion_grace_period_seconds;
                 self.pod = pod;
-                deleting.then(|| Interrupt::Deleting(grace.map_or(self.spec_grace(), |s| Duration::from_secs(s.max(0).unsigned_abs()))))
+                deleting.then(|| {
+                    Interrupt::Deleting(grace.map_or(self.spec_grace(), |s| {
+                        Duration::from_secs(s.max(0).unsigned_abs())
+                    }))
+                })
             }
         }
     }
@@ -350,7 +410,9 @@ impl Supervisor {
     /// Waits `timeout` (forever when `None`) unless interrupted first.
     async fn wait(&mut self, timeout: Option<Duration>) -> Option<Interrupt> {
         match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, self.next_interrupt()).await.ok(),
+            Some(timeout) => tokio::time::timeout(timeout, self.next_interrupt())
+                .await
+                .ok(),
             None => Some(self.next_interrupt().await),
         }
     }
@@ -367,14 +429,18 @@ impl Supervisor {
         }
         self.ctx.release_ip(&self.uid);
         if matches!(interrupt, Interrupt::Deleting(_)) {
-            let params = DeleteParams::default().grace_period(0).preconditions(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: None,
-            });
+            let params = DeleteParams::default()
+                .grace_period(0)
+                .preconditions(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                });
             match self.api.delete(&self.pod.name_any(), &params).await {
                 Ok(_) => info!(pod = %self.describe(), "pod deleted"),
                 Err(e) if crate::error::is_status(&e, 404) || crate::error::is_status(&e, 409) => {}
-                Err(e) => warn!(pod = %self.describe(), error = %e, "confirming the deletion failed"),
+                Err(e) => {
+                    warn!(pod = %self.describe(), error = %e, "confirming the deletion failed")
+                }
             }
         }
     }

@@ -6,7 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Volume,
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
+    Secret, Volume,
 };
 use kube::{Api, Client, ResourceExt};
 use tracing::warn;
@@ -19,7 +20,12 @@ pub type VolumeDirs = HashMap<String, PathBuf>;
 
 /// Prepares all volumes of `pod` under `pod_dir/volumes`; fails with [`Error::NotReadyToStart`] while a
 /// referenced claim, ConfigMap or Secret is missing.
-pub async fn materialise(client: &Client, pod: &Pod, pod_dir: &Path, pod_ip: Ipv4Addr) -> Result<VolumeDirs> {
+pub async fn materialise(
+    client: &Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    pod_ip: Ipv4Addr,
+) -> Result<VolumeDirs> {
     let namespace = pod.namespace().unwrap_or_default();
     let mut dirs = VolumeDirs::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
@@ -53,21 +59,35 @@ async fn prepare(
     }
     let mut files = Files::default();
     if let Some(cm) = &volume.config_map {
-        let data = config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false)).await?;
+        let data =
+            config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false)).await?;
         files.add_keys(data, cm.items.as_deref(), cm.default_mode)?;
     } else if let Some(secret) = &volume.secret {
         let name = secret.secret_name.clone().unwrap_or_default();
         let data = secret_data(client, namespace, &name, secret.optional.unwrap_or(false)).await?;
         files.add_keys(data, secret.items.as_deref(), secret.default_mode)?;
     } else if let Some(downward) = &volume.downward_api {
-        files.add_downward(pod, pod_ip, downward.items.as_deref().unwrap_or_default(), downward.default_mode);
+        files.add_downward(
+            pod,
+            pod_ip,
+            downward.items.as_deref().unwrap_or_default(),
+            downward.default_mode,
+        );
     } else if let Some(projected) = &volume.projected {
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
-                let data = config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false)).await?;
+                let data =
+                    config_map_data(client, namespace, &cm.name, cm.optional.unwrap_or(false))
+                        .await?;
                 files.add_keys(data, cm.items.as_deref(), projected.default_mode)?;
             } else if let Some(secret) = &source.secret {
-                let data = secret_data(client, namespace, &secret.name, secret.optional.unwrap_or(false)).await?;
+                let data = secret_data(
+                    client,
+                    namespace,
+                    &secret.name,
+                    secret.optional.unwrap_or(false),
+                )
+                .await?;
                 files.add_keys(data, secret.items.as_deref(), projected.default_mode)?;
             } else if let Some(downward) = &source.downward_api {
                 let items = downward.items.as_deref().unwrap_or_default();
@@ -86,14 +106,18 @@ async fn prepare(
 /// The host directory of the PersistentVolume bound to a claim.
 async fn claim_dir(client: &Client, namespace: &str, claim: &str) -> Result<PathBuf> {
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let pvc = claims
-        .get_opt(claim)
-        .await?
-        .ok_or_else(|| Error::NotReadyToStart(format!("PersistentVolumeClaim {claim:?} not found")))?;
+    let pvc = claims.get_opt(claim).await?.ok_or_else(|| {
+        Error::NotReadyToStart(format!("PersistentVolumeClaim {claim:?} not found"))
+    })?;
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-    let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()).filter(|_| bound);
-    let volume_name =
-        volume_name.ok_or_else(|| Error::NotReadyToStart(format!("PersistentVolumeClaim {claim:?} is not bound")))?;
+    let volume_name = pvc
+        .spec
+        .as_ref()
+        .and_then(|s| s.volume_name.clone())
+        .filter(|_| bound);
+    let volume_name = volume_name.ok_or_else(|| {
+        Error::NotReadyToStart(format!("PersistentVolumeClaim {claim:?} is not bound"))
+    })?;
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let pv = volumes.get(&volume_name).await?;
     let spec = pv.spec.unwrap_or_default();
@@ -101,7 +125,9 @@ async fn claim_dir(client: &Client, namespace: &str, claim: &str) -> Result<Path
         .host_path
         .map(|h| h.path)
         .or(spec.local.map(|l| l.path))
-        .ok_or_else(|| Error::NotReadyToStart(format!("PersistentVolume {volume_name:?} has no host path")))?;
+        .ok_or_else(|| {
+            Error::NotReadyToStart(format!("PersistentVolume {volume_name:?} has no host path"))
+        })?;
     let path = PathBuf::from(path);
     create_dir(&path)?;
     Ok(path)
@@ -120,17 +146,34 @@ async fn config_map_data(
             .unwrap_or_default()
             .into_iter()
             .map(|(k, v)| (k, v.into_bytes()))
-            .chain(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)))
+            .chain(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            )
             .collect()),
         None if optional => Ok(BTreeMap::new()),
-        None => Err(Error::NotReadyToStart(format!("ConfigMap {name:?} not found"))),
+        None => Err(Error::NotReadyToStart(format!(
+            "ConfigMap {name:?} not found"
+        ))),
     }
 }
 
-async fn secret_data(client: &Client, namespace: &str, name: &str, optional: bool) -> Result<BTreeMap<String, Vec<u8>>> {
+async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await? {
-        Some(secret) => Ok(secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()),
+        Some(secret) => Ok(secret
+            .data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect()),
         None if optional => Ok(BTreeMap::new()),
         None => Err(Error::NotReadyToStart(format!("Secret {name:?} not found"))),
     }
@@ -162,9 +205,14 @@ impl Files {
             Some(items) => {
                 for item in items {
                     match data.remove(&item.key) {
-                        Some(content) => self.insert(&item.path, content, mode(item.mode, default_mode)),
+                        Some(content) => {
+                            self.insert(&item.path, content, mode(item.mode, default_mode))
+                        }
                         None => {
-                            return Err(Error::NotReadyToStart(format!("key {:?} not found", item.key)));
+                            return Err(Error::NotReadyToStart(format!(
+                                "key {:?} not found",
+                                item.key
+                            )));
                         }
                     }
                 }
@@ -173,16 +221,30 @@ impl Files {
         Ok(())
     }
 
-    fn add_downward(&mut self, pod: &Pod, pod_ip: Ipv4Addr, items: &[DownwardAPIVolumeFile], default_mode: Option<i32>) {
+    fn add_downward(
+        &mut self,
+        pod: &Pod,
+        pod_ip: Ipv4Addr,
+        items: &[DownwardAPIVolumeFile],
+        default_mode: Option<i32>,
+    ) {
         for item in items {
             let value = match &item.field_ref {
-                Some(field) if field.field_path == "metadata.labels" => Some(key_values(pod.labels())),
-                Some(field) if field.field_path == "metadata.annotations" => Some(key_values(pod.annotations())),
+                Some(field) if field.field_path == "metadata.labels" => {
+                    Some(key_values(pod.labels()))
+                }
+                Some(field) if field.field_path == "metadata.annotations" => {
+                    Some(key_values(pod.annotations()))
+                }
                 Some(field) => field_ref_value(pod, pod_ip, &field.field_path),
                 None => None,
             };
             match value {
-                Some(value) => self.insert(&item.path, value.into_bytes(), mode(item.mode, mode(default_mode, 0o644))),
+                Some(value) => self.insert(
+                    &item.path,
+                    value.into_bytes(),
+                    mode(item.mode, mode(default_mode, 0o644)),
+                ),
                 None => warn!(path = %item.path, "downward API item not supported; skipped"),
             }
         }
@@ -193,7 +255,10 @@ impl Files {
             Some(path) => {
                 self.0.insert(path, (content, mode));
             }
-            None => warn!(path = relative, "refusing a volume file path that leaves the volume"),
+            None => warn!(
+                path = relative,
+                "refusing a volume file path that leaves the volume"
+            ),
         }
     }
 
@@ -220,12 +285,15 @@ impl Files {
 /// A volume-relative path without `..`, root or prefix components.
 fn safe_relative(path: &str) -> Option<PathBuf> {
     let path = Path::new(path);
-    let normal = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    let normal = path
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     (normal && !path.as_os_str().is_empty()).then(|| path.to_path_buf())
 }
 
 fn mode(mode: Option<i32>, default: u32) -> u32 {
-    mode.and_then(|m| u32::try_from(m).ok()).map_or(default, |m| m & 0o7777)
+    mode.and_then(|m| u32::try_from(m).ok())
+        .map_or(default, |m| m & 0o7777)
 }
 
 fn key_values(map: &BTreeMap<String, String>) -> String {
@@ -248,7 +316,10 @@ mod tests {
         let mut files = Files::default();
         files.add_keys(data(), None, Some(0o600)).unwrap();
         assert_eq!(files.0.len(), 2);
-        assert_eq!(files.0[Path::new("redis.conf")], (b"port 6379".to_vec(), 0o600));
+        assert_eq!(
+            files.0[Path::new("redis.conf")],
+            (b"port 6379".to_vec(), 0o600)
+        );
     }
 
     #[test]
@@ -271,7 +342,9 @@ mod tests {
             path: "a".into(),
             mode: None,
         }];
-        assert!(Files::default().add_keys(data(), Some(&items), None).is_err());
+        assert!(Files::default()
+            .add_keys(data(), Some(&items), None)
+            .is_err());
     }
 
     #[test]
@@ -284,7 +357,8 @@ mod tests {
 
     #[test]
     fn writes_and_replaces_a_directory() {
-        let dir = std::env::temp_dir().join(format!("node-agent-volume-test-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("node-agent-volume-test-{}", std::process::id()));
         let mut files = Files::default();
         files.add_keys(data(), None, None).unwrap();
         files.write(&dir).unwrap();

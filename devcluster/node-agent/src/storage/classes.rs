@@ -36,7 +36,10 @@ pub async fn ensure(client: &Client) -> Result<()> {
 
 fn class(name: &str, expandable: bool, default: bool) -> StorageClass {
     let annotations = default.then(|| {
-        BTreeMap::from([("storageclass.kubernetes.io/is-default-class".to_string(), "true".to_string())])
+        BTreeMap::from([(
+            "storageclass.kubernetes.io/is-default-class".to_string(),
+            "true".to_string(),
+        )])
     });
     StorageClass {
         metadata: ObjectMeta {

@@ -20,13 +20,18 @@ pub const PROVISIONER: &str = "devcluster.local/hostpath";
 /// Provisions and expands claims of the served classes until the task is dropped.
 pub async fn run(client: Client, volumes_dir: PathBuf) {
     let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    level::run(claims, watcher::Config::default(), Duration::from_secs(5), |pvc| {
-        let client = client.clone();
-        let volumes_dir = volumes_dir.clone();
-        async move {
-            provisioner::provision(&client, &volumes_dir, &pvc).await;
-            expander::expand(&client, &pvc).await;
-        }
-    })
+    level::run(
+        claims,
+        watcher::Config::default(),
+        Duration::from_secs(5),
+        |pvc| {
+            let client = client.clone();
+            let volumes_dir = volumes_dir.clone();
+            async move {
+                provisioner::provision(&client, &volumes_dir, &pvc).await;
+                expander::expand(&client, &pvc).await;
+            }
+        },
+    )
     .await;
 }

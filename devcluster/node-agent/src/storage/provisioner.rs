@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{
-    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec,
+    HostPathVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
@@ -20,19 +21,37 @@ pub fn class_of(pvc: &PersistentVolumeClaim) -> Option<String> {
     pvc.spec
         .as_ref()
         .and_then(|s| s.storage_class_name.clone())
-        .or_else(|| pvc.annotations().get("volume.beta.kubernetes.io/storage-class").cloned())
+        .or_else(|| {
+            pvc.annotations()
+                .get("volume.beta.kubernetes.io/storage-class")
+                .cloned()
+        })
 }
 
 /// The PersistentVolume for a pending claim of a served class, or `None` when the claim needs nothing.
 pub fn volume_for(pvc: &PersistentVolumeClaim, volumes_dir: &Path) -> Option<PersistentVolume> {
     let spec = pvc.spec.as_ref()?;
-    let pending = pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending") == "Pending";
-    if !pending || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty()) || pvc.metadata.deletion_timestamp.is_some() {
+    let pending = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+        == "Pending";
+    if !pending
+        || spec.volume_name.as_deref().is_some_and(|v| !v.is_empty())
+        || pvc.metadata.deletion_timestamp.is_some()
+    {
         return None;
     }
     let class = class_of(pvc).filter(|c| classes::is_served(c))?;
     let uid = pvc.uid()?;
-    let request = spec.resources.as_ref()?.requests.as_ref()?.get("storage")?.clone();
+    let request = spec
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")?
+        .clone();
     let name = format!("pvc-{uid}");
     let path = volumes_dir.join(&name);
     Some(PersistentVolume {
@@ -81,7 +100,9 @@ pub async fn provision(client: &Client, volumes_dir: &Path, pvc: &PersistentVolu
     }
     let api: Api<PersistentVolume> = Api::all(client.clone());
     match api.create(&PostParams::default(), &pv).await {
-        Ok(_) => info!(volume = %name, claim = %pvc.name_any(), namespace = ?pvc.namespace(), "provisioned volume"),
+        Ok(_) => {
+            info!(volume = %name, claim = %pvc.name_any(), namespace = ?pvc.namespace(), "provisioned volume")
+        }
         Err(e) if is_status(&e, 409) => {}
         Err(e) => warn!(volume = %name, error = %e, "provisioning failed"),
     }
@@ -90,7 +111,9 @@ pub async fn provision(client: &Client, volumes_dir: &Path, pvc: &PersistentVolu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, VolumeResourceRequirements};
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaimSpec, PersistentVolumeClaimStatus, VolumeResourceRequirements,
+    };
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     fn claim(class: &str, phase: &str) -> PersistentVolumeClaim {
@@ -119,14 +142,24 @@ mod tests {
 
     #[test]
     fn pending_claim_of_a_served_class_gets_a_host_path_volume() {
-        let pv = volume_for(&claim(classes::EXPANDABLE, "Pending"), Path::new("/state/volumes")).unwrap();
+        let pv = volume_for(
+            &claim(classes::EXPANDABLE, "Pending"),
+            Path::new("/state/volumes"),
+        )
+        .unwrap();
         assert_eq!(pv.name_any(), "pvc-1234");
         let spec = pv.spec.unwrap();
         assert_eq!(spec.host_path.unwrap().path, "/state/volumes/pvc-1234");
         assert_eq!(spec.capacity.unwrap()["storage"], Quantity("1Gi".into()));
         let claim_ref = spec.claim_ref.unwrap();
-        assert_eq!((claim_ref.name.as_deref(), claim_ref.uid.as_deref()), (Some("data-redis-0"), Some("1234")));
-        assert_eq!(spec.persistent_volume_reclaim_policy.as_deref(), Some("Retain"));
+        assert_eq!(
+            (claim_ref.name.as_deref(), claim_ref.uid.as_deref()),
+            (Some("data-redis-0"), Some("1234"))
+        );
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Retain")
+        );
     }
 
     #[test]

@@ -1,0 +1,390 @@
+#!/usr/bin/env bash
+# The local development/test cluster: etcd, kube-apiserver, kube-controller-manager (built from Debian's
+# kubernetes source by build-control-plane.sh) and the devcluster node agent, all as plain background processes
+# on loopback, with their state in one directory.
+#
+# Usage: devcluster/cluster.sh up|down [--purge]|env|status
+#
+# Env (defaults in brackets):
+#   DEVCLUSTER_DIR               state directory [<repo>/.devcluster]
+#   DEVCLUSTER_ETCD_PORT         etcd client port [2379]
+#   DEVCLUSTER_ETCD_PEER_PORT    etcd peer port [2380]
+#   DEVCLUSTER_APISERVER_PORT    kube-apiserver secure port [6443]
+#   DEVCLUSTER_CM_PORT           kube-controller-manager secure port [10257]
+#   DEVCLUSTER_NODE_NAME         the node the agent registers [devcluster]
+#   DEVCLUSTER_POD_CIDR_PREFIX   pods get 127.N.x.y addresses from this /16 [127.1]
+#   DEVCLUSTER_SERVICE_CIDR      service cluster IP range (never routed) [10.0.0.0/24]
+#   DEVCLUSTER_POD_MODE          process | simulated [process]
+#   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
+#   DEVCLUSTER_CACHE             control plane build cache [/var/cache/redis-operator-devcluster]
+# A second cluster side by side needs its own DEVCLUSTER_DIR, all four ports and a pod CIDR prefix.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DIR=${DEVCLUSTER_DIR:-$REPO/.devcluster}
+ETCD_PORT=${DEVCLUSTER_ETCD_PORT:-2379}
+ETCD_PEER_PORT=${DEVCLUSTER_ETCD_PEER_PORT:-2380}
+APISERVER_PORT=${DEVCLUSTER_APISERVER_PORT:-6443}
+CM_PORT=${DEVCLUSTER_CM_PORT:-10257}
+NODE_NAME=${DEVCLUSTER_NODE_NAME:-devcluster}
+POD_CIDR_PREFIX=${DEVCLUSTER_POD_CIDR_PREFIX:-127.1}
+SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/24}
+POD_MODE=${DEVCLUSTER_POD_MODE:-process}
+RESTART_BACKOFF=${DEVCLUSTER_RESTART_BACKOFF:-10}
+
+PKI=$DIR/pki
+LOGS=$DIR/logs
+RUN=$DIR/run
+KUBECONFIG_FILE=$DIR/kubeconfig
+COMPONENTS=(etcd kube-apiserver kube-controller-manager node-agent)
+
+log() { echo "[devcluster] $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------------------------------
+# Processes: pid files in $RUN, logs in $LOGS.
+
+# Prints the pid of a running component, or fails.
+running_pid() {
+  local name=$1 pid
+  [ -f "$RUN/$name.pid" ] || return 1
+  pid=$(cat "$RUN/$name.pid")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$name" || return 1
+  echo "$pid"
+}
+
+start() {
+  local name=$1; shift
+  if running_pid "$name" >/dev/null; then return 0; fi
+  log "starting $name"
+  setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+stop() {
+  local name=$1 pid i
+  pid=$(running_pid "$name") || { rm -f "$RUN/$name.pid"; return 0; }
+  log "stopping $name ($pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 100); do
+    [ -d "/proc/$pid" ] || break
+    sleep 0.3
+  done
+  if [ -d "/proc/$pid" ]; then
+    log "$name did not stop in time; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN/$name.pid"
+}
+
+# Pod processes whose pid file the agent left behind (it normally stops them itself on SIGTERM).
+stop_pod_processes() {
+  local pid start now_start
+  for f in "$DIR"/pods/*/pid; do
+    [ -f "$f" ] || continue
+    read -r pid start <"$f" || continue
+    now_start=$(awk '{ sub(/.*\) /, ""); print $20 }' "/proc/$pid/stat" 2>/dev/null || true)
+    if [ -n "$pid" ] && [ "$now_start" = "$start" ]; then
+      log "killing leftover pod process $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$f"
+  done
+}
+
+# Polls a command until it succeeds or the timeout (seconds) passes.
+wait_for() {
+  local what=$1 timeout=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then die "timed out after ${timeout}s waiting for $what (logs: $LOGS)"; fi
+    sleep 0.5
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Installation.
+
+apt_updated=""
+install_packages() {
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "packages missing (${missing[*]}) and not root"
+  if [ -z "$apt_updated" ]; then apt-get update -qq >&2; apt_updated=1; fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  # The packages' own services would hold 2379 and 6379; the cluster runs its own processes.
+  for service in etcd redis-server; do
+    if command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$service" >/dev/null 2>&1; then :; fi
+    if command -v service >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
+  done
+}
+
+install_prerequisites() {
+  install_packages etcd-server redis-server redis-tools openssl curl util-linux
+  command -v kubectl >/dev/null 2>&1 || install_packages kubernetes-client
+}
+
+build_agent() {
+  local binary=$REPO/target/debug/node-agent
+  if [ ! -x "$binary" ] || [ -n "$(find "$REPO/devcluster/node-agent" "$REPO/Cargo.lock" -newer "$binary" -type f 2>/dev/null | head -n 1)" ]; then
+    log "building the node agent"
+    (cd "$REPO" && cargo build -p node-agent >&2)
+  fi
+  mkdir -p "$DIR/bin"
+  # A private copy, so a rebuild in the shared target dir never swaps the binary under a running agent.
+  if ! cmp -s "$binary" "$DIR/bin/node-agent"; then
+    cp "$binary" "$DIR/bin/node-agent.tmp" && mv "$DIR/bin/node-agent.tmp" "$DIR/bin/node-agent"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generated configuration (each file only when absent, so `up` is idempotent and restarts keep the identity).
+
+first_service_ip() {
+  local network=${SERVICE_CIDR%/*}
+  echo "${network%.*}.$((${network##*.} + 1))"
+}
+
+generate_pki() {
+  mkdir -p "$PKI"
+  if [ ! -f "$PKI/ca.crt" ]; then
+    log "generating certificates"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=devcluster-ca" \
+      -keyout "$PKI/ca.key" -out "$PKI/ca.crt" 2>/dev/null
+  fi
+  if [ ! -f "$PKI/apiserver.crt" ]; then
+    local sans="IP:127.0.0.1,DNS:localhost,IP:$(first_service_ip),DNS:kubernetes,DNS:kubernetes.default"
+    sans="$sans,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+    sign_cert apiserver "/CN=kube-apiserver" "subjectAltName=$sans
+extendedKeyUsage=serverAuth"
+  fi
+  if [ ! -f "$PKI/controller-manager.crt" ]; then
+    # The controller-manager authenticates with a client certificate; system:masters because it runs every
+    # controller under its own identity (--use-service-account-credentials=false).
+    sign_cert controller-manager "/O=system:masters/CN=system:kube-controller-manager" "extendedKeyUsage=clientAuth"
+  fi
+  if [ ! -f "$PKI/sa.key" ]; then
+    openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
+  fi
+  chmod 600 "$PKI"/*.key
+}
+
+sign_cert() {
+  local name=$1 subject=$2 extensions=$3
+  openssl req -new -newkey rsa:2048 -nodes -subj "$subject" -keyout "$PKI/$name.key" -out "$PKI/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI/$name.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 3650 \
+    -extfile <(echo "$extensions") -out "$PKI/$name.crt" 2>/dev/null
+  rm -f "$PKI/$name.csr"
+}
+
+generate_tokens() {
+  [ -f "$PKI/tokens.csv" ] && return 0
+  {
+    echo "$(openssl rand -hex 24),admin,admin,\"system:masters\""
+    echo "$(openssl rand -hex 24),node-agent,node-agent,\"system:masters\""
+    echo "$(openssl rand -hex 24),redis-operator,redis-operator,\"system:masters\""
+  } >"$PKI/tokens.csv"
+  chmod 600 "$PKI/tokens.csv"
+}
+
+token_of() { awk -F, -v user="$1" '$2 == user { print $1 }' "$PKI/tokens.csv"; }
+
+generate_audit_policy() {
+  # Only what tests count stays: requests of `redis-operator`, of ServiceAccounts and of people (`admin`).
+  cat >"$DIR/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: None
+    users: ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver", "system:anonymous"]
+  - level: None
+    userGroups: ["system:nodes"]
+  - level: None
+    users: ["node-agent"]
+    verbs: ["get", "list", "watch"]
+  - level: None
+    nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version"]
+  - level: Metadata
+EOF
+}
+
+# kubeconfig <file> <default context> <user>...
+write_kubeconfig() {
+  local file=$1 current=$2; shift 2
+  local ca user
+  ca=$(base64 -w0 <"$PKI/ca.crt")
+  {
+    echo "apiVersion: v1"
+    echo "kind: Config"
+    echo "clusters:"
+    echo "- name: devcluster"
+    echo "  cluster:"
+    echo "    server: https://127.0.0.1:$APISERVER_PORT"
+    echo "    certificate-authority-data: $ca"
+    echo "users:"
+    for user in "$@"; do
+      echo "- name: $user"
+      echo "  user:"
+      if [ "$user" = controller-manager ]; then
+        echo "    client-certificate: $PKI/controller-manager.crt"
+        echo "    client-key: $PKI/controller-manager.key"
+      else
+        echo "    token: $(token_of "$user")"
+      fi
+    done
+    echo "contexts:"
+    for user in "$@"; do
+      echo "- name: $user"
+      echo "  context:"
+      echo "    cluster: devcluster"
+      echo "    user: $user"
+      echo "    namespace: default"
+    done
+    echo "current-context: $current"
+  } >"$file.tmp"
+  chmod 600 "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+generate_config() {
+  mkdir -p "$DIR" "$LOGS" "$RUN"
+  generate_pki
+  generate_tokens
+  generate_audit_policy
+  # Rewritten every time: the port may differ from the previous run.
+  write_kubeconfig "$KUBECONFIG_FILE" admin admin redis-operator
+  write_kubeconfig "$DIR/node-agent.kubeconfig" node-agent node-agent
+  write_kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager controller-manager
+  [ -f "$DIR/cluster-id" ] || openssl rand -hex 6 >"$DIR/cluster-id"
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Readiness checks.
+
+apiserver_ready() {
+  [ "$(curl -sf --max-time 2 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null)" = ok ]
+}
+
+etcd_ready() {
+  curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'
+}
+
+kubectl_admin() { kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin "$@"; }
+
+default_service_account_ready() {
+  kubectl_admin -n default get serviceaccount default -o name &&
+    [ -n "$(kubectl_admin -n default get serviceaccount default -o 'jsonpath={.secrets[0].name}')" ]
+}
+
+node_ready() {
+  [ "$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+}
+
+all_running() {
+  local c
+  for c in "${COMPONENTS[@]}"; do running_pid "$c" >/dev/null || return 1; done
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands.
+
+cmd_up() {
+  if [ -f "$KUBECONFIG_FILE" ] && all_running && apiserver_ready && node_ready 2>/dev/null; then
+    cmd_env
+    return 0
+  fi
+  install_prerequisites
+  local bin
+  bin=$("$REPO/devcluster/build-control-plane.sh")
+  [ -x "$bin/kube-apiserver" ] || die "build-control-plane.sh did not produce kube-apiserver"
+  build_agent
+  generate_config
+  local cluster_id
+  cluster_id=$(cat "$DIR/cluster-id")
+
+  start etcd etcd --name devcluster --data-dir "$DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "devcluster=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --quota-backend-bytes 4294967296 --auto-compaction-retention 1h
+  wait_for etcd 60 etcd_ready
+
+  start kube-apiserver "$bin/kube-apiserver" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" --insecure-port=0 \
+    --endpoint-reconciler-type=none \
+    --etcd-servers="http://127.0.0.1:$ETCD_PORT" --etcd-prefix="/registry-$cluster_id" \
+    --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
+    --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
+    --authorization-mode=Node,RBAC \
+    --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --api-audiences=https://kubernetes.default.svc.cluster.local \
+    --service-cluster-ip-range="$SERVICE_CIDR" --allow-privileged=true \
+    --audit-log-path="$DIR/audit.log" --audit-policy-file="$DIR/audit-policy.yaml" \
+    --audit-log-maxsize=200 --audit-log-maxbackup=2 \
+    --profiling=false
+  wait_for kube-apiserver 120 apiserver_ready
+
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$DIR/controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$CM_PORT" --port=0 \
+    --leader-elect=false --use-service-account-credentials=false \
+    --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+    --cluster-name=devcluster \
+    --controllers='*,-persistentvolume-expander,-attachdetach,-csrsigning,-csrapproving,-csrcleaner,-horizontalpodautoscaling,-cloud-node-lifecycle,-service,-route,-nodeipam'
+
+  start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
+    --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
+    --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$POD_MODE"
+
+  wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
+  wait_for "node $NODE_NAME to be Ready" 120 node_ready
+  log "cluster is up"
+  cmd_env
+}
+
+cmd_down() {
+  local purge=${1:-}
+  stop node-agent
+  stop_pod_processes
+  stop kube-controller-manager
+  stop kube-apiserver
+  stop etcd
+  if [ "$purge" = --purge ]; then
+    log "deleting $DIR"
+    rm -rf "$DIR"
+  fi
+}
+
+cmd_env() { echo "export KUBECONFIG=$KUBECONFIG_FILE"; }
+
+cmd_status() {
+  local c pid state=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid=$(running_pid "$c"); then
+      printf '%-24s running (pid %s, log %s)\n' "$c" "$pid" "$LOGS/$c.log"
+    else
+      printf '%-24s stopped\n' "$c"
+      state=1
+    fi
+  done
+  if apiserver_ready; then echo "apiserver: https://127.0.0.1:$APISERVER_PORT ready"; fi
+  echo "state dir: $DIR"
+  return $state
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down "${2:-}" ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  *) echo "usage: $0 up|down [--purge]|env|status" >&2; exit 2 ;;
+esac

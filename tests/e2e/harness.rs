@@ -1,0 +1,439 @@
+//! The end-to-end harness: brings up (or reuses) a cluster once per test process, installs the CRD, and
+//! gives every test its own namespace with its own operator process scoped to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::await_condition;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Config, ResourceExt};
+use redis_fsm::Phase;
+use redis_operator::api::{RedisInstance, RedisInstanceSpec, RedisInstanceStatus};
+
+/// Default time a test waits for a condition.
+pub const WAIT: Duration = Duration::from_secs(120);
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Where the suite runs: the kubeconfig, the operator's context, and the API server's audit log if known.
+pub struct ClusterInfo {
+    pub kubeconfig: PathBuf,
+    pub operator_context: Option<String>,
+    pub audit_log: Option<PathBuf>,
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts the local cluster (or takes `REDIS_OPERATOR_E2E_KUBECONFIG`) and installs the CRD, once.
+pub fn cluster() -> &'static ClusterInfo {
+    static CLUSTER: OnceLock<ClusterInfo> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let info = match std::env::var_os("REDIS_OPERATOR_E2E_KUBECONFIG") {
+            Some(path) => ClusterInfo {
+                kubeconfig: path.into(),
+                operator_context: None,
+                audit_log: std::env::var_os("REDIS_OPERATOR_E2E_AUDIT_LOG").map(Into::into),
+            },
+            None => {
+                run(Command::new("bash").arg(format!("{REPO}/devcluster/cluster.sh")).arg("up"));
+                let dir = std::env::var_os("DEVCLUSTER_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| Path::new(REPO).join(".devcluster"));
+                ClusterInfo {
+                    kubeconfig: dir.join("kubeconfig"),
+                    operator_context: Some("redis-operator".into()),
+                    audit_log: Some(dir.join("audit.log")),
+                }
+            }
+        };
+        let crd = format!("{REPO}/crds/redisinstance.yaml");
+        run(kubectl(&info).args(["apply", "-f", &crd]));
+        run(kubectl(&info).args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/redisinstances.redis.github.com",
+        ]));
+        info
+    })
+}
+
+/// `kubectl` against the suite's cluster as admin.
+pub fn kubectl(info: &ClusterInfo) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.env("KUBECONFIG", &info.kubeconfig);
+    cmd
+}
+
+/// An admin client for the suite's cluster (one per test: clients are bound to their runtime).
+pub async fn admin_client(info: &ClusterInfo) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&info.kubeconfig).expect("kubeconfig is readable");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client builds")
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running operator process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts `redis-operator run` scoped to `namespace`, with extra arguments.
+    pub fn start(info: &ClusterInfo, namespace: &str, extra: &[&str]) -> Operator {
+        let metrics_port = free_port();
+        let log_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let log = log_dir.join(format!("{namespace}-{metrics_port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-operator"));
+        cmd.env("KUBECONFIG", &info.kubeconfig)
+            .args(["run", "--namespace", namespace, "--log-level", "info,redis_operator=debug"])
+            .arg("--metrics-address")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        if let Some(context) = &info.operator_context {
+            cmd.args(["--context", context]);
+        }
+        let child = cmd.spawn().expect("operator starts");
+        Operator {
+            child,
+            metrics_port,
+            log,
+        }
+    }
+
+    /// Stops the process (SIGTERM, then waits).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// Fetches `path` from the operator's HTTP endpoint.
+    pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        Some((code, body))
+    }
+
+    /// The value of a metric sample (exact series text, e.g. `redis_operator_reconciles_total{result="ok"}`).
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics").await?;
+        body.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One test's world: a fresh namespace, an admin client, and an operator watching only that namespace.
+pub struct TestEnv {
+    pub info: &'static ClusterInfo,
+    pub client: Client,
+    pub ns: String,
+    pub operator: Operator,
+}
+
+impl TestEnv {
+    /// Creates the namespace and starts the operator.
+    pub async fn new(test: &str) -> TestEnv {
+        Self::with_operator_args(test, &[]).await
+    }
+
+    /// Like [`TestEnv::new`] with extra operator arguments.
+    pub async fn with_operator_args(test: &str, args: &[&str]) -> TestEnv {
+        let info = cluster();
+        let client = admin_client(info).await;
+        let suffix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() % 100_000)
+            .unwrap_or_default();
+        let ns = format!("e2e-{test}-{suffix}");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let mut namespace = Namespace::default();
+        namespace.metadata.name = Some(ns.clone());
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace is created");
+        let operator = Operator::start(info, &ns, args);
+        TestEnv {
+            info,
+            client,
+            ns,
+            operator,
+        }
+    }
+
+    pub fn instances(&self) -> Api<RedisInstance> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn statefulsets(&self) -> Api<StatefulSet> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    pub fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates an instance and starts recording every status it goes through.
+    pub async fn create(&self, name: &str, spec: RedisInstanceSpec) -> StatusLog {
+        let log = StatusLog::start(self.instances(), name);
+        self.instances()
+            .create(&PostParams::default(), &RedisInstance::new(name, spec))
+            .await
+            .expect("instance is created");
+        log
+    }
+
+    /// Merge-patches the spec of an instance and returns its new generation.
+    pub async fn patch_spec(&self, name: &str, spec: serde_json::Value) -> i64 {
+        let patch = serde_json::json!({ "spec": spec });
+        let ri = self
+            .instances()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("spec patch is accepted");
+        ri.metadata.generation.expect("generation")
+    }
+
+    /// Waits until the instance's status satisfies `condition`, returning the instance.
+    pub async fn wait_status(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&RedisInstanceStatus) -> bool,
+    ) -> RedisInstance {
+        let cond = move |ri: Option<&RedisInstance>| ri.and_then(|r| r.status.as_ref()).is_some_and(&condition);
+        match tokio::time::timeout(WAIT, await_condition(self.instances(), name, cond)).await {
+            Ok(Ok(Some(ri))) => ri,
+            other => {
+                let current = self.instances().get_opt(name).await.ok().flatten();
+                panic!(
+                    "timed out waiting for {name} to be {what}: {other:?}\ncurrent status: {:#?}\noperator log: {}",
+                    current.and_then(|r| r.status),
+                    self.operator.log.display()
+                )
+            }
+        }
+    }
+
+    /// Waits until the instance is Running, Ready, and has observed its latest generation.
+    pub async fn wait_running(&self, name: &str) -> RedisInstance {
+        let generation = self.instances().get(name).await.expect("instance").metadata.generation;
+        self.wait_status(name, "Running and Ready", move |s| {
+            s.status == Phase::Running
+                && s.ready == "True"
+                && s.observed_generation == generation
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+        .await
+    }
+
+    /// The instance's pods, by name.
+    pub async fn pods_of(&self, name: &str) -> Vec<Pod> {
+        let params = ListParams::default().labels(&format!("app.kubernetes.io/instance={name}"));
+        let mut pods = self.pods().list(&params).await.expect("pods list").items;
+        pods.sort_by_key(|p| p.name_any());
+        pods
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        self.operator.stop();
+        if std::env::var_os("REDIS_OPERATOR_E2E_KEEP").is_none() {
+            let _ = kubectl(self.info)
+                .args(["delete", "namespace", &self.ns, "--wait=false"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// Every status an instance went through, as seen by a watch started before the change.
+#[derive(Clone)]
+pub struct StatusLog {
+    entries: Arc<Mutex<Vec<RedisInstanceStatus>>>,
+    _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+impl StatusLog {
+    /// Starts watching `name`.
+    pub fn start(api: Api<RedisInstance>, name: &str) -> StatusLog {
+        let entries: Arc<Mutex<Vec<RedisInstanceStatus>>> = Arc::default();
+        let sink = entries.clone();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, config).applied_objects().boxed();
+            while let Ok(Some(ri)) = stream.try_next().await {
+                if let Some(status) = ri.status {
+                    let mut entries = sink.lock().unwrap();
+                    if entries.last() != Some(&status) {
+                        entries.push(status);
+                    }
+                }
+            }
+        });
+        StatusLog {
+            entries,
+            _task: Arc::new(task),
+        }
+    }
+
+    /// The phases seen so far, without repeats.
+    pub fn phases(&self) -> Vec<Phase> {
+        let mut phases: Vec<Phase> = Vec::new();
+        for status in self.entries.lock().unwrap().iter() {
+            if phases.last() != Some(&status.status) {
+                phases.push(status.status);
+            }
+        }
+        phases
+    }
+
+    /// The first status computed from `generation` or later.
+    pub fn first_for_generation(&self, generation: i64) -> Option<RedisInstanceStatus> {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| s.observed_generation.is_some_and(|g| g >= generation))
+            .cloned()
+    }
+
+    /// Every status seen for `generation` or later.
+    pub fn since_generation(&self, generation: i64) -> Vec<RedisInstanceStatus> {
+        self.entries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.observed_generation.is_some_and(|g| g >= generation))
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for StatusLog {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self._task) == 1 {
+            self._task.abort();
+        }
+    }
+}
+
+/// A minimal spec with `replicas` pods.
+pub fn spec(replicas: i32) -> RedisInstanceSpec {
+    RedisInstanceSpec {
+        image: "redis:7.2".into(),
+        replicas,
+        resources: None,
+        storage: None,
+        config: Default::default(),
+    }
+}
+
+/// The pod's IP, once it has one.
+pub fn pod_ip(pod: &Pod) -> String {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_else(|| panic!("pod {} has no IP", pod.name_any()))
+}
+
+/// Sends one Redis command (inline protocol) to `ip:6379` and returns the raw reply.
+pub async fn redis_command(ip: &str, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut stream = tokio::net::TcpStream::connect((ip, 6379))
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to redis at {ip}: {e}"));
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("redis answers in time")
+        .expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Counts write requests (create, update, patch, delete) the operator's user made in `namespace`, from the
+/// API server's audit log (`None` when the audit log is not available).
+pub fn audit_writes(info: &ClusterInfo, user: &str, namespace: &str) -> Option<Vec<String>> {
+    let log = std::fs::read_to_string(info.audit_log.as_ref()?).ok()?;
+    Some(
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|e| e["stage"] == "ResponseComplete")
+            .filter(|e| e["user"]["username"] == user)
+            .filter(|e| e["objectRef"]["namespace"] == namespace)
+            .filter(|e| {
+                matches!(
+                    e["verb"].as_str(),
+                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                )
+            })
+            .map(|e| {
+                format!(
+                    "{} {}/{} {}",
+                    e["verb"].as_str().unwrap_or_default(),
+                    e["objectRef"]["resource"].as_str().unwrap_or_default(),
+                    e["objectRef"]["name"].as_str().unwrap_or_default(),
+                    e["objectRef"]["subresource"].as_str().unwrap_or_default()
+                )
+            })
+            .collect(),
+    )
+}
