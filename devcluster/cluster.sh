@@ -333,8 +333,6 @@ cmd_up() {
 
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig="$DIR/controller-manager.kubeconfig" \
-    --authentication-kubeconfig="$DIR/controller-manager.kubeconfig" \
-    --authorization-kubeconfig="$DIR/controller-manager.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$CM_PORT" --port=0 \
     --leader-elect=false --use-service-account-credentials=false \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \

@@ -351,16 +351,6 @@ impl StatusLog {
             .cloned()
     }
 
-    /// Every status seen for `generation` or later.
-    pub fn since_generation(&self, generation: i64) -> Vec<RedisInstanceStatus> {
-        self.entries
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.observed_generation.is_some_and(|g| g >= generation))
-            .cloned()
-            .collect()
-    }
 }
 
 impl Drop for StatusLog {
