@@ -43,14 +43,15 @@ ensure_deb_src
 if [ -z "$apt_updated" ]; then as_root apt-get update -qq >&2; apt_updated=1; fi
 VERSION=$(apt-cache showsrc kubernetes 2>/dev/null | awk '/^Version:/ {print $2; exit}')
 [ -n "$VERSION" ] || { log "cannot find the kubernetes source package"; exit 1; }
-BIN_DIR="$CACHE_ROOT/kubernetes-$VERSION/bin"
+# The suffix names the local patches below, so a changed patch set rebuilds.
+BIN_DIR="$CACHE_ROOT/kubernetes-$VERSION-reflect2-1.0.2/bin"
 
 if [ -x "$BIN_DIR/kube-apiserver" ] && [ -x "$BIN_DIR/kube-controller-manager" ]; then
   echo "$BIN_DIR"
   exit 0
 fi
 
-apt_install dpkg-dev rsync jq golang-go make
+apt_install dpkg-dev rsync jq golang-go make golang-github-modern-go-reflect2-dev
 WORK="$CACHE_ROOT/src-$VERSION"
 as_root mkdir -p "$WORK"
 cd "$WORK"
@@ -61,6 +62,13 @@ if [ -z "$TREE" ]; then
   TREE=$(find . -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)
 fi
 cd "$TREE"
+# The vendored modern-go/reflect2 1.0.1 iterates maps through a runtime signature that changed in Go 1.18:
+# built with Debian's Go 1.19 the apiserver crashes (fatal fault in mapiterinit) on the first custom resource
+# it decodes. Debian's own reflect2 1.0.2 has the fix; use its sources in place of the vendored copy.
+REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
+[ -d "$REFLECT2" ] || { log "missing $REFLECT2"; exit 1; }
+rm -f vendor/github.com/modern-go/reflect2/*.go
+find "$REFLECT2" -maxdepth 1 -name '*.go' ! -name '*_test.go' -exec cp {} vendor/github.com/modern-go/reflect2/ \;
 mkdir -p .go/src/k8s.io
 [ -e .go/src/k8s.io/kubernetes ] || ln -s ../../.. .go/src/k8s.io/kubernetes
 log "building kube-apiserver and kube-controller-manager (several minutes on 2 cores)"
