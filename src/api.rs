@@ -146,7 +146,8 @@ pub fn crd() -> serde_json::Value {
     let mut crd = serde_json::to_value(RedisInstance::crd()).expect("the CRD serialises to JSON");
     if let Some(versions) = crd["spec"]["versions"].as_array_mut() {
         for version in versions {
-            let status = &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+            let status =
+                &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
             if let Some(properties) = status.as_object_mut() {
                 for property in properties.values_mut() {
                     if let Some(property) = property.as_object_mut() {

@@ -54,7 +54,12 @@ struct ClaimTemplate {
 }
 
 fn claim_template(sts: &StatefulSet) -> Option<ClaimTemplate> {
-    let template = sts.spec.as_ref()?.volume_claim_templates.as_ref()?.first()?;
+    let template = sts
+        .spec
+        .as_ref()?
+        .volume_claim_templates
+        .as_ref()?
+        .first()?;
     let spec = template.spec.as_ref();
     Some(ClaimTemplate {
         size: spec
@@ -109,13 +114,11 @@ pub fn classify_change(desired: &StatefulSet, live: Option<&StatefulSet>) -> Sta
 
 fn classify_storage(want: Option<ClaimTemplate>, have: Option<ClaimTemplate>) -> StatefulSetChange {
     let (want, have) = match (want, have) {
-        (None, Some(_)) => {
-            return refuse(
-                "spec.storage: storage cannot be removed from an instance that has it; the claims and \
+        (None, Some(_)) => return refuse(
+            "spec.storage: storage cannot be removed from an instance that has it; the claims and \
                  their data are kept. Restore spec.storage to continue."
-                    .into(),
-            )
-        }
+                .into(),
+        ),
         (Some(_), None) => {
             return StatefulSetChange::Storage {
                 expand_to: None,
@@ -171,7 +174,10 @@ mod tests {
         ri
     }
 
-    fn classify(desired: &crate::api::RedisInstance, live: &crate::api::RedisInstance) -> StatefulSetChange {
+    fn classify(
+        desired: &crate::api::RedisInstance,
+        live: &crate::api::RedisInstance,
+    ) -> StatefulSetChange {
         classify_change(&build(desired).statefulset, Some(&build(live).statefulset))
     }
 
@@ -197,7 +203,13 @@ mod tests {
         image.spec.image = "redis:7.4".into();
         let mut resources = live.clone();
         resources.spec.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
-            limits: Some([("memory".into(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()))].into()),
+            limits: Some(
+                [(
+                    "memory".into(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity("1Gi".into()),
+                )]
+                .into(),
+            ),
             ..Default::default()
         });
         for desired in [replicas, image, resources] {
@@ -210,7 +222,10 @@ mod tests {
     fn config_change_restarts_and_wins_over_rolling() {
         let live = instance("cache");
         let mut desired = live.clone();
-        desired.spec.config.insert("appendonly".into(), "yes".into());
+        desired
+            .spec
+            .config
+            .insert("appendonly".into(), "yes".into());
         desired.spec.image = "redis:7.4".into();
         assert_eq!(classify(&desired, &live), StatefulSetChange::Restart);
     }
@@ -220,14 +235,20 @@ mod tests {
         let change = classify(&with_storage("2Gi", None), &with_storage("1Gi", None));
         assert_eq!(
             change,
-            StatefulSetChange::Storage { expand_to: Some("2Gi".into()), note: None }
+            StatefulSetChange::Storage {
+                expand_to: Some("2Gi".into()),
+                note: None
+            }
         );
         assert_eq!(change.applied(), Change::StorageChange);
     }
 
     #[test]
     fn storage_class_change_replaces_and_says_claims_keep_their_class() {
-        let change = classify(&with_storage("1Gi", Some("fast")), &with_storage("1Gi", Some("slow")));
+        let change = classify(
+            &with_storage("1Gi", Some("fast")),
+            &with_storage("1Gi", Some("slow")),
+        );
         let StatefulSetChange::Storage { expand_to, note } = change else {
             panic!("expected a storage change, got {change:?}");
         };
@@ -265,6 +286,12 @@ mod tests {
     #[test]
     fn adding_storage_replaces() {
         let change = classify(&with_storage("1Gi", None), &instance("cache"));
-        assert!(matches!(change, StatefulSetChange::Storage { expand_to: None, note: Some(_) }));
+        assert!(matches!(
+            change,
+            StatefulSetChange::Storage {
+                expand_to: None,
+                note: Some(_)
+            }
+        ));
     }
 }

@@ -117,7 +117,11 @@ pub fn build(ri: &RedisInstance) -> Desired {
 
 fn service(ri: &RedisInstance, owner: &OwnerReference, headless: bool) -> Service {
     let name = ri.name_any();
-    let service_name = if headless { headless_name(&name) } else { name.clone() };
+    let service_name = if headless {
+        headless_name(&name)
+    } else {
+        name.clone()
+    };
     Service {
         metadata: metadata(ri, service_name, owner),
         spec: Some(ServiceSpec {
@@ -163,7 +167,9 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
                 access_modes: Some(vec!["ReadWriteOnce".into()]),
                 storage_class_name: storage.storage_class_name.clone(),
                 resources: Some(VolumeResourceRequirements {
-                    requests: Some([("storage".to_string(), Quantity(storage.size.clone()))].into()),
+                    requests: Some(
+                        [("storage".to_string(), Quantity(storage.size.clone()))].into(),
+                    ),
                     ..Default::default()
                 }),
                 volume_mode: Some("Filesystem".into()),
@@ -333,12 +339,21 @@ pub(crate) mod tests {
             assert_eq!(labels[MANAGED_BY_LABEL], MANAGED_BY);
             assert_eq!(labels[NAME_LABEL], "redis");
             let owner = &meta.owner_references.as_ref().unwrap()[0];
-            assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("RedisInstance", "uid-1"));
+            assert_eq!(
+                (owner.kind.as_str(), owner.uid.as_str()),
+                ("RedisInstance", "uid-1")
+            );
             assert_eq!(owner.controller, Some(true));
             assert_eq!(meta.namespace.as_deref(), Some("ns"));
         }
-        assert_eq!(desired.config_map.metadata.name.as_deref(), Some("cache-config"));
-        assert_eq!(desired.headless.metadata.name.as_deref(), Some("cache-headless"));
+        assert_eq!(
+            desired.config_map.metadata.name.as_deref(),
+            Some("cache-config")
+        );
+        assert_eq!(
+            desired.headless.metadata.name.as_deref(),
+            Some("cache-headless")
+        );
     }
 
     #[test]
@@ -358,7 +373,9 @@ pub(crate) mod tests {
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         assert!(spec.volume_claim_templates.is_none());
         let volumes = pod.volumes.unwrap();
-        assert!(volumes.iter().any(|v| v.name == DATA_VOLUME && v.empty_dir.is_some()));
+        assert!(volumes
+            .iter()
+            .any(|v| v.name == DATA_VOLUME && v.empty_dir.is_some()));
     }
 
     #[test]
@@ -374,7 +391,13 @@ pub(crate) mod tests {
         assert_eq!(claim.metadata.name.as_deref(), Some(DATA_VOLUME));
         let claim_spec = claim.spec.as_ref().unwrap();
         assert_eq!(claim_spec.storage_class_name.as_deref(), Some("fast"));
-        let requests = claim_spec.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        let requests = claim_spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap();
         assert_eq!(requests["storage"].0, "2Gi");
         let volumes = spec.template.spec.unwrap().volumes.unwrap();
         assert!(volumes.iter().all(|v| v.name != DATA_VOLUME));

@@ -69,7 +69,10 @@ mod tests {
     #[test]
     fn a_changed_value_counts() {
         let desired = json!({"spec": {"replicas": 3, "image": "redis:7.2"}});
-        assert!(!is_applied(&desired, &json!({"spec": {"replicas": 2, "image": "redis:7.2"}})));
+        assert!(!is_applied(
+            &desired,
+            &json!({"spec": {"replicas": 2, "image": "redis:7.2"}})
+        ));
         assert!(!is_applied(&desired, &json!({"spec": {"replicas": 3}})));
     }
 
@@ -91,6 +94,9 @@ mod tests {
         let desired = json!({"requests": {"memory": "1024Mi", "cpu": "0.5", "storage": "1"}});
         let live = json!({"requests": {"memory": "1Gi", "cpu": "500m", "storage": 1}});
         assert!(is_applied(&desired, &live));
-        assert!(!is_applied(&json!({"memory": "1Gi"}), &json!({"memory": "1G"})));
+        assert!(!is_applied(
+            &json!({"memory": "1Gi"}),
+            &json!({"memory": "1G"})
+        ));
     }
 }

@@ -67,7 +67,11 @@ impl Default for Metrics {
             transitions.clone(),
         );
         let instances = Family::<PhaseLabels, Gauge>::default();
-        registry.register("instances", "RedisInstances by current phase", instances.clone());
+        registry.register(
+            "instances",
+            "RedisInstances by current phase",
+            instances.clone(),
+        );
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
         registry.register(
             "api_errors",
@@ -109,7 +113,9 @@ impl Metrics {
     /// Counts a finished reconcile.
     pub fn record_reconcile(&self, error: Option<&Error>) {
         let result = error.map_or("ok", Error::metric_label).to_string();
-        self.reconciles.get_or_create(&ResultLabels { result }).inc();
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts a phase transition.
@@ -171,8 +177,12 @@ mod tests {
         metrics.set_phases([Phase::Running, Phase::Running, Phase::Failed].into_iter());
         drop(metrics.reconcile_timer());
         let text = metrics.encode();
-        assert!(text.contains("redis_operator_reconciles_total{result=\"ok\"} 1"), "{text}");
-        assert!(text.contains("redis_operator_phase_transitions_total{from=\"Pending\",to=\"Running\"} 1"));
+        assert!(
+            text.contains("redis_operator_reconciles_total{result=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text
+            .contains("redis_operator_phase_transitions_total{from=\"Pending\",to=\"Running\"} 1"));
         assert!(text.contains("redis_operator_instances{phase=\"Running\"} 2"));
         assert!(text.contains("redis_operator_instances{phase=\"Unknown\"} 0"));
         assert!(text.contains("redis_operator_reconcile_duration_seconds_count 1"));

@@ -72,7 +72,9 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
     for container in status.container_statuses.iter().flatten() {
         let state = container.state.as_ref();
         let waiting = state.and_then(|s| s.waiting.as_ref());
-        let waiting_reason = waiting.and_then(|w| w.reason.as_deref()).unwrap_or_default();
+        let waiting_reason = waiting
+            .and_then(|w| w.reason.as_deref())
+            .unwrap_or_default();
         let last_failure = container
             .last_state
             .as_ref()
@@ -156,7 +158,10 @@ mod tests {
 
     #[test]
     fn crash_loop_is_failing_with_the_last_output() {
-        let pods = [pod("a-1", "r2", crash_looping()), pod("a-0", "r2", healthy())];
+        let pods = [
+            pod("a-1", "r2", crash_looping()),
+            pod("a-0", "r2", healthy()),
+        ];
         let failing = failing_pods(&pods, Some("r2"));
         assert_eq!(failing.len(), 1);
         assert_eq!(failing[0].pod, "a-1");
@@ -191,6 +196,9 @@ mod tests {
             ..Default::default()
         });
         let failing = failing_pods(&[pod("a-0", "r1", container)], None);
-        assert_eq!((failing[0].reason.as_str(), failing[0].message.as_str()), ("ImagePullBackOff", "not found"));
+        assert_eq!(
+            (failing[0].reason.as_str(), failing[0].message.as_str()),
+            ("ImagePullBackOff", "not found")
+        );
     }
 }

@@ -153,7 +153,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "lots", "1GB", "1 Gi", "Gi", ".", "1e", "--1", "1.2.3", " 1"] {
+        for bad in [
+            "", "lots", "1GB", "1 Gi", "Gi", ".", "1e", "--1", "1.2.3", " 1",
+        ] {
             assert!(bad.parse::<Quantity>().is_err(), "{bad:?} should not parse");
         }
     }

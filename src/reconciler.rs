@@ -168,7 +168,11 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
 
     let errors = validate(&ri.spec);
     if !errors.is_empty() {
-        let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         observation.spec_problem = Some(SpecProblem {
             reason: reasons::INVALID_SPEC.to_string(),
             message,
@@ -199,7 +203,13 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    apply_unless_current(ctx, &namespace, &desired.config_map, &ctx.stores.config_maps).await?;
+    apply_unless_current(
+        ctx,
+        &namespace,
+        &desired.config_map,
+        &ctx.stores.config_maps,
+    )
+    .await?;
     apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
     apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
 
@@ -219,7 +229,9 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
                     note: None,
                 };
             } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
-                observation.missing_child = Some(format!("StatefulSet {name} was missing and has been re-created"));
+                observation.missing_child = Some(format!(
+                    "StatefulSet {name} was missing and has been re-created"
+                ));
             }
         }
         StatefulSetChange::Rolling | StatefulSetChange::Restart => {
@@ -238,7 +250,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             .as_ref()
             .and_then(|s| s.update_revision.clone());
         let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
-        observation.failing_pods = failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
+        observation.failing_pods =
+            failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
     }
     publish_status(ri, ctx, &observation).await?;
     reset_backoff(ri, ctx);
@@ -260,7 +273,12 @@ where
 }
 
 /// Applies `desired` with server-side apply unless the cached live object already holds it.
-async fn apply_unless_current<K>(ctx: &Context, namespace: &str, desired: &K, store: &Store<K>) -> Result<()>
+async fn apply_unless_current<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    store: &Store<K>,
+) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -308,7 +326,10 @@ async fn replace_for_storage(
     }
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let live = lookup(&ctx.stores.statefulsets, &name, &namespace);
-    if live.as_ref().is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
+    if live
+        .as_ref()
+        .is_some_and(|s| s.metadata.deletion_timestamp.is_none())
+    {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Orphan),
             ..Default::default()
@@ -327,7 +348,10 @@ async fn replace_for_storage(
         .await;
     }
     // Wait (bounded) for the garbage collector to finish the orphaning delete, then re-create.
-    let gone = kube::runtime::wait::await_condition(api.clone(), &name, |sts: Option<&StatefulSet>| sts.is_none());
+    let gone =
+        kube::runtime::wait::await_condition(api.clone(), &name, |sts: Option<&StatefulSet>| {
+            sts.is_none()
+        });
     if tokio::time::timeout(REPLACE_WAIT, gone).await.is_err() {
         return Err(Error::ReplaceInProgress(name));
     }
@@ -426,7 +450,11 @@ async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
 /// Runs the phase engine on an observation and writes the resulting status if it differs from the cached one.
 /// The write is synchronous and guarded by the cached resourceVersion: a stale view gets a conflict instead of
 /// overwriting newer status, and the watch event that made it stale triggers the next reconcile.
-async fn publish_status(ri: &RedisInstance, ctx: &Context, observation: &Observation) -> Result<Decision> {
+async fn publish_status(
+    ri: &RedisInstance,
+    ctx: &Context,
+    observation: &Observation,
+) -> Result<Decision> {
     let previous = ri.phase();
     let now = now();
     let decision = step(previous, observation, &now);
@@ -441,7 +469,8 @@ async fn publish_status(ri: &RedisInstance, ctx: &Context, observation: &Observa
         debug!("status unchanged");
         return Ok(decision);
     }
-    let api: Api<RedisInstance> = Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
+    let api: Api<RedisInstance> =
+        Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
     let mut updated = ri.clone();
     updated.status = Some(status);
     updated.metadata.managed_fields = None;
@@ -460,24 +489,39 @@ async fn publish_status(ri: &RedisInstance, ctx: &Context, observation: &Observa
         }
     }
     if let Some(transition) = &decision.transition {
-        ctx.metrics.record_transition(transition.from, transition.to);
+        ctx.metrics
+            .record_transition(transition.from, transition.to);
         info!(from = %transition.from, to = %transition.to, reason = %decision.reason, "phase transition");
         let type_ = if decision.phase == Phase::Failed {
             EventType::Warning
         } else {
             EventType::Normal
         };
-        event(ctx, ri, type_, &decision.reason, "PhaseTransition", format!(
-            "{} -> {}: {}",
-            transition.from, transition.to, decision.message
-        ))
+        event(
+            ctx,
+            ri,
+            type_,
+            &decision.reason,
+            "PhaseTransition",
+            format!(
+                "{} -> {}: {}",
+                transition.from, transition.to, decision.message
+            ),
+        )
         .await;
     }
     Ok(decision)
 }
 
 /// Publishes a Kubernetes Event about the instance; failures are logged, never fatal.
-async fn event(ctx: &Context, ri: &RedisInstance, type_: EventType, reason: &str, action: &str, note: String) {
+async fn event(
+    ctx: &Context,
+    ri: &RedisInstance,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
     let ev = KubeEvent {
         type_,
         reason: reason.to_string(),
@@ -513,7 +557,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = settings.namespace.as_deref();
-    let labelled = watcher::Config::default().labels(MANAGED_SELECTOR).any_semantic();
+    let labelled = watcher::Config::default()
+        .labels(MANAGED_SELECTOR)
+        .any_semantic();
     let instances: Api<RedisInstance> = api_for(&client, ns);
 
     let (statefulsets, sts_writer) = reflector::store();

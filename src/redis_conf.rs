@@ -41,12 +41,18 @@ fn owned_settings() -> [(&'static str, String); 5] {
 /// Renders the full `redis.conf`: the operator's settings, then the user's directives sorted by name.
 /// The output depends only on the input, so equal specs always hash equally.
 pub fn render(user: &BTreeMap<String, String>) -> String {
-    let mut out = String::from("# Rendered by redis-operator. Edit spec.config of the RedisInstance instead.\n");
+    let mut out = String::from(
+        "# Rendered by redis-operator. Edit spec.config of the RedisInstance instead.\n",
+    );
     for (key, value) in owned_settings() {
         let _ = writeln!(out, "{key} {value}");
     }
     for (key, value) in user {
-        let value = if value.is_empty() { "\"\"" } else { value.as_str() };
+        let value = if value.is_empty() {
+            "\"\""
+        } else {
+            value.as_str()
+        };
         let _ = writeln!(out, "{key} {value}");
     }
     out
@@ -56,10 +62,12 @@ pub fn render(user: &BTreeMap<String, String>) -> String {
 /// `redis.github.com/config-hash` so that a config change rolls the pods.
 pub fn config_hash(rendered: &str) -> String {
     let digest = Sha256::digest(rendered.as_bytes());
-    digest.iter().fold(String::with_capacity(64), |mut hex, byte| {
-        let _ = write!(hex, "{byte:02x}");
-        hex
-    })
+    digest
+        .iter()
+        .fold(String::with_capacity(64), |mut hex, byte| {
+            let _ = write!(hex, "{byte:02x}");
+            hex
+        })
 }
 
 #[cfg(test)]
@@ -67,7 +75,10 @@ mod tests {
     use super::*;
 
     fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

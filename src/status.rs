@@ -13,7 +13,9 @@ pub fn next_status(
     rollout: Option<&RolloutStatus>,
     now: &str,
 ) -> RedisInstanceStatus {
-    let previous_conditions = previous.map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let previous_conditions = previous
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
     let mut history = previous.map(|s| s.history.clone()).unwrap_or_default();
     if let Some(transition) = &decision.transition {
         history.record(transition.clone());
@@ -67,12 +69,24 @@ mod tests {
     fn converged_status_is_stable() {
         let obs = running_observation();
         let first = step(Phase::Pending, &obs, "2026-01-01T00:00:00Z");
-        let s1 = next_status(None, &first, 1, obs.statefulset.as_ref(), "2026-01-01T00:00:00Z");
+        let s1 = next_status(
+            None,
+            &first,
+            1,
+            obs.statefulset.as_ref(),
+            "2026-01-01T00:00:00Z",
+        );
         assert_eq!(s1.status, Phase::Running);
         assert_eq!(s1.ready, "True");
         assert_eq!(s1.history.len(), 1);
         let again = step(s1.status, &obs, "2026-01-01T00:05:00Z");
-        let s2 = next_status(Some(&s1), &again, 1, obs.statefulset.as_ref(), "2026-01-01T00:05:00Z");
+        let s2 = next_status(
+            Some(&s1),
+            &again,
+            1,
+            obs.statefulset.as_ref(),
+            "2026-01-01T00:05:00Z",
+        );
         assert_eq!(s1, s2, "a repeated observation must not change the status");
     }
 
@@ -81,7 +95,14 @@ mod tests {
         let obs = running_observation();
         let decision = step(Phase::Unknown, &obs, "2026-01-01T00:00:00Z");
         let status = next_status(None, &decision, 1, obs.statefulset.as_ref(), "t");
-        assert_eq!((status.replicas, status.ready_replicas, status.updated_replicas), (2, 2, 2));
+        assert_eq!(
+            (
+                status.replicas,
+                status.ready_replicas,
+                status.updated_replicas
+            ),
+            (2, 2, 2)
+        );
         assert_eq!(status.observed_generation, Some(1));
     }
 

@@ -35,14 +35,21 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
     }
     if spec.image.trim().is_empty() {
         errors.push(SpecError::new("spec.image", "must not be empty"));
-    } else if spec.image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    } else if spec
+        .image
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
         errors.push(SpecError::new(
             "spec.image",
             format!("{:?} must not contain whitespace", spec.image),
         ));
     }
     if let Some(resources) = &spec.resources {
-        let lists = [("limits", &resources.limits), ("requests", &resources.requests)];
+        let lists = [
+            ("limits", &resources.limits),
+            ("requests", &resources.requests),
+        ];
         for (list, values) in lists {
             for (name, value) in values.iter().flatten() {
                 let field = format!("spec.resources.{list}.{name}");

@@ -30,7 +30,9 @@ pub struct ClusterInfo {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -51,7 +53,9 @@ pub fn cluster() -> &'static ClusterInfo {
                 audit_log: std::env::var_os("REDIS_OPERATOR_E2E_AUDIT_LOG").map(Into::into),
             },
             None => {
-                run(Command::new("bash").arg(format!("{REPO}/devcluster/cluster.sh")).arg("up"));
+                run(Command::new("bash")
+                    .arg(format!("{REPO}/devcluster/cluster.sh"))
+                    .arg("up"));
                 let dir = std::env::var_os("DEVCLUSTER_DIR")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| Path::new(REPO).join(".devcluster"));
@@ -115,7 +119,13 @@ impl Operator {
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-operator"));
         cmd.env("KUBECONFIG", &info.kubeconfig)
-            .args(["run", "--namespace", namespace, "--log-level", "info,redis_operator=debug"])
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--log-level",
+                "info,redis_operator=debug",
+            ])
             .arg("--metrics-address")
             .arg(format!("127.0.0.1:{metrics_port}"))
             .args(extra)
@@ -144,13 +154,18 @@ impl Operator {
     /// Fetches `path` from the operator's HTTP endpoint.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .await
+            .ok()?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).await.ok()?;
         let code = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())?;
         Some((code, body))
     }
 
@@ -252,7 +267,9 @@ impl TestEnv {
         what: &str,
         condition: impl Fn(&RedisInstanceStatus) -> bool,
     ) -> RedisInstance {
-        let cond = move |ri: Option<&RedisInstance>| ri.and_then(|r| r.status.as_ref()).is_some_and(&condition);
+        let cond = move |ri: Option<&RedisInstance>| {
+            ri.and_then(|r| r.status.as_ref()).is_some_and(&condition)
+        };
         match tokio::time::timeout(WAIT, await_condition(self.instances(), name, cond)).await {
             Ok(Ok(Some(ri))) => ri,
             other => {
@@ -268,12 +285,20 @@ impl TestEnv {
 
     /// Waits until the instance is Running, Ready, and has observed its latest generation.
     pub async fn wait_running(&self, name: &str) -> RedisInstance {
-        let generation = self.instances().get(name).await.expect("instance").metadata.generation;
+        let generation = self
+            .instances()
+            .get(name)
+            .await
+            .expect("instance")
+            .metadata
+            .generation;
         self.wait_status(name, "Running and Ready", move |s| {
             s.status == Phase::Running
                 && s.ready == "True"
                 && s.observed_generation == generation
-                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
         })
         .await
     }
@@ -350,7 +375,6 @@ impl StatusLog {
             .find(|s| s.observed_generation.is_some_and(|g| g >= generation))
             .cloned()
     }
-
 }
 
 impl Drop for StatusLog {

@@ -23,7 +23,13 @@ fn storage(size: &str, class: Option<&str>) -> Option<StorageSpec> {
 
 /// A change must show `Updating` with `reason` in the first status computed for its generation, then reach
 /// Running with the rollout done.
-async fn expect_update(env: &TestEnv, log: &StatusLog, name: &str, spec: serde_json::Value, reason: &str) {
+async fn expect_update(
+    env: &TestEnv,
+    log: &StatusLog,
+    name: &str,
+    spec: serde_json::Value,
+    reason: &str,
+) {
     let generation = env.patch_spec(name, spec).await;
     let ri = env.wait_running(name).await;
     let first = log
@@ -39,7 +45,10 @@ async fn expect_update(env: &TestEnv, log: &StatusLog, name: &str, spec: serde_j
     assert_eq!(status.ready_replicas, ri.spec.replicas);
     assert_eq!(status.updated_replicas, ri.spec.replicas);
     let sts = env.statefulsets().get(name).await.unwrap().status.unwrap();
-    assert_eq!(sts.current_revision, sts.update_revision, "Running before the rollout finished");
+    assert_eq!(
+        sts.current_revision, sts.update_revision,
+        "Running before the rollout finished"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,30 +59,62 @@ async fn create_goes_through_creating_to_running_and_ready() {
     let phases = log.phases();
     assert_eq!(phases.first(), Some(&Phase::Creating), "phases: {phases:?}");
     assert_eq!(phases.last(), Some(&Phase::Running));
-    assert!(ri.finalizers().iter().any(|f| f == "redis.github.com/finalizer"));
+    assert!(ri
+        .finalizers()
+        .iter()
+        .any(|f| f == "redis.github.com/finalizer"));
     let status = ri.status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
     assert_eq!(status.history.last().map(|t| t.to), Some(Phase::Running));
     // The children exist, with the config hash on the pod template, and Redis answers on every pod.
     let sts = env.statefulsets().get("cache").await.unwrap();
-    let annotations = sts.spec.unwrap().template.metadata.unwrap().annotations.unwrap();
+    let annotations = sts
+        .spec
+        .unwrap()
+        .template
+        .metadata
+        .unwrap()
+        .annotations
+        .unwrap();
     assert_eq!(annotations["redis.github.com/config-hash"].len(), 64);
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(env.client.clone(), &env.ns);
-    assert!(cms.get("cache-config").await.unwrap().data.unwrap()["redis.conf"].contains("dir /data"));
+    assert!(
+        cms.get("cache-config").await.unwrap().data.unwrap()["redis.conf"].contains("dir /data")
+    );
     let svcs: kube::Api<k8s_openapi::api::core::v1::Service> =
         kube::Api::namespaced(env.client.clone(), &env.ns);
-    assert_eq!(svcs.get("cache-headless").await.unwrap().spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    assert_eq!(
+        svcs.get("cache-headless")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .cluster_ip
+            .as_deref(),
+        Some("None")
+    );
     svcs.get("cache").await.unwrap();
     for pod in env.pods_of("cache").await {
         assert_eq!(redis_command(&pod_ip(&pod), &["PING"]).await, "+PONG\r\n");
     }
     // kubectl wait works on the Ready condition.
     let out = kubectl(env.info)
-        .args(["wait", "--for=condition=Ready", "--timeout=10s", "-n", &env.ns, "ri/cache"])
+        .args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=10s",
+            "-n",
+            &env.ns,
+            "ri/cache",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -81,14 +122,32 @@ async fn replicas_scale_up_and_down() {
     let env = TestEnv::new("scale").await;
     let log = env.create("cache", spec(1)).await;
     env.wait_running("cache").await;
-    expect_update(&env, &log, "cache", json!({"replicas": 3}), reasons::STATEFULSET_UPDATE).await;
+    expect_update(
+        &env,
+        &log,
+        "cache",
+        json!({"replicas": 3}),
+        reasons::STATEFULSET_UPDATE,
+    )
+    .await;
     assert_eq!(env.pods_of("cache").await.len(), 3);
-    expect_update(&env, &log, "cache", json!({"replicas": 1}), reasons::STATEFULSET_UPDATE).await;
+    expect_update(
+        &env,
+        &log,
+        "cache",
+        json!({"replicas": 1}),
+        reasons::STATEFULSET_UPDATE,
+    )
+    .await;
     let sts = env.statefulsets();
     let cond = |s: Option<&k8s_openapi::api::apps::v1::StatefulSet>| {
-        s.and_then(|s| s.status.as_ref()).is_some_and(|st| st.replicas == 1)
+        s.and_then(|s| s.status.as_ref())
+            .is_some_and(|st| st.replicas == 1)
     };
-    tokio::time::timeout(WAIT, await_condition(sts, "cache", cond)).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, await_condition(sts, "cache", cond))
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,11 +155,30 @@ async fn image_change_rolls_the_pods() {
     let env = TestEnv::new("image").await;
     let log = env.create("cache", spec(2)).await;
     env.wait_running("cache").await;
-    let before: Vec<String> = env.pods_of("cache").await.iter().map(|p| p.uid().unwrap()).collect();
-    expect_update(&env, &log, "cache", json!({"image": "redis:7.4"}), reasons::STATEFULSET_UPDATE).await;
+    let before: Vec<String> = env
+        .pods_of("cache")
+        .await
+        .iter()
+        .map(|p| p.uid().unwrap())
+        .collect();
+    expect_update(
+        &env,
+        &log,
+        "cache",
+        json!({"image": "redis:7.4"}),
+        reasons::STATEFULSET_UPDATE,
+    )
+    .await;
     for pod in env.pods_of("cache").await {
-        assert!(!before.contains(&pod.uid().unwrap()), "pod {} was not replaced", pod.name_any());
-        assert_eq!(pod.spec.unwrap().containers[0].image.as_deref(), Some("redis:7.4"));
+        assert!(
+            !before.contains(&pod.uid().unwrap()),
+            "pod {} was not replaced",
+            pod.name_any()
+        );
+        assert_eq!(
+            pod.spec.unwrap().containers[0].image.as_deref(),
+            Some("redis:7.4")
+        );
     }
 }
 
@@ -109,10 +187,16 @@ async fn resources_change_rolls_the_pods() {
     let env = TestEnv::new("resources").await;
     let log = env.create("cache", spec(1)).await;
     env.wait_running("cache").await;
-    let resources = json!({"resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m"}}});
+    let resources =
+        json!({"resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m"}}});
     expect_update(&env, &log, "cache", resources, reasons::STATEFULSET_UPDATE).await;
     let pod = env.pods_of("cache").await.remove(0);
-    let limits = pod.spec.unwrap().containers[0].resources.clone().unwrap().limits.unwrap();
+    let limits = pod.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .limits
+        .unwrap();
     assert_eq!(limits["memory"].0, "256Mi");
 }
 
@@ -124,13 +208,30 @@ async fn config_change_restarts_pods_with_the_new_value() {
     let log = env.create("cache", s).await;
     env.wait_running("cache").await;
     let ip = pod_ip(&env.pods_of("cache").await[0]);
-    assert!(redis_command(&ip, &["CONFIG", "GET", "maxmemory"]).await.contains("104857600"));
+    assert!(redis_command(&ip, &["CONFIG", "GET", "maxmemory"])
+        .await
+        .contains("104857600"));
     let sts_uid = env.statefulsets().get("cache").await.unwrap().uid();
-    expect_update(&env, &log, "cache", json!({"config": {"maxmemory": "200mb"}}), reasons::STATEFULSET_RESTART).await;
-    assert_eq!(env.statefulsets().get("cache").await.unwrap().uid(), sts_uid, "no StatefulSet recreation for config");
+    expect_update(
+        &env,
+        &log,
+        "cache",
+        json!({"config": {"maxmemory": "200mb"}}),
+        reasons::STATEFULSET_RESTART,
+    )
+    .await;
+    assert_eq!(
+        env.statefulsets().get("cache").await.unwrap().uid(),
+        sts_uid,
+        "no StatefulSet recreation for config"
+    );
     for pod in env.pods_of("cache").await {
         let reply = redis_command(&pod_ip(&pod), &["CONFIG", "GET", "maxmemory"]).await;
-        assert!(reply.contains("209715200"), "pod {} still runs the old config: {reply:?}", pod.name_any());
+        assert!(
+            reply.contains("209715200"),
+            "pod {} still runs the old config: {reply:?}",
+            pod.name_any()
+        );
     }
 }
 
@@ -139,7 +240,10 @@ async fn write_marker(env: &TestEnv, name: &str) -> Vec<String> {
     let mut uids = Vec::new();
     for pod in env.pods_of(name).await {
         let ip = pod_ip(&pod);
-        assert_eq!(redis_command(&ip, &["SET", "marker", &pod.name_any()]).await, "+OK\r\n");
+        assert_eq!(
+            redis_command(&ip, &["SET", "marker", &pod.name_any()]).await,
+            "+OK\r\n"
+        );
         assert_eq!(redis_command(&ip, &["SAVE"]).await, "+OK\r\n");
         uids.push(pod.uid().unwrap());
     }
@@ -148,9 +252,17 @@ async fn write_marker(env: &TestEnv, name: &str) -> Vec<String> {
 
 async fn assert_marker_kept(env: &TestEnv, name: &str, uids: &[String]) {
     for pod in env.pods_of(name).await {
-        assert!(uids.contains(&pod.uid().unwrap()), "pod {} was restarted", pod.name_any());
+        assert!(
+            uids.contains(&pod.uid().unwrap()),
+            "pod {} was restarted",
+            pod.name_any()
+        );
         let reply = redis_command(&pod_ip(&pod), &["GET", "marker"]).await;
-        assert!(reply.contains(&pod.name_any()), "data lost on {}: {reply:?}", pod.name_any());
+        assert!(
+            reply.contains(&pod.name_any()),
+            "data lost on {}: {reply:?}",
+            pod.name_any()
+        );
     }
 }
 
@@ -163,19 +275,47 @@ async fn storage_growth_expands_claims_and_keeps_pods_and_data() {
     env.wait_running("cache").await;
     let uids = write_marker(&env, "cache").await;
     let sts_uid = env.statefulsets().get("cache").await.unwrap().uid();
-    let generation = env.patch_spec("cache", json!({"storage": {"size": "2Gi"}})).await;
+    let generation = env
+        .patch_spec("cache", json!({"storage": {"size": "2Gi"}}))
+        .await;
     env.wait_running("cache").await;
     let first = log.first_for_generation(generation).unwrap();
-    assert_eq!((first.status, first.reason.as_str()), (Phase::Updating, reasons::STATEFULSET_RESTART));
+    assert_eq!(
+        (first.status, first.reason.as_str()),
+        (Phase::Updating, reasons::STATEFULSET_RESTART)
+    );
     let sts = env.statefulsets().get("cache").await.unwrap();
     assert_ne!(sts.uid(), sts_uid, "the StatefulSet was replaced");
     let template = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
-    assert_eq!(template.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0, "2Gi");
-    let claims = env.claims().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        template
+            .spec
+            .as_ref()
+            .unwrap()
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"]
+            .0,
+        "2Gi"
+    );
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(claims.len(), 2);
     for claim in claims {
         let requested = &claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0;
-        assert_eq!(requested, "2Gi", "claim {} not expanded", claim.metadata.name.unwrap());
+        assert_eq!(
+            requested,
+            "2Gi",
+            "claim {} not expanded",
+            claim.metadata.name.unwrap()
+        );
     }
     assert_marker_kept(&env, "cache", &uids).await;
 }
@@ -188,16 +328,36 @@ async fn storage_class_change_replaces_statefulset_and_keeps_claims() {
     let log = env.create("cache", s).await;
     env.wait_running("cache").await;
     let uids = write_marker(&env, "cache").await;
-    let claim_uids: Vec<String> = env.claims().list(&ListParams::default()).await.unwrap().items.iter().map(|c| c.uid().unwrap()).collect();
-    let generation = env.patch_spec("cache", json!({"storage": {"storageClassName": "devcluster-fixed"}})).await;
+    let claim_uids: Vec<String> = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|c| c.uid().unwrap())
+        .collect();
+    let generation = env
+        .patch_spec(
+            "cache",
+            json!({"storage": {"storageClassName": "devcluster-fixed"}}),
+        )
+        .await;
     env.wait_running("cache").await;
     let first = log.first_for_generation(generation).unwrap();
     assert_eq!(first.status, Phase::Updating);
     assert!(
-        first.last_condition_message.contains("existing claims keep storage class devcluster-expandable"),
+        first
+            .last_condition_message
+            .contains("existing claims keep storage class devcluster-expandable"),
         "{first:#?}"
     );
-    let claims = env.claims().list(&ListParams::default()).await.unwrap().items;
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let now: Vec<String> = claims.iter().map(|c| c.uid().unwrap()).collect();
     assert_eq!(now, claim_uids, "claims must be kept");
     assert_marker_kept(&env, "cache", &uids).await;
@@ -211,7 +371,10 @@ async fn storage_shrink_and_removal_are_refused_and_touch_nothing() {
     env.create("cache", s).await;
     env.wait_running("cache").await;
     let before = env.statefulsets().get("cache").await.unwrap();
-    for change in [json!({"storage": {"size": "1Gi"}}), json!({"storage": null})] {
+    for change in [
+        json!({"storage": {"size": "1Gi"}}),
+        json!({"storage": null}),
+    ] {
         let generation = env.patch_spec("cache", change).await;
         let ri = env
             .wait_status("cache", "refused", move |s| {
@@ -220,13 +383,20 @@ async fn storage_shrink_and_removal_are_refused_and_touch_nothing() {
             .await;
         let status = ri.status.unwrap();
         assert_eq!(status.reason, "StorageChangeRefused");
-        assert!(status.last_condition_message.starts_with("spec.storage"), "{status:#?}");
+        assert!(
+            status.last_condition_message.starts_with("spec.storage"),
+            "{status:#?}"
+        );
         let after = env.statefulsets().get("cache").await.unwrap();
         assert_eq!(after.uid(), before.uid());
-        assert_eq!(after.metadata.generation, before.metadata.generation, "StatefulSet was changed");
+        assert_eq!(
+            after.metadata.generation, before.metadata.generation,
+            "StatefulSet was changed"
+        );
     }
     // Restoring the spec recovers.
-    env.patch_spec("cache", json!({"storage": {"size": "2Gi"}})).await;
+    env.patch_spec("cache", json!({"storage": {"size": "2Gi"}}))
+        .await;
     env.wait_running("cache").await;
 }
 
@@ -236,50 +406,96 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
     let mut s = spec(1);
     s.config.insert("dir".into(), "/tmp".into());
     env.create("owned", s).await;
-    let ri = env.wait_status("owned", "Failed", |s| s.status == Phase::Failed).await;
+    let ri = env
+        .wait_status("owned", "Failed", |s| s.status == Phase::Failed)
+        .await;
     let status = ri.status.unwrap();
     assert_eq!(status.reason, reasons::INVALID_SPEC);
-    assert!(status.last_condition_message.contains("spec.config.dir"), "{status:#?}");
+    assert!(
+        status.last_condition_message.contains("spec.config.dir"),
+        "{status:#?}"
+    );
 
     let mut s = spec(1);
     s.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
-        limits: Some([("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()))].into()),
+        limits: Some(
+            [(
+                "memory".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()),
+            )]
+            .into(),
+        ),
         ..Default::default()
     });
     let created = env
         .instances()
-        .create(&Default::default(), &redis_operator::api::RedisInstance::new("quantity", s))
+        .create(
+            &Default::default(),
+            &redis_operator::api::RedisInstance::new("quantity", s),
+        )
         .await;
     if created.is_ok() {
-        let ri = env.wait_status("quantity", "Failed", |s| s.status == Phase::Failed).await;
-        assert!(ri.status.unwrap().last_condition_message.contains("spec.resources.limits.memory"));
+        let ri = env
+            .wait_status("quantity", "Failed", |s| s.status == Phase::Failed)
+            .await;
+        assert!(ri
+            .status
+            .unwrap()
+            .last_condition_message
+            .contains("spec.resources.limits.memory"));
     }
-    assert!(env.statefulsets().get_opt("owned").await.unwrap().is_none(), "invalid spec created a StatefulSet");
-    assert!(env.statefulsets().get_opt("quantity").await.unwrap().is_none());
+    assert!(
+        env.statefulsets().get_opt("owned").await.unwrap().is_none(),
+        "invalid spec created a StatefulSet"
+    );
+    assert!(env
+        .statefulsets()
+        .get_opt("quantity")
+        .await
+        .unwrap()
+        .is_none());
 
     // The schema rejects what it can: negative replicas, control characters in config values.
-    for bad in [json!({"replicas": -1}), json!({"config": {"maxmemory": "1mb\nport 7000"}})] {
+    for bad in [
+        json!({"replicas": -1}),
+        json!({"config": {"maxmemory": "1mb\nport 7000"}}),
+    ] {
         let mut body = json!({"apiVersion": "redis.github.com/v1", "kind": "RedisInstance",
             "metadata": {"name": "schema"}, "spec": bad});
         body["metadata"]["namespace"] = json!(env.ns);
         let ri: redis_operator::api::RedisInstance = serde_json::from_value(body).unwrap();
-        let err = env.instances().create(&Default::default(), &ri).await.unwrap_err();
-        assert!(matches!(err, kube::Error::Api(ref e) if e.code == 422), "{err:?}");
+        let err = env
+            .instances()
+            .create(&Default::default(), &ri)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, kube::Error::Api(ref e) if e.code == 422),
+            "{err:?}"
+        );
     }
     // An Event explains the failure.
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(env.client.clone(), &env.ns);
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
     let wait_event = async {
         loop {
             let list = events.list(&ListParams::default()).await.unwrap();
-            if list.items.iter().any(|e| e.reason.as_deref() == Some(reasons::INVALID_SPEC)) {
+            if list
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reasons::INVALID_SPEC))
+            {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    tokio::time::timeout(WAIT, wait_event).await.expect("an InvalidSpec event");
+    tokio::time::timeout(WAIT, wait_event)
+        .await
+        .expect("an InvalidSpec event");
     // Fixing the spec recovers.
-    env.patch_spec("owned", json!({"config": {"dir": null}})).await;
+    env.patch_spec("owned", json!({"config": {"dir": null}}))
+        .await;
     env.wait_running("owned").await;
 }
 
@@ -288,16 +504,29 @@ async fn crashing_config_fails_and_recovers_when_fixed() {
     let env = TestEnv::new("crash").await;
     let log = env.create("cache", spec(1)).await;
     env.wait_running("cache").await;
-    env.patch_spec("cache", json!({"config": {"maxmemory": "not-a-size"}})).await;
-    let ri = env.wait_status("cache", "Failed", |s| s.status == Phase::Failed).await;
+    env.patch_spec("cache", json!({"config": {"maxmemory": "not-a-size"}}))
+        .await;
+    let ri = env
+        .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
+        .await;
     let status = ri.status.unwrap();
     assert_eq!(status.reason, reasons::PODS_FAILING);
-    assert!(status.last_condition_message.contains("cache-0"), "{status:#?}");
-    let generation = env.patch_spec("cache", json!({"config": {"maxmemory": "50mb"}})).await;
+    assert!(
+        status.last_condition_message.contains("cache-0"),
+        "{status:#?}"
+    );
+    let generation = env
+        .patch_spec("cache", json!({"config": {"maxmemory": "50mb"}}))
+        .await;
     env.wait_running("cache").await;
-    assert_eq!(log.first_for_generation(generation).unwrap().status, Phase::Updating);
+    assert_eq!(
+        log.first_for_generation(generation).unwrap().status,
+        Phase::Updating
+    );
     let ip = pod_ip(&env.pods_of("cache").await[0]);
-    assert!(redis_command(&ip, &["CONFIG", "GET", "maxmemory"]).await.contains("52428800"));
+    assert!(redis_command(&ip, &["CONFIG", "GET", "maxmemory"])
+        .await
+        .contains("52428800"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -308,11 +537,24 @@ async fn delete_records_terminated_and_retains_claims() {
     let log = env.create("cache", s).await;
     env.wait_running("cache").await;
     let uid = env.instances().get("cache").await.unwrap().uid().unwrap();
-    env.instances().delete("cache", &DeleteParams::default()).await.unwrap();
+    env.instances()
+        .delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
     let gone = await_condition(env.instances(), "cache", conditions::is_deleted(&uid));
     tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
-    assert_eq!(log.phases().last(), Some(&Phase::Terminated), "{:?}", log.phases());
-    let claims = env.claims().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(
+        log.phases().last(),
+        Some(&Phase::Terminated),
+        "{:?}",
+        log.phases()
+    );
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     assert_eq!(claims.len(), 1, "claims are retained by default");
     assert!(claims[0].metadata.deletion_timestamp.is_none());
 }
@@ -345,14 +587,19 @@ async fn converged_instance_costs_zero_writes_over_resyncs() {
     let ok = "redis_operator_reconciles_total{result=\"ok\"}";
     let settled = env.operator.metric(ok).await.unwrap_or_default();
     let before = audit_writes(env.info, user, &env.ns).expect("audit log readable");
-    assert!(!before.is_empty(), "the operator's writes must be visible in the audit log");
+    assert!(
+        !before.is_empty(),
+        "the operator's writes must be visible in the audit log"
+    );
     // Wait for at least three more reconciles (resyncs every second), then compare the write count.
     let more = async {
         while env.operator.metric(ok).await.unwrap_or_default() < settled + 3.0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
-    tokio::time::timeout(WAIT, more).await.expect("resyncs happen");
+    tokio::time::timeout(WAIT, more)
+        .await
+        .expect("resyncs happen");
     // The audit log is written asynchronously; give a written request time to appear by re-reading it
     // until two consecutive reads agree.
     let mut after = audit_writes(env.info, user, &env.ns).unwrap();
@@ -364,5 +611,9 @@ async fn converged_instance_costs_zero_writes_over_resyncs() {
         }
         after = again;
     }
-    assert_eq!(after[before.len()..], [] as [String; 0], "writes during idle resyncs");
+    assert_eq!(
+        after[before.len()..],
+        [] as [String; 0],
+        "writes during idle resyncs"
+    );
 }
