@@ -11,10 +11,6 @@ pub enum Error {
     #[error("finalizer handling failed: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 
-    /// An object could not be (de)serialised.
-    #[error("serialisation failed: {0}")]
-    Serialization(#[from] serde_json::Error),
-
     /// The StatefulSet being replaced for a storage change has not disappeared yet.
     #[error("StatefulSet {0} is still being deleted (orphaning its pods); will retry")]
     ReplaceInProgress(String),
@@ -30,7 +26,6 @@ impl Error {
         match self {
             Error::Kube(_) => "kube",
             Error::Finalizer(_) => "finalizer",
-            Error::Serialization(_) => "serialization",
             Error::ReplaceInProgress(_) => "replace_in_progress",
             Error::CacheUnavailable(_) => "cache_unavailable",
         }

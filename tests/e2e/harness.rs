@@ -177,6 +177,24 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// Waits until the metric sample reaches `target`; returns its value.
+    pub async fn wait_metric_at_least(&self, series: &str, target: f64) -> f64 {
+        let wait = async {
+            loop {
+                let value = self.metric(series).await.unwrap_or_default();
+                if value >= target {
+                    return value;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{series} did not reach {target}"))
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
