@@ -71,31 +71,23 @@ impl Stores {
     /// Waits until every cache has completed its initial list, so no reconcile mistakes an unlisted child for
     /// a missing one.
     pub async fn wait_ready(&self) -> Result<()> {
-        self.instances
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("RedisInstance"))?;
-        self.statefulsets
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("StatefulSet"))?;
-        self.config_maps
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("ConfigMap"))?;
-        self.services
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("Service"))?;
-        self.pods
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("Pod"))?;
-        self.claims
-            .wait_until_ready()
-            .await
-            .map_err(|_| Error::CacheUnavailable("PersistentVolumeClaim"))
+        ready(&self.instances, "RedisInstance").await?;
+        ready(&self.statefulsets, "StatefulSet").await?;
+        ready(&self.config_maps, "ConfigMap").await?;
+        ready(&self.services, "Service").await?;
+        ready(&self.pods, "Pod").await?;
+        ready(&self.claims, "PersistentVolumeClaim").await
     }
+}
+
+async fn ready<K>(store: &Store<K>, kind: &'static str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| Error::CacheUnavailable(kind))
 }
 
 /// Shared state of all reconciles.

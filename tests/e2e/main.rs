@@ -266,14 +266,61 @@ async fn assert_marker_kept(env: &TestEnv, name: &str, uids: &[String]) {
     }
 }
 
+/// Creates `cache` with `replicas` pods on claims of `class`, waits for Running and writes a marker key to
+/// every pod; returns the status log and the pods' UIDs.
+async fn running_with_storage(
+    env: &TestEnv,
+    replicas: i32,
+    class: &str,
+) -> (StatusLog, Vec<String>) {
+    let mut s = spec(replicas);
+    s.storage = storage("1Gi", Some(class));
+    let log = env.create("cache", s).await;
+    env.wait_running("cache").await;
+    (log, write_marker(env, "cache").await)
+}
+
+async fn claims_of(env: &TestEnv) -> Vec<k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    env.claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+}
+
+fn storage_request(spec: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaimSpec>) -> String {
+    spec.and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .map(|r| r["storage"].0.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until an Event with `reason` was recorded in the test namespace.
+async fn wait_event(env: &TestEnv, reason: &str) {
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let wait = async {
+        loop {
+            let list = events.list(&ListParams::default()).await.unwrap();
+            if list
+                .items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some(reason))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {reason} event"));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_growth_expands_claims_and_keeps_pods_and_data() {
     let env = TestEnv::new("grow").await;
-    let mut s = spec(2);
-    s.storage = storage("1Gi", Some("devcluster-expandable"));
-    let log = env.create("cache", s).await;
-    env.wait_running("cache").await;
-    let uids = write_marker(&env, "cache").await;
+    let (log, uids) = running_with_storage(&env, 2, "devcluster-expandable").await;
     let sts_uid = env.statefulsets().get("cache").await.unwrap().uid();
     let generation = env
         .patch_spec("cache", json!({"storage": {"size": "2Gi"}}))
@@ -287,53 +334,39 @@ async fn storage_growth_expands_claims_and_keeps_pods_and_data() {
     let sts = env.statefulsets().get("cache").await.unwrap();
     assert_ne!(sts.uid(), sts_uid, "the StatefulSet was replaced");
     let template = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
-    assert_eq!(
-        template
-            .spec
-            .as_ref()
-            .unwrap()
-            .resources
-            .as_ref()
-            .unwrap()
-            .requests
-            .as_ref()
-            .unwrap()["storage"]
-            .0,
-        "2Gi"
-    );
-    let claims = env
-        .claims()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items;
+    assert_eq!(storage_request(template.spec.as_ref()), "2Gi");
+    let claims = claims_of(&env).await;
     assert_eq!(claims.len(), 2);
-    for claim in claims {
-        let requested = &claim.spec.unwrap().resources.unwrap().requests.unwrap()["storage"].0;
+    for claim in &claims {
         assert_eq!(
-            requested,
+            storage_request(claim.spec.as_ref()),
             "2Gi",
             "claim {} not expanded",
-            claim.metadata.name.unwrap()
+            claim.name_any()
         );
     }
+    // The provisioner grows the volumes; the claims report the new capacity.
+    let cond = |c: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaim>| {
+        c.and_then(|c| c.status.as_ref())
+            .and_then(|s| s.capacity.as_ref())
+            .is_some_and(|cap| cap.get("storage").is_some_and(|q| q.0 == "2Gi"))
+    };
+    for claim in &claims {
+        let name = claim.name_any();
+        let expanded = await_condition(env.claims(), &name, cond);
+        tokio::time::timeout(WAIT, expanded).await.unwrap().unwrap();
+    }
+    wait_event(&env, "ReplacingStatefulSet").await;
+    wait_event(&env, "ExpandingClaim").await;
     assert_marker_kept(&env, "cache", &uids).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_class_change_replaces_statefulset_and_keeps_claims() {
     let env = TestEnv::new("class").await;
-    let mut s = spec(1);
-    s.storage = storage("1Gi", Some("devcluster-expandable"));
-    let log = env.create("cache", s).await;
-    env.wait_running("cache").await;
-    let uids = write_marker(&env, "cache").await;
-    let claim_uids: Vec<String> = env
-        .claims()
-        .list(&ListParams::default())
+    let (log, uids) = running_with_storage(&env, 1, "devcluster-expandable").await;
+    let claim_uids: Vec<String> = claims_of(&env)
         .await
-        .unwrap()
-        .items
         .iter()
         .map(|c| c.uid().unwrap())
         .collect();
@@ -352,14 +385,23 @@ async fn storage_class_change_replaces_statefulset_and_keeps_claims() {
             .contains("existing claims keep storage class devcluster-expandable"),
         "{first:#?}"
     );
-    let claims = env
-        .claims()
-        .list(&ListParams::default())
+    let now: Vec<String> = claims_of(&env)
         .await
-        .unwrap()
-        .items;
-    let now: Vec<String> = claims.iter().map(|c| c.uid().unwrap()).collect();
+        .iter()
+        .map(|c| c.uid().unwrap())
+        .collect();
     assert_eq!(now, claim_uids, "claims must be kept");
+    let sts = env.statefulsets().get("cache").await.unwrap();
+    let template = &sts.spec.unwrap().volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        template
+            .spec
+            .as_ref()
+            .unwrap()
+            .storage_class_name
+            .as_deref(),
+        Some("devcluster-fixed")
+    );
     assert_marker_kept(&env, "cache", &uids).await;
 }
 
@@ -475,24 +517,7 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
         );
     }
     // An Event explains the failure.
-    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
-        kube::Api::namespaced(env.client.clone(), &env.ns);
-    let wait_event = async {
-        loop {
-            let list = events.list(&ListParams::default()).await.unwrap();
-            if list
-                .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(reasons::INVALID_SPEC))
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    };
-    tokio::time::timeout(WAIT, wait_event)
-        .await
-        .expect("an InvalidSpec event");
+    wait_event(&env, reasons::INVALID_SPEC).await;
     // Fixing the spec recovers.
     env.patch_spec("owned", json!({"config": {"dir": null}}))
         .await;
@@ -572,8 +597,16 @@ async fn history_is_bounded_at_ten() {
     assert_eq!(status.history.len(), 10, "{:#?}", status.history);
     let last = status.history.last().unwrap();
     assert_eq!(last.to, Phase::Running);
-    let pairs: Vec<(Phase, Phase)> = status.history.entries().iter().map(|t| (t.from, t.to)).collect();
-    assert!(pairs.windows(2).all(|w| w[0].1 == w[1].0), "history is a chain: {pairs:?}");
+    let pairs: Vec<(Phase, Phase)> = status
+        .history
+        .entries()
+        .iter()
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert!(
+        pairs.windows(2).all(|w| w[0].1 == w[1].0),
+        "history is a chain: {pairs:?}"
+    );
     assert_eq!(Some(last.generation), status.observed_generation);
 }
 
@@ -591,7 +624,10 @@ async fn converged_instance_costs_zero_writes_over_resyncs() {
     let start = env.operator.metric(ok).await.unwrap_or_default();
     let settled = env.operator.wait_metric_at_least(ok, start + 1.0).await;
     let before = audit_writes(env.info, user, &env.ns).expect("audit log readable");
-    assert!(!before.is_empty(), "the operator's writes must be visible in the audit log");
+    assert!(
+        !before.is_empty(),
+        "the operator's writes must be visible in the audit log"
+    );
     // At least three more reconciles (resyncs every second), then compare the writes.
     env.operator.wait_metric_at_least(ok, settled + 3.0).await;
     // The audit log is written asynchronously; give a written request time to appear by re-reading it
