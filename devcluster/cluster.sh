@@ -62,15 +62,14 @@ start() {
   echo $! >"$RUN/$name.pid"
 }
 
+# stop <component> [grace seconds]: SIGTERM, then SIGKILL after the grace period.
 stop() {
-  local name=$1 pid i
+  local name=$1 grace=${2:-30} pid
   pid=$(running_pid "$name") || { rm -f "$RUN/$name.pid"; return 0; }
   log "stopping $name ($pid)"
   kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 100); do
-    [ -d "/proc/$pid" ] || break
-    sleep 0.3
-  done
+  local deadline=$((SECONDS + grace))
+  while [ -d "/proc/$pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
   if [ -d "/proc/$pid" ]; then
     log "$name did not stop in time; killing it"
     kill -KILL "$pid" 2>/dev/null || true
@@ -115,11 +114,30 @@ install_packages() {
   if [ -z "$apt_updated" ]; then apt-get update -qq >&2; apt_updated=1; fi
   log "installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-  # The packages' own services would hold 2379 and 6379; the cluster runs its own processes.
+  stop_package_services
+}
+
+# The packages' own services would hold 2379 and 6379; the cluster runs its own processes.
+stop_package_services() {
+  local service
   for service in etcd redis-server; do
-    if command -v systemctl >/dev/null 2>&1 && systemctl disable --now "$service" >/dev/null 2>&1; then :; fi
-    if command -v service >/dev/null 2>&1; then service "$service" stop >/dev/null 2>&1 || true; fi
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
+    if [ -x "/etc/init.d/$service" ]; then "/etc/init.d/$service" stop >/dev/null 2>&1 || true; fi
   done
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Before starting a component: its port must be free (a system service may hold it).
+ensure_port_free() {
+  local name=$1 port=$2
+  running_pid "$name" >/dev/null && return 0
+  port_busy "$port" || return 0
+  log "port $port (for $name) is taken; stopping the etcd/redis system services"
+  stop_package_services
+  local deadline=$((SECONDS + 10))
+  while port_busy "$port" && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  ! port_busy "$port" || die "port $port needed by $name is in use; choose another with DEVCLUSTER_*_PORT"
 }
 
 install_prerequisites() {
@@ -285,6 +303,12 @@ node_ready() {
   [ "$(kubectl_admin get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
 }
 
+# The agent writes its pid into node-agent.ready once registered and rid of earlier pod processes.
+agent_ready() {
+  local pid
+  pid=$(running_pid node-agent) && [ "$(cat "$DIR/node-agent.ready" 2>/dev/null)" = "$pid" ]
+}
+
 all_running() {
   local c
   for c in "${COMPONENTS[@]}"; do running_pid "$c" >/dev/null || return 1; done
@@ -307,6 +331,10 @@ cmd_up() {
   local cluster_id
   cluster_id=$(cat "$DIR/cluster-id")
 
+  ensure_port_free etcd "$ETCD_PORT"
+  ensure_port_free etcd "$ETCD_PEER_PORT"
+  ensure_port_free kube-apiserver "$APISERVER_PORT"
+  ensure_port_free kube-controller-manager "$CM_PORT"
   start etcd etcd --name devcluster --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -339,10 +367,14 @@ cmd_up() {
     --cluster-name=devcluster \
     --controllers='*,-persistentvolume-expander,-attachdetach,-csrsigning,-csrapproving,-csrcleaner,-horizontalpodautoscaling,-cloud-node-lifecycle,-service,-route,-nodeipam'
 
-  start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
-    --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
-    --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$POD_MODE"
-
+  if ! running_pid node-agent >/dev/null; then
+    rm -f "$DIR/node-agent.ready"
+    start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
+      --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
+      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$POD_MODE"
+    # Registered, and pod processes of an earlier run are gone, before `up` returns.
+    wait_for "the node agent to serve the node" 60 agent_ready
+  fi
   wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
   wait_for "node $NODE_NAME to be Ready" 120 node_ready
   log "cluster is up"
@@ -354,7 +386,8 @@ cmd_down() {
   stop node-agent
   stop_pod_processes
   stop kube-controller-manager
-  stop kube-apiserver
+  # Its graceful shutdown waits up to a minute for open watches; etcd holds all state, so cut it short.
+  stop kube-apiserver 5
   stop etcd
   if [ "$purge" = --purge ]; then
     log "deleting $DIR"

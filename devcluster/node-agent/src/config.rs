@@ -34,12 +34,23 @@ const USAGE: &str =
   NODE_AGENT_NODE_NAME, NODE_AGENT_STATE_DIR, NODE_AGENT_POD_CIDR_PREFIX,
   NODE_AGENT_RESTART_BACKOFF_SECONDS, NODE_AGENT_POD_MODE.";
 
-/// A flag problem, with the usage text attached.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{message}\n{USAGE}")]
+/// A flag problem (or a request for help), with the usage text attached.
+#[derive(Debug, PartialEq, Eq)]
 pub struct UsageError {
     message: String,
 }
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.is_help() {
+            f.write_str(USAGE)
+        } else {
+            write!(f, "{}\n{USAGE}", self.message)
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 impl UsageError {
     fn new(message: impl Into<String>) -> Self {

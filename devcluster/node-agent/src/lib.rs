@@ -31,6 +31,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 
+/// Written into the state directory (with the agent's pid) once the node is registered and served.
+pub const READY_FILE: &str = "node-agent.ready";
+
 /// Serves the node until SIGTERM or SIGINT, then stops every pod process it started.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let kube_config = kube::Config::infer()
@@ -57,6 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await;
     info!(node = %config.node_name, mode = ?config.pod_mode, "serving the node");
 
+    pods::process::kill_leftovers(&config.state_dir.join("pods"));
     let ctx = Arc::new(pods::Context::new(
         client.clone(),
         config.clone(),
@@ -73,6 +77,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )),
     ];
     let pods = tokio::spawn(pods::run(ctx, shutdown_rx));
+    // Tells whoever started the agent that the node is served and no earlier process is left.
+    let ready_file = config.state_dir.join(READY_FILE);
+    std::fs::write(&ready_file, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", ready_file.display()))?;
 
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;

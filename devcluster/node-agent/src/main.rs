@@ -1,5 +1,7 @@
 //! Entry point: parse flags, set up logging, serve the node.
 
+use std::io::IsTerminal;
+
 use node_agent::config::Config;
 use tracing_subscriber::EnvFilter;
 
@@ -17,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stdout().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

@@ -66,9 +66,8 @@ impl Context {
 }
 
 /// Watches the pods bound to this node and keeps one supervisor per pod until `shutdown` turns true; then
-/// waits (bounded) for the supervisors to stop their processes.
+/// waits (bounded) for the supervisors to stop their processes. Call [`process::kill_leftovers`] first.
 pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
-    process::kill_leftovers(&ctx.config.state_dir.join("pods"));
     let pods: Api<Pod> = Api::all(ctx.client.clone());
     let config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.config.node_name));
@@ -96,6 +95,7 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
                         }
                         keep
                     });
+                    remove_orphan_dirs(&ctx.config.state_dir.join("pods"), &supervised);
                 }
                 Some(Ok(Event::Apply(pod))) => update(&ctx, &mut supervised, &mut tasks, &shutdown, pod),
                 Some(Ok(Event::Delete(pod))) => {
@@ -117,6 +117,25 @@ pub async fn run(ctx: Arc<Context>, mut shutdown: watch::Receiver<bool>) {
         .is_err()
     {
         warn!("some pods did not stop in time");
+    }
+}
+
+/// Pod directories of pods that no longer exist (deleted while the agent was down).
+fn remove_orphan_dirs(
+    pods_dir: &std::path::Path,
+    supervised: &HashMap<String, watch::Sender<Option<Pod>>>,
+) {
+    let Ok(entries) = std::fs::read_dir(pods_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if !supervised.contains_key(&uid) {
+            info!(%uid, "removing the directory of a pod that no longer exists");
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                warn!(%uid, error = %e, "cannot remove the pod directory");
+            }
+        }
     }
 }
 

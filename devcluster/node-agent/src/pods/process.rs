@@ -142,10 +142,16 @@ fn signal(pid: u32, signal: libc::c_int) {
     }
 }
 
-/// The last `lines` lines of a log file.
-pub fn tail(path: &Path, lines: usize) -> String {
+/// The current size of a log file: where the output of the next run starts.
+pub fn log_offset(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+/// The last `lines` lines of a log file written after byte `from`.
+pub fn tail(path: &Path, from: u64, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    let from = usize::try_from(from).unwrap_or(usize::MAX).min(text.len());
+    let text = String::from_utf8_lossy(&text[from..]);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -270,10 +276,12 @@ mod tests {
         let path =
             std::env::temp_dir().join(format!("node-agent-tail-test-{}", std::process::id()));
         std::fs::write(&path, "a\nb\nc\nd\n").unwrap();
-        assert_eq!(tail(&path, 2), "c\nd");
-        assert_eq!(tail(&path, 10), "a\nb\nc\nd");
+        assert_eq!(tail(&path, 0, 2), "c\nd");
+        assert_eq!(tail(&path, 0, 10), "a\nb\nc\nd");
+        assert_eq!(tail(&path, 4, 10), "c\nd", "only output after the offset");
+        assert_eq!(tail(&path, 99, 10), "");
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(tail(&path, 2), "");
+        assert_eq!(tail(&path, 0, 2), "");
     }
 
     #[tokio::test]
@@ -306,7 +314,7 @@ mod tests {
         };
         let mut child = spawn(&launch).unwrap();
         assert!(child.wait().await.unwrap().success());
-        assert_eq!(tail(&base.join("log"), 1), "from the volume");
+        assert_eq!(tail(&base.join("log"), 0, 1), "from the volume");
         assert!(
             !target.join("hello").exists(),
             "the mount must not leak into the host namespace"

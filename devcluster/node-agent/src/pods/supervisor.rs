@@ -157,8 +157,12 @@ impl Supervisor {
             };
             let started_at = Timestamp::now();
             let started = Instant::now();
+            let log_start = process::log_offset(&launch.log_path);
             let outcome = match process::spawn(&launch) {
-                Ok(child) => self.watch_process(child, started_at, &launch).await,
+                Ok(child) => {
+                    self.watch_process(child, started_at, &launch, log_start)
+                        .await
+                }
                 Err(e) => Err(self.exit(
                     started_at,
                     128,
@@ -210,6 +214,7 @@ impl Supervisor {
         mut child: Child,
         started_at: Timestamp,
         launch: &Launch,
+        log_start: u64,
     ) -> std::result::Result<Interrupt, Exit> {
         let container_id = format!("process://{}", child.id().unwrap_or_default());
         info!(pod = %self.describe(), %container_id, ip = %self.observed.pod_ip, "started container");
@@ -228,8 +233,12 @@ impl Supervisor {
                         Ok(status) => exit_code(status),
                         Err(_) => (255, None),
                     };
-                    let reason = if code == 0 { "Completed" } else { "Error" };
-                    let message = process::tail(&launch.log_path, LOG_TAIL_LINES);
+                    // Like the kubelet's FallbackToLogsOnError: the output tail explains failures only.
+                    let (reason, message) = if code == 0 {
+                        ("Completed", String::new())
+                    } else {
+                        ("Error", process::tail(&launch.log_path, log_start, LOG_TAIL_LINES))
+                    };
                     return Err(self.exit(started_at, code, signal, reason, message, container_id));
                 }
                 _ = readiness.tick() => {
