@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
+STATE=${DEVCLUSTER_DIR:-$REPO/.devcluster}
 
 bash devcluster/cluster.sh up
 eval "$(bash devcluster/cluster.sh env)"
@@ -16,9 +17,9 @@ step "installing the CRD"
 kubectl apply -f crds/redisinstance.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis.github.com
 
-step "starting the operator (log: .devcluster/logs/operator-demo.log)"
-./target/debug/redis-operator run --metrics-address 127.0.0.1:18080 --context redis-operator \
-  >"$REPO/.devcluster/logs/operator-demo.log" 2>&1 &
+step "starting the operator (log: $STATE/logs/operator-demo.log)"
+./target/debug/redis-operator run --metrics-address 127.0.0.1:0 --context redis-operator \
+  >"$STATE/logs/operator-demo.log" 2>&1 &
 OPERATOR=$!
 WATCH=""
 cleanup() {
@@ -32,9 +33,8 @@ kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/de
 kubectl -n demo delete ri demo --ignore-not-found --wait=true >/dev/null
 
 step "applying examples/redisinstance.yaml; every status change is printed as it happens"
-kubectl -n demo get ri demo --watch --output-watch-events \
-  -o custom-columns='EVENT:.type,PHASE:.object.status.status,READY:.object.status.ready,REASON:.object.status.reason,MESSAGE:.object.status.lastConditionMessage' \
-  2>/dev/null &
+kubectl -n demo get ri --watch \
+  -o custom-columns='NAME:.metadata.name,PHASE:.status.status,READY:.status.ready,REASON:.status.reason,MESSAGE:.status.lastConditionMessage' &
 WATCH=$!
 kubectl -n demo apply -f examples/redisinstance.yaml >/dev/null
 kubectl -n demo wait --for=condition=Ready --timeout=180s ri/demo
@@ -56,4 +56,4 @@ for ip in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonp
   printf '%s: ' "$ip"; redis-cli -h "$ip" CONFIG GET maxmemory | tr '\n' ' '; echo
 done
 echo
-echo "The cluster stays up: export KUBECONFIG=$REPO/.devcluster/kubeconfig; stop it with: bash devcluster/cluster.sh down"
+echo "The cluster stays up: export KUBECONFIG=$STATE/kubeconfig; stop it with: bash devcluster/cluster.sh down"

@@ -84,10 +84,15 @@ async fn ready<K>(store: &Store<K>, kind: &'static str) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| Error::CacheUnavailable(kind))
+    // A store's readiness signal keeps only the waker of its most recent waiter, so with several waiters
+    // (the controller, the readiness probe, concurrent reconciles) some would never be woken: wait in short
+    // rounds so that every waiter polls again.
+    loop {
+        let round = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+        if let Ok(result) = round.await {
+            return result.map_err(|_| Error::CacheUnavailable(kind));
+        }
+    }
 }
 
 /// Shared state of all reconciles.

@@ -647,3 +647,20 @@ async fn converged_instance_costs_zero_writes_over_resyncs() {
         "writes during idle resyncs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_becomes_ready_with_nothing_to_reconcile() {
+    // Regression: readiness waits on the watch caches alongside the controller; with no instance to reconcile
+    // nothing else wakes it.
+    let env = TestEnv::new("ready").await;
+    let ready = async {
+        while env.operator.http_get("/readyz").await.map(|(code, _)| code) != Some(200) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, ready)
+        .await
+        .expect("/readyz answers 200 once the caches are synced");
+    let (code, _) = env.operator.http_get("/healthz").await.expect("/healthz answers");
+    assert_eq!(code, 200);
+}
