@@ -18,7 +18,7 @@ kubectl apply -f crds/redisinstance.yaml
 kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis.github.com
 
 step "starting the operator (log: $STATE/logs/operator-demo.log)"
-./target/debug/redis-operator run --metrics-address 127.0.0.1:0 --context redis-operator \
+./target/debug/redis-operator run --metrics-address 127.0.0.1:0 --context redis-operator --leader-election=false \
   >"$STATE/logs/operator-demo.log" 2>&1 &
 OPERATOR=$!
 WATCH=""

@@ -9,6 +9,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
+use crate::leader::{self, Election, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::reconciler::{self, Settings};
 
@@ -24,7 +25,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the RedisInstance CustomResourceDefinition as YAML.
     Crd,
     /// Print the phase state machine as a diagram or table.
@@ -68,6 +69,51 @@ pub struct RunArgs {
     /// Controller name reported in Events.
     #[arg(long, env = "REPORTER", default_value = "redis-operator")]
     pub reporter: String,
+    /// Reconcile only while holding the leader-election Lease; `--leader-election=false` reconciles at once.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "redis-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else the watched namespace, else `default`).
+    #[arg(long, env = "LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// Seconds the Lease stays valid after a renewal: how long a standby waits when the leader dies.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    pub lease_duration_seconds: u64,
+    /// Holder identity in the Lease, unique per process (default: `<hostname>-<pid>`).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Namespace the operator's pod runs in (downward API); the default namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+}
+
+impl RunArgs {
+    /// The Lease this process competes for.
+    pub fn lease_settings(&self) -> LeaseSettings {
+        LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: leader::lease_namespace(
+                self.lease_namespace.as_deref(),
+                self.pod_namespace.as_deref(),
+                self.namespace.as_deref(),
+            ),
+            identity: leader::identity(
+                self.identity.as_deref(),
+                &leader::hostname(),
+                std::process::id(),
+            ),
+            duration_seconds: self.lease_duration_seconds,
+        }
+    }
 }
 
 fn init_tracing(args: &RunArgs) {
@@ -105,23 +151,37 @@ pub async fn termination_signal() {
     }
 }
 
-/// Runs the operator until SIGTERM/SIGINT.
+/// Runs the operator until SIGTERM/SIGINT: the controller runs at once, or with leader election only while this
+/// process holds the Lease (see [`leader`]). Ends with an error when leadership is lost.
 pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args);
     let client = client(args.context.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(crate::http::serve(args.metrics_address, metrics.clone(), ready_rx));
+    let http = tokio::spawn(crate::http::serve(
+        args.metrics_address,
+        metrics.clone(),
+        ready_rx,
+    ));
     let settings = Settings {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         reporter: args.reporter.clone(),
     };
-    tokio::select! {
-        _ = reconciler::run(client, settings, metrics, ready_tx, termination_signal()) => {}
-        served = http => {
-            served??;
+    let operate = async {
+        if !args.leader_election {
+            reconciler::run(client, settings, metrics, ready_tx, termination_signal()).await;
+            return Ok(());
         }
+        let election = Election::new(client.clone(), args.lease_settings());
+        leader::run_elected(election, ready_tx, termination_signal(), |ready, stop| {
+            reconciler::run(client, settings, metrics, ready, stop.wait())
+        })
+        .await
+    };
+    tokio::select! {
+        operated = operate => operated?,
+        served = http => served??,
     }
     Ok(())
 }
@@ -129,7 +189,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 /// Executes a parsed command line.
 pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Crd => {
             print!("{}", crate::api::crd_yaml());
             Ok(())
@@ -142,5 +202,67 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let argv = ["redis-operator", "run"].iter().chain(extra);
+        match Cli::try_parse_from(argv).expect("arguments parse").command {
+            Command::Run(args) => *args,
+            other => panic!("not a run command: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leader_election_is_on_unless_turned_off() {
+        assert!(run_args(&[]).leader_election);
+        assert!(run_args(&["--leader-election"]).leader_election);
+        assert!(run_args(&["--leader-election=true"]).leader_election);
+        assert!(!run_args(&["--leader-election=false"]).leader_election);
+    }
+
+    #[test]
+    fn lease_settings_follow_the_flags() {
+        let args = run_args(&["--namespace", "team-a"]);
+        assert_eq!(args.lease_duration_seconds, 15);
+        let lease = args.lease_settings();
+        assert_eq!(lease.name, "redis-operator");
+        assert_eq!(lease.namespace, "team-a");
+        assert!(lease
+            .identity
+            .ends_with(&format!("-{}", std::process::id())));
+
+        let lease = run_args(&[
+            "--namespace",
+            "team-a",
+            "--pod-namespace",
+            "redis-operator",
+            "--identity",
+            "pod-0",
+            "--lease-name",
+            "other",
+            "--lease-duration-seconds",
+            "30",
+        ])
+        .lease_settings();
+        assert_eq!(
+            lease,
+            LeaseSettings {
+                name: "other".into(),
+                namespace: "redis-operator".into(),
+                identity: "pod-0".into(),
+                duration_seconds: 30,
+            }
+        );
+    }
+
+    #[test]
+    fn lease_duration_must_leave_room_to_renew() {
+        let argv = ["redis-operator", "run", "--lease-duration-seconds", "1"];
+        assert!(Cli::try_parse_from(argv).is_err());
     }
 }

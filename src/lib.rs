@@ -13,6 +13,7 @@ pub mod cli;
 pub mod diff;
 pub mod error;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod quantity;

@@ -1,0 +1,658 @@
+//! Install tests: the deploy/ manifests against a real API server, the operator running with the deploy/
+//! ServiceAccount's token (RBAC sufficient and not wider than needed), leader election between operator
+//! processes, and the HTTP endpoints.
+
+#[path = "../e2e/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use harness::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::config::Kubeconfig;
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// The deploy/ ServiceAccount as the API server names it.
+const OPERATOR_USER: &str = "system:serviceaccount:redis-operator:redis-operator";
+/// Lease duration of the leader-election test.
+const LEASE_SECONDS: u64 = 10;
+
+/// Runs a command, panicking with its output unless it succeeds; returns stdout.
+fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl kustomize` of a folder under deploy/ (client side only).
+fn render(dir: &str) -> String {
+    run_ok(
+        Command::new("kubectl").args(["kustomize", &format!("{REPO}/{dir}")]),
+        None,
+    )
+}
+
+/// The documents of a multi-document YAML stream.
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(yaml)
+        .map(|doc| Value::deserialize(doc).expect("valid YAML"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// The sum of a family's samples whose labels contain `label`.
+fn sum_of(metrics: &str, family: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(family) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+}
+
+fn unique_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() % 100_000)
+        .unwrap_or_default()
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` saying what was awaited.
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A fresh namespace with `operator` (given the namespace's name) as the test's operator.
+async fn env_with(test: &str, operator: impl FnOnce(&str) -> Operator) -> TestEnv {
+    let info = cluster();
+    let client = admin_client(info).await;
+    let ns = format!("install-{test}-{}", unique_suffix());
+    let mut namespace = Namespace::default();
+    namespace.metadata.name = Some(ns.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace is created");
+    let operator = operator(&ns);
+    TestEnv {
+        info,
+        client,
+        ns,
+        operator,
+    }
+}
+
+async fn readyz(operator: &Operator) -> Option<u16> {
+    operator.http_get("/readyz").await.map(|(code, _)| code)
+}
+
+fn log_of(operator: &Operator) -> String {
+    std::fs::read_to_string(&operator.log).unwrap_or_default()
+}
+
+async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[test]
+fn crd_copy_in_deploy_equals_the_generated_crd() {
+    let generated = std::fs::read(format!("{REPO}/crds/redisinstance.yaml")).unwrap();
+    let copy = std::fs::read(format!("{REPO}/deploy/base/crd/redisinstance.yaml")).unwrap();
+    assert!(
+        generated == copy,
+        "deploy/base/crd/redisinstance.yaml differs from crds/redisinstance.yaml: \
+         cp crds/redisinstance.yaml deploy/base/crd/redisinstance.yaml"
+    );
+}
+
+#[test]
+fn deployment_is_highly_available_probed_and_locked_down() {
+    let docs = documents(&render("deploy"));
+    let deployment = find(&docs, "Deployment", "redis-operator").expect("a Deployment");
+    assert_eq!(deployment["metadata"]["namespace"], "redis-operator");
+    let spec = &deployment["spec"]["template"]["spec"];
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(spec["serviceAccountName"], "redis-operator");
+    assert_eq!(spec["securityContext"]["runAsNonRoot"], true);
+    let container = &spec["containers"][0];
+    let security = &container["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    for kind in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                container["resources"][kind][resource].is_string(),
+                "{kind}.{resource}"
+            );
+        }
+    }
+    let env = container["env"].as_sequence().unwrap();
+    let field_of = |name: &str| {
+        env.iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["valueFrom"]["fieldRef"]["fieldPath"].clone())
+    };
+    assert_eq!(field_of("POD_NAME"), Some("metadata.name".into()));
+    assert_eq!(field_of("POD_NAMESPACE"), Some("metadata.namespace".into()));
+    let service = find(&docs, "Service", "redis-operator-metrics").expect("a metrics Service");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-metrics");
+    assert_eq!(container["ports"][0]["name"], "http-metrics");
+}
+
+#[test]
+fn namespaced_overlay_grants_the_same_rules_in_one_namespace_only() {
+    let base = documents(&render("deploy"));
+    let overlay = documents(&render("deploy/overlays/namespaced"));
+    let cluster_role = find(&base, "ClusterRole", "redis-operator").expect("base ClusterRole");
+    let role = find(&overlay, "Role", "redis-operator").expect("overlay Role");
+    assert_eq!(
+        role["rules"], cluster_role["rules"],
+        "the namespaced Role drifted from the ClusterRole"
+    );
+    assert!(
+        !overlay
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "the namespaced overlay must grant nothing cluster-wide"
+    );
+    let watched = role["metadata"]["namespace"].as_str().unwrap();
+    let binding = find(&overlay, "RoleBinding", "redis-operator").expect("overlay RoleBinding");
+    assert_eq!(binding["metadata"]["namespace"], watched);
+    let deployment = find(&overlay, "Deployment", "redis-operator").unwrap();
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_sequence()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "WATCH_NAMESPACE" && e["value"] == watched),
+        "WATCH_NAMESPACE must name the Role's namespace"
+    );
+    // The leader-election Lease stays in the operator's namespace in both variants.
+    assert!(find(&overlay, "Role", "redis-operator-leader-election").is_some());
+}
+
+#[test]
+fn servicemonitor_overlay_scrapes_the_metrics_service() {
+    let docs = documents(&render("deploy/overlays/servicemonitor"));
+    let monitor = find(&docs, "ServiceMonitor", "redis-operator").expect("a ServiceMonitor");
+    let service = find(&docs, "Service", "redis-operator-metrics").unwrap();
+    let selector = monitor["spec"]["selector"]["matchLabels"]
+        .as_mapping()
+        .unwrap();
+    for (key, value) in selector {
+        assert_eq!(
+            &service["metadata"]["labels"][key], value,
+            "selector {key:?} does not match the Service"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_passes_server_side_dry_run() {
+    let info = cluster();
+    // A server-side dry run does not create the namespace, so the namespaced objects need it to exist.
+    run_ok(
+        kubectl(info).args(["apply", "-f", &format!("{REPO}/deploy/base/namespace.yaml")]),
+        None,
+    );
+    let out = run_ok(
+        kubectl(info).args(["apply", "--dry-run=server", "-k", &format!("{REPO}/deploy")]),
+        None,
+    );
+    for object in [
+        "customresourcedefinition.apiextensions.k8s.io/redisinstances.redis.github.com",
+        "serviceaccount/redis-operator",
+        "clusterrole.rbac.authorization.k8s.io/redis-operator",
+        "clusterrolebinding.rbac.authorization.k8s.io/redis-operator",
+        "role.rbac.authorization.k8s.io/redis-operator-leader-election",
+        "rolebinding.rbac.authorization.k8s.io/redis-operator-leader-election",
+        "service/redis-operator-metrics",
+        "deployment.apps/redis-operator",
+    ] {
+        assert!(
+            out.contains(object),
+            "{object} missing from the dry run:\n{out}"
+        );
+    }
+}
+
+/// Applies the deploy/ RBAC (namespace, ServiceAccount, roles and bindings) for real and returns a kubeconfig
+/// that authenticates with the ServiceAccount's token.
+async fn service_account_kubeconfig(info: &ClusterInfo, client: &Client) -> PathBuf {
+    let rbac: Vec<Value> = documents(&render("deploy"))
+        .into_iter()
+        .filter(|d| {
+            matches!(
+                d["kind"].as_str(),
+                Some(
+                    "Namespace"
+                        | "ServiceAccount"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                        | "Role"
+                        | "RoleBinding"
+                )
+            )
+        })
+        .collect();
+    let manifest = rbac
+        .iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    run_ok(kubectl(info).args(["apply", "-f", "-"]), Some(&manifest));
+
+    // The token controller (1.20) gives the ServiceAccount a token Secret.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "redis-operator");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "redis-operator");
+    let token = wait_for("the ServiceAccount token", WAIT, || async {
+        let account = accounts.get_opt("redis-operator").await.ok().flatten()?;
+        let secret_name = account.secrets?.first()?.name.clone()?;
+        let secret = secrets.get_opt(&secret_name).await.ok().flatten()?;
+        let token = secret.data?.get("token")?.0.clone();
+        String::from_utf8(token).ok()
+    })
+    .await;
+
+    let admin = Kubeconfig::read_from(&info.kubeconfig).expect("admin kubeconfig");
+    let cluster = admin.clusters[0].cluster.clone().expect("a cluster entry");
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": {
+            "server": cluster.server,
+            "certificate-authority-data": cluster.certificate_authority_data,
+        }}],
+        "users": [{"name": "redis-operator", "user": {"token": token}}],
+        "contexts": [{"name": "redis-operator", "context": {"cluster": "cluster", "user": "redis-operator"}}],
+        "current-context": "redis-operator",
+    });
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sa-kubeconfig-{}.json", unique_suffix()));
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    path
+}
+
+/// Requests the ServiceAccount made in `namespaces` that the API server refused (from the audit log), and
+/// every distinct `verb resource[/subresource]` it used there.
+fn audit_of_operator(
+    info: &ClusterInfo,
+    namespaces: &[&str],
+) -> Option<(Vec<String>, Vec<String>)> {
+    let log = std::fs::read_to_string(info.audit_log.as_ref()?).ok()?;
+    let mut forbidden = Vec::new();
+    let mut used = std::collections::BTreeSet::new();
+    for entry in log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        if entry["stage"] != "ResponseComplete" || entry["user"]["username"] != OPERATOR_USER {
+            continue;
+        }
+        let object = &entry["objectRef"];
+        if !namespaces.iter().any(|ns| object["namespace"] == *ns) {
+            continue;
+        }
+        let mut resource = format!(
+            "{}/{}",
+            object["apiGroup"].as_str().unwrap_or(""),
+            object["resource"].as_str().unwrap_or_default()
+        );
+        if let Some(sub) = object["subresource"].as_str() {
+            resource = format!("{resource}/{sub}");
+        }
+        let request = format!("{} {resource}", entry["verb"].as_str().unwrap_or_default());
+        if entry["responseStatus"]["code"] == 403 {
+            forbidden.push(format!(
+                "{request} {}",
+                object["name"].as_str().unwrap_or_default()
+            ));
+        }
+        used.insert(request);
+    }
+    Some((forbidden, used.into_iter().collect()))
+}
+
+/// `kubectl auth can-i ... --as` the operator's ServiceAccount: true for "yes".
+fn operator_can(info: &ClusterInfo, args: &[&str]) -> bool {
+    let out = kubectl(info)
+        .args(["auth", "can-i", "--as", OPERATOR_USER])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "yes"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
+    let info = cluster();
+    let admin = admin_client(info).await;
+    let sa_info = ClusterInfo {
+        kubeconfig: service_account_kubeconfig(info, &admin).await,
+        operator_context: None,
+        audit_log: None,
+    };
+    let lease = format!("install-rbac-{}", unique_suffix());
+
+    // Not ready while it cannot take part in the election: the Role allows Leases only in its own namespace.
+    let env = env_with("rbac", |ns| {
+        Operator::start(
+            &sa_info,
+            ns,
+            &[
+                "--lease-namespace",
+                "default",
+                "--lease-name",
+                lease.as_str(),
+            ],
+        )
+    })
+    .await;
+    wait_for("the forbidden election attempt", WAIT, || async {
+        log_of(&env.operator)
+            .contains("cannot take part in the election")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        readyz(&env.operator).await,
+        Some(503),
+        "ready without taking part in the election"
+    );
+
+    // With the Lease in its namespace it leads, syncs its caches and becomes ready.
+    let mut env = env;
+    env.operator = Operator::start(
+        &sa_info,
+        &env.ns,
+        &[
+            "--lease-namespace",
+            "redis-operator",
+            "--lease-name",
+            lease.as_str(),
+        ],
+    );
+    let _log = env.create("cache", spec(1)).await;
+    env.wait_running("cache").await;
+    // Ready once it leads with synced caches.
+    wait_for("/readyz 200", WAIT, || async {
+        (readyz(&env.operator).await == Some(200)).then_some(())
+    })
+    .await;
+    env.patch_spec("cache", serde_json::json!({"replicas": 2}))
+        .await;
+    let ri = env.wait_running("cache").await;
+    assert_eq!(ri.status.unwrap().ready_replicas, 2);
+
+    // Metrics after the scenario.
+    let op = &env.operator;
+    let ok = op
+        .metric("redis_operator_reconciles_total{result=\"ok\"}")
+        .await
+        .unwrap_or_default();
+    assert!(ok >= 2.0, "reconciles ok: {ok}");
+    let timed = op
+        .metric("redis_operator_reconcile_duration_seconds_count")
+        .await
+        .unwrap_or_default();
+    assert!(timed >= ok, "duration count {timed} < reconciles {ok}");
+    let (_, body) = op.http_get("/metrics").await.unwrap();
+    for to in ["Creating", "Running", "Updating"] {
+        let into = sum_of(
+            &body,
+            "redis_operator_phase_transitions_total",
+            &format!("to=\"{to}\""),
+        );
+        assert!(into >= 1.0, "no transition into {to}:\n{body}");
+    }
+    // The gauge follows the cache, which sees the last status write a moment after it is made.
+    wait_for("the Running gauge", WAIT, || async {
+        (op.metric("redis_operator_instances{phase=\"Running\"}")
+            .await
+            == Some(1.0))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        op.metric("redis_operator_instances{phase=\"Failed\"}")
+            .await,
+        Some(0.0)
+    );
+    let (_, body) = op.http_get("/metrics").await.unwrap();
+    // No API error happened, and prometheus-client leaves a family without samples out of the exposition.
+    assert!(
+        !body.contains("redis_operator_api_errors_total{"),
+        "unexpected API errors:\n{body}"
+    );
+    assert_eq!(
+        op.http_get("/healthz").await.map(|(code, _)| code),
+        Some(200)
+    );
+
+    // Deletion runs the finalizer with the same permissions.
+    env.instances()
+        .delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = await_condition(env.instances(), "cache", conditions::is_deleted(""));
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("instance is deleted")
+        .unwrap();
+
+    // The API server refused nothing it asked for.
+    if let Some((forbidden, used)) = audit_of_operator(info, &[&env.ns, "redis-operator"]) {
+        eprintln!("requests of {OPERATOR_USER}:\n  {}", used.join("\n  "));
+        assert!(
+            !used.is_empty(),
+            "the audit log shows no request of {OPERATOR_USER}"
+        );
+        assert!(forbidden.is_empty(), "forbidden requests: {forbidden:#?}");
+    }
+
+    // And it can do nothing it does not need.
+    let ns = env.ns.as_str();
+    for denied in [
+        vec!["get", "secrets", "-n", ns],
+        vec!["list", "secrets", "--all-namespaces"],
+        vec!["get", "secrets", "-n", "redis-operator"],
+        vec!["delete", "namespaces"],
+        vec!["create", "clusterroles"],
+        vec!["create", "clusterrolebindings"],
+        vec!["create", "rolebindings", "-n", ns],
+        vec!["create", "roles", "-n", ns],
+        vec!["delete", "pods", "-n", ns],
+        vec!["create", "pods", "-n", ns],
+        vec!["create", "persistentvolumeclaims", "-n", ns],
+        vec!["update", "configmaps", "-n", ns],
+        vec!["delete", "redisinstances.redis.github.com", "-n", ns],
+        vec!["update", "redisinstances.redis.github.com", "-n", ns],
+        vec!["create", "leases.coordination.k8s.io", "-n", ns],
+        vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
+    ] {
+        assert!(
+            !operator_can(info, &denied),
+            "the operator must not be able to {denied:?}"
+        );
+    }
+    for allowed in [
+        vec!["patch", "statefulsets.apps", "-n", ns],
+        vec!["create", "configmaps", "-n", ns],
+        vec!["watch", "pods", "-n", ns],
+        vec![
+            "update",
+            "redisinstances.redis.github.com",
+            "--subresource=status",
+            "-n",
+            ns,
+        ],
+        vec![
+            "patch",
+            "leases.coordination.k8s.io",
+            "-n",
+            "redis-operator",
+        ],
+    ] {
+        assert!(
+            operator_can(info, &allowed),
+            "the operator must be able to {allowed:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_leader_at_a_time_and_a_standby_takes_over() {
+    let duration = LEASE_SECONDS.to_string();
+    let args = |identity: &'static str| -> Vec<String> {
+        [
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            duration.as_str(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let start = |ns: &str, identity: &'static str| {
+        let args = args(identity);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Operator::start(cluster(), ns, &args)
+    };
+    let mut env = env_with("leader", |ns| start(ns, "op-a")).await;
+    let (client, ns) = (env.client.clone(), env.ns.clone());
+    // The Lease defaults to the watched namespace when the pod's namespace is unknown.
+    let holder = || lease_holder(&client, &ns, "redis-operator");
+    wait_for("op-a to lead", WAIT, || async {
+        (holder().await.as_deref() == Some("op-a")).then_some(())
+    })
+    .await;
+
+    let standby = start(&env.ns, "op-b");
+    wait_for("the standby to be ready", WAIT, || async {
+        (readyz(&standby).await == Some(200)).then_some(())
+    })
+    .await;
+    assert!(log_of(&standby).contains("waiting for the lease"));
+    assert_eq!(holder().await.as_deref(), Some("op-a"));
+
+    let _log = env.create("cache", spec(1)).await;
+    env.wait_running("cache").await;
+    assert!(env
+        .operator
+        .metric("redis_operator_reconciles_total{result=\"ok\"}")
+        .await
+        .is_some());
+    assert_eq!(
+        standby
+            .metric("redis_operator_reconciles_total{result=\"ok\"}")
+            .await,
+        None,
+        "the standby reconciled"
+    );
+    assert!(!log_of(&standby).contains("acquired the lease"));
+
+    // SIGKILL the leader (the harness kills on drop) and change the instance while nobody leads.
+    let killed_at = Instant::now();
+    drop(std::mem::replace(&mut env.operator, standby));
+    env.patch_spec("cache", serde_json::json!({"replicas": 2}))
+        .await;
+    let limit = Duration::from_secs(LEASE_SECONDS + 5);
+    wait_for("op-b to take over", limit, || async {
+        (holder().await.as_deref() == Some("op-b")).then_some(())
+    })
+    .await;
+    eprintln!("takeover after SIGKILL: {:?}", killed_at.elapsed());
+    let ri = env.wait_running("cache").await;
+    assert_eq!(ri.status.unwrap().ready_replicas, 2);
+
+    // SIGTERM releases the lease: the next standby takes over well before the lease would expire.
+    let next = start(&env.ns, "op-c");
+    wait_for("op-c to be ready", WAIT, || async {
+        (readyz(&next).await == Some(200)).then_some(())
+    })
+    .await;
+    let mut leader = std::mem::replace(&mut env.operator, next);
+    let stopped_at = Instant::now();
+    leader.stop();
+    assert!(
+        log_of(&leader).contains("released the lease"),
+        "log: {}",
+        log_of(&leader)
+    );
+    let limit = Duration::from_secs(LEASE_SECONDS / 2);
+    wait_for("op-c to take over", limit, || async {
+        (holder().await.as_deref() == Some("op-c")).then_some(())
+    })
+    .await;
+    eprintln!("takeover after SIGTERM: {:?}", stopped_at.elapsed());
+    env.patch_spec("cache", serde_json::json!({"replicas": 1}))
+        .await;
+    env.wait_running("cache").await;
+}
