@@ -661,6 +661,10 @@ async fn operator_becomes_ready_with_nothing_to_reconcile() {
     tokio::time::timeout(WAIT, ready)
         .await
         .expect("/readyz answers 200 once the caches are synced");
-    let (code, _) = env.operator.http_get("/healthz").await.expect("/healthz answers");
+    let (code, _) = env
+        .operator
+        .http_get("/healthz")
+        .await
+        .expect("/healthz answers");
     assert_eq!(code, 200);
 }
