@@ -384,14 +384,44 @@ impl StatusLog {
         phases
     }
 
-    /// The first status computed from `generation` or later.
-    pub fn first_for_generation(&self, generation: i64) -> Option<RedisInstanceStatus> {
-        self.entries
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|s| s.observed_generation.is_some_and(|g| g >= generation))
-            .cloned()
+    /// The first status computed from `generation` or later, waiting until this log's watch has seen one
+    /// (it runs independently of the watch a test waited on).
+    pub async fn first_for_generation(&self, generation: i64) -> RedisInstanceStatus {
+        let find = || {
+            self.entries
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|s| s.observed_generation.is_some_and(|g| g >= generation))
+                .cloned()
+        };
+        let wait = async {
+            loop {
+                if let Some(status) = find() {
+                    return status;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("no status for generation {generation} was seen"))
+    }
+
+    /// The phases seen so far, without repeats, once a status with `phase` has been seen.
+    pub async fn phases_through(&self, phase: Phase) -> Vec<Phase> {
+        let wait = async {
+            loop {
+                let phases = self.phases();
+                if phases.contains(&phase) {
+                    return phases;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        tokio::time::timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("{phase} was never seen: {:?}", self.phases()))
     }
 }
 

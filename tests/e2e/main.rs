@@ -32,9 +32,7 @@ async fn expect_update(
 ) {
     let generation = env.patch_spec(name, spec).await;
     let ri = env.wait_running(name).await;
-    let first = log
-        .first_for_generation(generation)
-        .expect("a status was written for the new generation");
+    let first = log.first_for_generation(generation).await;
     assert_eq!(
         (first.status, first.reason.as_str()),
         (Phase::Updating, reason),
@@ -56,7 +54,7 @@ async fn create_goes_through_creating_to_running_and_ready() {
     let env = TestEnv::new("create").await;
     let log = env.create("cache", spec(2)).await;
     let ri = env.wait_running("cache").await;
-    let phases = log.phases();
+    let phases = log.phases_through(Phase::Running).await;
     assert_eq!(phases.first(), Some(&Phase::Creating), "phases: {phases:?}");
     assert_eq!(phases.last(), Some(&Phase::Running));
     assert!(ri
@@ -326,7 +324,7 @@ async fn storage_growth_expands_claims_and_keeps_pods_and_data() {
         .patch_spec("cache", json!({"storage": {"size": "2Gi"}}))
         .await;
     env.wait_running("cache").await;
-    let first = log.first_for_generation(generation).unwrap();
+    let first = log.first_for_generation(generation).await;
     assert_eq!(
         (first.status, first.reason.as_str()),
         (Phase::Updating, reasons::STATEFULSET_RESTART)
@@ -377,7 +375,7 @@ async fn storage_class_change_replaces_statefulset_and_keeps_claims() {
         )
         .await;
     env.wait_running("cache").await;
-    let first = log.first_for_generation(generation).unwrap();
+    let first = log.first_for_generation(generation).await;
     assert_eq!(first.status, Phase::Updating);
     assert!(
         first
@@ -545,7 +543,7 @@ async fn crashing_config_fails_and_recovers_when_fixed() {
         .await;
     env.wait_running("cache").await;
     assert_eq!(
-        log.first_for_generation(generation).unwrap().status,
+        log.first_for_generation(generation).await.status,
         Phase::Updating
     );
     let ip = pod_ip(&env.pods_of("cache").await[0]);
@@ -568,12 +566,8 @@ async fn delete_records_terminated_and_retains_claims() {
         .unwrap();
     let gone = await_condition(env.instances(), "cache", conditions::is_deleted(&uid));
     tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
-    assert_eq!(
-        log.phases().last(),
-        Some(&Phase::Terminated),
-        "{:?}",
-        log.phases()
-    );
+    let phases = log.phases_through(Phase::Terminated).await;
+    assert_eq!(phases.last(), Some(&Phase::Terminated), "{phases:?}");
     let claims = env
         .claims()
         .list(&ListParams::default())
