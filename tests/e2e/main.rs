@@ -662,3 +662,34 @@ async fn operator_becomes_ready_with_nothing_to_reconcile() {
         .expect("/healthz answers");
     assert_eq!(code, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_policy_removes_the_claims_when_asked_to() {
+    let env = TestEnv::new("delete-claims").await;
+    let mut s = spec(1);
+    s.storage = Some(StorageSpec {
+        size: "1Gi".into(),
+        storage_class_name: None,
+        when_deleted: ClaimDeletePolicy::Delete,
+    });
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    assert_eq!(claims_of(&env).await.len(), 1);
+    env.instances()
+        .delete("cache", &DeleteParams::default())
+        .await
+        .unwrap();
+    let gone = async {
+        while claims_of(&env)
+            .await
+            .iter()
+            .any(|c| c.metadata.deletion_timestamp.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, gone)
+        .await
+        .expect("claims are deleted with whenDeleted: Delete");
+    wait_event(&env, "DeletingClaim").await;
+}
