@@ -1,0 +1,162 @@
+//! Counting the operator's requests from the API server's audit log (JSON lines, Metadata level).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The audit log file; positions are byte offsets, so a window is "everything appended between two offsets".
+#[derive(Clone, Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+/// A position in the audit log.
+#[derive(Clone, Copy, Debug)]
+pub struct Mark(u64);
+
+#[derive(Deserialize)]
+struct AuditEvent {
+    stage: String,
+    verb: String,
+    user: AuditUser,
+    #[serde(rename = "objectRef")]
+    object_ref: Option<ObjectRef>,
+}
+
+#[derive(Deserialize)]
+struct AuditUser {
+    username: String,
+}
+
+#[derive(Deserialize)]
+struct ObjectRef {
+    resource: Option<String>,
+    namespace: Option<String>,
+    subresource: Option<String>,
+}
+
+/// Requests counted by verb and resource (`resource` or `resource/subresource`).
+#[derive(Clone, Debug, Default)]
+pub struct RequestCounts {
+    /// (verb, resource) → number of requests.
+    pub by_verb_resource: BTreeMap<(String, String), u64>,
+}
+
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+impl RequestCounts {
+    /// All requests.
+    pub fn total(&self) -> u64 {
+        self.by_verb_resource.values().sum()
+    }
+
+    /// Requests with this verb.
+    pub fn verb(&self, verb: &str) -> u64 {
+        self.by_verb_resource
+            .iter()
+            .filter(|((v, _), _)| v == verb)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Writes to anything but Events.
+    pub fn object_writes(&self) -> u64 {
+        self.writes_where(|resource| resource != "events")
+    }
+
+    /// Writes of Events (creates and patches of `events`).
+    pub fn event_writes(&self) -> u64 {
+        self.writes_where(|resource| resource == "events")
+    }
+
+    fn writes_where(&self, keep: impl Fn(&str) -> bool) -> u64 {
+        self.by_verb_resource
+            .iter()
+            .filter(|((verb, resource), _)| WRITE_VERBS.contains(&verb.as_str()) && keep(resource))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// `verb resource: n` pairs, most frequent first.
+    pub fn breakdown(&self) -> Vec<(String, u64)> {
+        let mut rows: Vec<(String, u64)> = self
+            .by_verb_resource
+            .iter()
+            .map(|((verb, resource), n)| (format!("{verb} {resource}"), *n))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows
+    }
+}
+
+impl AuditLog {
+    /// The audit log at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// The current end of the log.
+    pub fn mark(&self) -> Mark {
+        Mark(
+            std::fs::metadata(&self.path)
+                .map(|m| m.len())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Requests of `user` in `namespace` logged between `from` and `to`. A watch counts once, when it starts
+    /// (its `ResponseComplete` only comes when it ends); every other request counts at `ResponseComplete`.
+    pub fn count(
+        &self,
+        from: Mark,
+        to: Mark,
+        user: &str,
+        namespace: &str,
+    ) -> Result<RequestCounts, String> {
+        if to.0 < from.0 {
+            return Err(format!(
+                "{} was rotated during the measurement",
+                self.path.display()
+            ));
+        }
+        let mut file =
+            std::fs::File::open(&self.path).map_err(|e| format!("{}: {e}", self.path.display()))?;
+        file.seek(SeekFrom::Start(from.0))
+            .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        file.take(to.0 - from.0)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let mut counts = RequestCounts::default();
+        for line in text.lines() {
+            let Ok(event) = serde_json::from_str::<AuditEvent>(line) else {
+                continue;
+            };
+            let counted_stage = if event.verb == "watch" {
+                "ResponseStarted"
+            } else {
+                "ResponseComplete"
+            };
+            if event.user.username != user || event.stage != counted_stage {
+                continue;
+            }
+            let Some(object) = event.object_ref else {
+                continue;
+            };
+            if object.namespace.as_deref() != Some(namespace) {
+                continue;
+            }
+            let mut resource = object.resource.unwrap_or_default();
+            if let Some(sub) = object.subresource {
+                resource = format!("{resource}/{sub}");
+            }
+            *counts
+                .by_verb_resource
+                .entry((event.verb, resource))
+                .or_default() += 1;
+        }
+        Ok(counts)
+    }
+}

@@ -1,0 +1,164 @@
+//! Reaction latency: spec patch accepted → `Updating` for the new generation on the benchmark's watch, measured
+//! side by side with the floor: a status patch by the benchmark itself coming back on its own watch.
+
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use redis_fsm::Phase;
+use redis_operator::api::{RedisInstance, RedisInstanceSpec};
+
+use crate::watch::Watch;
+
+/// Longest wait for one status.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Latency samples of one run.
+#[derive(Debug, Default)]
+pub struct LatencyResult {
+    /// Spec patch response → `Updating` with the new `observedGeneration` arrives.
+    pub reaction: Vec<Duration>,
+    /// Spec patch sent → `Updating` with the new `observedGeneration` arrives.
+    pub reaction_from_send: Vec<Duration>,
+    /// Status patch response → the patched object arrives (often before the response: zero).
+    pub floor: Vec<Duration>,
+    /// Status patch sent → the patched object arrives: one write plus one watch delivery.
+    pub floor_from_send: Vec<Duration>,
+    /// Spec patch response → `Running` and ready for the new generation (the whole simulated restart).
+    pub settle: Vec<Duration>,
+    /// Samples whose watch event arrived before the patch response (recorded as zero from the response).
+    pub early_events: usize,
+}
+
+fn minimal_spec() -> RedisInstanceSpec {
+    RedisInstanceSpec {
+        image: redis_operator::api::DEFAULT_IMAGE.to_string(),
+        replicas: 1,
+        resources: None,
+        storage: None,
+        config: Default::default(),
+    }
+}
+
+/// Waits for the first watched version of `name` that satisfies `done`, returning its arrival time.
+async fn wait_for(
+    watch: &mut Watch<RedisInstance>,
+    name: &str,
+    what: &str,
+    done: impl Fn(&RedisInstance) -> bool,
+) -> Result<Instant, String> {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, watch.events.recv()).await {
+            Ok(Some((arrived, ri))) if ri.name_any() == name && done(&ri) => return Ok(arrived),
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(format!("watch of {name} ended")),
+            Err(_) => return Err(format!("timed out waiting for {name} to be {what}")),
+        }
+    }
+}
+
+fn is_running_at(ri: &RedisInstance, generation: i64) -> bool {
+    ri.status.as_ref().is_some_and(|s| {
+        s.status == Phase::Running
+            && s.ready == "True"
+            && s.observed_generation.is_some_and(|g| g >= generation)
+    })
+}
+
+fn since(start: Instant, arrived: Instant, early: &mut usize) -> Duration {
+    arrived.checked_duration_since(start).unwrap_or_else(|| {
+        *early += 1;
+        Duration::ZERO
+    })
+}
+
+/// Runs `samples` rounds of (floor sample, reaction sample). The operator must be watching `namespace` and not
+/// `floor_namespace`.
+pub async fn measure(
+    client: &Client,
+    namespace: &str,
+    floor_namespace: &str,
+    samples: usize,
+) -> Result<LatencyResult, String> {
+    let instances: Api<RedisInstance> = Api::namespaced(client.clone(), namespace);
+    let floor_objects: Api<RedisInstance> = Api::namespaced(client.clone(), floor_namespace);
+    let mut watch = Watch::start(instances.clone()).await;
+    let mut floor_watch = Watch::start(floor_objects.clone()).await;
+    let name = "latency";
+    let floor_name = "floor";
+    let create = |api: &Api<RedisInstance>, name: &str| {
+        let api = api.clone();
+        let object = RedisInstance::new(name, minimal_spec());
+        async move {
+            api.create(&PostParams::default(), &object)
+                .await
+                .map_err(|e| format!("create {}: {e}", object.name_any()))
+        }
+    };
+    let created = create(&instances, name).await?;
+    create(&floor_objects, floor_name).await?;
+    let generation = created.metadata.generation.unwrap_or(1);
+    wait_for(&mut watch, name, "Running", |ri| {
+        is_running_at(ri, generation)
+    })
+    .await?;
+
+    let mut result = LatencyResult::default();
+    let params = PatchParams::default();
+    for i in 0..samples {
+        floor_watch.drain();
+        let marker = format!("floor sample {i}");
+        let patch = serde_json::json!({"status": {"lastConditionMessage": marker}});
+        let sent = Instant::now();
+        let patched = floor_objects
+            .patch_status(floor_name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("status patch of {floor_name}: {e}"))?;
+        let accepted = Instant::now();
+        let version = patched.resource_version();
+        let arrived = wait_for(&mut floor_watch, floor_name, "patched", |ri| {
+            ri.resource_version() == version
+        })
+        .await?;
+        result
+            .floor
+            .push(since(accepted, arrived, &mut result.early_events));
+        result
+            .floor_from_send
+            .push(arrived.saturating_duration_since(sent));
+
+        watch.drain();
+        // A config change restarts the pod: the operator reports `Updating` in the reconcile that applies it.
+        let patch =
+            serde_json::json!({"spec": {"config": {"maxmemory": format!("{}mb", 100 + i)}}});
+        let sent = Instant::now();
+        let patched = instances
+            .patch(name, &params, &Patch::Merge(&patch))
+            .await
+            .map_err(|e| format!("spec patch of {name}: {e}"))?;
+        let accepted = Instant::now();
+        let generation = patched.metadata.generation.unwrap_or_default();
+        let updating = wait_for(&mut watch, name, "Updating", |ri| {
+            ri.status.as_ref().is_some_and(|s| {
+                s.status == Phase::Updating
+                    && s.observed_generation.is_some_and(|g| g >= generation)
+            })
+        })
+        .await?;
+        result
+            .reaction
+            .push(since(accepted, updating, &mut result.early_events));
+        result
+            .reaction_from_send
+            .push(updating.saturating_duration_since(sent));
+        let running = wait_for(&mut watch, name, "Running", |ri| {
+            is_running_at(ri, generation)
+        })
+        .await?;
+        result
+            .settle
+            .push(since(accepted, running, &mut result.early_events));
+    }
+    Ok(result)
+}

@@ -1,0 +1,367 @@
+//! The markdown report: the machine, the results, and each target with where we stand.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::converge::SizeResult;
+use crate::latency::LatencyResult;
+
+/// Writes that converging one instance cannot do without: create ConfigMap, StatefulSet and two Services, add
+/// the finalizer, and two status writes (`Creating` once the children exist, `Running` once ready).
+pub const MINIMUM_WRITES_PER_INSTANCE: u64 = 4 + 1 + 2;
+
+/// Everything the report shows.
+pub struct Report<'a> {
+    /// Machine and cluster description lines.
+    pub environment: Vec<(String, String)>,
+    /// Latency run, if it was measured.
+    pub latency: Option<&'a LatencyResult>,
+    /// One result per size.
+    pub sizes: &'a [SizeResult],
+}
+
+/// Nearest-rank percentile of unsorted samples.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn s(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64())
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1}", kib as f64 / 1024.0)
+}
+
+fn per(count: u64, n: usize) -> String {
+    format!("{:.2}", count as f64 / n.max(1) as f64)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+impl Report<'_> {
+    /// The report as markdown.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        self.environment_section(&mut out);
+        if let Some(latency) = self.latency {
+            latency_section(&mut out, latency);
+        }
+        if !self.sizes.is_empty() {
+            convergence_section(&mut out, self.sizes);
+            cost_section(&mut out, self.sizes);
+            footprint_section(&mut out, self.sizes);
+        }
+        self.targets_section(&mut out);
+        observations_section(&mut out, self.sizes);
+        out
+    }
+
+    fn environment_section(&self, out: &mut String) {
+        let _ = writeln!(out, "### Environment\n\n| | |\n|---|---|");
+        for (key, value) in &self.environment {
+            let _ = writeln!(out, "| {key} | {value} |");
+        }
+        out.push('\n');
+    }
+
+    fn targets_section(&self, out: &mut String) {
+        let _ = writeln!(out, "### Targets\n\n| target | measured | |\n|---|---|---|");
+        if let Some(l) = self.latency {
+            // From sending: measured from the response the floor is about zero (the watch event overtakes the
+            // response), which makes any ratio meaningless.
+            let floor = percentile(&l.floor_from_send, 99.0).as_secs_f64();
+            let p99 = percentile(&l.reaction_from_send, 99.0).as_secs_f64();
+            let ratio = p99 / floor.max(1e-9);
+            let _ = writeln!(
+                out,
+                "| reaction p99 ≤ 3× floor p99 (both from sending the patch) | {:.1} ms vs {:.1} ms floor = {ratio:.2}× | {} |",
+                p99 * 1000.0,
+                floor * 1000.0,
+                verdict(ratio <= 3.0)
+            );
+        }
+        if let Some(largest) = self.sizes.iter().max_by_key(|r| r.n) {
+            let busy =
+                largest.reconcile_seconds / largest.milestones.running.as_secs_f64().max(1e-9);
+            let operator_tail = largest
+                .milestones
+                .running
+                .saturating_sub(largest.milestones.statefulsets_ready);
+            let _ = writeln!(
+                out,
+                "| convergence of {} bound by the API server / controllers, not the operator | all StatefulSets ready at {} s, all Running at {} s (operator tail {} s); time in reconciles {:.1} s over {} s wall ({busy:.2} reconciles in flight on average) | see below |",
+                largest.n,
+                s(largest.milestones.statefulsets_ready),
+                s(largest.milestones.running),
+                s(operator_tail),
+                largest.reconcile_seconds,
+                s(largest.milestones.running),
+            );
+        }
+        for r in self.sizes {
+            let writes = r.idle_requests.object_writes() + r.idle_requests.event_writes();
+            let _ = writeln!(
+                out,
+                "| 0 writes on idle resync (N={}) | {writes} writes over {} reconciles | {} |",
+                r.n,
+                r.idle_reconciles,
+                verdict(writes == 0)
+            );
+        }
+        for r in self.sizes {
+            let ratio = write_ratio(r);
+            let _ = writeln!(
+                out,
+                "| write ratio ≤ 1.2 (N={}) | {ratio:.2} | {} |",
+                r.n,
+                verdict(ratio <= 1.2)
+            );
+        }
+        if let Some(largest) = self.sizes.iter().max_by_key(|r| r.n) {
+            let peak = largest
+                .footprint
+                .peak_rss_kib
+                .max(largest.restart_footprint.peak_rss_kib);
+            let _ = writeln!(
+                out,
+                "| RSS ≤ 64 MiB at {} | {} MiB (peak {} MiB) | {} |",
+                largest.n,
+                mib(largest.footprint.rss_kib),
+                mib(peak),
+                verdict(largest.footprint.rss_kib <= 64 * 1024)
+            );
+        }
+        out.push('\n');
+    }
+}
+
+/// Operator writes (Events excluded) to converge, over the minimum a converge needs.
+pub fn write_ratio(r: &SizeResult) -> f64 {
+    r.converge_requests.object_writes() as f64
+        / (MINIMUM_WRITES_PER_INSTANCE * r.n.max(1) as u64) as f64
+}
+
+fn latency_section(out: &mut String, l: &LatencyResult) {
+    let _ = writeln!(
+        out,
+        "### Reaction latency ({} samples)\n\n| | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+        l.reaction.len()
+    );
+    let row = |out: &mut String, name: &str, samples: &[Duration]| {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            ms(percentile(samples, 50.0)),
+            ms(percentile(samples, 95.0)),
+            ms(percentile(samples, 99.0)),
+            ms(percentile(samples, 100.0))
+        );
+    };
+    row(
+        out,
+        "spec patch response → `Updating` on our watch",
+        &l.reaction,
+    );
+    row(
+        out,
+        "spec patch sent → `Updating` on our watch",
+        &l.reaction_from_send,
+    );
+    row(out, "floor: status patch response → on our watch", &l.floor);
+    row(
+        out,
+        "floor: status patch sent → on our watch",
+        &l.floor_from_send,
+    );
+    row(
+        out,
+        "spec patch response → `Running` again (simulated restart)",
+        &l.settle,
+    );
+    let ratio = |reaction: &[Duration], floor: &[Duration], p: f64| {
+        percentile(reaction, p).as_secs_f64() / percentile(floor, p).as_secs_f64().max(1e-9)
+    };
+    for (name, reaction, floor) in [
+        ("from the response", &l.reaction, &l.floor),
+        ("from sending", &l.reaction_from_send, &l.floor_from_send),
+    ] {
+        let _ = writeln!(
+            out,
+            "| ratio reaction / floor, {name} | {:.2}× | {:.2}× | {:.2}× | |",
+            ratio(reaction, floor, 50.0),
+            ratio(reaction, floor, 95.0),
+            ratio(reaction, floor, 99.0)
+        );
+    }
+    if l.early_events > 0 {
+        let _ = writeln!(
+            out,
+            "\n{} watch events arrived before the patch response (recorded as 0 ms from the response).",
+            l.early_events
+        );
+    }
+    out.push('\n');
+}
+
+fn convergence_section(out: &mut String, sizes: &[SizeResult]) {
+    let _ = writeln!(
+        out,
+        "### Convergence (seconds since the first create)\n\n\
+         | N | all created | all StatefulSets exist | all pods Ready | all StatefulSets ready | **all Running + Ready** | operator: create → StatefulSet p50 / p99 | controllers: StatefulSet → ready p50 / p99 | operator: StatefulSet ready → Running p50 / p99 | reconciles (failed) | time in reconciles | avg reconciles in flight | operator CPU s |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in sizes {
+        let m = &r.milestones;
+        let pair =
+            |v: &[Duration]| format!("{} / {}", s(percentile(v, 50.0)), s(percentile(v, 99.0)));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {:.0} ({:.0}) | {:.2} s | {:.2} | {:.2} |",
+            r.n,
+            s(m.created),
+            s(m.statefulsets),
+            s(m.pods_ready),
+            s(m.statefulsets_ready),
+            s(m.running),
+            pair(&m.create_to_statefulset),
+            pair(&m.statefulset_to_ready),
+            pair(&m.ready_to_running),
+            r.reconciles,
+            r.failed_reconciles,
+            r.reconcile_seconds,
+            r.reconcile_seconds / m.running.as_secs_f64().max(1e-9),
+            r.converge_cpu_seconds,
+        );
+    }
+    out.push('\n');
+}
+
+fn cost_section(out: &mut String, sizes: &[SizeResult]) {
+    let _ = writeln!(
+        out,
+        "### API cost (operator requests from the audit log)\n\n\
+         | N | requests / instance to converge | get | list | watch | create | patch | update | delete | object writes / instance | Events / instance | write ratio (min {MINIMUM_WRITES_PER_INSTANCE}/instance) | idle resync: reconciles / writes / Events / reads | restart: reconciles / writes / Events / reads |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for r in sizes {
+        let c = &r.converge_requests;
+        let reads =
+            |c: &crate::audit::RequestCounts| c.verb("get") + c.verb("list") + c.verb("watch");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} / {} / {} / {} | {} / {} / {} / {} |",
+            r.n,
+            per(c.total(), r.n),
+            c.verb("get"),
+            c.verb("list"),
+            c.verb("watch"),
+            c.verb("create"),
+            c.verb("patch"),
+            c.verb("update"),
+            c.verb("delete"),
+            per(c.object_writes(), r.n),
+            per(c.event_writes(), r.n),
+            write_ratio(r),
+            r.idle_reconciles,
+            r.idle_requests.object_writes(),
+            r.idle_requests.event_writes(),
+            reads(&r.idle_requests),
+            r.restart_reconciles,
+            r.restart_requests.object_writes(),
+            r.restart_requests.event_writes(),
+            reads(&r.restart_requests),
+        );
+    }
+    if let Some(largest) = sizes.iter().max_by_key(|r| r.n) {
+        let _ = writeln!(
+            out,
+            "\nConverge requests of N={} by verb and resource (per instance):\n\n| request | count | per instance |\n|---|---|---|",
+            largest.n
+        );
+        for (what, count) in largest.converge_requests.breakdown() {
+            let _ = writeln!(out, "| {what} | {count} | {} |", per(count, largest.n));
+        }
+    }
+    out.push('\n');
+}
+
+fn observations_section(out: &mut String, sizes: &[SizeResult]) {
+    let mut lines = Vec::new();
+    for r in sizes {
+        if !r.restart_complete {
+            lines.push(format!(
+                "- N={}: the restarted operator finished only {} reconciles for {} instances (expected at least {}).",
+                r.n, r.restart_reconciles, r.n, r.n
+            ));
+        }
+        if !r.stopped_on_sigterm {
+            lines.push(format!(
+                "- N={}: the converging operator did not exit within 10 s of SIGTERM and was killed.",
+                r.n
+            ));
+        }
+        if !r.restarted_stopped_on_sigterm {
+            lines.push(format!(
+                "- N={}: the restarted operator did not exit within 10 s of SIGTERM and was killed.",
+                r.n
+            ));
+        }
+    }
+    if !lines.is_empty() {
+        let _ = writeln!(out, "### Observations\n\n{}\n", lines.join("\n"));
+    }
+}
+
+fn footprint_section(out: &mut String, sizes: &[SizeResult]) {
+    let _ = writeln!(
+        out,
+        "### Footprint (operator process, /proc)\n\n\
+         | N | RSS after converge + idle resync MiB | peak RSS (VmHWM) MiB | CPU s (converge + resync, process total) | restarted: RSS MiB | restarted: peak MiB | restarted: CPU s |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    for r in sizes {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {} | {} | {:.2} |",
+            r.n,
+            mib(r.footprint.rss_kib),
+            mib(r.footprint.peak_rss_kib),
+            r.footprint.cpu_seconds,
+            mib(r.restart_footprint.rss_kib),
+            mib(r.restart_footprint.peak_rss_kib),
+            r.restart_footprint.cpu_seconds,
+        );
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50.0), Duration::from_millis(50));
+        assert_eq!(percentile(&samples, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&samples, 100.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+}
