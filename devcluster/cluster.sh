@@ -118,11 +118,19 @@ install_packages() {
 }
 
 # The packages' own services would hold 2379 and 6379; the cluster runs its own processes.
+# Only a service that is actually running is stopped, and through its own pid file: the init scripts stop by
+# executable name and would kill every etcd on the machine, including other devclusters'.
 stop_package_services() {
-  local service
+  local service pidfile pid
   for service in etcd redis-server; do
-    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now "$service" >/dev/null 2>&1 || true; fi
-    if [ -x "/etc/init.d/$service" ]; then "/etc/init.d/$service" stop >/dev/null 2>&1 || true; fi
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+    for pidfile in "/run/$service.pid" "/run/$service/$service.pid" "/run/redis/$service.pid"; do
+      [ -f "$pidfile" ] || continue
+      pid=$(cat "$pidfile" 2>/dev/null)
+      [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null || true
+    done
   done
 }
 

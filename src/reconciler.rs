@@ -559,38 +559,25 @@ pub async fn run(
         .any_semantic();
     let instances: Api<RedisInstance> = api_for(&client, ns);
 
-    let (statefulsets, sts_writer) = reflector::store();
-    let sts_stream = watcher(api_for::<StatefulSet>(&client, ns), labelled.clone())
+    let (instance_store, instance_writer) = reflector::store();
+    let instance_stream = watcher(instances, watcher::Config::default().any_semantic())
         .default_backoff()
-        .reflect(sts_writer)
-        .touched_objects();
-    let (config_maps, cm_writer) = reflector::store();
-    let cm_stream = watcher(api_for::<ConfigMap>(&client, ns), labelled.clone())
-        .default_backoff()
-        .reflect(cm_writer)
-        .touched_objects();
-    let (services, svc_writer) = reflector::store();
-    let svc_stream = watcher(api_for::<Service>(&client, ns), labelled.clone())
-        .default_backoff()
-        .reflect(svc_writer)
-        .touched_objects();
-    let (pods, pod_writer) = reflector::store();
-    let pod_stream = watcher(api_for::<Pod>(&client, ns), labelled.clone())
-        .default_backoff()
-        .modify(|pod: &mut Pod| {
-            // Keep the cache small: the reconciler only reads labels, deletion state and container statuses.
-            pod.spec = None;
-            pod.metadata.managed_fields = None;
-        })
-        .reflect(pod_writer)
-        .touched_objects();
-    let (claims, claim_writer) = reflector::store();
-    let claim_stream = watcher(api_for::<PersistentVolumeClaim>(&client, ns), labelled)
-        .default_backoff()
-        .reflect(claim_writer)
-        .touched_objects();
+        .modify(drop_managed_fields)
+        .reflect(instance_writer)
+        .applied_objects();
+    let (statefulsets, sts_stream) =
+        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let (config_maps, cm_stream) =
+        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let (services, svc_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let (pods, pod_stream) = cached_watch(api_for(&client, ns), &labelled, |pod: &mut Pod| {
+        // The reconciler only reads a pod's labels, deletion state and container statuses.
+        pod.spec = None;
+        drop_managed_fields(pod);
+    });
+    let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
 
-    let controller = Controller::new(instances, watcher::Config::default().any_semantic());
+    let controller = Controller::for_stream(instance_stream, instance_store);
     let stores = Stores {
         instances: controller.store(),
         statefulsets,
@@ -640,6 +627,38 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// A watch of `K` that keeps a cache of what it saw (after `trim`) and yields every touched object.
+fn cached_watch<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config.clone())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .touched_objects();
+    (store, stream)
+}
+
+/// Server-side apply bookkeeping is never read by the reconciler and is much of an object's size.
+fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
 }
 
 fn map_to_instance<K: Resource>(object: K) -> Option<ObjectRef<RedisInstance>> {
