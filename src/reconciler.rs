@@ -200,44 +200,57 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    apply_unless_current(
-        ctx,
-        &namespace,
-        &desired.config_map,
-        &ctx.stores.config_maps,
-    )
-    .await?;
-    apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
-    apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
+    let applied: Result<()> = async {
+        apply_unless_current(
+            ctx,
+            &namespace,
+            &desired.config_map,
+            &ctx.stores.config_maps,
+        )
+        .await?;
+        apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
+        apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
 
-    let previous = ri.phase();
-    match &change {
-        StatefulSetChange::None | StatefulSetChange::Refused(_) => {}
-        StatefulSetChange::Create => {
-            apply_object(ctx, &namespace, &desired.statefulset).await?;
-            let replacing = ri
-                .status
-                .as_ref()
-                .is_some_and(|s| s.reason == reasons::STATEFULSET_RESTART);
-            if replacing {
-                // The orphaning delete of a storage replace finished after an earlier reconcile gave up waiting.
-                change = StatefulSetChange::Storage {
-                    expand_to: None,
-                    note: None,
-                };
-            } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
-                observation.missing_child = Some(format!(
-                    "StatefulSet {name} was missing and has been re-created"
-                ));
+        let previous = ri.phase();
+        match &change {
+            StatefulSetChange::None | StatefulSetChange::Refused(_) => {}
+            StatefulSetChange::Create => {
+                apply_object(ctx, &namespace, &desired.statefulset).await?;
+                let replacing = ri
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.reason == reasons::STATEFULSET_RESTART);
+                if replacing {
+                    // The orphaning delete of a storage replace finished after an earlier reconcile gave up waiting.
+                    change = StatefulSetChange::Storage {
+                        expand_to: None,
+                        note: None,
+                    };
+                } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
+                    observation.missing_child = Some(format!(
+                        "StatefulSet {name} was missing and has been re-created"
+                    ));
+                }
+            }
+            StatefulSetChange::Rolling | StatefulSetChange::Restart => {
+                apply_object(ctx, &namespace, &desired.statefulset).await?;
+            }
+            StatefulSetChange::Storage { expand_to, note } => {
+                replace_for_storage(ri, ctx, &desired, expand_to.as_deref()).await?;
+                observation.change_note = note.clone();
             }
         }
-        StatefulSetChange::Rolling | StatefulSetChange::Restart => {
-            apply_object(ctx, &namespace, &desired.statefulset).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = applied {
+        // A child the API server refuses is missing for the user too: say so in status, then retry with back-off.
+        if let Some(message) = error.rejected_child() {
+            observation.missing_child = Some(message);
+            observation.statefulset = live_sts.as_deref().map(rollout_status);
+            publish_status(ri, ctx, &observation).await?;
         }
-        StatefulSetChange::Storage { expand_to, note } => {
-            replace_for_storage(ri, ctx, &desired, expand_to.as_deref()).await?;
-            observation.change_note = note.clone();
-        }
+        return Err(error);
     }
     observation.change = change.applied();
     if observation.change == Change::None {
@@ -303,7 +316,14 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await
-        .inspect_err(|e| ctx.metrics.record_api_error("apply", e))?;
+        .map_err(|source| {
+            ctx.metrics.record_api_error("apply", &source);
+            Error::Apply {
+                kind: K::kind(&()).to_string(),
+                name: desired.name_any(),
+                source,
+            }
+        })?;
     info!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
     Ok(())
 }

@@ -693,3 +693,31 @@ async fn delete_policy_removes_the_claims_when_asked_to() {
         .expect("claims are deleted with whenDeleted: Delete");
     wait_event(&env, "DeletingClaim").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_child_is_reported_in_status_and_recovers() {
+    let env = TestEnv::new("quota").await;
+    let quotas: kube::Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
+        "metadata": {"name": "no-services"},
+        "spec": {"hard": {"services": "0"}}
+    }))
+    .unwrap();
+    quotas.create(&Default::default(), &quota).await.unwrap();
+    env.create("cache", spec(1)).await;
+    let ri = env
+        .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
+        .await;
+    let status = ri.status.unwrap();
+    assert_eq!(status.reason, reasons::CHILD_MISSING);
+    assert!(
+        status.last_condition_message.contains("Service cache"),
+        "{status:#?}"
+    );
+    quotas
+        .delete("no-services", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_running("cache").await;
+}
