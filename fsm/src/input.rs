@@ -108,7 +108,8 @@ impl Input {
             ],
             Input::PodsFailing => &[reasons::PODS_FAILING],
             Input::RolloutProgressing => &[reasons::CREATING, reasons::STATEFULSET_UPDATING],
-            Input::NoReplicasReady | Input::PartiallyReady => &[reasons::PODS_PENDING],
+            Input::NoReplicasReady => &[reasons::PODS_PENDING],
+            Input::PartiallyReady => &[reasons::PODS_PENDING, reasons::STATEFULSET_UPDATING],
             Input::AllReplicasReady => &[reasons::ALL_REPLICAS_READY],
         }
     }

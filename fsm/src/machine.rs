@@ -82,10 +82,12 @@ mod generated {
             StatefulSetNotObserved => Updating,
             PodsFailing => Failed,
             RolloutProgressing => Updating,
-            // The rollout is done; what is left is waiting for readiness.
+            // The StatefulSet is done but nothing serves yet: the instance is waiting for pods.
             NoReplicasReady => Pending,
             AllReplicasReady => Running,
-            PartiallyReady => Pending,
+            // Some replicas serve while the new ones (e.g. after a scale-up) become ready: the update is not
+            // finished until every replica is ready.
+            PartiallyReady => Updating,
         },
         Failed => {
             DeletionRequested => Terminated,

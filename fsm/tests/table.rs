@@ -31,7 +31,7 @@ const EXPECTED: [(Phase, [Phase; 11]); 7] = [
     (Creating,   [Terminated, Failed,  Failed,   Creating,  Updating, Creating, Failed,  Creating, Pending, Running, Pending]),
     (Pending,    [Terminated, Failed,  Failed,   Updating,  Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
     (Running,    [Terminated, Failed,  Failed,   Updating,  Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
-    (Updating,   [Terminated, Failed,  Failed,   Updating,  Updating, Updating, Failed,  Updating, Pending, Running, Pending]),
+    (Updating,   [Terminated, Failed,  Failed,   Updating,  Updating, Updating, Failed,  Updating, Pending, Running, Updating]),
     (Failed,     [Terminated, Failed,  Failed,   Creating,  Updating, Creating, Failed,  Updating, Pending, Running, Pending]),
     (Terminated, [Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated]),
 ];

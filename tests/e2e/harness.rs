@@ -408,6 +408,21 @@ impl StatusLog {
             .unwrap_or_else(|_| panic!("no status for generation {generation} was seen"))
     }
 
+    /// The phases of every status seen for `generation` or later, without repeats.
+    pub fn phases_since(&self, generation: i64) -> Vec<Phase> {
+        let mut phases: Vec<Phase> = Vec::new();
+        let entries = self.entries.lock().unwrap();
+        let since = entries
+            .iter()
+            .filter(|s| s.observed_generation.is_some_and(|g| g >= generation));
+        for status in since {
+            if phases.last() != Some(&status.status) {
+                phases.push(status.status);
+            }
+        }
+        phases
+    }
+
     /// The phases seen so far, without repeats, once a status with `phase` has been seen.
     pub async fn phases_through(&self, phase: Phase) -> Vec<Phase> {
         let wait = async {

@@ -29,7 +29,7 @@ async fn expect_update(
     name: &str,
     spec: serde_json::Value,
     reason: &str,
-) {
+) -> i64 {
     let generation = env.patch_spec(name, spec).await;
     let ri = env.wait_running(name).await;
     let first = log.first_for_generation(generation).await;
@@ -47,6 +47,16 @@ async fn expect_update(
         sts.current_revision, sts.update_revision,
         "Running before the rollout finished"
     );
+    // Let the status log catch up with the Running the test waited for on its own watch.
+    let caught_up = async {
+        while log.phases_since(generation).last() != Some(&Phase::Running) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, caught_up)
+        .await
+        .expect("the status log sees Running");
+    generation
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -120,7 +130,7 @@ async fn replicas_scale_up_and_down() {
     let env = TestEnv::new("scale").await;
     let log = env.create("cache", spec(1)).await;
     env.wait_running("cache").await;
-    expect_update(
+    let generation = expect_update(
         &env,
         &log,
         "cache",
@@ -129,6 +139,11 @@ async fn replicas_scale_up_and_down() {
     )
     .await;
     assert_eq!(env.pods_of("cache").await.len(), 3);
+    // The serving replica stays up while the new ones start: Updating until all are ready, never Pending.
+    assert_eq!(
+        log.phases_since(generation),
+        [Phase::Updating, Phase::Running]
+    );
     expect_update(
         &env,
         &log,
