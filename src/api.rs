@@ -56,6 +56,19 @@ pub struct RedisInstanceSpec {
     pub config: BTreeMap<String, String>,
 }
 
+impl Default for RedisInstanceSpec {
+    /// The spec of `spec: {}`: one `redis:7.2` pod, no storage, no extra configuration.
+    fn default() -> Self {
+        Self {
+            image: default_image(),
+            replicas: default_replicas(),
+            resources: None,
+            storage: None,
+            config: BTreeMap::new(),
+        }
+    }
+}
+
 fn default_image() -> String {
     DEFAULT_IMAGE.to_string()
 }
@@ -196,6 +209,7 @@ mod tests {
             "spec": {}
         }))
         .unwrap();
+        assert_eq!(ri.spec, RedisInstanceSpec::default());
         assert_eq!(ri.spec.image, DEFAULT_IMAGE);
         assert_eq!(ri.spec.replicas, 1);
         assert_eq!(ri.phase(), Phase::Unknown);

@@ -93,16 +93,6 @@ pub struct SizeResult {
     pub restart_footprint: Footprint,
 }
 
-fn spec() -> RedisInstanceSpec {
-    RedisInstanceSpec {
-        image: redis_operator::api::DEFAULT_IMAGE.to_string(),
-        replicas: 1,
-        resources: None,
-        storage: None,
-        config: Default::default(),
-    }
-}
-
 #[derive(Default)]
 struct Progress {
     created: Option<Instant>,
@@ -236,7 +226,10 @@ pub async fn measure(setup: &Setup<'_>, n: usize) -> Result<SizeResult, String> 
             let api = instances.clone();
             async move {
                 let created = api
-                    .create(&PostParams::default(), &RedisInstance::new(&name, spec()))
+                    .create(
+                        &PostParams::default(),
+                        &RedisInstance::new(&name, RedisInstanceSpec::default()),
+                    )
                     .await;
                 (name, created.map(|_| Instant::now()))
             }

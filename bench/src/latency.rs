@@ -30,16 +30,6 @@ pub struct LatencyResult {
     pub early_events: usize,
 }
 
-fn minimal_spec() -> RedisInstanceSpec {
-    RedisInstanceSpec {
-        image: redis_operator::api::DEFAULT_IMAGE.to_string(),
-        replicas: 1,
-        resources: None,
-        storage: None,
-        config: Default::default(),
-    }
-}
-
 /// Waits for the first watched version of `name` that satisfies `done`, returning its arrival time.
 async fn wait_for(
     watch: &mut Watch<RedisInstance>,
@@ -89,7 +79,7 @@ pub async fn measure(
     let floor_name = "floor";
     let create = |api: &Api<RedisInstance>, name: &str| {
         let api = api.clone();
-        let object = RedisInstance::new(name, minimal_spec());
+        let object = RedisInstance::new(name, RedisInstanceSpec::default());
         async move {
             api.create(&PostParams::default(), &object)
                 .await

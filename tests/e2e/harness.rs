@@ -451,11 +451,8 @@ impl Drop for StatusLog {
 /// A minimal spec with `replicas` pods.
 pub fn spec(replicas: i32) -> RedisInstanceSpec {
     RedisInstanceSpec {
-        image: "redis:7.2".into(),
         replicas,
-        resources: None,
-        storage: None,
-        config: Default::default(),
+        ..Default::default()
     }
 }
 
