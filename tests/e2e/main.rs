@@ -720,6 +720,14 @@ async fn a_refused_child_is_reported_in_status_and_recovers() {
     }))
     .unwrap();
     quotas.create(&Default::default(), &quota).await.unwrap();
+    // The quota admits nothing only once the quota controller has computed its status (admission reads that).
+    let enforced = |q: Option<&k8s_openapi::api::core::v1::ResourceQuota>| {
+        q.and_then(|q| q.status.as_ref())
+            .and_then(|s| s.hard.as_ref())
+            .is_some_and(|hard| hard.contains_key("services"))
+    };
+    let enforced = await_condition(quotas.clone(), "no-services", enforced);
+    tokio::time::timeout(WAIT, enforced).await.unwrap().unwrap();
     env.create("cache", spec(1)).await;
     let ri = env
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
