@@ -1,6 +1,7 @@
 //! The end-to-end harness: brings up (or reuses) a cluster once per test process, installs the CRD, and
 //! gives every test its own namespace with its own operator process scoped to it.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -29,13 +30,30 @@ pub struct ClusterInfo {
     pub audit_log: Option<PathBuf>,
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
+/// Runs a command, panicking with its output unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
-        "{cmd:?} failed: {}\n{}",
+        "{cmd:?} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -53,9 +71,12 @@ pub fn cluster() -> &'static ClusterInfo {
                 audit_log: std::env::var_os("REDIS_OPERATOR_E2E_AUDIT_LOG").map(Into::into),
             },
             None => {
-                run(Command::new("bash")
-                    .arg(format!("{REPO}/devcluster/cluster.sh"))
-                    .arg("up"));
+                run_ok(
+                    Command::new("bash")
+                        .arg(format!("{REPO}/devcluster/cluster.sh"))
+                        .arg("up"),
+                    None,
+                );
                 let dir = std::env::var_os("DEVCLUSTER_DIR")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| Path::new(REPO).join(".devcluster"));
@@ -67,13 +88,16 @@ pub fn cluster() -> &'static ClusterInfo {
             }
         };
         let crd = format!("{REPO}/crds/redisinstance.yaml");
-        run(kubectl(&info).args(["apply", "-f", &crd]));
-        run(kubectl(&info).args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/redisinstances.redis.github.com",
-        ]));
+        run_ok(kubectl(&info).args(["apply", "-f", &crd]), None);
+        run_ok(
+            kubectl(&info).args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/redisinstances.redis.github.com",
+            ]),
+            None,
+        );
         info
     })
 }

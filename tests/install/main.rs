@@ -6,9 +6,8 @@
 #[allow(dead_code)]
 mod harness;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::*;
@@ -26,36 +25,6 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const OPERATOR_USER: &str = "system:serviceaccount:redis-operator:redis-operator";
 /// Lease duration of the leader-election test.
 const LEASE_SECONDS: u64 = 10;
-
-/// Runs a command, panicking with its output unless it succeeds; returns stdout.
-fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// `kubectl kustomize` of a folder under deploy/ (client side only).
 fn render(dir: &str) -> String {
