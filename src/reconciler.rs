@@ -282,6 +282,15 @@ where
         .collect()
 }
 
+/// The instance's data claims (`data-NAME-ORDINAL`, from the claim template), from the watch cache.
+fn data_claims(ctx: &Context, name: &str, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
+    let prefix = format!("{DATA_VOLUME}-{name}-");
+    instance_objects(&ctx.stores.claims, name, namespace)
+        .into_iter()
+        .filter(|claim| claim.name_any().starts_with(&prefix))
+        .collect()
+}
+
 /// Applies `desired` with server-side apply unless the cached live object already holds it.
 async fn apply_unless_current<K>(
     ctx: &Context,
@@ -383,12 +392,8 @@ async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str) -> Result<
         return Ok(());
     };
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-    let prefix = format!("{DATA_VOLUME}-{name}-");
-    for claim in instance_objects(&ctx.stores.claims, &name, &namespace) {
+    for claim in data_claims(ctx, &name, &namespace) {
         let claim_name = claim.name_any();
-        if !claim_name.starts_with(&prefix) {
-            continue;
-        }
         let current = claim
             .spec
             .as_ref()
@@ -435,10 +440,9 @@ async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     if delete_claims {
         // The only place the operator ever deletes a claim: the user asked for it with `whenDeleted: Delete`.
         let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-        let prefix = format!("{DATA_VOLUME}-{name}-");
-        for claim in instance_objects(&ctx.stores.claims, &name, &namespace) {
+        for claim in data_claims(ctx, &name, &namespace) {
             let claim_name = claim.name_any();
-            if !claim_name.starts_with(&prefix) || claim.metadata.deletion_timestamp.is_some() {
+            if claim.metadata.deletion_timestamp.is_some() {
                 continue;
             }
             match api.delete(&claim_name, &DeleteParams::default()).await {
