@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The local development/test cluster: etcd, kube-apiserver, kube-controller-manager (built from Debian's
-# kubernetes source by build-control-plane.sh) and the devcluster node agent, all as plain background processes
-# on loopback, with their state in one directory.
+# The local development/test cluster: etcd, kube-apiserver, kube-controller-manager (a current Kubernetes
+# release and its etcd, built from Go modules by build-control-plane.sh) and the devcluster node agent, all as
+# plain background processes on loopback, with their state in one directory.
 #
 # Usage: devcluster/cluster.sh up|down [--purge]|env|status
 #
@@ -16,6 +16,8 @@
 #   DEVCLUSTER_SERVICE_CIDR      service cluster IP range (never routed) [10.0.0.0/24]
 #   DEVCLUSTER_POD_MODE          process | simulated [process]
 #   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
+#   DEVCLUSTER_K8S               newest | oldest supported Kubernetes release [newest]
+#   DEVCLUSTER_K8S_VERSION       an exact release instead, e.g. v1.36.3
 #   DEVCLUSTER_CACHE             control plane build cache [/var/cache/redis-operator-devcluster]
 # A second cluster side by side needs its own DEVCLUSTER_DIR, all four ports and a pod CIDR prefix.
 set -euo pipefail
@@ -149,8 +151,31 @@ ensure_port_free() {
 }
 
 install_prerequisites() {
-  install_packages etcd-server redis-server redis-tools openssl curl util-linux
-  command -v kubectl >/dev/null 2>&1 || install_packages kubernetes-client
+  install_packages redis-server redis-tools openssl curl util-linux
+}
+
+# The control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) of the chosen release,
+# copied next to the state so `env` can put this release's kubectl first on PATH.
+install_control_plane() {
+  local cache
+  cache=$("$REPO/devcluster/build-control-plane.sh")
+  # etcd cannot go back to an older data format: one state directory serves one release.
+  local release
+  release=$(basename "$(dirname "$cache")")
+  if [ ! -f "$DIR/release" ] && [ -d "$DIR/etcd" ]; then
+    die "$DIR holds a cluster of an earlier devcluster (Kubernetes 1.20): \`$0 down --purge\` first"
+  elif [ -f "$DIR/release" ] && [ "$(cat "$DIR/release")" != "$release" ]; then
+    die "$DIR holds a cluster of $(cat "$DIR/release"), not $release: use another DEVCLUSTER_DIR, or \`$0 down --purge\` first"
+  fi
+  echo "$release" >"$DIR/release"
+  mkdir -p "$DIR/bin"
+  for b in etcd kube-apiserver kube-controller-manager kubectl; do
+    [ -x "$cache/$b" ] || die "build-control-plane.sh did not produce $b"
+    if ! cmp -s "$cache/$b" "$DIR/bin/$b"; then
+      if running_pid "$b" >/dev/null; then die "$b of another release is running; run \`$0 down\` first"; fi
+      cp "$cache/$b" "$DIR/bin/$b.tmp" && mv "$DIR/bin/$b.tmp" "$DIR/bin/$b"
+    fi
+  done
 }
 
 build_agent() {
@@ -300,11 +325,19 @@ etcd_ready() {
   curl -sf --max-time 2 "http://127.0.0.1:$ETCD_PORT/health" | grep -q '"health":"true"'
 }
 
-kubectl_admin() { kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin "$@"; }
+kubectl_admin() { "$DIR/bin/kubectl" --kubeconfig "$KUBECONFIG_FILE" --context admin "$@"; }
 
+# An API server that got SIGTERM keeps its pid for up to a minute while it drains; `up` must not mistake it for
+# a running one.
+apiserver_shutting_down() {
+  curl -s --max-time 2 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz?verbose" 2>/dev/null |
+    grep -q '^\[-\]shutdown'
+}
+
+# Pods get their token from the TokenRequest API; the ServiceAccount and the root CA ConfigMap they mount must exist.
 default_service_account_ready() {
   kubectl_admin -n default get serviceaccount default -o name &&
-    [ -n "$(kubectl_admin -n default get serviceaccount default -o 'jsonpath={.secrets[0].name}')" ]
+    kubectl_admin -n default get configmap kube-root-ca.crt -o name
 }
 
 node_ready() {
@@ -331,11 +364,14 @@ cmd_up() {
     return 0
   fi
   install_prerequisites
-  local bin
-  bin=$("$REPO/devcluster/build-control-plane.sh")
-  [ -x "$bin/kube-apiserver" ] || die "build-control-plane.sh did not produce kube-apiserver"
-  build_agent
   generate_config
+  if running_pid kube-apiserver >/dev/null && apiserver_shutting_down; then
+    log "the API server is shutting down; stopping it before starting a new one"
+    stop kube-apiserver 1
+  fi
+  install_control_plane
+  local bin=$DIR/bin
+  build_agent
   local cluster_id
   cluster_id=$(cat "$DIR/cluster-id")
 
@@ -343,7 +379,7 @@ cmd_up() {
   ensure_port_free etcd "$ETCD_PEER_PORT"
   ensure_port_free kube-apiserver "$APISERVER_PORT"
   ensure_port_free kube-controller-manager "$CM_PORT"
-  start etcd etcd --name devcluster --data-dir "$DIR/etcd" \
+  start etcd "$bin/etcd" --name devcluster --data-dir "$DIR/etcd" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
@@ -352,7 +388,7 @@ cmd_up() {
   wait_for etcd 60 etcd_ready
 
   start kube-apiserver "$bin/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" --insecure-port=0 \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
     --endpoint-reconciler-type=none \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --etcd-prefix="/registry-$cluster_id" \
     --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
@@ -369,11 +405,11 @@ cmd_up() {
 
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig="$DIR/controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --secure-port="$CM_PORT" --port=0 \
+    --bind-address=127.0.0.1 --secure-port="$CM_PORT" \
     --leader-elect=false --use-service-account-credentials=false \
     --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
     --cluster-name=devcluster \
-    --controllers='*,-persistentvolume-expander,-attachdetach,-csrsigning,-csrapproving,-csrcleaner,-horizontalpodautoscaling,-cloud-node-lifecycle,-service,-route,-nodeipam'
+    --controllers='*,-persistentvolume-expander-controller,-persistentvolume-attach-detach-controller,-certificatesigningrequest-signing-controller,-certificatesigningrequest-approving-controller,-certificatesigningrequest-cleaner-controller,-horizontal-pod-autoscaler-controller,-node-ipam-controller'
 
   if ! running_pid node-agent >/dev/null; then
     rm -f "$DIR/node-agent.ready"
@@ -403,7 +439,7 @@ cmd_down() {
   fi
 }
 
-cmd_env() { echo "export KUBECONFIG=$KUBECONFIG_FILE"; }
+cmd_env() { echo "export KUBECONFIG=$KUBECONFIG_FILE PATH=$DIR/bin:\$PATH"; }
 
 cmd_status() {
   local c pid state=0

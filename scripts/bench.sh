@@ -51,6 +51,10 @@ bash devcluster/cluster.sh down --purge >/dev/null 2>&1 || true
 trap teardown EXIT
 bash devcluster/cluster.sh up >/dev/null
 KUBECONFIG_FILE=$DEVCLUSTER_DIR/kubeconfig
+export PATH=$DEVCLUSTER_DIR/bin:$PATH
+SERVER_VERSION=$(kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin version -o json |
+  sed -n '/serverVersion/,/}/s/.*"gitVersion": "\(.*\)".*/\1/p')
+log "Kubernetes server $SERVER_VERSION"
 
 # Private copies, so a concurrent rebuild of target/release never swaps a binary under the run.
 mkdir -p "$DEVCLUSTER_DIR/bin"
@@ -71,6 +75,6 @@ log "running: sizes $SIZES, $SAMPLES latency samples, resync every ${RESYNC_SECO
   --log-dir "$REPO/target/bench-logs" \
   --describe "pod mode=simulated (node agent reports pods Ready without starting redis-server)" \
   --describe "operator build=release (target/release/redis-operator)" \
-  --describe "control plane=etcd, kube-apiserver, kube-controller-manager from devcluster/ on loopback, audit log at Metadata level" \
+  --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback, audit log at Metadata level" \
   --output "$REPORT"
 log "report written to $REPORT"

@@ -26,6 +26,8 @@ const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Where the suite runs: the kubeconfig, the operator's context, and the API server's audit log if known.
 pub struct ClusterInfo {
     pub kubeconfig: PathBuf,
+    /// The kubectl of the cluster's own release (the local cluster's), else the one on PATH.
+    pub kubectl: PathBuf,
     pub operator_context: Option<String>,
     pub audit_log: Option<PathBuf>,
 }
@@ -67,6 +69,7 @@ pub fn cluster() -> &'static ClusterInfo {
         let info = match std::env::var_os("REDIS_OPERATOR_E2E_KUBECONFIG") {
             Some(path) => ClusterInfo {
                 kubeconfig: path.into(),
+                kubectl: "kubectl".into(),
                 operator_context: None,
                 audit_log: std::env::var_os("REDIS_OPERATOR_E2E_AUDIT_LOG").map(Into::into),
             },
@@ -82,6 +85,7 @@ pub fn cluster() -> &'static ClusterInfo {
                     .unwrap_or_else(|| Path::new(REPO).join(".devcluster"));
                 ClusterInfo {
                     kubeconfig: dir.join("kubeconfig"),
+                    kubectl: dir.join("bin/kubectl"),
                     operator_context: Some("redis-operator".into()),
                     audit_log: Some(dir.join("audit.log")),
                 }
@@ -104,7 +108,7 @@ pub fn cluster() -> &'static ClusterInfo {
 
 /// `kubectl` against the suite's cluster as admin.
 pub fn kubectl(info: &ClusterInfo) -> Command {
-    let mut cmd = Command::new("kubectl");
+    let mut cmd = Command::new(&info.kubectl);
     cmd.env("KUBECONFIG", &info.kubeconfig);
     cmd
 }

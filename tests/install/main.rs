@@ -11,8 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use harness::*;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::runtime::wait::{await_condition, conditions};
@@ -29,7 +30,7 @@ const LEASE_SECONDS: u64 = 10;
 /// `kubectl kustomize` of a folder under deploy/ (client side only).
 fn render(dir: &str) -> String {
     run_ok(
-        Command::new("kubectl").args(["kustomize", &format!("{REPO}/{dir}")]),
+        Command::new(&cluster().kubectl).args(["kustomize", &format!("{REPO}/{dir}")]),
         None,
     )
 }
@@ -278,15 +279,22 @@ async fn service_account_kubeconfig(info: &ClusterInfo, client: &Client) -> Path
         .join("---\n");
     run_ok(kubectl(info).args(["apply", "-f", "-"]), Some(&manifest));
 
-    // The token controller (1.20) gives the ServiceAccount a token Secret.
+    // A bound token from the TokenRequest API, as a pod's projected `kube-api-access` volume gets (current
+    // API servers no longer create token Secrets for ServiceAccounts).
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "redis-operator");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "redis-operator");
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let token = wait_for("the ServiceAccount token", WAIT, || async {
-        let account = accounts.get_opt("redis-operator").await.ok().flatten()?;
-        let secret_name = account.secrets?.first()?.name.clone()?;
-        let secret = secrets.get_opt(&secret_name).await.ok().flatten()?;
-        let token = secret.data?.get("token")?.0.clone();
-        String::from_utf8(token).ok()
+        let answer = accounts
+            .create_token_request("redis-operator", &PostParams::default(), &request)
+            .await
+            .ok()?;
+        answer.status.map(|s| s.token).filter(|t| !t.is_empty())
     })
     .await;
 
@@ -365,6 +373,7 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
     let admin = admin_client(info).await;
     let sa_info = ClusterInfo {
         kubeconfig: service_account_kubeconfig(info, &admin).await,
+        kubectl: info.kubectl.clone(),
         operator_context: None,
         audit_log: None,
     };

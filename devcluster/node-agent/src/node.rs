@@ -3,9 +3,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -19,6 +20,8 @@ pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Creates the Node if absent and writes its full status once.
 pub async fn register(client: &Client, node_name: &str) -> Result<()> {
+    let version = client.apiserver_version().await?;
+    let _ = SERVER_VERSION.set(version.git_version);
     let nodes: Api<Node> = Api::all(client.clone());
     let node = Node {
         metadata: ObjectMeta {
@@ -48,12 +51,17 @@ pub async fn register(client: &Client, node_name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Patches the node status every [`HEARTBEAT_INTERVAL`] until the task is dropped.
+/// Patches the node status and renews the node's Lease every [`HEARTBEAT_INTERVAL`] until the task is dropped.
 pub async fn heartbeat(client: Client, node_name: String) {
     let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
     let mut ticker = tokio::time::interval(HEARTBEAT_INTERVAL);
     loop {
         ticker.tick().await;
+        // The node lifecycle controller of current releases reads the Lease as the kubelet's heartbeat.
+        if let Err(e) = renew_lease(&nodes, &leases, &node_name).await {
+            warn!(error = %e, "node lease renewal failed");
+        }
         let status = json!({ "status": full_status(&node_name) });
         if let Err(e) = nodes
             .patch_status(&node_name, &PatchParams::default(), &Patch::Merge(&status))
@@ -66,6 +74,52 @@ pub async fn heartbeat(client: Client, node_name: String) {
                 }
             }
         }
+    }
+}
+
+/// Namespace of the nodes' heartbeat Leases.
+const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+/// Lease duration the kubelet uses by default.
+const NODE_LEASE_SECONDS: i32 = 40;
+
+/// Renews (creating it when absent) the node's Lease `kube-node-lease/<node>`, owned by the Node as the
+/// kubelet's is, so it goes away with the Node.
+async fn renew_lease(nodes: &Api<Node>, leases: &Api<Lease>, node_name: &str) -> Result<()> {
+    let now = MicroTime(Timestamp::now());
+    let renewal = json!({ "spec": { "renewTime": now } });
+    match leases
+        .patch(node_name, &PatchParams::default(), &Patch::Merge(&renewal))
+        .await
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if is_status(&e, 404) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let node = nodes.get(node_name).await?;
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(node_name.to_string()),
+            namespace: Some(NODE_LEASE_NAMESPACE.to_string()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "v1".to_string(),
+                kind: "Node".to_string(),
+                name: node_name.to_string(),
+                uid: node.metadata.uid.unwrap_or_default(),
+                ..OwnerReference::default()
+            }]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(node_name.to_string()),
+            lease_duration_seconds: Some(NODE_LEASE_SECONDS),
+            renew_time: Some(now),
+            ..LeaseSpec::default()
+        }),
+    };
+    match leases.create(&PostParams::default(), &lease).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_status(&e, 409) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -138,8 +192,7 @@ fn full_status(node_name: &str) -> NodeStatus {
             os_image: "devcluster loopback node".to_string(),
             kernel_version: kernel_version(),
             container_runtime_version: "devcluster-process://0.1.0".to_string(),
-            kubelet_version: "v1.20.2".to_string(),
-            kube_proxy_version: "v1.20.2".to_string(),
+            kubelet_version: server_version(),
             machine_id: node_name.to_string(),
             system_uuid: node_name.to_string(),
             boot_id: agent_start_time().0.to_string(),
@@ -147,6 +200,13 @@ fn full_status(node_name: &str) -> NodeStatus {
         }),
         ..NodeStatus::default()
     }
+}
+
+/// The API server's version, reported as the kubelet's (a node never runs ahead of its control plane).
+static SERVER_VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn server_version() -> String {
+    SERVER_VERSION.get().cloned().unwrap_or_default()
 }
 
 fn agent_start_time() -> Time {

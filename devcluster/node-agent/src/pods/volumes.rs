@@ -5,10 +5,12 @@ use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, DownwardAPIVolumeFile, KeyToPath, PersistentVolume, PersistentVolumeClaim, Pod,
-    Secret, Volume,
+    Secret, ServiceAccount, ServiceAccountTokenProjection, Volume,
 };
+use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
@@ -92,6 +94,12 @@ async fn prepare(
             } else if let Some(downward) = &source.downward_api {
                 let items = downward.items.as_deref().unwrap_or_default();
                 files.add_downward(pod, pod_ip, items, projected.default_mode);
+            } else if let Some(token) = &source.service_account_token {
+                // Current API servers give pods a projected `kube-api-access-*` volume instead of a token
+                // Secret: ask for a bound token the way the kubelet does (TokenRequest).
+                let jwt = service_account_token(client, namespace, pod, token).await?;
+                let default_mode = mode(projected.default_mode, 0o644);
+                files.insert(&token.path, jwt.into_bytes(), default_mode);
             } else {
                 warn!(volume = %volume.name, "projected source not supported; skipped");
             }
@@ -131,6 +139,44 @@ async fn claim_dir(client: &Client, namespace: &str, claim: &str) -> Result<Path
     let path = PathBuf::from(path);
     create_dir(&path)?;
     Ok(path)
+}
+
+/// A token for the pod's ServiceAccount, bound to the pod, from the TokenRequest API.
+async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+    source: &ServiceAccountTokenProjection,
+) -> Result<String> {
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: source.audience.iter().cloned().collect(),
+            expiration_seconds: source.expiration_seconds,
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("Pod".to_string()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        ..TokenRequest::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let answer = accounts
+        .create_token_request(&account, &PostParams::default(), &request)
+        .await?;
+    answer
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            Error::NotReadyToStart(format!("no token issued for ServiceAccount {account:?}"))
+        })
 }
 
 async fn config_map_data(
