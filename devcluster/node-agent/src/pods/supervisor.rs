@@ -31,6 +31,8 @@ pub type PodUpdates = watch::Receiver<Option<Pod>>;
 
 const READINESS_PERIOD: Duration = Duration::from_secs(1);
 const RETRY_PREPARE_AFTER: Duration = Duration::from_secs(2);
+/// How often a failed pod status write is retried.
+const PUBLISH_RETRY: Duration = Duration::from_secs(2);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 const LOG_TAIL_LINES: usize = 20;
@@ -71,6 +73,8 @@ struct Supervisor {
     observed: Observed,
     clock: ConditionClock,
     last_written: Option<serde_json::Value>,
+    /// The last status write failed: it is retried until it succeeds.
+    publish_failed: bool,
     pod_dir: PathBuf,
     consecutive_exits: u32,
 }
@@ -111,6 +115,7 @@ impl Supervisor {
             shutdown,
             observed,
             last_written: None,
+            publish_failed: false,
             consecutive_exits: 0,
         })
     }
@@ -243,10 +248,9 @@ impl Supervisor {
                 }
                 _ = readiness.tick() => {
                     let ready = resp::ping(address, Duration::from_millis(800)).await.is_some_and(|r| r.is_ready());
-                    if ready != self.observed.ready {
-                        self.observed.ready = ready;
-                        self.publish().await;
-                    }
+                    self.observed.ready = ready;
+                    // Unchanged status is not written again; a write that failed (API server down) is retried.
+                    self.publish().await;
                 }
                 interrupt = self.next_interrupt() => {
                     let grace = match &interrupt {
@@ -375,8 +379,14 @@ impl Supervisor {
             )
             .await
         {
-            Ok(_) => self.last_written = Some(body),
-            Err(e) => warn!(pod = %self.describe(), error = %e, "status update failed"),
+            Ok(_) => {
+                self.last_written = Some(body);
+                self.publish_failed = false;
+            }
+            Err(e) => {
+                warn!(pod = %self.describe(), error = %e, "status update failed; retrying");
+                self.publish_failed = true;
+            }
         }
     }
 
@@ -416,13 +426,36 @@ impl Supervisor {
         }
     }
 
-    /// Waits `timeout` (forever when `None`) unless interrupted first.
+    /// Waits `timeout` (forever when `None`) unless interrupted first. Meanwhile a status write that failed is
+    /// retried every [`PUBLISH_RETRY`], so an API server outage never leaves a stale status behind.
     async fn wait(&mut self, timeout: Option<Duration>) -> Option<Interrupt> {
-        match timeout {
-            Some(timeout) => tokio::time::timeout(timeout, self.next_interrupt())
-                .await
-                .ok(),
-            None => Some(self.next_interrupt().await),
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            let round = match (self.publish_failed, deadline) {
+                (true, Some(deadline)) => Some(
+                    deadline
+                        .saturating_duration_since(tokio::time::Instant::now())
+                        .min(PUBLISH_RETRY),
+                ),
+                (true, None) => Some(PUBLISH_RETRY),
+                (false, Some(deadline)) => {
+                    Some(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                }
+                (false, None) => None,
+            };
+            let interrupt = match round {
+                Some(round) => tokio::time::timeout(round, self.next_interrupt())
+                    .await
+                    .ok(),
+                None => Some(self.next_interrupt().await),
+            };
+            if interrupt.is_some() {
+                return interrupt;
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return None;
+            }
+            self.publish().await;
         }
     }
 
