@@ -233,7 +233,16 @@ async fn deploy_passes_server_side_dry_run() {
         None,
     );
     let out = run_ok(
-        kubectl(info).args(["apply", "--dry-run=server", "-k", &format!("{REPO}/deploy")]),
+        // Server-side apply is create-or-update in one request, so the RBAC test creating the same objects at
+        // the same time cannot make this dry run fail with AlreadyExists.
+        kubectl(info).args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--dry-run=server",
+            "-k",
+            &format!("{REPO}/deploy"),
+        ]),
         None,
     );
     for object in [
