@@ -327,11 +327,16 @@ etcd_ready() {
 
 kubectl_admin() { "$DIR/bin/kubectl" --kubeconfig "$KUBECONFIG_FILE" --context admin "$@"; }
 
-# An API server that got SIGTERM keeps its pid for up to a minute while it drains; `up` must not mistake it for
-# a running one.
-apiserver_shutting_down() {
-  curl -s --max-time 2 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz?verbose" 2>/dev/null |
-    grep -q '^\[-\]shutdown'
+# An API server that got SIGTERM keeps its pid for up to a minute while it drains and then exits; `up` must not
+# mistake it for a running one. One that is alive but not ready is stopped and started anew (etcd holds all
+# state, so nothing is lost).
+apiserver_unready_for() {
+  local seconds=$1 deadline=$((SECONDS + $1))
+  while [ $SECONDS -lt $deadline ]; do
+    apiserver_ready && return 1
+    sleep 0.5
+  done
+  return 0
 }
 
 # Pods get their token from the TokenRequest API; the ServiceAccount and the root CA ConfigMap they mount must exist.
@@ -365,9 +370,9 @@ cmd_up() {
   fi
   install_prerequisites
   generate_config
-  if running_pid kube-apiserver >/dev/null && apiserver_shutting_down; then
-    log "the API server is shutting down; stopping it before starting a new one"
-    stop kube-apiserver 1
+  if running_pid kube-apiserver >/dev/null && apiserver_unready_for 3; then
+    log "the API server runs but is not ready (shutting down?); stopping it before starting a new one"
+    stop kube-apiserver 5
   fi
   install_control_plane
   local bin=$DIR/bin
