@@ -1,6 +1,7 @@
 //! End-to-end scenarios against a real API server, StatefulSet controller and redis-server processes.
 //! Each test has its own namespace and operator, so they run in parallel.
 
+mod cluster;
 mod harness;
 
 use std::time::Duration;
