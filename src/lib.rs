@@ -21,3 +21,4 @@ pub mod reconciler;
 pub mod redis_conf;
 pub mod status;
 pub mod validate;
+pub mod watch;

@@ -31,6 +31,7 @@ use crate::observe::{failing_pods, rollout_status};
 use crate::quantity::Quantity;
 use crate::status::{next_status, now};
 use crate::validate::validate;
+use crate::watch::{self, WatchBackoff};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "redis-operator";
@@ -131,10 +132,28 @@ pub async fn reconcile(ri: Arc<RedisInstance>, ctx: Arc<Context>) -> Result<Acti
             Finalizer::Cleanup(ri) => cleanup(&ri, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        Err(error) if is_gone(&error) => {
+            // The finalizer's removal let the object go; a reconcile queued meanwhile finds it gone.
+            debug!("instance is already gone");
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics.record_reconcile(result.as_ref().err());
     result
+}
+
+/// Whether the finalizer helper failed only because the instance no longer exists (404), which is the end of
+/// a deletion, not a failure.
+fn is_gone(error: &kube::runtime::finalizer::Error<Error>) -> bool {
+    use kube::runtime::finalizer::Error as F;
+    matches!(
+        error,
+        F::AddFinalizer(kube::Error::Api(status)) | F::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 404
+    )
 }
 
 /// Requeues failed reconciles with exponential back-off (1 s, 2 s, 4 s, … capped at 5 min).
@@ -504,6 +523,10 @@ async fn publish_status(
             debug!("status write conflicted with a newer version; the next event reconciles again");
             return Ok(decision);
         }
+        Err(kube::Error::Api(e)) if e.code == 404 && observation.deletion_requested => {
+            debug!("instance was deleted before its status was written");
+            return Ok(decision);
+        }
         Err(e) => {
             ctx.metrics.record_api_error("replace_status", &e);
             return Err(e.into());
@@ -581,11 +604,17 @@ pub async fn run(
     let labelled = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
         .any_semantic();
-    let instances: Api<RedisInstance> = api_for(&client, ns);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: settings.reporter.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
 
     let (instance_store, instance_writer) = reflector::store();
-    let instance_stream = watcher(instances, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let instance_stream = watch::instances(client.clone(), ns, recorder.clone())
+        .backoff(WatchBackoff::default())
         .modify(drop_managed_fields)
         .reflect(instance_writer)
         .applied_objects();
@@ -610,13 +639,6 @@ pub async fn run(
         pods,
         claims,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: settings.reporter.clone(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
     let ctx = Arc::new(Context {
         client,
         recorder,
@@ -673,7 +695,7 @@ where
 {
     let (store, writer) = reflector::store();
     let stream = watcher(api, config.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(trim)
         .reflect(writer)
         .touched_objects();
