@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Service,
+};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -22,13 +24,14 @@ use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, RedisInstance};
-use crate::change::{classify_change, StatefulSetChange};
+use crate::change::{classify_change, storage_request, StatefulSetChange};
 use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::observe::{failing_pods, rollout_status};
+use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
+use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
 use crate::validate::validate;
 use crate::watch::{self, WatchBackoff};
@@ -39,6 +42,8 @@ pub const FIELD_MANAGER: &str = "redis-operator";
 pub const FINALIZER: &str = "redis.github.com/finalizer";
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
 const REPLACE_WAIT: Duration = Duration::from_secs(30);
+/// How often an instance blocked by a foreign object in a child's place looks again (that object is not watched).
+const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
 
 /// Operator settings that reconciles need.
 #[derive(Clone, Debug)]
@@ -66,6 +71,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Data claims (labelled by the claim template).
     pub claims: Store<PersistentVolumeClaim>,
+    /// `FailedCreate` Events of StatefulSets: pods their controller could not create.
+    pub create_failures: Store<CoreEvent>,
 }
 
 impl Stores {
@@ -77,7 +84,8 @@ impl Stores {
         ready(&self.config_maps, "ConfigMap").await?;
         ready(&self.services, "Service").await?;
         ready(&self.pods, "Pod").await?;
-        ready(&self.claims, "PersistentVolumeClaim").await
+        ready(&self.claims, "PersistentVolumeClaim").await?;
+        ready(&self.create_failures, "Event").await
     }
 }
 
@@ -201,14 +209,59 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
 
     let desired = children::build(ri);
+    if let Some(child) = foreign_child(ri, ctx, &desired).await? {
+        // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
+        observation.spec_problem = Some(SpecProblem {
+            reason: reasons::CHILD_CONFLICT.to_string(),
+            message: format!(
+                "{child} already exists and does not belong to this instance; the operator leaves it \
+                 untouched. Delete or rename it, or give the instance another name."
+            ),
+        });
+        publish_status(ri, ctx, &observation).await?;
+        reset_backoff(ri, ctx);
+        // The foreign object is not watched (it lacks the operator's labels): look again later.
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
+    let replace_record = ri
+        .annotations()
+        .get(REPLACE_ANNOTATION)
+        .and_then(|value| ReplaceRecord::parse(value));
     let mut change = classify_change(&desired.statefulset, live_sts.as_deref());
-    if let Some(sts) = live_sts.as_deref() {
-        if sts.metadata.deletion_timestamp.is_some() {
-            // A storage replace started by an earlier reconcile has not finished its orphaning delete.
-            change = StatefulSetChange::Storage {
-                expand_to: None,
-                note: None,
-            };
+    let deleting = live_sts
+        .as_deref()
+        .is_some_and(|sts| sts.metadata.deletion_timestamp.is_some());
+    if deleting {
+        // A storage replace started by an earlier reconcile has not finished its orphaning delete.
+        change = StatefulSetChange::Storage {
+            expand_to: None,
+            note: None,
+        };
+    } else if let (StatefulSetChange::Storage { .. }, Some(live)) = (&change, live_sts.as_deref()) {
+        match decide_replace(replace_record.as_ref(), observation.generation, unix_now()) {
+            ReplaceDecision::Proceed(record) => {
+                // Recorded before the orphaning delete: a restarted operator must recognise its own replace.
+                record_replace(ri, ctx, &record).await?;
+            }
+            ReplaceDecision::Wait { attempts, retry_at } => {
+                observation.spec_problem = Some(SpecProblem {
+                    reason: reasons::CHANGE_NOT_CONVERGING.to_string(),
+                    message: format!(
+                        "the StatefulSet was replaced {attempts} time(s) for generation {} to change its claim \
+                         template, but the API server keeps storage {} where the spec asks for {}; next attempt \
+                         at {}",
+                        observation.generation,
+                        storage_request(live).unwrap_or_else(|| "(none)".into()),
+                        storage_request(&desired.statefulset).unwrap_or_else(|| "(none)".into()),
+                        unix_time_text(retry_at),
+                    ),
+                });
+                observation.statefulset = Some(rollout_status(live));
+                publish_status(ri, ctx, &observation).await?;
+                reset_backoff(ri, ctx);
+                let wait = u64::try_from(retry_at - unix_now()).unwrap_or_default();
+                return Ok(Action::requeue(Duration::from_secs(wait.max(1))));
+            }
         }
     }
     if let StatefulSetChange::Refused(problem) = &change {
@@ -235,20 +288,16 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             StatefulSetChange::None | StatefulSetChange::Refused(_) => {}
             StatefulSetChange::Create => {
                 apply_object(ctx, &namespace, &desired.statefulset).await?;
-                let replacing = ri
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.reason == reasons::STATEFULSET_RESTART);
-                if replacing {
-                    // The orphaning delete of a storage replace finished after an earlier reconcile gave up waiting.
+                if ReplaceRecord::covers(replace_record.as_ref(), observation.generation) {
+                    // The orphaning delete of a storage replace finished after an earlier reconcile gave up
+                    // waiting, or the operator restarted between the delete and the re-create.
                     change = StatefulSetChange::Storage {
                         expand_to: None,
                         note: None,
                     };
                 } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
-                    observation.missing_child = Some(format!(
-                        "StatefulSet {name} was missing and has been re-created"
-                    ));
+                    observation.missing_child =
+                        Some(format!("StatefulSet {name} (re-created by the operator)"));
                 }
             }
             StatefulSetChange::Rolling | StatefulSetChange::Restart => {
@@ -281,11 +330,139 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
         observation.failing_pods =
             failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
+        if let Some(sts) = live_sts.as_deref() {
+            let existing: Vec<String> = pods.iter().map(|pod| pod.name_any()).collect();
+            let existing: Vec<&str> = existing.iter().map(String::as_str).collect();
+            let events: Vec<Arc<CoreEvent>> = ctx
+                .stores
+                .create_failures
+                .state()
+                .into_iter()
+                .filter(|e| e.metadata.namespace.as_deref() == Some(namespace.as_str()))
+                .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
+                .collect();
+            observation.failing_pods.extend(failed_creates(
+                events.iter().map(Arc::as_ref),
+                sts,
+                &existing,
+                last_change_time(ri).as_deref(),
+            ));
+        }
     }
     publish_status(ri, ctx, &observation).await?;
     reset_backoff(ri, ctx);
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync.
     Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
+fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool {
+    let Some(uid) = ri.metadata.uid.as_deref() else {
+        return false;
+    };
+    object
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && owner.uid == uid)
+}
+
+/// The first child that exists but is not controlled by this instance, as `"Kind name"`. The caches only hold
+/// objects with the operator's labels, so a child they lack is read from the API server: only then, when the
+/// operator is about to create it, which keeps a converged instance at zero requests here.
+async fn foreign_child(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &Desired,
+) -> Result<Option<String>> {
+    let namespace = ri.namespace().unwrap_or_default();
+    Ok(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.config_map,
+        &ctx.stores.config_maps,
+    )
+    .await?
+    .or(foreign(ri, ctx, &namespace, &desired.service, &ctx.stores.services).await?)
+    .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
+    .or(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.statefulset,
+        &ctx.stores.statefulsets,
+    )
+    .await?))
+}
+
+async fn foreign<K>(
+    ri: &RedisInstance,
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    store: &Store<K>,
+) -> Result<Option<String>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    let name = desired.name_any();
+    let live = match lookup(store, &name, namespace) {
+        Some(live) => Some(live),
+        None => {
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+            api.get_opt(&name)
+                .await
+                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
+                .map(Arc::new)
+        }
+    };
+    Ok(live
+        .filter(|live| !controlled_by(&**live, ri))
+        .map(|_| format!("{} {name}", K::kind(&()))))
+}
+
+/// Writes the replace record on the instance (a metadata patch, before the orphaning delete).
+async fn record_replace(ri: &RedisInstance, ctx: &Context, record: &ReplaceRecord) -> Result<()> {
+    let api: Api<RedisInstance> =
+        Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {REPLACE_ANNOTATION: record.render()}}});
+    api.patch(
+        &ri.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .inspect_err(|e| ctx.metrics.record_api_error("patch", e))?;
+    Ok(())
+}
+
+/// When the operator last applied a change (the newest transition into Creating or Updating).
+fn last_change_time(ri: &RedisInstance) -> Option<String> {
+    ri.status
+        .as_ref()?
+        .history
+        .entries()
+        .iter()
+        .rev()
+        .find(|t| matches!(t.to, Phase::Creating | Phase::Updating))
+        .map(|t| t.time.clone())
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+/// A Unix time as RFC 3339 (seconds).
+fn unix_time_text(seconds: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| seconds.to_string())
 }
 
 /// Objects of the given kind that carry this instance's label, from a watch cache.
@@ -629,6 +806,13 @@ pub async fn run(
         drop_managed_fields(pod);
     });
     let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let refused_pods = watcher::Config::default()
+        .fields(&format!(
+            "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
+        ))
+        .any_semantic();
+    let (create_failures, failure_stream) =
+        cached_watch(api_for(&client, ns), &refused_pods, drop_managed_fields);
 
     let controller = Controller::for_stream(instance_stream, instance_store);
     let stores = Stores {
@@ -638,6 +822,7 @@ pub async fn run(
         services,
         pods,
         claims,
+        create_failures,
     };
     let ctx = Arc::new(Context {
         client,
@@ -662,6 +847,11 @@ pub async fn run(
         .owns_stream(svc_stream)
         .watches_stream(pod_stream, map_to_instance)
         .watches_stream(claim_stream, map_to_instance)
+        .watches_stream(failure_stream, |event: CoreEvent| {
+            // A StatefulSet has its instance's name.
+            let sts = event.involved_object;
+            Some(ObjectRef::new(&sts.name?).within(&sts.namespace?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

@@ -181,9 +181,9 @@ pub fn instances(
                 let converted = match event {
                     watcher::Event::Init => watcher::Event::Init,
                     watcher::Event::InitDone => watcher::Event::InitDone,
-                    watcher::Event::Delete(object) => {
-                        watcher::Event::Delete(decode(&object).unwrap_or_else(|_| stand_in(&object)))
-                    }
+                    watcher::Event::Delete(object) => watcher::Event::Delete(
+                        decode(&object).unwrap_or_else(|_| stand_in(&object)),
+                    ),
                     watcher::Event::InitApply(object) => match decode(&object) {
                         Ok(instance) => watcher::Event::InitApply(instance),
                         Err(why) => {
@@ -253,7 +253,10 @@ mod tests {
     fn a_wrong_type_names_the_part_but_not_the_value() {
         let secret = "hunter2-password";
         let why = decode(&with(json!({"replicas": secret}), None)).unwrap_err();
-        assert!(why.starts_with("spec has a value of the wrong type"), "{why}");
+        assert!(
+            why.starts_with("spec has a value of the wrong type"),
+            "{why}"
+        );
         assert!(!why.contains(secret), "{why}");
     }
 
