@@ -238,11 +238,23 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             note: None,
         };
     } else if let (StatefulSetChange::Storage { .. }, Some(live)) = (&change, live_sts.as_deref()) {
-        match decide_replace(replace_record.as_ref(), observation.generation, unix_now()) {
-            ReplaceDecision::Proceed(record) => {
+        let live_created_at = live
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second());
+        let decision = decide_replace(
+            replace_record.as_ref(),
+            observation.generation,
+            unix_now(),
+            live_created_at,
+        );
+        match decision {
+            ReplaceDecision::Proceed(record) if Some(record) != replace_record => {
                 // Recorded before the orphaning delete: a restarted operator must recognise its own replace.
                 record_replace(ri, ctx, &record).await?;
             }
+            ReplaceDecision::Proceed(_) => {}
             ReplaceDecision::Wait { attempts, retry_at } => {
                 observation.spec_problem = Some(SpecProblem {
                     reason: reasons::CHANGE_NOT_CONVERGING.to_string(),

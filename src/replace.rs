@@ -75,13 +75,21 @@ pub enum ReplaceDecision {
 }
 
 /// Decides whether a storage change for `generation` may start a replace at `now` (Unix seconds), given the
-/// record of earlier replaces.
+/// record of earlier replaces and when the live StatefulSet was created (Unix seconds).
+///
+/// A live StatefulSet older than the recorded replace means that replace never got to its delete (e.g. the
+/// operator stopped while expanding claims): it goes on as the same attempt. A newer one means the replace
+/// completed and the change still shows: that is the non-converging case, which waits.
 pub fn decide_replace(
     record: Option<&ReplaceRecord>,
     generation: i64,
     now: i64,
+    live_created_at: i64,
 ) -> ReplaceDecision {
     let attempts = match record {
+        Some(r) if r.generation == generation && live_created_at < r.started_at => {
+            return ReplaceDecision::Proceed(*r);
+        }
         Some(r) if r.generation == generation => {
             if now < r.next_attempt_at() {
                 return ReplaceDecision::Wait {
@@ -122,7 +130,7 @@ mod tests {
     #[test]
     fn first_replace_of_a_generation_proceeds() {
         assert_eq!(
-            decide_replace(None, 3, 100),
+            decide_replace(None, 3, 100, 0),
             ReplaceDecision::Proceed(ReplaceRecord {
                 generation: 3,
                 attempts: 1,
@@ -135,7 +143,7 @@ mod tests {
             started_at: 99,
         };
         assert!(matches!(
-            decide_replace(Some(&older), 3, 100),
+            decide_replace(Some(&older), 3, 100, 0),
             ReplaceDecision::Proceed(ReplaceRecord { attempts: 1, .. })
         ));
     }
@@ -150,13 +158,15 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..10 {
             let ReplaceDecision::Wait { retry_at, attempts } =
-                decide_replace(Some(&record), 3, record.started_at + 1)
+                decide_replace(Some(&record), 3, record.started_at + 1, record.started_at)
             else {
                 panic!("a second attempt right away must wait");
             };
             assert_eq!(attempts, record.attempts);
             delays.push(retry_at - record.started_at);
-            let ReplaceDecision::Proceed(next) = decide_replace(Some(&record), 3, retry_at) else {
+            let ReplaceDecision::Proceed(next) =
+                decide_replace(Some(&record), 3, retry_at, record.started_at)
+            else {
                 panic!("the attempt proceeds once the delay has passed");
             };
             assert_eq!(next.attempts, record.attempts + 1);
@@ -165,6 +175,19 @@ mod tests {
         assert_eq!(delays[..3], [30, 60, 120]);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]), "{delays:?}");
         assert_eq!(*delays.last().unwrap(), 600);
+    }
+
+    #[test]
+    fn a_replace_interrupted_before_its_delete_goes_on_as_the_same_attempt() {
+        let record = ReplaceRecord {
+            generation: 3,
+            attempts: 1,
+            started_at: 1_000,
+        };
+        assert_eq!(
+            decide_replace(Some(&record), 3, 1_001, 500),
+            ReplaceDecision::Proceed(record)
+        );
     }
 
     #[test]
@@ -187,7 +210,7 @@ mod tests {
             let record = ReplaceRecord { generation: 1, attempts, started_at };
             let gap = record.next_attempt_at() - started_at;
             prop_assert!((30..=600).contains(&gap));
-            match decide_replace(Some(&record), 1, now) {
+            match decide_replace(Some(&record), 1, now, started_at) {
                 ReplaceDecision::Proceed(next) => prop_assert!(now >= record.next_attempt_at() && next.attempts >= attempts),
                 ReplaceDecision::Wait { retry_at, .. } => prop_assert!(now < retry_at),
             }
