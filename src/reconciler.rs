@@ -227,6 +227,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         .annotations()
         .get(REPLACE_ANNOTATION)
         .and_then(|value| ReplaceRecord::parse(value));
+    // The instance as last written by this reconcile: its resourceVersion guards the status write.
+    let mut recorded = None;
     let mut change = classify_change(&desired.statefulset, live_sts.as_deref());
     let deleting = live_sts
         .as_deref()
@@ -252,7 +254,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         match decision {
             ReplaceDecision::Proceed(record) if Some(record) != replace_record => {
                 // Recorded before the orphaning delete: a restarted operator must recognise its own replace.
-                record_replace(ri, ctx, &record).await?;
+                recorded = Some(record_replace(ri, ctx, &record).await?);
             }
             ReplaceDecision::Proceed(_) => {}
             ReplaceDecision::Wait { attempts, retry_at } => {
@@ -283,6 +285,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         reset_backoff(ri, ctx);
         return Ok(Action::await_change());
     }
+    let ri = recorded.as_ref().unwrap_or(ri);
 
     let applied: Result<()> = async {
         apply_unless_current(
@@ -437,20 +440,27 @@ where
         .map(|_| format!("{} {name}", K::kind(&()))))
 }
 
-/// Writes the replace record on the instance (a metadata patch, before the orphaning delete).
-async fn record_replace(ri: &RedisInstance, ctx: &Context, record: &ReplaceRecord) -> Result<()> {
+/// Writes the replace record on the instance (a metadata patch, before the orphaning delete); returns the
+/// instance as written, whose resourceVersion the status write of this reconcile must use.
+async fn record_replace(
+    ri: &RedisInstance,
+    ctx: &Context,
+    record: &ReplaceRecord,
+) -> Result<RedisInstance> {
     let api: Api<RedisInstance> =
         Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
     let patch =
         serde_json::json!({"metadata": {"annotations": {REPLACE_ANNOTATION: record.render()}}});
-    api.patch(
-        &ri.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .inspect_err(|e| ctx.metrics.record_api_error("patch", e))?;
-    Ok(())
+    let mut written = api
+        .patch(
+            &ri.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("patch", e))?;
+    written.metadata.managed_fields = None;
+    Ok(written)
 }
 
 /// When the operator last applied a change (the newest transition into Creating or Updating).
@@ -912,4 +922,60 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 fn map_to_instance<K: Resource>(object: K) -> Option<ObjectRef<RedisInstance>> {
     let name = object.labels().get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&object.namespace()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+    use crate::children::tests::instance;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn an_instance_gone_at_finalizer_removal_is_not_a_failure() {
+        assert!(is_gone(&FinalizerError::RemoveFinalizer(api_error(404))));
+        assert!(is_gone(&FinalizerError::AddFinalizer(api_error(404))));
+        assert!(!is_gone(&FinalizerError::RemoveFinalizer(api_error(409))));
+        assert!(!is_gone(&FinalizerError::ApplyFailed(Error::Kube(
+            api_error(404)
+        ))));
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_the_instance_uid_makes_a_child_ours() {
+        let mut ri = instance("cache");
+        ri.metadata.uid = Some("uid-1".into());
+        let mut service = Service::default();
+        assert!(!controlled_by(&service, &ri), "no owner: someone else's");
+        let owner = |uid: &str, controller: bool| OwnerReference {
+            api_version: "redis.github.com/v1".into(),
+            kind: "RedisInstance".into(),
+            name: "cache".into(),
+            uid: uid.into(),
+            controller: Some(controller),
+            ..Default::default()
+        };
+        service.metadata.owner_references = Some(vec![owner("uid-0", true)]);
+        assert!(
+            !controlled_by(&service, &ri),
+            "an earlier instance of the same name"
+        );
+        service.metadata.owner_references = Some(vec![owner("uid-1", false)]);
+        assert!(!controlled_by(&service, &ri), "not as controller");
+        service.metadata.owner_references = Some(vec![owner("uid-1", true)]);
+        assert!(controlled_by(&service, &ri));
+        let desired = children::build(&ri);
+        assert!(
+            controlled_by(&desired.config_map, &ri),
+            "what the operator builds is its own"
+        );
+    }
 }
