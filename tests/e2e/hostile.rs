@@ -169,7 +169,16 @@ async fn wait_failed(env: &TestEnv, name: &str, reason: &str) -> RedisInstance {
 /// The operator's writes in the test's namespace over `window` (None without an audit log).
 async fn writes_over(env: &TestEnv, window: Duration) -> Option<Vec<String>> {
     let user = env.info.operator_context.as_deref()?;
-    let before = audit_writes(env.info, user, &env.ns)?;
+    // The audit log is written asynchronously: start from a reading that two consecutive reads agree on.
+    let mut before = audit_writes(env.info, user, &env.ns)?;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = audit_writes(env.info, user, &env.ns)?;
+        if again == before {
+            break;
+        }
+        before = again;
+    }
     // A measurement window, not a wait for a condition: a loop would show as writes within it.
     tokio::time::sleep(window).await;
     let after = audit_writes(env.info, user, &env.ns)?;
