@@ -78,11 +78,13 @@ pub fn failed_creates<'a>(
         })
         .filter_map(|e| {
             let message = e.message.clone().unwrap_or_default();
-            let pod = message
-                .strip_prefix("create Pod ")?
-                .split_whitespace()
-                .next()?
-                .to_string();
+            // "create Pod NAME in StatefulSet ..." ("Create" since Kubernetes 1.3x).
+            let mut words = message.split_whitespace();
+            let verb = words.next()?;
+            if !verb.eq_ignore_ascii_case("create") || words.next()? != "Pod" {
+                return None;
+            }
+            let pod = words.next()?.to_string();
             (!existing_pods.contains(&pod.as_str())).then_some(FailingPod {
                 pod,
                 reason: FAILED_CREATE.to_string(),
@@ -259,14 +261,22 @@ mod tests {
 
     #[test]
     fn a_pod_the_controller_cannot_create_is_failing_with_its_message() {
-        let events = [failed_create("s1", "a-0", "2026-01-01T00:00:10Z")];
+        let mut capitalised = failed_create("s1", "a-1", "2026-01-01T00:00:10Z");
+        capitalised.message = capitalised
+            .message
+            .map(|m| m.replacen("create Pod", "Create Pod", 1));
+        let events = [
+            failed_create("s1", "a-0", "2026-01-01T00:00:10Z"),
+            capitalised,
+        ];
         let failing = failed_creates(
             &events,
             &statefulset("s1"),
             &[],
             Some("2026-01-01T00:00:05Z"),
         );
-        assert_eq!(failing.len(), 1);
+        assert_eq!(failing.len(), 2, "{failing:?}");
+        assert_eq!(failing[1].pod, "a-1");
         assert_eq!(
             (failing[0].pod.as_str(), failing[0].reason.as_str()),
             ("a-0", FAILED_CREATE)
