@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Service,
 };
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -576,6 +576,11 @@ async fn replace_for_storage(
     {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Orphan),
+            // Only the StatefulSet this reconcile looked at: a stale cache must not delete its replacement.
+            preconditions: Some(Preconditions {
+                uid: live.as_ref().and_then(|s| s.metadata.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         api.delete(&name, &params)
