@@ -71,6 +71,11 @@ fn claim_template(sts: &StatefulSet) -> Option<ClaimTemplate> {
     })
 }
 
+/// The storage request of the StatefulSet's data claim template, as written in it.
+pub fn storage_request(sts: &StatefulSet) -> Option<String> {
+    claim_template(sts)?.size
+}
+
 fn config_hash(sts: &StatefulSet) -> Option<&str> {
     sts.spec
         .as_ref()?

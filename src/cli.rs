@@ -116,8 +116,17 @@ impl RunArgs {
     }
 }
 
+/// kube's client logs a whole response body at WARN when it cannot decode it (a list of every instance, with
+/// their configuration and passwords); its own messages are capped at ERROR whatever the log level asks.
+const QUIET_CLIENT: &str = "kube_client::client=error";
+
+/// How long a graceful shutdown may take after SIGTERM before the process exits anyway: well inside the
+/// Deployment's 60 s grace period, longer than a lease release (5 s) and most reconciles.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
 fn init_tracing(args: &RunArgs) {
-    let filter = EnvFilter::try_new(&args.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(format!("{},{QUIET_CLIENT}", args.log_level))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{QUIET_CLIENT}")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
         LogFormat::Json => builder.json().init(),
@@ -179,9 +188,18 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         })
         .await
     };
+    // Whatever state the controller is in (e.g. a cache that never syncs keeps reconciles waiting, and a
+    // graceful shutdown waits for them), SIGTERM ends the process within the deadline.
+    let deadline = async {
+        termination_signal().await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
     tokio::select! {
         operated = operate => operated?,
         served = http => served??,
+        () = deadline => {
+            tracing::warn!(deadline = ?SHUTDOWN_DEADLINE, "graceful shutdown did not finish in time; exiting");
+        }
     }
     Ok(())
 }

@@ -19,5 +19,7 @@ pub mod observe;
 pub mod quantity;
 pub mod reconciler;
 pub mod redis_conf;
+pub mod replace;
 pub mod status;
 pub mod validate;
+pub mod watch;

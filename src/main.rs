@@ -7,4 +7,6 @@ async fn main() {
         eprintln!("redis-operator: {error}");
         std::process::exit(1);
     }
+    // Exit here rather than when the runtime is dropped, which would wait for any blocking task still running.
+    std::process::exit(0);
 }

@@ -1,7 +1,8 @@
-//! Reading what the phase engine needs out of the watch caches: StatefulSet rollout state and failing pods.
+//! Reading what the phase engine needs out of the watch caches: StatefulSet rollout state and failing pods,
+//! including pods the StatefulSet controller could not create.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use redis_fsm::{FailingPod, RolloutStatus};
 
 /// Container waiting reasons that mean the pod cannot start as specified.
@@ -49,6 +50,62 @@ pub fn failing_pods<'a>(
         .collect();
     failing.sort_by(|a, b| a.pod.cmp(&b.pod));
     failing
+}
+
+/// Reason of the Warning Event the StatefulSet controller records when the API server refuses one of its pods.
+pub const FAILED_CREATE: &str = "FailedCreate";
+
+/// Pods the StatefulSet controller keeps failing to create (an invalid pod spec, a quota, an admission webhook),
+/// from its `FailedCreate` Warning Events on `sts`. The controller reports nothing else: its status only shows
+/// fewer replicas. An Event counts while the pod it names does not exist and it happened at or after `since`
+/// (RFC 3339; the last change the operator applied), so the refusal of a spec since replaced is not reported.
+pub fn failed_creates<'a>(
+    events: impl IntoIterator<Item = &'a Event>,
+    sts: &StatefulSet,
+    existing_pods: &[&str],
+    since: Option<&str>,
+) -> Vec<FailingPod> {
+    let Some(uid) = sts.metadata.uid.as_deref() else {
+        return Vec::new();
+    };
+    let mut failing: Vec<FailingPod> = events
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(FAILED_CREATE))
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
+        .filter(|e| match (since, last_seen(e)) {
+            (Some(since), Some(seen)) => seen.as_str() >= since,
+            _ => true,
+        })
+        .filter_map(|e| {
+            let message = e.message.clone().unwrap_or_default();
+            // "create Pod NAME in StatefulSet ..." ("Create" since Kubernetes 1.3x).
+            let mut words = message.split_whitespace();
+            let verb = words.next()?;
+            if !verb.eq_ignore_ascii_case("create") || words.next()? != "Pod" {
+                return None;
+            }
+            let pod = words.next()?.to_string();
+            (!existing_pods.contains(&pod.as_str())).then_some(FailingPod {
+                pod,
+                reason: FAILED_CREATE.to_string(),
+                message,
+            })
+        })
+        .collect();
+    failing.sort_by(|a, b| a.pod.cmp(&b.pod));
+    failing.dedup_by(|a, b| a.pod == b.pod);
+    failing
+}
+
+/// When an Event last happened, as RFC 3339 seconds (the form status times use).
+fn last_seen(event: &Event) -> Option<String> {
+    let time = event
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref().map(|t| t.0))
+        .or(event.last_timestamp.as_ref().map(|t| t.0))
+        .or(event.event_time.as_ref().map(|t| t.0))?;
+    Some(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
 fn pod_revision(pod: &Pod) -> Option<&str> {
@@ -182,6 +239,68 @@ mod tests {
         let pods = [pod("a-0", "r1", crash_looping())];
         assert!(failing_pods(&pods, Some("r2")).is_empty());
         assert_eq!(failing_pods(&pods, Some("r1")).len(), 1);
+    }
+
+    fn failed_create(sts_uid: &str, pod: &str, at: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("{pod}.1"), "namespace": "ns"},
+            "involvedObject": {"kind": "StatefulSet", "name": "a", "uid": sts_uid},
+            "reason": "FailedCreate",
+            "type": "Warning",
+            "message": format!("create Pod {pod} in StatefulSet a failed error: Pod \"{pod}\" is invalid: spec.containers[0].resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit of 1"),
+            "lastTimestamp": at,
+        }))
+        .unwrap()
+    }
+
+    fn statefulset(uid: &str) -> StatefulSet {
+        let mut sts = StatefulSet::default();
+        sts.metadata.uid = Some(uid.into());
+        sts
+    }
+
+    #[test]
+    fn a_pod_the_controller_cannot_create_is_failing_with_its_message() {
+        let mut capitalised = failed_create("s1", "a-1", "2026-01-01T00:00:10Z");
+        capitalised.message = capitalised
+            .message
+            .map(|m| m.replacen("create Pod", "Create Pod", 1));
+        let events = [
+            failed_create("s1", "a-0", "2026-01-01T00:00:10Z"),
+            capitalised,
+        ];
+        let failing = failed_creates(
+            &events,
+            &statefulset("s1"),
+            &[],
+            Some("2026-01-01T00:00:05Z"),
+        );
+        assert_eq!(failing.len(), 2, "{failing:?}");
+        assert_eq!(failing[1].pod, "a-1");
+        assert_eq!(
+            (failing[0].pod.as_str(), failing[0].reason.as_str()),
+            ("a-0", FAILED_CREATE)
+        );
+        assert!(failing[0]
+            .message
+            .contains("must be less than or equal to cpu limit"));
+    }
+
+    #[test]
+    fn stale_failed_creates_are_ignored() {
+        let events = [failed_create("s1", "a-0", "2026-01-01T00:00:10Z")];
+        // The pod exists now.
+        assert!(failed_creates(&events, &statefulset("s1"), &["a-0"], None).is_empty());
+        // The Event is about an earlier StatefulSet of the same name.
+        assert!(failed_creates(&events, &statefulset("s2"), &[], None).is_empty());
+        // It happened before the operator applied the last change.
+        assert!(failed_creates(
+            &events,
+            &statefulset("s1"),
+            &[],
+            Some("2026-01-01T00:00:11Z")
+        )
+        .is_empty());
     }
 
     #[test]

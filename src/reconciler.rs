@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Service,
+};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -22,15 +24,17 @@ use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, RedisInstance};
-use crate::change::{classify_change, StatefulSetChange};
+use crate::change::{classify_change, storage_request, StatefulSetChange};
 use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::observe::{failing_pods, rollout_status};
+use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
+use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
 use crate::validate::validate;
+use crate::watch::{self, WatchBackoff};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "redis-operator";
@@ -38,6 +42,8 @@ pub const FIELD_MANAGER: &str = "redis-operator";
 pub const FINALIZER: &str = "redis.github.com/finalizer";
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
 const REPLACE_WAIT: Duration = Duration::from_secs(30);
+/// How often an instance blocked by a foreign object in a child's place looks again (that object is not watched).
+const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
 
 /// Operator settings that reconciles need.
 #[derive(Clone, Debug)]
@@ -65,6 +71,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Data claims (labelled by the claim template).
     pub claims: Store<PersistentVolumeClaim>,
+    /// `FailedCreate` Events of StatefulSets: pods their controller could not create.
+    pub create_failures: Store<CoreEvent>,
 }
 
 impl Stores {
@@ -76,7 +84,8 @@ impl Stores {
         ready(&self.config_maps, "ConfigMap").await?;
         ready(&self.services, "Service").await?;
         ready(&self.pods, "Pod").await?;
-        ready(&self.claims, "PersistentVolumeClaim").await
+        ready(&self.claims, "PersistentVolumeClaim").await?;
+        ready(&self.create_failures, "Event").await
     }
 }
 
@@ -131,10 +140,28 @@ pub async fn reconcile(ri: Arc<RedisInstance>, ctx: Arc<Context>) -> Result<Acti
             Finalizer::Cleanup(ri) => cleanup(&ri, &ctx).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        Err(error) if is_gone(&error) => {
+            // The finalizer's removal let the object go; a reconcile queued meanwhile finds it gone.
+            debug!("instance is already gone");
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     ctx.metrics.record_reconcile(result.as_ref().err());
     result
+}
+
+/// Whether the finalizer helper failed only because the instance no longer exists (404), which is the end of
+/// a deletion, not a failure.
+fn is_gone(error: &kube::runtime::finalizer::Error<Error>) -> bool {
+    use kube::runtime::finalizer::Error as F;
+    matches!(
+        error,
+        F::AddFinalizer(kube::Error::Api(status)) | F::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 404
+    )
 }
 
 /// Requeues failed reconciles with exponential back-off (1 s, 2 s, 4 s, … capped at 5 min).
@@ -182,14 +209,73 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
 
     let desired = children::build(ri);
+    if let Some(child) = foreign_child(ri, ctx, &desired).await? {
+        // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
+        observation.spec_problem = Some(SpecProblem {
+            reason: reasons::CHILD_CONFLICT.to_string(),
+            message: format!(
+                "{child} already exists and does not belong to this instance; the operator leaves it \
+                 untouched. Delete or rename it, or give the instance another name."
+            ),
+        });
+        publish_status(ri, ctx, &observation).await?;
+        reset_backoff(ri, ctx);
+        // The foreign object is not watched (it lacks the operator's labels): look again later.
+        return Ok(Action::requeue(CONFLICT_RECHECK));
+    }
+    let replace_record = ri
+        .annotations()
+        .get(REPLACE_ANNOTATION)
+        .and_then(|value| ReplaceRecord::parse(value));
+    // The instance as last written by this reconcile: its resourceVersion guards the status write.
+    let mut recorded = None;
     let mut change = classify_change(&desired.statefulset, live_sts.as_deref());
-    if let Some(sts) = live_sts.as_deref() {
-        if sts.metadata.deletion_timestamp.is_some() {
-            // A storage replace started by an earlier reconcile has not finished its orphaning delete.
-            change = StatefulSetChange::Storage {
-                expand_to: None,
-                note: None,
-            };
+    let deleting = live_sts
+        .as_deref()
+        .is_some_and(|sts| sts.metadata.deletion_timestamp.is_some());
+    if deleting {
+        // A storage replace started by an earlier reconcile has not finished its orphaning delete.
+        change = StatefulSetChange::Storage {
+            expand_to: None,
+            note: None,
+        };
+    } else if let (StatefulSetChange::Storage { .. }, Some(live)) = (&change, live_sts.as_deref()) {
+        let live_created_at = live
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_second());
+        let decision = decide_replace(
+            replace_record.as_ref(),
+            observation.generation,
+            unix_now(),
+            live_created_at,
+        );
+        match decision {
+            ReplaceDecision::Proceed(record) if Some(record) != replace_record => {
+                // Recorded before the orphaning delete: a restarted operator must recognise its own replace.
+                recorded = Some(record_replace(ri, ctx, &record).await?);
+            }
+            ReplaceDecision::Proceed(_) => {}
+            ReplaceDecision::Wait { attempts, retry_at } => {
+                observation.spec_problem = Some(SpecProblem {
+                    reason: reasons::CHANGE_NOT_CONVERGING.to_string(),
+                    message: format!(
+                        "the StatefulSet was replaced {attempts} time(s) for generation {} to change its claim \
+                         template, but the API server keeps storage {} where the spec asks for {}; next attempt \
+                         at {}",
+                        observation.generation,
+                        storage_request(live).unwrap_or_else(|| "(none)".into()),
+                        storage_request(&desired.statefulset).unwrap_or_else(|| "(none)".into()),
+                        unix_time_text(retry_at),
+                    ),
+                });
+                observation.statefulset = Some(rollout_status(live));
+                publish_status(ri, ctx, &observation).await?;
+                reset_backoff(ri, ctx);
+                let wait = u64::try_from(retry_at - unix_now()).unwrap_or_default();
+                return Ok(Action::requeue(Duration::from_secs(wait.max(1))));
+            }
         }
     }
     if let StatefulSetChange::Refused(problem) = &change {
@@ -199,6 +285,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         reset_backoff(ri, ctx);
         return Ok(Action::await_change());
     }
+    let ri = recorded.as_ref().unwrap_or(ri);
 
     let applied: Result<()> = async {
         apply_unless_current(
@@ -216,20 +303,16 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             StatefulSetChange::None | StatefulSetChange::Refused(_) => {}
             StatefulSetChange::Create => {
                 apply_object(ctx, &namespace, &desired.statefulset).await?;
-                let replacing = ri
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| s.reason == reasons::STATEFULSET_RESTART);
-                if replacing {
-                    // The orphaning delete of a storage replace finished after an earlier reconcile gave up waiting.
+                if ReplaceRecord::covers(replace_record.as_ref(), observation.generation) {
+                    // The orphaning delete of a storage replace finished after an earlier reconcile gave up
+                    // waiting, or the operator restarted between the delete and the re-create.
                     change = StatefulSetChange::Storage {
                         expand_to: None,
                         note: None,
                     };
                 } else if !matches!(previous, Phase::Unknown | Phase::Creating) {
-                    observation.missing_child = Some(format!(
-                        "StatefulSet {name} was missing and has been re-created"
-                    ));
+                    observation.missing_child =
+                        Some(format!("StatefulSet {name} (re-created by the operator)"));
                 }
             }
             StatefulSetChange::Rolling | StatefulSetChange::Restart => {
@@ -262,11 +345,146 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
         observation.failing_pods =
             failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
+        if let Some(sts) = live_sts.as_deref() {
+            let existing: Vec<String> = pods.iter().map(|pod| pod.name_any()).collect();
+            let existing: Vec<&str> = existing.iter().map(String::as_str).collect();
+            let events: Vec<Arc<CoreEvent>> = ctx
+                .stores
+                .create_failures
+                .state()
+                .into_iter()
+                .filter(|e| e.metadata.namespace.as_deref() == Some(namespace.as_str()))
+                .filter(|e| e.involved_object.name.as_deref() == Some(name.as_str()))
+                .collect();
+            observation.failing_pods.extend(failed_creates(
+                events.iter().map(Arc::as_ref),
+                sts,
+                &existing,
+                last_change_time(ri).as_deref(),
+            ));
+        }
     }
     publish_status(ri, ctx, &observation).await?;
     reset_backoff(ri, ctx);
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync.
     Ok(Action::requeue(ctx.settings.resync))
+}
+
+/// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
+fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool {
+    let Some(uid) = ri.metadata.uid.as_deref() else {
+        return false;
+    };
+    object
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && owner.uid == uid)
+}
+
+/// The first child that exists but is not controlled by this instance, as `"Kind name"`. The caches only hold
+/// objects with the operator's labels, so a child they lack is read from the API server: only then, when the
+/// operator is about to create it, which keeps a converged instance at zero requests here.
+async fn foreign_child(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &Desired,
+) -> Result<Option<String>> {
+    let namespace = ri.namespace().unwrap_or_default();
+    Ok(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.config_map,
+        &ctx.stores.config_maps,
+    )
+    .await?
+    .or(foreign(ri, ctx, &namespace, &desired.service, &ctx.stores.services).await?)
+    .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
+    .or(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.statefulset,
+        &ctx.stores.statefulsets,
+    )
+    .await?))
+}
+
+async fn foreign<K>(
+    ri: &RedisInstance,
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    store: &Store<K>,
+) -> Result<Option<String>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    let name = desired.name_any();
+    let live = match lookup(store, &name, namespace) {
+        Some(live) => Some(live),
+        None => {
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+            api.get_opt(&name)
+                .await
+                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
+                .map(Arc::new)
+        }
+    };
+    Ok(live
+        .filter(|live| !controlled_by(&**live, ri))
+        .map(|_| format!("{} {name}", K::kind(&()))))
+}
+
+/// Writes the replace record on the instance (a metadata patch, before the orphaning delete); returns the
+/// instance as written, whose resourceVersion the status write of this reconcile must use.
+async fn record_replace(
+    ri: &RedisInstance,
+    ctx: &Context,
+    record: &ReplaceRecord,
+) -> Result<RedisInstance> {
+    let api: Api<RedisInstance> =
+        Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {REPLACE_ANNOTATION: record.render()}}});
+    let mut written = api
+        .patch(
+            &ri.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("patch", e))?;
+    written.metadata.managed_fields = None;
+    Ok(written)
+}
+
+/// When the operator last applied a change (the newest transition into Creating or Updating).
+fn last_change_time(ri: &RedisInstance) -> Option<String> {
+    ri.status
+        .as_ref()?
+        .history
+        .entries()
+        .iter()
+        .rev()
+        .find(|t| matches!(t.to, Phase::Creating | Phase::Updating))
+        .map(|t| t.time.clone())
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+/// A Unix time as RFC 3339 (seconds).
+fn unix_time_text(seconds: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|_| seconds.to_string())
 }
 
 /// Objects of the given kind that carry this instance's label, from a watch cache.
@@ -358,6 +576,11 @@ async fn replace_for_storage(
     {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Orphan),
+            // Only the StatefulSet this reconcile looked at: a stale cache must not delete its replacement.
+            preconditions: Some(Preconditions {
+                uid: live.as_ref().and_then(|s| s.metadata.uid.clone()),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         api.delete(&name, &params)
@@ -504,6 +727,10 @@ async fn publish_status(
             debug!("status write conflicted with a newer version; the next event reconciles again");
             return Ok(decision);
         }
+        Err(kube::Error::Api(e)) if e.code == 404 && observation.deletion_requested => {
+            debug!("instance was deleted before its status was written");
+            return Ok(decision);
+        }
         Err(e) => {
             ctx.metrics.record_api_error("replace_status", &e);
             return Err(e.into());
@@ -581,11 +808,17 @@ pub async fn run(
     let labelled = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
         .any_semantic();
-    let instances: Api<RedisInstance> = api_for(&client, ns);
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: settings.reporter.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
 
     let (instance_store, instance_writer) = reflector::store();
-    let instance_stream = watcher(instances, watcher::Config::default().any_semantic())
-        .default_backoff()
+    let instance_stream = watch::instances(client.clone(), ns, recorder.clone())
+        .backoff(WatchBackoff::default())
         .modify(drop_managed_fields)
         .reflect(instance_writer)
         .applied_objects();
@@ -600,6 +833,13 @@ pub async fn run(
         drop_managed_fields(pod);
     });
     let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let refused_pods = watcher::Config::default()
+        .fields(&format!(
+            "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
+        ))
+        .any_semantic();
+    let (create_failures, failure_stream) =
+        cached_watch(api_for(&client, ns), &refused_pods, drop_managed_fields);
 
     let controller = Controller::for_stream(instance_stream, instance_store);
     let stores = Stores {
@@ -609,14 +849,8 @@ pub async fn run(
         services,
         pods,
         claims,
+        create_failures,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: settings.reporter.clone(),
-            instance: std::env::var("POD_NAME").ok(),
-        },
-    );
     let ctx = Arc::new(Context {
         client,
         recorder,
@@ -640,6 +874,11 @@ pub async fn run(
         .owns_stream(svc_stream)
         .watches_stream(pod_stream, map_to_instance)
         .watches_stream(claim_stream, map_to_instance)
+        .watches_stream(failure_stream, |event: CoreEvent| {
+            // A StatefulSet has its instance's name.
+            let sts = event.involved_object;
+            Some(ObjectRef::new(&sts.name?).within(&sts.namespace?))
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {
@@ -673,7 +912,7 @@ where
 {
     let (store, writer) = reflector::store();
     let stream = watcher(api, config.clone())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(trim)
         .reflect(writer)
         .touched_objects();
@@ -688,4 +927,60 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
 fn map_to_instance<K: Resource>(object: K) -> Option<ObjectRef<RedisInstance>> {
     let name = object.labels().get(INSTANCE_LABEL)?;
     Some(ObjectRef::new(name).within(&object.namespace()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::runtime::finalizer::Error as FinalizerError;
+
+    use super::*;
+    use crate::children::tests::instance;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn an_instance_gone_at_finalizer_removal_is_not_a_failure() {
+        assert!(is_gone(&FinalizerError::RemoveFinalizer(api_error(404))));
+        assert!(is_gone(&FinalizerError::AddFinalizer(api_error(404))));
+        assert!(!is_gone(&FinalizerError::RemoveFinalizer(api_error(409))));
+        assert!(!is_gone(&FinalizerError::ApplyFailed(Error::Kube(
+            api_error(404)
+        ))));
+    }
+
+    #[test]
+    fn only_a_controller_reference_with_the_instance_uid_makes_a_child_ours() {
+        let mut ri = instance("cache");
+        ri.metadata.uid = Some("uid-1".into());
+        let mut service = Service::default();
+        assert!(!controlled_by(&service, &ri), "no owner: someone else's");
+        let owner = |uid: &str, controller: bool| OwnerReference {
+            api_version: "redis.github.com/v1".into(),
+            kind: "RedisInstance".into(),
+            name: "cache".into(),
+            uid: uid.into(),
+            controller: Some(controller),
+            ..Default::default()
+        };
+        service.metadata.owner_references = Some(vec![owner("uid-0", true)]);
+        assert!(
+            !controlled_by(&service, &ri),
+            "an earlier instance of the same name"
+        );
+        service.metadata.owner_references = Some(vec![owner("uid-1", false)]);
+        assert!(!controlled_by(&service, &ri), "not as controller");
+        service.metadata.owner_references = Some(vec![owner("uid-1", true)]);
+        assert!(controlled_by(&service, &ri));
+        let desired = children::build(&ri);
+        assert!(
+            controlled_by(&desired.config_map, &ri),
+            "what the operator builds is its own"
+        );
+    }
 }

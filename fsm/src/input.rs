@@ -97,7 +97,12 @@ impl Input {
     pub fn reasons(self) -> &'static [&'static str] {
         match self {
             Input::DeletionRequested => &[reasons::DELETING],
-            Input::SpecInvalid => &[reasons::INVALID_SPEC, reasons::STORAGE_SHRINK_REFUSED],
+            Input::SpecInvalid => &[
+                reasons::INVALID_SPEC,
+                reasons::STORAGE_SHRINK_REFUSED,
+                reasons::CHILD_CONFLICT,
+                reasons::CHANGE_NOT_CONVERGING,
+            ],
             Input::ChildMissing => &[reasons::CHILD_MISSING],
             Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],
             Input::ChangeApplied => &[reasons::STATEFULSET_UPDATE, reasons::STATEFULSET_RESTART],

@@ -26,3 +26,9 @@ pub const DELETING: &str = "Deleting";
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// The spec asks to shrink storage, which cannot be applied (a [`crate::SpecProblem`] reason).
 pub const STORAGE_SHRINK_REFUSED: &str = "StorageShrinkRefused";
+/// A child's name is taken by an object this instance does not control; the operator leaves it untouched
+/// (a [`crate::SpecProblem`] reason).
+pub const CHILD_CONFLICT: &str = "ChildConflict";
+/// A change was applied but the API server keeps something else, so it is not applied again before a back-off
+/// delay (a [`crate::SpecProblem`] reason).
+pub const CHANGE_NOT_CONVERGING: &str = "ChangeNotConverging";

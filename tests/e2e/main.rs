@@ -3,6 +3,7 @@
 
 mod cluster;
 mod harness;
+mod hostile;
 
 use std::time::Duration;
 

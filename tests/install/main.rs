@@ -532,7 +532,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
     for allowed in [
         vec!["patch", "statefulsets.apps", "-n", ns],
         vec!["create", "configmaps", "-n", ns],
+        vec!["get", "services", "-n", ns],
         vec!["watch", "pods", "-n", ns],
+        vec!["watch", "events", "-n", ns],
         vec![
             "update",
             "redisinstances.redis.github.com",
