@@ -461,18 +461,10 @@ cmd_status() {
   return $state
 }
 
-# restart-apiserver: kills kube-apiserver as a crash would, then `up` starts it again and leaves the other
-# components running; for tests of clients across an API server restart.
-cmd_restart_apiserver() {
-  stop kube-apiserver 0
-  cmd_up
-}
-
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down "${2:-}" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  restart-apiserver) cmd_restart_apiserver ;;
   *) echo "usage: $0 up|down [--purge]|env|status" >&2; exit 2 ;;
 esac
