@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 use std::fmt;
 
-use crate::replication::PodReplication;
+use crate::replication::{PodReplication, ReplicationHistory};
 
 /// Why no pod can be promoted safely.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub enum Election {
 ///
 /// One ranking serves failover, scale-down and switchover targets.
 pub fn rank<'a>(
-    anchor: &str,
+    anchor: &ReplicationHistory,
     excluded: Option<&str>,
     pods: &'a [PodReplication],
 ) -> Vec<&'a PodReplication> {
@@ -74,11 +74,15 @@ pub fn rank<'a>(
 }
 
 /// Elects the pod to promote in place of `excluded` (the failed primary), among pods that share
-/// the history `anchor` (the last recorded primary's `master_replid`).
+/// `anchor`, the last recorded primary's history.
 ///
 /// Every pod other than `excluded` must have been observed: an unobserved pod may be the only one
 /// holding a write that a client saw confirmed.
-pub fn elect(anchor: &str, excluded: Option<&str>, pods: &[PodReplication]) -> Election {
+pub fn elect(
+    anchor: &ReplicationHistory,
+    excluded: Option<&str>,
+    pods: &[PodReplication],
+) -> Election {
     let unobserved: Vec<String> = pods
         .iter()
         .filter(|p| Some(p.pod.as_str()) != excluded && !p.is_observed())
@@ -103,6 +107,13 @@ pub fn elect(anchor: &str, excluded: Option<&str>, pods: &[PodReplication]) -> E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn history(replid: &str) -> ReplicationHistory {
+        ReplicationHistory {
+            replid: replid.into(),
+            replid2: None,
+        }
+    }
     use crate::replication::{
         Endpoint, FailoverState, ReplicaLink, ServerRole, ServerState, Unobserved,
     };
@@ -149,7 +160,7 @@ mod tests {
             replica(3, "A", 100),
         ];
         assert_eq!(
-            elect("A", Some("r-0"), &pods),
+            elect(&history("A"), Some("r-0"), &pods),
             Election::Candidate("r-2".into())
         );
     }
@@ -157,7 +168,10 @@ mod tests {
     #[test]
     fn a_divergent_replica_with_more_data_is_not_elected() {
         let pods = [replica(1, "B", 900), replica(2, "A", 10)];
-        assert_eq!(elect("A", None, &pods), Election::Candidate("r-2".into()));
+        assert_eq!(
+            elect(&history("A"), None, &pods),
+            Election::Candidate("r-2".into())
+        );
     }
 
     #[test]
@@ -167,7 +181,7 @@ mod tests {
             s.replid2 = Some("A".into());
         }
         assert_eq!(
-            elect("A", None, &[promoted]),
+            elect(&history("A"), None, &[promoted]),
             Election::Candidate("r-1".into())
         );
     }
@@ -179,7 +193,7 @@ mod tests {
             reason: "timeout".into(),
         });
         assert_eq!(
-            elect("A", Some("r-0"), &[replica(1, "A", 5), gone]),
+            elect(&history("A"), Some("r-0"), &[replica(1, "A", 5), gone]),
             Election::NoSafeCandidate(NoCandidate::Unobserved {
                 pods: vec!["r-2".into()]
             })
@@ -192,7 +206,11 @@ mod tests {
         on_dead_node.node_ready = false;
         let mut deleting = replica(2, "A", 9);
         deleting.pod_deleting = true;
-        let election = elect("A", None, &[on_dead_node, deleting, replica(3, "B", 4)]);
+        let election = elect(
+            &history("A"),
+            None,
+            &[on_dead_node, deleting, replica(3, "B", 4)],
+        );
         assert_eq!(
             election,
             Election::NoSafeCandidate(NoCandidate::NoSharedHistory {

@@ -47,7 +47,8 @@ pub use observation::{
 };
 pub use phase::Phase;
 pub use replication::{
-    Endpoint, FailoverState, PodReplication, ReplicaLink, ServerRole, ServerState, Unobserved,
+    Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
+    ServerState, Unobserved,
 };
 pub use roles::{confirmed_primary, desired_roles, in_sync_replicas, label_patches, RoleLabel};
 pub use topology::{

@@ -97,6 +97,26 @@ pub struct ServerState {
     pub failover_state: FailoverState,
 }
 
+/// A primary's replication history: its current and its previous replication id.
+///
+/// A promoted server starts a new id and keeps the one it came from as `replid2`, and the replicas
+/// that followed the old primary keep the old id until they are re-pointed. Both ids are therefore
+/// one lineage: data tagged with either is a prefix of the primary's, and offsets are comparable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationHistory {
+    /// The primary's `master_replid`.
+    pub replid: String,
+    /// The primary's `master_replid2`, `None` when all zeros.
+    pub replid2: Option<String>,
+}
+
+impl ReplicationHistory {
+    /// Whether `id` is one of the history's ids.
+    pub fn contains(&self, id: &str) -> bool {
+        self.replid == id || self.replid2.as_deref() == Some(id)
+    }
+}
+
 /// One pod of the instance, as observed this pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodReplication {
@@ -128,11 +148,21 @@ impl PodReplication {
         self.state().is_some_and(|s| !s.loading)
     }
 
-    /// Whether the server's data belongs to the history `replid`: its current or its previous
-    /// replication id is `replid`.
-    pub fn shares_history(&self, replid: &str) -> bool {
+    /// Whether the server's data belongs to `history`: its current or its previous replication id
+    /// is one of the history's ids.
+    pub fn shares_history(&self, history: &ReplicationHistory) -> bool {
         self.state().is_some_and(|s| {
-            !s.loading && (s.replid == replid || s.replid2.as_deref() == Some(replid))
+            !s.loading
+                && (history.contains(&s.replid)
+                    || s.replid2.as_deref().is_some_and(|id| history.contains(id)))
+        })
+    }
+
+    /// The history this server's data belongs to, as a primary would record it.
+    pub fn history(&self) -> Option<ReplicationHistory> {
+        self.state().map(|s| ReplicationHistory {
+            replid: s.replid.clone(),
+            replid2: s.replid2.clone(),
         })
     }
 

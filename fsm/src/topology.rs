@@ -16,7 +16,7 @@
 //!   Fence                  P and replicas still linked to it are parked (read-only, detached)
 //!   SetTargetPrimary    -> target=T              (T elected: shares P's history, most advanced)
 //!   Promote                REPLICAOF NO ONE on T
-//!   ConfirmPrimary      -> current=T target=T replid/run_id of T, failing_since=None
+//!   ConfirmPrimary      -> current=T target=T, T's run_id and history, failing_since=None
 //!   Repoint                the others (P included, when it returns) replicate from T
 //! ```
 //!
@@ -27,7 +27,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::election::{elect, rank, Election, NoCandidate};
-use crate::replication::PodReplication;
+use crate::replication::{PodReplication, ReplicationHistory};
 
 /// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
 pub const DEFAULT_FAILOVER_DELAY_SECONDS: u64 = 10;
@@ -63,9 +63,9 @@ pub struct TopologyStatus {
     pub target_primary: Option<TargetPrimary>,
     /// `status.primaryFailingSince`: when the current primary was first seen failing.
     pub primary_failing_since: Option<Timestamp>,
-    /// `status.primaryReplicationId`: the confirmed primary's `master_replid`, the history a
-    /// failover candidate must share. `None` until the primary is confirmed.
-    pub primary_replid: Option<String>,
+    /// `status.primaryReplicationId` and `primaryReplicationId2`: the confirmed primary's
+    /// history, which a failover candidate must share. `None` until the primary is confirmed.
+    pub primary_history: Option<ReplicationHistory>,
     /// `status.primaryRunId`: the confirmed primary's `run_id`; a different one means it restarted.
     pub primary_run_id: Option<String>,
 }
@@ -89,7 +89,7 @@ impl TopologyStatus {
                     current_primary: Some(primary.clone()),
                     target_primary: Some(TargetPrimary::Pod(primary.clone())),
                     primary_failing_since: None,
-                    primary_replid: None,
+                    primary_history: None,
                     primary_run_id: None,
                 };
             }
@@ -106,13 +106,13 @@ impl TopologyStatus {
             TopologyAction::ConfirmPrimary {
                 pod,
                 run_id,
-                replid,
+                history,
             } => {
                 next = TopologyStatus {
                     current_primary: Some(pod.clone()),
                     target_primary: Some(TargetPrimary::Pod(pod.clone())),
                     primary_failing_since: None,
-                    primary_replid: Some(replid.clone()),
+                    primary_history: Some(history.clone()),
                     primary_run_id: Some(run_id.clone()),
                 };
             }
@@ -315,14 +315,14 @@ pub enum TopologyAction {
         /// The pod to promote.
         pod: String,
     },
-    /// Record the promoted pod as current primary, with its `run_id` and replication id.
+    /// Record the promoted pod as current primary, with its `run_id` and replication history.
     ConfirmPrimary {
         /// The primary.
         pod: String,
         /// Its `run_id`.
         run_id: String,
-        /// Its `master_replid`.
-        replid: String,
+        /// Its replication ids.
+        history: ReplicationHistory,
     },
     /// `REPLICAOF <to>` on these pods: masters that are not the primary, and replicas following
     /// anything else.
@@ -433,12 +433,12 @@ fn to_fence(old: &str, exclude: Option<&str>, pods: &[PodReplication]) -> Vec<St
 
 /// Whether the recorded primary is still the same process with the same history: it lost nothing.
 fn is_intact(status: &TopologyStatus, pod: &PodReplication) -> bool {
-    let (Some(run_id), Some(replid)) = (&status.primary_run_id, &status.primary_replid) else {
+    let (Some(run_id), Some(history)) = (&status.primary_run_id, &status.primary_history) else {
         return false;
     };
     pod.is_electable()
         && pod.state().is_some_and(|s| &s.run_id == run_id)
-        && pod.shares_history(replid)
+        && pod.shares_history(history)
 }
 
 /// `target: Pending`: fence the old primary, then elect.
@@ -451,7 +451,7 @@ fn fence_and_elect(
     if !fence.is_empty() {
         return TopologyAction::Fence { pods: fence };
     }
-    let election = match &status.primary_replid {
+    let election = match &status.primary_history {
         Some(anchor) => elect(anchor, Some(current), pods),
         None => Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
             divergent: Vec::new(),
@@ -499,16 +499,18 @@ fn continue_failover(
     if !fence.is_empty() {
         return TopologyAction::Fence { pods: fence };
     }
-    if let Some(state) = target_pod.state().filter(|_| target_pod.is_master()) {
-        return TopologyAction::ConfirmPrimary {
-            pod: target.to_string(),
-            run_id: state.run_id.clone(),
-            replid: state.replid.clone(),
-        };
+    if let (Some(state), Some(history)) = (target_pod.state(), target_pod.history()) {
+        if target_pod.is_master() {
+            return TopologyAction::ConfirmPrimary {
+                pod: target.to_string(),
+                run_id: state.run_id.clone(),
+                history,
+            };
+        }
     }
     let keeps_history = status
-        .primary_replid
-        .as_deref()
+        .primary_history
+        .as_ref()
         .is_some_and(|anchor| target_pod.shares_history(anchor));
     if keeps_history && target_pod.is_electable() {
         TopologyAction::Promote {
@@ -541,8 +543,8 @@ fn watch_primary(
                     .as_ref()
                     .is_none_or(|r| r == &state.run_id);
                 let same_history = status
-                    .primary_replid
-                    .as_deref()
+                    .primary_history
+                    .as_ref()
                     .is_none_or(|anchor| pod.shares_history(anchor));
                 if !same_process || (!pod.is_master() && !same_history) {
                     if standalone {
@@ -560,16 +562,18 @@ fn watch_primary(
                         pod: current.to_string(),
                     };
                 }
+                let history = pod.history();
                 if pod.is_master()
-                    && (status.primary_run_id.is_none()
-                        || status.primary_replid.as_deref() != Some(state.replid.as_str()))
+                    && (status.primary_run_id.is_none() || status.primary_history != history)
                 {
                     // Same process, new or first replication id (e.g. its backlog was created).
-                    return TopologyAction::ConfirmPrimary {
-                        pod: current.to_string(),
-                        run_id: state.run_id.clone(),
-                        replid: state.replid.clone(),
-                    };
+                    if let Some(history) = history {
+                        return TopologyAction::ConfirmPrimary {
+                            pod: current.to_string(),
+                            run_id: state.run_id.clone(),
+                            history,
+                        };
+                    }
                 }
                 if pod.pod_deleting {
                     PrimaryFailure::PodDeleting
@@ -662,7 +666,7 @@ pub fn plan_scale_down(
     if primary.ordinal < replicas {
         return ScaleDown::Safe;
     }
-    let Some(anchor) = status.primary_replid.as_deref() else {
+    let Some(anchor) = status.primary_history.as_ref() else {
         return ScaleDown::Blocked;
     };
     rank(anchor, Some(current), pods)
