@@ -112,6 +112,7 @@ mod tests {
         ReplicationHistory {
             replid: replid.into(),
             replid2: None,
+            second_offset: None,
         }
     }
     use crate::replication::{
@@ -175,13 +176,25 @@ mod tests {
     }
 
     #[test]
-    fn replid2_counts_as_shared_history() {
-        let mut promoted = replica(1, "C", 50);
-        if let Ok(s) = &mut promoted.server {
-            s.replid2 = Some("A".into());
-        }
+    fn the_old_history_counts_only_up_to_the_promotion_point() {
+        // The primary was promoted from history A at offset 100 (second_repl_offset 101).
+        let anchor = ReplicationHistory {
+            replid: "B".into(),
+            replid2: Some("A".into()),
+            second_offset: Some(101),
+        };
+        let not_yet_repointed = replica(1, "A", 100);
+        let diverged_old_primary = replica(2, "A", 130);
+        let follower = replica(3, "B", 120);
+        let pods = [not_yet_repointed, diverged_old_primary, follower];
+        assert!(pods[0].shares_history(&anchor));
+        assert!(!pods[1].shares_history(&anchor));
         assert_eq!(
-            elect(&history("A"), None, &[promoted]),
+            elect(&anchor, None, &pods),
+            Election::Candidate("r-3".into())
+        );
+        assert_eq!(
+            elect(&anchor, None, &pods[..2]),
             Election::Candidate("r-1".into())
         );
     }

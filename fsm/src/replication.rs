@@ -97,24 +97,21 @@ pub struct ServerState {
     pub failover_state: FailoverState,
 }
 
-/// A primary's replication history: its current and its previous replication id.
+/// A primary's replication history: its current replication id, and the one it was promoted from
+/// with the offset where that one ends.
 ///
-/// A promoted server starts a new id and keeps the one it came from as `replid2`, and the replicas
-/// that followed the old primary keep the old id until they are re-pointed. Both ids are therefore
-/// one lineage: data tagged with either is a prefix of the primary's, and offsets are comparable.
+/// A promoted server starts a new id and keeps the one it came from as `replid2`, valid up to
+/// `second_offset`; replicas that followed the old primary keep the old id until they are
+/// re-pointed. Data tagged with the current id, or with the old id below `second_offset`, is a
+/// prefix of the primary's, so offsets are comparable. This is Redis's own `PSYNC` rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReplicationHistory {
     /// The primary's `master_replid`.
     pub replid: String,
     /// The primary's `master_replid2`, `None` when all zeros.
     pub replid2: Option<String>,
-}
-
-impl ReplicationHistory {
-    /// Whether `id` is one of the history's ids.
-    pub fn contains(&self, id: &str) -> bool {
-        self.replid == id || self.replid2.as_deref() == Some(id)
-    }
+    /// The primary's `second_repl_offset`: the old id is valid for offsets below it.
+    pub second_offset: Option<u64>,
 }
 
 /// One pod of the instance, as observed this pass.
@@ -148,13 +145,17 @@ impl PodReplication {
         self.state().is_some_and(|s| !s.loading)
     }
 
-    /// Whether the server's data belongs to `history`: its current or its previous replication id
-    /// is one of the history's ids.
+    /// Whether the server's data is a prefix of `history`: it carries the primary's current id,
+    /// or the id the primary was promoted from without going past the promotion point.
+    ///
+    /// An old primary that kept accepting writes after the promotion carries the old id with a
+    /// larger offset: its data diverged, and it does not share the history.
     pub fn shares_history(&self, history: &ReplicationHistory) -> bool {
         self.state().is_some_and(|s| {
             !s.loading
-                && (history.contains(&s.replid)
-                    || s.replid2.as_deref().is_some_and(|id| history.contains(id)))
+                && (s.replid == history.replid
+                    || (history.replid2.as_deref() == Some(s.replid.as_str())
+                        && history.second_offset.is_some_and(|end| s.repl_offset < end)))
         })
     }
 
@@ -163,6 +164,7 @@ impl PodReplication {
         self.state().map(|s| ReplicationHistory {
             replid: s.replid.clone(),
             replid2: s.replid2.clone(),
+            second_offset: s.second_repl_offset,
         })
     }
 
