@@ -13,7 +13,7 @@
 //!   MarkPrimaryFailing  -> failing_since=t0      (P unreachable / pod or node not ready)
 //!   WaitFailoverDelay      until t0 + failoverDelay
 //!   StartFailover       -> target=Pending        (no pod carries the primary label from now on)
-//!   Fence                  P and replicas still linked to it are parked (read-only, detached)
+//!   Fence                  P and the replicas following it are parked (read-only, detached)
 //!   SetTargetPrimary    -> target=T              (T elected: shares P's history, most advanced)
 //!   Promote                REPLICAOF NO ONE on T
 //!   ConfirmPrimary      -> current=T target=T, T's run_id and history, failing_since=None
@@ -304,7 +304,7 @@ pub enum TopologyAction {
         pod: String,
     },
     /// Park these servers (replicate from themselves: read-only, data kept, detached): the old
-    /// primary if it still answers as a master, and replicas still linked to it, so that no write
+    /// primary if it still answers as a master, and the replicas following it, so that no write
     /// can be acknowledged on the old primary any more.
     Fence {
         /// Pod names.
@@ -417,7 +417,10 @@ fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
 }
 
 /// Servers that could still acknowledge writes for the old primary: the old primary itself if it
-/// answers as a master, and replicas with a live link to it.
+/// answers as a master, and every replica configured to follow it. A replica whose link is down
+/// right now is parked too: the old primary may come back as a master (a partition heals), and a
+/// replica that reconnects would acknowledge its writes with `WAIT` after another pod was
+/// promoted.
 fn to_fence(old: &str, exclude: Option<&str>, pods: &[PodReplication]) -> Vec<String> {
     let Some(old_pod) = find(pods, old) else {
         return Vec::new();
@@ -425,7 +428,7 @@ fn to_fence(old: &str, exclude: Option<&str>, pods: &[PodReplication]) -> Vec<St
     pods.iter()
         .filter(|p| Some(p.pod.as_str()) != exclude)
         .filter(|p| {
-            (p.pod == old && p.is_master()) || (p.pod != old && p.linked_to(&old_pod.endpoint))
+            (p.pod == old && p.is_master()) || (p.pod != old && p.follows(&old_pod.endpoint))
         })
         .map(|p| p.pod.clone())
         .collect()
