@@ -473,14 +473,17 @@ fn fence_and_elect(
                 NoCandidate::Unobserved { pods } => TopologyAction::Wait {
                     reason: WaitReason::PodsUnobserved(pods),
                 },
-                NoCandidate::NoSharedHistory { divergent } => match choose_from_scratch(pods) {
-                    TopologyAction::Stop { .. } if !divergent.is_empty() => TopologyAction::Stop {
+                // Data of another history may be stale or may be the newest: a person decides.
+                NoCandidate::NoSharedHistory { divergent } if !divergent.is_empty() => {
+                    TopologyAction::Stop {
                         reason: StopReason::NoSafeCandidate(NoCandidate::NoSharedHistory {
                             divergent,
                         }),
-                    },
-                    other => other,
-                },
+                    }
+                }
+                // Nobody else holds data: start again from the only data left (the old primary
+                // restarted with persistence), or from scratch when every pod is empty.
+                NoCandidate::NoSharedHistory { .. } => choose_from_scratch(pods),
             }
         }
     }
