@@ -67,9 +67,11 @@ impl Server {
 
     /// A plain client for data commands the operator never sends (SET, GET).
     async fn data(&self) -> redis::aio::MultiplexedConnection {
+        // No response timeout: `WAIT` blocks server-side for up to its own timeout.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
         redis::Client::open(format!("redis://{HOST}:{}", self.port))
             .expect("client")
-            .get_multiplexed_async_connection()
+            .get_multiplexed_async_connection_with_config(&config)
             .await
             .expect("data connection")
     }
@@ -111,6 +113,24 @@ async fn in_sync_replica(node: &RedisNode) -> Option<ServerState> {
     }
 }
 
+/// Waits until `primary` itself lists the replica on `port`: the replica reports its link up
+/// slightly before the master counts it online (the master waits for its first `REPLCONF ACK`).
+async fn until_listed(primary: &RedisNode, port: u16) {
+    until(
+        Duration::from_secs(10),
+        "the master to list its replica",
+        || async {
+            match primary.role().await.ok()? {
+                RoleReply::Master { replicas, .. } => {
+                    replicas.iter().any(|r| r.1 == port).then_some(())
+                }
+                RoleReply::Replica { .. } => None,
+            }
+        },
+    )
+    .await
+}
+
 async fn set(server: &Server, key: &str, value: &str) {
     let mut data = server.data().await;
     let () = redis::cmd("SET")
@@ -146,6 +166,7 @@ async fn replicaof_role_info_and_wait_against_a_real_pair() {
         in_sync_replica(&nb)
     })
     .await;
+    until_listed(&na, b.port).await;
     let ServerRole::Replica(link) = &replica.role else {
         unreachable!("in_sync_replica returns replicas")
     };
@@ -210,6 +231,7 @@ async fn promote_park_and_failover_to() {
         in_sync_replica(&nb)
     })
     .await;
+    until_listed(&na, b.port).await;
     let history = na.observe().await.expect("observe").replid;
 
     // FAILOVER TO the replica: roles swap, the new master keeps the old history as replid2.
@@ -313,7 +335,7 @@ async fn config_and_write_pause() {
 async fn a_stopped_server_times_out_within_the_bound() {
     let a = Server::start();
     let timeouts = Timeouts {
-        connect: Duration::from_millis(300),
+        connect: Duration::from_secs(1),
         command: Duration::from_millis(300),
     };
     let node = RedisNode::connect(HOST, a.port, None, timeouts)
@@ -344,7 +366,7 @@ async fn a_stopped_server_times_out_within_the_bound() {
     let error = outcome.expect_err("a stopped server cannot answer");
     assert!(error.is_retryable(), "{error}");
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(3),
         "took {:?}",
         started.elapsed()
     );
@@ -369,4 +391,24 @@ async fn nothing_listening_is_a_retryable_connection_error() {
         .expect_err("nothing listens");
     assert!(matches!(error, RedisError::Connection { .. }), "{error}");
     assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn wait_may_block_longer_than_the_command_timeout() {
+    let a = Server::start();
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        command: Duration::from_millis(200),
+    };
+    let node = RedisNode::connect(HOST, a.port, None, timeouts)
+        .await
+        .expect("connect");
+    // No replica: the server holds WAIT for its whole timeout, five times the command bound.
+    let started = Instant::now();
+    let acked = node
+        .wait(1, Duration::from_secs(1))
+        .await
+        .expect("WAIT is allowed its own timeout");
+    assert_eq!(acked, 0);
+    assert!(started.elapsed() >= Duration::from_secs(1));
 }

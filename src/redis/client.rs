@@ -162,9 +162,11 @@ impl RedisNode {
             .map_err(connection_error)?
             .set_redis_settings(settings);
         let client = Client::open(info).map_err(connection_error)?;
+        // The library's own response timeout is off: `run` bounds each command, and `WAIT` needs
+        // a longer bound than the others.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.command));
+            .set_response_timeout(None);
         let connection = tokio::time::timeout(
             timeouts.connect,
             client.get_multiplexed_async_connection_with_config(&config),
