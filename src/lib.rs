@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod quantity;
 pub mod reconciler;
+pub mod redis;
 pub mod redis_conf;
 pub mod replace;
 pub mod status;

@@ -13,22 +13,32 @@
 //! [`conditions`] derives the `Ready`/`Progressing`/`Degraded` conditions from a decision, and
 //! [`render`]/[`docs_page`] draw the table from the machine itself.
 //!
+//! Replication has its own pure core beside the phase table: [`PodReplication`] is what the operator
+//! observed of each pod's server, [`elect`] chooses a failover candidate, [`decide`] returns the one
+//! next [`TopologyAction`] from the persisted [`TopologyStatus`], and [`desired_roles`] says which
+//! pod carries which role label (see `docs/replication.md`).
+//!
 //! The crate is pure: no I/O, no clock (the caller passes `now`), no Kubernetes client.
 #![warn(missing_docs)]
 
 mod conditions;
 mod decision;
 mod diagram;
+mod election;
 mod history;
 mod input;
 mod machine;
 mod observation;
 mod phase;
 pub mod reasons;
+mod replication;
+mod roles;
+mod topology;
 
 pub use conditions::{condition_types, conditions, Condition};
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
+pub use election::{elect, rank, Election, NoCandidate};
 pub use history::{History, Transition, HISTORY_LIMIT};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};
@@ -36,3 +46,12 @@ pub use observation::{
     Change, FailingPod, Observation, RolloutIncomplete, RolloutStatus, SpecProblem,
 };
 pub use phase::Phase;
+pub use replication::{
+    Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
+    ServerState, Unobserved,
+};
+pub use roles::{confirmed_primary, desired_roles, in_sync_replicas, label_patches, RoleLabel};
+pub use topology::{
+    decide, plan_scale_down, PrimaryFailure, ScaleDown, StopReason, TargetPrimary, Timestamp,
+    TopologyAction, TopologyPolicy, TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
+};

@@ -1,0 +1,688 @@
+//! Which pod is primary, and the one next step towards a single, confirmed primary.
+//!
+//! [`decide`] is a pure function of the persisted [`TopologyStatus`], this pass's observation of
+//! every pod and the caller's `now`. It returns exactly one [`TopologyAction`]: either a status
+//! write (intent is recorded *before* anything is done to a server, so a restarted operator
+//! resumes instead of re-deciding) or one kind of command to send to servers. The caller performs
+//! it and returns; the next pass observes the effect and decides again.
+//!
+//! A failover, from the persisted fields' point of view:
+//!
+//! ```text
+//! current=P target=P  failing_since=None      healthy
+//!   MarkPrimaryFailing  -> failing_since=t0      (P unreachable / pod or node not ready)
+//!   WaitFailoverDelay      until t0 + failoverDelay
+//!   StartFailover       -> target=Pending        (no pod carries the primary label from now on)
+//!   Fence                  P and the replicas following it are parked (read-only, detached)
+//!   SetTargetPrimary    -> target=T              (T elected: shares P's history, most advanced)
+//!   Promote                REPLICAOF NO ONE on T
+//!   ConfirmPrimary      -> current=T target=T, T's run_id and history, failing_since=None
+//!   Repoint                the others (P included, when it returns) replicate from T
+//! ```
+//!
+//! A primary whose server restarted (new `run_id`) skips the delay: it comes back parked by the
+//! boot guard, possibly empty, and replicas must never synchronise from it.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::election::{elect, rank, Election, NoCandidate};
+use crate::replication::{PodReplication, ReplicationHistory};
+
+/// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
+pub const DEFAULT_FAILOVER_DELAY_SECONDS: u64 = 10;
+
+/// A point in time supplied by the caller, in milliseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// This time plus `duration` (saturating).
+    pub fn after(self, duration: Duration) -> Timestamp {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Timestamp(self.0.saturating_add(millis))
+    }
+}
+
+/// Which pod a failover in flight is moving the primary to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetPrimary {
+    /// The failover started, the old primary is being fenced, no pod is elected yet.
+    Pending,
+    /// This pod is being promoted.
+    Pod(String),
+}
+
+/// The topology fields persisted in the instance's status; the only memory [`decide`] has.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyStatus {
+    /// `status.currentPrimary`: the pod that is (or was last) the confirmed primary.
+    pub current_primary: Option<String>,
+    /// `status.targetPrimary`: differs from `current_primary` while a failover is in flight.
+    /// `None` means "same as current".
+    pub target_primary: Option<TargetPrimary>,
+    /// `status.primaryFailingSince`: when the current primary was first seen failing.
+    pub primary_failing_since: Option<Timestamp>,
+    /// `status.primaryReplicationId` and `primaryReplicationId2`: the confirmed primary's
+    /// history, which a failover candidate must share. `None` until the primary is confirmed.
+    pub primary_history: Option<ReplicationHistory>,
+    /// `status.primaryRunId`: the confirmed primary's `run_id`; a different one means it restarted.
+    pub primary_run_id: Option<String>,
+}
+
+impl TopologyStatus {
+    /// Whether a failover is in flight (a target other than the current primary is recorded).
+    pub fn failover_in_flight(&self) -> bool {
+        match &self.target_primary {
+            None => false,
+            Some(TargetPrimary::Pending) => true,
+            Some(TargetPrimary::Pod(pod)) => self.current_primary.as_deref() != Some(pod),
+        }
+    }
+
+    /// The status after the status write `action`, or `None` when `action` is not a status write.
+    pub fn after(&self, action: &TopologyAction) -> Option<TopologyStatus> {
+        let mut next = self.clone();
+        match action {
+            TopologyAction::Bootstrap { primary } => {
+                next = TopologyStatus {
+                    current_primary: Some(primary.clone()),
+                    target_primary: Some(TargetPrimary::Pod(primary.clone())),
+                    primary_failing_since: None,
+                    primary_history: None,
+                    primary_run_id: None,
+                };
+            }
+            TopologyAction::MarkPrimaryFailing { since, .. } => {
+                next.primary_failing_since = Some(*since)
+            }
+            TopologyAction::ClearPrimaryFailing => next.primary_failing_since = None,
+            TopologyAction::StartFailover { .. } => {
+                next.target_primary = Some(TargetPrimary::Pending)
+            }
+            TopologyAction::SetTargetPrimary { pod } => {
+                next.target_primary = Some(TargetPrimary::Pod(pod.clone()))
+            }
+            TopologyAction::ConfirmPrimary {
+                pod,
+                run_id,
+                history,
+            } => {
+                next = TopologyStatus {
+                    current_primary: Some(pod.clone()),
+                    target_primary: Some(TargetPrimary::Pod(pod.clone())),
+                    primary_failing_since: None,
+                    primary_history: Some(history.clone()),
+                    primary_run_id: Some(run_id.clone()),
+                };
+            }
+            TopologyAction::Steady
+            | TopologyAction::Wait { .. }
+            | TopologyAction::WaitFailoverDelay { .. }
+            | TopologyAction::Fence { .. }
+            | TopologyAction::Promote { .. }
+            | TopologyAction::Repoint { .. }
+            | TopologyAction::Stop { .. } => return None,
+        }
+        Some(next)
+    }
+}
+
+/// The knobs of `spec.replication` and `spec.replicas` that [`decide`] needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopologyPolicy {
+    /// `spec.replicas`; with 1 there is no replica to fail over to.
+    pub replicas: u32,
+    /// How long the primary must be failing before a failover starts.
+    pub failover_delay: Duration,
+}
+
+/// Why the current primary is considered failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrimaryFailure {
+    /// The primary's pod does not exist.
+    PodMissing,
+    /// The server did not answer (or is still loading its dataset).
+    Unreachable(String),
+    /// The pod's `Ready` condition is false.
+    PodNotReady,
+    /// The pod's node is not `Ready`.
+    NodeNotReady,
+    /// The pod is being deleted.
+    PodDeleting,
+    /// The server restarted (new `run_id`) or, as a replica, left the recorded history: its data
+    /// may be gone, replicas must not follow it.
+    Restarted,
+    /// The elected target lost its data or became unelectable before its promotion.
+    TargetLost,
+}
+
+impl PrimaryFailure {
+    /// The CamelCase reason, for Events, conditions and history entries.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PrimaryFailure::PodMissing => "PrimaryPodMissing",
+            PrimaryFailure::Unreachable(_) => "PrimaryUnreachable",
+            PrimaryFailure::PodNotReady => "PrimaryPodNotReady",
+            PrimaryFailure::NodeNotReady => "PrimaryNodeNotReady",
+            PrimaryFailure::PodDeleting => "PrimaryPodDeleting",
+            PrimaryFailure::Restarted => "PrimaryRestarted",
+            PrimaryFailure::TargetLost => "FailoverTargetLost",
+        }
+    }
+}
+
+impl fmt::Display for PrimaryFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrimaryFailure::PodMissing => write!(f, "the primary's pod does not exist"),
+            PrimaryFailure::Unreachable(why) => write!(f, "the primary is unreachable: {why}"),
+            PrimaryFailure::PodNotReady => write!(f, "the primary's pod is not ready"),
+            PrimaryFailure::NodeNotReady => write!(f, "the primary's node is not ready"),
+            PrimaryFailure::PodDeleting => write!(f, "the primary's pod is being deleted"),
+            PrimaryFailure::Restarted => write!(
+                f,
+                "the primary's server restarted or replaced its data; it may have lost writes"
+            ),
+            PrimaryFailure::TargetLost => write!(
+                f,
+                "the elected replica lost its data or its node before it was promoted"
+            ),
+        }
+    }
+}
+
+/// Why [`decide`] waits without acting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WaitReason {
+    /// The instance has no pod yet.
+    NoPods,
+    /// These pods must be observed before a primary can be chosen.
+    PodsUnobserved(Vec<String>),
+    /// The elected target did not answer.
+    TargetUnobserved(String),
+}
+
+impl fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaitReason::NoPods => write!(f, "no pod exists yet"),
+            WaitReason::PodsUnobserved(pods) => write!(
+                f,
+                "waiting to observe {} before choosing a primary",
+                pods.join(", ")
+            ),
+            WaitReason::TargetUnobserved(pod) => {
+                write!(f, "waiting for the elected replica {pod} to answer")
+            }
+        }
+    }
+}
+
+/// Why [`decide`] refuses to choose a primary: a person has to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// No pod shares the recorded primary's history and none is the only holder of data.
+    NoSafeCandidate(NoCandidate),
+    /// No primary is recorded, or the recorded history is gone, and several pods hold data.
+    SeveralPodsHoldData(Vec<String>),
+}
+
+impl StopReason {
+    /// The CamelCase reason, for the condition telling the user manual intervention is needed.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            StopReason::NoSafeCandidate(_) => "NoSafeFailoverCandidate",
+            StopReason::SeveralPodsHoldData(_) => "DivergentHistories",
+        }
+    }
+}
+
+impl fmt::Display for StopReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopReason::NoSafeCandidate(why) => {
+                write!(f, "no pod can be promoted without losing data: {why}")
+            }
+            StopReason::SeveralPodsHoldData(pods) => write!(
+                f,
+                "pods {} hold data of different replication histories; choose which to keep",
+                pods.join(", ")
+            ),
+        }
+    }
+}
+
+/// The one next step, as returned by [`decide`].
+///
+/// Status writes: `Bootstrap`, `MarkPrimaryFailing`, `ClearPrimaryFailing`, `StartFailover`,
+/// `SetTargetPrimary`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the new status).
+/// Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`, `WaitFailoverDelay`,
+/// `Stop`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TopologyAction {
+    /// The topology is as intended.
+    Steady,
+    /// Nothing can be decided yet.
+    Wait {
+        /// What is missing.
+        reason: WaitReason,
+    },
+    /// Record `primary` as current and target primary with no history yet; it is then promoted
+    /// and confirmed. Used for a fresh instance (every pod empty: the lowest ordinal), to adopt
+    /// the only pod that holds data, and to re-promote a primary after an aborted failover.
+    Bootstrap {
+        /// The pod to make primary.
+        primary: String,
+    },
+    /// Record when the primary was first seen failing.
+    MarkPrimaryFailing {
+        /// `now` of the pass that first saw it.
+        since: Timestamp,
+        /// What is wrong.
+        failure: PrimaryFailure,
+    },
+    /// The primary is failing but the delay has not passed yet; look again at `until`.
+    WaitFailoverDelay {
+        /// When it was first seen failing.
+        since: Timestamp,
+        /// When the failover may start.
+        until: Timestamp,
+        /// What is wrong.
+        failure: PrimaryFailure,
+    },
+    /// The primary recovered before the delay passed: forget `primary_failing_since`.
+    ClearPrimaryFailing,
+    /// Record `targetPrimary: Pending`: the failover starts, the primary label is dropped.
+    StartFailover {
+        /// Why.
+        failure: PrimaryFailure,
+    },
+    /// Record the elected pod as target primary.
+    SetTargetPrimary {
+        /// The elected pod.
+        pod: String,
+    },
+    /// Park these servers (replicate from themselves: read-only, data kept, detached): the old
+    /// primary if it still answers as a master, and the replicas following it, so that no write
+    /// can be acknowledged on the old primary any more.
+    Fence {
+        /// Pod names.
+        pods: Vec<String>,
+    },
+    /// `REPLICAOF NO ONE` on this pod.
+    Promote {
+        /// The pod to promote.
+        pod: String,
+    },
+    /// Record the promoted pod as current primary, with its `run_id` and replication history.
+    ConfirmPrimary {
+        /// The primary.
+        pod: String,
+        /// Its `run_id`.
+        run_id: String,
+        /// Its replication ids.
+        history: ReplicationHistory,
+    },
+    /// `REPLICAOF <to>` on these pods: masters that are not the primary, and replicas following
+    /// anything else.
+    Repoint {
+        /// Pod names.
+        pods: Vec<String>,
+        /// The confirmed primary.
+        to: String,
+    },
+    /// Manual intervention is needed; nothing is done until the observation changes.
+    Stop {
+        /// Why.
+        reason: StopReason,
+    },
+}
+
+impl TopologyAction {
+    /// Whether the action is a status write.
+    pub fn is_status_write(&self) -> bool {
+        TopologyStatus::default().after(self).is_some()
+    }
+
+    /// Whether the action sends commands to servers.
+    pub fn is_command(&self) -> bool {
+        matches!(
+            self,
+            TopologyAction::Fence { .. }
+                | TopologyAction::Promote { .. }
+                | TopologyAction::Repoint { .. }
+        )
+    }
+}
+
+fn find<'a>(pods: &'a [PodReplication], name: &str) -> Option<&'a PodReplication> {
+    pods.iter().find(|p| p.pod == name)
+}
+
+/// Decides the next step. Pure: the same inputs always give the same action.
+pub fn decide(
+    status: &TopologyStatus,
+    pods: &[PodReplication],
+    policy: &TopologyPolicy,
+    now: Timestamp,
+) -> TopologyAction {
+    let Some(current) = status.current_primary.as_deref() else {
+        return choose_from_scratch(pods);
+    };
+    match &status.target_primary {
+        Some(TargetPrimary::Pending) => fence_and_elect(status, current, pods),
+        Some(TargetPrimary::Pod(target)) if target != current => {
+            continue_failover(status, current, target, pods)
+        }
+        _ => watch_primary(status, current, pods, policy, now),
+    }
+}
+
+/// No usable primary history: an empty instance starts from its lowest ordinal, the only pod with
+/// data is adopted, several pods with data need a person.
+fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
+    if pods.is_empty() {
+        return TopologyAction::Wait {
+            reason: WaitReason::NoPods,
+        };
+    }
+    let unobserved: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.is_electable())
+        .map(|p| p.pod.clone())
+        .collect();
+    if !unobserved.is_empty() {
+        return TopologyAction::Wait {
+            reason: WaitReason::PodsUnobserved(unobserved),
+        };
+    }
+    let holders: Vec<&PodReplication> = pods.iter().filter(|p| p.holds_data()).collect();
+    match holders.as_slice() {
+        [] => {
+            let lowest = pods.iter().min_by_key(|p| p.ordinal).expect("not empty");
+            TopologyAction::Bootstrap {
+                primary: lowest.pod.clone(),
+            }
+        }
+        [only] => TopologyAction::Bootstrap {
+            primary: only.pod.clone(),
+        },
+        several => TopologyAction::Stop {
+            reason: StopReason::SeveralPodsHoldData(
+                several.iter().map(|p| p.pod.clone()).collect(),
+            ),
+        },
+    }
+}
+
+/// Servers that could still acknowledge writes for the old primary: the old primary itself if it
+/// answers as a master, and every replica configured to follow it. A replica whose link is down
+/// right now is parked too: the old primary may come back as a master (a partition heals), and a
+/// replica that reconnects would acknowledge its writes with `WAIT` after another pod was
+/// promoted.
+fn to_fence(old: &str, exclude: Option<&str>, pods: &[PodReplication]) -> Vec<String> {
+    let Some(old_pod) = find(pods, old) else {
+        return Vec::new();
+    };
+    pods.iter()
+        .filter(|p| Some(p.pod.as_str()) != exclude)
+        .filter(|p| {
+            (p.pod == old && p.is_master()) || (p.pod != old && p.follows(&old_pod.endpoint))
+        })
+        .map(|p| p.pod.clone())
+        .collect()
+}
+
+/// Whether the recorded primary is still the same process with the same history: it lost nothing.
+fn is_intact(status: &TopologyStatus, pod: &PodReplication) -> bool {
+    let (Some(run_id), Some(history)) = (&status.primary_run_id, &status.primary_history) else {
+        return false;
+    };
+    pod.is_electable()
+        && pod.state().is_some_and(|s| &s.run_id == run_id)
+        && pod.shares_history(history)
+}
+
+/// `target: Pending`: fence the old primary, then elect.
+fn fence_and_elect(
+    status: &TopologyStatus,
+    current: &str,
+    pods: &[PodReplication],
+) -> TopologyAction {
+    let fence = to_fence(current, None, pods);
+    if !fence.is_empty() {
+        return TopologyAction::Fence { pods: fence };
+    }
+    let election = match &status.primary_history {
+        Some(anchor) => elect(anchor, Some(current), pods),
+        None => Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
+            divergent: Vec::new(),
+        }),
+    };
+    match election {
+        Election::Candidate(pod) => TopologyAction::SetTargetPrimary { pod },
+        Election::NoSafeCandidate(why) => {
+            // The old primary, still the same process with its history, lost nothing: go back.
+            if find(pods, current).is_some_and(|p| is_intact(status, p)) {
+                return TopologyAction::Bootstrap {
+                    primary: current.to_string(),
+                };
+            }
+            match why {
+                NoCandidate::Unobserved { pods } => TopologyAction::Wait {
+                    reason: WaitReason::PodsUnobserved(pods),
+                },
+                // Data of another history may be stale or may be the newest: a person decides.
+                NoCandidate::NoSharedHistory { divergent } if !divergent.is_empty() => {
+                    TopologyAction::Stop {
+                        reason: StopReason::NoSafeCandidate(NoCandidate::NoSharedHistory {
+                            divergent,
+                        }),
+                    }
+                }
+                // Nobody else holds data: start again from the only data left (the old primary
+                // restarted with persistence), or from scratch when every pod is empty.
+                NoCandidate::NoSharedHistory { .. } => choose_from_scratch(pods),
+            }
+        }
+    }
+}
+
+/// `target: T != current`: fence again if needed, promote T, confirm it.
+fn continue_failover(
+    status: &TopologyStatus,
+    current: &str,
+    target: &str,
+    pods: &[PodReplication],
+) -> TopologyAction {
+    let Some(target_pod) = find(pods, target).filter(|p| p.is_observed()) else {
+        return TopologyAction::Wait {
+            reason: WaitReason::TargetUnobserved(target.to_string()),
+        };
+    };
+    let fence = to_fence(current, Some(target), pods);
+    if !fence.is_empty() {
+        return TopologyAction::Fence { pods: fence };
+    }
+    if let (Some(state), Some(history)) = (target_pod.state(), target_pod.history()) {
+        if target_pod.is_master() {
+            return TopologyAction::ConfirmPrimary {
+                pod: target.to_string(),
+                run_id: state.run_id.clone(),
+                history,
+            };
+        }
+    }
+    let keeps_history = status
+        .primary_history
+        .as_ref()
+        .is_some_and(|anchor| target_pod.shares_history(anchor));
+    if keeps_history && target_pod.is_electable() {
+        TopologyAction::Promote {
+            pod: target.to_string(),
+        }
+    } else {
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::TargetLost,
+        }
+    }
+}
+
+/// No failover in flight: confirm, repoint, or detect a failing primary.
+fn watch_primary(
+    status: &TopologyStatus,
+    current: &str,
+    pods: &[PodReplication],
+    policy: &TopologyPolicy,
+    now: Timestamp,
+) -> TopologyAction {
+    let standalone = policy.replicas <= 1;
+    let failure = match find(pods, current) {
+        None => PrimaryFailure::PodMissing,
+        Some(pod) => match &pod.server {
+            Err(unobserved) => PrimaryFailure::Unreachable(unobserved.reason.clone()),
+            Ok(state) if state.loading => PrimaryFailure::Unreachable("loading its dataset".into()),
+            Ok(state) => {
+                let same_process = status
+                    .primary_run_id
+                    .as_ref()
+                    .is_none_or(|r| r == &state.run_id);
+                let same_history = status
+                    .primary_history
+                    .as_ref()
+                    .is_none_or(|anchor| pod.shares_history(anchor));
+                if !same_process || (!pod.is_master() && !same_history) {
+                    if standalone {
+                        // Nobody to fail over to: the restarted server is all there is.
+                        return TopologyAction::Bootstrap {
+                            primary: current.to_string(),
+                        };
+                    }
+                    return TopologyAction::StartFailover {
+                        failure: PrimaryFailure::Restarted,
+                    };
+                }
+                if !pod.is_master() && pod.is_electable() {
+                    return TopologyAction::Promote {
+                        pod: current.to_string(),
+                    };
+                }
+                let history = pod.history();
+                if pod.is_master()
+                    && (status.primary_run_id.is_none() || status.primary_history != history)
+                {
+                    // Same process, new or first replication id (e.g. its backlog was created).
+                    if let Some(history) = history {
+                        return TopologyAction::ConfirmPrimary {
+                            pod: current.to_string(),
+                            run_id: state.run_id.clone(),
+                            history,
+                        };
+                    }
+                }
+                if pod.pod_deleting {
+                    PrimaryFailure::PodDeleting
+                } else if !pod.node_ready {
+                    PrimaryFailure::NodeNotReady
+                } else if !pod.pod_ready {
+                    PrimaryFailure::PodNotReady
+                } else {
+                    return healthy(status, pod, pods);
+                }
+            }
+        },
+    };
+    if standalone {
+        return TopologyAction::Steady;
+    }
+    match status.primary_failing_since {
+        None => TopologyAction::MarkPrimaryFailing {
+            since: now,
+            failure,
+        },
+        Some(since) => {
+            let until = since.after(policy.failover_delay);
+            if now >= until {
+                TopologyAction::StartFailover { failure }
+            } else {
+                TopologyAction::WaitFailoverDelay {
+                    since,
+                    until,
+                    failure,
+                }
+            }
+        }
+    }
+}
+
+/// The primary is confirmed and healthy: clear a stale failing mark, then bring every other
+/// observed server under it.
+fn healthy(
+    status: &TopologyStatus,
+    primary: &PodReplication,
+    pods: &[PodReplication],
+) -> TopologyAction {
+    if status.primary_failing_since.is_some() {
+        return TopologyAction::ClearPrimaryFailing;
+    }
+    let stray: Vec<String> = pods
+        .iter()
+        .filter(|p| p.pod != primary.pod && p.is_observed() && !p.pod_deleting)
+        .filter(|p| !p.follows(&primary.endpoint))
+        .map(|p| p.pod.clone())
+        .collect();
+    if stray.is_empty() {
+        TopologyAction::Steady
+    } else {
+        TopologyAction::Repoint {
+            pods: stray,
+            to: primary.pod.clone(),
+        }
+    }
+}
+
+/// What a scale-down to `replicas` pods must do first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScaleDown {
+    /// The primary survives the scale-down (or none is recorded yet).
+    Safe,
+    /// The primary's ordinal would be removed: switch over to this in-sync pod first.
+    SwitchoverFirst {
+        /// The pod to switch over to.
+        to: String,
+    },
+    /// The primary would be removed and no surviving pod is a safe, in-sync target.
+    Blocked,
+}
+
+/// Whether scaling down to `replicas` pods would remove the primary, and where to move it first:
+/// the most advanced surviving replica that shares the primary's history and is linked to it.
+pub fn plan_scale_down(
+    status: &TopologyStatus,
+    pods: &[PodReplication],
+    replicas: u32,
+) -> ScaleDown {
+    let Some(current) = status.current_primary.as_deref() else {
+        return ScaleDown::Safe;
+    };
+    let Some(primary) = find(pods, current) else {
+        return ScaleDown::Blocked;
+    };
+    if primary.ordinal < replicas {
+        return ScaleDown::Safe;
+    }
+    let Some(anchor) = status.primary_history.as_ref() else {
+        return ScaleDown::Blocked;
+    };
+    rank(anchor, Some(current), pods)
+        .into_iter()
+        .find(|p| {
+            p.ordinal < replicas
+                && p.linked_to(&primary.endpoint)
+                && p.replica_link().is_some_and(|l| !l.sync_in_progress)
+        })
+        .map_or(ScaleDown::Blocked, |p| ScaleDown::SwitchoverFirst {
+            to: p.pod.clone(),
+        })
+}

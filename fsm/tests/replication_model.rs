@@ -1,0 +1,589 @@
+//! Model-based test of the replication core: simulated Redis servers (replication ids, offsets,
+//! partial and full resynchronisation, restarts without persistence, partitions), a writer that
+//! confirms writes with `WAIT 1` and keeps its connection until it fails, role labels, and an
+//! operator whose only memory is the persisted `TopologyStatus`: every pass starts from status
+//! and a fresh observation, and a pass may crash half-way through its commands or before its
+//! status write.
+//!
+//! Checked after every step: at most one pod carries the primary label; a promoted pod holds every
+//! confirmed write that still exists anywhere; a full resynchronisation never wipes a confirmed
+//! write from a replica. After healing everything: exactly one primary, every other server
+//! replicating from it, every surviving confirmed write on it, and `decide` says `Steady`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use redis_fsm::{
+    decide, desired_roles, label_patches, Endpoint, FailoverState, PodReplication, ReplicaLink,
+    RoleLabel, ServerRole, ServerState, Timestamp, TopologyAction, TopologyPolicy, TopologyStatus,
+    Unobserved,
+};
+
+const PODS: usize = 3;
+const DELAY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug)]
+enum Action {
+    Operate,
+    /// A pass that dies after `n` commands, or before its status write.
+    OperateCrash(usize),
+    Tick(i64),
+    Write,
+    Confirm,
+    Sync(usize),
+    Replicate(usize),
+    Kill(usize),
+    Start(usize),
+    Partition(usize),
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        20 => Just(Action::Operate),
+        6 => (0..3usize).prop_map(Action::OperateCrash),
+        8 => (1..15_000i64).prop_map(Action::Tick),
+        20 => Just(Action::Write),
+        10 => Just(Action::Confirm),
+        15 => (0..PODS).prop_map(Action::Sync),
+        25 => (0..PODS).prop_map(Action::Replicate),
+        3 => (0..PODS).prop_map(Action::Kill),
+        6 => (0..PODS).prop_map(Action::Start),
+        3 => (0..PODS).prop_map(Action::Partition),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Server {
+    alive: bool,
+    reachable: bool,
+    run_id: u64,
+    master: bool,
+    /// For a replica: the pod it replicates from (itself when parked).
+    follows: usize,
+    link_up: bool,
+    replid: u64,
+    replid2: Option<u64>,
+    second_offset: Option<u64>,
+    /// The dataset as a log of write numbers; the replication offset is its length.
+    data: Vec<u32>,
+}
+
+impl Server {
+    fn offset(&self) -> u64 {
+        self.data.len() as u64
+    }
+}
+
+struct Cluster {
+    servers: Vec<Server>,
+    status: TopologyStatus,
+    labels: Vec<Option<RoleLabel>>,
+    now: i64,
+    next_id: u64,
+    writer_conn: Option<usize>,
+    next_write: u32,
+    /// Accepted writes waiting for `WAIT 1`: (pod, write, offset).
+    unconfirmed: Vec<(usize, u32, usize)>,
+    confirmed: BTreeSet<u32>,
+    /// Confirmed writes whose every copy was destroyed by restarts: no operator can save those.
+    lost: BTreeSet<u32>,
+}
+
+fn name(i: usize) -> String {
+    format!("cache-{i}")
+}
+
+fn index(pod: &str) -> usize {
+    pod.trim_start_matches("cache-")
+        .parse()
+        .expect("model pod name")
+}
+
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        host: format!("10.0.0.{i}"),
+        port: 6379,
+    }
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let mut cluster = Cluster {
+            servers: Vec::new(),
+            status: TopologyStatus::default(),
+            labels: vec![None; PODS],
+            now: 1_000_000,
+            next_id: 1,
+            writer_conn: None,
+            next_write: 1,
+            unconfirmed: Vec::new(),
+            confirmed: BTreeSet::new(),
+            lost: BTreeSet::new(),
+        };
+        for i in 0..PODS {
+            let server = cluster.fresh_server(i);
+            cluster.servers.push(server);
+        }
+        cluster
+    }
+
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A process that just started without persistence, with the in-pod boot guard: it replicates
+    /// from the primary recorded in status, or parks itself when that is itself, nobody, or a
+    /// primary being failed over.
+    fn fresh_server(&mut self, i: usize) -> Server {
+        let follows = match self.status.current_primary.as_deref() {
+            Some(current) if !self.status.failover_in_flight() => index(current),
+            _ => i,
+        };
+        Server {
+            alive: true,
+            reachable: true,
+            run_id: self.fresh_id(),
+            master: false,
+            follows,
+            link_up: false,
+            replid: self.fresh_id(),
+            replid2: None,
+            second_offset: None,
+            data: Vec::new(),
+        }
+    }
+
+    fn answers(&self, i: usize) -> bool {
+        self.servers[i].alive && self.servers[i].reachable
+    }
+
+    fn surviving_confirmed(&self) -> BTreeSet<u32> {
+        self.confirmed.difference(&self.lost).copied().collect()
+    }
+
+    fn observe(&self) -> Vec<PodReplication> {
+        (0..PODS)
+            .map(|i| {
+                let s = &self.servers[i];
+                let server = if self.answers(i) {
+                    let role = if s.master {
+                        ServerRole::Master
+                    } else {
+                        let master = endpoint(s.follows);
+                        ServerRole::Replica(ReplicaLink {
+                            master_host: master.host,
+                            master_port: master.port,
+                            link_up: s.link_up,
+                            sync_in_progress: false,
+                            replica_offset: s.offset(),
+                        })
+                    };
+                    Ok(ServerState {
+                        run_id: format!("run-{}", s.run_id),
+                        uptime_seconds: 1,
+                        role,
+                        replid: format!("id-{}", s.replid),
+                        replid2: s.replid2.map(|r| format!("id-{r}")),
+                        repl_offset: s.offset(),
+                        second_repl_offset: s.second_offset,
+                        aof_enabled: false,
+                        loading: false,
+                        keys: s.offset(),
+                        failover_state: FailoverState::None,
+                    })
+                } else {
+                    Err(Unobserved {
+                        reason: "connection refused".into(),
+                    })
+                };
+                PodReplication {
+                    pod: name(i),
+                    ordinal: i as u32,
+                    endpoint: endpoint(i),
+                    pod_ready: s.alive,
+                    pod_deleting: false,
+                    node_ready: true,
+                    server,
+                }
+            })
+            .collect()
+    }
+
+    /// Turns server `i` into a replica of `to`; a master drops its own replicas' links.
+    fn make_replica(&mut self, i: usize, to: usize) {
+        if self.servers[i].master {
+            for s in self.servers.iter_mut() {
+                if !s.master && s.follows == i {
+                    s.link_up = false;
+                }
+            }
+        }
+        let s = &mut self.servers[i];
+        s.master = false;
+        s.follows = to;
+        s.link_up = false;
+    }
+
+    fn promote(&mut self, i: usize) {
+        let survivors = self.surviving_confirmed();
+        let missing: Vec<u32> = survivors
+            .iter()
+            .filter(|w| !self.servers[i].data.contains(w))
+            .copied()
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "promoted {} without confirmed writes {missing:?}",
+            name(i)
+        );
+        if self.servers[i].master {
+            return;
+        }
+        let new_id = self.fresh_id();
+        let s = &mut self.servers[i];
+        s.master = true;
+        s.link_up = false;
+        s.replid2 = Some(s.replid);
+        s.second_offset = Some(s.offset() + 1);
+        s.replid = new_id;
+    }
+
+    fn set_labels(&mut self, pods: &[PodReplication]) {
+        let live: Vec<(String, Option<RoleLabel>)> =
+            (0..PODS).map(|i| (name(i), self.labels[i])).collect();
+        let desired = desired_roles(&self.status, pods, 0);
+        for (pod, role) in label_patches(&live, &desired) {
+            self.labels[index(&pod)] = role;
+            let primaries = self
+                .labels
+                .iter()
+                .filter(|l| **l == Some(RoleLabel::Primary))
+                .count();
+            assert!(
+                primaries <= 1,
+                "two pods labelled primary: {:?}",
+                self.labels
+            );
+        }
+    }
+
+    /// One operator pass; `crash_after` cuts it short.
+    fn operate(&mut self, crash_after: Option<usize>) -> TopologyAction {
+        let pods = self.observe();
+        let policy = TopologyPolicy {
+            replicas: PODS as u32,
+            failover_delay: DELAY,
+        };
+        let action = decide(&self.status, &pods, &policy, Timestamp(self.now));
+        if let Some(next) = self.status.after(&action) {
+            if crash_after.is_some() {
+                return action;
+            }
+            self.status = next;
+        }
+        let targets: Vec<(usize, Option<usize>)> = match &action {
+            TopologyAction::Fence { pods } => pods.iter().map(|p| (index(p), None)).collect(),
+            TopologyAction::Promote { pod } => vec![(index(pod), Some(index(pod)))],
+            TopologyAction::Repoint { pods, to } => {
+                pods.iter().map(|p| (index(p), Some(index(to)))).collect()
+            }
+            _ => Vec::new(),
+        };
+        let limit = crash_after.unwrap_or(usize::MAX);
+        for (i, to) in targets.into_iter().take(limit) {
+            if !self.answers(i) {
+                continue;
+            }
+            match (&action, to) {
+                (TopologyAction::Promote { .. }, _) => self.promote(i),
+                (_, Some(to)) => self.make_replica(i, to),
+                (_, None) => self.make_replica(i, i),
+            }
+        }
+        if crash_after.is_none() {
+            self.set_labels(&pods);
+        }
+        action
+    }
+
+    fn sync(&mut self, i: usize) {
+        let m = self.servers[i].follows;
+        if !self.answers(i) || self.servers[i].master || self.servers[i].link_up || m == i {
+            return;
+        }
+        if !self.answers(m) || !self.servers[m].master {
+            return;
+        }
+        let (replica, master) = (self.servers[i].clone(), self.servers[m].clone());
+        let partial = replica.replid == master.replid
+            || (Some(replica.replid) == master.replid2
+                && master
+                    .second_offset
+                    .is_some_and(|end| replica.offset() < end));
+        if partial {
+            assert!(
+                master.data.starts_with(&replica.data),
+                "partial resync of a diverged replica"
+            );
+        } else {
+            let wiped: Vec<u32> = replica
+                .data
+                .iter()
+                .filter(|w| self.confirmed.contains(w) && !master.data.contains(w))
+                .copied()
+                .collect();
+            assert!(
+                wiped.is_empty(),
+                "full resync of {} from {} wipes confirmed writes {wiped:?}",
+                name(i),
+                name(m)
+            );
+            self.servers[i].data = master.data.clone();
+        }
+        let s = &mut self.servers[i];
+        s.replid = master.replid;
+        s.replid2 = if partial { master.replid2 } else { None };
+        s.second_offset = if partial { master.second_offset } else { None };
+        s.link_up = true;
+    }
+
+    fn replicate(&mut self, i: usize) {
+        let m = self.servers[i].follows;
+        if !self.servers[i].link_up {
+            return;
+        }
+        if !self.answers(i) || !self.answers(m) || !self.servers[m].master {
+            self.servers[i].link_up = false;
+            return;
+        }
+        let len = self.servers[i].data.len();
+        if let Some(&next) = self.servers[m].data.get(len) {
+            self.servers[i].data.push(next);
+        }
+    }
+
+    fn write(&mut self) {
+        let usable = |c: &Cluster, i: usize| c.answers(i) && c.servers[i].master;
+        if !self.writer_conn.is_some_and(|c| usable(self, c)) {
+            // The connection failed: resolve the `NAME` Service again.
+            self.writer_conn = self
+                .labels
+                .iter()
+                .position(|l| *l == Some(RoleLabel::Primary));
+        }
+        let Some(conn) = self.writer_conn.filter(|&c| usable(self, c)) else {
+            return;
+        };
+        let w = self.next_write;
+        self.next_write += 1;
+        self.servers[conn].data.push(w);
+        let offset = self.servers[conn].data.len();
+        self.unconfirmed.push((conn, w, offset));
+    }
+
+    /// `WAIT 1`: a write is confirmed once a replica linked to the server that took it has it.
+    fn confirm(&mut self) {
+        let mut still = Vec::new();
+        for (p, w, offset) in std::mem::take(&mut self.unconfirmed) {
+            if !self.answers(p) || !self.servers[p].master {
+                continue; // the client saw an error: never confirmed
+            }
+            let acked = (0..PODS).any(|r| {
+                let s = &self.servers[r];
+                r != p
+                    && self.answers(r)
+                    && !s.master
+                    && s.follows == p
+                    && s.link_up
+                    && s.data.get(offset - 1) == Some(&w)
+            });
+            if acked {
+                self.confirmed.insert(w);
+            } else {
+                still.push((p, w, offset));
+            }
+        }
+        self.unconfirmed = still;
+    }
+
+    fn kill(&mut self, i: usize) {
+        if !self.servers[i].alive {
+            return;
+        }
+        self.make_replica(i, i);
+        let s = &mut self.servers[i];
+        s.alive = false;
+        s.data.clear();
+        let survivors: Vec<u32> = self.surviving_confirmed().into_iter().collect();
+        for w in survivors {
+            if !self.servers.iter().any(|s| s.data.contains(&w)) {
+                self.lost.insert(w);
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        if !self.servers[i].alive {
+            let reachable = self.servers[i].reachable;
+            self.servers[i] = self.fresh_server(i);
+            self.servers[i].reachable = reachable;
+        }
+    }
+
+    fn partition(&mut self, i: usize) {
+        let reachable = !self.servers[i].reachable;
+        self.servers[i].reachable = reachable;
+        if !reachable {
+            self.servers[i].link_up = false;
+            for s in self.servers.iter_mut() {
+                if !s.master && s.follows == i {
+                    s.link_up = false;
+                }
+            }
+        }
+    }
+
+    fn act(&mut self, action: &Action) {
+        match *action {
+            Action::Operate => {
+                self.operate(None);
+            }
+            Action::OperateCrash(n) => {
+                self.operate(Some(n));
+            }
+            Action::Tick(ms) => self.now += ms,
+            Action::Write => self.write(),
+            Action::Confirm => self.confirm(),
+            Action::Sync(i) => self.sync(i),
+            Action::Replicate(i) => self.replicate(i),
+            Action::Kill(i) => self.kill(i),
+            Action::Start(i) => self.start(i),
+            Action::Partition(i) => self.partition(i),
+        }
+    }
+
+    /// Heals every failure, then lets servers and operator run until the operator is steady.
+    fn settle(&mut self) {
+        for i in 0..PODS {
+            self.start(i);
+            self.servers[i].reachable = true;
+        }
+        for _ in 0..200 {
+            let action = self.operate(None);
+            if action == TopologyAction::Steady
+                && (0..PODS).all(|i| {
+                    let s = &self.servers[i];
+                    s.master || s.link_up
+                })
+            {
+                return;
+            }
+            if matches!(action, TopologyAction::WaitFailoverDelay { .. }) {
+                self.now += DELAY.as_millis() as i64;
+            }
+            for i in 0..PODS {
+                self.sync(i);
+            }
+        }
+        panic!(
+            "no steady state: status {:?}, servers {:?}",
+            self.status, self.servers
+        );
+    }
+
+    fn check_converged(&mut self) {
+        let masters: Vec<usize> = (0..PODS).filter(|&i| self.servers[i].master).collect();
+        assert_eq!(masters.len(), 1, "servers {:?}", self.servers);
+        let primary = masters[0];
+        assert_eq!(
+            self.status.current_primary.as_deref(),
+            Some(name(primary).as_str())
+        );
+        assert!(!self.status.failover_in_flight());
+        for i in (0..PODS).filter(|&i| i != primary) {
+            assert_eq!(self.servers[i].follows, primary);
+            assert!(self.servers[i].link_up);
+        }
+        let missing: Vec<u32> = self
+            .surviving_confirmed()
+            .into_iter()
+            .filter(|w| !self.servers[primary].data.contains(w))
+            .collect();
+        assert!(missing.is_empty(), "confirmed writes lost: {missing:?}");
+        // Catch up, then the labels name the primary and every replica.
+        for _ in 0..=self.servers[primary].data.len() {
+            for i in 0..PODS {
+                self.replicate(i);
+            }
+        }
+        assert_eq!(self.operate(None), TopologyAction::Steady);
+        assert_eq!(self.labels[primary], Some(RoleLabel::Primary));
+        let replicas = self
+            .labels
+            .iter()
+            .filter(|l| **l == Some(RoleLabel::Replica))
+            .count();
+        assert_eq!(replicas, PODS - 1);
+        // A converged instance writes nothing.
+        let status = self.status.clone();
+        assert_eq!(self.operate(None), TopologyAction::Steady);
+        assert_eq!(self.status, status);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(768))]
+
+    #[test]
+    fn restarted_operator_converges_without_losing_confirmed_writes(
+        actions in proptest::collection::vec(action(), 0..120),
+    ) {
+        let mut cluster = Cluster::new();
+        for action in &actions {
+            cluster.act(action);
+        }
+        cluster.settle();
+        cluster.check_converged();
+    }
+}
+
+/// The walk the issue names: writes confirmed, the primary is killed without persistence and comes
+/// back empty; a replica is promoted, no write is lost and the old primary rejoins as a replica.
+#[test]
+fn primary_killed_without_persistence_fails_over_and_rejoins() {
+    let mut cluster = Cluster::new();
+    cluster.settle();
+    cluster.check_converged();
+    let first = cluster
+        .servers
+        .iter()
+        .position(|s| s.master)
+        .expect("a primary");
+    for _ in 0..5 {
+        cluster.write();
+        for i in 0..PODS {
+            cluster.replicate(i);
+        }
+        cluster.confirm();
+    }
+    assert_eq!(cluster.confirmed.len(), 5);
+    cluster.kill(first);
+    cluster.start(first);
+    // The restarted primary is parked by the boot guard: nobody resyncs from it.
+    assert!(!cluster.servers[first].master);
+    assert!(matches!(
+        cluster.operate(None),
+        TopologyAction::StartFailover { .. }
+    ));
+    cluster.settle();
+    cluster.check_converged();
+    let now_primary = cluster
+        .servers
+        .iter()
+        .position(|s| s.master)
+        .expect("a primary");
+    assert_ne!(now_primary, first);
+    assert_eq!(cluster.servers[first].data.len(), 5);
+}

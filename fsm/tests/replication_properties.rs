@@ -1,0 +1,579 @@
+//! Properties and worked examples of `elect`, `decide`, the role labels and the scale-down plan
+//! over arbitrary observations.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use redis_fsm::{
+    decide, desired_roles, elect, in_sync_replicas, label_patches, plan_scale_down, Election,
+    Endpoint, FailoverState, NoCandidate, PodReplication, PrimaryFailure, ReplicaLink,
+    ReplicationHistory, RoleLabel, ScaleDown, ServerRole, ServerState, StopReason, TargetPrimary,
+    Timestamp, TopologyAction, TopologyPolicy, TopologyStatus, Unobserved, WaitReason,
+};
+
+const IDS: [&str; 3] = ["A", "B", "C"];
+
+fn endpoint(i: u32) -> Endpoint {
+    Endpoint {
+        host: format!("10.0.0.{i}"),
+        port: 6379,
+    }
+}
+
+fn name(i: u32) -> String {
+    format!("cache-{i}")
+}
+
+fn id() -> impl Strategy<Value = String> {
+    proptest::sample::select(IDS.to_vec()).prop_map(String::from)
+}
+
+fn server() -> impl Strategy<Value = ServerState> {
+    (
+        0..3u32,
+        prop_oneof![
+            Just(None),
+            (0..4u32, any::<bool>(), proptest::bool::weighted(0.1)).prop_map(Some)
+        ],
+        id(),
+        proptest::option::of(id()),
+        0..100u64,
+        proptest::option::of(0..100u64),
+        proptest::bool::weighted(0.05),
+        0..3u64,
+    )
+        .prop_map(
+            |(run, link, replid, replid2, offset, second, loading, keys)| ServerState {
+                run_id: format!("run-{run}"),
+                uptime_seconds: 5,
+                role: match link {
+                    None => ServerRole::Master,
+                    Some((to, link_up, sync_in_progress)) => ServerRole::Replica(ReplicaLink {
+                        master_host: endpoint(to).host,
+                        master_port: 6379,
+                        link_up,
+                        sync_in_progress,
+                        replica_offset: offset,
+                    }),
+                },
+                replid,
+                replid2,
+                repl_offset: offset,
+                second_repl_offset: second,
+                aof_enabled: false,
+                loading,
+                keys,
+                failover_state: FailoverState::None,
+            },
+        )
+}
+
+fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
+    proptest::collection::vec(
+        (
+            proptest::bool::weighted(0.85),
+            proptest::bool::weighted(0.05),
+            proptest::bool::weighted(0.9),
+            proptest::option::weighted(0.85, server()),
+        ),
+        1..5,
+    )
+    .prop_map(|specs| {
+        specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pod_ready, pod_deleting, node_ready, server))| {
+                let i = i as u32;
+                PodReplication {
+                    pod: name(i),
+                    ordinal: i,
+                    endpoint: endpoint(i),
+                    pod_ready,
+                    pod_deleting,
+                    node_ready,
+                    server: server.ok_or(Unobserved {
+                        reason: "timeout".into(),
+                    }),
+                }
+            })
+            .collect()
+    })
+}
+
+fn history() -> impl Strategy<Value = ReplicationHistory> {
+    (
+        id(),
+        proptest::option::of(id()),
+        proptest::option::of(0..100u64),
+    )
+        .prop_map(|(replid, replid2, second_offset)| ReplicationHistory {
+            replid,
+            replid2,
+            second_offset,
+        })
+}
+
+fn status() -> impl Strategy<Value = TopologyStatus> {
+    let pod = (0..5u32).prop_map(name);
+    (
+        proptest::option::weighted(0.9, pod.clone()),
+        proptest::option::of(prop_oneof![
+            Just(TargetPrimary::Pending),
+            pod.prop_map(TargetPrimary::Pod)
+        ]),
+        proptest::option::of(0..30_000i64),
+        proptest::option::weighted(0.8, history()),
+        proptest::option::weighted(0.8, (0..3u32).prop_map(|r| format!("run-{r}"))),
+    )
+        .prop_map(
+            |(current_primary, target_primary, since, primary_history, primary_run_id)| {
+                TopologyStatus {
+                    current_primary,
+                    target_primary,
+                    primary_failing_since: since.map(Timestamp),
+                    primary_history,
+                    primary_run_id,
+                }
+            },
+        )
+}
+
+fn policy(replicas: u32) -> TopologyPolicy {
+    TopologyPolicy {
+        replicas,
+        failover_delay: Duration::from_secs(10),
+    }
+}
+
+fn pod_index(pods: &[PodReplication], pod: &str) -> usize {
+    pods.iter()
+        .position(|p| p.pod == pod)
+        .expect("action names an observed pod")
+}
+
+/// What the servers report once a command has been carried out.
+fn reflect(pods: &mut [PodReplication], action: &TopologyAction) {
+    let follow = |pod: &mut PodReplication, to: &Endpoint| {
+        if let Ok(state) = &mut pod.server {
+            state.role = ServerRole::Replica(ReplicaLink {
+                master_host: to.host.clone(),
+                master_port: to.port,
+                link_up: false,
+                sync_in_progress: false,
+                replica_offset: state.repl_offset,
+            });
+        }
+    };
+    match action {
+        TopologyAction::Fence { pods: parked } => {
+            for pod in parked {
+                let i = pod_index(pods, pod);
+                let own = pods[i].endpoint.clone();
+                follow(&mut pods[i], &own);
+            }
+        }
+        TopologyAction::Repoint { pods: moved, to } => {
+            let to = pods[pod_index(pods, to)].endpoint.clone();
+            for pod in moved {
+                let i = pod_index(pods, pod);
+                follow(&mut pods[i], &to);
+            }
+        }
+        TopologyAction::Promote { pod } => {
+            let i = pod_index(pods, pod);
+            if let Ok(state) = &mut pods[i].server {
+                state.role = ServerRole::Master;
+                state.replid2 = Some(state.replid.clone());
+                state.second_repl_offset = Some(state.repl_offset + 1);
+                state.replid = "P".into();
+            }
+        }
+        _ => {}
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Only a pod that shares the recorded history, may be promoted and is not the failed primary
+    /// is ever elected, and it is the most advanced of those.
+    #[test]
+    fn a_divergent_replica_is_never_elected(
+        pods in pods(),
+        anchor in history(),
+        excluded in proptest::option::of((0..5u32).prop_map(name)),
+    ) {
+        if let Election::Candidate(pod) = elect(&anchor, excluded.as_deref(), &pods) {
+            let chosen = &pods[pod_index(&pods, &pod)];
+            prop_assert!(chosen.shares_history(&anchor));
+            prop_assert!(chosen.is_electable());
+            prop_assert_ne!(Some(pod.as_str()), excluded.as_deref());
+            let offset = chosen.state().map(|s| s.repl_offset);
+            for other in pods.iter().filter(|p| Some(p.pod.as_str()) != excluded.as_deref()) {
+                prop_assert!(other.is_observed(), "elected while {} unobserved", other.pod);
+                if other.is_electable() && other.shares_history(&anchor) {
+                    prop_assert!(other.state().map(|s| s.repl_offset) <= offset);
+                }
+            }
+        }
+    }
+
+    /// `decide` is a function of its inputs, and once its action is reflected (the status written,
+    /// or the servers changed) it moves on instead of repeating it.
+    #[test]
+    fn decide_is_idempotent_once_its_action_is_reflected(
+        status in status(),
+        mut pods in pods(),
+        replicas in 1..4u32,
+        now in 0..60_000i64,
+    ) {
+        let policy = policy(replicas);
+        let now = Timestamp(now);
+        let action = decide(&status, &pods, &policy, now);
+        prop_assert_eq!(&decide(&status, &pods, &policy, now), &action);
+        if let Some(next) = status.after(&action) {
+            prop_assert!(action.is_status_write() && !action.is_command());
+            prop_assert_ne!(decide(&next, &pods, &policy, now), action);
+        } else if action.is_command() {
+            reflect(&mut pods, &action);
+            prop_assert_ne!(decide(&status, &pods, &policy, now), action);
+        }
+    }
+
+    /// Applied in order, the label patches never leave two pods labelled primary, and they reach
+    /// the desired labels.
+    #[test]
+    fn label_patches_never_label_two_primaries(
+        status in status(),
+        pods in pods(),
+        live_primary in proptest::option::of(0..5u32),
+        live_replicas in proptest::collection::vec(any::<bool>(), 5),
+    ) {
+        let desired = desired_roles(&status, &pods, 10);
+        prop_assert!(desired.iter().filter(|(_, r)| *r == Some(RoleLabel::Primary)).count() <= 1);
+        let mut live: Vec<(String, Option<RoleLabel>)> = pods
+            .iter()
+            .map(|p| {
+                let role = if Some(p.ordinal) == live_primary {
+                    Some(RoleLabel::Primary)
+                } else if live_replicas[p.ordinal as usize] {
+                    Some(RoleLabel::Replica)
+                } else {
+                    None
+                };
+                (p.pod.clone(), role)
+            })
+            .collect();
+        for (pod, role) in label_patches(&live, &desired) {
+            let slot = live.iter_mut().find(|(name, _)| *name == pod).expect("known pod");
+            slot.1 = role;
+            prop_assert!(live.iter().filter(|(_, r)| *r == Some(RoleLabel::Primary)).count() <= 1);
+        }
+        prop_assert_eq!(live, desired);
+    }
+}
+
+// Worked examples.
+
+fn state(run: &str, role: ServerRole, replid: &str, offset: u64, keys: u64) -> ServerState {
+    ServerState {
+        run_id: run.into(),
+        uptime_seconds: 100,
+        role,
+        replid: replid.into(),
+        replid2: None,
+        repl_offset: offset,
+        second_repl_offset: None,
+        aof_enabled: false,
+        loading: false,
+        keys,
+        failover_state: FailoverState::None,
+    }
+}
+
+fn replica_of(to: u32, link_up: bool, offset: u64) -> ServerRole {
+    ServerRole::Replica(ReplicaLink {
+        master_host: endpoint(to).host,
+        master_port: 6379,
+        link_up,
+        sync_in_progress: false,
+        replica_offset: offset,
+    })
+}
+
+fn pod(i: u32, server: Result<ServerState, Unobserved>) -> PodReplication {
+    PodReplication {
+        pod: name(i),
+        ordinal: i,
+        endpoint: endpoint(i),
+        pod_ready: true,
+        pod_deleting: false,
+        node_ready: true,
+        server,
+    }
+}
+
+/// A healthy three-pod instance: cache-0 primary at offset 100, replicas linked at 100 and 90.
+fn healthy() -> (TopologyStatus, Vec<PodReplication>) {
+    let status = TopologyStatus {
+        current_primary: Some(name(0)),
+        target_primary: Some(TargetPrimary::Pod(name(0))),
+        primary_failing_since: None,
+        primary_history: Some(ReplicationHistory {
+            replid: "A".into(),
+            replid2: None,
+            second_offset: None,
+        }),
+        primary_run_id: Some("run-0".into()),
+    };
+    let pods = vec![
+        pod(0, Ok(state("run-0", ServerRole::Master, "A", 100, 10))),
+        pod(
+            1,
+            Ok(state("run-1", replica_of(0, true, 100), "A", 100, 10)),
+        ),
+        pod(2, Ok(state("run-2", replica_of(0, true, 90), "A", 90, 9))),
+    ];
+    (status, pods)
+}
+
+#[test]
+fn a_healthy_instance_is_steady_and_labels_follow_the_confirmed_primary() {
+    let (status, pods) = healthy();
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Steady
+    );
+    assert_eq!(
+        desired_roles(&status, &pods, 5),
+        vec![
+            (name(0), Some(RoleLabel::Primary)),
+            (name(1), Some(RoleLabel::Replica)),
+            (name(2), None), // 10 bytes behind, more than the bound of 5
+        ]
+    );
+    assert_eq!(in_sync_replicas(&status, &pods, 10).len(), 2);
+}
+
+#[test]
+fn a_fresh_instance_bootstraps_its_lowest_ordinal() {
+    let empty = |i: u32, id: &str| {
+        pod(
+            i,
+            Ok(state(
+                &format!("run-{i}"),
+                replica_of(i, false, 0),
+                id,
+                0,
+                0,
+            )),
+        )
+    };
+    let pods = vec![empty(1, "X"), empty(0, "Y"), empty(2, "Z")];
+    let status = TopologyStatus::default();
+    let action = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(action, TopologyAction::Bootstrap { primary: name(0) });
+    // Then: promote the parked pod, confirm it, repoint the others.
+    let status = status.after(&action).expect("status write");
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Promote { pod: name(0) }
+    );
+    assert_eq!(
+        desired_roles(&status, &pods, 0)
+            .iter()
+            .filter(|(_, r)| r.is_some())
+            .count(),
+        0
+    );
+}
+
+#[test]
+fn several_pods_with_data_and_no_recorded_primary_need_a_person() {
+    let pods = vec![
+        pod(0, Ok(state("run-0", ServerRole::Master, "X", 0, 5))),
+        pod(1, Ok(state("run-1", ServerRole::Master, "Y", 0, 7))),
+    ];
+    let action = decide(&TopologyStatus::default(), &pods, &policy(2), Timestamp(0));
+    assert_eq!(
+        action,
+        TopologyAction::Stop {
+            reason: StopReason::SeveralPodsHoldData(vec![name(0), name(1)])
+        }
+    );
+}
+
+#[test]
+fn an_unreachable_primary_fails_over_after_the_delay_from_the_persisted_since() {
+    let (status, mut pods) = healthy();
+    pods[0].server = Err(Unobserved {
+        reason: "connection refused".into(),
+    });
+    let failure = PrimaryFailure::Unreachable("connection refused".into());
+    let mark = decide(&status, &pods, &policy(3), Timestamp(1_000));
+    assert_eq!(
+        mark,
+        TopologyAction::MarkPrimaryFailing {
+            since: Timestamp(1_000),
+            failure: failure.clone()
+        }
+    );
+    // A restarted operator reads `since` from status, so the delay keeps counting from 1 s.
+    let status = status.after(&mark).expect("status write");
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(9_000)),
+        TopologyAction::WaitFailoverDelay {
+            since: Timestamp(1_000),
+            until: Timestamp(11_000),
+            failure: failure.clone()
+        }
+    );
+    let start = decide(&status, &pods, &policy(3), Timestamp(11_000));
+    assert_eq!(start, TopologyAction::StartFailover { failure });
+    let status = status.after(&start).expect("status write");
+    // Replicas following the old primary are parked before anyone is elected.
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(11_000)),
+        TopologyAction::Fence {
+            pods: vec![name(1), name(2)]
+        }
+    );
+    let mut parked = pods.clone();
+    reflect(
+        &mut parked,
+        &TopologyAction::Fence {
+            pods: vec![name(1), name(2)],
+        },
+    );
+    let elect = decide(&status, &parked, &policy(3), Timestamp(11_000));
+    assert_eq!(elect, TopologyAction::SetTargetPrimary { pod: name(1) });
+    let status = status.after(&elect).expect("status write");
+    assert_eq!(
+        decide(&status, &parked, &policy(3), Timestamp(11_000)),
+        TopologyAction::Promote { pod: name(1) }
+    );
+    // No pod is labelled primary while the failover is in flight.
+    assert!(desired_roles(&status, &parked, 0)
+        .iter()
+        .all(|(_, r)| r.is_none()));
+}
+
+#[test]
+fn a_primary_that_restarted_empty_is_failed_over_at_once() {
+    let (status, mut pods) = healthy();
+    // The boot guard parked it: a replica of itself, a new run_id, no data.
+    pods[0].server = Ok(state("run-9", replica_of(0, false, 0), "Z", 0, 0));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::Restarted
+        }
+    );
+    // Even if it came back as a master, replicas are never pointed at it.
+    pods[0].server = Ok(state("run-9", ServerRole::Master, "Z", 0, 0));
+    pods[2].server = Ok(state("run-2", replica_of(1, false, 90), "A", 90, 9));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::Restarted
+        }
+    );
+}
+
+#[test]
+fn no_replica_with_the_primary_history_stops_for_manual_intervention() {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    pods[0].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    pods[1].server = Ok(state("run-1", replica_of(1, false, 50), "B", 50, 5));
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 0), "C", 0, 0));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Stop {
+            reason: StopReason::NoSafeCandidate(NoCandidate::NoSharedHistory {
+                divergent: vec![name(1)]
+            })
+        }
+    );
+    // An unobserved replica might hold the newest confirmed write: wait for it.
+    pods[1].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Wait {
+            reason: WaitReason::PodsUnobserved(vec![name(1)])
+        }
+    );
+}
+
+#[test]
+fn an_old_primary_that_returns_rejoins_as_a_replica() {
+    let (mut status, mut pods) = healthy();
+    // cache-1 was promoted and confirmed; cache-0 comes back still thinking it is master.
+    status.current_primary = Some(name(1));
+    status.target_primary = Some(TargetPrimary::Pod(name(1)));
+    status.primary_run_id = Some("run-1".into());
+    status.primary_history = Some(ReplicationHistory {
+        replid: "P".into(),
+        replid2: Some("A".into()),
+        second_offset: Some(101),
+    });
+    pods[1].server = Ok(ServerState {
+        replid2: Some("A".into()),
+        second_repl_offset: Some(101),
+        ..state("run-1", ServerRole::Master, "P", 120, 12)
+    });
+    pods[2].server = Ok(state("run-2", replica_of(1, true, 120), "P", 120, 12));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Repoint {
+            pods: vec![name(0)],
+            to: name(1)
+        }
+    );
+    assert_eq!(
+        desired_roles(&status, &pods, 0)[0],
+        (name(0), None),
+        "the old primary carries no primary label"
+    );
+}
+
+#[test]
+fn scale_down_never_removes_the_primary() {
+    let (mut status, mut pods) = healthy();
+    assert_eq!(plan_scale_down(&status, &pods, 1), ScaleDown::Safe);
+    // cache-2 is primary; scaling to 2 removes it: switch over to the best surviving replica.
+    status.current_primary = Some(name(2));
+    status.target_primary = Some(TargetPrimary::Pod(name(2)));
+    pods[2].server = Ok(state("run-2", ServerRole::Master, "A", 100, 10));
+    pods[0].server = Ok(state("run-0", replica_of(2, true, 95), "A", 95, 10));
+    pods[1].server = Ok(state("run-1", replica_of(2, true, 100), "A", 100, 10));
+    assert_eq!(
+        plan_scale_down(&status, &pods, 2),
+        ScaleDown::SwitchoverFirst { to: name(1) }
+    );
+    // Scaling to 1 keeps only cache-0.
+    assert_eq!(
+        plan_scale_down(&status, &pods, 1),
+        ScaleDown::SwitchoverFirst { to: name(0) }
+    );
+    // Without an in-sync survivor the scale-down must wait.
+    pods[0].server = Ok(state("run-0", replica_of(2, false, 95), "A", 95, 10));
+    assert_eq!(plan_scale_down(&status, &pods, 1), ScaleDown::Blocked);
+}
+
+#[test]
+fn a_standalone_server_that_restarts_is_taken_back_not_failed_over() {
+    let (status, pods) = healthy();
+    let solo = vec![PodReplication {
+        server: Ok(state("run-7", ServerRole::Master, "Q", 0, 0)),
+        ..pods[0].clone()
+    }];
+    assert_eq!(
+        decide(&status, &solo, &policy(1), Timestamp(0)),
+        TopologyAction::Bootstrap { primary: name(0) }
+    );
+}

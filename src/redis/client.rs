@@ -1,0 +1,406 @@
+//! The only code that speaks to Redis servers.
+//!
+//! One [`RedisNode`] is one connection to one pod's server. Every call is bounded: connecting by
+//! [`Timeouts::connect`], every command by [`Timeouts::command`] (plus the server-side wait of
+//! `WAIT`), through `tokio::time::timeout`, so a stopped or partitioned server costs at most that
+//! long and never stalls another instance's reconcile. Failures are typed ([`RedisError`]) and say
+//! whether trying again later can help.
+
+use std::future::Future;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
+use redis_fsm::{ServerState, Unobserved};
+
+use super::info::{self, ParseError, RoleReply};
+
+/// Time bounds for talking to one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing the TCP connection and the handshake.
+    pub connect: Duration,
+    /// One command's round trip.
+    pub command: Duration,
+}
+
+impl Default for Timeouts {
+    /// Two seconds each: a healthy server on the cluster network answers in milliseconds, and the
+    /// failover delay (10 s by default) must cover several observation attempts.
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            command: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a call to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    /// The connection was not established within the connect timeout.
+    #[error("connecting to {endpoint} timed out after {after:?}")]
+    ConnectTimeout {
+        /// `host:port`.
+        endpoint: String,
+        /// The bound that expired.
+        after: Duration,
+    },
+    /// The server did not answer within the command timeout.
+    #[error("{command} on {endpoint} timed out after {after:?}")]
+    CommandTimeout {
+        /// `host:port`.
+        endpoint: String,
+        /// The command name.
+        command: &'static str,
+        /// The bound that expired.
+        after: Duration,
+    },
+    /// The server could not be reached or the connection broke.
+    #[error("{command} on {endpoint}: {source}")]
+    Connection {
+        /// `host:port`.
+        endpoint: String,
+        /// The command name (`connect` for the connection itself).
+        command: &'static str,
+        /// The client library's error.
+        #[source]
+        source: ::redis::RedisError,
+    },
+    /// The server answered with an error reply, e.g. `ERR FAILOVER target HOST and PORT is not a
+    /// replica.` or `LOADING`.
+    #[error("{command} on {endpoint} was refused: {message}")]
+    Server {
+        /// `host:port`.
+        endpoint: String,
+        /// The command name.
+        command: &'static str,
+        /// The error code, e.g. `ERR`, `LOADING`, `BUSY`.
+        code: String,
+        /// The whole error as the client library renders it.
+        message: String,
+    },
+    /// The server answered something the operator does not understand.
+    #[error("unexpected reply to {command} from {endpoint}: {source}")]
+    Reply {
+        /// `host:port`.
+        endpoint: String,
+        /// The command name.
+        command: &'static str,
+        /// What was wrong with it.
+        #[source]
+        source: ParseError,
+    },
+}
+
+/// Server error codes that describe a passing state: loading the dataset, a busy script, a
+/// master that is down for a replica, a failover or pause in progress.
+const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOMASTERLINK"];
+
+impl RedisError {
+    /// Whether the same call may succeed later without anything else changing: timeouts,
+    /// connection failures and transient server states are; refusals and unexpected replies are
+    /// not (retrying would send the same wrong command again).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RedisError::ConnectTimeout { .. }
+            | RedisError::CommandTimeout { .. }
+            | RedisError::Connection { .. } => true,
+            RedisError::Server { code, .. } => TRANSIENT_CODES.contains(&code.as_str()),
+            RedisError::Reply { .. } => false,
+        }
+    }
+}
+
+impl From<&RedisError> for Unobserved {
+    /// An observation that failed becomes part of the observation, not an abort.
+    fn from(error: &RedisError) -> Self {
+        Unobserved {
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// A connection to one server.
+pub struct RedisNode {
+    endpoint: String,
+    timeouts: Timeouts,
+    connection: MultiplexedConnection,
+}
+
+impl std::fmt::Debug for RedisNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisNode")
+            .field("endpoint", &self.endpoint)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisNode {
+    /// Connects to `host:port`, authenticating with `password` when given (the `default` user).
+    pub async fn connect(
+        host: &str,
+        port: u16,
+        password: Option<&str>,
+        timeouts: Timeouts,
+    ) -> Result<Self, RedisError> {
+        let endpoint = format!("{host}:{port}");
+        let connection_error = |source| RedisError::Connection {
+            endpoint: endpoint.clone(),
+            command: "connect",
+            source,
+        };
+        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
+        if let Some(password) = password {
+            settings = settings.set_password(password);
+        }
+        let info = ConnectionAddr::Tcp(host.to_string(), port)
+            .into_connection_info()
+            .map_err(connection_error)?
+            .set_redis_settings(settings);
+        let client = Client::open(info).map_err(connection_error)?;
+        // The library's own response timeout is off: `run` bounds each command, and `WAIT` needs
+        // a longer bound than the others.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(None);
+        let connection = tokio::time::timeout(
+            timeouts.connect,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| RedisError::ConnectTimeout {
+            endpoint: endpoint.clone(),
+            after: timeouts.connect,
+        })?
+        .map_err(connection_error)?;
+        Ok(RedisNode {
+            endpoint,
+            timeouts,
+            connection,
+        })
+    }
+
+    /// `host:port` of the server.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Sends `command` and waits at most the command timeout plus `extra` (the time the server
+    /// itself is asked to wait, for `WAIT`).
+    async fn run<T, F>(&self, name: &'static str, extra: Duration, send: F) -> Result<T, RedisError>
+    where
+        F: Future<Output = ::redis::RedisResult<T>>,
+    {
+        let after = self.timeouts.command + extra;
+        match tokio::time::timeout(after, send).await {
+            Err(_) => Err(RedisError::CommandTimeout {
+                endpoint: self.endpoint.clone(),
+                command: name,
+                after,
+            }),
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(match source.code() {
+                Some(code) => RedisError::Server {
+                    endpoint: self.endpoint.clone(),
+                    command: name,
+                    code: code.to_string(),
+                    message: source.to_string(),
+                },
+                None if source.is_timeout() => RedisError::CommandTimeout {
+                    endpoint: self.endpoint.clone(),
+                    command: name,
+                    after,
+                },
+                None => RedisError::Connection {
+                    endpoint: self.endpoint.clone(),
+                    command: name,
+                    source,
+                },
+            }),
+        }
+    }
+
+    async fn command<T: ::redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        extra: Duration,
+        cmd: ::redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.connection.clone();
+        self.run(name, extra, async move {
+            cmd.query_async(&mut connection).await
+        })
+        .await
+    }
+
+    fn reply_error(&self, command: &'static str, source: ParseError) -> RedisError {
+        RedisError::Reply {
+            endpoint: self.endpoint.clone(),
+            command,
+            source,
+        }
+    }
+
+    /// `PING`.
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        let reply: String = self
+            .command("PING", Duration::ZERO, ::redis::cmd("PING"))
+            .await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(self.reply_error("PING", ParseError::Role(reply)))
+        }
+    }
+
+    /// `INFO` (the default sections: server, replication, persistence, keyspace, ...), raw.
+    pub async fn info(&self) -> Result<String, RedisError> {
+        self.command("INFO", Duration::ZERO, ::redis::cmd("INFO"))
+            .await
+    }
+
+    /// `INFO replication`, raw.
+    pub async fn info_replication(&self) -> Result<String, RedisError> {
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg("replication");
+        self.command("INFO", Duration::ZERO, cmd).await
+    }
+
+    /// One `INFO`, parsed into what the topology decisions need.
+    pub async fn observe(&self) -> Result<ServerState, RedisError> {
+        let text = self.info().await?;
+        info::server_state(&text).map_err(|e| self.reply_error("INFO", e))
+    }
+
+    /// `ROLE`, parsed.
+    pub async fn role(&self) -> Result<RoleReply, RedisError> {
+        let value: Value = self
+            .command("ROLE", Duration::ZERO, ::redis::cmd("ROLE"))
+            .await?;
+        info::role_reply(&value).map_err(|e| self.reply_error("ROLE", e))
+    }
+
+    /// `REPLICAOF host port`: become (or stay) a read-only replica of `host:port`. Pointing a
+    /// server at itself parks it: read-only, data kept, replicating from nobody.
+    pub async fn replicaof(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("REPLICAOF");
+        cmd.arg(host).arg(port);
+        self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
+    }
+
+    /// `REPLICAOF NO ONE`: promote to master, starting a new replication id.
+    pub async fn replicaof_no_one(&self) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("REPLICAOF");
+        cmd.arg("NO").arg("ONE");
+        self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
+    }
+
+    /// `FAILOVER TO host port TIMEOUT ms` (never `FORCE`): starts a coordinated switchover to the
+    /// replica `host:port` (as this master sees it in `INFO replication`). Returns once started;
+    /// the outcome shows in `master_failover_state` and the roles. On timeout Redis rolls back.
+    pub async fn failover_to(
+        &self,
+        host: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<(), RedisError> {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("FAILOVER");
+        cmd.arg("TO").arg(host).arg(port).arg("TIMEOUT").arg(millis);
+        self.command::<()>("FAILOVER", Duration::ZERO, cmd).await
+    }
+
+    /// `CONFIG GET name`: the value, or `None` when the server knows no such parameter.
+    pub async fn config_get(&self, name: &str) -> Result<Option<String>, RedisError> {
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("GET").arg(name);
+        let pairs: Vec<(String, String)> = self.command("CONFIG GET", Duration::ZERO, cmd).await?;
+        Ok(pairs
+            .into_iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value))
+    }
+
+    /// `CONFIG SET name value`.
+    pub async fn config_set(&self, name: &str, value: &str) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("SET").arg(name).arg(value);
+        self.command::<()>("CONFIG SET", Duration::ZERO, cmd).await
+    }
+
+    /// `CLIENT PAUSE ms WRITE`: refuse writes (reads still served) for at most `duration`.
+    pub async fn client_pause_write(&self, duration: Duration) -> Result<(), RedisError> {
+        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("PAUSE").arg(millis).arg("WRITE");
+        self.command::<()>("CLIENT PAUSE", Duration::ZERO, cmd)
+            .await
+    }
+
+    /// `CLIENT UNPAUSE`.
+    pub async fn client_unpause(&self) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("UNPAUSE");
+        self.command::<()>("CLIENT UNPAUSE", Duration::ZERO, cmd)
+            .await
+    }
+
+    /// `WAIT numreplicas timeout`: how many replicas acknowledged this connection's writes.
+    /// The server may wait up to `timeout`, so the client allows that on top of the command bound.
+    pub async fn wait(&self, numreplicas: u32, timeout: Duration) -> Result<u32, RedisError> {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(numreplicas).arg(millis);
+        self.command("WAIT", timeout, cmd).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: &str) -> RedisError {
+        RedisError::Server {
+            endpoint: "10.0.0.1:6379".into(),
+            command: "REPLICAOF",
+            code: code.into(),
+            message: format!("{code} something"),
+        }
+    }
+
+    #[test]
+    fn transient_states_and_timeouts_are_retryable_refusals_are_not() {
+        assert!(server_error("LOADING").is_retryable());
+        assert!(server_error("MASTERDOWN").is_retryable());
+        assert!(!server_error("ERR").is_retryable());
+        assert!(!server_error("NOPERM").is_retryable());
+        assert!(RedisError::CommandTimeout {
+            endpoint: "10.0.0.1:6379".into(),
+            command: "INFO",
+            after: Duration::from_secs(2),
+        }
+        .is_retryable());
+        assert!(!RedisError::Reply {
+            endpoint: "10.0.0.1:6379".into(),
+            command: "ROLE",
+            source: ParseError::Role("[]".into()),
+        }
+        .is_retryable());
+    }
+
+    #[test]
+    fn a_failed_observation_becomes_an_unobserved_value() {
+        let error = RedisError::ConnectTimeout {
+            endpoint: "10.0.0.1:6379".into(),
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            Unobserved::from(&error).reason,
+            "connecting to 10.0.0.1:6379 timed out after 2s"
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! The Redis client against real `redis-server` processes on 127.0.0.1 (Debian's `redis-server`
+//! package): replication, promotion, parking, `FAILOVER TO`, configuration, write pauses, `WAIT`,
+//! and that a stopped server makes calls fail within their bound instead of hanging.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis_fsm::{FailoverState, ServerRole, ServerState};
+use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
+
+const HOST: &str = "127.0.0.1";
+
+/// A `redis-server` on a free port in its own directory, killed (and its directory removed) on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = TcpListener::bind((HOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("redis-client-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--bind", HOST, "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            // Start a replica's full sync at once instead of waiting for more replicas.
+            .args(["--repl-diskless-sync-delay", "0"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        let server = Server { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect((HOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    async fn node(&self) -> RedisNode {
+        RedisNode::connect(HOST, self.port, None, Timeouts::default())
+            .await
+            .expect("connect")
+    }
+
+    /// A plain client for data commands the operator never sends (SET, GET).
+    async fn data(&self) -> redis::aio::MultiplexedConnection {
+        // No response timeout: `WAIT` blocks server-side for up to its own timeout.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+        redis::Client::open(format!("redis://{HOST}:{}", self.port))
+            .expect("client")
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("data connection")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // A stopped process ignores nothing but SIGKILL; continue it anyway so it exits cleanly.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+async fn until<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn in_sync_replica(node: &RedisNode) -> Option<ServerState> {
+    let state = node.observe().await.ok()?;
+    match &state.role {
+        ServerRole::Replica(link) if link.link_up && !link.sync_in_progress => Some(state),
+        _ => None,
+    }
+}
+
+/// Waits until `primary` itself lists the replica on `port`: the replica reports its link up
+/// slightly before the master counts it online (the master waits for its first `REPLCONF ACK`).
+async fn until_listed(primary: &RedisNode, port: u16) {
+    until(
+        Duration::from_secs(10),
+        "the master to list its replica",
+        || async {
+            match primary.role().await.ok()? {
+                RoleReply::Master { replicas, .. } => {
+                    replicas.iter().any(|r| r.1 == port).then_some(())
+                }
+                RoleReply::Replica { .. } => None,
+            }
+        },
+    )
+    .await
+}
+
+async fn set(server: &Server, key: &str, value: &str) {
+    let mut data = server.data().await;
+    let () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut data)
+        .await
+        .expect("SET");
+}
+
+async fn get(server: &Server, key: &str) -> Option<String> {
+    let mut data = server.data().await;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut data)
+        .await
+        .expect("GET")
+}
+
+#[tokio::test]
+async fn replicaof_role_info_and_wait_against_a_real_pair() {
+    let (a, b) = (Server::start(), Server::start());
+    let (na, nb) = (a.node().await, b.node().await);
+    na.ping().await.expect("ping");
+    let fresh = na.observe().await.expect("observe");
+    assert_eq!(fresh.role, ServerRole::Master);
+    assert_eq!(fresh.keys, 0);
+    assert!(!fresh.aof_enabled);
+
+    set(&a, "k1", "v1").await;
+    nb.replicaof(HOST, a.port).await.expect("replicaof");
+    let replica = until(Duration::from_secs(10), "b in sync", || {
+        in_sync_replica(&nb)
+    })
+    .await;
+    until_listed(&na, b.port).await;
+    let ServerRole::Replica(link) = &replica.role else {
+        unreachable!("in_sync_replica returns replicas")
+    };
+    assert_eq!(
+        (link.master_host.as_str(), link.master_port),
+        (HOST, a.port)
+    );
+    assert_eq!(replica.keys, 1);
+    assert_eq!(get(&b, "k1").await.as_deref(), Some("v1"));
+
+    let primary = na.observe().await.expect("observe");
+    assert_eq!(
+        replica.replid, primary.replid,
+        "the replica shares the primary's history"
+    );
+
+    match na.role().await.expect("role") {
+        RoleReply::Master { replicas, .. } => {
+            assert_eq!(replicas.len(), 1);
+            assert_eq!(replicas[0].1, b.port);
+        }
+        other => panic!("a is master, got {other:?}"),
+    }
+    match nb.role().await.expect("role") {
+        RoleReply::Replica { port, state, .. } => {
+            assert_eq!(port, a.port);
+            assert_eq!(state, "connected");
+        }
+        other => panic!("b is a replica, got {other:?}"),
+    }
+    let raw = nb.info_replication().await.expect("info replication");
+    assert!(raw.contains("role:slave"), "{raw}");
+
+    // WAIT counts the replica that acknowledged this connection's write.
+    let mut data = a.data().await;
+    let () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v2")
+        .query_async(&mut data)
+        .await
+        .expect("SET");
+    let acked: u32 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query_async(&mut data)
+        .await
+        .expect("WAIT");
+    assert_eq!(acked, 1);
+    assert_eq!(
+        na.wait(1, Duration::from_millis(500)).await.expect("wait"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn promote_park_and_failover_to() {
+    let (a, b) = (Server::start(), Server::start());
+    let (na, nb) = (a.node().await, b.node().await);
+    set(&a, "k", "v").await;
+    nb.replicaof(HOST, a.port).await.expect("replicaof");
+    until(Duration::from_secs(10), "b in sync", || {
+        in_sync_replica(&nb)
+    })
+    .await;
+    until_listed(&na, b.port).await;
+    let history = na.observe().await.expect("observe").replid;
+
+    // FAILOVER TO the replica: roles swap, the new master keeps the old history as replid2.
+    na.failover_to(HOST, b.port, Duration::from_secs(5))
+        .await
+        .expect("failover");
+    let promoted = until(Duration::from_secs(10), "b promoted", || async {
+        let state = nb.observe().await.ok()?;
+        (state.role == ServerRole::Master && state.failover_state == FailoverState::None)
+            .then_some(state)
+    })
+    .await;
+    assert_eq!(promoted.replid2.as_deref(), Some(history.as_str()));
+    until(Duration::from_secs(10), "a follows b", || {
+        in_sync_replica(&na)
+    })
+    .await;
+
+    // A FAILOVER whose target is not a replica is refused, and retrying would not help.
+    let refused = nb
+        .failover_to(HOST, 1, Duration::from_secs(1))
+        .await
+        .expect_err("not a replica");
+    assert!(matches!(refused, RedisError::Server { .. }), "{refused}");
+    assert!(!refused.is_retryable());
+
+    // Park a: a replica of itself keeps its data, stays read-only and replicates from nobody.
+    na.replicaof(HOST, a.port).await.expect("park");
+    let parked = na.observe().await.expect("observe");
+    let ServerRole::Replica(link) = &parked.role else {
+        panic!("parked server is a replica")
+    };
+    assert!(!link.link_up);
+    assert_eq!(parked.keys, 1);
+    let mut data = a.data().await;
+    let write: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("x")
+        .arg("1")
+        .query_async(&mut data)
+        .await;
+    assert_eq!(write.expect_err("read-only").code(), Some("READONLY"));
+
+    // Promote it again: a new history that continues the one it had.
+    na.replicaof_no_one().await.expect("promote");
+    let repromoted = na.observe().await.expect("observe");
+    assert_eq!(repromoted.role, ServerRole::Master);
+    assert_eq!(
+        repromoted.replid2.as_deref(),
+        Some(promoted.replid.as_str())
+    );
+    assert!(repromoted.second_repl_offset.is_some());
+}
+
+#[tokio::test]
+async fn config_and_write_pause() {
+    let a = Server::start();
+    let na = a.node().await;
+    na.config_set("maxmemory", "10mb")
+        .await
+        .expect("config set");
+    assert_eq!(
+        na.config_get("maxmemory")
+            .await
+            .expect("config get")
+            .as_deref(),
+        Some("10485760")
+    );
+    assert_eq!(
+        na.config_get("no-such-directive")
+            .await
+            .expect("config get"),
+        None
+    );
+    let bad = na
+        .config_set("maxmemory", "lots")
+        .await
+        .expect_err("invalid value");
+    assert!(!bad.is_retryable(), "{bad}");
+
+    // While writes are paused a write blocks; reads and the operator's INFO still answer.
+    na.client_pause_write(Duration::from_secs(30))
+        .await
+        .expect("pause");
+    let mut data = a.data().await;
+    let blocked = tokio::time::timeout(
+        Duration::from_millis(300),
+        redis::cmd("SET")
+            .arg("k")
+            .arg("v")
+            .query_async::<()>(&mut data),
+    )
+    .await;
+    assert!(blocked.is_err(), "a write went through a write pause");
+    na.observe().await.expect("INFO during a write pause");
+    na.client_unpause().await.expect("unpause");
+    set(&a, "k2", "v2").await;
+    assert_eq!(get(&a, "k2").await.as_deref(), Some("v2"));
+}
+
+#[tokio::test]
+async fn a_stopped_server_times_out_within_the_bound() {
+    let a = Server::start();
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        command: Duration::from_millis(300),
+    };
+    let node = RedisNode::connect(HOST, a.port, None, timeouts)
+        .await
+        .expect("connect");
+    node.ping().await.expect("ping");
+
+    a.signal("-STOP");
+    let started = Instant::now();
+    let error = node
+        .observe()
+        .await
+        .expect_err("a stopped server cannot answer");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(error, RedisError::CommandTimeout { .. }),
+        "{error}"
+    );
+    assert!(error.is_retryable());
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+
+    // A new connection to the stopped server fails within the bounds too.
+    let started = Instant::now();
+    let outcome = match RedisNode::connect(HOST, a.port, None, timeouts).await {
+        Ok(fresh) => fresh.ping().await,
+        Err(error) => Err(error),
+    };
+    let error = outcome.expect_err("a stopped server cannot answer");
+    assert!(error.is_retryable(), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    a.signal("-CONT");
+    until(
+        Duration::from_secs(5),
+        "the server answers again",
+        || async { node.ping().await.ok() },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_retryable_connection_error() {
+    let port = TcpListener::bind((HOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let error = RedisNode::connect(HOST, port, None, Timeouts::default())
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(error, RedisError::Connection { .. }), "{error}");
+    assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn wait_may_block_longer_than_the_command_timeout() {
+    let a = Server::start();
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(1),
+        command: Duration::from_millis(200),
+    };
+    let node = RedisNode::connect(HOST, a.port, None, timeouts)
+        .await
+        .expect("connect");
+    // No replica: the server holds WAIT for its whole timeout, five times the command bound.
+    let started = Instant::now();
+    let acked = node
+        .wait(1, Duration::from_secs(1))
+        .await
+        .expect("WAIT is allowed its own timeout");
+    assert_eq!(acked, 0);
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
