@@ -24,6 +24,7 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.status","description":"Current phase of the instance"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"Whether every replica is ready and the spec is fully rolled out"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".spec.replicas","description":"Desired number of Redis pods"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".status.currentPrimary","description":"The pod that is the confirmed primary"}"#,
     printcolumn = r#"{"name":"Ready Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Redis pods that are ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -34,7 +35,8 @@ pub struct RedisInstanceSpec {
     #[schemars(length(min = 1))]
     pub image: String,
 
-    /// Number of Redis pods (independent, not replicating to each other). Changing it scales the StatefulSet.
+    /// Number of Redis pods: one primary and `replicas - 1` replicas replicating from it (1: a standalone
+    /// server). Changing it scales the StatefulSet; scaling down never removes the primary.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0))]
     pub replicas: i32,
@@ -54,6 +56,10 @@ pub struct RedisInstanceSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("additionalProperties" = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*$"}))]
     pub config: BTreeMap<String, String>,
+
+    /// Replication and failover settings.
+    #[serde(default)]
+    pub replication: ReplicationSpec,
 }
 
 impl Default for RedisInstanceSpec {
@@ -65,8 +71,48 @@ impl Default for RedisInstanceSpec {
             resources: None,
             storage: None,
             config: BTreeMap::new(),
+            replication: ReplicationSpec::default(),
         }
     }
+}
+
+/// Replication and failover settings (`spec.replication`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicationSpec {
+    /// Seconds the primary must be unreachable or not ready before the operator fails over to a
+    /// replica (default 10). A primary whose server restarted is failed over at once.
+    #[serde(default = "default_failover_delay_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub failover_delay_seconds: u32,
+
+    /// `min-replicas-to-write`: the primary refuses writes unless at least this many replicas are
+    /// connected with at most `minReplicasMaxLag` seconds of lag. Bounds what an isolated primary
+    /// can accept. Unset: Redis's default (0, off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_replicas_to_write: Option<u32>,
+
+    /// `min-replicas-max-lag`: seconds of lag a replica may have and still count for
+    /// `minReplicasToWrite`. Unset: Redis's default (10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub min_replicas_max_lag: Option<u32>,
+}
+
+impl Default for ReplicationSpec {
+    fn default() -> Self {
+        Self {
+            failover_delay_seconds: default_failover_delay_seconds(),
+            min_replicas_to_write: None,
+            min_replicas_max_lag: None,
+        }
+    }
+}
+
+fn default_failover_delay_seconds() -> u32 {
+    // The fsm crate's default, kept in one place; it fits in u32.
+    u32::try_from(redis_fsm::DEFAULT_FAILOVER_DELAY_SECONDS).unwrap_or(10)
 }
 
 fn default_image() -> String {
@@ -143,6 +189,67 @@ pub struct RedisInstanceStatus {
     /// The newest phase transitions (at most 10), oldest first.
     #[serde(skip_serializing_if = "History::is_empty")]
     pub history: History,
+
+    /// The pod that is (or was last) the confirmed primary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_primary: Option<String>,
+
+    /// Equal to `currentPrimary` when steady; `Pending` or the pod being promoted while a failover is
+    /// in flight. Written before any command is sent, so a restarted operator resumes the failover.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_primary: Option<String>,
+
+    /// When the current primary was first seen failing (RFC 3339); the failover delay counts from here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_failing_since: Option<String>,
+
+    /// The confirmed primary's `master_replid`: a failover candidate must share this history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_replication_id: Option<String>,
+
+    /// The confirmed primary's `master_replid2` (the history it was promoted from).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_replication_id2: Option<String>,
+
+    /// The confirmed primary's `second_repl_offset`: up to where `primaryReplicationId2` is valid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_second_offset: Option<u64>,
+
+    /// The confirmed primary's `run_id`; a different one means its server restarted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_run_id: Option<String>,
+
+    /// Per pod: its replication role, link state, lag and when it was last seen.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub pods: Vec<PodStatus>,
+}
+
+/// One pod's replication state as the operator last observed it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodStatus {
+    /// Pod name.
+    pub name: String,
+    /// What the server reports: `master`, `replica`, or `unreachable` (with the reason in `message`).
+    pub role: String,
+    /// The role label the pod carries: `primary`, `replica`, or empty (in no Service).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+    /// For replicas: `up`, `down` or `syncing` (a full synchronisation is running).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub link: String,
+    /// For replicas of the confirmed primary: bytes of replication stream not yet processed.
+    /// Refreshed whenever the status is written; a change of the lag alone causes no write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// When the operator last got an answer from the server (RFC 3339). Refreshed whenever the
+    /// status is written; for an unreachable server it keeps the last time it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Why the server could not be observed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 impl RedisInstance {

@@ -17,9 +17,11 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
+use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
 use crate::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
+use crate::topology::ROLE_LABEL;
 
 /// Pod template annotation carrying the SHA-256 of the rendered `redis.conf`.
 pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
@@ -47,8 +49,10 @@ pub struct Desired {
     pub config_map: ConfigMap,
     /// `NAME`, the Redis pods.
     pub statefulset: StatefulSet,
-    /// `NAME`, for clients.
+    /// `NAME`, for clients: selects the pod labelled primary (read-write).
     pub service: Service,
+    /// `NAME-replicas`, for read-only clients: selects the pods labelled replica (in sync).
+    pub replicas_service: Service,
     /// `NAME-headless`, the StatefulSet's governing Service.
     pub headless: Service,
     /// Hex SHA-256 of the rendered configuration.
@@ -63,6 +67,11 @@ pub fn config_map_name(instance: &str) -> String {
 /// Name of the headless Service governing the StatefulSet.
 pub fn headless_name(instance: &str) -> String {
     format!("{instance}-headless")
+}
+
+/// Name of the Service selecting the in-sync replicas.
+pub fn replicas_service_name(instance: &str) -> String {
+    format!("{instance}-replicas")
 }
 
 /// The labels every child carries.
@@ -99,7 +108,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
     let owner = ri
         .controller_owner_ref(&())
         .expect("instances read from the API have a name and uid");
-    let rendered = redis_conf::render(&ri.spec.config);
+    let rendered = redis_conf::render(&ri.spec.config, &ri.spec.replication);
     let config_hash = redis_conf::config_hash(&rendered);
     let config_map = ConfigMap {
         metadata: metadata(ri, config_map_name(&name), &owner),
@@ -109,25 +118,42 @@ pub fn build(ri: &RedisInstance) -> Desired {
     Desired {
         config_map,
         statefulset: statefulset(ri, &owner, &config_hash),
-        service: service(ri, &owner, false),
-        headless: service(ri, &owner, true),
+        service: service(ri, &owner, ServiceKind::Primary),
+        replicas_service: service(ri, &owner, ServiceKind::Replicas),
+        headless: service(ri, &owner, ServiceKind::Headless),
         config_hash,
     }
 }
 
-fn service(ri: &RedisInstance, owner: &OwnerReference, headless: bool) -> Service {
+/// Which of an instance's Services to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ServiceKind {
+    /// `NAME`: the primary.
+    Primary,
+    /// `NAME-replicas`: the in-sync replicas.
+    Replicas,
+    /// `NAME-headless`: every pod, ready or not, for stable per-pod DNS.
+    Headless,
+}
+
+fn service(ri: &RedisInstance, owner: &OwnerReference, kind: ServiceKind) -> Service {
     let name = ri.name_any();
-    let service_name = if headless {
-        headless_name(&name)
-    } else {
-        name.clone()
+    let headless = kind == ServiceKind::Headless;
+    let (service_name, role) = match kind {
+        ServiceKind::Primary => (name.clone(), Some(RoleLabel::Primary)),
+        ServiceKind::Replicas => (replicas_service_name(&name), Some(RoleLabel::Replica)),
+        ServiceKind::Headless => (headless_name(&name), None),
     };
+    let mut selector = selector_labels(&name);
+    if let Some(role) = role {
+        selector.insert(ROLE_LABEL.to_string(), role.as_str().to_string());
+    }
     Service {
         metadata: metadata(ri, service_name, owner),
         spec: Some(ServiceSpec {
             cluster_ip: headless.then(|| "None".to_string()),
             publish_not_ready_addresses: headless.then_some(true),
-            selector: Some(selector_labels(&name)),
+            selector: Some(selector),
             ports: Some(vec![ServicePort {
                 name: Some("redis".into()),
                 port: REDIS_PORT,
@@ -223,10 +249,18 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
             name: CONTAINER.into(),
             image: Some(ri.spec.image.clone()),
             command: Some(vec!["redis-server".into()]),
-            // Listen on the pod's own address only.
+            // Listen on the pod's own address only. Boot guard: every server starts parked (a replica of
+            // itself: read-only, data kept, replicating from nobody) and never makes itself primary; the
+            // operator promotes or re-points it. Replicas announce the pod address, which is what the
+            // operator points them at and what `FAILOVER TO` matches.
             args: Some(vec![
                 format!("{CONFIG_DIR}/{CONFIG_FILE}"),
                 "--bind".into(),
+                "$(POD_IP)".into(),
+                "--replicaof".into(),
+                "$(POD_IP)".into(),
+                REDIS_PORT.to_string(),
+                "--replica-announce-ip".into(),
                 "$(POD_IP)".into(),
             ]),
             env: Some(vec![EnvVar {
@@ -316,6 +350,7 @@ pub(crate) mod tests {
                 resources: None,
                 storage: None,
                 config: [("maxmemory".to_string(), "100mb".to_string())].into(),
+                replication: Default::default(),
             },
         );
         ri.metadata.namespace = Some("ns".into());
@@ -331,6 +366,7 @@ pub(crate) mod tests {
             &desired.config_map.metadata,
             &desired.statefulset.metadata,
             &desired.service.metadata,
+            &desired.replicas_service.metadata,
             &desired.headless.metadata,
         ];
         for meta in metas {
@@ -416,5 +452,36 @@ pub(crate) mod tests {
         );
         assert_eq!(ta.spec, tb.spec);
         assert_ne!(ta.metadata, tb.metadata);
+    }
+
+    #[test]
+    fn services_select_by_role_and_the_headless_one_every_pod() {
+        let desired = build(&instance("cache"));
+        let selector = |svc: &Service| svc.spec.as_ref().unwrap().selector.clone().unwrap();
+        assert_eq!(selector(&desired.service)[ROLE_LABEL], "primary");
+        assert_eq!(
+            desired.replicas_service.metadata.name.as_deref(),
+            Some("cache-replicas")
+        );
+        assert_eq!(selector(&desired.replicas_service)[ROLE_LABEL], "replica");
+        assert!(!selector(&desired.headless).contains_key(ROLE_LABEL));
+        for svc in [&desired.service, &desired.replicas_service] {
+            assert_eq!(selector(svc)[INSTANCE_LABEL], "cache");
+        }
+    }
+
+    #[test]
+    fn every_pod_boots_parked_and_announces_its_address() {
+        let spec = build(&instance("cache")).statefulset.spec.unwrap();
+        let args = spec.template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap();
+        let joined = args.join(" ");
+        assert!(joined.contains("--replicaof $(POD_IP) 6379"), "{joined}");
+        assert!(
+            joined.contains("--replica-announce-ip $(POD_IP)"),
+            "{joined}"
+        );
     }
 }

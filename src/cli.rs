@@ -179,13 +179,26 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let operate = async {
         if !args.leader_election {
-            reconciler::run(client, settings, metrics, ready_tx, termination_signal()).await;
+            reconciler::run(
+                client,
+                settings,
+                metrics,
+                ready_tx,
+                leader::Leadership::unconditional(),
+                termination_signal(),
+            )
+            .await;
             return Ok(());
         }
         let election = Election::new(client.clone(), args.lease_settings());
-        leader::run_elected(election, ready_tx, termination_signal(), |ready, stop| {
-            reconciler::run(client, settings, metrics, ready, stop.wait())
-        })
+        leader::run_elected(
+            election,
+            ready_tx,
+            termination_signal(),
+            |ready, stop, leadership| {
+                reconciler::run(client, settings, metrics, ready, leadership, stop.wait())
+            },
+        )
         .await
     };
     // Whatever state the controller is in (e.g. a cache that never syncs keeps reconciles waiting, and a

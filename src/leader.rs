@@ -269,7 +269,8 @@ impl Election {
 
 /// Runs `controller` only while this process holds the lease, until `shutdown` resolves.
 ///
-/// `controller` gets a future that resolves when it must stop; it should finish in-flight work and return.
+/// `controller` gets a future that resolves when it must stop (it should finish in-flight work and return), and
+/// the [`Leadership`] to check before commands only the leader may send.
 /// `ready` is true while a standby takes part in the election and sees the leader; once leading it is false
 /// until the controller sets it (caches synced).
 pub async fn run_elected<C, F>(
@@ -279,7 +280,7 @@ pub async fn run_elected<C, F>(
     controller: C,
 ) -> Result<(), Error>
 where
-    C: FnOnce(watch::Sender<bool>, StopSignal) -> F,
+    C: FnOnce(watch::Sender<bool>, StopSignal, Leadership) -> F,
     F: Future<Output = ()>,
 {
     let mut shutdown = pin!(shutdown);
@@ -292,7 +293,8 @@ where
     }
     ready.send_replace(false);
     let (stop, stop_signal) = oneshot::channel();
-    let mut controller = pin!(controller(ready, StopSignal(stop_signal)));
+    let leadership = Leadership(election.participation.as_ref().map(|p| p.leading.clone()));
+    let mut controller = pin!(controller(ready, StopSignal(stop_signal), leadership));
     let (lost, controller_done) = tokio::select! {
         _ = &mut controller => (false, true),
         _ = &mut shutdown => (false, false),
@@ -310,6 +312,25 @@ where
     }
     election.release().await;
     Ok(())
+}
+
+/// Whether this process may send commands only the leader may send (topology changes to Redis servers).
+///
+/// With leader election it follows the lease manager's view: false as soon as the lease could not be renewed
+/// before its deadline or another holder took it. Ask it right before every such command.
+#[derive(Clone, Debug)]
+pub struct Leadership(Option<watch::Receiver<bool>>);
+
+impl Leadership {
+    /// Leader election is off: this process is the only operator and always leads.
+    pub fn unconditional() -> Self {
+        Self(None)
+    }
+
+    /// Whether leadership is proven right now.
+    pub fn is_held(&self) -> bool {
+        self.0.as_ref().is_none_or(|leading| *leading.borrow())
+    }
 }
 
 /// Resolves when the elected controller must stop.
@@ -354,6 +375,19 @@ mod tests {
         );
         assert_eq!(identity(None, "host", 42), "host-42");
         assert_eq!(identity(Some(""), "host", 42), "host-42");
+    }
+
+    #[test]
+    fn leadership_follows_the_lease_manager() {
+        assert!(Leadership::unconditional().is_held());
+        let (tx, rx) = watch::channel(true);
+        let leadership = Leadership(Some(rx));
+        assert!(leadership.is_held());
+        tx.send_replace(false);
+        assert!(
+            !leadership.is_held(),
+            "a lost renewal must stop commands at once"
+        );
     }
 
     #[test]

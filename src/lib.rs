@@ -22,5 +22,6 @@ pub mod redis;
 pub mod redis_conf;
 pub mod replace;
 pub mod status;
+pub mod topology;
 pub mod validate;
 pub mod watch;

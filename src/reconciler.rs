@@ -18,7 +18,11 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
-use redis_fsm::{reasons, step, Change, Decision, Observation, Phase, SpecProblem};
+use redis_fsm::{
+    confirmed_primary, decide, desired_roles, label_patches, reasons, step, Change, Decision,
+    Observation, Phase, PodReplication, RoleLabel, SpecProblem, TopologyAction, TopologyPolicy,
+    TopologyStatus,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
@@ -28,11 +32,14 @@ use crate::change::{classify_change, storage_request, StatefulSetChange};
 use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
+use crate::leader::Leadership;
 use crate::metrics::Metrics;
 use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
+use crate::redis::Timeouts;
 use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
+use crate::topology::{self, ROLE_LABEL};
 use crate::validate::validate;
 use crate::watch::{self, WatchBackoff};
 
@@ -116,6 +123,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Settings.
     pub settings: Settings,
+    /// Whether this process may send topology commands to Redis servers (the Lease holder only).
+    pub leadership: Leadership,
+    /// Bounds of every call to a Redis server.
+    pub redis_timeouts: Timeouts,
     /// Consecutive failures per instance, for exponential back-off.
     failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
 }
@@ -296,6 +307,13 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         )
         .await?;
         apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
+        apply_unless_current(
+            ctx,
+            &namespace,
+            &desired.replicas_service,
+            &ctx.stores.services,
+        )
+        .await?;
         apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
 
         let previous = ri.phase();
@@ -364,10 +382,202 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             ));
         }
     }
-    publish_status(ri, ctx, &observation).await?;
+    let topology = if ri.spec.replicas > 0 && live_sts.is_some() {
+        Some(topology_pass(ri, ctx).await)
+    } else {
+        None
+    };
+    if let Some(pass) = &topology {
+        observation.failover = pass.failover.clone();
+        observation.manual_intervention = pass.manual_intervention.clone();
+    }
+    let written = publish_status_with(ri, ctx, &observation, topology.as_ref()).await?;
+    let mut requeue = ctx.settings.resync;
+    if let Some(pass) = &topology {
+        if written.1 {
+            // Labels follow the status as persisted: only now may a pod gain (or must it lose) a role.
+            move_labels(ri, ctx, &pass.roles).await?;
+        }
+        requeue = requeue.min(pass.requeue);
+    }
     reset_backoff(ri, ctx);
-    // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync.
-    Ok(Action::requeue(ctx.settings.resync))
+    // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
+    // shorter while the topology moves.
+    Ok(Action::requeue(requeue))
+}
+
+/// One pass of the replication topology: what was observed, decided and done, and what to record.
+struct TopologyPass {
+    /// The topology status to record (after the decision's status write, if it is one).
+    status: TopologyStatus,
+    /// The per-pod summaries to record.
+    pods: Vec<crate::api::PodStatus>,
+    /// The role label every observed pod should carry.
+    roles: Vec<(String, Option<RoleLabel>)>,
+    /// How soon to look again.
+    requeue: Duration,
+    /// A failover in flight, for the phase engine.
+    failover: Option<String>,
+    /// Why a person must decide, for the phase engine.
+    manual_intervention: Option<SpecProblem>,
+}
+
+/// Observes every pod's server, decides the one next topology step and, when it is a command, sends it (only
+/// while leading). A status write is only computed here; the caller persists it before anything acts on it.
+async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let observed = topology::observe(&name, replicas, &pods, ctx.redis_timeouts).await;
+    let persisted = topology::topology_status(ri.status.as_ref());
+    let policy = TopologyPolicy {
+        replicas,
+        failover_delay: Duration::from_secs(ri.spec.replication.failover_delay_seconds.into()),
+    };
+    let now = topology::now();
+    let action = decide(&persisted, &observed, &policy, now);
+    let next = persisted
+        .after(&action)
+        .unwrap_or_else(|| persisted.clone());
+    let mut requeue = topology::requeue_after(&action, now).unwrap_or(ctx.settings.resync);
+    if action.is_command() {
+        let leadership = ctx.leadership.clone();
+        match topology::execute(&action, &observed, ctx.redis_timeouts, || {
+            leadership.is_held()
+        })
+        .await
+        {
+            Ok(()) => info!(?action, "topology command sent"),
+            Err(error) => warn!(%error, ?action, "topology command failed; observing again"),
+        }
+    } else if action != TopologyAction::Steady {
+        debug!(?action, "topology step");
+    }
+    report_topology_action(ri, ctx, &persisted, &action).await;
+    let roles = desired_roles(&next, &observed, topology::MAX_LAG_BYTES);
+    if roles
+        .iter()
+        .zip(&observed)
+        .any(|((_, role), pod)| role.is_none() && pod.is_observed())
+    {
+        // A replica still syncing becomes labelled without any watch event: look again soon.
+        requeue = requeue.min(Duration::from_secs(2));
+    }
+    let primary_offset = confirmed_primary(&next, &observed)
+        .and_then(PodReplication::state)
+        .map(|s| s.repl_offset);
+    let previous = ri
+        .status
+        .as_ref()
+        .map(|s| s.pods.as_slice())
+        .unwrap_or_default();
+    let manual_intervention = match &action {
+        TopologyAction::Stop { reason } => Some(SpecProblem {
+            reason: reason.reason().to_string(),
+            message: format!("Manual intervention needed: {reason}"),
+        }),
+        _ => None,
+    };
+    TopologyPass {
+        failover: topology::failover_message(&next),
+        manual_intervention,
+        pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
+        status: next,
+        roles,
+        requeue,
+    }
+}
+
+/// Events for the topology steps a user wants to see: a failover starting, a primary confirmed, a stop.
+async fn report_topology_action(
+    ri: &RedisInstance,
+    ctx: &Context,
+    persisted: &TopologyStatus,
+    action: &TopologyAction,
+) {
+    let (type_, reason, note) = match action {
+        TopologyAction::StartFailover { failure } => (
+            EventType::Warning,
+            "FailoverStarted",
+            format!(
+                "Failing over from {}: {failure}",
+                persisted.current_primary.as_deref().unwrap_or("(none)")
+            ),
+        ),
+        TopologyAction::ConfirmPrimary { pod, .. }
+            if persisted.current_primary.as_deref() != Some(pod.as_str())
+                || persisted.primary_run_id.is_none() =>
+        {
+            (
+                EventType::Normal,
+                "PrimaryConfirmed",
+                format!("{pod} is the primary"),
+            )
+        }
+        // Once: the phase engine keeps the reason in status while the stop lasts.
+        TopologyAction::Stop { reason }
+            if ri.status.as_ref().map(|s| s.reason.as_str()) != Some(reason.reason()) =>
+        {
+            (
+                EventType::Warning,
+                reason.reason(),
+                format!("Manual intervention needed: {reason}"),
+            )
+        }
+        _ => return,
+    };
+    event(ctx, ri, type_, reason, "Topology", note).await;
+}
+
+/// Patches the role labels of the instance's pods towards `desired`, in `label_patches` order: every removal
+/// of the primary label before the one that adds it, so no two pods are ever labelled primary.
+async fn move_labels(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &[(String, Option<RoleLabel>)],
+) -> Result<()> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    // Every labelled pod, including those beyond spec.replicas, so a stale primary label is removed too.
+    let live: Vec<(String, Option<RoleLabel>)> = pods
+        .iter()
+        .map(|pod| (pod.name_any(), topology::live_role(pod)))
+        .collect();
+    let mut desired: Vec<(String, Option<RoleLabel>)> = desired
+        .iter()
+        .filter(|(pod, _)| live.iter().any(|(name, _)| name == pod))
+        .cloned()
+        .collect();
+    for (pod, _) in &live {
+        if !desired.iter().any(|(name, _)| name == pod) {
+            desired.push((pod.clone(), None));
+        }
+    }
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    for (pod, role) in label_patches(&live, &desired) {
+        let patch =
+            serde_json::json!({"metadata": {"labels": {ROLE_LABEL: role.map(RoleLabel::as_str)}}});
+        match api
+            .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => info!(%pod, role = role.map_or("none", RoleLabel::as_str), "role label set"),
+            // The pod went away meanwhile; its replacement is labelled by a later pass.
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => {
+                ctx.metrics.record_api_error("patch", &e);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The current time as RFC 3339.
+fn now_text() -> String {
+    now()
 }
 
 /// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
@@ -399,6 +609,14 @@ async fn foreign_child(
     )
     .await?
     .or(foreign(ri, ctx, &namespace, &desired.service, &ctx.stores.services).await?)
+    .or(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.replicas_service,
+        &ctx.stores.services,
+    )
+    .await?)
     .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
     .or(foreign(
         ri,
@@ -699,19 +917,37 @@ async fn publish_status(
     ctx: &Context,
     observation: &Observation,
 ) -> Result<Decision> {
+    Ok(publish_status_with(ri, ctx, observation, None).await?.0)
+}
+
+/// [`publish_status`] with this pass's topology; also says whether the status now holds what was computed
+/// (written, or already equal), which is what label moves must wait for.
+async fn publish_status_with(
+    ri: &RedisInstance,
+    ctx: &Context,
+    observation: &Observation,
+    topology: Option<&TopologyPass>,
+) -> Result<(Decision, bool)> {
     let previous = ri.phase();
     let now = now();
     let decision = step(previous, observation, &now);
-    let status = next_status(
+    let mut status = next_status(
         ri.status.as_ref(),
         &decision,
         observation.generation,
         observation.statefulset.as_ref(),
         &now,
     );
-    if ri.status.as_ref() == Some(&status) {
+    if let Some(pass) = topology {
+        topology::record_topology(&mut status, &pass.status);
+        status.pods = pass.pods.clone();
+    }
+    // Lag and last-seen times alone are no reason to write: a converged instance costs no writes.
+    if ri.status.as_ref().map(topology::without_volatile)
+        == Some(topology::without_volatile(&status))
+    {
         debug!("status unchanged");
-        return Ok(decision);
+        return Ok((decision, true));
     }
     let api: Api<RedisInstance> =
         Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
@@ -725,11 +961,11 @@ async fn publish_status(
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             debug!("status write conflicted with a newer version; the next event reconciles again");
-            return Ok(decision);
+            return Ok((decision, false));
         }
         Err(kube::Error::Api(e)) if e.code == 404 && observation.deletion_requested => {
             debug!("instance was deleted before its status was written");
-            return Ok(decision);
+            return Ok((decision, false));
         }
         Err(e) => {
             ctx.metrics.record_api_error("replace_status", &e);
@@ -758,7 +994,7 @@ async fn publish_status(
         )
         .await;
     }
-    Ok(decision)
+    Ok((decision, true))
 }
 
 /// Publishes a Kubernetes Event about the instance; failures are logged, never fatal.
@@ -796,12 +1032,14 @@ where
     }
 }
 
-/// Builds the watch caches and the controller, and runs it until `shutdown` resolves.
+/// Builds the watch caches and the controller, and runs it until `shutdown` resolves. Topology commands are
+/// sent to Redis servers only while `leadership` is held.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: tokio::sync::watch::Sender<bool>,
+    leadership: Leadership,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let ns = settings.namespace.as_deref();
@@ -857,6 +1095,8 @@ pub async fn run(
         stores: stores.clone(),
         metrics: metrics.clone(),
         settings,
+        leadership,
+        redis_timeouts: Timeouts::default(),
         failures: Mutex::default(),
     });
     let readiness = stores.clone();

@@ -32,6 +32,16 @@ pub fn next_status(
         updated_replicas: rollout.map_or(0, |r| r.updated_replicas),
         conditions: conditions(previous_conditions, decision, generation, now),
         history,
+        // The topology fields are the reconciler's to change (after a topology decision); every other
+        // status write keeps them.
+        current_primary: previous.and_then(|s| s.current_primary.clone()),
+        target_primary: previous.and_then(|s| s.target_primary.clone()),
+        primary_failing_since: previous.and_then(|s| s.primary_failing_since.clone()),
+        primary_replication_id: previous.and_then(|s| s.primary_replication_id.clone()),
+        primary_replication_id2: previous.and_then(|s| s.primary_replication_id2.clone()),
+        primary_second_offset: previous.and_then(|s| s.primary_second_offset),
+        primary_run_id: previous.and_then(|s| s.primary_run_id.clone()),
+        pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }
 
@@ -88,6 +98,22 @@ mod tests {
             "2026-01-01T00:05:00Z",
         );
         assert_eq!(s1, s2, "a repeated observation must not change the status");
+    }
+
+    #[test]
+    fn a_phase_change_keeps_the_recorded_topology() {
+        let obs = running_observation();
+        let decision = step(Phase::Pending, &obs, "t");
+        let previous = RedisInstanceStatus {
+            current_primary: Some("c-1".into()),
+            target_primary: Some("Pending".into()),
+            primary_run_id: Some("run".into()),
+            ..Default::default()
+        };
+        let next = next_status(Some(&previous), &decision, 1, obs.statefulset.as_ref(), "t");
+        assert_eq!(next.current_primary.as_deref(), Some("c-1"));
+        assert_eq!(next.target_primary.as_deref(), Some("Pending"));
+        assert_eq!(next.primary_run_id.as_deref(), Some("run"));
     }
 
     #[test]

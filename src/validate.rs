@@ -138,6 +138,22 @@ mod tests {
             resources: None,
             storage: None,
             config: BTreeMap::new(),
+            replication: Default::default(),
+        }
+    }
+
+    #[test]
+    fn replication_directives_are_refused_in_config() {
+        for key in [
+            "replicaof",
+            "SLAVEOF",
+            "replica-announce-ip",
+            "min-replicas-to-write",
+            "masterauth",
+        ] {
+            let mut spec = valid();
+            spec.config.insert(key.into(), "x".into());
+            assert_eq!(fields(&spec), [format!("spec.config.{key}")], "{key}");
         }
     }
 

@@ -78,6 +78,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
             };
             (reason.into(), with_note(what, observation))
         }
+        (Phase::Updating, Input::FailingOver) => (
+            reasons::FAILOVER.into(),
+            observation.failover.clone().unwrap_or_default(),
+        ),
         (Phase::Updating, Input::ChildrenCreated) => (
             reasons::STATEFULSET_RECREATED.into(),
             with_note(
@@ -134,6 +138,9 @@ fn failure(observation: &Observation) -> (String, String) {
     }
     if let Some(child) = &observation.missing_child {
         return (reasons::CHILD_MISSING.into(), format!("{child} is missing"));
+    }
+    if let Some(problem) = &observation.manual_intervention {
+        return (problem.reason.clone(), problem.message.clone());
     }
     let pods = &observation.failing_pods;
     let message = match pods.first() {

@@ -21,6 +21,10 @@ pub enum Input {
     ChildrenCreated,
     /// The reconciler changed the StatefulSet in this reconcile (update, restart or storage).
     ChangeApplied,
+    /// The replication topology needs a person: no pod can be promoted without losing data.
+    ManualInterventionNeeded,
+    /// A failover is in flight.
+    FailingOver,
     /// No StatefulSet was observed and nothing was created in this reconcile.
     StatefulSetNotObserved,
     /// At least one pod is failing.
@@ -37,12 +41,14 @@ pub enum Input {
 
 impl Input {
     /// Every input, in the priority order [`classify`] checks them.
-    pub const ALL: [Input; 11] = [
+    pub const ALL: [Input; 13] = [
         Input::DeletionRequested,
         Input::SpecInvalid,
         Input::ChildMissing,
         Input::ChildrenCreated,
         Input::ChangeApplied,
+        Input::ManualInterventionNeeded,
+        Input::FailingOver,
         Input::StatefulSetNotObserved,
         Input::PodsFailing,
         Input::RolloutProgressing,
@@ -59,6 +65,8 @@ impl Input {
             Input::ChildMissing => "ChildMissing",
             Input::ChildrenCreated => "ChildrenCreated",
             Input::ChangeApplied => "ChangeApplied",
+            Input::ManualInterventionNeeded => "ManualInterventionNeeded",
+            Input::FailingOver => "FailingOver",
             Input::StatefulSetNotObserved => "StatefulSetNotObserved",
             Input::PodsFailing => "PodsFailing",
             Input::RolloutProgressing => "RolloutProgressing",
@@ -76,6 +84,8 @@ impl Input {
             Input::ChildMissing => "`missing_child` is set",
             Input::ChildrenCreated => "`change == Created`",
             Input::ChangeApplied => "`change` is `RollingUpdate`, `Restart` or `StorageChange`",
+            Input::ManualInterventionNeeded => "`manual_intervention` is set",
+            Input::FailingOver => "`failover` is set",
             Input::StatefulSetNotObserved => "`statefulset` is `None`",
             Input::PodsFailing => "`failing_pods` is not empty",
             Input::RolloutProgressing => {
@@ -106,6 +116,11 @@ impl Input {
             Input::ChildMissing => &[reasons::CHILD_MISSING],
             Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],
             Input::ChangeApplied => &[reasons::STATEFULSET_UPDATE, reasons::STATEFULSET_RESTART],
+            Input::ManualInterventionNeeded => &[
+                reasons::NO_SAFE_FAILOVER_CANDIDATE,
+                reasons::DIVERGENT_HISTORIES,
+            ],
+            Input::FailingOver => &[reasons::FAILOVER],
             Input::StatefulSetNotObserved => &[
                 reasons::CREATING,
                 reasons::PODS_PENDING,
@@ -129,7 +144,7 @@ impl fmt::Display for Input {
 /// The guard: picks the one input an observation amounts to.
 ///
 /// The first matching rule wins, in the order of [`Input::ALL`]: deletion, spec problem, missing
-/// child, a change made in this reconcile, no StatefulSet, failing pods, rollout in progress, and
+/// child, a change made in this reconcile, a topology that needs a person, a failover in flight, no StatefulSet, failing pods, rollout in progress, and
 /// finally readiness: none, all, or otherwise some (which also covers the odd case of more ready
 /// replicas than the spec asks for).
 pub fn classify(observation: &Observation) -> Input {
@@ -148,6 +163,12 @@ pub fn classify(observation: &Observation) -> Input {
         Change::RollingUpdate | Change::Restart | Change::StorageChange => {
             return Input::ChangeApplied
         }
+    }
+    if observation.manual_intervention.is_some() {
+        return Input::ManualInterventionNeeded;
+    }
+    if observation.failover.is_some() {
+        return Input::FailingOver;
     }
     let Some(statefulset) = &observation.statefulset else {
         return Input::StatefulSetNotObserved;

@@ -182,4 +182,10 @@ pub struct Observation {
     pub statefulset: Option<RolloutStatus>,
     /// Pods that are failing, most relevant first.
     pub failing_pods: Vec<FailingPod>,
+    /// A failover in flight (from `StartFailover` until the new primary is confirmed): what happened and
+    /// where the primary is moving.
+    pub failover: Option<String>,
+    /// The replication topology needs a person: no pod can be promoted without losing data. The reason is
+    /// the topology's `StopReason::reason()`.
+    pub manual_intervention: Option<SpecProblem>,
 }

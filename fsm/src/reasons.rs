@@ -32,3 +32,9 @@ pub const CHILD_CONFLICT: &str = "ChildConflict";
 /// A change was applied but the API server keeps something else, so it is not applied again before a back-off
 /// delay (a [`crate::SpecProblem`] reason).
 pub const CHANGE_NOT_CONVERGING: &str = "ChangeNotConverging";
+/// A failover is in flight: the primary is being moved to another pod ([`crate::Phase::Updating`]).
+pub const FAILOVER: &str = "Failover";
+/// No pod can be promoted without losing confirmed writes ([`crate::Phase::Failed`]).
+pub const NO_SAFE_FAILOVER_CANDIDATE: &str = "NoSafeFailoverCandidate";
+/// Several pods hold data of different replication histories ([`crate::Phase::Failed`]).
+pub const DIVERGENT_HISTORIES: &str = "DivergentHistories";

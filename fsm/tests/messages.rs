@@ -45,6 +45,13 @@ fn guard_priority_follows_the_documented_order() {
     assert_eq!(classify(&o), Input::PodsFailing);
     o.statefulset = None;
     assert_eq!(classify(&o), Input::StatefulSetNotObserved);
+    o.failover = Some("promoting demo-1".into());
+    assert_eq!(classify(&o), Input::FailingOver);
+    o.manual_intervention = Some(SpecProblem {
+        reason: reasons::DIVERGENT_HISTORIES.into(),
+        message: "choose which to keep".into(),
+    });
+    assert_eq!(classify(&o), Input::ManualInterventionNeeded);
     o.change = Change::Restart;
     assert_eq!(classify(&o), Input::ChangeApplied);
     o.change = Change::Created;
@@ -224,4 +231,25 @@ fn deletion_wins_and_sticks() {
     assert_eq!(decision.reason, "Deleting");
     o.deletion_requested = false;
     assert_eq!(step(Phase::Terminated, &o, "t").phase, Phase::Terminated);
+}
+
+#[test]
+fn a_failover_is_an_update_and_a_stop_a_failure_with_the_topology_reason() {
+    let mut o = observed(3, settled(3, 2));
+    o.failover = Some("the primary's server restarted; promoting demo-1".into());
+    let d = step(Phase::Running, &o, "t");
+    assert_eq!(d.phase, Phase::Updating);
+    assert_eq!(d.reason, reasons::FAILOVER);
+    assert_eq!(
+        d.message,
+        "the primary's server restarted; promoting demo-1"
+    );
+    o.manual_intervention = Some(SpecProblem {
+        reason: reasons::NO_SAFE_FAILOVER_CANDIDATE.into(),
+        message: "no pod can be promoted without losing data".into(),
+    });
+    let d = step(Phase::Updating, &o, "t");
+    assert_eq!(d.phase, Phase::Failed);
+    assert_eq!(d.reason, reasons::NO_SAFE_FAILOVER_CANDIDATE);
+    assert_eq!(d.message, "no pod can be promoted without losing data");
 }

@@ -247,6 +247,8 @@ impl Cluster {
                     message: "exit 1".into(),
                 })
                 .collect(),
+            failover: None,
+            manual_intervention: None,
         };
         self.clock += 1;
         let now = format!("2024-01-01T00:00:00Z+{}", self.clock);
@@ -391,12 +393,14 @@ fn random_walks_cover_every_phase() {
         .into_iter()
         .filter(|i| !inputs.contains(i))
         .collect();
-    // The model has no spec problems, missing children or vanished StatefulSets.
+    // The model has no spec problems, missing children, replication topology or vanished StatefulSets.
     assert_eq!(
         missing,
         [
             redis_fsm::Input::SpecInvalid,
             redis_fsm::Input::ChildMissing,
+            redis_fsm::Input::ManualInterventionNeeded,
+            redis_fsm::Input::FailingOver,
             redis_fsm::Input::StatefulSetNotObserved
         ]
     );

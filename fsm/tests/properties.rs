@@ -104,9 +104,35 @@ fn observation() -> impl Strategy<Value = Observation> {
             proptest::option::of(Just("existing claims keep storage class fast".to_owned())),
             proptest::option::weighted(0.85, rollout(spec_replicas)),
             prop_oneof![3 => Just(vec![]), 1 => proptest::collection::vec(failing_pod(), 1..4)],
+            proptest::option::weighted(
+                0.1,
+                Just("the primary's server restarted; promoting cache-1".to_owned()),
+            ),
+            proptest::option::weighted(
+                0.05,
+                prop_oneof![
+                    Just(reasons::NO_SAFE_FAILOVER_CANDIDATE),
+                    Just(reasons::DIVERGENT_HISTORIES)
+                ]
+                .prop_map(|reason| SpecProblem {
+                    reason: reason.into(),
+                    message: "no pod can be promoted without losing data".into(),
+                }),
+            ),
         )
             .prop_map(
-                move |(generation, deletion, problem, missing, change, note, sts, failing)| {
+                move |(
+                    generation,
+                    deletion,
+                    problem,
+                    missing,
+                    change,
+                    note,
+                    sts,
+                    failing,
+                    failover,
+                    manual,
+                )| {
                     Observation {
                         generation,
                         deletion_requested: deletion,
@@ -117,6 +143,8 @@ fn observation() -> impl Strategy<Value = Observation> {
                         change_note: note,
                         statefulset: sts,
                         failing_pods: failing,
+                        failover,
+                        manual_intervention: manual,
                     }
                 },
             )

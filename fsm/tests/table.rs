@@ -9,12 +9,14 @@ use Input::*;
 use Phase::*;
 
 /// The inputs in the order of the columns below.
-const COLUMNS: [Input; 11] = [
+const COLUMNS: [Input; 13] = [
     DeletionRequested,
     SpecInvalid,
     ChildMissing,
     ChildrenCreated,
     ChangeApplied,
+    ManualInterventionNeeded,
+    FailingOver,
     StatefulSetNotObserved,
     PodsFailing,
     RolloutProgressing,
@@ -25,15 +27,15 @@ const COLUMNS: [Input; 11] = [
 
 /// Every `(phase, input)` pair and the phase it leads to.
 #[rustfmt::skip]
-const EXPECTED: [(Phase, [Phase; 11]); 7] = [
-    //           Deletion    SpecInv  ChildMiss ChildrenCr ChangeApp StsNotObs PodsFail RolloutPr NoReady  AllReady  Partial
-    (Unknown,    [Terminated, Failed,  Failed,   Creating,  Updating, Creating, Failed,  Updating, Pending, Running, Pending]),
-    (Creating,   [Terminated, Failed,  Failed,   Creating,  Updating, Creating, Failed,  Creating, Pending, Running, Pending]),
-    (Pending,    [Terminated, Failed,  Failed,   Updating,  Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
-    (Running,    [Terminated, Failed,  Failed,   Updating,  Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
-    (Updating,   [Terminated, Failed,  Failed,   Updating,  Updating, Updating, Failed,  Updating, Pending, Running, Updating]),
-    (Failed,     [Terminated, Failed,  Failed,   Creating,  Updating, Creating, Failed,  Updating, Pending, Running, Pending]),
-    (Terminated, [Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated]),
+const EXPECTED: [(Phase, [Phase; 13]); 7] = [
+    //           Deletion    SpecInv  ChildMiss ChildrenCr ChangeApp Manual  FailOver  StsNotObs PodsFail RolloutPr NoReady  AllReady  Partial
+    (Unknown,    [Terminated, Failed,  Failed,   Creating,  Updating, Failed, Updating, Creating, Failed,  Updating, Pending, Running, Pending]),
+    (Creating,   [Terminated, Failed,  Failed,   Creating,  Updating, Failed, Updating, Creating, Failed,  Creating, Pending, Running, Pending]),
+    (Pending,    [Terminated, Failed,  Failed,   Updating,  Updating, Failed, Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
+    (Running,    [Terminated, Failed,  Failed,   Updating,  Updating, Failed, Updating, Pending,  Failed,  Updating, Pending, Running, Pending]),
+    (Updating,   [Terminated, Failed,  Failed,   Updating,  Updating, Failed, Updating, Updating, Failed,  Updating, Pending, Running, Updating]),
+    (Failed,     [Terminated, Failed,  Failed,   Creating,  Updating, Failed, Updating, Creating, Failed,  Updating, Pending, Running, Pending]),
+    (Terminated, [Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated, Terminated]),
 ];
 
 #[test]

@@ -4,6 +4,7 @@
 mod cluster;
 mod harness;
 mod hostile;
+mod replication;
 
 use std::time::Duration;
 
@@ -250,15 +251,47 @@ async fn config_change_restarts_pods_with_the_new_value() {
     }
 }
 
-/// Writes a key to every pod, returning the pods' UIDs.
+/// Writes a key on the primary, waits until every pod holds it and saves it on every pod; returns the pods'
+/// UIDs.
 async fn write_marker(env: &TestEnv, name: &str) -> Vec<String> {
+    let replicas = env.instances().get(name).await.unwrap().spec.replicas;
+    let status = env
+        .wait_status(
+            name,
+            "labelled with a primary and in-sync replicas",
+            move |s| {
+                s.current_primary.is_some()
+                    && s.pods.len() == replicas as usize
+                    && s.pods.iter().all(|p| !p.label.is_empty())
+            },
+        )
+        .await
+        .status
+        .unwrap();
+    let primary = env
+        .pods()
+        .get(status.current_primary.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        redis_command(&pod_ip(&primary), &["SET", "marker", "kept"]).await,
+        "+OK\r\n"
+    );
     let mut uids = Vec::new();
     for pod in env.pods_of(name).await {
         let ip = pod_ip(&pod);
-        assert_eq!(
-            redis_command(&ip, &["SET", "marker", &pod.name_any()]).await,
-            "+OK\r\n"
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !redis_command(&ip, &["GET", "marker"])
+            .await
+            .contains("kept")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "marker never reached {}",
+                pod.name_any()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(redis_command(&ip, &["SAVE"]).await, "+OK\r\n");
         uids.push(pod.uid().unwrap());
     }
@@ -274,7 +307,7 @@ async fn assert_marker_kept(env: &TestEnv, name: &str, uids: &[String]) {
         );
         let reply = redis_command(&pod_ip(&pod), &["GET", "marker"]).await;
         assert!(
-            reply.contains(&pod.name_any()),
+            reply.contains("kept"),
             "data lost on {}: {reply:?}",
             pod.name_any()
         );

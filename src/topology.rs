@@ -1,0 +1,494 @@
+//! The replication edge of the reconciler: observing every pod's server, translating between the
+//! persisted status and the pure decision core (`redis_fsm::decide`), sending the one topology command a
+//! pass may send, and the role labels. See `docs/replication.md`.
+//!
+//! Everything here that decides is pure (`topology_status`, `record_topology`, `pod_replication`,
+//! `pod_summaries`); the async functions only observe or act.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use redis_fsm::{
+    Endpoint, PodReplication, ReplicationHistory, RoleLabel, ServerRole, TargetPrimary, Timestamp,
+    TopologyAction, TopologyStatus, Unobserved,
+};
+
+use crate::api::{PodStatus, RedisInstanceStatus};
+use crate::redis::{RedisError, RedisNode, Timeouts};
+use crate::redis_conf::REDIS_PORT;
+
+/// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
+pub const ROLE_LABEL: &str = "redis.github.com/role";
+/// The value of `status.targetPrimary` while a failover has started and nobody is elected yet.
+pub const PENDING: &str = "Pending";
+/// Replicas at most this many bytes behind the primary count as in sync (`NAME-replicas`).
+pub const MAX_LAG_BYTES: u64 = 1024 * 1024;
+
+/// The persisted topology fields of `status`, as the decision core reads them.
+pub fn topology_status(status: Option<&RedisInstanceStatus>) -> TopologyStatus {
+    let Some(status) = status else {
+        return TopologyStatus::default();
+    };
+    TopologyStatus {
+        current_primary: status.current_primary.clone(),
+        target_primary: status.target_primary.as_deref().map(|t| {
+            if t == PENDING {
+                TargetPrimary::Pending
+            } else {
+                TargetPrimary::Pod(t.to_string())
+            }
+        }),
+        primary_failing_since: status.primary_failing_since.as_deref().and_then(parse_time),
+        primary_history: status
+            .primary_replication_id
+            .as_ref()
+            .map(|replid| ReplicationHistory {
+                replid: replid.clone(),
+                replid2: status.primary_replication_id2.clone(),
+                second_offset: status.primary_second_offset,
+            }),
+        primary_run_id: status.primary_run_id.clone(),
+    }
+}
+
+/// Writes `topology` into `status` (the inverse of [`topology_status`]).
+pub fn record_topology(status: &mut RedisInstanceStatus, topology: &TopologyStatus) {
+    status.current_primary = topology.current_primary.clone();
+    status.target_primary = topology.target_primary.as_ref().map(|t| match t {
+        TargetPrimary::Pending => PENDING.to_string(),
+        TargetPrimary::Pod(pod) => pod.clone(),
+    });
+    status.primary_failing_since = topology.primary_failing_since.map(format_time);
+    status.primary_replication_id = topology.primary_history.as_ref().map(|h| h.replid.clone());
+    status.primary_replication_id2 = topology
+        .primary_history
+        .as_ref()
+        .and_then(|h| h.replid2.clone());
+    status.primary_second_offset = topology
+        .primary_history
+        .as_ref()
+        .and_then(|h| h.second_offset);
+    status.primary_run_id = topology.primary_run_id.clone();
+}
+
+/// A timestamp as RFC 3339 with milliseconds.
+pub fn format_time(time: Timestamp) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(time.0)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn parse_time(text: &str) -> Option<Timestamp> {
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .ok()
+        .map(|t| Timestamp(t.as_millisecond()))
+}
+
+/// The current time for the decision core.
+pub fn now() -> Timestamp {
+    Timestamp(k8s_openapi::jiff::Timestamp::now().as_millisecond())
+}
+
+/// The address the operator reaches a pod's server at, and the one replicas are pointed at: the pod
+/// IP (the local cluster has no DNS; a pod whose IP changes is re-pointed, see `Repoint`).
+pub fn endpoint(pod: &Pod) -> Option<Endpoint> {
+    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+    Some(Endpoint {
+        host: ip,
+        port: u16::try_from(REDIS_PORT).unwrap_or(6379),
+    })
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// What is known of ordinal `ordinal` before its server is asked: `pod` is `None` when the pod does not
+/// exist (yet), and then it is passed as unobserved, as the election requires.
+pub fn pod_replication(
+    instance: &str,
+    ordinal: u32,
+    pod: Option<&Pod>,
+    server: Result<redis_fsm::ServerState, Unobserved>,
+) -> PodReplication {
+    PodReplication {
+        pod: format!("{instance}-{ordinal}"),
+        ordinal,
+        endpoint: pod.and_then(endpoint).unwrap_or(Endpoint {
+            host: String::new(),
+            port: 0,
+        }),
+        pod_ready: pod.is_some_and(pod_ready),
+        pod_deleting: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        // Node readiness is not watched: a lost node shows as a pod that is not Ready.
+        node_ready: pod.is_some(),
+        server,
+    }
+}
+
+/// Observes every expected ordinal (`0..replicas`), concurrently, each with bounded timeouts: a slow
+/// server delays this pass by at most its own bounds and never another instance's reconcile.
+pub async fn observe(
+    instance: &str,
+    replicas: u32,
+    pods: &[std::sync::Arc<Pod>],
+    timeouts: Timeouts,
+) -> Vec<PodReplication> {
+    let observations = (0..replicas).map(|ordinal| {
+        let name = format!("{instance}-{ordinal}");
+        let pod = pods.iter().find(|p| p.name_any() == name).cloned();
+        async move {
+            let server = match pod.as_deref().and_then(endpoint) {
+                None => Err(Unobserved {
+                    reason: if pod.is_some() {
+                        "the pod has no IP yet".into()
+                    } else {
+                        "the pod does not exist".into()
+                    },
+                }),
+                Some(at) => match RedisNode::connect(&at.host, at.port, None, timeouts).await {
+                    Ok(node) => node.observe().await.map_err(|e| Unobserved::from(&e)),
+                    Err(e) => Err(Unobserved::from(&e)),
+                },
+            };
+            pod_replication(instance, ordinal, pod.as_deref(), server)
+        }
+    });
+    join_all(observations).await
+}
+
+/// Why a topology command was not (fully) sent.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// This process cannot prove it holds the leader Lease.
+    #[error("not sending {0}: leadership of the operator is not proven")]
+    NotLeading(&'static str),
+    /// The pod to command has no address.
+    #[error("pod {0} has no address")]
+    NoAddress(String),
+    /// The server refused or did not answer.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Sends the servers the command of `action` (`Fence`, `Promote` or `Repoint`); other actions send
+/// nothing. `leading` is asked before every single command, so a leader that lost its Lease stops
+/// mid-way.
+pub async fn execute(
+    action: &TopologyAction,
+    pods: &[PodReplication],
+    timeouts: Timeouts,
+    leading: impl Fn() -> bool,
+) -> Result<(), CommandError> {
+    let endpoint_of = |name: &str| {
+        pods.iter()
+            .find(|p| p.pod == name && !p.endpoint.host.is_empty())
+            .map(|p| p.endpoint.clone())
+            .ok_or_else(|| CommandError::NoAddress(name.to_string()))
+    };
+    let node = |at: Endpoint| async move {
+        RedisNode::connect(&at.host, at.port, None, timeouts)
+            .await
+            .map_err(CommandError::from)
+    };
+    match action {
+        TopologyAction::Fence { pods: names } => {
+            for name in names {
+                let at = endpoint_of(name)?;
+                if !leading() {
+                    return Err(CommandError::NotLeading("REPLICAOF (fence)"));
+                }
+                // Parked: replicating from itself, read-only, data kept.
+                node(at.clone()).await?.replicaof(&at.host, at.port).await?;
+            }
+        }
+        TopologyAction::Promote { pod } => {
+            let at = endpoint_of(pod)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("REPLICAOF NO ONE"));
+            }
+            node(at).await?.replicaof_no_one().await?;
+        }
+        TopologyAction::Repoint { pods: names, to } => {
+            let primary = endpoint_of(to)?;
+            for name in names {
+                let at = endpoint_of(name)?;
+                if !leading() {
+                    return Err(CommandError::NotLeading("REPLICAOF"));
+                }
+                node(at)
+                    .await?
+                    .replicaof(&primary.host, primary.port)
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The role label a pod carries now.
+pub fn live_role(pod: &Pod) -> Option<RoleLabel> {
+    match pod.labels().get(ROLE_LABEL).map(String::as_str) {
+        Some("primary") => Some(RoleLabel::Primary),
+        Some("replica") => Some(RoleLabel::Replica),
+        _ => None,
+    }
+}
+
+/// The per-pod status summary. `lag_bytes` and `last_seen` change without the topology changing, so
+/// the status write compares summaries without them (see [`without_volatile`]); an unreachable pod keeps
+/// the `last_seen` of `previous`.
+pub fn pod_summaries(
+    previous: &[PodStatus],
+    pods: &[PodReplication],
+    roles: &[(String, Option<RoleLabel>)],
+    primary_offset: Option<u64>,
+    now: &str,
+) -> Vec<PodStatus> {
+    pods.iter()
+        .map(|p| {
+            let label = roles
+                .iter()
+                .find(|(name, _)| *name == p.pod)
+                .and_then(|(_, role)| role.map(|r| r.as_str().to_string()))
+                .unwrap_or_default();
+            let earlier = previous.iter().find(|s| s.name == p.pod);
+            match &p.server {
+                Ok(state) => {
+                    let (role, link, lag) = match &state.role {
+                        ServerRole::Master => ("master", String::new(), None),
+                        ServerRole::Replica(link) => {
+                            let status = if link.sync_in_progress {
+                                "syncing"
+                            } else if link.link_up {
+                                "up"
+                            } else {
+                                "down"
+                            };
+                            let lag = primary_offset
+                                .filter(|_| link.link_up)
+                                .map(|o| o.saturating_sub(link.replica_offset));
+                            ("replica", status.to_string(), lag)
+                        }
+                    };
+                    PodStatus {
+                        name: p.pod.clone(),
+                        role: role.into(),
+                        label,
+                        link,
+                        lag_bytes: lag,
+                        last_seen: Some(now.to_string()),
+                        message: String::new(),
+                    }
+                }
+                Err(unobserved) => PodStatus {
+                    name: p.pod.clone(),
+                    role: "unreachable".into(),
+                    label,
+                    link: String::new(),
+                    lag_bytes: None,
+                    last_seen: earlier.and_then(|e| e.last_seen.clone()),
+                    message: unobserved.reason.clone(),
+                },
+            }
+        })
+        .collect()
+}
+
+/// `status` without the per-pod fields that change on every observation (lag and last seen): two
+/// statuses equal after this need no write.
+pub fn without_volatile(status: &RedisInstanceStatus) -> RedisInstanceStatus {
+    let mut stripped = status.clone();
+    for pod in &mut stripped.pods {
+        pod.lag_bytes = None;
+        pod.last_seen = None;
+    }
+    stripped
+}
+
+/// What the phase engine says while a failover is in flight (`None` when none is): from status only, so
+/// the message is stable across the passes of one failover step.
+pub fn failover_message(status: &TopologyStatus) -> Option<String> {
+    if !status.failover_in_flight() {
+        return None;
+    }
+    let from = status.current_primary.as_deref().unwrap_or("(none)");
+    Some(match &status.target_primary {
+        Some(TargetPrimary::Pod(to)) => format!("Failing over from {from}: promoting {to}"),
+        _ => format!("Failing over from {from}: fencing it and electing the most advanced replica"),
+    })
+}
+
+/// How soon to look again after `action`: quickly while the topology moves, at the failover deadline
+/// while the delay runs, `None` (the normal resync) when steady.
+pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
+    match action {
+        TopologyAction::Steady => None,
+        TopologyAction::WaitFailoverDelay { until, .. } => Some(Duration::from_millis(
+            u64::try_from(until.0.saturating_sub(now.0))
+                .unwrap_or(0)
+                .max(200),
+        )),
+        TopologyAction::Stop { .. } => Some(Duration::from_secs(10)),
+        TopologyAction::Wait { .. } => Some(Duration::from_secs(2)),
+        _ => Some(Duration::from_millis(500)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis_fsm::{ReplicaLink, ServerState};
+
+    use super::*;
+
+    fn state(role: ServerRole) -> ServerState {
+        ServerState {
+            run_id: "r".into(),
+            uptime_seconds: 1,
+            role,
+            replid: "a".into(),
+            replid2: None,
+            repl_offset: 100,
+            second_repl_offset: None,
+            aof_enabled: false,
+            loading: false,
+            keys: 0,
+            failover_state: Default::default(),
+        }
+    }
+
+    #[test]
+    fn topology_fields_round_trip_through_status() {
+        let topology = TopologyStatus {
+            current_primary: Some("c-0".into()),
+            target_primary: Some(TargetPrimary::Pending),
+            primary_failing_since: Some(Timestamp(1_700_000_000_123)),
+            primary_history: Some(ReplicationHistory {
+                replid: "a".into(),
+                replid2: Some("b".into()),
+                second_offset: Some(7),
+            }),
+            primary_run_id: Some("run".into()),
+        };
+        let mut status = RedisInstanceStatus::default();
+        record_topology(&mut status, &topology);
+        assert_eq!(status.target_primary.as_deref(), Some(PENDING));
+        assert_eq!(
+            status.primary_failing_since.as_deref(),
+            Some("2023-11-14T22:13:20.123Z")
+        );
+        assert_eq!(topology_status(Some(&status)), topology);
+        let steady = TopologyStatus {
+            target_primary: Some(TargetPrimary::Pod("c-0".into())),
+            primary_failing_since: None,
+            ..topology
+        };
+        record_topology(&mut status, &steady);
+        assert_eq!(topology_status(Some(&status)), steady);
+        assert_eq!(topology_status(None), TopologyStatus::default());
+    }
+
+    #[test]
+    fn a_missing_pod_is_passed_as_unobserved_and_unelectable() {
+        let p = pod_replication(
+            "c",
+            2,
+            None,
+            Err(Unobserved {
+                reason: "gone".into(),
+            }),
+        );
+        assert_eq!(p.pod, "c-2");
+        assert!(!p.is_observed() && !p.is_electable() && !p.pod_ready);
+    }
+
+    #[test]
+    fn summaries_report_role_link_lag_and_keep_last_seen_of_unreachable_pods() {
+        let replica = ServerRole::Replica(ReplicaLink {
+            master_host: "10.0.0.1".into(),
+            master_port: 6379,
+            link_up: true,
+            sync_in_progress: false,
+            replica_offset: 90,
+        });
+        let pods = vec![
+            pod_replication("c", 0, None, Ok(state(ServerRole::Master))),
+            pod_replication("c", 1, None, Ok(state(replica))),
+            pod_replication(
+                "c",
+                2,
+                None,
+                Err(Unobserved {
+                    reason: "refused".into(),
+                }),
+            ),
+        ];
+        let previous = vec![PodStatus {
+            name: "c-2".into(),
+            last_seen: Some("earlier".into()),
+            ..Default::default()
+        }];
+        let roles = vec![
+            ("c-0".to_string(), Some(RoleLabel::Primary)),
+            ("c-1".to_string(), Some(RoleLabel::Replica)),
+            ("c-2".to_string(), None),
+        ];
+        let s = pod_summaries(&previous, &pods, &roles, Some(100), "now");
+        assert_eq!(
+            (s[0].role.as_str(), s[0].label.as_str()),
+            ("master", "primary")
+        );
+        assert_eq!(s[1].link, "up");
+        assert_eq!(s[1].lag_bytes, Some(10));
+        assert_eq!(s[1].last_seen.as_deref(), Some("now"));
+        assert_eq!(s[2].role, "unreachable");
+        assert_eq!(s[2].last_seen.as_deref(), Some("earlier"));
+        assert_eq!(s[2].message, "refused");
+        let mut a = RedisInstanceStatus {
+            pods: s.clone(),
+            ..Default::default()
+        };
+        let mut b = a.clone();
+        b.pods[1].lag_bytes = Some(0);
+        b.pods[1].last_seen = Some("later".into());
+        assert_eq!(without_volatile(&a), without_volatile(&b));
+        a.pods[1].link = "down".into();
+        assert_ne!(without_volatile(&a), without_volatile(&b));
+    }
+
+    #[test]
+    fn a_failover_message_exists_only_while_one_is_in_flight() {
+        let mut status = TopologyStatus {
+            current_primary: Some("c-0".into()),
+            target_primary: Some(TargetPrimary::Pod("c-0".into())),
+            ..Default::default()
+        };
+        assert_eq!(failover_message(&status), None);
+        status.target_primary = Some(TargetPrimary::Pending);
+        assert!(failover_message(&status).unwrap().contains("from c-0"));
+        status.target_primary = Some(TargetPrimary::Pod("c-2".into()));
+        assert!(failover_message(&status).unwrap().contains("promoting c-2"));
+    }
+
+    #[test]
+    fn requeue_is_quick_while_moving_and_at_the_deadline_while_waiting() {
+        let now = Timestamp(10_000);
+        assert_eq!(requeue_after(&TopologyAction::Steady, now), None);
+        let wait = TopologyAction::WaitFailoverDelay {
+            since: Timestamp(0),
+            until: Timestamp(13_000),
+            failure: redis_fsm::PrimaryFailure::PodNotReady,
+        };
+        assert_eq!(requeue_after(&wait, now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            requeue_after(&TopologyAction::Promote { pod: "c-1".into() }, now),
+            Some(Duration::from_millis(500))
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Replication: one primary, live replicas, role labels and Services, operator-driven failover without
+//! losing a write confirmed with `WAIT`.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, ResourceExt};
+use redis_operator::api::RedisInstanceStatus;
+use redis_operator::redis::{RedisNode, RoleReply, Timeouts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+const ROLE: &str = "redis.github.com/role";
+
+/// Whether the status shows one primary and `replicas - 1` in-sync replicas, all labelled.
+fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
+    let labelled = |label: &str| status.pods.iter().filter(|p| p.label == label).count();
+    status.current_primary.is_some()
+        && status.target_primary == status.current_primary
+        && status.pods.len() == replicas
+        && labelled("primary") == 1
+        && labelled("replica") == replicas - 1
+}
+
+/// Waits until the status shows one primary with in-sync replicas and the pods carry those labels (they are
+/// patched right after the status write).
+async fn wait_converged(env: &TestEnv, name: &str, replicas: usize) -> RedisInstanceStatus {
+    let status = env
+        .wait_status(name, "one primary with in-sync replicas", move |s| {
+            converged(s, replicas)
+        })
+        .await
+        .status
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = env.pods_of(name).await;
+        let carried: Vec<(String, String)> = pods
+            .iter()
+            .map(|p| {
+                (
+                    p.name_any(),
+                    p.labels().get(ROLE).cloned().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let recorded: Vec<(String, String)> = status
+            .pods
+            .iter()
+            .map(|p| (p.name.clone(), p.label.clone()))
+            .collect();
+        if carried == recorded {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pod labels {carried:?} never matched the status {recorded:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Pods carrying `role`, by name.
+async fn labelled(env: &TestEnv, name: &str, role: &str) -> Vec<Pod> {
+    env.pods_of(name)
+        .await
+        .into_iter()
+        .filter(|p| p.labels().get(ROLE).map(String::as_str) == Some(role))
+        .collect()
+}
+
+async fn role_of(pod: &Pod) -> RoleReply {
+    let node = RedisNode::connect(&pod_ip(pod), 6379, None, Timeouts::default())
+        .await
+        .expect("connect");
+    node.role().await.expect("ROLE")
+}
+
+/// Polls `GET key` on `ip` until it returns `value` (replication is asynchronous).
+async fn wait_key(ip: &str, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = redis_command(ip, &["GET", key]).await;
+        if reply.contains(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{key} never reached {ip}: {reply:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_replicas_are_one_primary_and_two_live_replicas() {
+    let env = TestEnv::new("repl").await;
+    env.create("cache", spec(3)).await;
+    env.wait_running("cache").await;
+    let status = wait_converged(&env, "cache", 3).await;
+    let primary_name = status.current_primary.clone().unwrap();
+
+    let primaries = labelled(&env, "cache", "primary").await;
+    assert_eq!(
+        primaries.len(),
+        1,
+        "exactly one pod carries the primary label"
+    );
+    let primary = &primaries[0];
+    assert_eq!(primary.name_any(), primary_name);
+    let replicas = labelled(&env, "cache", "replica").await;
+    assert_eq!(replicas.len(), 2);
+
+    match role_of(primary).await {
+        RoleReply::Master {
+            replicas: linked, ..
+        } => {
+            assert_eq!(linked.len(), 2, "two connected replicas: {linked:?}")
+        }
+        other => panic!("{primary_name} is not a master: {other:?}"),
+    }
+    for replica in &replicas {
+        match role_of(replica).await {
+            RoleReply::Replica { host, state, .. } => {
+                assert_eq!(host, pod_ip(primary));
+                assert_eq!(state, "connected");
+            }
+            other => panic!("{} is not a replica: {other:?}", replica.name_any()),
+        }
+    }
+
+    assert_eq!(
+        redis_command(&pod_ip(primary), &["SET", "greeting", "hello"]).await,
+        "+OK\r\n"
+    );
+    for replica in &replicas {
+        wait_key(&pod_ip(replica), "greeting", "hello").await;
+        let refused = redis_command(&pod_ip(replica), &["SET", "x", "1"]).await;
+        assert!(refused.starts_with("-READONLY"), "{refused:?}");
+    }
+
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.ns);
+    let selector = |svc: Service| svc.spec.unwrap().selector.unwrap();
+    let rw = selector(services.get("cache").await.unwrap());
+    assert_eq!(rw.get(ROLE).map(String::as_str), Some("primary"));
+    let ro = selector(services.get("cache-replicas").await.unwrap());
+    assert_eq!(ro.get(ROLE).map(String::as_str), Some("replica"));
+    let headless = selector(services.get("cache-headless").await.unwrap());
+    assert!(!headless.contains_key(ROLE));
+}
+
+/// Writes `SET key value` then `WAIT 1 1000` on one connection; `Ok(true)` when a replica acknowledged it.
+async fn confirmed_write(ip: &str, key: &str, value: &str) -> std::io::Result<bool> {
+    let request = format!(
+        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n1000\r\n",
+        key.len(),
+        value.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect((ip, 6379)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 256];
+        while reply.iter().filter(|b| **b == b'\n').count() < 2 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(3), exchange)
+        .await
+        .map_err(|_| std::io::Error::other("timed out"))??;
+    let mut lines = reply.split("\r\n");
+    Ok(lines.next() == Some("+OK") && lines.next().is_some_and(|w| w != ":0"))
+}
+
+/// A client writing numbered keys to whatever pod carries the primary label, re-resolving on errors.
+struct Writer {
+    confirmed: Arc<Mutex<Vec<u64>>>,
+    longest_gap: Arc<Mutex<Duration>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    fn start(pods: Api<Pod>) -> Writer {
+        let confirmed = Arc::new(Mutex::new(Vec::new()));
+        let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, g, s) = (confirmed.clone(), longest_gap.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut next = 0u64;
+            let mut last_ok = Instant::now();
+            let mut target: Option<String> = None;
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                if target.is_none() {
+                    let params = ListParams::default().labels(&format!("{ROLE}=primary"));
+                    target = pods.list(&params).await.ok().and_then(|l| {
+                        l.items
+                            .first()
+                            .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+                    });
+                }
+                let Some(ip) = target.clone() else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                match confirmed_write(&ip, &format!("k{next}"), &next.to_string()).await {
+                    Ok(true) => {
+                        let gap = last_ok.elapsed();
+                        let mut longest = g.lock().unwrap();
+                        *longest = (*longest).max(gap);
+                        last_ok = Instant::now();
+                        c.lock().unwrap().push(next);
+                        next += 1;
+                    }
+                    // Written but not confirmed (or refused): not counted; try the next key on a fresh look-up.
+                    Ok(false) | Err(_) => {
+                        next += 1;
+                        target = None;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        Writer {
+            confirmed,
+            longest_gap,
+            stop,
+            task,
+        }
+    }
+
+    fn confirmed_count(&self) -> usize {
+        self.confirmed.lock().unwrap().len()
+    }
+
+    async fn finish(self) -> (Vec<u64>, Duration) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap();
+        let confirmed = self.confirmed.lock().unwrap().clone();
+        let gap = *self.longest_gap.lock().unwrap();
+        (confirmed, gap)
+    }
+}
+
+/// Waits until the writer has confirmed `more` writes beyond what it had.
+async fn wait_writes(writer: &Writer, more: usize) {
+    let target = writer.confirmed_count() + more;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while writer.confirmed_count() < target {
+        assert!(
+            Instant::now() < deadline,
+            "the writer confirmed no new writes in 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every confirmed key is on the final primary.
+async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
+    let primary = &labelled(env, "cache", "primary").await[0];
+    let ip = pod_ip(primary);
+    let mut missing = BTreeSet::new();
+    for key in confirmed {
+        let reply = redis_command(&ip, &["GET", &format!("k{key}")]).await;
+        if !reply.contains(&key.to_string()) {
+            missing.insert(*key);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} confirmed writes lost on {}: {missing:?}",
+        missing.len(),
+        confirmed.len(),
+        primary.name_any()
+    );
+}
+
+fn process_id(pod: &Pod) -> i32 {
+    let id = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .expect("a running container");
+    id.strip_prefix("process://")
+        .expect("the node agent reports process://PID")
+        .parse()
+        .unwrap()
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map_or(0, |c| c[0].restart_count)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirmed_write() {
+    let env = TestEnv::new("failover").await;
+    let mut s = spec(3);
+    s.replication.failover_delay_seconds = 3;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let first = wait_converged(&env, "cache", 3).await;
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 20).await;
+
+    // kill -9 the primary's server: the container restarts empty (no persistence) and parked.
+    let old = first.current_primary.clone().unwrap();
+    let pod = env.pods().get(&old).await.unwrap();
+    let restarts_before = restarts(&pod);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &process_id(&pod).to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let second = env
+        .wait_status("cache", "failed over to another pod", |s| {
+            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
+        })
+        .await
+        .status
+        .unwrap();
+    wait_writes(&writer, 20).await;
+    let rejoined = env.pods().get(&old).await.unwrap();
+    assert!(
+        restarts(&rejoined) > restarts_before,
+        "the old primary's container restarted"
+    );
+    let replica_labels = labelled(&env, "cache", "replica").await;
+    assert!(
+        replica_labels.iter().any(|p| p.name_any() == old),
+        "the old primary rejoined as a replica"
+    );
+    assert_eq!(labelled(&env, "cache", "primary").await.len(), 1);
+
+    // Delete the primary pod: failover, and the re-created pod joins as a replica.
+    let old = second.current_primary.clone().unwrap();
+    env.pods()
+        .delete(&old, &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_status("cache", "failed over after the pod deletion", |s| {
+        s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
+    })
+    .await;
+    wait_writes(&writer, 20).await;
+    assert!(
+        labelled(&env, "cache", "replica")
+            .await
+            .iter()
+            .any(|p| p.name_any() == old),
+        "the re-created pod joined as a replica"
+    );
+
+    let (confirmed, gap) = writer.finish().await;
+    eprintln!(
+        "failover: {} confirmed writes, longest write gap {gap:?}",
+        confirmed.len()
+    );
+    assert_no_confirmed_write_lost(&env, &confirmed).await;
+}
