@@ -23,6 +23,7 @@ pub struct Transition {
     /// When it happened (RFC 3339), as supplied by the caller.
     pub time: String,
     /// The RedisInstance generation the decision was made for.
+    #[schemars(range(min = 0), extend("maximum" = i64::MAX))]
     pub generation: i64,
 }
 
