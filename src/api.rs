@@ -156,7 +156,7 @@ pub struct RedisInstanceStatus {
 
     /// The `metadata.generation` of the spec this status was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0), extend("maximum" = i64::MAX))]
+    #[schemars(range(min = 0), extend("maximum" = redis_fsm::MAX_GENERATION))]
     pub observed_generation: Option<i64>,
 
     /// Redis pods that exist.
