@@ -3,16 +3,20 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::admission::{self, MAX_REPLICAS};
 
 /// The image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "redis:7.2";
 
 /// Desired state of a Redis instance.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::admission`, built from the same
+// tables `crate::validate` checks.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "redis.github.com",
     version = "v1",
@@ -28,17 +32,19 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
     printcolumn = r#"{"name":"Ready Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Redis pods that are ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = admission::storage_not_removed())]
 #[serde(rename_all = "camelCase")]
 pub struct RedisInstanceSpec {
     /// Container image running redis-server. Changing it rolls the pods one at a time.
     #[serde(default = "default_image")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = admission::MAX_IMAGE_LEN))]
+    #[x_kube(validation = admission::image_is_one_word())]
     pub image: String,
 
-    /// Number of Redis pods: one primary and `replicas - 1` replicas replicating from it (1: a standalone
-    /// server). Changing it scales the StatefulSet; scaling down never removes the primary.
+    /// Number of Redis pods, 0 to 100: one primary and `replicas - 1` replicas replicating from it (1: a
+    /// standalone server). Changing it scales the StatefulSet.
     #[serde(default = "default_replicas")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: i32,
 
     /// CPU and memory requests and limits of the Redis container. Changing them rolls the pods.
@@ -50,11 +56,26 @@ pub struct RedisInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 
-    /// redis.conf directives and their values, e.g. `maxmemory: 100mb`. Changing them restarts the pods
-    /// one at a time with the new configuration. Directives the operator owns (`port`, `dir`, `bind`, ...)
-    /// are refused.
+    /// redis.conf directives and their values, e.g. `maxmemory: 100mb` (at most 64). Changing them restarts
+    /// the pods one at a time with the new configuration. Directive names are case-insensitive; directives
+    /// the operator owns (`port`, `dir`, `bind`, ...), manages (`requirepass`, `replicaof`, ...) or refuses as
+    /// dangerous (`loadmodule`, `enable-debug-command`, ...) are refused in any letter case.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("additionalProperties" = {"type": "string", "pattern": "^[^\\x00-\\x1f\\x7f]*$"}))]
+    #[schemars(extend(
+        "maxProperties" = admission::MAX_CONFIG_ENTRIES,
+        "additionalProperties" = {
+            "type": "string",
+            "maxLength": admission::MAX_CONFIG_VALUE_LEN,
+            "pattern": "^[^\\x00-\\x1f\\x7f]*$"
+        }
+    ))]
+    #[x_kube(
+        validation = admission::directive_names(),
+        validation = admission::owned_directives(),
+        validation = admission::dangerous_directives(),
+        validation = admission::managed_directives(),
+        validation = admission::no_duplicate_directives()
+    )]
     pub config: BTreeMap<String, String>,
 
     /// Replication and failover settings.
@@ -81,23 +102,24 @@ impl Default for RedisInstanceSpec {
 #[serde(rename_all = "camelCase")]
 pub struct ReplicationSpec {
     /// Seconds the primary must be unreachable or not ready before the operator fails over to a
-    /// replica (default 10). A primary whose server restarted is failed over at once.
+    /// replica (default 10, 0 to 3600; 0 fails over at the first failed observation). A primary whose
+    /// server restarted is failed over at once.
     #[serde(default = "default_failover_delay_seconds")]
-    #[schemars(range(min = 1, max = 3600))]
-    pub failover_delay_seconds: u32,
+    #[schemars(range(min = 0, max = 3600))]
+    pub failover_delay_seconds: i32,
 
     /// `min-replicas-to-write`: the primary refuses writes unless at least this many replicas are
     /// connected with at most `minReplicasMaxLag` seconds of lag. Bounds what an isolated primary
     /// can accept. Unset: Redis's default (0, off).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub min_replicas_to_write: Option<u32>,
+    pub min_replicas_to_write: Option<i32>,
 
     /// `min-replicas-max-lag`: seconds of lag a replica may have and still count for
-    /// `minReplicasToWrite`. Unset: Redis's default (10).
+    /// `minReplicasToWrite` (0 to 3600). Unset: Redis's default (10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 3600))]
-    pub min_replicas_max_lag: Option<u32>,
+    #[schemars(range(min = 0, max = 3600))]
+    pub min_replicas_max_lag: Option<i32>,
 }
 
 impl Default for ReplicationSpec {
@@ -110,9 +132,9 @@ impl Default for ReplicationSpec {
     }
 }
 
-fn default_failover_delay_seconds() -> u32 {
-    // The fsm crate's default, kept in one place; it fits in u32.
-    u32::try_from(redis_fsm::DEFAULT_FAILOVER_DELAY_SECONDS).unwrap_or(10)
+fn default_failover_delay_seconds() -> i32 {
+    // The fsm crate's default, kept in one place; it fits in i32.
+    i32::try_from(redis_fsm::DEFAULT_FAILOVER_DELAY_SECONDS).unwrap_or(10)
 }
 
 fn default_image() -> String {
@@ -124,15 +146,25 @@ fn default_replicas() -> i32 {
 }
 
 /// Persistent storage for the Redis data directory.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each pod's claim, as a Kubernetes quantity (e.g. `1Gi`). May grow, never shrink.
+    /// Size of each pod's claim, as a Kubernetes quantity (e.g. `1Gi`), above zero and below 8Ei. May grow,
+    /// never shrink.
+    #[schemars(length(max = admission::MAX_QUANTITY_LEN))]
+    #[x_kube(
+        validation = admission::size_is_quantity(),
+        validation = admission::size_is_positive(),
+        validation = admission::size_is_representable(),
+        validation = admission::size_never_shrinks()
+    )]
     pub size: String,
 
     /// StorageClass of new claims. Changing it replaces the StatefulSet without touching running pods;
     /// existing claims keep their class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = admission::MAX_STORAGE_CLASS_LEN))]
+    #[x_kube(validation = admission::storage_class_name())]
     pub storage_class_name: Option<String>,
 
     /// What happens to the claims when the RedisInstance is deleted: `Retain` (default) keeps them and
@@ -170,15 +202,19 @@ pub struct RedisInstanceStatus {
 
     /// The `metadata.generation` of the spec this status was computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("maximum" = redis_fsm::MAX_GENERATION))]
     pub observed_generation: Option<i64>,
 
     /// Redis pods that exist.
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub replicas: i32,
 
     /// Redis pods that are ready.
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub ready_replicas: i32,
 
     /// Redis pods running the current spec.
+    #[schemars(range(min = 0, max = i32::MAX))]
     pub updated_replicas: i32,
 
     /// Kubernetes-convention conditions, one per type: Ready, Progressing, Degraded.
@@ -213,7 +249,8 @@ pub struct RedisInstanceStatus {
 
     /// The confirmed primary's `second_repl_offset`: up to where `primaryReplicationId2` is valid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub primary_second_offset: Option<u64>,
+    #[schemars(range(min = 0, max = i64::MAX))]
+    pub primary_second_offset: Option<i64>,
 
     /// The confirmed primary's `run_id`; a different one means its server restarted.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -242,7 +279,8 @@ pub struct PodStatus {
     /// For replicas of the confirmed primary: bytes of replication stream not yet processed.
     /// Refreshed whenever the status is written; a change of the lag alone causes no write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lag_bytes: Option<u64>,
+    #[schemars(range(min = 0, max = i64::MAX))]
+    pub lag_bytes: Option<i64>,
     /// When the operator last got an answer from the server (RFC 3339). Refreshed whenever the
     /// status is written; for an unreachable server it keeps the last time it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -260,12 +298,16 @@ impl RedisInstance {
 }
 
 /// The CustomResourceDefinition, as installed. Defaults are stripped from the status schema: status is written
-/// only by the operator, and API servers before 1.23 reject empty-string defaults there.
+/// only by the operator, and API servers before 1.23 reject empty-string defaults there. `nullable` is stripped
+/// everywhere: the operator never writes `null` (absent optional fields are omitted), the API server drops
+/// `null` values of non-nullable fields anyway, and a nullable property lost its type in `kubectl explain`
+/// (`resources <>`).
 pub fn crd() -> serde_json::Value {
     use kube::CustomResourceExt;
     let mut crd = serde_json::to_value(RedisInstance::crd()).expect("the CRD serialises to JSON");
     if let Some(versions) = crd["spec"]["versions"].as_array_mut() {
         for version in versions {
+            strip_nullable(&mut version["schema"]["openAPIV3Schema"]);
             let status =
                 &mut version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
             if let Some(properties) = status.as_object_mut() {
@@ -278,6 +320,18 @@ pub fn crd() -> serde_json::Value {
         }
     }
     crd
+}
+
+/// Removes `nullable` from a schema and every schema nested in it.
+fn strip_nullable(schema: &mut serde_json::Value) {
+    match schema {
+        serde_json::Value::Object(map) => {
+            map.remove("nullable");
+            map.values_mut().for_each(strip_nullable);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nullable),
+        _ => {}
+    }
 }
 
 /// The CustomResourceDefinition as YAML, exactly as committed under `crds/`.
@@ -304,6 +358,199 @@ mod tests {
         assert!(
             committed == generated,
             "crds/redisinstance.yaml is stale: run `cargo run -- crd > crds/redisinstance.yaml`"
+        );
+    }
+
+    fn schema() -> serde_json::Value {
+        crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+    }
+
+    /// Every schema nested in `schema` (properties, list items, map values), with its JSON path.
+    fn walk<'a>(
+        path: String,
+        schema: &'a serde_json::Value,
+        out: &mut Vec<(String, &'a serde_json::Value)>,
+    ) {
+        out.push((path.clone(), schema));
+        if let Some(properties) = schema["properties"].as_object() {
+            for (name, property) in properties {
+                walk(format!("{path}.{name}"), property, out);
+            }
+        }
+        if schema["items"].is_object() {
+            walk(format!("{path}[]"), &schema["items"], out);
+        }
+        if schema["additionalProperties"].is_object() {
+            walk(format!("{path}.*"), &schema["additionalProperties"], out);
+        }
+    }
+
+    fn all_schemas(schema: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
+        let mut out = Vec::new();
+        walk(String::new(), schema, &mut out);
+        out
+    }
+
+    /// `kubectl explain` shows `<>` for a property without a type (it did for `resources` and `storage`).
+    #[test]
+    fn every_property_has_a_type() {
+        let schema = schema();
+        for (path, node) in all_schemas(&schema) {
+            let typed = node["type"].is_string()
+                || node["x-kubernetes-int-or-string"] == true
+                || node["x-kubernetes-preserve-unknown-fields"] == true;
+            assert!(typed, "{path} has no type: {node}");
+            assert!(node.get("nullable").is_none(), "{path} is nullable");
+            for wrapper in ["anyOf", "oneOf", "allOf"] {
+                assert!(node.get(wrapper).is_none(), "{path} has {wrapper}");
+            }
+        }
+    }
+
+    /// The API server does not enforce `format: int32`: without bounds `replicas: 10000000000` is admitted.
+    #[test]
+    fn every_integer_is_bounded() {
+        let schema = schema();
+        let integers: Vec<_> = all_schemas(&schema)
+            .into_iter()
+            .filter(|(_, node)| node["type"] == "integer")
+            .collect();
+        assert!(integers.len() >= 7, "{integers:?}");
+        for (path, node) in integers {
+            let (min, max) = (node["minimum"].as_f64(), node["maximum"].as_f64());
+            assert_eq!(min, Some(0.0), "{path} needs minimum 0: {node}");
+            let limit = match node["format"].as_str() {
+                Some("int32") => f64::from(i32::MAX),
+                Some("int64") => i64::MAX as f64,
+                other => panic!("{path} has format {other:?}"),
+            };
+            assert!(
+                max.is_some_and(|max| max <= limit),
+                "{path} needs a maximum"
+            );
+        }
+        assert_eq!(
+            schema["properties"]["spec"]["properties"]["replicas"]["maximum"].as_f64(),
+            Some(f64::from(MAX_REPLICAS))
+        );
+    }
+
+    /// Every string and map a CEL rule reads is bounded, or the API server refuses the CRD as too costly.
+    #[test]
+    fn strings_and_maps_are_bounded() {
+        let schema = schema();
+        let spec = &schema["properties"]["spec"]["properties"];
+        assert_eq!(
+            spec["config"]["maxProperties"],
+            admission::MAX_CONFIG_ENTRIES
+        );
+        assert_eq!(
+            spec["config"]["additionalProperties"]["maxLength"],
+            admission::MAX_CONFIG_VALUE_LEN
+        );
+        for (path, node) in all_schemas(&schema["properties"]["spec"]) {
+            if node.get("x-kubernetes-validations").is_some() && node["type"] == "string" {
+                assert!(
+                    node["maxLength"].is_u64(),
+                    "{path} has rules but no maxLength"
+                );
+            }
+        }
+    }
+
+    /// The rules of one schema node, as (rule, message or message expression).
+    fn rules(node: &serde_json::Value) -> Vec<(String, String)> {
+        node["x-kubernetes-validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|rule| {
+                let message = rule["message"]
+                    .as_str()
+                    .or(rule["messageExpression"].as_str())
+                    .unwrap_or_default();
+                (
+                    rule["rule"].as_str().unwrap_or_default().to_string(),
+                    message.to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// The CRD's admission rules and `validate` must refuse the same directives: every refused directive of
+    /// `redis_conf::REFUSED_DIRECTIVES` is in a lowercase-comparing config rule carrying the same reason.
+    #[test]
+    fn crd_refuses_every_directive_validate_refuses() {
+        let schema = schema();
+        let config = rules(&schema["properties"]["spec"]["properties"]["config"]);
+        for (directives, why) in crate::redis_conf::REFUSED_DIRECTIVES {
+            for directive in directives {
+                assert!(
+                    config
+                        .iter()
+                        .any(|(rule, message)| rule.contains("lowerAscii()")
+                            && rule.contains(&format!("'{directive}'"))
+                            && message.contains(why)),
+                    "no admission rule refuses {directive} ({why})"
+                );
+            }
+        }
+        assert!(config.iter().any(|(rule, message)| rule
+            .contains("j.lowerAscii() == k.lowerAscii()")
+            && message.contains(admission::DUPLICATE_DIRECTIVE)));
+        assert!(config
+            .iter()
+            .any(|(_, message)| message.contains(admission::BAD_DIRECTIVE_NAME)));
+    }
+
+    /// The storage constraints `validate` and `change` enforce are also admission rules.
+    #[test]
+    fn crd_has_the_storage_and_image_rules() {
+        let schema = schema();
+        let spec = &schema["properties"]["spec"];
+        let storage = &spec["properties"]["storage"]["properties"];
+        let size = rules(&storage["size"]);
+        for message in [
+            admission::NOT_A_QUANTITY,
+            admission::NOT_POSITIVE,
+            admission::TOO_LARGE,
+            "cannot shrink",
+        ] {
+            assert!(
+                size.iter().any(|(_, m)| m.contains(message)),
+                "no size rule says {message:?}"
+            );
+        }
+        assert!(size
+            .iter()
+            .any(|(rule, _)| rule.contains("compareTo(quantity(oldSelf)) >= 0")));
+        assert!(size
+            .iter()
+            .any(|(rule, _)| rule.contains(crate::quantity::Quantity::CEL_LIMIT)));
+        assert!(rules(spec)
+            .iter()
+            .any(|(rule, m)| rule.contains("oldSelf.storage") && m == admission::STORAGE_REMOVED));
+        assert!(rules(&storage["storageClassName"])
+            .iter()
+            .any(|(_, m)| m == admission::BAD_STORAGE_CLASS));
+        assert!(rules(&spec["properties"]["image"])
+            .iter()
+            .any(|(_, m)| m == admission::BAD_IMAGE));
+    }
+
+    /// `save: ""` (snapshots off) must be an accepted value: a string, empty allowed.
+    #[test]
+    fn empty_config_values_are_allowed_by_the_schema() {
+        let schema = schema();
+        let values = &schema["properties"]["spec"]["properties"]["config"]["additionalProperties"];
+        assert_eq!(values["type"], "string");
+        assert!(values.get("minLength").is_none());
+        assert!(values.get("nullable").is_none());
+        let spec: RedisInstanceSpec =
+            serde_json::from_value(serde_json::json!({"config": {"save": ""}})).unwrap();
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap()["config"],
+            serde_json::json!({"save": ""})
         );
     }
 

@@ -133,7 +133,13 @@ fn classify_storage(want: Option<ClaimTemplate>, have: Option<ClaimTemplate>) ->
         (Some(want), Some(have)) => (want, have),
         (None, None) => return StatefulSetChange::None,
     };
-    let parse = |size: &Option<String>| size.as_deref().and_then(|s| s.parse::<Quantity>().ok());
+    // Compared as the API server stores them (rounded up to a milli), so a size finer than that is neither
+    // a growth nor a shrink against its own stored form.
+    let parse = |size: &Option<String>| {
+        size.as_deref()
+            .and_then(|s| s.parse::<Quantity>().ok())
+            .map(Quantity::canonical)
+    };
     let (want_size, have_size) = (parse(&want.size), parse(&have.size));
     let mut expand_to = None;
     match (want_size, have_size) {
@@ -284,6 +290,18 @@ mod tests {
     fn same_size_in_another_unit_is_no_change() {
         assert_eq!(
             classify(&with_storage("1024Mi", None), &with_storage("1Gi", None)),
+            StatefulSetChange::None
+        );
+    }
+
+    /// The live claim template holds `1001m` for a desired `1.0000001`: not a shrink, not a growth.
+    #[test]
+    fn size_finer_than_a_milli_is_no_change_against_its_stored_form() {
+        assert_eq!(
+            classify(
+                &with_storage("1.0000001", None),
+                &with_storage("1001m", None)
+            ),
             StatefulSetChange::None
         );
     }

@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
     SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
@@ -327,8 +327,15 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
             run_as_user: Some(REDIS_UID),
             run_as_group: Some(REDIS_UID),
             fs_group: Some(REDIS_UID),
+            // The runtime's default syscall filter (the "restricted" Pod Security level asks for it).
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
+        // Redis never talks to the API: a mounted token would only be something to steal.
+        automount_service_account_token: Some(false),
         termination_grace_period_seconds: Some(30),
         volumes: Some(volumes),
         ..Default::default()
@@ -406,7 +413,13 @@ pub(crate) mod tests {
         assert!(rendered.contains("maxmemory 100mb"));
         let pod = template.spec.unwrap();
         assert_eq!(pod.containers[0].image.as_deref(), Some("redis:7.2"));
-        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let security = pod.security_context.clone().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(
+            security.seccomp_profile.map(|p| p.type_).as_deref(),
+            Some("RuntimeDefault")
+        );
+        assert_eq!(pod.automount_service_account_token, Some(false));
         assert!(spec.volume_claim_templates.is_none());
         let volumes = pod.volumes.unwrap();
         assert!(volumes

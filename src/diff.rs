@@ -1,8 +1,9 @@
 //! Deciding whether a live object already holds what we would apply, without a write.
 //!
 //! The API server adds defaults (e.g. `imagePullPolicy`), drops empty values and rewrites quantities into
-//! canonical form (`1024Mi` becomes `1Gi`). So "already applied" means: every field we set is present in the
-//! live object with an equal value, where empty values match absent ones and quantities compare by value.
+//! canonical form (`1024Mi` becomes `1Gi`, `0.0001` becomes `1m`). So "already applied" means: every field we
+//! set is present in the live object with an equal value, where empty values match absent ones and quantities
+//! compare by their canonical value (rounded up to milli precision, as the API server stores resource lists).
 //! A converged instance therefore costs no write at all.
 
 use serde::Serialize;
@@ -36,7 +37,7 @@ fn contains(desired: &Value, live: Option<&Value>) -> bool {
 
 fn same_quantity(a: &str, b: &str) -> bool {
     match (a.parse::<Quantity>(), b.parse::<Quantity>()) {
-        (Ok(a), Ok(b)) => a == b,
+        (Ok(a), Ok(b)) => a.canonical() == b.canonical(),
         _ => false,
     }
 }
@@ -97,6 +98,18 @@ mod tests {
         assert!(!is_applied(
             &json!({"memory": "1Gi"}),
             &json!({"memory": "1G"})
+        ));
+    }
+
+    /// The API server stores `cpu: 0.0001` as `1m`: that must not look like a change on every reconcile.
+    #[test]
+    fn quantities_finer_than_a_milli_match_their_stored_form() {
+        let desired = json!({"limits": {"cpu": "0.0001", "memory": "1000001u"}});
+        let live = json!({"limits": {"cpu": "1m", "memory": "1001m"}});
+        assert!(is_applied(&desired, &live));
+        assert!(!is_applied(
+            &json!({"cpu": "0.0011"}),
+            &json!({"cpu": "1m"})
         ));
     }
 }

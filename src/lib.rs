@@ -6,6 +6,7 @@
 //! difference to the live StatefulSet, the reconciler applies it, [`observe`] reads the rollout state, the phase
 //! engine decides, and [`status`] turns the decision into the status written back.
 
+pub mod admission;
 pub mod api;
 pub mod change;
 pub mod children;

@@ -5,6 +5,8 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use redis_fsm::{FailingPod, RolloutStatus};
 
+use crate::redis_conf::redact_secrets;
+
 /// Container waiting reasons that mean the pod cannot start as specified.
 const FAILING_WAITING_REASONS: [&str; 7] = [
     "CrashLoopBackOff",
@@ -123,7 +125,7 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
         return Some(FailingPod {
             pod: name,
             reason: status.reason.clone().unwrap_or_else(|| "Failed".into()),
-            message: status.message.clone().unwrap_or_default(),
+            message: redact_secrets(&status.message.clone().unwrap_or_default()),
         });
     }
     for container in status.container_statuses.iter().flatten() {
@@ -137,11 +139,14 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
             .filter(|t| t.exit_code != 0);
+        // The message is Redis' last output, which quotes a malformed configuration line verbatim: it
+        // goes into status and Events, so secrets are redacted before it leaves here.
         let message = || {
-            last_failure
-                .and_then(|t| t.message.clone())
-                .or_else(|| waiting.and_then(|w| w.message.clone()))
-                .unwrap_or_default()
+            let text = last_failure
+                .and_then(|t| t.message.as_deref())
+                .or_else(|| waiting.and_then(|w| w.message.as_deref()))
+                .unwrap_or_default();
+            redact_secrets(text)
         };
         if FAILING_WAITING_REASONS.contains(&waiting_reason) {
             return Some(FailingPod {
@@ -224,6 +229,25 @@ mod tests {
         assert_eq!(failing[0].pod, "a-1");
         assert_eq!(failing[0].reason, "CrashLoopBackOff");
         assert_eq!(failing[0].message, "Bad directive");
+    }
+
+    /// Redis quotes a malformed line verbatim; a password in it must not reach status or Events.
+    #[test]
+    fn secrets_in_the_last_output_are_redacted() {
+        let mut container = crash_looping();
+        if let Some(terminated) = container
+            .last_state
+            .as_mut()
+            .and_then(|s| s.terminated.as_mut())
+        {
+            terminated.message =
+                Some(">>> 'requirepass \"Sup3r\"Secret'\nUnbalanced quotes".into());
+        }
+        let failing = failing_pods(&[pod("a-0", "r1", container)], Some("r1"));
+        assert_eq!(
+            failing[0].message,
+            ">>> 'requirepass [redacted]'\nUnbalanced quotes"
+        );
     }
 
     #[test]

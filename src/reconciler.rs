@@ -433,7 +433,10 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     let persisted = topology::topology_status(ri.status.as_ref());
     let policy = TopologyPolicy {
         replicas,
-        failover_delay: Duration::from_secs(ri.spec.replication.failover_delay_seconds.into()),
+        // Validated to be 0 to 3600.
+        failover_delay: Duration::from_secs(
+            u64::try_from(ri.spec.replication.failover_delay_seconds).unwrap_or_default(),
+        ),
     };
     let now = topology::now();
     let action = decide(&persisted, &observed, &policy, now);

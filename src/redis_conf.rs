@@ -17,9 +17,10 @@ pub const DATA_DIR: &str = "/data";
 pub const REDIS_PORT: i32 = 6379;
 
 /// Directives the operator sets itself: the pod layout and the replication topology depend on them, so users
-/// may not override them. `bind`, `replicaof` and `replica-announce-ip` are passed on the command line with
-/// the pod's own address; `min-replicas-*` come from `spec.replication`.
-pub const OWNED_DIRECTIVES: [&str; 21] = [
+/// may not override them. `bind` is passed on the command line with the pod's own address (as are `replicaof`
+/// and `replica-announce-ip`, refused below as dangerous and managed); `min-replicas-*` come from
+/// `spec.replication`.
+pub const OWNED_DIRECTIVES: [&str; 13] = [
     "bind",
     "daemonize",
     "dir",
@@ -28,20 +29,117 @@ pub const OWNED_DIRECTIVES: [&str; 21] = [
     "pidfile",
     "port",
     "supervised",
-    "replicaof",
-    "slaveof",
-    "replica-announce-ip",
-    "replica-announce-port",
-    "slave-announce-ip",
-    "slave-announce-port",
-    "masterauth",
-    "masteruser",
     "min-replicas-to-write",
     "min-replicas-max-lag",
     "min-slaves-to-write",
     "min-slaves-max-lag",
     "repl-diskless-sync-delay",
 ];
+
+/// Directives that would turn Redis into a file-write or code-load primitive for anyone who can reach it
+/// (modules, `DEBUG`, protected `CONFIG SET` of paths, replicating from an arbitrary host, renamed commands
+/// that hide what runs, a socket outside the data directory). Never allowed.
+pub const DANGEROUS_DIRECTIVES: [&str; 10] = [
+    "enable-debug-command",
+    "enable-module-command",
+    "enable-protected-configs",
+    "loadmodule",
+    "protected-mode",
+    "rename-command",
+    "replicaof",
+    "slaveof",
+    "unixsocket",
+    "unixsocketperm",
+];
+
+/// Replication and authentication directives: the operator manages them (replication and credentials
+/// are its job), so `spec.config` may not set them.
+pub const MANAGED_DIRECTIVES: [&str; 9] = [
+    "aclfile",
+    "masterauth",
+    "masteruser",
+    "replica-announce-ip",
+    "replica-announce-port",
+    "requirepass",
+    "slave-announce-ip",
+    "slave-announce-port",
+    "user",
+];
+
+/// Every group of directives `spec.config` may not set, with the reason shown to the user. The CRD's
+/// admission rules and [`crate::validate`] are both generated from this table, so they cannot disagree.
+pub const REFUSED_DIRECTIVES: [(&[&str], &str); 3] = [
+    (
+        &OWNED_DIRECTIVES,
+        "is set by the operator and cannot be overridden",
+    ),
+    (
+        &DANGEROUS_DIRECTIVES,
+        "is refused: it would let clients write files, load code or take over the server",
+    ),
+    (
+        &MANAGED_DIRECTIVES,
+        "is managed by the operator (replication and authentication) and cannot be set in spec.config",
+    ),
+];
+
+/// Why `directive` may not appear in `spec.config` (directive names are case-insensitive in Redis).
+pub fn refusal(directive: &str) -> Option<&'static str> {
+    let directive = directive.to_ascii_lowercase();
+    REFUSED_DIRECTIVES
+        .iter()
+        .find(|(names, _)| names.contains(&directive.as_str()))
+        .map(|(_, why)| *why)
+}
+
+/// Directives whose arguments are secrets (passwords, ACL rules with `>password`).
+const SECRET_DIRECTIVES: [&str; 5] = [
+    "masterauth",
+    "masteruser",
+    "requirepass",
+    "user",
+    "auth-pass",
+];
+
+/// Text shown instead of a secret.
+pub const REDACTED: &str = "[redacted]";
+
+/// `text` (e.g. Redis' last output before it exited) with the arguments of every secret directive replaced
+/// by [`REDACTED`], so that a malformed `requirepass` line is not echoed into status and Events. Redis quotes
+/// the offending line as `>>> 'requirepass "Sup3r"Secret'`: everything after the directive name up to the
+/// end of that line is dropped, the closing quote kept.
+pub fn redact_secrets(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&redact_line(line));
+    }
+    out
+}
+
+fn redact_line(line: &str) -> String {
+    let lower = line.to_ascii_lowercase();
+    let is_word_char = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+    let secret_at = SECRET_DIRECTIVES.iter().filter_map(|name| {
+        lower.match_indices(name).find_map(|(start, _)| {
+            let end = start + name.len();
+            let before_ok = start == 0 || !is_word_char(lower.as_bytes()[start - 1]);
+            let after_ok = end == lower.len() || !is_word_char(lower.as_bytes()[end]);
+            (before_ok && after_ok).then_some(end)
+        })
+    });
+    let Some(end) = secret_at.min() else {
+        return line.to_string();
+    };
+    let quoted = line.trim_start().starts_with(">>> '") && line.trim_end().ends_with('\'');
+    format!(
+        "{} {REDACTED}{}",
+        &line[..end],
+        if quoted { "'" } else { "" }
+    )
+}
 
 /// The operator's own settings, always rendered first.
 fn owned_settings(replication: &ReplicationSpec) -> Vec<(&'static str, String)> {
@@ -174,6 +272,51 @@ mod tests {
             rendered.contains("\nmin-replicas-max-lag 5\n"),
             "{rendered}"
         );
+    }
+
+    #[test]
+    fn refused_directives_in_any_case_say_why() {
+        assert_eq!(
+            refusal("PORT"),
+            Some("is set by the operator and cannot be overridden")
+        );
+        assert!(refusal("LoadModule").unwrap().contains("load code"));
+        assert!(refusal("requirepass")
+            .unwrap()
+            .contains("managed by the operator"));
+        assert_eq!(refusal("maxmemory"), None);
+        assert_eq!(refusal("save"), None);
+    }
+
+    #[test]
+    fn secrets_in_redis_output_are_redacted() {
+        let output = "*** FATAL CONFIG FILE ERROR (Redis 7.2.4) ***\n\
+                      Reading the configuration file, at line 9\n\
+                      >>> 'requirepass \"Sup3r\"Secret'\n\
+                      Unbalanced quotes in configuration line";
+        let redacted = redact_secrets(output);
+        assert!(!redacted.contains("Sup3r"), "{redacted}");
+        assert!(
+            redacted.contains(">>> 'requirepass [redacted]'"),
+            "{redacted}"
+        );
+        assert!(redacted.contains("Unbalanced quotes in configuration line"));
+        for (line, want) in [
+            ("MASTERAUTH hunter2", "MASTERAUTH [redacted]"),
+            (">>> 'user alice on >pw ~* +@all'", ">>> 'user [redacted]'"),
+            ("masteruser bob", "masteruser [redacted]"),
+            ("sentinel auth-pass m pw", "sentinel auth-pass [redacted]"),
+        ] {
+            assert_eq!(redact_secrets(line), want);
+        }
+        // Other directives, and words that only contain a secret name, are left alone.
+        for line in [
+            ">>> 'maxmemory lots'",
+            "Bad directive or wrong number of arguments",
+            "superuser requirepassword",
+        ] {
+            assert_eq!(redact_secrets(line), line);
+        }
     }
 
     #[test]

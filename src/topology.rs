@@ -47,7 +47,9 @@ pub fn topology_status(status: Option<&RedisInstanceStatus>) -> TopologyStatus {
             .map(|replid| ReplicationHistory {
                 replid: replid.clone(),
                 replid2: status.primary_replication_id2.clone(),
-                second_offset: status.primary_second_offset,
+                second_offset: status
+                    .primary_second_offset
+                    .and_then(|o| u64::try_from(o).ok()),
             }),
         primary_run_id: status.primary_run_id.clone(),
     }
@@ -69,7 +71,8 @@ pub fn record_topology(status: &mut RedisInstanceStatus, topology: &TopologyStat
     status.primary_second_offset = topology
         .primary_history
         .as_ref()
-        .and_then(|h| h.second_offset);
+        .and_then(|h| h.second_offset)
+        .map(|o| i64::try_from(o).unwrap_or(i64::MAX));
     status.primary_run_id = topology.primary_run_id.clone();
 }
 
@@ -273,7 +276,8 @@ pub fn pod_summaries(
                             };
                             let lag = primary_offset
                                 .filter(|_| link.link_up)
-                                .map(|o| o.saturating_sub(link.replica_offset));
+                                .map(|o| o.saturating_sub(link.replica_offset))
+                                .map(|lag| i64::try_from(lag).unwrap_or(i64::MAX));
                             ("replica", status.to_string(), lag)
                         }
                     };

@@ -1,9 +1,15 @@
 //! Validation of a spec before anything is touched. The CRD schema catches what it can; this catches the
 //! rest (and everything again, for objects written before the schema was tightened).
 
+use std::collections::BTreeMap;
+
+use crate::admission::{
+    BAD_DIRECTIVE_NAME, BAD_STORAGE_CLASS, DUPLICATE_DIRECTIVE, MAX_CONFIG_ENTRIES,
+    MAX_CONFIG_VALUE_LEN, MAX_DIRECTIVE_LEN, MAX_IMAGE_LEN, MAX_REPLICAS,
+};
 use crate::api::RedisInstanceSpec;
 use crate::quantity::Quantity;
-use crate::redis_conf::OWNED_DIRECTIVES;
+use crate::redis_conf::refusal;
 
 /// One reason a spec cannot be applied, naming the offending field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -24,13 +30,15 @@ impl SpecError {
     }
 }
 
-/// Checks a spec; returns every problem found (empty when the spec is valid).
+/// Checks a spec; returns every problem found (empty when the spec is valid). It refuses what the CRD's
+/// admission rules ([`crate::admission`]) refuse, and more (resource quantities, which the CRD schema takes
+/// from Kubernetes as it is).
 pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
-    if spec.replicas < 0 {
+    if !(0..=MAX_REPLICAS).contains(&spec.replicas) {
         errors.push(SpecError::new(
             "spec.replicas",
-            format!("must be 0 or more, got {}", spec.replicas),
+            format!("must be 0 to {MAX_REPLICAS}, got {}", spec.replicas),
         ));
     }
     if spec.image.trim().is_empty() {
@@ -43,6 +51,11 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
         errors.push(SpecError::new(
             "spec.image",
             format!("{:?} must not contain whitespace", spec.image),
+        ));
+    } else if spec.image.len() > MAX_IMAGE_LEN {
+        errors.push(SpecError::new(
+            "spec.image",
+            format!("must be at most {MAX_IMAGE_LEN} characters"),
         ));
     }
     if let Some(resources) = &spec.resources {
@@ -57,34 +70,74 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
             }
         }
     }
+    let replication = &spec.replication;
+    let bounded = [
+        (
+            "failoverDelaySeconds",
+            Some(replication.failover_delay_seconds),
+            3600,
+        ),
+        ("minReplicasToWrite", replication.min_replicas_to_write, 100),
+        ("minReplicasMaxLag", replication.min_replicas_max_lag, 3600),
+    ];
+    for (field, value, max) in bounded {
+        if let Some(value) = value.filter(|v| !(0..=max).contains(v)) {
+            errors.push(SpecError::new(
+                format!("spec.replication.{field}"),
+                format!("must be 0 to {max}, got {value}"),
+            ));
+        }
+    }
     if let Some(storage) = &spec.storage {
         check_quantity("spec.storage.size", &storage.size, true, &mut errors);
         if let Some(class) = &storage.storage_class_name {
             if !is_dns_subdomain(class) {
+                // Same wording as the CRD's admission rule.
                 errors.push(SpecError::new(
                     "spec.storage.storageClassName",
-                    format!("{class:?} is not a valid StorageClass name"),
+                    format!("{class:?} {BAD_STORAGE_CLASS}"),
                 ));
             }
         }
     }
-    for (key, value) in &spec.config {
+    check_config(&spec.config, &mut errors);
+    errors
+}
+
+fn check_config(config: &BTreeMap<String, String>, errors: &mut Vec<SpecError>) {
+    if config.len() > MAX_CONFIG_ENTRIES {
+        errors.push(SpecError::new(
+            "spec.config",
+            format!(
+                "has {} directives, at most {MAX_CONFIG_ENTRIES} are allowed",
+                config.len()
+            ),
+        ));
+    }
+    // Directive names are case-insensitive in Redis: `maxmemory` and `MaxMemory` are the same directive,
+    // and the rendered file would silently keep whichever sorts last.
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for (key, value) in config {
         let field = format!("spec.config.{key}");
         if key.is_empty()
+            || key.len() > MAX_DIRECTIVE_LEN
             || !key
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             errors.push(SpecError::new(
                 field,
-                "directive names may only contain letters, digits, '-' and '_'",
+                format!("{BAD_DIRECTIVE_NAME}, at most {MAX_DIRECTIVE_LEN} characters"),
             ));
             continue;
         }
-        if OWNED_DIRECTIVES.contains(&key.to_ascii_lowercase().as_str()) {
+        if let Some(why) = refusal(key) {
+            errors.push(SpecError::new(field.clone(), why));
+        }
+        if let Some(first) = seen.insert(key.to_ascii_lowercase(), key) {
             errors.push(SpecError::new(
                 field.clone(),
-                "is set by the operator and cannot be overridden",
+                format!("{DUPLICATE_DIRECTIVE} ({first})"),
             ));
         }
         if value.chars().any(char::is_control) {
@@ -92,11 +145,17 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
                 field,
                 "value must not contain newlines or other control characters",
             ));
+        } else if value.len() > MAX_CONFIG_VALUE_LEN {
+            errors.push(SpecError::new(
+                field,
+                format!("value must be at most {MAX_CONFIG_VALUE_LEN} characters"),
+            ));
         }
     }
-    errors
 }
 
+/// A quantity must parse (which refuses values the API server would cap, as too large) and not be negative;
+/// a storage size must also be above zero.
 fn check_quantity(field: &str, value: &str, positive: bool, errors: &mut Vec<SpecError>) {
     match value.parse::<Quantity>() {
         Err(e) => errors.push(SpecError::new(field, e.to_string())),
@@ -128,8 +187,11 @@ mod tests {
     use k8s_openapi::api::core::v1::ResourceRequirements;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
+    use proptest::prelude::*;
+
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
+    use crate::redis_conf::render;
 
     fn valid() -> RedisInstanceSpec {
         RedisInstanceSpec {
@@ -140,6 +202,21 @@ mod tests {
             config: BTreeMap::new(),
             replication: Default::default(),
         }
+    }
+
+    #[test]
+    fn replication_knobs_out_of_bounds_are_refused() {
+        let mut spec = valid();
+        spec.replication.failover_delay_seconds = -1;
+        spec.replication.min_replicas_to_write = Some(101);
+        spec.replication.min_replicas_max_lag = Some(3600);
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.replication.failoverDelaySeconds",
+                "spec.replication.minReplicasToWrite"
+            ]
+        );
     }
 
     #[test]
@@ -182,8 +259,112 @@ mod tests {
         assert_eq!(fields(&spec), ["spec.replicas", "spec.image"]);
         assert_eq!(
             validate(&spec)[0].to_string(),
-            "spec.replicas: must be 0 or more, got -1"
+            "spec.replicas: must be 0 to 100, got -1"
         );
+    }
+
+    #[test]
+    fn replicas_are_bounded() {
+        for (replicas, ok) in [
+            (0, true),
+            (MAX_REPLICAS, true),
+            (MAX_REPLICAS + 1, false),
+            (i32::MAX, false),
+        ] {
+            let mut spec = valid();
+            spec.replicas = replicas;
+            assert_eq!(validate(&spec).is_empty(), ok, "{replicas}");
+        }
+    }
+
+    #[test]
+    fn dangerous_and_managed_directives_are_refused_in_any_case() {
+        for key in [
+            "enable-protected-configs",
+            "ENABLE-DEBUG-COMMAND",
+            "Enable-Module-Command",
+            "loadmodule",
+            "unixsocket",
+            "unixsocketperm",
+            "rename-command",
+            "protected-mode",
+            "ReplicaOf",
+            "slaveof",
+            "replica-announce-ip",
+            "replica-announce-port",
+            "slave-announce-ip",
+            "slave-announce-port",
+            "masterauth",
+            "masteruser",
+            "RequirePass",
+            "aclfile",
+            "user",
+        ] {
+            let mut spec = valid();
+            spec.config.insert(key.into(), "x".into());
+            let errors = validate(&spec);
+            assert_eq!(errors.len(), 1, "{key}: {errors:?}");
+            assert_eq!(errors[0].field, format!("spec.config.{key}"));
+            assert_eq!(Some(errors[0].problem.as_str()), refusal(key));
+        }
+    }
+
+    /// `maxmemory` and `MaxMemory` are one directive: the rendered file kept only one of them, silently.
+    #[test]
+    fn keys_differing_only_in_case_are_refused() {
+        let mut spec = valid();
+        spec.config.insert("maxmemory".into(), "1mb".into());
+        spec.config.insert("MaxMemory".into(), "2mb".into());
+        let errors = validate(&spec);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "spec.config.maxmemory");
+        assert!(errors[0].problem.contains("(MaxMemory)"), "{}", errors[0]);
+    }
+
+    /// `save ""` is how Redis turns snapshots off.
+    #[test]
+    fn an_empty_value_is_valid() {
+        let mut spec = valid();
+        spec.config.insert("save".into(), String::new());
+        assert_eq!(validate(&spec), vec![]);
+    }
+
+    #[test]
+    fn config_size_limits() {
+        let mut spec = valid();
+        spec.config = (0..=MAX_CONFIG_ENTRIES)
+            .map(|i| (format!("directive-{i}"), "1".to_string()))
+            .collect();
+        assert_eq!(fields(&spec), ["spec.config"]);
+        let mut spec = valid();
+        spec.config
+            .insert("x".repeat(MAX_DIRECTIVE_LEN + 1), "1".into());
+        spec.config
+            .insert("maxmemory".into(), "1".repeat(MAX_CONFIG_VALUE_LEN + 1));
+        assert_eq!(validate(&spec).len(), 2);
+    }
+
+    /// The API server caps quantities at 2^63-1: `8Ei` would silently become a different size.
+    #[test]
+    fn quantities_the_api_server_cannot_hold_are_too_large() {
+        let mut spec = valid();
+        spec.storage = Some(StorageSpec {
+            size: "8Ei".into(),
+            storage_class_name: None,
+            when_deleted: ClaimDeletePolicy::Retain,
+        });
+        spec.resources = Some(ResourceRequirements {
+            requests: Some([("memory".to_string(), K8sQuantity("1e40".into()))].into()),
+            ..Default::default()
+        });
+        let errors = validate(&spec);
+        assert_eq!(
+            errors.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+            ["spec.resources.requests.memory", "spec.storage.size"]
+        );
+        for error in errors {
+            assert!(error.problem.contains("is too large"), "{error}");
+        }
     }
 
     #[test]
@@ -229,5 +410,76 @@ mod tests {
         let mut spec = valid();
         spec.config.insert("max memory".into(), "1".into());
         assert_eq!(fields(&spec), ["spec.config.max memory"]);
+    }
+
+    /// Config maps that are mostly well-formed, with owned keys, case twins, quotes, spaces, and control
+    /// characters mixed in.
+    fn arbitrary_config() -> impl Strategy<Value = BTreeMap<String, String>> {
+        let key = prop_oneof![
+            4 => "[a-zA-Z0-9_-]{1,12}",
+            1 => Just("PORT".to_string()),
+            1 => Just("save".to_string()),
+            1 => Just("Save".to_string()),
+            1 => ".{0,8}",
+        ];
+        let value = prop_oneof!["[ -~]{0,12}", ".{0,6}", Just(String::new())];
+        proptest::collection::btree_map(key, value, 0..6)
+    }
+
+    fn arbitrary_spec() -> impl Strategy<Value = RedisInstanceSpec> {
+        let quantity = "[-+]?[0-9.]{0,25}([eE][-+]?[0-9]{0,22}|[numkMGTPE]|[KMGTPE]i)?";
+        (
+            any::<i32>(),
+            prop_oneof![Just("redis:7.2".to_string()), ".{0,10}"],
+            proptest::option::of((quantity, proptest::option::of("[a-z.A-Z_-]{0,10}"))),
+            proptest::option::of(quantity),
+            arbitrary_config(),
+        )
+            .prop_map(
+                |(replicas, image, storage, memory, config)| RedisInstanceSpec {
+                    image,
+                    replicas,
+                    resources: memory.map(|m| ResourceRequirements {
+                        limits: Some([("memory".to_string(), K8sQuantity(m))].into()),
+                        ..Default::default()
+                    }),
+                    storage: storage.map(|(size, class)| StorageSpec {
+                        size,
+                        storage_class_name: class,
+                        when_deleted: ClaimDeletePolicy::Retain,
+                    }),
+                    config,
+                    replication: Default::default(),
+                },
+            )
+    }
+
+    proptest! {
+        /// Validation never panics, whatever the spec.
+        #[test]
+        fn validation_never_panics(spec in arbitrary_spec()) {
+            let _ = validate(&spec);
+        }
+
+        /// A spec that validates renders one `redis.conf` line per config entry: no value can smuggle in a
+        /// second directive, and no user entry duplicates an operator setting.
+        #[test]
+        fn a_valid_config_renders_one_directive_per_entry(config in arbitrary_config()) {
+            let mut spec = valid();
+            spec.config = config;
+            prop_assume!(validate(&spec).is_empty());
+            let rendered = render(&spec.config, &spec.replication);
+            let directives: Vec<&str> = rendered
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(|line| line.split(' ').next().unwrap_or_default())
+                .collect();
+            let mut lowercase: Vec<String> = directives.iter().map(|d| d.to_ascii_lowercase()).collect();
+            lowercase.sort();
+            lowercase.dedup();
+            prop_assert_eq!(lowercase.len(), directives.len(), "{}", rendered);
+            // The operator's own settings (port, dir, daemonize, supervised, logfile, repl-diskless-sync-delay).
+            prop_assert_eq!(directives.len(), 6 + spec.config.len());
+        }
     }
 }

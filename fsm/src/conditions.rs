@@ -35,6 +35,7 @@ pub struct Condition {
     pub last_transition_time: String,
     /// The RedisInstance generation this condition was computed for.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("maximum" = crate::history::MAX_GENERATION))]
     pub observed_generation: Option<i64>,
 }
 

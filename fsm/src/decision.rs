@@ -136,8 +136,9 @@ fn failure(observation: &Observation) -> (String, String) {
         };
         return (reason.to_owned(), problem.message.clone());
     }
-    if let Some(child) = &observation.missing_child {
-        return (reasons::CHILD_MISSING.into(), format!("{child} is missing"));
+    if let Some(message) = &observation.missing_child {
+        // Already a sentence that says what is missing and why; appending to it doubled " is missing".
+        return (reasons::CHILD_MISSING.into(), message.clone());
     }
     if let Some(problem) = &observation.manual_intervention {
         return (problem.reason.clone(), problem.message.clone());

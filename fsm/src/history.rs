@@ -8,6 +8,11 @@ use crate::phase::Phase;
 /// The most transitions a [`History`] keeps; older ones are dropped first.
 pub const HISTORY_LIMIT: usize = 10;
 
+/// The schema's upper bound of a generation: 2^53-1, the largest integer every JSON decoder (and the API
+/// server's float-typed `maximum`) holds exactly. `i64::MAX` would become 2^63 as a float, which the API
+/// server refuses as an int64 bound; no object ever reaches 2^53 generations.
+pub const MAX_GENERATION: i64 = 9_007_199_254_740_991;
+
 /// One phase change, as recorded in `status.history`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -23,6 +28,7 @@ pub struct Transition {
     /// When it happened (RFC 3339), as supplied by the caller.
     pub time: String,
     /// The RedisInstance generation the decision was made for.
+    #[schemars(range(min = 0), extend("maximum" = MAX_GENERATION))]
     pub generation: i64,
 }
 

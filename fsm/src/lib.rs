@@ -39,7 +39,7 @@ pub use conditions::{condition_types, conditions, Condition};
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
 pub use election::{elect, rank, Election, NoCandidate};
-pub use history::{History, Transition, HISTORY_LIMIT};
+pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};
 pub use observation::{

@@ -170,8 +170,8 @@ pub struct Observation {
     pub spec_replicas: i32,
     /// Why the spec cannot be applied; `None` when it is valid and applicable.
     pub spec_problem: Option<SpecProblem>,
-    /// A child that should exist (the instance was created before) but is absent,
-    /// e.g. `"StatefulSet demo"`.
+    /// A child that should exist (the instance was created before) but is absent or was refused, as the
+    /// complete status message, e.g. `"StatefulSet demo was missing and has been re-created"`.
     pub missing_child: Option<String>,
     /// What the reconciler did to the StatefulSet in this reconcile.
     pub change: Change,

@@ -171,10 +171,14 @@ fn failures_name_their_cause() {
         "2 pods failing; demo-1: CrashLoopBackOff: FATAL CONFIG FILE ERROR"
     );
 
-    o.missing_child = Some("StatefulSet demo".into());
+    // The message is used as it is: it already says what is missing (it once read "... is missing is missing").
+    o.missing_child = Some("StatefulSet demo was missing and has been re-created".into());
     let missing = step(Phase::Running, &o, "t");
     assert_eq!(missing.reason, "ChildMissing");
-    assert_eq!(missing.message, "StatefulSet demo is missing");
+    assert_eq!(
+        missing.message,
+        "StatefulSet demo was missing and has been re-created"
+    );
 
     o.spec_problem = Some(SpecProblem {
         reason: reasons::STORAGE_SHRINK_REFUSED.into(),

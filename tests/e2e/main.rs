@@ -1,6 +1,7 @@
 //! End-to-end scenarios against a real API server, StatefulSet controller and redis-server processes.
 //! Each test has its own namespace and operator, so they run in parallel.
 
+mod admission;
 mod cluster;
 mod harness;
 mod hostile;
@@ -453,30 +454,35 @@ async fn storage_class_change_replaces_statefulset_and_keeps_claims() {
     assert_marker_kept(&env, "cache", &uids).await;
 }
 
+/// The CRD's admission rules refuse a shrink or removal of storage before the operator sees it (the operator's
+/// own refusal, for clusters without the rules, is covered by the unit tests of `change`).
 #[tokio::test(flavor = "multi_thread")]
 async fn storage_shrink_and_removal_are_refused_and_touch_nothing() {
     let env = TestEnv::new("shrink").await;
     let mut s = spec(1);
     s.storage = storage("2Gi", None);
     env.create("cache", s).await;
-    env.wait_running("cache").await;
+    let running = env.wait_running("cache").await;
     let before = env.statefulsets().get("cache").await.unwrap();
     for change in [
         json!({"storage": {"size": "1Gi"}}),
         json!({"storage": null}),
     ] {
-        let generation = env.patch_spec("cache", change).await;
-        let ri = env
-            .wait_status("cache", "refused", move |s| {
-                s.observed_generation == Some(generation) && s.status == Phase::Failed
-            })
-            .await;
-        let status = ri.status.unwrap();
-        assert_eq!(status.reason, "StorageChangeRefused");
-        assert!(
-            status.last_condition_message.starts_with("spec.storage"),
-            "{status:#?}"
-        );
+        let patch = json!({ "spec": change });
+        let err = env
+            .instances()
+            .patch(
+                "cache",
+                &Default::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .expect_err("the change is refused at admission");
+        let kube::Error::Api(status) = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(status.code, 422, "{status:?}");
+        assert!(status.message.contains("spec.storage"), "{status:?}");
         let after = env.statefulsets().get("cache").await.unwrap();
         assert_eq!(after.uid(), before.uid());
         assert_eq!(
@@ -484,71 +490,59 @@ async fn storage_shrink_and_removal_are_refused_and_touch_nothing() {
             "StatefulSet was changed"
         );
     }
-    // Restoring the spec recovers.
-    env.patch_spec("cache", json!({"storage": {"size": "2Gi"}}))
-        .await;
-    env.wait_running("cache").await;
+    let ri = env.instances().get("cache").await.unwrap();
+    assert_eq!(ri.metadata.generation, running.metadata.generation);
+    assert_eq!(ri.spec.storage.unwrap().size, "2Gi");
 }
 
+/// What admission cannot see (resource quantities use Kubernetes' own schema) the operator refuses: Failed
+/// with InvalidSpec, nothing created, and fixing the spec recovers. What admission can see is refused there.
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
     let env = TestEnv::new("invalid").await;
-    let mut s = spec(1);
-    s.config.insert("dir".into(), "/tmp".into());
-    env.create("owned", s).await;
-    let ri = env
-        .wait_status("owned", "Failed", |s| s.status == Phase::Failed)
-        .await;
-    let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::INVALID_SPEC);
-    assert!(
-        status.last_condition_message.contains("spec.config.dir"),
-        "{status:#?}"
-    );
-
-    let mut s = spec(1);
-    s.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
-        limits: Some(
-            [(
-                "memory".to_string(),
-                k8s_openapi::apimachinery::pkg::api::resource::Quantity("lots".into()),
-            )]
-            .into(),
-        ),
-        ..Default::default()
-    });
-    let created = env
-        .instances()
-        .create(
-            &Default::default(),
-            &redis_operator::api::RedisInstance::new("quantity", s),
-        )
-        .await;
-    if created.is_ok() {
+    let memory = |value: &str| {
+        Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            limits: Some(
+                [(
+                    "memory".to_string(),
+                    k8s_openapi::apimachinery::pkg::api::resource::Quantity(value.into()),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        })
+    };
+    for (name, value, problem) in [
+        ("quantity", "lots", "is not a Kubernetes quantity"),
+        ("huge", "8Ei", "is too large"),
+    ] {
+        let mut s = spec(1);
+        s.resources = memory(value);
+        env.create(name, s).await;
         let ri = env
-            .wait_status("quantity", "Failed", |s| s.status == Phase::Failed)
+            .wait_status(name, "Failed", |s| s.status == Phase::Failed)
             .await;
-        assert!(ri
-            .status
-            .unwrap()
-            .last_condition_message
-            .contains("spec.resources.limits.memory"));
+        let status = ri.status.unwrap();
+        assert_eq!(status.reason, reasons::INVALID_SPEC);
+        assert!(
+            status
+                .last_condition_message
+                .contains("spec.resources.limits.memory")
+                && status.last_condition_message.contains(problem),
+            "{status:#?}"
+        );
+        assert!(
+            env.statefulsets().get_opt(name).await.unwrap().is_none(),
+            "invalid spec created a StatefulSet"
+        );
     }
-    assert!(
-        env.statefulsets().get_opt("owned").await.unwrap().is_none(),
-        "invalid spec created a StatefulSet"
-    );
-    assert!(env
-        .statefulsets()
-        .get_opt("quantity")
-        .await
-        .unwrap()
-        .is_none());
 
-    // The schema rejects what it can: negative replicas, control characters in config values.
+    // The schema and the CEL rules refuse what they can: negative replicas, control characters in config
+    // values, directives the operator owns.
     for bad in [
         json!({"replicas": -1}),
         json!({"config": {"maxmemory": "1mb\nport 7000"}}),
+        json!({"config": {"dir": "/tmp"}}),
     ] {
         let mut body = json!({"apiVersion": "redis.github.com/v1", "kind": "RedisInstance",
             "metadata": {"name": "schema"}, "spec": bad});
@@ -567,9 +561,12 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
     // An Event explains the failure.
     wait_event(&env, reasons::INVALID_SPEC).await;
     // Fixing the spec recovers.
-    env.patch_spec("owned", json!({"config": {"dir": null}}))
-        .await;
-    env.wait_running("owned").await;
+    env.patch_spec(
+        "quantity",
+        json!({"resources": {"limits": {"memory": "64Mi"}}}),
+    )
+    .await;
+    env.wait_running("quantity").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
