@@ -249,7 +249,7 @@ pub struct RedisInstanceStatus {
 
     /// The confirmed primary's `second_repl_offset`: up to where `primaryReplicationId2` is valid.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = i64::MAX))]
+    #[schemars(range(min = 0), extend("maximum" = MAX_STATUS_INTEGER))]
     pub primary_second_offset: Option<i64>,
 
     /// The confirmed primary's `run_id`; a different one means its server restarted.
@@ -261,6 +261,11 @@ pub struct RedisInstanceStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub pods: Vec<PodStatus>,
 }
+
+/// The largest replication offset or lag the status holds: 2^53, exact in every JSON client, and an
+/// integer the API server accepts as an int64 bound (`i64::MAX` is not one once rendered as a float).
+/// An offset beyond it (petabytes of replication stream) is capped.
+pub const MAX_STATUS_INTEGER: i64 = 1 << 53;
 
 /// One pod's replication state as the operator last observed it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -279,7 +284,7 @@ pub struct PodStatus {
     /// For replicas of the confirmed primary: bytes of replication stream not yet processed.
     /// Refreshed whenever the status is written; a change of the lag alone causes no write.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = i64::MAX))]
+    #[schemars(range(min = 0), extend("maximum" = MAX_STATUS_INTEGER))]
     pub lag_bytes: Option<i64>,
     /// When the operator last got an answer from the server (RFC 3339). Refreshed whenever the
     /// status is written; for an unreachable server it keeps the last time it answered.
@@ -403,6 +408,21 @@ mod tests {
             assert!(node.get("nullable").is_none(), "{path} is nullable");
             for wrapper in ["anyOf", "oneOf", "allOf"] {
                 assert!(node.get(wrapper).is_none(), "{path} has {wrapper}");
+            }
+        }
+    }
+
+    /// The API server refuses a CRD whose int64 bound is not an integer once read back from the float the
+    /// schema holds (`i64::MAX` rounds to 2^63): every status write then fails with 422. Bounds stay at or
+    /// below 2^53, where floats are exact.
+    #[test]
+    fn every_integer_bound_is_exact_as_a_float() {
+        for (path, node) in all_schemas(&schema()) {
+            if let Some(max) = node["maximum"].as_f64() {
+                assert!(
+                    max <= (1u64 << 53) as f64,
+                    "{path}: maximum {max} is not exact"
+                );
             }
         }
     }

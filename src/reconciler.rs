@@ -219,7 +219,21 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let desired = children::build(ri);
+    let mut desired = children::build(ri);
+    let live_replicas = live_sts
+        .as_deref()
+        .and_then(|sts| sts.spec.as_ref()?.replicas);
+    let held = topology::scale_down_hold(
+        &ri.name_any(),
+        ri.spec.replicas,
+        live_replicas,
+        &topology::topology_status(ri.status.as_ref()),
+    );
+    if let (Some(hold), Some(spec)) = (held, desired.statefulset.spec.as_mut()) {
+        // Never scale the primary (or a failover's target) away: hold the StatefulSet at its size.
+        debug!(hold, "scale-down held: it would remove the primary");
+        spec.replicas = Some(hold);
+    }
     if let Some(child) = foreign_child(ri, ctx, &desired).await? {
         // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
         observation.spec_problem = Some(SpecProblem {
@@ -429,7 +443,13 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     let namespace = ri.namespace().unwrap_or_default();
     let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
     let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
-    let observed = topology::observe(&name, replicas, &pods, ctx.redis_timeouts).await;
+    // Every pod the StatefulSet keeps (more than spec.replicas while a scale-down is held) is observed.
+    let kept = lookup(&ctx.stores.statefulsets, &name, &namespace)
+        .and_then(|sts| sts.spec.as_ref()?.replicas)
+        .and_then(|r| u32::try_from(r).ok())
+        .unwrap_or(replicas)
+        .max(replicas);
+    let observed = topology::observe(&name, kept, &pods, ctx.redis_timeouts).await;
     let persisted = topology::topology_status(ri.status.as_ref());
     let policy = TopologyPolicy {
         replicas,

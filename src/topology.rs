@@ -15,7 +15,7 @@ use redis_fsm::{
     TopologyAction, TopologyStatus, Unobserved,
 };
 
-use crate::api::{PodStatus, RedisInstanceStatus};
+use crate::api::{PodStatus, RedisInstanceStatus, MAX_STATUS_INTEGER};
 use crate::redis::{RedisError, RedisNode, Timeouts};
 use crate::redis_conf::REDIS_PORT;
 
@@ -72,8 +72,13 @@ pub fn record_topology(status: &mut RedisInstanceStatus, topology: &TopologyStat
         .primary_history
         .as_ref()
         .and_then(|h| h.second_offset)
-        .map(|o| i64::try_from(o).unwrap_or(i64::MAX));
+        .map(capped);
     status.primary_run_id = topology.primary_run_id.clone();
+}
+
+/// An offset or lag as the status schema bounds it.
+fn capped(value: u64) -> i64 {
+    i64::try_from(value).map_or(MAX_STATUS_INTEGER, |v| v.min(MAX_STATUS_INTEGER))
 }
 
 /// A timestamp as RFC 3339 with milliseconds.
@@ -277,7 +282,7 @@ pub fn pod_summaries(
                             let lag = primary_offset
                                 .filter(|_| link.link_up)
                                 .map(|o| o.saturating_sub(link.replica_offset))
-                                .map(|lag| i64::try_from(lag).unwrap_or(i64::MAX));
+                                .map(capped);
                             ("replica", status.to_string(), lag)
                         }
                     };
@@ -314,6 +319,37 @@ pub fn without_volatile(status: &RedisInstanceStatus) -> RedisInstanceStatus {
         pod.last_seen = None;
     }
     stripped
+}
+
+/// The StatefulSet size to hold when scaling down to `spec_replicas` would remove the recorded primary or a
+/// failover's target (`None`: scale as asked). The operator does not switch over before a scale-down yet, so
+/// such a scale-down waits, with the instance `Updating`, until the primary is on a surviving ordinal.
+pub fn scale_down_hold(
+    instance: &str,
+    spec_replicas: i32,
+    live_replicas: Option<i32>,
+    status: &TopologyStatus,
+) -> Option<i32> {
+    let live = live_replicas?;
+    if spec_replicas >= live {
+        return None;
+    }
+    let ordinal = |pod: &str| {
+        pod.strip_prefix(instance)?
+            .strip_prefix('-')?
+            .parse::<i32>()
+            .ok()
+    };
+    let target = match &status.target_primary {
+        Some(TargetPrimary::Pod(pod)) => Some(pod.as_str()),
+        _ => None,
+    };
+    let endangered = [status.current_primary.as_deref(), target]
+        .into_iter()
+        .flatten()
+        .filter_map(ordinal)
+        .any(|o| o >= spec_replicas);
+    endangered.then_some(live)
 }
 
 /// What the phase engine says while a failover is in flight (`None` when none is): from status only, so
@@ -478,6 +514,30 @@ mod tests {
         assert!(failover_message(&status).unwrap().contains("from c-0"));
         status.target_primary = Some(TargetPrimary::Pod("c-2".into()));
         assert!(failover_message(&status).unwrap().contains("promoting c-2"));
+    }
+
+    #[test]
+    fn a_scale_down_that_would_remove_the_primary_is_held() {
+        let status = |primary: &str| TopologyStatus {
+            current_primary: Some(primary.into()),
+            target_primary: Some(TargetPrimary::Pod(primary.into())),
+            ..Default::default()
+        };
+        assert_eq!(scale_down_hold("c", 1, Some(3), &status("c-0")), None);
+        assert_eq!(scale_down_hold("c", 1, Some(3), &status("c-2")), Some(3));
+        assert_eq!(scale_down_hold("c", 2, Some(3), &status("c-1")), None);
+        // Scaling up, or no StatefulSet yet: nothing to hold.
+        assert_eq!(scale_down_hold("c", 3, Some(1), &status("c-2")), None);
+        assert_eq!(scale_down_hold("c", 1, None, &status("c-2")), None);
+        // A failover's target counts like the primary.
+        let moving = TopologyStatus {
+            current_primary: Some("c-0".into()),
+            target_primary: Some(TargetPrimary::Pod("c-2".into())),
+            ..Default::default()
+        };
+        assert_eq!(scale_down_hold("c", 1, Some(3), &moving), Some(3));
+        // Another instance's pod name with the same prefix is not an ordinal of this one.
+        assert_eq!(scale_down_hold("c", 1, Some(3), &status("cache-2")), None);
     }
 
     #[test]

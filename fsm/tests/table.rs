@@ -107,7 +107,12 @@ fn nothing_leads_back_to_unknown() {
 
 #[test]
 fn failed_recovers_on_every_input_that_is_not_a_failure() {
-    let failures = [SpecInvalid, ChildMissing, ManualInterventionNeeded, PodsFailing];
+    let failures = [
+        SpecInvalid,
+        ChildMissing,
+        ManualInterventionNeeded,
+        PodsFailing,
+    ];
     for input in Input::ALL {
         assert_eq!(is_noop(Failed, input), failures.contains(&input), "{input}");
     }
