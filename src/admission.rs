@@ -10,8 +10,8 @@ use crate::redis_conf::{
     DANGEROUS_DIRECTIVES, MANAGED_DIRECTIVES, OWNED_DIRECTIVES, REFUSED_DIRECTIVES,
 };
 
-/// The most Redis pods one instance may ask for. Each pod is an independent Redis server with its own
-/// claim; an instance that needs more is better split, and the bound keeps a typo (`10000000000`) from
+/// The most Redis pods one instance may ask for. Each pod is a Redis server (the primary or a replica) with
+/// its own claim; an instance that needs more is better split, and the bound keeps a typo (`10000000000`) from
 /// being admitted as a huge StatefulSet.
 pub const MAX_REPLICAS: i32 = 100;
 /// The most directives `spec.config` may hold (Redis has about 200 in all; this also bounds rule cost).

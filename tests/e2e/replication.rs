@@ -374,3 +374,31 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
     );
     assert_no_confirmed_write_lost(&env, &confirmed).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_up_adds_replicas_and_scaling_down_keeps_the_primary() {
+    let env = TestEnv::new("replscale").await;
+    env.create("cache", spec(1)).await;
+    env.wait_running("cache").await;
+    let alone = wait_converged(&env, "cache", 1).await;
+    let primary = alone.current_primary.clone().unwrap();
+    let ip = pod_ip(&env.pods().get(&primary).await.unwrap());
+    assert_eq!(redis_command(&ip, &["SET", "kept", "yes"]).await, "+OK\r\n");
+
+    env.patch_spec("cache", serde_json::json!({"replicas": 3}))
+        .await;
+    env.wait_running("cache").await;
+    let grown = wait_converged(&env, "cache", 3).await;
+    assert_eq!(grown.current_primary.as_deref(), Some(primary.as_str()));
+    for replica in labelled(&env, "cache", "replica").await {
+        wait_key(&pod_ip(&replica), "kept", "yes").await;
+    }
+
+    env.patch_spec("cache", serde_json::json!({"replicas": 1}))
+        .await;
+    env.wait_running("cache").await;
+    let shrunk = wait_converged(&env, "cache", 1).await;
+    assert_eq!(shrunk.current_primary.as_deref(), Some(primary.as_str()));
+    let ip = pod_ip(&env.pods().get(&primary).await.unwrap());
+    assert!(redis_command(&ip, &["GET", "kept"]).await.contains("yes"));
+}
