@@ -91,7 +91,7 @@ async fn write_undecodable(env: &TestEnv, name: &str) -> Option<&'static str> {
             "apiVersion": "redis.github.com/v1",
             "kind": "RedisInstance",
             "metadata": {"name": name},
-            "spec": {"replicas": replicas, "config": {"requirepass": SECRET}},
+            "spec": {"replicas": replicas, "config": {"syslog-ident": SECRET}},
         })
     };
     if create_raw(env, body(json!(out_of_range))).await.is_ok() {
@@ -123,7 +123,7 @@ async fn write_undecodable(env: &TestEnv, name: &str) -> Option<&'static str> {
 async fn an_undecodable_instance_is_reported_and_the_others_are_still_managed() {
     let mut env = TestEnv::new("undecodable").await;
     let mut good = spec(1);
-    good.config.insert("requirepass".into(), SECRET.into());
+    good.config.insert("syslog-ident".into(), SECRET.into());
     env.create("good", good).await;
     env.wait_running("good").await;
     let Some(path) = write_undecodable(&env, "bad").await else {
@@ -759,4 +759,41 @@ async fn status_catches_up_promptly_after_an_api_server_restart() {
     .unwrap_or_else(|_| panic!("status did not catch up within {CATCH_UP:?} of the restart"))
     .unwrap();
     eprintln!("status caught up {:?} after the restart", started.elapsed());
+
+    // `up` right after a SIGTERM of the API server: the draining server must not be mistaken for a running one
+    // (it used to start nothing and time out while the old one took a minute to go).
+    let pid = std::fs::read_to_string(cluster.dir.join("run/kube-apiserver.pid")).unwrap();
+    run_ok(Command::new("kill").args(["-TERM", pid.trim()]), None);
+    cluster.run("up");
+    let client = admin_client(&info).await;
+    let instances: Api<RedisInstance> = Api::namespaced(client, ns);
+    assert!(
+        instances.get("cache").await.is_ok(),
+        "the API server serves again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quantity_finer_than_the_api_server_keeps_converges() {
+    // Kubernetes stores `0.0001` CPU as `1m`; compared as written it looked like a change on every reconcile.
+    let env = TestEnv::new("fine-cpu").await;
+    let mut s = spec(1);
+    s.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "0.0001"}})).unwrap());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let sts = env.statefulsets().get("cache").await.unwrap();
+    let stored = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .requests
+        .unwrap()["cpu"]
+        .0
+        .clone();
+    assert_eq!(stored, "1m", "the API server's canonical form");
+    if let Some(writes) = writes_over(&env, Duration::from_secs(10)).await {
+        assert!(writes.is_empty(), "writes after converging: {writes:?}");
+    }
+    let ri = env.instances().get("cache").await.unwrap();
+    assert_eq!(ri.status.unwrap().status, Phase::Running);
 }
