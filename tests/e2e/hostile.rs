@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
@@ -351,20 +351,7 @@ async fn a_storage_size_the_api_server_cannot_hold_does_not_loop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_the_statefulset_controller_cannot_create_is_reported() {
     let env = TestEnv::new("refused-pod").await;
-    let quotas: Api<ResourceQuota> = Api::namespaced(env.client.clone(), &env.ns);
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-pods"},
-        "spec": {"hard": {"pods": "0"}}
-    }))
-    .unwrap();
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    let enforced = |q: Option<&ResourceQuota>| {
-        q.and_then(|q| q.status.as_ref())
-            .and_then(|s| s.hard.as_ref())
-            .is_some_and(|hard| hard.contains_key("pods"))
-    };
-    let enforced = await_condition(quotas.clone(), "no-pods", enforced);
-    tokio::time::timeout(WAIT, enforced).await.unwrap().unwrap();
+    let quotas = zero_quota(&env, "no-pods", "pods").await;
 
     env.create("cache", spec(1)).await;
     let ri = wait_failed(&env, "cache", reasons::PODS_FAILING).await;
@@ -664,17 +651,7 @@ async fn status_catches_up_promptly_after_an_api_server_restart() {
     }
     let cluster = PrivateCluster::up();
     let info = cluster.info();
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/redisinstance.yaml");
-    run_ok(kubectl(&info).args(["apply", "-f", crd]), None);
-    run_ok(
-        kubectl(&info).args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/redisinstances.redis.github.com",
-        ]),
-        None,
-    );
+    install_crd(&info);
     let client = admin_client(&info).await;
     let ns = "restart";
     run_ok(kubectl(&info).args(["create", "namespace", ns]), None);
