@@ -1102,7 +1102,10 @@ pub async fn run(
     let (create_failures, failure_stream) =
         cached_watch(api_for(&client, ns), &refused_pods, drop_managed_fields);
 
-    let controller = Controller::for_stream(instance_stream, instance_store);
+    // The controller backs off its merged trigger streams on any error, by default growing to minutes: after an
+    // API server restart that, not the watches' own back-off, kept status stale (each stream's 410 grew it).
+    let controller = Controller::for_stream(instance_stream, instance_store)
+        .trigger_backoff(WatchBackoff::default());
     let stores = Stores {
         instances: controller.store(),
         statefulsets,

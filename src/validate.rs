@@ -66,7 +66,31 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
         for (list, values) in lists {
             for (name, value) in values.iter().flatten() {
                 let field = format!("spec.resources.{list}.{name}");
+                if !is_resource_name(name) {
+                    errors.push(SpecError::new(
+                        field.clone(),
+                        "is not a resource Kubernetes knows: use cpu, memory, ephemeral-storage, \
+                         hugepages-<size> or a domain-qualified extended resource (example.com/name)",
+                    ));
+                }
                 check_quantity(&field, &value.0, false, &mut errors);
+            }
+        }
+        // The API server refuses a pod whose request exceeds its limit; say so before a pod is ever tried.
+        for (name, request) in resources.requests.iter().flatten() {
+            let limit = resources.limits.as_ref().and_then(|l| l.get(name));
+            let (Some(limit), Ok(request_q)) = (limit, request.0.parse::<Quantity>()) else {
+                continue;
+            };
+            if limit
+                .0
+                .parse::<Quantity>()
+                .is_ok_and(|l| request_q.canonical() > l.canonical())
+            {
+                errors.push(SpecError::new(
+                    format!("spec.resources.requests.{name}"),
+                    format!("{} must not exceed the limit {}", request.0, limit.0),
+                ));
             }
         }
     }
@@ -164,6 +188,28 @@ fn check_quantity(field: &str, value: &str, positive: bool, errors: &mut Vec<Spe
             errors.push(SpecError::new(field, "must be greater than zero"))
         }
         Ok(_) => {}
+    }
+}
+
+/// A container resource name the API server accepts: a standard one, or an extended resource qualified by a
+/// domain (`example.com/gpu`).
+fn is_resource_name(name: &str) -> bool {
+    match name.split_once('/') {
+        None => {
+            matches!(name, "cpu" | "memory" | "ephemeral-storage")
+                || name
+                    .strip_prefix("hugepages-")
+                    .is_some_and(|size| size.parse::<Quantity>().is_ok())
+        }
+        Some((domain, resource)) => {
+            is_dns_subdomain(domain)
+                && domain.contains('.')
+                && !resource.is_empty()
+                && resource.len() <= 63
+                && resource
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        }
     }
 }
 
@@ -327,6 +373,45 @@ mod tests {
         let mut spec = valid();
         spec.config.insert("save".into(), String::new());
         assert_eq!(validate(&spec), vec![]);
+    }
+
+    #[test]
+    fn resource_names_and_requests_above_limits_are_refused() {
+        let resources = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
+            let list = |pairs: &[(&str, &str)]| {
+                Some(
+                    pairs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), K8sQuantity(v.to_string())))
+                        .collect(),
+                )
+            };
+            let mut spec = valid();
+            spec.resources = Some(ResourceRequirements {
+                requests: list(requests),
+                limits: list(limits),
+                ..Default::default()
+            });
+            spec
+        };
+        let ok = resources(
+            &[("cpu", "100m"), ("memory", "1Gi"), ("example.com/gpu", "1")],
+            &[("cpu", "0.1"), ("memory", "1024Mi"), ("hugepages-2Mi", "0")],
+        );
+        assert_eq!(validate(&ok), vec![]);
+        let above = resources(&[("memory", "2Gi")], &[("memory", "1Gi")]);
+        assert_eq!(
+            validate(&above)[0].to_string(),
+            "spec.resources.requests.memory: 2Gi must not exceed the limit 1Gi"
+        );
+        for bad in ["cpus", "Memory", "gpu/", "nodomain/gpu", "hugepages-lots"] {
+            let spec = resources(&[(bad, "1")], &[]);
+            assert_eq!(
+                fields(&spec),
+                [format!("spec.resources.requests.{bad}")],
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, ResourceQuota};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
@@ -91,19 +91,50 @@ pub fn cluster() -> &'static ClusterInfo {
                 }
             }
         };
-        let crd = format!("{REPO}/crds/redisinstance.yaml");
-        run_ok(kubectl(&info).args(["apply", "-f", &crd]), None);
-        run_ok(
-            kubectl(&info).args([
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/redisinstances.redis.github.com",
-            ]),
-            None,
-        );
+        install_crd(&info);
         info
     })
+}
+
+/// Applies `crds/redisinstance.yaml` and waits until the API server serves it.
+pub fn install_crd(info: &ClusterInfo) {
+    let crd = format!("{REPO}/crds/redisinstance.yaml");
+    run_ok(kubectl(info).args(["apply", "-f", &crd]), None);
+    run_ok(
+        kubectl(info).args([
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/redisinstances.redis.github.com",
+        ]),
+        None,
+    );
+}
+
+/// Creates a ResourceQuota `name` allowing zero of `resource` in the test's namespace and waits until it is
+/// enforced (admission reads the quota's status, which the quota controller computes a moment later).
+pub async fn zero_quota(env: &TestEnv, name: &str, resource: &str) -> Api<ResourceQuota> {
+    let quotas: Api<ResourceQuota> = Api::namespaced(env.client.clone(), &env.ns);
+    let quota: ResourceQuota = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {"hard": {resource: "0"}}
+    }))
+    .expect("a ResourceQuota");
+    quotas
+        .create(&PostParams::default(), &quota)
+        .await
+        .expect("the quota is created");
+    let enforced = |q: Option<&ResourceQuota>| {
+        q.and_then(|q| q.status.as_ref())
+            .and_then(|s| s.hard.as_ref())
+            .is_some_and(|hard| hard.contains_key(resource))
+    };
+    let enforced = await_condition(quotas.clone(), name, enforced);
+    tokio::time::timeout(WAIT, enforced)
+        .await
+        .expect("the quota is enforced in time")
+        .expect("the quota watch works");
+    quotas
 }
 
 /// `kubectl` against the suite's cluster as admin.

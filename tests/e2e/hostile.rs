@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{
     ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy,
 };
@@ -91,7 +91,7 @@ async fn write_undecodable(env: &TestEnv, name: &str) -> Option<&'static str> {
             "apiVersion": "redis.github.com/v1",
             "kind": "RedisInstance",
             "metadata": {"name": name},
-            "spec": {"replicas": replicas, "config": {"requirepass": SECRET}},
+            "spec": {"replicas": replicas, "config": {"syslog-ident": SECRET}},
         })
     };
     if create_raw(env, body(json!(out_of_range))).await.is_ok() {
@@ -123,7 +123,7 @@ async fn write_undecodable(env: &TestEnv, name: &str) -> Option<&'static str> {
 async fn an_undecodable_instance_is_reported_and_the_others_are_still_managed() {
     let mut env = TestEnv::new("undecodable").await;
     let mut good = spec(1);
-    good.config.insert("requirepass".into(), SECRET.into());
+    good.config.insert("syslog-ident".into(), SECRET.into());
     env.create("good", good).await;
     env.wait_running("good").await;
     let Some(path) = write_undecodable(&env, "bad").await else {
@@ -351,20 +351,7 @@ async fn a_storage_size_the_api_server_cannot_hold_does_not_loop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_the_statefulset_controller_cannot_create_is_reported() {
     let env = TestEnv::new("refused-pod").await;
-    let quotas: Api<ResourceQuota> = Api::namespaced(env.client.clone(), &env.ns);
-    let quota: ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-pods"},
-        "spec": {"hard": {"pods": "0"}}
-    }))
-    .unwrap();
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
-    let enforced = |q: Option<&ResourceQuota>| {
-        q.and_then(|q| q.status.as_ref())
-            .and_then(|s| s.hard.as_ref())
-            .is_some_and(|hard| hard.contains_key("pods"))
-    };
-    let enforced = await_condition(quotas.clone(), "no-pods", enforced);
-    tokio::time::timeout(WAIT, enforced).await.unwrap().unwrap();
+    let quotas = zero_quota(&env, "no-pods", "pods").await;
 
     env.create("cache", spec(1)).await;
     let ri = wait_failed(&env, "cache", reasons::PODS_FAILING).await;
@@ -664,17 +651,7 @@ async fn status_catches_up_promptly_after_an_api_server_restart() {
     }
     let cluster = PrivateCluster::up();
     let info = cluster.info();
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/redisinstance.yaml");
-    run_ok(kubectl(&info).args(["apply", "-f", crd]), None);
-    run_ok(
-        kubectl(&info).args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/redisinstances.redis.github.com",
-        ]),
-        None,
-    );
+    install_crd(&info);
     let client = admin_client(&info).await;
     let ns = "restart";
     run_ok(kubectl(&info).args(["create", "namespace", ns]), None);
@@ -759,4 +736,41 @@ async fn status_catches_up_promptly_after_an_api_server_restart() {
     .unwrap_or_else(|_| panic!("status did not catch up within {CATCH_UP:?} of the restart"))
     .unwrap();
     eprintln!("status caught up {:?} after the restart", started.elapsed());
+
+    // `up` right after a SIGTERM of the API server: the draining server must not be mistaken for a running one
+    // (it used to start nothing and time out while the old one took a minute to go).
+    let pid = std::fs::read_to_string(cluster.dir.join("run/kube-apiserver.pid")).unwrap();
+    run_ok(Command::new("kill").args(["-TERM", pid.trim()]), None);
+    cluster.run("up");
+    let client = admin_client(&info).await;
+    let instances: Api<RedisInstance> = Api::namespaced(client, ns);
+    assert!(
+        instances.get("cache").await.is_ok(),
+        "the API server serves again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quantity_finer_than_the_api_server_keeps_converges() {
+    // Kubernetes stores `0.0001` CPU as `1m`; compared as written it looked like a change on every reconcile.
+    let env = TestEnv::new("fine-cpu").await;
+    let mut s = spec(1);
+    s.resources = Some(serde_json::from_value(json!({"requests": {"cpu": "0.0001"}})).unwrap());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let sts = env.statefulsets().get("cache").await.unwrap();
+    let stored = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .resources
+        .clone()
+        .unwrap()
+        .requests
+        .unwrap()["cpu"]
+        .0
+        .clone();
+    assert_eq!(stored, "1m", "the API server's canonical form");
+    if let Some(writes) = writes_over(&env, Duration::from_secs(10)).await {
+        assert!(writes.is_empty(), "writes after converging: {writes:?}");
+    }
+    let ri = env.instances().get("cache").await.unwrap();
+    assert_eq!(ri.status.unwrap().status, Phase::Running);
 }

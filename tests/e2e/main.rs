@@ -744,22 +744,7 @@ async fn delete_policy_removes_the_claims_when_asked_to() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_child_is_reported_in_status_and_recovers() {
     let env = TestEnv::new("quota").await;
-    let quotas: kube::Api<k8s_openapi::api::core::v1::ResourceQuota> =
-        kube::Api::namespaced(env.client.clone(), &env.ns);
-    let quota: k8s_openapi::api::core::v1::ResourceQuota = serde_json::from_value(json!({
-        "metadata": {"name": "no-services"},
-        "spec": {"hard": {"services": "0"}}
-    }))
-    .unwrap();
-    quotas.create(&Default::default(), &quota).await.unwrap();
-    // The quota admits nothing only once the quota controller has computed its status (admission reads that).
-    let enforced = |q: Option<&k8s_openapi::api::core::v1::ResourceQuota>| {
-        q.and_then(|q| q.status.as_ref())
-            .and_then(|s| s.hard.as_ref())
-            .is_some_and(|hard| hard.contains_key("services"))
-    };
-    let enforced = await_condition(quotas.clone(), "no-services", enforced);
-    tokio::time::timeout(WAIT, enforced).await.unwrap().unwrap();
+    let quotas = zero_quota(&env, "no-services", "services").await;
     env.create("cache", spec(1)).await;
     let ri = env
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
