@@ -15,12 +15,21 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis_fsm::{
-    decide, desired_roles, label_patches, Endpoint, FailoverState, PodReplication, ReplicaLink,
-    RoleLabel, ServerRole, ServerState, Timestamp, TopologyAction, TopologyPolicy, TopologyStatus,
-    Unobserved,
+    decide, desired_roles, label_patches, Endpoint, FailoverState, NoCandidate, PodReplication,
+    ReplicaLink, RoleLabel, ServerRole, ServerState, StopReason, Timestamp, TopologyAction,
+    TopologyPolicy, TopologyStatus, Unobserved,
 };
 
 const PODS: usize = 3;
+
+/// How a healed cluster ends.
+#[derive(Debug, PartialEq)]
+enum Settled {
+    /// One primary, every other pod linked to it.
+    Steady,
+    /// The operator refused to promote anything and asks for manual intervention.
+    Stopped(StopReason),
+}
 const DELAY: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
@@ -464,8 +473,9 @@ impl Cluster {
         }
     }
 
-    /// Heals every failure, then lets servers and operator run until the operator is steady.
-    fn settle(&mut self) {
+    /// Heals every failure, then lets servers and operator run until the operator is steady, or stops because
+    /// no pod can be promoted without guessing (the "stop and say so instead of guessing").
+    fn settle(&mut self) -> Settled {
         for i in 0..PODS {
             self.start(i);
             self.servers[i].reachable = true;
@@ -478,7 +488,10 @@ impl Cluster {
                     s.master || s.link_up
                 })
             {
-                return;
+                return Settled::Steady;
+            }
+            if let TopologyAction::Stop { reason } = action {
+                return Settled::Stopped(reason);
             }
             if matches!(action, TopologyAction::WaitFailoverDelay { .. }) {
                 self.now += DELAY.as_millis() as i64;
@@ -487,10 +500,39 @@ impl Cluster {
                 self.sync(i);
             }
         }
+        let last = self.operate(None);
         panic!(
-            "no steady state: status {:?}, servers {:?}",
+            "no steady state (last action {last:?}): status {:?}, servers {:?}",
             self.status, self.servers
         );
+    }
+
+    /// A stop must be justified: every pod it names as divergent really holds data, so promoting any pod
+    /// would have thrown writes away.
+    fn check_stop_justified(&self, reason: &StopReason) {
+        match reason {
+            StopReason::NoSafeCandidate(NoCandidate::NoSharedHistory { divergent }) => {
+                assert!(!divergent.is_empty(), "stopped without a divergent pod");
+                for pod in divergent {
+                    assert!(
+                        !self.servers[index(pod)].data.is_empty(),
+                        "stopped over {pod}, which holds no data: {:?}",
+                        self.servers
+                    );
+                }
+            }
+            StopReason::SeveralPodsHoldData(pods) => {
+                let holding = pods
+                    .iter()
+                    .filter(|pod| !self.servers[index(pod)].data.is_empty())
+                    .count();
+                assert!(holding >= 2, "stopped over {pods:?}: {:?}", self.servers);
+            }
+            other => panic!(
+                "stopped after healing: {other:?}, servers {:?}",
+                self.servers
+            ),
+        }
     }
 
     fn check_converged(&mut self) {
@@ -544,8 +586,10 @@ proptest! {
         for action in &actions {
             cluster.act(action);
         }
-        cluster.settle();
-        cluster.check_converged();
+        match cluster.settle() {
+            Settled::Steady => cluster.check_converged(),
+            Settled::Stopped(reason) => cluster.check_stop_justified(&reason),
+        }
     }
 }
 
@@ -554,7 +598,7 @@ proptest! {
 #[test]
 fn primary_killed_without_persistence_fails_over_and_rejoins() {
     let mut cluster = Cluster::new();
-    cluster.settle();
+    assert_eq!(cluster.settle(), Settled::Steady);
     cluster.check_converged();
     let first = cluster
         .servers
@@ -577,7 +621,7 @@ fn primary_killed_without_persistence_fails_over_and_rejoins() {
         cluster.operate(None),
         TopologyAction::StartFailover { .. }
     ));
-    cluster.settle();
+    assert_eq!(cluster.settle(), Settled::Steady);
     cluster.check_converged();
     let now_primary = cluster
         .servers
