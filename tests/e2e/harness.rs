@@ -360,6 +360,31 @@ impl TestEnv {
         }
     }
 
+    /// Deletes the instance and waits until it is gone (its finalizer done).
+    pub async fn delete_and_wait_gone(&self, name: &str) {
+        let uid = self
+            .instances()
+            .get(name)
+            .await
+            .expect("the instance exists")
+            .metadata
+            .uid
+            .expect("a uid");
+        self.instances()
+            .delete(name, &Default::default())
+            .await
+            .expect("the instance is deleted");
+        let gone = await_condition(
+            self.instances(),
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        );
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("the instance goes in time")
+            .expect("the instance watch works");
+    }
+
     /// Waits until the instance is Running, Ready, and has observed its latest generation.
     pub async fn wait_running(&self, name: &str) -> RedisInstance {
         let generation = self
