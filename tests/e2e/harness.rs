@@ -109,6 +109,35 @@ pub fn install_crd(info: &ClusterInfo) {
         ]),
         None,
     );
+    wait_published(info);
+}
+
+/// Waits until the API server publishes the CRD's schema in both OpenAPI documents: that happens a moment after
+/// the CRD is Established, and `kubectl explain` (v3 by default, v2 on request) fails until then.
+fn wait_published(info: &ClusterInfo) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for output in ["plaintext", "plaintext-openapiv2"] {
+        loop {
+            let out = kubectl(info)
+                .args([
+                    "explain",
+                    "redisinstance.spec",
+                    &format!("--output={output}"),
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("kubectl runs");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the RedisInstance schema is not published in OpenAPI ({output}) after 60 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 /// Creates a ResourceQuota `name` allowing zero of `resource` in the test's namespace and waits until it is
