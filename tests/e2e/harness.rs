@@ -109,6 +109,35 @@ pub fn install_crd(info: &ClusterInfo) {
         ]),
         None,
     );
+    wait_published(info);
+}
+
+/// Waits until the API server publishes the CRD's schema in both OpenAPI documents: that happens a moment after
+/// the CRD is Established, and `kubectl explain` (v3 by default, v2 on request) fails until then.
+fn wait_published(info: &ClusterInfo) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for output in ["plaintext", "plaintext-openapiv2"] {
+        loop {
+            let out = kubectl(info)
+                .args([
+                    "explain",
+                    "redisinstance.spec",
+                    &format!("--output={output}"),
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("kubectl runs");
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the RedisInstance schema is not published in OpenAPI ({output}) after 60 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 /// Creates a ResourceQuota `name` allowing zero of `resource` in the test's namespace and waits until it is
@@ -358,6 +387,31 @@ impl TestEnv {
                 )
             }
         }
+    }
+
+    /// Deletes the instance and waits until it is gone (its finalizer done).
+    pub async fn delete_and_wait_gone(&self, name: &str) {
+        let uid = self
+            .instances()
+            .get(name)
+            .await
+            .expect("the instance exists")
+            .metadata
+            .uid
+            .expect("a uid");
+        self.instances()
+            .delete(name, &Default::default())
+            .await
+            .expect("the instance is deleted");
+        let gone = await_condition(
+            self.instances(),
+            name,
+            kube::runtime::wait::conditions::is_deleted(&uid),
+        );
+        tokio::time::timeout(WAIT, gone)
+            .await
+            .expect("the instance goes in time")
+            .expect("the instance watch works");
     }
 
     /// Waits until the instance is Running, Ready, and has observed its latest generation.

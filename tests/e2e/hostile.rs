@@ -260,13 +260,7 @@ async fn a_foreign_object_in_a_childs_place_is_never_taken_over() {
     }
 
     // Deleting the instance leaves the foreign objects alone.
-    let uid = env.instances().get("cache").await.unwrap().uid().unwrap();
-    env.instances()
-        .delete("cache", &DeleteParams::default())
-        .await
-        .unwrap();
-    let gone = await_condition(env.instances(), "cache", conditions::is_deleted(&uid));
-    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    env.delete_and_wait_gone("cache").await;
     // The garbage collector would act on an owner reference within seconds; there is none to act on.
     untouched(
         &config_maps.get("cache-config").await.unwrap(),
@@ -423,13 +417,7 @@ async fn deleting_an_instance_is_not_a_failed_reconcile() {
     let env = TestEnv::new("clean-delete").await;
     env.create("cache", spec(1)).await;
     env.wait_running("cache").await;
-    let uid = env.instances().get("cache").await.unwrap().uid().unwrap();
-    env.instances()
-        .delete("cache", &DeleteParams::default())
-        .await
-        .unwrap();
-    let gone = await_condition(env.instances(), "cache", conditions::is_deleted(&uid));
-    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    env.delete_and_wait_gone("cache").await;
     // Reconciles queued by the deletion's own updates run after the object is gone: wait until the count
     // is stable over three readings.
     let mut readings = Vec::new();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use harness::*;
 use kube::api::{DeleteParams, ListParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
 use redis_fsm::{reasons, Phase};
 use redis_operator::api::{ClaimDeletePolicy, StorageSpec};
@@ -606,13 +606,7 @@ async fn delete_records_terminated_and_retains_claims() {
     s.storage = storage("1Gi", None);
     let log = env.create("cache", s).await;
     env.wait_running("cache").await;
-    let uid = env.instances().get("cache").await.unwrap().uid().unwrap();
-    env.instances()
-        .delete("cache", &DeleteParams::default())
-        .await
-        .unwrap();
-    let gone = await_condition(env.instances(), "cache", conditions::is_deleted(&uid));
-    tokio::time::timeout(WAIT, gone).await.unwrap().unwrap();
+    env.delete_and_wait_gone("cache").await;
     let phases = log.phases_through(Phase::Terminated).await;
     assert_eq!(phases.last(), Some(&Phase::Terminated), "{phases:?}");
     let claims = env
