@@ -179,7 +179,7 @@ install_control_plane() {
 }
 
 build_agent() {
-  local binary=$REPO/target/debug/node-agent
+  local binary=${CARGO_TARGET_DIR:-$REPO/target}/debug/node-agent
   if [ ! -x "$binary" ] || [ -n "$(find "$REPO/devcluster/node-agent" "$REPO/Cargo.lock" -newer "$binary" -type f 2>/dev/null | head -n 1)" ]; then
     log "building the node agent"
     (cd "$REPO" && cargo build -p node-agent >&2)
