@@ -19,9 +19,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_fsm::{
-    confirmed_primary, decide, desired_roles, label_patches, reasons, step, Change, Decision,
-    Observation, Phase, PodReplication, RoleLabel, SpecProblem, TopologyAction, TopologyPolicy,
-    TopologyStatus,
+    confirmed_primary, decide, desired_roles, label_patches, reasons, replication_pending, step,
+    Change, Decision, Observation, Phase, PodReplication, RoleLabel, SpecProblem, TopologyAction,
+    TopologyPolicy, TopologyStatus,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -404,6 +404,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     if let Some(pass) = &topology {
         observation.failover = pass.failover.clone();
         observation.manual_intervention = pass.manual_intervention.clone();
+        observation.replication_pending = pass.pending.clone();
     }
     let written = publish_status_with(ri, ctx, &observation, topology.as_ref()).await?;
     let mut requeue = ctx.settings.resync;
@@ -434,6 +435,8 @@ struct TopologyPass {
     failover: Option<String>,
     /// Why a person must decide, for the phase engine.
     manual_intervention: Option<SpecProblem>,
+    /// Pods that do not serve their role yet, for the phase engine (not `Running` until `None`).
+    pending: Option<String>,
 }
 
 /// Observes every pod's server, decides the one next topology step and, when it is a command, sends it (only
@@ -503,6 +506,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         _ => None,
     };
     TopologyPass {
+        pending: replication_pending(&observed, &roles, replicas),
         failover: topology::failover_message(&next),
         manual_intervention,
         pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),

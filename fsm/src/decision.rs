@@ -95,7 +95,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
         ),
         (Phase::Updating, _) => (
             reasons::STATEFULSET_UPDATING.into(),
-            format!("StatefulSet is being updated. Updated: {updated}/{n}, Ready: {ready}/{n}"),
+            with_replication(
+                format!("StatefulSet is being updated. Updated: {updated}/{n}, Ready: {ready}/{n}"),
+                observation,
+            ),
         ),
         (Phase::Creating, Input::ChildrenCreated) => (
             reasons::CREATING.into(),
@@ -107,7 +110,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
         ),
         (Phase::Creating, _) => (
             reasons::CREATING.into(),
-            format!("Creating pods. Updated: {updated}/{n}, Ready: {ready}/{n}"),
+            with_replication(
+                format!("Creating pods. Updated: {updated}/{n}, Ready: {ready}/{n}"),
+                observation,
+            ),
         ),
         (Phase::Pending, Input::StatefulSetNotObserved) => (
             reasons::PODS_PENDING.into(),
@@ -115,7 +121,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
         ),
         (Phase::Pending, _) => (
             reasons::PODS_PENDING.into(),
-            format!("Waiting for pods to become ready. Ready: {ready}/{n}"),
+            with_replication(
+                format!("Waiting for pods to become ready. Ready: {ready}/{n}"),
+                observation,
+            ),
         ),
         (Phase::Running, _) => (
             reasons::ALL_REPLICAS_READY.into(),
@@ -123,6 +132,14 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
         ),
         // No table entry leads to Unknown; kept total for the match.
         (Phase::Unknown, _) => (reasons::CREATING.into(), "No phase decided yet".into()),
+    }
+}
+
+/// `message`, followed by what replication still waits for, if anything.
+fn with_replication(message: String, observation: &Observation) -> String {
+    match &observation.replication_pending {
+        Some(pending) => format!("{message}; {pending}"),
+        None => message,
     }
 }
 

@@ -94,8 +94,12 @@ impl Input {
                  `current_revision != update_revision`"
             }
             Input::NoReplicasReady => "`ready_replicas == 0` and `spec_replicas > 0`",
-            Input::AllReplicasReady => "`ready_replicas == spec_replicas`",
-            Input::PartiallyReady => "otherwise: some but not all replicas are ready",
+            Input::AllReplicasReady => {
+                "`ready_replicas == spec_replicas` and `replication_pending` is `None`"
+            }
+            Input::PartiallyReady => {
+                "otherwise: some but not all replicas are ready, or a pod does not serve its replication role yet"
+            }
         }
     }
 }
@@ -145,8 +149,8 @@ impl fmt::Display for Input {
 ///
 /// The first matching rule wins, in the order of [`Input::ALL`]: deletion, spec problem, missing
 /// child, a change made in this reconcile, a topology that needs a person, a failover in flight, no StatefulSet, failing pods, rollout in progress, and
-/// finally readiness: none, all, or otherwise some (which also covers the odd case of more ready
-/// replicas than the spec asks for).
+/// finally readiness: none, all (every pod ready and serving its replication role), or otherwise some
+/// (which also covers the odd case of more ready replicas than the spec asks for).
 pub fn classify(observation: &Observation) -> Input {
     if observation.deletion_requested {
         return Input::DeletionRequested;
@@ -182,7 +186,7 @@ pub fn classify(observation: &Observation) -> Input {
     let ready = statefulset.ready_replicas;
     if ready == 0 && observation.spec_replicas > 0 {
         Input::NoReplicasReady
-    } else if ready == observation.spec_replicas {
+    } else if ready == observation.spec_replicas && observation.replication_pending.is_none() {
         Input::AllReplicasReady
     } else {
         Input::PartiallyReady

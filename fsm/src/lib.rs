@@ -50,7 +50,10 @@ pub use replication::{
     Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
     ServerState, Unobserved,
 };
-pub use roles::{confirmed_primary, desired_roles, in_sync_replicas, label_patches, RoleLabel};
+pub use roles::{
+    confirmed_primary, desired_roles, in_sync_replicas, label_patches, replication_pending,
+    RoleLabel,
+};
 pub use topology::{
     decide, plan_scale_down, PrimaryFailure, ScaleDown, StopReason, TargetPrimary, Timestamp,
     TopologyAction, TopologyPolicy, TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,

@@ -188,4 +188,8 @@ pub struct Observation {
     /// The replication topology needs a person: no pod can be promoted without losing data. The reason is
     /// the topology's `StopReason::reason()`.
     pub manual_intervention: Option<SpecProblem>,
+    /// Pods that do not serve their replication role yet, as a sentence (no confirmed primary, a replica
+    /// still syncing or lagging): until it is `None`, the instance is not fully ready even when every pod is.
+    /// Always `None` for an instance without replication.
+    pub replication_pending: Option<String>,
 }

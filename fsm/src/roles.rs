@@ -5,7 +5,7 @@
 //! as a master with the recorded `run_id`. So at most one pod is ever labelled primary, and a pod
 //! whose role is not confirmed is in no read-write endpoint.
 
-use crate::replication::PodReplication;
+use crate::replication::{PodReplication, ServerRole};
 use crate::topology::TopologyStatus;
 
 /// The value of the `redis.github.com/role` label.
@@ -110,4 +110,134 @@ pub fn label_patches(
     // Stable sort: removals of the primary label first, the new primary label last.
     patches.sort_by_key(|(_, role)| *role == Some(RoleLabel::Primary));
     patches
+}
+
+/// What keeps the pods below `replicas` from serving their role, as one sentence for the phase
+/// message, or `None` once there is a confirmed primary and every other pod is an in-sync replica.
+///
+/// `roles` is [`desired_roles`] for `pods`. Until this is `None` the instance is not `Running`: a
+/// replica that is still syncing is Ready to Kubernetes but in no Service yet.
+pub fn replication_pending(
+    pods: &[PodReplication],
+    roles: &[(String, Option<RoleLabel>)],
+    replicas: u32,
+) -> Option<String> {
+    let role_of = |pod: &str| {
+        roles
+            .iter()
+            .find(|(name, _)| name == pod)
+            .and_then(|(_, role)| *role)
+    };
+    let expected: Vec<&PodReplication> = pods.iter().filter(|p| p.ordinal < replicas).collect();
+    if !expected
+        .iter()
+        .any(|p| role_of(&p.pod) == Some(RoleLabel::Primary))
+    {
+        return Some("replication: no confirmed primary yet".to_owned());
+    }
+    let waiting: Vec<String> = expected
+        .iter()
+        .filter(|p| role_of(&p.pod).is_none())
+        .map(|p| format!("{} {}", p.pod, why_not_serving(p)))
+        .collect();
+    (!waiting.is_empty()).then(|| format!("replication: {}", waiting.join(", ")))
+}
+
+/// Why a pod without a role label is not an in-sync replica.
+fn why_not_serving(pod: &PodReplication) -> &'static str {
+    let Some(state) = pod.state() else {
+        return "cannot be reached";
+    };
+    if state.loading {
+        return "is loading its dataset";
+    }
+    match &state.role {
+        ServerRole::Master => "answers as a master but is not the primary",
+        ServerRole::Replica(link) if link.sync_in_progress => "is syncing from the primary",
+        ServerRole::Replica(link)
+            if link.master_host == pod.endpoint.host && link.master_port == pod.endpoint.port =>
+        {
+            "is parked, not yet pointed at the primary"
+        }
+        ServerRole::Replica(link) if !link.link_up => "has no link to the primary",
+        ServerRole::Replica(_) => "lags behind the primary",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::{Endpoint, FailoverState, ReplicaLink, ServerState, Unobserved};
+
+    fn pod(ordinal: u32, role: ServerRole) -> PodReplication {
+        PodReplication {
+            pod: format!("cache-{ordinal}"),
+            ordinal,
+            endpoint: Endpoint {
+                host: format!("10.0.0.{ordinal}"),
+                port: 6379,
+            },
+            pod_ready: true,
+            pod_deleting: false,
+            node_ready: true,
+            server: Ok(ServerState {
+                run_id: format!("run-{ordinal}"),
+                uptime_seconds: 10,
+                role,
+                replid: "A".into(),
+                replid2: None,
+                repl_offset: 100,
+                second_repl_offset: None,
+                aof_enabled: false,
+                loading: false,
+                keys: 1,
+                failover_state: FailoverState::None,
+            }),
+        }
+    }
+
+    fn replica_of(host: &str, link_up: bool, syncing: bool) -> ServerRole {
+        ServerRole::Replica(ReplicaLink {
+            master_host: host.into(),
+            master_port: 6379,
+            link_up,
+            sync_in_progress: syncing,
+            replica_offset: 100,
+        })
+    }
+
+    #[test]
+    fn says_which_pod_waits_and_why_until_every_pod_serves() {
+        let mut unreachable = pod(3, ServerRole::Master);
+        unreachable.server = Err(Unobserved {
+            reason: "timeout".into(),
+        });
+        let pods = [
+            pod(0, ServerRole::Master),
+            pod(1, replica_of("10.0.0.0", true, true)),
+            pod(2, replica_of("10.0.0.2", false, false)),
+            unreachable,
+            // Beyond spec.replicas (a held scale-down): not waited for.
+            pod(4, replica_of("10.0.0.0", false, false)),
+        ];
+        let mut roles: Vec<(String, Option<RoleLabel>)> =
+            pods.iter().map(|p| (p.pod.clone(), None)).collect();
+        assert_eq!(
+            replication_pending(&pods, &roles, 4).as_deref(),
+            Some("replication: no confirmed primary yet")
+        );
+        roles[0].1 = Some(RoleLabel::Primary);
+        assert_eq!(
+            replication_pending(&pods, &roles, 4).as_deref(),
+            Some(
+                "replication: cache-1 is syncing from the primary, cache-2 is parked, not yet \
+                 pointed at the primary, cache-3 cannot be reached"
+            )
+        );
+        for role in &mut roles[1..4] {
+            role.1 = Some(RoleLabel::Replica);
+        }
+        assert_eq!(replication_pending(&pods, &roles, 4), None);
+        assert_eq!(replication_pending(&pods[..1], &roles[..1], 1), None);
+    }
 }

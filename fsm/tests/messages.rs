@@ -257,3 +257,27 @@ fn a_failover_is_an_update_and_a_stop_a_failure_with_the_topology_reason() {
     assert_eq!(d.reason, reasons::NO_SAFE_FAILOVER_CANDIDATE);
     assert_eq!(d.message, "no pod can be promoted without losing data");
 }
+
+#[test]
+fn every_pod_ready_is_not_running_while_replication_is_pending() {
+    let mut o = observed(3, settled(3, 3));
+    o.replication_pending = Some("replication: cache-2 is syncing from the primary".into());
+    assert_eq!(classify(&o), Input::PartiallyReady);
+    let pending = step(Phase::Creating, &o, "t");
+    assert_eq!(pending.phase, Phase::Pending);
+    assert_eq!(
+        pending.message,
+        "Waiting for pods to become ready. Ready: 3/3; replication: cache-2 is syncing from the primary"
+    );
+    let updating = step(Phase::Updating, &o, "t");
+    assert_eq!(updating.phase, Phase::Updating);
+    assert!(
+        updating
+            .message
+            .ends_with("cache-2 is syncing from the primary"),
+        "{}",
+        updating.message
+    );
+    o.replication_pending = None;
+    assert_eq!(step(Phase::Pending, &o, "t").phase, Phase::Running);
+}

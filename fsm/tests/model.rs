@@ -249,6 +249,7 @@ impl Cluster {
                 .collect(),
             failover: None,
             manual_intervention: None,
+            replication_pending: None,
         };
         self.clock += 1;
         let now = format!("2024-01-01T00:00:00Z+{}", self.clock);

@@ -119,6 +119,10 @@ fn observation() -> impl Strategy<Value = Observation> {
                     message: "no pod can be promoted without losing data".into(),
                 }),
             ),
+            proptest::option::weighted(
+                0.2,
+                Just("replication: cache-1 is syncing from the primary".to_owned()),
+            ),
         )
             .prop_map(
                 move |(
@@ -132,6 +136,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                     failing,
                     failover,
                     manual,
+                    pending,
                 )| {
                     Observation {
                         generation,
@@ -145,6 +150,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                         failing_pods: failing,
                         failover,
                         manual_intervention: manual,
+                        replication_pending: pending,
                     }
                 },
             )
