@@ -100,7 +100,12 @@ async fn wait_key(ip: &str, key: &str, value: &str) {
 async fn three_replicas_are_one_primary_and_two_live_replicas() {
     let env = TestEnv::new("repl").await;
     env.create("cache", spec(3)).await;
-    env.wait_running("cache").await;
+    let running = env.wait_running("cache").await.status.unwrap();
+    // Running is only written once replication is in place, in the same status write.
+    assert!(
+        converged(&running, 3),
+        "Running before replication: {running:#?}"
+    );
     let status = wait_converged(&env, "cache", 3).await;
     let primary_name = status.current_primary.clone().unwrap();
 
