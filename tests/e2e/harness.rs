@@ -239,6 +239,12 @@ impl Operator {
         let _ = self.child.wait();
     }
 
+    /// Kills the process with SIGKILL (no chance to finish anything), then reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Fetches `path` from the operator's HTTP endpoint.
     pub async fn http_get(&self, path: &str) -> Option<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
