@@ -217,7 +217,8 @@ pub struct RedisInstanceStatus {
     #[schemars(range(min = 0, max = i32::MAX))]
     pub updated_replicas: i32,
 
-    /// Kubernetes-convention conditions, one per type: Ready, Progressing, Degraded.
+    /// Kubernetes-convention conditions, one per type: Ready, Progressing, Degraded; with pods, also
+    /// PrimaryAvailable and ReplicationHealthy.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -19,9 +19,9 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_fsm::{
-    confirmed_primary, decide, desired_roles, label_patches, reasons, replication_pending, step,
-    Change, Decision, Observation, Phase, PodReplication, RoleLabel, SpecProblem, TopologyAction,
-    TopologyPolicy, TopologyStatus,
+    confirmed_primary, decide, desired_roles, label_patches, reasons, replication_conditions,
+    replication_pending, step, Change, Decision, Observation, Phase, PodReplication,
+    ReplicationSummary, RoleLabel, SpecProblem, TopologyAction, TopologyPolicy, TopologyStatus,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -968,6 +968,27 @@ async fn publish_status_with(
     if let Some(pass) = topology {
         topology::record_topology(&mut status, &pass.status);
         status.pods = pass.pods.clone();
+        let summary = ReplicationSummary {
+            replicas: ri.spec.replicas,
+            primary: pass
+                .roles
+                .iter()
+                .find(|(_, role)| *role == Some(RoleLabel::Primary))
+                .map(|(pod, _)| pod.as_str()),
+            failover: pass.failover.as_deref(),
+            pending: pass.pending.as_deref(),
+        };
+        let previous = ri
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        status.conditions.extend(replication_conditions(
+            previous,
+            &summary,
+            observation.generation,
+            &now,
+        ));
     }
     // Lag and last-seen times alone are no reason to write: a converged instance costs no writes.
     if ri.status.as_ref().map(topology::without_volatile)

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decision::Decision;
 use crate::phase::Phase;
+use crate::reasons;
 
 /// The condition types [`conditions`] maintains, in the order it returns them.
 pub mod condition_types {
@@ -16,6 +17,12 @@ pub mod condition_types {
     pub const DEGRADED: &str = "Degraded";
     /// Every maintained type, in order.
     pub const ALL: [&str; 3] = [READY, PROGRESSING, DEGRADED];
+    /// True iff a pod is the confirmed primary (recorded, answering as a master, no failover in flight).
+    pub const PRIMARY_AVAILABLE: &str = "PrimaryAvailable";
+    /// True iff there is a confirmed primary and every other pod is a linked, in-sync replica.
+    pub const REPLICATION_HEALTHY: &str = "ReplicationHealthy";
+    /// The types [`super::replication_conditions`] maintains, in order.
+    pub const REPLICATION: [&str; 2] = [PRIMARY_AVAILABLE, REPLICATION_HEALTHY];
 }
 
 /// A Kubernetes-style status condition.
@@ -94,4 +101,151 @@ pub fn conditions(
             }
         })
         .collect()
+}
+
+/// What one topology pass found, for [`replication_conditions`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicationSummary<'a> {
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// The pod carrying the primary role this pass (confirmed), if any.
+    pub primary: Option<&'a str>,
+    /// A failover in flight, as a sentence.
+    pub failover: Option<&'a str>,
+    /// What keeps pods from serving their role, as a sentence (see [`crate::replication_pending`]).
+    pub pending: Option<&'a str>,
+}
+
+/// The replication conditions after a topology pass, in the order of
+/// [`condition_types::REPLICATION`], keeping `lastTransitionTime` from `previous` while a
+/// condition's status is unchanged (like [`conditions`]).
+pub fn replication_conditions(
+    previous: &[Condition],
+    summary: &ReplicationSummary<'_>,
+    generation: i64,
+    now: &str,
+) -> Vec<Condition> {
+    let primary = match (summary.primary, summary.failover) {
+        (Some(pod), _) => (
+            true,
+            reasons::PRIMARY_CONFIRMED,
+            format!("{pod} is the primary"),
+        ),
+        (None, Some(failover)) => (false, reasons::FAILOVER, failover.to_owned()),
+        (None, None) => (
+            false,
+            reasons::NO_CONFIRMED_PRIMARY,
+            summary
+                .pending
+                .unwrap_or("no pod is a confirmed primary")
+                .to_owned(),
+        ),
+    };
+    let healthy = match (summary.primary, summary.pending) {
+        (Some(_), None) if summary.replicas <= 1 => (
+            true,
+            reasons::REPLICAS_IN_SYNC,
+            "one standalone server; no replicas to keep in sync".to_owned(),
+        ),
+        (Some(_), None) => (
+            true,
+            reasons::REPLICAS_IN_SYNC,
+            format!(
+                "all {} replicas are linked to the primary and in sync",
+                summary.replicas - 1
+            ),
+        ),
+        (_, pending) => (
+            false,
+            reasons::REPLICAS_NOT_IN_SYNC,
+            pending
+                .or(summary.failover)
+                .unwrap_or("no confirmed primary to replicate from")
+                .to_owned(),
+        ),
+    };
+    [
+        (condition_types::PRIMARY_AVAILABLE, primary),
+        (condition_types::REPLICATION_HEALTHY, healthy),
+    ]
+    .into_iter()
+    .map(|(type_, (holds, reason, message))| {
+        let status = if holds { "True" } else { "False" };
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_)
+            .filter(|c| c.status == status)
+            .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time,
+            observed_generation: Some(generation),
+        }
+    })
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_type<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
+        conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn replication_conditions_follow_the_topology() {
+        let steady = ReplicationSummary {
+            replicas: 3,
+            primary: Some("cache-0"),
+            ..Default::default()
+        };
+        let first = replication_conditions(&[], &steady, 1, "t1");
+        assert_eq!(
+            first.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            condition_types::REPLICATION
+        );
+        let available = by_type(&first, condition_types::PRIMARY_AVAILABLE);
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_str()),
+            ("True", "PrimaryConfirmed")
+        );
+        let healthy = by_type(&first, condition_types::REPLICATION_HEALTHY);
+        assert_eq!(
+            healthy.message,
+            "all 2 replicas are linked to the primary and in sync"
+        );
+
+        let failing = ReplicationSummary {
+            replicas: 3,
+            failover: Some("promoting cache-1"),
+            pending: Some("replication: no confirmed primary yet"),
+            ..Default::default()
+        };
+        let during = replication_conditions(&first, &failing, 1, "t2");
+        let available = by_type(&during, condition_types::PRIMARY_AVAILABLE);
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_str()),
+            ("False", "Failover")
+        );
+        assert_eq!(available.last_transition_time, "t2");
+        let healthy = by_type(&during, condition_types::REPLICATION_HEALTHY);
+        assert_eq!(healthy.reason, "ReplicasNotInSync");
+        assert_eq!(healthy.message, "replication: no confirmed primary yet");
+
+        // Unchanged statuses keep their time.
+        let again = replication_conditions(&during, &failing, 2, "t3");
+        assert!(again.iter().all(|c| c.last_transition_time == "t2"));
+
+        let standalone = ReplicationSummary {
+            replicas: 1,
+            primary: Some("cache-0"),
+            ..Default::default()
+        };
+        let alone = replication_conditions(&[], &standalone, 1, "t");
+        assert!(alone.iter().all(|c| c.status == "True"));
+    }
 }

@@ -35,7 +35,9 @@ mod replication;
 mod roles;
 mod topology;
 
-pub use conditions::{condition_types, conditions, Condition};
+pub use conditions::{
+    condition_types, conditions, replication_conditions, Condition, ReplicationSummary,
+};
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
 pub use election::{elect, rank, Election, NoCandidate};

@@ -38,3 +38,11 @@ pub const FAILOVER: &str = "Failover";
 pub const NO_SAFE_FAILOVER_CANDIDATE: &str = "NoSafeFailoverCandidate";
 /// Several pods hold data of different replication histories ([`crate::Phase::Failed`]).
 pub const DIVERGENT_HISTORIES: &str = "DivergentHistories";
+/// The `PrimaryAvailable` condition holds: the recorded primary answers as a master.
+pub const PRIMARY_CONFIRMED: &str = "PrimaryConfirmed";
+/// No pod is a confirmed primary (and no failover is in flight).
+pub const NO_CONFIRMED_PRIMARY: &str = "NoConfirmedPrimary";
+/// The `ReplicationHealthy` condition holds: every replica is linked to the primary and in sync.
+pub const REPLICAS_IN_SYNC: &str = "ReplicasInSync";
+/// A replica is syncing, lagging, parked or unreachable, or there is no confirmed primary.
+pub const REPLICAS_NOT_IN_SYNC: &str = "ReplicasNotInSync";

@@ -108,6 +108,16 @@ async fn three_replicas_are_one_primary_and_two_live_replicas() {
     );
     let status = wait_converged(&env, "cache", 3).await;
     let primary_name = status.current_primary.clone().unwrap();
+    for (type_, reason) in [
+        ("PrimaryAvailable", "PrimaryConfirmed"),
+        ("ReplicationHealthy", "ReplicasInSync"),
+    ] {
+        let condition = status.conditions.iter().find(|c| c.type_ == type_);
+        assert!(
+            condition.is_some_and(|c| c.status == "True" && c.reason == reason),
+            "{type_}: {condition:?}"
+        );
+    }
 
     let primaries = labelled(&env, "cache", "primary").await;
     assert_eq!(
@@ -333,6 +343,12 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
         .status()
         .unwrap();
     assert!(killed.success());
+    env.wait_status("cache", "without an available primary", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "PrimaryAvailable" && c.status == "False")
+    })
+    .await;
     let second = env
         .wait_status("cache", "failed over to another pod", |s| {
             s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
@@ -340,6 +356,8 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
         .await
         .status
         .unwrap();
+    // Labels follow the status write.
+    wait_converged(&env, "cache", 3).await;
     wait_writes(&writer, 20).await;
     let rejoined = env.pods().get(&old).await.unwrap();
     assert!(
@@ -363,13 +381,15 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
         s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
     })
     .await;
+    wait_converged(&env, "cache", 3).await;
     wait_writes(&writer, 20).await;
     assert!(
         labelled(&env, "cache", "replica")
             .await
             .iter()
             .any(|p| p.name_any() == old),
-        "the re-created pod joined as a replica"
+        "the re-created pod joined as a replica: {:#?}",
+        env.instances().get("cache").await.unwrap().status
     );
 
     let (confirmed, gap) = writer.finish().await;
