@@ -39,6 +39,8 @@ if [ -z "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && [ -z "${SKIP_OLDEST:-}" ]; the
     create_goes_through_creating_to_running_and_ready replicas_scale_up_and_down \
     config_change_restarts_pods_with_the_new_value storage_growth_expands_claims_and_keeps_pods_and_data \
     invalid_specs_fail_with_a_clear_reason_and_create_nothing delete_records_terminated_and_retains_claims \
+    replication::three_replicas_are_one_primary_and_two_live_replicas \
+    replication::failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirmed_write \
     admission::
   bash devcluster/cluster.sh down
 fi
