@@ -243,7 +243,12 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
 }
 
 fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
-    let ping = "redis-cli -h \"$POD_IP\" -p 6379 ping | grep -q PONG";
+    // Ready: a master (the operator only labels the one it confirmed), or a replica whose link to its primary is
+    // up with no full sync running. A parked pod (a replica of itself) and a replica still loading its first
+    // sync are not Ready, so a scale-up or a rolling update only moves on once the new pod holds the data.
+    let ready = "r=$(redis-cli -h \"$POD_IP\" -p 6379 info replication) || exit 1; case \"$r\" in \
+                 *role:master*) exit 0 ;; *master_sync_in_progress:1*) exit 1 ;; \
+                 *master_link_status:up*) exit 0 ;; esac; exit 1";
     PodSpec {
         containers: vec![Container {
             name: CONTAINER.into(),
@@ -283,7 +288,7 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
             resources: ri.spec.resources.clone(),
             readiness_probe: Some(Probe {
                 exec: Some(ExecAction {
-                    command: Some(vec!["sh".into(), "-c".into(), ping.into()]),
+                    command: Some(vec!["sh".into(), "-c".into(), ready.into()]),
                 }),
                 period_seconds: Some(5),
                 timeout_seconds: Some(2),

@@ -505,8 +505,14 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         }),
         _ => None,
     };
+    let pending = replication_pending(&observed, &roles, replicas);
+    if pending.is_some() {
+        // A pod that is starting, parked or syncing changes without any watch event (a parked pod is not Ready
+        // and stays so until it is re-pointed): look again soon until every pod serves its role.
+        requeue = requeue.min(Duration::from_secs(2));
+    }
     TopologyPass {
-        pending: replication_pending(&observed, &roles, replicas),
+        pending,
         failover: topology::failover_message(&next),
         manual_intervention,
         pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
@@ -1057,7 +1063,7 @@ async fn event(
     let ev = KubeEvent {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: Some(event_note(note)),
         action: action.to_string(),
         secondary: None,
     };
@@ -1065,6 +1071,24 @@ async fn event(
         ctx.metrics.record_api_error("event", &e);
         warn!(error = %e, "could not publish event");
     }
+}
+
+/// The API server refuses an Event whose message is longer than this many bytes.
+const EVENT_NOTE_LIMIT: usize = 1024;
+
+/// `note` cut to what an Event can hold (at a character boundary, marked with `…`): a failing pod's message
+/// carries its last output, which can be longer, and an Event refused for its length is an Event lost.
+fn event_note(mut note: String) -> String {
+    if note.len() <= EVENT_NOTE_LIMIT {
+        return note;
+    }
+    let mut end = EVENT_NOTE_LIMIT - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push('…');
+    note
 }
 
 fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -1227,6 +1251,19 @@ mod tests {
 
     use super::*;
     use crate::children::tests::instance;
+
+    #[test]
+    fn event_notes_are_cut_to_what_an_event_holds() {
+        assert_eq!(event_note("short".into()), "short");
+        let exact = "x".repeat(EVENT_NOTE_LIMIT);
+        assert_eq!(event_note(exact.clone()), exact);
+        // Multi-byte characters straddling the limit are not split.
+        let long = "é".repeat(EVENT_NOTE_LIMIT);
+        let cut = event_note(long);
+        assert!(cut.len() <= EVENT_NOTE_LIMIT, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.trim_end_matches('…').chars().all(|c| c == 'é'));
+    }
 
     fn api_error(code: u16) -> kube::Error {
         kube::Error::Api(Box::new(kube::core::Status {

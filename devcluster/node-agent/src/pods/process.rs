@@ -36,6 +36,30 @@ pub struct Launch {
     pub pid_path: PathBuf,
 }
 
+/// Runs an `exec` probe command with the container's environment, as the kubelet does: it succeeds when the
+/// command exits 0 within `timeout` (a command still running then is killed and counts as a failure).
+pub async fn probe(command: &[String], env: &[(String, String)], timeout: Duration) -> bool {
+    let Some((program, args)) = command.split_first() else {
+        return false;
+    };
+    let child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    let Ok(mut child) = child else {
+        return false;
+    };
+    matches!(
+        tokio::time::timeout(timeout, child.wait()).await,
+        Ok(Ok(status)) if status.success()
+    )
+}
+
 /// Starts the process; the returned child is already recorded in the pid file.
 pub fn spawn(launch: &Launch) -> Result<Child> {
     let (program, args) = launch
@@ -269,6 +293,21 @@ mod tests {
         assert_eq!(live_recorded_pid(&format!("{me} {start}")), Some(me));
         assert_eq!(live_recorded_pid(&format!("{me} {}", start + 1)), None);
         assert_eq!(live_recorded_pid("nonsense"), None);
+    }
+
+    #[tokio::test]
+    async fn an_exec_probe_passes_only_on_exit_0_within_its_timeout() {
+        let sh = |script: &str| vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+        let env = vec![
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("POD_IP".to_string(), "127.9.9.9".to_string()),
+        ];
+        let second = Duration::from_secs(1);
+        assert!(probe(&sh("test \"$POD_IP\" = 127.9.9.9"), &env, second).await);
+        assert!(!probe(&sh("exit 1"), &env, second).await);
+        assert!(!probe(&sh("sleep 5"), &env, Duration::from_millis(200)).await);
+        assert!(!probe(&["/nonexistent/probe".to_string()], &env, second).await);
+        assert!(!probe(&[], &env, second).await);
     }
 
     #[test]

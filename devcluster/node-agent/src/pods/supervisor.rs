@@ -247,7 +247,10 @@ impl Supervisor {
                     return Err(self.exit(started_at, code, signal, reason, message, container_id));
                 }
                 _ = readiness.tick() => {
-                    let ready = resp::ping(address, Duration::from_millis(800)).await.is_some_and(|r| r.is_ready());
+                    let ready = match self.exec_readiness() {
+                        Some((command, timeout)) => process::probe(&command, &launch.env, timeout).await,
+                        None => resp::ping(address, Duration::from_millis(800)).await.is_some_and(|r| r.is_ready()),
+                    };
                     self.observed.ready = ready;
                     // Unchanged status is not written again; a write that failed (API server down) is retried.
                     self.publish().await;
@@ -343,6 +346,15 @@ impl Supervisor {
 
     fn main_container(&self) -> Option<&Container> {
         self.pod.spec.as_ref().and_then(|s| s.containers.first())
+    }
+
+    /// The container's `exec` readiness probe, if it has one: the command and its timeout (the kubelet's
+    /// default of 1 s when unset). Without one, readiness is a `PING`.
+    fn exec_readiness(&self) -> Option<(Vec<String>, Duration)> {
+        let probe = self.main_container()?.readiness_probe.as_ref()?;
+        let command = probe.exec.as_ref()?.command.clone()?;
+        let timeout = probe.timeout_seconds.unwrap_or(1).max(1).unsigned_abs();
+        Some((command, Duration::from_secs(u64::from(timeout))))
     }
 
     /// The port the readiness `PING` goes to: the first declared container port, else Redis' default.
