@@ -15,6 +15,8 @@
 //!   StartFailover       -> target=Pending        (no pod carries the primary label from now on)
 //!   Fence                  P and the replicas following it are parked (read-only, detached)
 //!   SetTargetPrimary    -> target=T              (T elected: shares P's history, most advanced)
+//!     or AbortFailover  -> target=P, failing_since=None (nobody is safe to elect and P is back
+//!                          intact: it is promoted again, its run_id and history still recorded)
 //!   Promote                REPLICAOF NO ONE on T
 //!   ConfirmPrimary      -> current=T target=T, T's run_id and history, failing_since=None
 //!   Repoint                the others (P included, when it returns) replicate from T
@@ -102,6 +104,11 @@ impl TopologyStatus {
             }
             TopologyAction::SetTargetPrimary { pod } => {
                 next.target_primary = Some(TargetPrimary::Pod(pod.clone()))
+            }
+            TopologyAction::AbortFailover { primary } => {
+                next.current_primary = Some(primary.clone());
+                next.target_primary = Some(TargetPrimary::Pod(primary.clone()));
+                next.primary_failing_since = None;
             }
             TopologyAction::ConfirmPrimary {
                 pod,
@@ -256,9 +263,9 @@ impl fmt::Display for StopReason {
 /// The one next step, as returned by [`decide`].
 ///
 /// Status writes: `Bootstrap`, `MarkPrimaryFailing`, `ClearPrimaryFailing`, `StartFailover`,
-/// `SetTargetPrimary`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the new status).
-/// Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`, `WaitFailoverDelay`,
-/// `Stop`.
+/// `SetTargetPrimary`, `AbortFailover`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the
+/// new status). Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`,
+/// `WaitFailoverDelay`, `Stop`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopologyAction {
     /// The topology is as intended.
@@ -270,7 +277,7 @@ pub enum TopologyAction {
     },
     /// Record `primary` as current and target primary with no history yet; it is then promoted
     /// and confirmed. Used for a fresh instance (every pod empty: the lowest ordinal), to adopt
-    /// the only pod that holds data, and to re-promote a primary after an aborted failover.
+    /// the only pod that holds data, and to take back a standalone server that restarted.
     Bootstrap {
         /// The pod to make primary.
         primary: String,
@@ -302,6 +309,14 @@ pub enum TopologyAction {
     SetTargetPrimary {
         /// The elected pod.
         pod: String,
+    },
+    /// No other pod can be promoted safely, and the failed primary is back as the same process
+    /// with its history: it lost nothing, so record it as the target again and forget
+    /// `primary_failing_since`. Its recorded `run_id` and history are kept, so a restart before it
+    /// is promoted again is still seen as a restart (it is then promoted and confirmed as usual).
+    AbortFailover {
+        /// The primary that is kept.
+        primary: String,
     },
     /// Park these servers (replicate from themselves: read-only, data kept, detached): the old
     /// primary if it still answers as a master, and the replicas following it, so that no write
@@ -464,8 +479,10 @@ fn fence_and_elect(
         Election::Candidate(pod) => TopologyAction::SetTargetPrimary { pod },
         Election::NoSafeCandidate(why) => {
             // The old primary, still the same process with its history, lost nothing: go back.
+            // Not through `Bootstrap`, which forgets its run_id: a restart before its promotion
+            // would then go unnoticed, and an empty server would be promoted.
             if find(pods, current).is_some_and(|p| is_intact(status, p)) {
-                return TopologyAction::Bootstrap {
+                return TopologyAction::AbortFailover {
                     primary: current.to_string(),
                 };
             }

@@ -577,3 +577,41 @@ fn a_standalone_server_that_restarts_is_taken_back_not_failed_over() {
         TopologyAction::Bootstrap { primary: name(0) }
     );
 }
+
+/// A failover that finds nobody safe to elect while the old primary is back intact is abandoned,
+/// and the primary's recorded identity is kept: a restart before its promotion is still a restart.
+#[test]
+fn an_aborted_failover_keeps_the_primary_run_id_and_history() {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    status.primary_failing_since = Some(Timestamp(0));
+    // Fenced: the old primary and cache-2 are parked; cache-1 cannot be observed.
+    pods[0].server = Ok(state("run-0", replica_of(0, false, 100), "A", 100, 10));
+    pods[1].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
+    let abort = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(abort, TopologyAction::AbortFailover { primary: name(0) });
+    let kept = status.after(&abort).expect("status write");
+    assert_eq!(
+        kept,
+        TopologyStatus {
+            target_primary: Some(TargetPrimary::Pod(name(0))),
+            primary_failing_since: None,
+            ..status.clone()
+        }
+    );
+    assert_eq!(
+        decide(&kept, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Promote { pod: name(0) }
+    );
+    // It restarts empty before its promotion: failed over again, never promoted empty.
+    pods[0].server = Ok(state("run-9", replica_of(0, false, 0), "Y", 0, 0));
+    assert_eq!(
+        decide(&kept, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::Restarted
+        }
+    );
+}
