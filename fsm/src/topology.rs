@@ -208,6 +208,16 @@ pub enum WaitReason {
     PodsUnobserved(Vec<String>),
     /// The elected target did not answer.
     TargetUnobserved(String),
+    /// The failed primary cannot be observed, and these pods have not (re)synced its history: a
+    /// write confirmed through one of them before it lost its data may now live on the old primary
+    /// only. Nothing is promoted until the old primary returns (it is then kept when it lost
+    /// nothing) or these pods hold the history again.
+    OldPrimaryMayHoldLostWrites {
+        /// The failed primary.
+        primary: String,
+        /// The observed pods that hold none of its history.
+        pods: Vec<String>,
+    },
 }
 
 impl fmt::Display for WaitReason {
@@ -222,14 +232,25 @@ impl fmt::Display for WaitReason {
             WaitReason::TargetUnobserved(pod) => {
                 write!(f, "waiting for the elected replica {pod} to answer")
             }
+            WaitReason::OldPrimaryMayHoldLostWrites { primary, pods } => write!(
+                f,
+                "waiting for the old primary {primary} to return: pods {} have not (re)synced its \
+                 replication history and may have lost confirmed writes that only {primary} still \
+                 holds",
+                pods.join(", ")
+            ),
         }
     }
 }
 
-/// Why [`decide`] refuses to choose a primary: a person has to.
+/// Why [`decide`] refuses to choose a primary: a person has to. Nothing is recorded: every pass
+/// decides again, so the stop ends by itself when the observation changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// No pod shares the recorded primary's history and none is the only holder of data.
+    /// No pod can be promoted without risking confirmed writes, and the old primary cannot be
+    /// taken back: no pod shares the recorded primary's history while another pod holds data, or
+    /// pods that lost the history may have held confirmed writes the others lack
+    /// ([`NoCandidate::NotResynced`], with the old primary observed but not intact).
     NoSafeCandidate(NoCandidate),
     /// No primary is recorded, or the recorded history is gone, and several pods hold data.
     SeveralPodsHoldData(Vec<String>),
@@ -489,6 +510,25 @@ fn fence_and_elect(
             match why {
                 NoCandidate::Unobserved { pods } => TopologyAction::Wait {
                     reason: WaitReason::PodsUnobserved(pods),
+                },
+                // The writes the lacking pods may have lost may still be on the old primary: while
+                // it cannot be observed it may come back intact (a partition heals), and is kept.
+                NoCandidate::NotResynced { pods: lacking }
+                    if find(pods, current).is_none_or(|p| !p.is_observed()) =>
+                {
+                    TopologyAction::Wait {
+                        reason: WaitReason::OldPrimaryMayHoldLostWrites {
+                            primary: current.to_string(),
+                            pods: lacking,
+                        },
+                    }
+                }
+                // The old primary answers but is not intact (it restarted, lost the history, or is
+                // being deleted or on a NotReady node): promoting a pod that shares the history
+                // could silently give up confirmed writes, so a person decides. Nothing is recorded:
+                // a later pass that finds the old primary intact again takes it back.
+                NoCandidate::NotResynced { pods: lacking } => TopologyAction::Stop {
+                    reason: StopReason::NoSafeCandidate(NoCandidate::NotResynced { pods: lacking }),
                 },
                 // Data of another history may be stale or may be the newest: a person decides.
                 NoCandidate::NoSharedHistory { divergent } if !divergent.is_empty() => {
