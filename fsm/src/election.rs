@@ -12,7 +12,10 @@
 //! - an observed pod that holds none of the primary's history (it restarted empty, is new and still
 //!   in its initial synchronisation, or is an old primary not resynced yet) may have been that
 //!   replica before it lost its data, in which case the write now lives on the failed primary
-//!   only ([`NoCandidate::NotResynced`]).
+//!   only ([`NoCandidate::NotResynced`]);
+//! - a pod that shares the history and is more advanced than every pod that may be promoted, but
+//!   is being deleted or on a node that is not Ready, may hold writes the candidates lack
+//!   ([`NoCandidate::NewestUnelectable`]).
 
 use std::cmp::Reverse;
 use std::fmt;
@@ -36,6 +39,13 @@ pub enum NoCandidate {
         /// Pod names, in input order.
         pods: Vec<String>,
     },
+    /// These pods share the recorded primary's history and are more advanced than every pod that
+    /// may be promoted, but they may not be promoted themselves (being deleted, or on a node that
+    /// is not Ready): they may hold confirmed writes the others lack.
+    NewestUnelectable {
+        /// Pod names, in input order.
+        pods: Vec<String>,
+    },
     /// No pod other than the excluded one holds the recorded primary's history.
     NoSharedHistory {
         /// The electable pods that hold data of another history, in input order.
@@ -55,6 +65,12 @@ impl fmt::Display for NoCandidate {
                 f,
                 "pods {} have not (re)synced the primary's replication history and may have lost \
                  confirmed writes that the other replicas lack",
+                pods.join(", ")
+            ),
+            NoCandidate::NewestUnelectable { pods } => write!(
+                f,
+                "pods {} hold writes that no promotable replica has, but are being deleted or on a \
+                 node that is not Ready",
                 pods.join(", ")
             ),
             NoCandidate::NoSharedHistory { divergent } if divergent.is_empty() => {
@@ -107,7 +123,8 @@ pub fn rank<'a>(
 ///
 /// Every pod other than `excluded` must have been observed, and, as soon as any of them shares
 /// `anchor`, every one of them must share it: an unobserved pod, or one that lost the history, may
-/// have been the only replica holding a write that a client saw confirmed.
+/// have been the only replica holding a write that a client saw confirmed. The candidate must also
+/// be at least as advanced as every pod that shares the history, promotable or not.
 ///
 /// `pods` must list every pod that may have held the history: the wiring passes a pod that does
 /// not exist (yet) as unobserved. When no pod other than `excluded` shares the history at all,
@@ -152,12 +169,15 @@ pub fn elect(
             pods: names(lacking),
         });
     }
-    match rank(anchor, excluded, pods).first() {
-        Some(best) => Election::Candidate(best.pod.clone()),
-        // The holders of the history are being deleted or on a node that is not Ready.
-        None => Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
-            divergent: Vec::new(),
-        }),
+    let best = rank(anchor, excluded, pods).first().copied();
+    let best_offset = best.map(offset);
+    let newer: Vec<&PodReplication> = holders
+        .into_iter()
+        .filter(|p| !p.is_electable() && best_offset.is_none_or(|best| offset(p) > best))
+        .collect();
+    match best {
+        Some(best) if newer.is_empty() => Election::Candidate(best.pod.clone()),
+        _ => Election::NoSafeCandidate(NoCandidate::NewestUnelectable { pods: names(newer) }),
     }
 }
 
@@ -381,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_being_deleted_blocks_when_it_lost_the_history() {
+    fn a_pod_being_deleted_blocks_when_it_lost_the_history_or_is_the_most_advanced() {
         let deleting = |replid: &str, offset: u64| {
             let mut pod = replica(2, replid, offset);
             pod.pod_deleting = true;
@@ -398,7 +418,7 @@ mod tests {
                 pods: vec!["r-2".into()]
             })
         );
-        // Holding the history, it is simply not a candidate.
+        // Behind the candidate: it holds nothing the candidate lacks.
         assert_eq!(
             elect(
                 &history("A"),
@@ -406,6 +426,23 @@ mod tests {
                 &[replica(1, "A", 5), deleting("A", 5)]
             ),
             Election::Candidate("r-1".into())
+        );
+        // Ahead of every pod that may be promoted: it may hold the newest confirmed write.
+        let election = elect(
+            &history("A"),
+            Some("r-0"),
+            &[replica(1, "A", 5), deleting("A", 6)],
+        );
+        assert_eq!(
+            election,
+            Election::NoSafeCandidate(NoCandidate::NewestUnelectable {
+                pods: vec!["r-2".into()]
+            })
+        );
+        assert_eq!(
+            election_message(&election),
+            "pods r-2 hold writes that no promotable replica has, but are being deleted or on a \
+             node that is not Ready"
         );
     }
 
@@ -415,16 +452,18 @@ mod tests {
         on_dead_node.node_ready = false;
         let mut deleting = replica(2, "A", 9);
         deleting.pod_deleting = true;
+        let election = elect(
+            &history("A"),
+            None,
+            &[on_dead_node.clone(), deleting.clone()],
+        );
         assert_eq!(
-            elect(
-                &history("A"),
-                None,
-                &[on_dead_node.clone(), deleting.clone()]
-            ),
-            Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
-                divergent: Vec::new()
+            election,
+            Election::NoSafeCandidate(NoCandidate::NewestUnelectable {
+                pods: vec!["r-1".into(), "r-2".into()]
             })
         );
+        // With a promotable pod as advanced as they are, it is elected.
         assert_eq!(
             elect(
                 &history("A"),

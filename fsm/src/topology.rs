@@ -218,6 +218,9 @@ pub enum WaitReason {
         /// The observed pods that hold none of its history.
         pods: Vec<String>,
     },
+    /// These pods hold more of the primary's history than any pod that may be promoted, but are
+    /// being deleted or on a node that is not Ready.
+    NewestPodsUnelectable(Vec<String>),
 }
 
 impl fmt::Display for WaitReason {
@@ -237,6 +240,12 @@ impl fmt::Display for WaitReason {
                 "waiting for the old primary {primary} to return: pods {} have not (re)synced its \
                  replication history and may have lost confirmed writes that only {primary} still \
                  holds",
+                pods.join(", ")
+            ),
+            WaitReason::NewestPodsUnelectable(pods) => write!(
+                f,
+                "waiting for pods {}: they hold writes that no promotable replica has, but are being \
+                 deleted or on a node that is not Ready",
                 pods.join(", ")
             ),
         }
@@ -529,6 +538,11 @@ fn fence_and_elect(
                 // a later pass that finds the old primary intact again takes it back.
                 NoCandidate::NotResynced { pods: lacking } => TopologyAction::Stop {
                     reason: StopReason::NoSafeCandidate(NoCandidate::NotResynced { pods: lacking }),
+                },
+                // The pods being deleted or on a NotReady node either come back electable, or
+                // return without their data and are handled as above.
+                NoCandidate::NewestUnelectable { pods } => TopologyAction::Wait {
+                    reason: WaitReason::NewestPodsUnelectable(pods),
                 },
                 // Data of another history may be stale or may be the newest: a person decides.
                 NoCandidate::NoSharedHistory { divergent } if !divergent.is_empty() => {

@@ -196,8 +196,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// Only a pod that shares the recorded history, may be promoted and is not the failed primary
-    /// is ever elected, only while every other pod is observed and shares the history too, and it
-    /// is the most advanced of those that may be promoted.
+    /// is ever elected, and only while every other pod is observed and shares the history too; it
+    /// is at least as advanced as every one of them, promotable or not.
     #[test]
     fn a_divergent_replica_is_never_elected(
         pods in pods(),
@@ -217,9 +217,7 @@ proptest! {
                     "elected while {} lacks the history",
                     other.pod
                 );
-                if other.is_electable() {
-                    prop_assert!(other.state().map(|s| s.repl_offset) <= offset);
-                }
+                prop_assert!(other.state().map(|s| s.repl_offset) <= offset);
             }
         }
     }
@@ -695,5 +693,32 @@ fn a_failover_stops_when_the_old_primary_returns_without_the_writes_a_replica_lo
     assert_eq!(
         decide(&status, &pods, &policy(3), Timestamp(0)),
         TopologyAction::SetTargetPrimary { pod: name(1) }
+    );
+}
+
+#[test]
+fn a_failover_waits_for_a_more_advanced_replica_being_deleted() {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    pods[0].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    pods[1].server = Ok(state("run-1", replica_of(1, false, 100), "A", 100, 10));
+    pods[1].pod_deleting = true;
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
+    let wait = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(
+        wait,
+        TopologyAction::Wait {
+            reason: WaitReason::NewestPodsUnelectable(vec![name(1)])
+        }
+    );
+    let TopologyAction::Wait { reason } = wait else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.to_string(),
+        "waiting for pods cache-1: they hold writes that no promotable replica has, but are being \
+         deleted or on a node that is not Ready"
     );
 }
