@@ -2,9 +2,20 @@
 //!
 //! Offsets are only comparable inside one replication history, so a pod is a candidate only when
 //! it shares the history of the last primary the operator recorded; among those, the most advanced
-//! wins, then the lowest ordinal. A replica that could not be observed may hold writes the others
-//! lack (a write confirmed with `WAIT 1` may have reached only that one), so while any pod outside
-//! the excluded one is unobserved there is no safe candidate.
+//! wins, then the lowest ordinal.
+//!
+//! A write a client saw confirmed with `WAIT 1` reached the primary and at least one replica. When
+//! the primary has failed, that replica may be the only other holder of the write, so a failover
+//! waits for certainty about every pod other than the failed primary:
+//!
+//! - an unobserved pod may hold the newest writes ([`NoCandidate::Unobserved`]);
+//! - an observed pod that holds none of the primary's history (it restarted empty, is new and still
+//!   in its initial synchronisation, or is an old primary not resynced yet) may have been that
+//!   replica before it lost its data, in which case the write now lives on the failed primary
+//!   only ([`NoCandidate::NotResynced`]);
+//! - a pod that shares the history and is more advanced than every pod that may be promoted, but
+//!   is being deleted or on a node that is not Ready, may hold writes the candidates lack
+//!   ([`NoCandidate::NewestUnelectable`]).
 
 use std::cmp::Reverse;
 use std::fmt;
@@ -19,7 +30,23 @@ pub enum NoCandidate {
         /// Pod names, in input order.
         pods: Vec<String>,
     },
-    /// No electable pod shares the recorded primary's history.
+    /// Other pods share the recorded primary's history, but these observed pods hold none of it:
+    /// they restarted empty, are new and still in their initial synchronisation, or are an old
+    /// primary not resynced yet. One of them may have been the only replica that received a write
+    /// confirmed with `WAIT 1` before it lost its data, so the pods that do share the history may
+    /// lack that write.
+    NotResynced {
+        /// Pod names, in input order.
+        pods: Vec<String>,
+    },
+    /// These pods share the recorded primary's history and are more advanced than every pod that
+    /// may be promoted, but they may not be promoted themselves (being deleted, or on a node that
+    /// is not Ready): they may hold confirmed writes the others lack.
+    NewestUnelectable {
+        /// Pod names, in input order.
+        pods: Vec<String>,
+    },
+    /// No pod other than the excluded one holds the recorded primary's history.
     NoSharedHistory {
         /// The electable pods that hold data of another history, in input order.
         divergent: Vec<String>,
@@ -32,6 +59,18 @@ impl fmt::Display for NoCandidate {
             NoCandidate::Unobserved { pods } => write!(
                 f,
                 "pods {} could not be observed and may hold the newest writes",
+                pods.join(", ")
+            ),
+            NoCandidate::NotResynced { pods } => write!(
+                f,
+                "pods {} have not (re)synced the primary's replication history and may have lost \
+                 confirmed writes that the other replicas lack",
+                pods.join(", ")
+            ),
+            NoCandidate::NewestUnelectable { pods } => write!(
+                f,
+                "pods {} hold writes that no promotable replica has, but are being deleted or on a \
+                 node that is not Ready",
                 pods.join(", ")
             ),
             NoCandidate::NoSharedHistory { divergent } if divergent.is_empty() => {
@@ -55,10 +94,16 @@ pub enum Election {
     NoSafeCandidate(NoCandidate),
 }
 
+fn offset(pod: &PodReplication) -> u64 {
+    pod.state().map_or(0, |s| s.repl_offset)
+}
+
 /// The pods of `pods` that share the history `anchor` and may be promoted, most advanced first
 /// (highest offset, then lowest ordinal). `excluded` (the failed primary) is never listed.
 ///
-/// One ranking serves failover, scale-down and switchover targets.
+/// One ranking serves failover, scale-down and switchover targets. It says nothing about the pods
+/// it leaves out: a failover must also check them ([`elect`] does), a switchover need not, because
+/// the reachable primary (`FAILOVER TO`) waits for its target to catch up.
 pub fn rank<'a>(
     anchor: &ReplicationHistory,
     excluded: Option<&str>,
@@ -69,38 +114,70 @@ pub fn rank<'a>(
         .filter(|p| Some(p.pod.as_str()) != excluded)
         .filter(|p| p.is_electable() && p.shares_history(anchor))
         .collect();
-    ranked.sort_by_key(|p| (Reverse(p.state().map_or(0, |s| s.repl_offset)), p.ordinal));
+    ranked.sort_by_key(|p| (Reverse(offset(p)), p.ordinal));
     ranked
 }
 
 /// Elects the pod to promote in place of `excluded` (the failed primary), among pods that share
 /// `anchor`, the last recorded primary's history.
 ///
-/// Every pod other than `excluded` must have been observed: an unobserved pod may be the only one
-/// holding a write that a client saw confirmed.
+/// Every pod other than `excluded` must have been observed, and, as soon as any of them shares
+/// `anchor`, every one of them must share it: an unobserved pod, or one that lost the history, may
+/// have been the only replica holding a write that a client saw confirmed. The candidate must also
+/// be at least as advanced as every pod that shares the history, promotable or not.
+///
+/// `pods` must list every pod that may have held the history: the wiring passes a pod that does
+/// not exist (yet) as unobserved. When no pod other than `excluded` shares the history at all,
+/// the result is [`NoCandidate::NoSharedHistory`]: the history survives nowhere else, so no choice
+/// of pod loses more of it than another.
 pub fn elect(
     anchor: &ReplicationHistory,
     excluded: Option<&str>,
     pods: &[PodReplication],
 ) -> Election {
-    let unobserved: Vec<String> = pods
+    let others: Vec<&PodReplication> = pods
         .iter()
-        .filter(|p| Some(p.pod.as_str()) != excluded && !p.is_observed())
-        .map(|p| p.pod.clone())
+        .filter(|p| Some(p.pod.as_str()) != excluded)
+        .collect();
+    let names = |pods: Vec<&PodReplication>| pods.iter().map(|p| p.pod.clone()).collect();
+    let unobserved: Vec<&PodReplication> = others
+        .iter()
+        .copied()
+        .filter(|p| !p.is_observed())
         .collect();
     if !unobserved.is_empty() {
-        return Election::NoSafeCandidate(NoCandidate::Unobserved { pods: unobserved });
+        return Election::NoSafeCandidate(NoCandidate::Unobserved {
+            pods: names(unobserved),
+        });
     }
-    match rank(anchor, excluded, pods).first() {
-        Some(best) => Election::Candidate(best.pod.clone()),
-        None => Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
-            divergent: pods
-                .iter()
-                .filter(|p| Some(p.pod.as_str()) != excluded)
-                .filter(|p| p.is_electable() && p.holds_data() && !p.shares_history(anchor))
-                .map(|p| p.pod.clone())
-                .collect(),
-        }),
+    let (holders, lacking): (Vec<&PodReplication>, Vec<&PodReplication>) = others
+        .iter()
+        .copied()
+        .partition(|p| p.shares_history(anchor));
+    if holders.is_empty() {
+        return Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
+            divergent: names(
+                lacking
+                    .into_iter()
+                    .filter(|p| p.is_electable() && p.holds_data())
+                    .collect(),
+            ),
+        });
+    }
+    if !lacking.is_empty() {
+        return Election::NoSafeCandidate(NoCandidate::NotResynced {
+            pods: names(lacking),
+        });
+    }
+    let best = rank(anchor, excluded, pods).first().copied();
+    let best_offset = best.map(offset);
+    let newer: Vec<&PodReplication> = holders
+        .into_iter()
+        .filter(|p| !p.is_electable() && best_offset.is_none_or(|best| offset(p) > best))
+        .collect();
+    match best {
+        Some(best) if newer.is_empty() => Election::Candidate(best.pod.clone()),
+        _ => Election::NoSafeCandidate(NoCandidate::NewestUnelectable { pods: names(newer) }),
     }
 }
 
@@ -167,11 +244,26 @@ mod tests {
     }
 
     #[test]
-    fn a_divergent_replica_with_more_data_is_not_elected() {
+    fn a_divergent_replica_with_more_data_is_never_elected() {
         let pods = [replica(1, "B", 900), replica(2, "A", 10)];
+        let ranked: Vec<&str> = rank(&history("A"), None, &pods)
+            .iter()
+            .map(|p| p.pod.as_str())
+            .collect();
+        assert_eq!(ranked, ["r-2"]);
+        // It holds none of A: it may have lost an A write that r-2 lacks, so nobody is elected.
         assert_eq!(
             elect(&history("A"), None, &pods),
-            Election::Candidate("r-2".into())
+            Election::NoSafeCandidate(NoCandidate::NotResynced {
+                pods: vec!["r-1".into()]
+            })
+        );
+        // Alone, it is reported as holding data of another history.
+        assert_eq!(
+            elect(&history("A"), Some("r-0"), &pods[..1]),
+            Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
+                divergent: vec!["r-1".into()]
+            })
         );
     }
 
@@ -189,12 +281,25 @@ mod tests {
         let pods = [not_yet_repointed, diverged_old_primary, follower];
         assert!(pods[0].shares_history(&anchor));
         assert!(!pods[1].shares_history(&anchor));
+        let ranked: Vec<&str> = rank(&anchor, None, &pods)
+            .iter()
+            .map(|p| p.pod.as_str())
+            .collect();
+        assert_eq!(ranked, ["r-3", "r-1"]);
+        // The old primary, repointed but not resynced yet, holds none of B.
         assert_eq!(
             elect(&anchor, None, &pods),
+            Election::NoSafeCandidate(NoCandidate::NotResynced {
+                pods: vec!["r-2".into()]
+            })
+        );
+        let resynced = [pods[0].clone(), pods[2].clone()];
+        assert_eq!(
+            elect(&anchor, None, &resynced),
             Election::Candidate("r-3".into())
         );
         assert_eq!(
-            elect(&anchor, None, &pods[..2]),
+            elect(&anchor, None, &pods[..1]),
             Election::Candidate("r-1".into())
         );
     }
@@ -213,6 +318,134 @@ mod tests {
         );
     }
 
+    /// The model's counterexample: a write confirmed through r-1 only, r-1 restarts empty, the
+    /// primary r-0 fails. r-2 shares the history but lacks the write.
+    #[test]
+    fn a_replica_that_restarted_empty_blocks_the_election_until_it_resynced() {
+        let wiped = replica(1, "Z", 0);
+        let behind = replica(2, "A", 5);
+        let election = elect(&history("A"), Some("r-0"), &[wiped, behind.clone()]);
+        assert_eq!(
+            election,
+            Election::NoSafeCandidate(NoCandidate::NotResynced {
+                pods: vec!["r-1".into()]
+            })
+        );
+        assert_eq!(
+            election_message(&election),
+            "pods r-1 have not (re)synced the primary's replication history and may have lost \
+             confirmed writes that the other replicas lack"
+        );
+        // Once it holds the history again, offsets decide as usual.
+        assert_eq!(
+            elect(
+                &history("A"),
+                Some("r-0"),
+                &[replica(1, "A", 7), behind.clone()]
+            ),
+            Election::Candidate("r-1".into())
+        );
+        assert_eq!(
+            elect(&history("A"), Some("r-0"), &[replica(1, "A", 3), behind]),
+            Election::Candidate("r-2".into())
+        );
+    }
+
+    #[test]
+    fn a_new_pod_in_its_initial_sync_blocks_the_election() {
+        let mut syncing = replica(3, "N", 0);
+        if let Ok(state) = &mut syncing.server {
+            state.role = ServerRole::Replica(ReplicaLink {
+                master_host: "10.0.0.0".into(),
+                master_port: 6379,
+                link_up: false,
+                sync_in_progress: true,
+                replica_offset: 0,
+            });
+        }
+        assert_eq!(
+            elect(
+                &history("A"),
+                Some("r-0"),
+                &[replica(1, "A", 5), replica(2, "A", 5), syncing]
+            ),
+            Election::NoSafeCandidate(NoCandidate::NotResynced {
+                pods: vec!["r-3".into()]
+            })
+        );
+    }
+
+    /// A pod that does not exist yet is passed as unobserved by the wiring and blocks; a pod that
+    /// is not listed (an ordinal beyond `spec.replicas` that never existed) is not considered.
+    #[test]
+    fn a_pod_not_created_yet_blocks_one_never_listed_does_not() {
+        let mut not_created = replica(2, "", 0);
+        not_created.pod_ready = false;
+        not_created.server = Err(Unobserved {
+            reason: "pod does not exist".into(),
+        });
+        assert_eq!(
+            elect(
+                &history("A"),
+                Some("r-0"),
+                &[replica(1, "A", 5), not_created]
+            ),
+            Election::NoSafeCandidate(NoCandidate::Unobserved {
+                pods: vec!["r-2".into()]
+            })
+        );
+        assert_eq!(
+            elect(&history("A"), Some("r-0"), &[replica(1, "A", 5)]),
+            Election::Candidate("r-1".into())
+        );
+    }
+
+    #[test]
+    fn a_pod_being_deleted_blocks_when_it_lost_the_history_or_is_the_most_advanced() {
+        let deleting = |replid: &str, offset: u64| {
+            let mut pod = replica(2, replid, offset);
+            pod.pod_deleting = true;
+            pod
+        };
+        // Restarted empty and now being deleted: its loss is still a possible loss.
+        assert_eq!(
+            elect(
+                &history("A"),
+                Some("r-0"),
+                &[replica(1, "A", 5), deleting("Z", 0)]
+            ),
+            Election::NoSafeCandidate(NoCandidate::NotResynced {
+                pods: vec!["r-2".into()]
+            })
+        );
+        // Behind the candidate: it holds nothing the candidate lacks.
+        assert_eq!(
+            elect(
+                &history("A"),
+                Some("r-0"),
+                &[replica(1, "A", 5), deleting("A", 5)]
+            ),
+            Election::Candidate("r-1".into())
+        );
+        // Ahead of every pod that may be promoted: it may hold the newest confirmed write.
+        let election = elect(
+            &history("A"),
+            Some("r-0"),
+            &[replica(1, "A", 5), deleting("A", 6)],
+        );
+        assert_eq!(
+            election,
+            Election::NoSafeCandidate(NoCandidate::NewestUnelectable {
+                pods: vec!["r-2".into()]
+            })
+        );
+        assert_eq!(
+            election_message(&election),
+            "pods r-2 hold writes that no promotable replica has, but are being deleted or on a \
+             node that is not Ready"
+        );
+    }
+
     #[test]
     fn pods_on_unready_nodes_or_being_deleted_are_not_candidates() {
         let mut on_dead_node = replica(1, "A", 9);
@@ -222,17 +455,38 @@ mod tests {
         let election = elect(
             &history("A"),
             None,
-            &[on_dead_node, deleting, replica(3, "B", 4)],
+            &[on_dead_node.clone(), deleting.clone()],
         );
         assert_eq!(
             election,
+            Election::NoSafeCandidate(NoCandidate::NewestUnelectable {
+                pods: vec!["r-1".into(), "r-2".into()]
+            })
+        );
+        // With a promotable pod as advanced as they are, it is elected.
+        assert_eq!(
+            elect(
+                &history("A"),
+                None,
+                &[on_dead_node, deleting, replica(3, "A", 9)]
+            ),
+            Election::Candidate("r-3".into())
+        );
+    }
+
+    #[test]
+    fn without_any_holder_of_the_history_divergent_data_is_reported() {
+        let empty = replica(2, "C", 0);
+        let election = elect(&history("A"), Some("r-0"), &[replica(1, "B", 4), empty]);
+        assert_eq!(
+            election,
             Election::NoSafeCandidate(NoCandidate::NoSharedHistory {
-                divergent: vec!["r-3".into()]
+                divergent: vec!["r-1".into()]
             })
         );
         assert_eq!(
             election_message(&election),
-            "no replica shares the primary's replication history; r-3 hold data of another history"
+            "no replica shares the primary's replication history; r-1 hold data of another history"
         );
     }
 

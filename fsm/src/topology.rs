@@ -15,6 +15,8 @@
 //!   StartFailover       -> target=Pending        (no pod carries the primary label from now on)
 //!   Fence                  P and the replicas following it are parked (read-only, detached)
 //!   SetTargetPrimary    -> target=T              (T elected: shares P's history, most advanced)
+//!     or AbortFailover  -> target=P, failing_since=None (nobody is safe to elect and P is back
+//!                          intact: it is promoted again, its run_id and history still recorded)
 //!   Promote                REPLICAOF NO ONE on T
 //!   ConfirmPrimary      -> current=T target=T, T's run_id and history, failing_since=None
 //!   Repoint                the others (P included, when it returns) replicate from T
@@ -102,6 +104,11 @@ impl TopologyStatus {
             }
             TopologyAction::SetTargetPrimary { pod } => {
                 next.target_primary = Some(TargetPrimary::Pod(pod.clone()))
+            }
+            TopologyAction::AbortFailover { primary } => {
+                next.current_primary = Some(primary.clone());
+                next.target_primary = Some(TargetPrimary::Pod(primary.clone()));
+                next.primary_failing_since = None;
             }
             TopologyAction::ConfirmPrimary {
                 pod,
@@ -201,6 +208,19 @@ pub enum WaitReason {
     PodsUnobserved(Vec<String>),
     /// The elected target did not answer.
     TargetUnobserved(String),
+    /// The failed primary cannot be observed, and these pods have not (re)synced its history: a
+    /// write confirmed through one of them before it lost its data may now live on the old primary
+    /// only. Nothing is promoted until the old primary returns (it is then kept when it lost
+    /// nothing) or these pods hold the history again.
+    OldPrimaryMayHoldLostWrites {
+        /// The failed primary.
+        primary: String,
+        /// The observed pods that hold none of its history.
+        pods: Vec<String>,
+    },
+    /// These pods hold more of the primary's history than any pod that may be promoted, but are
+    /// being deleted or on a node that is not Ready.
+    NewestPodsUnelectable(Vec<String>),
 }
 
 impl fmt::Display for WaitReason {
@@ -215,14 +235,31 @@ impl fmt::Display for WaitReason {
             WaitReason::TargetUnobserved(pod) => {
                 write!(f, "waiting for the elected replica {pod} to answer")
             }
+            WaitReason::OldPrimaryMayHoldLostWrites { primary, pods } => write!(
+                f,
+                "waiting for the old primary {primary} to return: pods {} have not (re)synced its \
+                 replication history and may have lost confirmed writes that only {primary} still \
+                 holds",
+                pods.join(", ")
+            ),
+            WaitReason::NewestPodsUnelectable(pods) => write!(
+                f,
+                "waiting for pods {}: they hold writes that no promotable replica has, but are being \
+                 deleted or on a node that is not Ready",
+                pods.join(", ")
+            ),
         }
     }
 }
 
-/// Why [`decide`] refuses to choose a primary: a person has to.
+/// Why [`decide`] refuses to choose a primary: a person has to. Nothing is recorded: every pass
+/// decides again, so the stop ends by itself when the observation changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StopReason {
-    /// No pod shares the recorded primary's history and none is the only holder of data.
+    /// No pod can be promoted without risking confirmed writes, and the old primary cannot be
+    /// taken back: no pod shares the recorded primary's history while another pod holds data, or
+    /// pods that lost the history may have held confirmed writes the others lack
+    /// ([`NoCandidate::NotResynced`], with the old primary observed but not intact).
     NoSafeCandidate(NoCandidate),
     /// No primary is recorded, or the recorded history is gone, and several pods hold data.
     SeveralPodsHoldData(Vec<String>),
@@ -256,9 +293,9 @@ impl fmt::Display for StopReason {
 /// The one next step, as returned by [`decide`].
 ///
 /// Status writes: `Bootstrap`, `MarkPrimaryFailing`, `ClearPrimaryFailing`, `StartFailover`,
-/// `SetTargetPrimary`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the new status).
-/// Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`, `WaitFailoverDelay`,
-/// `Stop`.
+/// `SetTargetPrimary`, `AbortFailover`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the
+/// new status). Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`,
+/// `WaitFailoverDelay`, `Stop`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopologyAction {
     /// The topology is as intended.
@@ -270,7 +307,7 @@ pub enum TopologyAction {
     },
     /// Record `primary` as current and target primary with no history yet; it is then promoted
     /// and confirmed. Used for a fresh instance (every pod empty: the lowest ordinal), to adopt
-    /// the only pod that holds data, and to re-promote a primary after an aborted failover.
+    /// the only pod that holds data, and to take back a standalone server that restarted.
     Bootstrap {
         /// The pod to make primary.
         primary: String,
@@ -302,6 +339,14 @@ pub enum TopologyAction {
     SetTargetPrimary {
         /// The elected pod.
         pod: String,
+    },
+    /// No other pod can be promoted safely, and the failed primary is back as the same process
+    /// with its history: it lost nothing, so record it as the target again and forget
+    /// `primary_failing_since`. Its recorded `run_id` and history are kept, so a restart before it
+    /// is promoted again is still seen as a restart (it is then promoted and confirmed as usual).
+    AbortFailover {
+        /// The primary that is kept.
+        primary: String,
     },
     /// Park these servers (replicate from themselves: read-only, data kept, detached): the old
     /// primary if it still answers as a master, and the replicas following it, so that no write
@@ -464,14 +509,40 @@ fn fence_and_elect(
         Election::Candidate(pod) => TopologyAction::SetTargetPrimary { pod },
         Election::NoSafeCandidate(why) => {
             // The old primary, still the same process with its history, lost nothing: go back.
+            // Not through `Bootstrap`, which forgets its run_id: a restart before its promotion
+            // would then go unnoticed, and an empty server would be promoted.
             if find(pods, current).is_some_and(|p| is_intact(status, p)) {
-                return TopologyAction::Bootstrap {
+                return TopologyAction::AbortFailover {
                     primary: current.to_string(),
                 };
             }
             match why {
                 NoCandidate::Unobserved { pods } => TopologyAction::Wait {
                     reason: WaitReason::PodsUnobserved(pods),
+                },
+                // The writes the lacking pods may have lost may still be on the old primary: while
+                // it cannot be observed it may come back intact (a partition heals), and is kept.
+                NoCandidate::NotResynced { pods: lacking }
+                    if find(pods, current).is_none_or(|p| !p.is_observed()) =>
+                {
+                    TopologyAction::Wait {
+                        reason: WaitReason::OldPrimaryMayHoldLostWrites {
+                            primary: current.to_string(),
+                            pods: lacking,
+                        },
+                    }
+                }
+                // The old primary answers but is not intact (it restarted, lost the history, or is
+                // being deleted or on a NotReady node): promoting a pod that shares the history
+                // could silently give up confirmed writes, so a person decides. Nothing is recorded:
+                // a later pass that finds the old primary intact again takes it back.
+                NoCandidate::NotResynced { pods: lacking } => TopologyAction::Stop {
+                    reason: StopReason::NoSafeCandidate(NoCandidate::NotResynced { pods: lacking }),
+                },
+                // The pods being deleted or on a NotReady node either come back electable, or
+                // return without their data and are handled as above.
+                NoCandidate::NewestUnelectable { pods } => TopologyAction::Wait {
+                    reason: WaitReason::NewestPodsUnelectable(pods),
                 },
                 // Data of another history may be stale or may be the newest: a person decides.
                 NoCandidate::NoSharedHistory { divergent } if !divergent.is_empty() => {

@@ -8,7 +8,8 @@
 //! Checked after every step: at most one pod carries the primary label; a promoted pod holds every
 //! confirmed write that still exists anywhere; a full resynchronisation never wipes a confirmed
 //! write from a replica. After healing everything: exactly one primary, every other server
-//! replicating from it, every surviving confirmed write on it, and `decide` says `Steady`.
+//! replicating from it, every surviving confirmed write on it, and `decide` says `Steady`; or a
+//! stop that `check_stop_justified` accepts.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -508,7 +509,9 @@ impl Cluster {
     }
 
     /// A stop must be justified: every pod it names as divergent really holds data, so promoting any pod
-    /// would have thrown writes away.
+    /// would have thrown writes away; every pod it names as not resynced really holds none of the
+    /// recorded history while another pod does, and the old primary could not be kept, so promoting
+    /// might have thrown away a confirmed write that only the named pods had received.
     fn check_stop_justified(&self, reason: &StopReason) {
         match reason {
             StopReason::NoSafeCandidate(NoCandidate::NoSharedHistory { divergent }) => {
@@ -520,6 +523,59 @@ impl Cluster {
                         self.servers
                     );
                 }
+            }
+            StopReason::NoSafeCandidate(NoCandidate::NotResynced { pods }) => {
+                let anchor = self
+                    .status
+                    .primary_history
+                    .as_ref()
+                    .expect("a failover stops only with a recorded history");
+                let id = |replid: &str| -> u64 {
+                    replid
+                        .trim_start_matches("id-")
+                        .parse()
+                        .expect("model replication id")
+                };
+                let (replid, replid2) = (id(&anchor.replid), anchor.replid2.as_deref().map(id));
+                let holds_history = |s: &Server| {
+                    s.replid == replid
+                        || (Some(s.replid) == replid2
+                            && anchor.second_offset.is_some_and(|end| s.offset() < end))
+                };
+                let primary = self
+                    .status
+                    .current_primary
+                    .as_deref()
+                    .map(index)
+                    .expect("a failover stops only with a recorded primary");
+                assert!(
+                    !pods.is_empty(),
+                    "stopped without a pod lacking the history"
+                );
+                for pod in pods {
+                    let i = index(pod);
+                    assert!(
+                        i != primary && self.answers(i) && !holds_history(&self.servers[i]),
+                        "stopped over {pod}, which holds the history {anchor:?}: {:?}",
+                        self.servers
+                    );
+                }
+                // Another pod still holds the history (else nothing could be lost by promoting).
+                assert!(
+                    (0..PODS).any(|i| i != primary && holds_history(&self.servers[i])),
+                    "stopped over {pods:?} while no pod holds the history: {:?}",
+                    self.servers
+                );
+                // The old primary could not simply be kept: it restarted or left the history.
+                let old = &self.servers[primary];
+                let intact = self.status.primary_run_id.as_deref()
+                    == Some(format!("run-{}", old.run_id).as_str())
+                    && holds_history(old);
+                assert!(
+                    !intact,
+                    "stopped over {pods:?} instead of keeping the intact primary: {:?}",
+                    self.servers
+                );
             }
             StopReason::SeveralPodsHoldData(pods) => {
                 let holding = pods
@@ -579,9 +635,6 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(768))]
 
     #[test]
-    #[ignore = "known defect of the decision core, not yet wired into the operator: proptest finds a failover \
-                that promotes a pod lacking a confirmed write (seed eb3c3745 in replication_model.proptest-regressions); \
-                run with --ignored; it must pass before the replication wiring lands"]
     fn restarted_operator_converges_without_losing_confirmed_writes(
         actions in proptest::collection::vec(action(), 0..120),
     ) {

@@ -196,7 +196,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
     /// Only a pod that shares the recorded history, may be promoted and is not the failed primary
-    /// is ever elected, and it is the most advanced of those.
+    /// is ever elected, and only while every other pod is observed and shares the history too; it
+    /// is at least as advanced as every one of them, promotable or not.
     #[test]
     fn a_divergent_replica_is_never_elected(
         pods in pods(),
@@ -211,9 +212,12 @@ proptest! {
             let offset = chosen.state().map(|s| s.repl_offset);
             for other in pods.iter().filter(|p| Some(p.pod.as_str()) != excluded.as_deref()) {
                 prop_assert!(other.is_observed(), "elected while {} unobserved", other.pod);
-                if other.is_electable() && other.shares_history(&anchor) {
-                    prop_assert!(other.state().map(|s| s.repl_offset) <= offset);
-                }
+                prop_assert!(
+                    other.shares_history(&anchor),
+                    "elected while {} lacks the history",
+                    other.pod
+                );
+                prop_assert!(other.state().map(|s| s.repl_offset) <= offset);
             }
         }
     }
@@ -575,5 +579,146 @@ fn a_standalone_server_that_restarts_is_taken_back_not_failed_over() {
     assert_eq!(
         decide(&status, &solo, &policy(1), Timestamp(0)),
         TopologyAction::Bootstrap { primary: name(0) }
+    );
+}
+
+/// A failover that finds nobody safe to elect while the old primary is back intact is abandoned,
+/// and the primary's recorded identity is kept: a restart before its promotion is still a restart.
+#[test]
+fn an_aborted_failover_keeps_the_primary_run_id_and_history() {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    status.primary_failing_since = Some(Timestamp(0));
+    // Fenced: the old primary and cache-2 are parked; cache-1 cannot be observed.
+    pods[0].server = Ok(state("run-0", replica_of(0, false, 100), "A", 100, 10));
+    pods[1].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
+    let abort = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(abort, TopologyAction::AbortFailover { primary: name(0) });
+    let kept = status.after(&abort).expect("status write");
+    assert_eq!(
+        kept,
+        TopologyStatus {
+            target_primary: Some(TargetPrimary::Pod(name(0))),
+            primary_failing_since: None,
+            ..status.clone()
+        }
+    );
+    assert_eq!(
+        decide(&kept, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Promote { pod: name(0) }
+    );
+    // It restarts empty before its promotion: failed over again, never promoted empty.
+    pods[0].server = Ok(state("run-9", replica_of(0, false, 0), "Y", 0, 0));
+    assert_eq!(
+        decide(&kept, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::Restarted
+        }
+    );
+}
+
+/// The failover of the model's counterexample: a write confirmed through cache-1 only, cache-1
+/// restarts empty, the primary cache-0 becomes unreachable. cache-2 shares the history but may lack
+/// that write.
+fn failover_with_a_wiped_replica() -> (TopologyStatus, Vec<PodReplication>) {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    pods[0].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    // Restarted empty and parked by the boot guard; cache-2 was fenced.
+    pods[1].server = Ok(state("run-5", replica_of(1, false, 0), "Z", 0, 0));
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
+    (status, pods)
+}
+
+#[test]
+fn a_failover_waits_for_the_old_primary_while_a_replica_has_not_resynced() {
+    let (status, mut pods) = failover_with_a_wiped_replica();
+    let wait = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(
+        wait,
+        TopologyAction::Wait {
+            reason: WaitReason::OldPrimaryMayHoldLostWrites {
+                primary: name(0),
+                pods: vec![name(1)],
+            }
+        }
+    );
+    let TopologyAction::Wait { reason } = wait else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.to_string(),
+        "waiting for the old primary cache-0 to return: pods cache-1 have not (re)synced its \
+         replication history and may have lost confirmed writes that only cache-0 still holds"
+    );
+    // The partition heals: cache-0 is the same process with its history (parked by the fence).
+    pods[0].server = Ok(state("run-0", replica_of(0, false, 100), "A", 100, 10));
+    let abort = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(abort, TopologyAction::AbortFailover { primary: name(0) });
+    let kept = status.after(&abort).expect("status write");
+    assert_eq!(
+        decide(&kept, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Promote { pod: name(0) }
+    );
+}
+
+#[test]
+fn a_failover_stops_when_the_old_primary_returns_without_the_writes_a_replica_lost() {
+    let (status, mut pods) = failover_with_a_wiped_replica();
+    pods[0].server = Ok(state("run-9", replica_of(0, false, 0), "Y", 0, 0));
+    let stop = decide(&status, &pods, &policy(3), Timestamp(0));
+    let reason = StopReason::NoSafeCandidate(NoCandidate::NotResynced {
+        pods: vec![name(1)],
+    });
+    assert_eq!(
+        stop,
+        TopologyAction::Stop {
+            reason: reason.clone()
+        }
+    );
+    assert_eq!(reason.reason(), "NoSafeFailoverCandidate");
+    assert_eq!(
+        reason.to_string(),
+        "no pod can be promoted without losing data: pods cache-1 have not (re)synced the \
+         primary's replication history and may have lost confirmed writes that the other \
+         replicas lack"
+    );
+    // Nothing is recorded: a pass that sees cache-1 holding the history again elects as usual.
+    pods[1].server = Ok(state("run-5", replica_of(1, false, 95), "A", 95, 9));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::SetTargetPrimary { pod: name(1) }
+    );
+}
+
+#[test]
+fn a_failover_waits_for_a_more_advanced_replica_being_deleted() {
+    let (mut status, mut pods) = healthy();
+    status.target_primary = Some(TargetPrimary::Pending);
+    pods[0].server = Err(Unobserved {
+        reason: "timeout".into(),
+    });
+    pods[1].server = Ok(state("run-1", replica_of(1, false, 100), "A", 100, 10));
+    pods[1].pod_deleting = true;
+    pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
+    let wait = decide(&status, &pods, &policy(3), Timestamp(0));
+    assert_eq!(
+        wait,
+        TopologyAction::Wait {
+            reason: WaitReason::NewestPodsUnelectable(vec![name(1)])
+        }
+    );
+    let TopologyAction::Wait { reason } = wait else {
+        unreachable!()
+    };
+    assert_eq!(
+        reason.to_string(),
+        "waiting for pods cache-1: they hold writes that no promotable replica has, but are being \
+         deleted or on a node that is not Ready"
     );
 }
