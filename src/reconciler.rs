@@ -463,6 +463,21 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     };
     let now = topology::now();
     let action = decide(&persisted, &observed, &policy, now);
+    if matches!(
+        action,
+        TopologyAction::Bootstrap { .. }
+            | TopologyAction::StartFailover { .. }
+            | TopologyAction::SetTargetPrimary { .. }
+            | TopologyAction::AbortFailover { .. }
+            | TopologyAction::Stop { .. }
+    ) {
+        info!(
+            ?action,
+            recorded = ?persisted,
+            observed = %topology::observation_line(&observed),
+            "topology decision"
+        );
+    }
     let next = persisted
         .after(&action)
         .unwrap_or_else(|| persisted.clone());

@@ -310,6 +310,45 @@ pub fn pod_summaries(
         .collect()
 }
 
+/// One line per pod of what a topology decision saw (role, replication id and offset, keys, run id), for the
+/// log of the decisions that move the primary: enough to replay them. Ids are shortened to 8 characters.
+pub fn observation_line(pods: &[PodReplication]) -> String {
+    let short = |id: &str| id.chars().take(8).collect::<String>();
+    pods.iter()
+        .map(|p| match &p.server {
+            Ok(s) => {
+                let role = match &s.role {
+                    ServerRole::Master => "master".to_string(),
+                    ServerRole::Replica(link) => format!(
+                        "replica-of {}:{} link {} sync {} at {}",
+                        link.master_host,
+                        link.master_port,
+                        if link.link_up { "up" } else { "down" },
+                        link.sync_in_progress,
+                        link.replica_offset
+                    ),
+                };
+                format!(
+                    "{} [{}] run {} replid {} offset {} replid2 {} until {:?} keys {}{}{}{}",
+                    p.pod,
+                    role,
+                    short(&s.run_id),
+                    short(&s.replid),
+                    s.repl_offset,
+                    s.replid2.as_deref().map_or_else(|| "-".into(), short),
+                    s.second_repl_offset,
+                    s.keys,
+                    if s.loading { " loading" } else { "" },
+                    if p.pod_deleting { " deleting" } else { "" },
+                    if p.pod_ready { "" } else { " not-ready" },
+                )
+            }
+            Err(e) => format!("{} unobserved: {}", p.pod, e.reason),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// `status` without the per-pod fields that change on every observation (lag and last seen): two
 /// statuses equal after this need no write.
 pub fn without_volatile(status: &RedisInstanceStatus) -> RedisInstanceStatus {

@@ -412,6 +412,10 @@ pub fn decide(
     policy: &TopologyPolicy,
     now: Timestamp,
 ) -> TopologyAction {
+    let stray = stray_replicas(pods);
+    if !stray.is_empty() {
+        return TopologyAction::Fence { pods: stray };
+    }
     let Some(current) = status.current_primary.as_deref() else {
         return choose_from_scratch(pods);
     };
@@ -459,6 +463,25 @@ fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
             ),
         },
     }
+}
+
+/// Replicas configured to follow an address that belongs to no pod of the instance: the pod they
+/// followed was deleted or came back with another IP. The address may be handed to another server
+/// at any moment — a Redis of another instance, whose full sync would replace this instance's data
+/// with its own — so they are parked at once, before any other step.
+fn stray_replicas(pods: &[PodReplication]) -> Vec<String> {
+    let known = |host: &str, port: u16| {
+        pods.iter().any(|q| {
+            !q.endpoint.host.is_empty() && q.endpoint.host == host && q.endpoint.port == port
+        })
+    };
+    pods.iter()
+        .filter(|p| {
+            p.replica_link()
+                .is_some_and(|link| !known(&link.master_host, link.master_port))
+        })
+        .map(|p| p.pod.clone())
+        .collect()
 }
 
 /// Servers that could still acknowledge writes for the old primary: the old primary itself if it

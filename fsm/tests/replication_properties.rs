@@ -722,3 +722,45 @@ fn a_failover_waits_for_a_more_advanced_replica_being_deleted() {
          deleted or on a node that is not Ready"
     );
 }
+
+/// The primary's pod was deleted and came back with another address: the replicas still follow the old one,
+/// which another instance's server may get next (its full sync would replace their data). They are parked
+/// before anything else is decided.
+#[test]
+fn replicas_following_an_address_no_pod_has_are_parked_first() {
+    let (status, mut pods) = healthy();
+    pods[0].endpoint = endpoint(9);
+    pods[0].server = Ok(state("run-0b", replica_of(9, false, 0), "Z", 0, 0));
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Fence {
+            pods: vec![name(1), name(2)]
+        }
+    );
+    // The same when the pod is gone altogether (it is passed with no address).
+    pods[0].endpoint.host = String::new();
+    pods[0].server = Err(Unobserved {
+        reason: "the pod does not exist".into(),
+    });
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Fence {
+            pods: vec![name(1), name(2)]
+        }
+    );
+    // Once parked (following themselves), the failover proceeds as usual.
+    for i in [1, 2] {
+        let offset = pods[i].state().unwrap().repl_offset;
+        pods[i].server = Ok(state(
+            &format!("run-{i}"),
+            replica_of(i as u32, false, offset),
+            "A",
+            offset,
+            10,
+        ));
+    }
+    assert!(!matches!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Fence { .. }
+    ));
+}
