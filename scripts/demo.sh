@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The live demo: brings the local cluster up, installs the CRD, starts the operator, applies an example
 # RedisInstance and shows its phase changing live; then changes its configuration and shows
-# Updating -> Running, and that Redis really runs the new value.
+# Updating -> Running, and that Redis really runs the new value; then shows the replication (one primary, the
+# other pods replicating from it) and a failover after the primary's server is killed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -55,5 +56,40 @@ step "Redis itself runs the new value"
 for ip in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].status.podIP}'); do
   printf '%s: ' "$ip"; redis-cli -h "$ip" CONFIG GET maxmemory | tr '\n' ' '; echo
 done
+
+roles() {
+  for pod in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].metadata.name}'); do
+    ip=$(kubectl -n demo get pod "$pod" -o jsonpath='{.status.podIP}')
+    label=$(kubectl -n demo get pod "$pod" -o jsonpath='{.metadata.labels.redis\.github\.com/role}')
+    printf '%-8s label=%-8s ROLE: %s\n' "$pod" "${label:-none}" "$(redis-cli -h "$ip" ROLE | head -n 1)"
+  done
+}
+step "replication: one primary, the other pods replicate from it (status.currentPrimary, role labels, ROLE)"
+PRIMARY=$(kubectl -n demo get ri demo -o jsonpath='{.status.currentPrimary}')
+echo "currentPrimary: $PRIMARY"
+roles
+PRIMARY_IP=$(kubectl -n demo get pod "$PRIMARY" -o jsonpath='{.status.podIP}')
+printf 'SET greeting hello on %s, then WAIT for a replica: ' "$PRIMARY"
+redis-cli -h "$PRIMARY_IP" SET greeting hello >/dev/null
+redis-cli -h "$PRIMARY_IP" WAIT 1 1000
+
+step "kill -9 the primary's redis-server: the operator fails over to the most advanced replica"
+PID=$(kubectl -n demo get pod "$PRIMARY" -o jsonpath='{.status.containerStatuses[0].containerID}')
+kill -9 "${PID#process://}"
+NEW=$PRIMARY
+for _ in $(seq 600); do
+  NEW=$(kubectl -n demo get ri demo -o jsonpath='{.status.currentPrimary}')
+  [ "$NEW" != "$PRIMARY" ] && break
+  sleep 0.2
+done
+[ "$NEW" != "$PRIMARY" ] || { echo "no failover within 120 s" >&2; exit 1; }
+kubectl -n demo wait --for=condition=Ready --timeout=180s ri/demo >/dev/null
+echo "currentPrimary: $PRIMARY -> $NEW"
+kubectl -n demo get ri demo -o jsonpath='{range .status.history[*]}{.time}  {.from} -> {.to}  {.reason}: {.message}{"\n"}{end}' |
+  grep '^[0-9]' | tail -n 4 | cut -c1-160
+roles
+NEW_IP=$(kubectl -n demo get pod "$NEW" -o jsonpath='{.status.podIP}')
+printf 'GET greeting on the new primary %s: ' "$NEW"
+redis-cli -h "$NEW_IP" GET greeting
 echo
 echo "The cluster stays up: export KUBECONFIG=$STATE/kubeconfig; stop it with: bash devcluster/cluster.sh down"
