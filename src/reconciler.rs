@@ -528,7 +528,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     }
     TopologyPass {
         pending,
-        failover: topology::failover_message(&next),
+        failover: topology::failover_message(&next, &action),
         manual_intervention,
         pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
         status: next,

@@ -393,14 +393,22 @@ pub fn scale_down_hold(
 
 /// What the phase engine says while a failover is in flight (`None` when none is): from status only, so
 /// the message is stable across the passes of one failover step.
-pub fn failover_message(status: &TopologyStatus) -> Option<String> {
+///
+/// When this pass's `action` is to wait, the message says what for (e.g. a replica that has not resynced the
+/// primary's history, which blocks the election): a failover that cannot move on must not look like one
+/// that is about to finish.
+pub fn failover_message(status: &TopologyStatus, action: &TopologyAction) -> Option<String> {
     if !status.failover_in_flight() {
         return None;
     }
     let from = status.current_primary.as_deref().unwrap_or("(none)");
-    Some(match &status.target_primary {
+    let step = match &status.target_primary {
         Some(TargetPrimary::Pod(to)) => format!("Failing over from {from}: promoting {to}"),
         _ => format!("Failing over from {from}: fencing it and electing the most advanced replica"),
+    };
+    Some(match action {
+        TopologyAction::Wait { reason } => format!("{step}; {reason}"),
+        _ => step,
     })
 }
 
@@ -548,11 +556,28 @@ mod tests {
             target_primary: Some(TargetPrimary::Pod("c-0".into())),
             ..Default::default()
         };
-        assert_eq!(failover_message(&status), None);
+        let steady = TopologyAction::Steady;
+        assert_eq!(failover_message(&status, &steady), None);
         status.target_primary = Some(TargetPrimary::Pending);
-        assert!(failover_message(&status).unwrap().contains("from c-0"));
+        assert!(failover_message(&status, &steady)
+            .unwrap()
+            .contains("from c-0"));
+        let blocked = TopologyAction::Wait {
+            reason: redis_fsm::WaitReason::OldPrimaryMayHoldLostWrites {
+                primary: "c-0".into(),
+                pods: vec!["c-1".into()],
+            },
+        };
+        assert_eq!(
+            failover_message(&status, &blocked).unwrap(),
+            "Failing over from c-0: fencing it and electing the most advanced replica; waiting for the old \
+             primary c-0 to return: pods c-1 have not (re)synced its replication history and may have lost \
+             confirmed writes that only c-0 still holds"
+        );
         status.target_primary = Some(TargetPrimary::Pod("c-2".into()));
-        assert!(failover_message(&status).unwrap().contains("promoting c-2"));
+        assert!(failover_message(&status, &steady)
+            .unwrap()
+            .contains("promoting c-2"));
     }
 
     #[test]
