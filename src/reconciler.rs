@@ -553,6 +553,14 @@ async fn report_topology_action(
                 persisted.current_primary.as_deref().unwrap_or("(none)")
             ),
         ),
+        TopologyAction::SetTargetPrimary { pod } if !persisted.failover_in_flight() => (
+            EventType::Normal,
+            "SwitchoverStarted",
+            format!(
+                "Switching over from {} to {pod}: the scale-down removes the primary's ordinal",
+                persisted.current_primary.as_deref().unwrap_or("(none)")
+            ),
+        ),
         TopologyAction::ConfirmPrimary { pod, .. }
             if persisted.current_primary.as_deref() != Some(pod.as_str())
                 || persisted.primary_run_id.is_none() =>

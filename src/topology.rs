@@ -25,6 +25,9 @@ pub const ROLE_LABEL: &str = "redis.github.com/role";
 pub const PENDING: &str = "Pending";
 /// Replicas at most this many bytes behind the primary count as in sync (`NAME-replicas`).
 pub const MAX_LAG_BYTES: u64 = 1024 * 1024;
+/// How long a switchover (`FAILOVER TO`) may pause writes while the target catches up before Redis
+/// rolls it back.
+pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The persisted topology fields of `status`, as the decision core reads them.
 pub fn topology_status(status: Option<&RedisInstanceStatus>) -> TopologyStatus {
@@ -235,6 +238,17 @@ pub async fn execute(
                     .await?;
             }
         }
+        TopologyAction::Switchover { from, to } => {
+            let at = endpoint_of(from)?;
+            let target = endpoint_of(to)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("FAILOVER TO"));
+            }
+            node(at)
+                .await?
+                .failover_to(&target.host, target.port, SWITCHOVER_TIMEOUT)
+                .await?;
+        }
         _ => {}
     }
     Ok(())
@@ -424,6 +438,8 @@ pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration
         )),
         TopologyAction::Stop { .. } => Some(Duration::from_secs(10)),
         TopologyAction::Wait { .. } => Some(Duration::from_secs(2)),
+        // FAILOVER swaps the roles within a second once the target caught up.
+        TopologyAction::Switchover { .. } => Some(Duration::from_secs(1)),
         _ => Some(Duration::from_millis(500)),
     }
 }

@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::election::{elect, rank, Election, NoCandidate};
-use crate::replication::{PodReplication, ReplicationHistory};
+use crate::replication::{FailoverState, PodReplication, ReplicationHistory};
 
 /// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
 pub const DEFAULT_FAILOVER_DELAY_SECONDS: u64 = 10;
@@ -127,6 +127,7 @@ impl TopologyStatus {
             | TopologyAction::Wait { .. }
             | TopologyAction::WaitFailoverDelay { .. }
             | TopologyAction::Fence { .. }
+            | TopologyAction::Switchover { .. }
             | TopologyAction::Promote { .. }
             | TopologyAction::Repoint { .. }
             | TopologyAction::Stop { .. } => return None,
@@ -221,6 +222,8 @@ pub enum WaitReason {
     /// These pods hold more of the primary's history than any pod that may be promoted, but are
     /// being deleted or on a node that is not Ready.
     NewestPodsUnelectable(Vec<String>),
+    /// The primary is already running a `FAILOVER` (writes paused, roles being swapped).
+    SwitchoverRunning(String),
 }
 
 impl fmt::Display for WaitReason {
@@ -247,6 +250,10 @@ impl fmt::Display for WaitReason {
                 "waiting for pods {}: they hold writes that no promotable replica has, but are being \
                  deleted or on a node that is not Ready",
                 pods.join(", ")
+            ),
+            WaitReason::SwitchoverRunning(primary) => write!(
+                f,
+                "{primary} is handing over (FAILOVER: writes paused until the target caught up)"
             ),
         }
     }
@@ -355,6 +362,15 @@ pub enum TopologyAction {
         /// Pod names.
         pods: Vec<String>,
     },
+    /// `FAILOVER TO <to> TIMEOUT ..` on `from`, the healthy primary: Redis pauses writes until `to`
+    /// has caught up, then swaps the roles, so no acknowledged write is lost; on a timeout it rolls
+    /// back and `from` stays the primary (the next pass tries again).
+    Switchover {
+        /// The current primary.
+        from: String,
+        /// The in-sync replica taking over.
+        to: String,
+    },
     /// `REPLICAOF NO ONE` on this pod.
     Promote {
         /// The pod to promote.
@@ -395,6 +411,7 @@ impl TopologyAction {
         matches!(
             self,
             TopologyAction::Fence { .. }
+                | TopologyAction::Switchover { .. }
                 | TopologyAction::Promote { .. }
                 | TopologyAction::Repoint { .. }
         )
@@ -595,6 +612,33 @@ fn continue_failover(
             reason: WaitReason::TargetUnobserved(target.to_string()),
         };
     };
+    if let Some(old) = find(pods, current).filter(|old| old.is_master() && is_intact(status, old)) {
+        // The old primary is healthy (a switchover, or a failed primary that came back intact): hand
+        // over with FAILOVER TO, which loses nothing, never by fencing it and promoting a target
+        // that may lag behind it.
+        if old
+            .state()
+            .is_some_and(|s| s.failover_state != FailoverState::None)
+        {
+            return TopologyAction::Wait {
+                reason: WaitReason::SwitchoverRunning(current.to_string()),
+            };
+        }
+        let caught_up = target_pod.linked_to(&old.endpoint)
+            && target_pod
+                .replica_link()
+                .is_some_and(|link| !link.sync_in_progress);
+        return if caught_up {
+            TopologyAction::Switchover {
+                from: current.to_string(),
+                to: target.to_string(),
+            }
+        } else {
+            TopologyAction::AbortFailover {
+                primary: current.to_string(),
+            }
+        };
+    }
     let fence = to_fence(current, Some(target), pods);
     if !fence.is_empty() {
         return TopologyAction::Fence { pods: fence };
@@ -682,7 +726,7 @@ fn watch_primary(
                 } else if !pod.pod_ready {
                     PrimaryFailure::PodNotReady
                 } else {
-                    return healthy(status, pod, pods);
+                    return healthy(status, pod, pods, policy);
                 }
             }
         },
@@ -716,6 +760,7 @@ fn healthy(
     status: &TopologyStatus,
     primary: &PodReplication,
     pods: &[PodReplication],
+    policy: &TopologyPolicy,
 ) -> TopologyAction {
     if status.primary_failing_since.is_some() {
         return TopologyAction::ClearPrimaryFailing;
@@ -726,13 +771,17 @@ fn healthy(
         .filter(|p| !p.follows(&primary.endpoint))
         .map(|p| p.pod.clone())
         .collect();
-    if stray.is_empty() {
-        TopologyAction::Steady
-    } else {
-        TopologyAction::Repoint {
+    if !stray.is_empty() {
+        return TopologyAction::Repoint {
             pods: stray,
             to: primary.pod.clone(),
-        }
+        };
+    }
+    // A scale-down would remove the primary: record the switchover target first (persisted
+    // intent, like a failover's), then `continue_failover` hands over with FAILOVER TO.
+    match plan_scale_down(status, pods, policy.replicas) {
+        ScaleDown::SwitchoverFirst { to } => TopologyAction::SetTargetPrimary { pod: to },
+        ScaleDown::Safe | ScaleDown::Blocked => TopologyAction::Steady,
     }
 }
 

@@ -764,3 +764,64 @@ fn replicas_following_an_address_no_pod_has_are_parked_first() {
         TopologyAction::Fence { .. }
     ));
 }
+
+/// Scaling 3 -> 1 while cache-2 is the primary: the target is recorded first, then the healthy primary hands
+/// over with FAILOVER TO (never by fencing it and promoting a replica that may lag); a target that lost its
+/// link makes the switchover give up instead.
+#[test]
+fn a_scale_down_that_removes_the_primary_switches_over_first() {
+    let status = TopologyStatus {
+        current_primary: Some(name(2)),
+        target_primary: Some(TargetPrimary::Pod(name(2))),
+        primary_failing_since: None,
+        primary_history: Some(ReplicationHistory {
+            replid: "A".into(),
+            replid2: None,
+            second_offset: None,
+        }),
+        primary_run_id: Some("run-2".into()),
+    };
+    let mut pods = vec![
+        pod(
+            0,
+            Ok(state("run-0", replica_of(2, true, 100), "A", 100, 10)),
+        ),
+        pod(
+            1,
+            Ok(state("run-1", replica_of(2, true, 100), "A", 100, 10)),
+        ),
+        pod(2, Ok(state("run-2", ServerRole::Master, "A", 100, 10))),
+    ];
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Steady
+    );
+    let start = decide(&status, &pods, &policy(1), Timestamp(0));
+    assert_eq!(start, TopologyAction::SetTargetPrimary { pod: name(0) });
+    let switching = status.after(&start).unwrap();
+    assert!(switching.failover_in_flight());
+    assert_eq!(
+        decide(&switching, &pods, &policy(1), Timestamp(0)),
+        TopologyAction::Switchover {
+            from: name(2),
+            to: name(0)
+        }
+    );
+    // Redis is running the FAILOVER: wait for it.
+    if let Ok(s) = &mut pods[2].server {
+        s.failover_state = FailoverState::WaitingForSync;
+    }
+    assert!(matches!(
+        decide(&switching, &pods, &policy(1), Timestamp(0)),
+        TopologyAction::Wait { .. }
+    ));
+    // It timed out and rolled back, and the target lost its link meanwhile: give up, keep cache-2.
+    if let Ok(s) = &mut pods[2].server {
+        s.failover_state = FailoverState::None;
+    }
+    pods[0].server = Ok(state("run-0", replica_of(2, false, 90), "A", 90, 10));
+    assert_eq!(
+        decide(&switching, &pods, &policy(1), Timestamp(0)),
+        TopologyAction::AbortFailover { primary: name(2) }
+    );
+}

@@ -506,3 +506,68 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
     );
     assert_no_confirmed_write_lost(&env, &confirmed).await;
 }
+
+/// Scaling down past the primary's ordinal switches over first (`FAILOVER TO`: writes paused until the target
+/// caught up), then removes the old primary's pod: the instance keeps one primary and loses no confirmed write.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_down_that_removes_the_primary_switches_over_first() {
+    let env = TestEnv::new("switch").await;
+    let mut s = spec(3);
+    s.replication.failover_delay_seconds = 2;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let first = wait_converged(&env, "cache", 3).await;
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 20).await;
+    // Move the primary off ordinal 0 with a failover (the most advanced replica, lowest ordinal on a tie).
+    let old = kill_primary_server(&env).await;
+    assert_eq!(Some(old.as_str()), first.current_primary.as_deref());
+    let moved = env
+        .wait_status("cache", "failed over", |s| {
+            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
+        })
+        .await
+        .status
+        .unwrap();
+    wait_converged(&env, "cache", 3).await;
+    let primary = moved.current_primary.unwrap();
+    wait_writes(&writer, 20).await;
+
+    // Keep only the lowest ordinals that exclude the primary.
+    let ordinal: i32 = primary.rsplit('-').next().unwrap().parse().unwrap();
+    env.patch_spec("cache", serde_json::json!({"replicas": ordinal}))
+        .await;
+    let after = env
+        .wait_status("cache", "switched over and scaled down", move |s| {
+            s.status == redis_fsm::Phase::Running
+                && s.current_primary.as_deref() != Some(primary.as_str())
+                && converged(s, usize::try_from(ordinal).unwrap())
+        })
+        .await
+        .status
+        .unwrap();
+    let new_primary = after.current_primary.clone().unwrap();
+    assert!(
+        new_primary
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse::<i32>()
+            .unwrap()
+            < ordinal,
+        "{new_primary} survives the scale-down"
+    );
+    wait_converged(&env, "cache", usize::try_from(ordinal).unwrap()).await;
+    // With one pod left no write can be confirmed by a replica any more: every write the writer saw
+    // confirmed was confirmed before or during the switchover, and must be on the new primary.
+    let (confirmed, gap) = writer.finish().await;
+    eprintln!(
+        "switchover: {} confirmed writes, longest write gap {gap:?}",
+        confirmed.len()
+    );
+    assert_no_confirmed_write_lost(&env, &confirmed).await;
+    assert_eq!(
+        env.pods_of("cache").await.len(),
+        usize::try_from(ordinal).unwrap()
+    );
+}
