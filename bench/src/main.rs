@@ -125,6 +125,7 @@ async fn run(args: Args) -> Result<String, String> {
         context: args.operator_context.clone(),
         resync_seconds: args.resync_seconds,
         log_dir: args.log_dir.clone(),
+        log_level: "warn".into(),
     };
 
     let mut problems = Vec::new();
