@@ -189,7 +189,8 @@ pub fn kill9(pid: u32) -> Result<(), String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Rejoin {
     /// Delete the pod once the failover is measured: the StatefulSet re-creates it at once, skipping the
-    /// node agent's crash-loop back-off (which doubles with every kill of the same pod).
+    /// node agent's crash-loop back-off (which doubles with every kill of the same pod), so every trial starts
+    /// from the same first back-off.
     Delete,
     /// Wait for the node agent to restart the killed server (after its crash-loop back-off).
     Restart,
@@ -564,17 +565,11 @@ async fn trials(
         );
         if setup.rejoin == Rejoin::Delete {
             // The node agent restarts a killed server after a back-off that doubles with every kill of the same
-            // pod; a re-created pod starts at once. The failover is over, so this only speeds up the rejoin.
-            observer.pump();
-            if !observer
-                .steps
-                .iter()
-                .any(|(n, _)| n.starts_with("killed server restarted"))
-            {
-                pods.delete(&primary, &DeleteParams::default())
-                    .await
-                    .map_err(|e| format!("delete {primary}: {e}"))?;
-            }
+            // pod; a re-created pod starts at once, with a fresh back-off. The failover is over, so this only
+            // speeds up the rejoin and keeps every trial alike.
+            pods.delete(&primary, &DeleteParams::default())
+                .await
+                .map_err(|e| format!("delete {primary}: {e}"))?;
         }
         let next = wait_converged(
             instances,
