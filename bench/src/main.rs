@@ -1,18 +1,24 @@
 //! `redis-operator-bench`: measures the operator (a separate process) on a running cluster — reaction latency
 //! against the watch floor, convergence of N instances, API cost from the audit log, and footprint — and prints
 //! a markdown report. `scripts/bench.sh` brings up a private cluster and runs it; see `docs/benchmarks.md`.
+//! `redis-operator-bench failover ...` measures failover time against Redis Sentinel instead
+//! (`scripts/bench-failover.sh`).
 
 mod audit;
 mod converge;
+mod failover;
 mod latency;
 mod operator;
 mod report;
+mod resp;
+mod sentinel;
 mod watch;
+mod writer;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -23,11 +29,109 @@ use crate::report::Report;
 
 /// Benchmark of the redis-operator against a running cluster.
 #[derive(Parser, Debug)]
-#[command(name = "redis-operator-bench")]
+#[command(
+    name = "redis-operator-bench",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+    #[command(subcommand)]
+    command: Option<Mode>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Mode {
+    /// Failover time (kill -9 of the primary → first confirmed write on another server) of the operator in
+    /// process pod mode, against Redis Sentinel on loopback.
+    Failover(FailoverArgs),
+}
+
+/// The failover benchmark.
+#[derive(clap::Args, Debug)]
+struct FailoverArgs {
+    /// Kubeconfig with an admin context and the operator's context (process pod mode).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Context the benchmark itself uses.
+    #[arg(long, default_value = "admin")]
+    context: String,
+    /// Context the operator uses.
+    #[arg(long, default_value = "redis-operator")]
+    operator_context: String,
+    /// The operator binary.
+    #[arg(long)]
+    operator: Option<PathBuf>,
+    /// `--log-level` of the operator.
+    #[arg(long, default_value = "info")]
+    operator_log_level: String,
+    /// `failoverDelaySeconds` values to measure, comma-separated (the operator's default is 10).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    delays: Vec<u32>,
+    /// Sentinel `down-after-milliseconds` values, comma-separated; default: Sentinel's default 30000 and each
+    /// delay in ms.
+    #[arg(long, value_delimiter = ',')]
+    sentinel_down_after: Vec<u64>,
+    /// Sentinel `failover-timeout`, ms (also: a failed election is retried after twice this).
+    #[arg(long, default_value_t = 60000)]
+    sentinel_failover_timeout: u64,
+    /// Kills per configuration.
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    /// Pause of the writer after each confirmed write, ms.
+    #[arg(long, default_value_t = 10)]
+    write_interval_ms: u64,
+    /// Longest wait from a kill to the first confirmed write on another server, seconds.
+    #[arg(long, default_value_t = 120)]
+    failover_timeout: u64,
+    /// Longest wait for a topology to converge (before the first trial, and after each), seconds.
+    #[arg(long, default_value_t = 180)]
+    converge_timeout: u64,
+    /// How the killed pod comes back (the operator's run).
+    #[arg(long, value_enum, default_value = "delete")]
+    rejoin: failover::Rejoin,
+    /// Skip the operator's runs.
+    #[arg(long)]
+    no_operator: bool,
+    /// Skip the Sentinel runs.
+    #[arg(long)]
+    no_sentinel: bool,
+    /// `redis-server` binary of the Sentinel anchor.
+    #[arg(long, default_value = "redis-server")]
+    redis_server: PathBuf,
+    /// `redis-sentinel` binary.
+    #[arg(long, default_value = "redis-sentinel")]
+    redis_sentinel: PathBuf,
+    /// State directory of the Sentinel anchor.
+    #[arg(long, default_value = "/tmp/redis-operator-failover-bench-sentinel")]
+    sentinel_dir: PathBuf,
+    /// Port of the first of the anchor's three servers.
+    #[arg(long, default_value_t = 26500)]
+    server_port: u16,
+    /// Port of the first of the three sentinels.
+    #[arg(long, default_value_t = 26600)]
+    sentinel_port: u16,
+    /// Prefix of the namespaces of the operator's runs.
+    #[arg(long, default_value = "bench-failover")]
+    namespace_prefix: String,
+    /// Where operator logs go.
+    #[arg(long, default_value = "target/bench-failover-logs")]
+    log_dir: PathBuf,
+    /// Write the markdown report here as well as to stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Extra `key=value` lines for the environment table.
+    #[arg(long = "describe", value_parser = parse_key_value)]
+    describe: Vec<(String, String)>,
+}
+
+/// The default mode: latency, convergence, API cost, footprint.
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Kubeconfig with an admin context and the operator's context.
-    #[arg(long)]
-    kubeconfig: PathBuf,
+    #[arg(long, required = true)]
+    kubeconfig: Option<PathBuf>,
     /// Context the benchmark itself uses.
     #[arg(long, default_value = "admin")]
     context: String,
@@ -35,11 +139,11 @@ struct Args {
     #[arg(long, default_value = "redis-operator")]
     operator_context: String,
     /// The API server's audit log (JSON lines).
-    #[arg(long)]
-    audit_log: PathBuf,
+    #[arg(long, required = true)]
+    audit_log: Option<PathBuf>,
     /// The operator binary.
-    #[arg(long)]
-    operator: PathBuf,
+    #[arg(long, required = true)]
+    operator: Option<PathBuf>,
     /// Instance counts of the convergence runs, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
     sizes: Vec<usize>,
@@ -75,10 +179,10 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s}"))
 }
 
-async fn client(args: &Args) -> Result<Client, String> {
-    let kubeconfig = Kubeconfig::read_from(&args.kubeconfig).map_err(|e| e.to_string())?;
+async fn client(path: &std::path::Path, context: &str) -> Result<Client, String> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
     let options = KubeConfigOptions {
-        context: Some(args.context.clone()),
+        context: Some(context.to_string()),
         ..Default::default()
     };
     let config = Config::from_custom_kubeconfig(kubeconfig, &options)
@@ -113,18 +217,26 @@ fn machine() -> Vec<(String, String)> {
 }
 
 async fn run(args: Args) -> Result<String, String> {
-    let client = client(&args).await?;
+    let (Some(kubeconfig), Some(audit_log), Some(binary)) = (
+        args.kubeconfig.clone(),
+        args.audit_log.clone(),
+        args.operator.clone(),
+    ) else {
+        return Err("--kubeconfig, --audit-log and --operator are required".into());
+    };
+    let client = client(&kubeconfig, &args.context).await?;
     let version = client
         .apiserver_version()
         .await
         .map_err(|e| e.to_string())?;
-    let audit = AuditLog::new(args.audit_log.clone());
+    let audit = AuditLog::new(audit_log);
     let launch = Launch {
-        binary: args.operator.clone(),
-        kubeconfig: args.kubeconfig.clone(),
+        binary: binary.clone(),
+        kubeconfig,
         context: args.operator_context.clone(),
         resync_seconds: args.resync_seconds,
         log_dir: args.log_dir.clone(),
+        log_level: "warn".into(),
     };
 
     let mut problems = Vec::new();
@@ -176,7 +288,7 @@ async fn run(args: Args) -> Result<String, String> {
         "operator".into(),
         format!(
             "{} (--leader-election=false --resync-seconds {})",
-            args.operator.display(),
+            binary.display(),
             args.resync_seconds
         ),
     ));
@@ -195,11 +307,116 @@ async fn run(args: Args) -> Result<String, String> {
     Ok(markdown)
 }
 
+/// The failover benchmark: the operator at each delay, then Sentinel at each `down-after-milliseconds`.
+async fn run_failover(args: FailoverArgs) -> Result<String, String> {
+    let settings = failover::TrialSettings {
+        trials: args.trials,
+        write_interval: Duration::from_millis(args.write_interval_ms),
+        failover_timeout: Duration::from_secs(args.failover_timeout),
+        converge_timeout: Duration::from_secs(args.converge_timeout),
+    };
+    let mut environment = machine();
+    let mut results = Vec::new();
+    if !args.no_operator {
+        let (Some(kubeconfig), Some(binary)) = (args.kubeconfig.clone(), args.operator.clone())
+        else {
+            return Err("the operator's runs need --kubeconfig and --operator".into());
+        };
+        let client = client(&kubeconfig, &args.context).await?;
+        let version = client
+            .apiserver_version()
+            .await
+            .map_err(|e| e.to_string())?;
+        environment.push(("Kubernetes".into(), version.git_version.clone()));
+        environment.push((
+            "operator".into(),
+            format!(
+                "{} (--leader-election=false --resync-seconds 20 --log-level {}), logs in {}",
+                binary.display(),
+                args.operator_log_level,
+                args.log_dir.display()
+            ),
+        ));
+        let launch = Launch {
+            binary,
+            kubeconfig,
+            context: args.operator_context.clone(),
+            resync_seconds: 20,
+            log_dir: args.log_dir.clone(),
+            log_level: args.operator_log_level.clone(),
+        };
+        let setup = failover::OperatorSetup {
+            client: &client,
+            launch: &launch,
+            namespace_prefix: &args.namespace_prefix,
+            settings: &settings,
+            rejoin: args.rejoin,
+        };
+        for &delay in &args.delays {
+            results.push(failover::measure_operator(&setup, delay).await);
+        }
+    }
+    if !args.no_sentinel {
+        let mut down_after = args.sentinel_down_after.clone();
+        if down_after.is_empty() {
+            down_after.push(30_000);
+            down_after.extend(args.delays.iter().map(|d| u64::from(*d) * 1000));
+            down_after.dedup();
+        }
+        let version = std::process::Command::new(&args.redis_sentinel)
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|e| format!("cannot run {}: {e}", args.redis_sentinel.display()));
+        environment.push((
+            "Sentinel".into(),
+            format!(
+                "{} ({version}); 3 sentinels, quorum 2, failover-timeout {} ms, parallel-syncs 1",
+                args.redis_sentinel.display(),
+                args.sentinel_failover_timeout
+            ),
+        ));
+        let setup = sentinel::SentinelSetup {
+            redis_server: args.redis_server.clone(),
+            redis_sentinel: args.redis_sentinel.clone(),
+            dir: args.sentinel_dir.clone(),
+            server_port: args.server_port,
+            sentinel_port: args.sentinel_port,
+            failover_timeout_ms: args.sentinel_failover_timeout,
+            settings: settings.clone(),
+        };
+        for ms in down_after {
+            results.push(sentinel::measure(&setup, ms).await);
+        }
+    }
+    environment.push((
+        "writer".into(),
+        format!(
+            "SET k<n> <n> + WAIT 1 1000 pipelined on one connection, {} ms pause after each confirmed write; re-resolves the primary after any error or unconfirmed write",
+            args.write_interval_ms
+        ),
+    ));
+    if !args.no_operator {
+        environment.push((
+            "rejoin of the killed pod (operator)".into(),
+            match args.rejoin {
+                failover::Rejoin::Delete => "the pod is deleted once the failover is measured (the StatefulSet re-creates it at once)".into(),
+                failover::Rejoin::Restart => "the node agent restarts the killed server after its crash-loop back-off".to_string(),
+            },
+        ));
+    }
+    environment.extend(args.describe.iter().cloned());
+    Ok(failover::markdown(&environment, &results))
+}
+
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    let output = args.output.clone();
-    match run(args).await {
+    let cli = Cli::parse();
+    let (output, outcome) = match cli.command {
+        Some(Mode::Failover(args)) => (args.output.clone(), run_failover(args).await),
+        None => (cli.args.output.clone(), run(cli.args).await),
+    };
+    match outcome {
         Ok(markdown) => {
             print!("{markdown}");
             if let Some(path) = output {

@@ -26,6 +26,8 @@ pub struct Launch {
     pub resync_seconds: u64,
     /// Directory for the operator's logs.
     pub log_dir: PathBuf,
+    /// `--log-level` (`warn` keeps the convergence runs' logs small).
+    pub log_level: String,
 }
 
 /// A running operator process, killed when dropped.
@@ -70,7 +72,7 @@ impl Operator {
             .args(["--context", &launch.context])
             .args(["--resync-seconds", &launch.resync_seconds.to_string()])
             .args(["--metrics-address", &format!("127.0.0.1:{metrics_port}")])
-            .args(["--log-level", "warn"])
+            .args(["--log-level", &launch.log_level])
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(stderr)
