@@ -11,6 +11,7 @@
 #   BENCH_SAMPLES          spec changes of the latency run [100]
 #   BENCH_RESYNC_SECONDS   --resync-seconds of the operator; the idle resync is waited for [20]
 #   BENCH_KEEP_CLUSTER     set to keep the cluster (and its state dir) afterwards for inspection
+#   BENCH_SKIP_FAILOVER    set to leave out the failover benchmark (scripts/bench-failover.sh) run afterwards
 #   DEVCLUSTER_*           the private cluster; defaults keep it clear of the default and the e2e clusters:
 #                          DIR /tmp/redis-operator-bench-cluster, ports 22379/22380/26443/30257, pods 127.3,
 #                          service CIDR 10.0.0.0/16 (one ClusterIP per instance)
@@ -78,3 +79,11 @@ log "running: sizes $SIZES, $SAMPLES latency samples, resync every ${RESYNC_SECO
   --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback, audit log at Metadata level" \
   --output "$REPORT"
 log "report written to $REPORT"
+
+# The failover benchmark (docs/benchmarks.md, Failover) runs next, in its own process-mode cluster, once this
+# one is down: `BENCH_SKIP_FAILOVER=1` leaves it out, `bash scripts/bench-failover.sh` runs it alone.
+if [ -z "${BENCH_SKIP_FAILOVER:-}" ]; then
+  trap - EXIT
+  teardown
+  bash scripts/bench-failover.sh
+fi
