@@ -127,7 +127,13 @@ fn redact_line(line: &str) -> String {
             let end = start + name.len();
             let before_ok = start == 0 || !is_word_char(lower.as_bytes()[start - 1]);
             let after_ok = end == lower.len() || !is_word_char(lower.as_bytes()[end]);
-            (before_ok && after_ok).then_some(end)
+            // `user` is also an ordinary word of Redis' log lines ("user request from ..."): only the
+            // directive, the first word of a line or of a quoted configuration line, carries a secret.
+            let directive_ok = *name != "user" || {
+                let before = lower[..start].trim_start();
+                before.is_empty() || before == ">>> '"
+            };
+            (before_ok && after_ok && directive_ok).then_some(end)
         })
     });
     let Some(end) = secret_at.min() else {
@@ -314,6 +320,7 @@ mod tests {
             ">>> 'maxmemory lots'",
             "Bad directive or wrong number of arguments",
             "superuser requirepassword",
+            "1:M 26 Nov 2026 02:51:46.321 * MASTER MODE enabled (user request from 'id=3 user=default')",
         ] {
             assert_eq!(redact_secrets(line), line);
         }
