@@ -151,6 +151,17 @@ fn pod_index(pods: &[PodReplication], pod: &str) -> usize {
         .expect("action names an observed pod")
 }
 
+/// `pod` after `REPLICAOF NO ONE`: a master with a new replication id, the old one kept as `replid2`.
+fn promote(pods: &mut [PodReplication], pod: &str) {
+    let i = pod_index(pods, pod);
+    if let Ok(state) = &mut pods[i].server {
+        state.role = ServerRole::Master;
+        state.replid2 = Some(state.replid.clone());
+        state.second_repl_offset = Some(state.repl_offset + 1);
+        state.replid = "P".into();
+    }
+}
+
 /// What the servers report once a command has been carried out.
 fn reflect(pods: &mut [PodReplication], action: &TopologyAction) {
     let follow = |pod: &mut PodReplication, to: &Endpoint| {
@@ -179,14 +190,13 @@ fn reflect(pods: &mut [PodReplication], action: &TopologyAction) {
                 follow(&mut pods[i], &to);
             }
         }
-        TopologyAction::Promote { pod } => {
-            let i = pod_index(pods, pod);
-            if let Ok(state) = &mut pods[i].server {
-                state.role = ServerRole::Master;
-                state.replid2 = Some(state.replid.clone());
-                state.second_repl_offset = Some(state.repl_offset + 1);
-                state.replid = "P".into();
-            }
+        TopologyAction::Promote { pod } => promote(pods, pod),
+        // FAILOVER TO: the target is promoted, the old primary follows it.
+        TopologyAction::Switchover { from, to } => {
+            promote(pods, to);
+            let to = pods[pod_index(pods, to)].endpoint.clone();
+            let i = pod_index(pods, from);
+            follow(&mut pods[i], &to);
         }
         _ => {}
     }
