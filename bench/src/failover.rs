@@ -114,6 +114,21 @@ impl ConfigResult {
         self.trials.iter().map(|t| t.failover).collect()
     }
 
+    /// Ends the configuration's writer: the final lost-write check on `primary` (when one is known; a failed
+    /// check is a note), then the writer's totals.
+    pub async fn finish_writer(&mut self, writer: Writer, primary: Option<(&str, u16)>) {
+        if let Some((host, port)) = primary {
+            match check_lost(&writer, host, port, &mut BTreeSet::new()).await {
+                Ok(lost) => self.lost_final = Some(lost),
+                Err(e) => self
+                    .notes
+                    .push(format!("final lost-write check failed: {e}")),
+            }
+        }
+        self.confirmed = writer.count();
+        self.writer = writer.finish().await;
+    }
+
     /// Lost confirmed writes: the per-trial checks, and the final check.
     pub fn lost(&self) -> usize {
         let per_trial: usize = self.trials.iter().map(|t| t.lost).sum();
@@ -482,16 +497,10 @@ async fn run_operator(
     let outcome = trials(setup, &instances, &pods, &writer, &mut observer, result).await;
 
     // The final check runs whatever happened, on whatever pod carries the label now.
-    if let Some(primary) = primary_target(&pods).await {
-        match check_lost(&writer, &primary.host, primary.port, &mut BTreeSet::new()).await {
-            Ok(lost) => result.lost_final = Some(lost),
-            Err(e) => result
-                .notes
-                .push(format!("final lost-write check failed: {e}")),
-        }
-    }
-    result.confirmed = writer.count();
-    result.writer = writer.finish().await;
+    let primary = primary_target(&pods).await;
+    result
+        .finish_writer(writer, primary.as_ref().map(|p| (p.host.as_str(), p.port)))
+        .await;
     observer.pump();
     if observer.double_primary > 0 {
         result.notes.push(format!(

@@ -467,16 +467,10 @@ async fn run(
 
     let final_master =
         futures::future::join_all(fleet.sentinel_ports().iter().map(|s| master_addr(*s))).await;
-    if let Some(master) = final_master.into_iter().flatten().next() {
-        match check_lost(&writer, HOST, master, &mut BTreeSet::new()).await {
-            Ok(lost) => result.lost_final = Some(lost),
-            Err(e) => result
-                .notes
-                .push(format!("final lost-write check failed: {e}")),
-        }
-    }
-    result.confirmed = writer.count();
-    result.writer = writer.finish().await;
+    let master = final_master.into_iter().flatten().next();
+    result
+        .finish_writer(writer, master.map(|port| (HOST, port)))
+        .await;
     events.pump();
     if events.tilts > 0 {
         result.notes.push(format!(

@@ -85,22 +85,43 @@ pub fn conditions(
     condition_types::ALL
         .iter()
         .map(|&type_| {
-            let status = status_in(type_, decision.phase);
-            let last_transition_time = previous
-                .iter()
-                .find(|c| c.type_ == type_)
-                .filter(|c| c.status == status)
-                .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
-            Condition {
-                type_: type_.to_owned(),
-                status: status.to_owned(),
-                reason: decision.reason.clone(),
-                message: decision.message.clone(),
-                last_transition_time,
-                observed_generation: Some(generation),
-            }
+            condition(
+                previous,
+                type_,
+                status_in(type_, decision.phase),
+                decision.reason.clone(),
+                decision.message.clone(),
+                generation,
+                now,
+            )
         })
         .collect()
+}
+
+/// Condition `type_` with `status`, keeping `lastTransitionTime` from `previous` unless the status
+/// changes (or there was none).
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: String,
+    message: String,
+    generation: i64,
+    now: &str,
+) -> Condition {
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_)
+        .filter(|c| c.status == status)
+        .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason,
+        message,
+        last_transition_time,
+        observed_generation: Some(generation),
+    }
 }
 
 /// What one topology pass found, for [`replication_conditions`].
@@ -171,19 +192,15 @@ pub fn replication_conditions(
     .into_iter()
     .map(|(type_, (holds, reason, message))| {
         let status = if holds { "True" } else { "False" };
-        let last_transition_time = previous
-            .iter()
-            .find(|c| c.type_ == type_)
-            .filter(|c| c.status == status)
-            .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
+        condition(
+            previous,
+            type_,
+            status,
+            reason.to_owned(),
             message,
-            last_transition_time,
-            observed_generation: Some(generation),
-        }
+            generation,
+            now,
+        )
     })
     .collect()
 }

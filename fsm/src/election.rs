@@ -192,41 +192,24 @@ mod tests {
             second_offset: None,
         }
     }
-    use crate::replication::{
-        Endpoint, FailoverState, ReplicaLink, ServerRole, ServerState, Unobserved,
-    };
+    use crate::replication::{test_pod, ReplicaLink, ServerRole, Unobserved};
 
     fn replica(ordinal: u32, replid: &str, offset: u64) -> PodReplication {
-        PodReplication {
-            pod: format!("r-{ordinal}"),
+        let link = ServerRole::Replica(ReplicaLink {
+            master_host: "10.0.0.0".into(),
+            master_port: 6379,
+            link_up: false,
+            sync_in_progress: false,
+            replica_offset: offset,
+        });
+        test_pod(
+            format!("r-{ordinal}"),
             ordinal,
-            endpoint: Endpoint {
-                host: format!("10.0.0.{ordinal}"),
-                port: 6379,
-            },
-            pod_ready: true,
-            pod_deleting: false,
-            node_ready: true,
-            server: Ok(ServerState {
-                run_id: format!("run-{ordinal}"),
-                uptime_seconds: 10,
-                role: ServerRole::Replica(ReplicaLink {
-                    master_host: "10.0.0.0".into(),
-                    master_port: 6379,
-                    link_up: false,
-                    sync_in_progress: false,
-                    replica_offset: offset,
-                }),
-                replid: replid.into(),
-                replid2: None,
-                repl_offset: offset,
-                second_repl_offset: None,
-                aof_enabled: false,
-                loading: false,
-                keys: offset,
-                failover_state: FailoverState::None,
-            }),
-        }
+            link,
+            replid,
+            offset,
+            offset,
+        )
     }
 
     #[test]

@@ -207,3 +207,40 @@ impl PodReplication {
         self.state().is_some_and(|s| s.keys > 0)
     }
 }
+
+/// A reachable, ready pod `name` (ordinal `ordinal`, address `10.0.0.<ordinal>:6379`) whose server
+/// reports `role`, history `replid` at `offset`, and `keys` keys: the fixture of the unit tests.
+#[cfg(test)]
+pub(crate) fn test_pod(
+    name: String,
+    ordinal: u32,
+    role: ServerRole,
+    replid: &str,
+    offset: u64,
+    keys: u64,
+) -> PodReplication {
+    PodReplication {
+        pod: name,
+        ordinal,
+        endpoint: Endpoint {
+            host: format!("10.0.0.{ordinal}"),
+            port: 6379,
+        },
+        pod_ready: true,
+        pod_deleting: false,
+        node_ready: true,
+        server: Ok(ServerState {
+            run_id: format!("run-{ordinal}"),
+            uptime_seconds: 10,
+            role,
+            replid: replid.into(),
+            replid2: None,
+            repl_offset: offset,
+            second_repl_offset: None,
+            aof_enabled: false,
+            loading: false,
+            keys,
+            failover_state: FailoverState::None,
+        }),
+    }
+}

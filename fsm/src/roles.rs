@@ -154,9 +154,7 @@ fn why_not_serving(pod: &PodReplication) -> &'static str {
     match &state.role {
         ServerRole::Master => "answers as a master but is not the primary",
         ServerRole::Replica(link) if link.sync_in_progress => "is syncing from the primary",
-        ServerRole::Replica(link)
-            if link.master_host == pod.endpoint.host && link.master_port == pod.endpoint.port =>
-        {
+        ServerRole::Replica(_) if pod.follows(&pod.endpoint) => {
             "is parked, not yet pointed at the primary"
         }
         ServerRole::Replica(link) if !link.link_up => "has no link to the primary",
@@ -167,33 +165,10 @@ fn why_not_serving(pod: &PodReplication) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::{Endpoint, FailoverState, ReplicaLink, ServerState, Unobserved};
+    use crate::replication::{test_pod, ReplicaLink, Unobserved};
 
     fn pod(ordinal: u32, role: ServerRole) -> PodReplication {
-        PodReplication {
-            pod: format!("cache-{ordinal}"),
-            ordinal,
-            endpoint: Endpoint {
-                host: format!("10.0.0.{ordinal}"),
-                port: 6379,
-            },
-            pod_ready: true,
-            pod_deleting: false,
-            node_ready: true,
-            server: Ok(ServerState {
-                run_id: format!("run-{ordinal}"),
-                uptime_seconds: 10,
-                role,
-                replid: "A".into(),
-                replid2: None,
-                repl_offset: 100,
-                second_repl_offset: None,
-                aof_enabled: false,
-                loading: false,
-                keys: 1,
-                failover_state: FailoverState::None,
-            }),
-        }
+        test_pod(format!("cache-{ordinal}"), ordinal, role, "A", 100, 1)
     }
 
     fn replica_of(host: &str, link_up: bool, syncing: bool) -> ServerRole {

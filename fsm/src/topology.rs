@@ -487,15 +487,12 @@ fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
 /// at any moment — a Redis of another instance, whose full sync would replace this instance's data
 /// with its own — so they are parked at once, before any other step.
 fn stray_replicas(pods: &[PodReplication]) -> Vec<String> {
-    let known = |host: &str, port: u16| {
-        pods.iter().any(|q| {
-            !q.endpoint.host.is_empty() && q.endpoint.host == host && q.endpoint.port == port
-        })
-    };
     pods.iter()
         .filter(|p| {
-            p.replica_link()
-                .is_some_and(|link| !known(&link.master_host, link.master_port))
+            p.replica_link().is_some()
+                && !pods
+                    .iter()
+                    .any(|q| !q.endpoint.host.is_empty() && p.follows(&q.endpoint))
         })
         .map(|p| p.pod.clone())
         .collect()

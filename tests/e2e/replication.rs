@@ -279,6 +279,17 @@ async fn wait_writes(writer: &Writer, more: usize) {
     }
 }
 
+/// Stops the writer, reports what it saw for `scenario`, and checks that every write it saw confirmed is on
+/// the final primary.
+async fn finish_and_check(env: &TestEnv, writer: Writer, scenario: &str) {
+    let (confirmed, gap) = writer.finish().await;
+    eprintln!(
+        "{scenario}: {} confirmed writes, longest write gap {gap:?}",
+        confirmed.len()
+    );
+    assert_no_confirmed_write_lost(env, &confirmed).await;
+}
+
 /// Every confirmed key is on the final primary.
 async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
     let primary = &labelled(env, "cache", "primary").await[0];
@@ -392,12 +403,7 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
         env.instances().get("cache").await.unwrap().status
     );
 
-    let (confirmed, gap) = writer.finish().await;
-    eprintln!(
-        "failover: {} confirmed writes, longest write gap {gap:?}",
-        confirmed.len()
-    );
-    assert_no_confirmed_write_lost(&env, &confirmed).await;
+    finish_and_check(&env, writer, "failover").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -499,12 +505,7 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
         assert_one_master(&env).await;
         wait_writes(&writer, 20).await;
     }
-    let (confirmed, gap) = writer.finish().await;
-    eprintln!(
-        "operator killed mid-failover: {} confirmed writes, longest write gap {gap:?}",
-        confirmed.len()
-    );
-    assert_no_confirmed_write_lost(&env, &confirmed).await;
+    finish_and_check(&env, writer, "operator killed mid-failover").await;
 }
 
 /// Scaling down past the primary's ordinal switches over first (`FAILOVER TO`: writes paused until the target
@@ -560,12 +561,7 @@ async fn a_scale_down_that_removes_the_primary_switches_over_first() {
     wait_converged(&env, "cache", usize::try_from(ordinal).unwrap()).await;
     // With one pod left no write can be confirmed by a replica any more: every write the writer saw
     // confirmed was confirmed before or during the switchover, and must be on the new primary.
-    let (confirmed, gap) = writer.finish().await;
-    eprintln!(
-        "switchover: {} confirmed writes, longest write gap {gap:?}",
-        confirmed.len()
-    );
-    assert_no_confirmed_write_lost(&env, &confirmed).await;
+    finish_and_check(&env, writer, "switchover").await;
     assert_eq!(
         env.pods_of("cache").await.len(),
         usize::try_from(ordinal).unwrap()
