@@ -120,6 +120,23 @@ pub struct ReplicationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 3600))]
     pub min_replicas_max_lag: Option<i32>,
+
+    /// How a rolling update replaces the primary, after every replica was replaced one at a time:
+    /// `Unsupervised` (default) switches over to an updated replica at once and then replaces the
+    /// old primary; `Supervised` waits until a switchover is requested (the
+    /// `redis.github.com/switchover-to` annotation, or `redis-operator switchover NAME --to POD`).
+    #[serde(default)]
+    pub primary_update_strategy: PrimaryUpdateStrategy,
+}
+
+/// `spec.replication.primaryUpdateStrategy`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PrimaryUpdateStrategy {
+    /// The rolling update switches over and replaces the old primary by itself.
+    #[default]
+    Unsupervised,
+    /// The rolling update stops after the replicas until a switchover is requested.
+    Supervised,
 }
 
 impl Default for ReplicationSpec {
@@ -128,6 +145,7 @@ impl Default for ReplicationSpec {
             failover_delay_seconds: default_failover_delay_seconds(),
             min_replicas_to_write: None,
             min_replicas_max_lag: None,
+            primary_update_strategy: PrimaryUpdateStrategy::default(),
         }
     }
 }
@@ -257,6 +275,16 @@ pub struct RedisInstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub primary_run_id: Option<String>,
 
+    /// The switchover in flight (while `targetPrimary` differs from `currentPrimary`), or else the
+    /// last one that completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switchover: Option<SwitchoverStatus>,
+
+    /// A switchover that did not complete in time was abandoned; the next one does not start before
+    /// this time (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switchover_retry_at: Option<String>,
+
     /// Per pod: its replication role, link state, lag and when it was last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -267,6 +295,18 @@ pub struct RedisInstanceStatus {
 /// integer the API server accepts as an int64 bound (`i64::MAX` is not one once rendered as a float).
 /// An offset beyond it (petabytes of replication stream) is capped.
 pub const MAX_STATUS_INTEGER: i64 = 1 << 53;
+
+/// A switchover of a healthy primary to a caught-up replica (`FAILOVER TO`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchoverStatus {
+    /// The primary that hands over.
+    pub from: String,
+    /// Why: `ScaleDown`, `Rollout`, `Requested` or `NodeCordoned`.
+    pub reason: String,
+    /// When it was decided (RFC 3339); it is abandoned if not done within a few seconds.
+    pub started_at: String,
+}
 
 /// One pod's replication state as the operator last observed it.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

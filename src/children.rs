@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -57,6 +58,8 @@ pub struct Desired {
     pub headless: Service,
     /// Hex SHA-256 of the rendered configuration.
     pub config_hash: String,
+    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::budget`]).
+    pub budgets: [PodDisruptionBudget; 2],
 }
 
 /// Names of an instance's children.
@@ -86,19 +89,34 @@ pub fn labels(instance: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-fn selector_labels(instance: &str) -> BTreeMap<String, String> {
+/// The labels selecting every pod of `instance`.
+pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
     let mut labels = labels(instance);
     labels.remove(MANAGED_BY_LABEL);
     labels
 }
 
-fn metadata(ri: &RedisInstance, name: String, owner: &OwnerReference) -> ObjectMeta {
+/// Metadata of a child named `name`: the operator's labels and the instance as controller owner.
+pub fn metadata(ri: &RedisInstance, name: String, owner: &OwnerReference) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
         namespace: ri.namespace(),
         labels: Some(labels(&ri.name_any())),
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()
+    }
+}
+
+/// The update strategy of the StatefulSet controller's own rolling update (highest ordinal first, whatever
+/// the roles), used instead of `OnDelete` only when the operator runs with `REDIS_OPERATOR_ROLLOUT=statefulset`
+/// (the baseline of the rolling-update benchmark).
+pub fn controller_rolling_update() -> StatefulSetUpdateStrategy {
+    StatefulSetUpdateStrategy {
+        type_: Some("RollingUpdate".into()),
+        rolling_update: Some(RollingUpdateStatefulSetStrategy {
+            partition: Some(0),
+            ..Default::default()
+        }),
     }
 }
 
@@ -121,6 +139,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
         service: service(ri, &owner, ServiceKind::Primary),
         replicas_service: service(ri, &owner, ServiceKind::Replicas),
         headless: service(ri, &owner, ServiceKind::Headless),
+        budgets: crate::budget::budgets(ri, &owner),
         config_hash,
     }
 }
@@ -224,12 +243,11 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
             // Parallel: a pod broken by a bad spec is replaced as soon as the spec is fixed, instead of
             // blocking the rollout forever (OrderedReady waits for the broken pod to become ready).
             pod_management_policy: Some("Parallel".into()),
+            // The operator orders a rolling update itself (replicas first, a switchover, the old primary
+            // last): the controller re-creates a deleted pod at the update revision but deletes none.
             update_strategy: Some(StatefulSetUpdateStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateStatefulSetStrategy {
-                    partition: Some(0),
-                    ..Default::default()
-                }),
+                type_: Some("OnDelete".into()),
+                rolling_update: None,
             }),
             template: PodTemplateSpec {
                 metadata: Some(pod_metadata),

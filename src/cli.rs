@@ -34,6 +34,33 @@ pub enum Command {
         #[arg(long, default_value = "mermaid")]
         format: String,
     },
+    /// Ask the operator to switch the primary of an instance over to one of its replicas (with
+    /// `FAILOVER TO`: writes pause until it caught up, nothing is lost). Writes the
+    /// `redis.github.com/switchover-to` annotation; the operator removes it once the switchover is
+    /// recorded. Also resumes a rolling update that waits for it (`primaryUpdateStrategy: Supervised`).
+    Switchover {
+        /// The RedisInstance.
+        name: String,
+        /// The pod to make primary, e.g. `cache-1`.
+        #[arg(long)]
+        to: String,
+        /// Namespace of the instance (default: the kubeconfig context's namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
+}
+
+/// Who orders the pod replacements of a rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RolloutMode {
+    /// The operator: replicas one at a time, a switchover, the old primary last (StatefulSet `OnDelete`).
+    PrimaryLast,
+    /// The StatefulSet controller's own rolling update (highest ordinal first, whatever the roles). Only for
+    /// comparison: it restarts the primary mid-rollout.
+    Statefulset,
 }
 
 /// Log output format.
@@ -94,6 +121,18 @@ pub struct RunArgs {
     /// Namespace the operator's pod runs in (downward API); the default namespace of the Lease.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
+    /// Who orders a rolling update's pod replacements (`statefulset` only to compare with the operator's order).
+    #[arg(
+        long,
+        env = "REDIS_OPERATOR_ROLLOUT",
+        value_enum,
+        default_value = "primary-last"
+    )]
+    pub rollout: RolloutMode,
+    /// Watch Nodes, to switch the primary over before a drain of its cordoned node (default: only when managing
+    /// every namespace; a namespaced install has no cluster-wide permission).
+    #[arg(long, env = "WATCH_NODES", action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub watch_nodes: Option<bool>,
 }
 
 impl RunArgs {
@@ -176,6 +215,8 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         namespace: args.namespace.clone(),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         reporter: args.reporter.clone(),
+        rollout: args.rollout,
+        watch_nodes: args.watch_nodes.unwrap_or(args.namespace.is_none()),
     };
     let operate = async {
         if !args.leader_election {
@@ -231,6 +272,21 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             } else {
                 print!("{}", redis_fsm::render(format.parse()?));
             }
+            Ok(())
+        }
+        Command::Switchover {
+            name,
+            to,
+            namespace,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            crate::switchover::request(&client, &namespace, &name, &to).await?;
+            println!(
+                "switchover of {namespace}/{name} to {to} requested; watch `kubectl get redisinstance {name} -n \
+                 {namespace}` (phase Updating, reason Switchover) and its Events"
+            );
             Ok(())
         }
     }

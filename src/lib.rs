@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod budget;
 pub mod change;
 pub mod children;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod redis;
 pub mod redis_conf;
 pub mod replace;
 pub mod status;
+pub mod switchover;
 pub mod topology;
 pub mod validate;
 pub mod watch;

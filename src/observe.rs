@@ -24,13 +24,26 @@ const REVISION_LABEL: &str = "controller-revision-hash";
 /// The rollout state of a StatefulSet as the phase engine reads it.
 pub fn rollout_status(sts: &StatefulSet) -> RolloutStatus {
     let status = sts.status.clone().unwrap_or_default();
+    let spec = sts.spec.as_ref();
+    let ready = status.ready_replicas.unwrap_or_default();
+    let updated = status.updated_replicas.unwrap_or_default();
+    let mut current_revision = status.current_revision;
+    // With `OnDelete`, the StatefulSet controller before Kubernetes 1.35 never moves currentRevision to
+    // updateRevision (only its RollingUpdate path does). Complete it as 1.35 does: once every pod the spec
+    // asks for exists, is ready and runs the update revision.
+    let on_delete =
+        spec.and_then(|s| s.update_strategy.as_ref()?.type_.as_deref()) == Some("OnDelete");
+    let wanted = spec.and_then(|s| s.replicas).unwrap_or(1);
+    if on_delete && updated == wanted && ready == wanted && status.replicas == wanted {
+        current_revision = status.update_revision.clone();
+    }
     RolloutStatus {
         generation: sts.metadata.generation.unwrap_or_default(),
         observed_generation: status.observed_generation,
         replicas: status.replicas,
-        ready_replicas: status.ready_replicas.unwrap_or_default(),
-        updated_replicas: status.updated_replicas.unwrap_or_default(),
-        current_revision: status.current_revision,
+        ready_replicas: ready,
+        updated_replicas: updated,
+        current_revision,
         update_revision: status.update_revision,
     }
 }
@@ -110,7 +123,8 @@ fn last_seen(event: &Event) -> Option<String> {
     Some(time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
 }
 
-fn pod_revision(pod: &Pod) -> Option<&str> {
+/// The revision of the StatefulSet's pod template `pod` was created from.
+pub fn pod_revision(pod: &Pod) -> Option<&str> {
     pod.metadata
         .labels
         .as_ref()?

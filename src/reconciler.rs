@@ -9,8 +9,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as CoreEvent, PersistentVolumeClaim, Pod, Service,
+    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, PodSpec, Service,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
@@ -20,16 +21,18 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_fsm::{
     confirmed_primary, decide, desired_roles, label_patches, reasons, replication_conditions,
-    replication_pending, step, Change, Decision, Observation, Phase, PodReplication,
-    ReplicationSummary, RoleLabel, SpecProblem, TopologyAction, TopologyPolicy, TopologyStatus,
+    replication_pending, rollout_progress, step, Change, Decision, Observation, Phase,
+    PodReplication, ReplicationSummary, RoleLabel, RolloutPolicy, SpecProblem, TopologyAction,
+    TopologyPolicy, TopologyStatus, WaitReason,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
-use crate::api::{ClaimDeletePolicy, RedisInstance};
+use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
 use crate::change::{classify_change, storage_request, StatefulSetChange};
 use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
+use crate::cli::RolloutMode;
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
 use crate::leader::Leadership;
@@ -39,6 +42,7 @@ use crate::quantity::Quantity;
 use crate::redis::Timeouts;
 use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
+use crate::switchover;
 use crate::topology::{self, ROLE_LABEL};
 use crate::validate::validate;
 use crate::watch::{self, WatchBackoff};
@@ -61,6 +65,10 @@ pub struct Settings {
     pub resync: Duration,
     /// Name reported as the controller in Events.
     pub reporter: String,
+    /// Who orders a rolling update's pod replacements.
+    pub rollout: crate::cli::RolloutMode,
+    /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
+    pub watch_nodes: bool,
 }
 
 /// The watch caches every reconcile reads from.
@@ -80,6 +88,11 @@ pub struct Stores {
     pub claims: Store<PersistentVolumeClaim>,
     /// `FailedCreate` Events of StatefulSets: pods their controller could not create.
     pub create_failures: Store<CoreEvent>,
+    /// Owned PodDisruptionBudgets.
+    pub budgets: Store<PodDisruptionBudget>,
+    /// Nodes (whether they are cordoned), when the operator watches every namespace; a namespaced install has
+    /// no cluster-wide permission, and then does not switch over off cordoned nodes.
+    pub nodes: Option<Store<Node>>,
 }
 
 impl Stores {
@@ -92,6 +105,10 @@ impl Stores {
         ready(&self.services, "Service").await?;
         ready(&self.pods, "Pod").await?;
         ready(&self.claims, "PersistentVolumeClaim").await?;
+        ready(&self.budgets, "PodDisruptionBudget").await?;
+        if let Some(nodes) = &self.nodes {
+            ready(nodes, "Node").await?;
+        }
         ready(&self.create_failures, "Event").await
     }
 }
@@ -220,6 +237,11 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
 
     let mut desired = children::build(ri);
+    if ctx.settings.rollout == RolloutMode::Statefulset {
+        if let Some(spec) = desired.statefulset.spec.as_mut() {
+            spec.update_strategy = Some(children::controller_rolling_update());
+        }
+    }
     let live_replicas = live_sts
         .as_deref()
         .and_then(|sts| sts.spec.as_ref()?.replicas);
@@ -329,6 +351,9 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         )
         .await?;
         apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
+        for budget in &desired.budgets {
+            apply_unless_current(ctx, &namespace, budget, &ctx.stores.budgets).await?;
+        }
 
         let previous = ri.phase();
         match &change {
@@ -403,6 +428,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     };
     if let Some(pass) = &topology {
         observation.failover = pass.failover.clone();
+        observation.switchover = pass.status.switchover_in_flight().is_some();
+        observation.rollout = pass.rollout.clone();
         observation.manual_intervention = pass.manual_intervention.clone();
         observation.replication_pending = pass.pending.clone();
     }
@@ -412,6 +439,10 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         if written.1 {
             // Labels follow the status as persisted: only now may a pod gain (or must it lose) a role.
             move_labels(ri, ctx, &pass.roles).await?;
+            if pass.request_done {
+                // Consumed (recorded as the switchover in flight, or already the primary) or refused: once.
+                remove_switchover_request(ri, ctx).await?;
+            }
         }
         requeue = requeue.min(pass.requeue);
     }
@@ -437,6 +468,10 @@ struct TopologyPass {
     manual_intervention: Option<SpecProblem>,
     /// Pods that do not serve their role yet, for the phase engine (not `Running` until `None`).
     pending: Option<String>,
+    /// The step an operator-ordered rolling update is at, for the phase engine.
+    rollout: Option<redis_fsm::Progress>,
+    /// The switchover annotation is to be removed once the status is written.
+    request_done: bool,
 }
 
 /// Observes every pod's server, decides the one next topology step and, when it is a command, sends it (only
@@ -452,14 +487,48 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         .and_then(|r| u32::try_from(r).ok())
         .unwrap_or(replicas)
         .max(replicas);
-    let observed = topology::observe(&name, kept, &pods, ctx.redis_timeouts).await;
+    let live_sts = lookup(&ctx.stores.statefulsets, &name, &namespace);
+    let context = topology::PodContext {
+        update_revision: live_sts.as_deref().and_then(|sts| {
+            let status = sts.status.as_ref()?;
+            // A revision from before the controller saw the latest template would call updated pods outdated.
+            (status.observed_generation >= sts.metadata.generation)
+                .then(|| status.update_revision.clone())
+                .flatten()
+        }),
+        cordoned_nodes: ctx.stores.nodes.as_ref().map_or_else(Vec::new, |nodes| {
+            nodes
+                .state()
+                .iter()
+                .filter(|n| n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true))
+                .map(|n| n.name_any())
+                .collect()
+        }),
+    };
+    let observed = topology::observe(&name, kept, &pods, &context, ctx.redis_timeouts).await;
     let persisted = topology::topology_status(ri.status.as_ref());
+    let request = switchover::requested(ri);
+    let refused = request
+        .as_deref()
+        .and_then(|to| switchover::refusal(ri, to));
     let policy = TopologyPolicy {
         replicas,
         // Validated to be 0 to 3600.
         failover_delay: Duration::from_secs(
             u64::try_from(ri.spec.replication.failover_delay_seconds).unwrap_or_default(),
         ),
+        switchover_timeout: topology::SWITCHOVER_TIMEOUT * 2 + Duration::from_secs(2),
+        max_lag_bytes: topology::MAX_LAG_BYTES,
+        rollout: match (
+            ctx.settings.rollout,
+            ri.spec.replication.primary_update_strategy,
+        ) {
+            (RolloutMode::Statefulset, _) => RolloutPolicy::Controller,
+            (_, PrimaryUpdateStrategy::Supervised) => RolloutPolicy::Supervised,
+            (_, PrimaryUpdateStrategy::Unsupervised) => RolloutPolicy::PrimaryLast,
+        },
+        switchover_request: request.clone().filter(|_| refused.is_none()),
+        ..TopologyPolicy::default()
     };
     let now = topology::now();
     let action = decide(&persisted, &observed, &policy, now);
@@ -468,7 +537,10 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         TopologyAction::Bootstrap { .. }
             | TopologyAction::StartFailover { .. }
             | TopologyAction::SetTargetPrimary { .. }
+            | TopologyAction::StartSwitchover { .. }
+            | TopologyAction::AbortSwitchover { .. }
             | TopologyAction::AbortFailover { .. }
+            | TopologyAction::DeletePod { .. }
             | TopologyAction::Stop { .. }
     ) {
         info!(
@@ -482,7 +554,9 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         .after(&action)
         .unwrap_or_else(|| persisted.clone());
     let mut requeue = topology::requeue_after(&action, now).unwrap_or(ctx.settings.resync);
-    if action.is_command() {
+    if let TopologyAction::DeletePod { pod, .. } = &action {
+        replace_pod(ri, ctx, pod).await;
+    } else if action.is_command() {
         let leadership = ctx.leadership.clone();
         match topology::execute(&action, &observed, ctx.redis_timeouts, || {
             leadership.is_held()
@@ -520,7 +594,33 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         }),
         _ => None,
     };
-    let pending = replication_pending(&observed, &roles, replicas);
+    let mut pending = replication_pending(&observed, &roles, replicas);
+    if let (
+        TopologyAction::Wait {
+            reason: reason @ WaitReason::SwitchoverTargetNotCaughtUp(_),
+        },
+        None,
+    ) = (&action, next.switchover_in_flight())
+    {
+        // A requested switchover that cannot start yet: the instance is not as asked.
+        pending.get_or_insert_with(|| format!("switchover requested: {reason}"));
+    }
+    if let Some(why) = &refused {
+        event(
+            ctx,
+            ri,
+            EventType::Warning,
+            "SwitchoverRefused",
+            "Switchover",
+            why.clone(),
+        )
+        .await;
+    }
+    // The request stays until it is done (an abandoned switchover is retried after its back-off), or refused.
+    let request_done = refused.is_some()
+        || request.as_deref().is_some_and(|to| {
+            next.current_primary.as_deref() == Some(to) && !next.failover_in_flight()
+        });
     if pending.is_some() {
         // A pod that is starting, parked or syncing changes without any watch event (a parked pod is not Ready
         // and stays so until it is re-pointed): look again soon until every pod serves its role.
@@ -528,6 +628,8 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     }
     TopologyPass {
         pending,
+        rollout: rollout_progress(&next, &action),
+        request_done,
         failover: topology::failover_message(&next, &action),
         manual_intervention,
         pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
@@ -553,14 +655,32 @@ async fn report_topology_action(
                 persisted.current_primary.as_deref().unwrap_or("(none)")
             ),
         ),
-        TopologyAction::SetTargetPrimary { pod } if !persisted.failover_in_flight() => (
+        TopologyAction::StartSwitchover { to, reason, .. } => (
             EventType::Normal,
             "SwitchoverStarted",
             format!(
-                "Switching over from {} to {pod}: the scale-down removes the primary's ordinal",
+                "Switching over from {} to {to} ({reason}) with FAILOVER TO: writes pause until {to} has \
+                 caught up",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
             ),
         ),
+        TopologyAction::AbortSwitchover { to, retry_at } => (
+            EventType::Warning,
+            "SwitchoverAbandoned",
+            format!(
+                "The switchover from {} to {to} did not complete in time ({to} did not catch up, or Redis \
+                 rolled the FAILOVER back); writes continue on {}. Next attempt after {}",
+                persisted.current_primary.as_deref().unwrap_or("(none)"),
+                persisted.current_primary.as_deref().unwrap_or("(none)"),
+                topology::format_time(*retry_at)
+            ),
+        ),
+        TopologyAction::DeletePod { .. } => {
+            let Some(step) = rollout_progress(persisted, action) else {
+                return;
+            };
+            (EventType::Normal, "RollingUpdate", step.message)
+        }
         TopologyAction::ConfirmPrimary { pod, .. }
             if persisted.current_primary.as_deref() != Some(pod.as_str())
                 || persisted.primary_run_id.is_none() =>
@@ -584,6 +704,56 @@ async fn report_topology_action(
         _ => return,
     };
     event(ctx, ri, type_, reason, "Topology", note).await;
+}
+
+/// Deletes `pod` (one step of an operator-ordered rolling update) so its StatefulSet re-creates it at the update
+/// revision. Only while leading, and only the pod the decision saw (its uid as precondition): a pod re-created
+/// meanwhile is left alone. Failures are logged; the next pass decides again.
+async fn replace_pod(ri: &RedisInstance, ctx: &Context, pod: &str) {
+    let namespace = ri.namespace().unwrap_or_default();
+    if !ctx.leadership.is_held() {
+        warn!(%pod, "not deleting: leadership of the operator is not proven");
+        return;
+    }
+    let uid = lookup(&ctx.stores.pods, pod, &namespace).and_then(|p| p.metadata.uid.clone());
+    let params = DeleteParams {
+        preconditions: uid.map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(pod, &params).await {
+        Ok(_) => info!(%pod, "pod deleted for the rolling update"),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => {
+            ctx.metrics.record_api_error("delete", &e);
+            warn!(%pod, error = %e, "pod deletion for the rolling update failed; observing again");
+        }
+    }
+}
+
+/// Removes the switchover annotation (a metadata patch that leaves everything else alone).
+async fn remove_switchover_request(ri: &RedisInstance, ctx: &Context) -> Result<()> {
+    let api: Api<RedisInstance> =
+        Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
+    let patch = switchover::annotation_patch(None);
+    match api
+        .patch(
+            &ri.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => {
+            ctx.metrics.record_api_error("patch", &e);
+            Err(e.into())
+        }
+    }
 }
 
 /// Patches the role labels of the instance's pods towards `desired`, in `label_patches` order: every removal
@@ -674,6 +844,22 @@ async fn foreign_child(
     )
     .await?)
     .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
+    .or(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.budgets[0],
+        &ctx.stores.budgets,
+    )
+    .await?)
+    .or(foreign(
+        ri,
+        ctx,
+        &namespace,
+        &desired.budgets[1],
+        &ctx.stores.budgets,
+    )
+    .await?)
     .or(foreign(
         ri,
         ctx,
@@ -1161,10 +1347,30 @@ pub async fn run(
         cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
     let (services, svc_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
     let (pods, pod_stream) = cached_watch(api_for(&client, ns), &labelled, |pod: &mut Pod| {
-        // The reconciler only reads a pod's labels, deletion state and container statuses.
-        pod.spec = None;
+        // The reconciler only reads a pod's labels, deletion state, node and container statuses.
+        pod.spec = pod.spec.take().map(|spec| PodSpec {
+            node_name: spec.node_name,
+            ..Default::default()
+        });
         drop_managed_fields(pod);
     });
+    let (budgets, budget_stream) =
+        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    let (nodes, node_stream) = if settings.watch_nodes {
+        let (store, stream) = cached_watch(
+            Api::<Node>::all(client.clone()),
+            &watcher::Config::default().any_semantic(),
+            |node: &mut Node| {
+                // Only `spec.unschedulable` is read.
+                node.status = None;
+                node.metadata.annotations = None;
+                drop_managed_fields(node);
+            },
+        );
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
     let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
     let refused_pods = watcher::Config::default()
         .fields(&format!(
@@ -1186,6 +1392,8 @@ pub async fn run(
         pods,
         claims,
         create_failures,
+        budgets,
+        nodes,
     };
     let ctx = Arc::new(Context {
         client,
@@ -1206,10 +1414,25 @@ pub async fn run(
     });
     let state_metrics = metrics.clone();
     let phase_stores = stores.instances.clone();
+    let node_pods = stores.pods.clone();
+    let controller = match node_stream {
+        // A cordoned node concerns the instances with a pod on it.
+        Some(stream) => controller.watches_stream(stream, move |node: Node| {
+            let node = node.name_any();
+            node_pods
+                .state()
+                .into_iter()
+                .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node))
+                .filter_map(|pod| map_to_instance((*pod).clone()))
+                .collect::<Vec<_>>()
+        }),
+        None => controller,
+    };
     controller
         .owns_stream(sts_stream)
         .owns_stream(cm_stream)
         .owns_stream(svc_stream)
+        .owns_stream(budget_stream)
         .watches_stream(pod_stream, map_to_instance)
         .watches_stream(claim_stream, map_to_instance)
         .watches_stream(failure_stream, |event: CoreEvent| {

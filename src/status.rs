@@ -41,6 +41,8 @@ pub fn next_status(
         primary_replication_id2: previous.and_then(|s| s.primary_replication_id2.clone()),
         primary_second_offset: previous.and_then(|s| s.primary_second_offset),
         primary_run_id: previous.and_then(|s| s.primary_run_id.clone()),
+        switchover: previous.and_then(|s| s.switchover.clone()),
+        switchover_retry_at: previous.and_then(|s| s.switchover_retry_at.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }

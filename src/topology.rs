@@ -11,11 +11,12 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use redis_fsm::{
-    Endpoint, PodReplication, ReplicationHistory, RoleLabel, ServerRole, TargetPrimary, Timestamp,
-    TopologyAction, TopologyStatus, Unobserved,
+    Endpoint, PodReplication, ReplicationHistory, RoleLabel, ServerRole, SwitchoverReason,
+    SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyStatus, Unobserved,
+    WaitReason,
 };
 
-use crate::api::{PodStatus, RedisInstanceStatus, MAX_STATUS_INTEGER};
+use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
 use crate::redis::{RedisError, RedisNode, Timeouts};
 use crate::redis_conf::REDIS_PORT;
 
@@ -55,6 +56,14 @@ pub fn topology_status(status: Option<&RedisInstanceStatus>) -> TopologyStatus {
                     .and_then(|o| u64::try_from(o).ok()),
             }),
         primary_run_id: status.primary_run_id.clone(),
+        switchover: status.switchover.as_ref().and_then(|s| {
+            Some(SwitchoverRecord {
+                from: s.from.clone(),
+                reason: SwitchoverReason::parse(&s.reason)?,
+                since: parse_time(&s.started_at)?,
+            })
+        }),
+        switchover_retry_at: status.switchover_retry_at.as_deref().and_then(parse_time),
     }
 }
 
@@ -77,6 +86,12 @@ pub fn record_topology(status: &mut RedisInstanceStatus, topology: &TopologyStat
         .and_then(|h| h.second_offset)
         .map(capped);
     status.primary_run_id = topology.primary_run_id.clone();
+    status.switchover = topology.switchover.as_ref().map(|s| SwitchoverStatus {
+        from: s.from.clone(),
+        reason: s.reason.as_str().to_string(),
+        started_at: format_time(s.since),
+    });
+    status.switchover_retry_at = topology.switchover_retry_at.map(format_time);
 }
 
 /// An offset or lag as the status schema bounds it.
@@ -119,14 +134,31 @@ fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
+/// What the rest of the cluster says about the instance's pods: the StatefulSet's update revision and
+/// the cordoned nodes.
+#[derive(Clone, Debug, Default)]
+pub struct PodContext {
+    /// `status.updateRevision` of the StatefulSet, once its controller observed the latest generation
+    /// (`None` otherwise: no pod counts as outdated while the revision may be stale).
+    pub update_revision: Option<String>,
+    /// Names of the nodes marked unschedulable.
+    pub cordoned_nodes: Vec<String>,
+}
+
 /// What is known of ordinal `ordinal` before its server is asked: `pod` is `None` when the pod does not
 /// exist (yet), and then it is passed as unobserved, as the election requires.
 pub fn pod_replication(
     instance: &str,
     ordinal: u32,
     pod: Option<&Pod>,
+    context: &PodContext,
     server: Result<redis_fsm::ServerState, Unobserved>,
 ) -> PodReplication {
+    let node = pod.and_then(|p| p.spec.as_ref()?.node_name.as_deref());
+    let outdated = match (pod, context.update_revision.as_deref()) {
+        (Some(pod), Some(update)) => crate::observe::pod_revision(pod) != Some(update),
+        _ => false,
+    };
     PodReplication {
         pod: format!("{instance}-{ordinal}"),
         ordinal,
@@ -138,6 +170,8 @@ pub fn pod_replication(
         pod_deleting: pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
         // Node readiness is not watched: a lost node shows as a pod that is not Ready.
         node_ready: pod.is_some(),
+        node_cordoned: node.is_some_and(|n| context.cordoned_nodes.iter().any(|c| c == n)),
+        outdated,
         server,
     }
 }
@@ -148,6 +182,7 @@ pub async fn observe(
     instance: &str,
     replicas: u32,
     pods: &[std::sync::Arc<Pod>],
+    context: &PodContext,
     timeouts: Timeouts,
 ) -> Vec<PodReplication> {
     let observations = (0..replicas).map(|ordinal| {
@@ -167,7 +202,7 @@ pub async fn observe(
                     Err(e) => Err(Unobserved::from(&e)),
                 },
             };
-            pod_replication(instance, ordinal, pod.as_deref(), server)
+            pod_replication(instance, ordinal, pod.as_deref(), context, server)
         }
     });
     join_all(observations).await
@@ -416,8 +451,13 @@ pub fn failover_message(status: &TopologyStatus, action: &TopologyAction) -> Opt
         return None;
     }
     let from = status.current_primary.as_deref().unwrap_or("(none)");
-    let step = match &status.target_primary {
-        Some(TargetPrimary::Pod(to)) => format!("Failing over from {from}: promoting {to}"),
+    let step = match (&status.target_primary, status.switchover_in_flight()) {
+        (Some(TargetPrimary::Pod(to)), Some(switchover)) => format!(
+            "Switching over from {from} to {to} ({}): writes pause until {to} has caught up, then the \
+             roles swap",
+            switchover.reason
+        ),
+        (Some(TargetPrimary::Pod(to)), None) => format!("Failing over from {from}: promoting {to}"),
         _ => format!("Failing over from {from}: fencing it and electing the most advanced replica"),
     };
     Some(match action {
@@ -426,17 +466,29 @@ pub fn failover_message(status: &TopologyStatus, action: &TopologyAction) -> Opt
     })
 }
 
+/// From `now` to `at`, at least 200 ms.
+fn time_until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::from_millis(
+        u64::try_from(at.0.saturating_sub(now.0))
+            .unwrap_or(0)
+            .max(200),
+    )
+}
+
 /// How soon to look again after `action`: quickly while the topology moves, at the failover deadline
 /// while the delay runs, `None` (the normal resync) when steady.
 pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
     match action {
         TopologyAction::Steady => None,
-        TopologyAction::WaitFailoverDelay { until, .. } => Some(Duration::from_millis(
-            u64::try_from(until.0.saturating_sub(now.0))
-                .unwrap_or(0)
-                .max(200),
-        )),
+        TopologyAction::WaitFailoverDelay { until, .. } => Some(time_until(*until, now)),
         TopologyAction::Stop { .. } => Some(Duration::from_secs(10)),
+        // Only a request (an instance change, which is watched) moves a supervised rollout on.
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverNotRequested(_),
+        } => None,
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverBackOff(at),
+        } => Some(time_until(*at, now)),
         TopologyAction::Wait { .. } => Some(Duration::from_secs(2)),
         // FAILOVER swaps the roles within a second once the target caught up.
         TopologyAction::Switchover { .. } => Some(Duration::from_secs(1)),
@@ -478,6 +530,12 @@ mod tests {
                 second_offset: Some(7),
             }),
             primary_run_id: Some("run".into()),
+            switchover: Some(SwitchoverRecord {
+                from: "c-1".into(),
+                reason: SwitchoverReason::NodeCordoned,
+                since: Timestamp(1_700_000_000_456),
+            }),
+            switchover_retry_at: Some(Timestamp(1_700_000_030_000)),
         };
         let mut status = RedisInstanceStatus::default();
         record_topology(&mut status, &topology);
@@ -503,6 +561,7 @@ mod tests {
             "c",
             2,
             None,
+            &PodContext::default(),
             Err(Unobserved {
                 reason: "gone".into(),
             }),
@@ -521,12 +580,19 @@ mod tests {
             replica_offset: 90,
         });
         let pods = vec![
-            pod_replication("c", 0, None, Ok(state(ServerRole::Master))),
-            pod_replication("c", 1, None, Ok(state(replica))),
+            pod_replication(
+                "c",
+                0,
+                None,
+                &PodContext::default(),
+                Ok(state(ServerRole::Master)),
+            ),
+            pod_replication("c", 1, None, &PodContext::default(), Ok(state(replica))),
             pod_replication(
                 "c",
                 2,
                 None,
+                &PodContext::default(),
                 Err(Unobserved {
                     reason: "refused".into(),
                 }),

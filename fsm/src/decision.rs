@@ -79,7 +79,11 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
             (reason.into(), with_note(what, observation))
         }
         (Phase::Updating, Input::FailingOver) => (
-            reasons::FAILOVER.into(),
+            if observation.switchover {
+                reasons::SWITCHOVER.into()
+            } else {
+                reasons::FAILOVER.into()
+            },
             observation.failover.clone().unwrap_or_default(),
         ),
         (Phase::Updating, Input::ChildrenCreated) => (
@@ -93,6 +97,21 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
             reasons::STATEFULSET_UPDATING.into(),
             "StatefulSet is being updated; its status is not observed yet".into(),
         ),
+        (Phase::Updating, Input::RolloutProgressing | Input::PartiallyReady)
+            if observation.rollout.is_some() =>
+        {
+            let step = observation.rollout.clone().unwrap_or_default();
+            (
+                step.reason,
+                with_replication(
+                    format!(
+                        "{}. Updated: {updated}/{n}, Ready: {ready}/{n}",
+                        step.message
+                    ),
+                    observation,
+                ),
+            )
+        }
         (Phase::Updating, _) => (
             reasons::STATEFULSET_UPDATING.into(),
             with_replication(

@@ -124,16 +124,28 @@ impl Input {
                 reasons::NO_SAFE_FAILOVER_CANDIDATE,
                 reasons::DIVERGENT_HISTORIES,
             ],
-            Input::FailingOver => &[reasons::FAILOVER],
+            Input::FailingOver => &[reasons::FAILOVER, reasons::SWITCHOVER],
             Input::StatefulSetNotObserved => &[
                 reasons::CREATING,
                 reasons::PODS_PENDING,
                 reasons::STATEFULSET_UPDATING,
             ],
             Input::PodsFailing => &[reasons::PODS_FAILING],
-            Input::RolloutProgressing => &[reasons::CREATING, reasons::STATEFULSET_UPDATING],
+            Input::RolloutProgressing => &[
+                reasons::CREATING,
+                reasons::STATEFULSET_UPDATING,
+                reasons::UPDATING_REPLICAS,
+                reasons::AWAITING_SWITCHOVER,
+                reasons::UPDATING_OLD_PRIMARY,
+            ],
             Input::NoReplicasReady => &[reasons::PODS_PENDING],
-            Input::PartiallyReady => &[reasons::PODS_PENDING, reasons::STATEFULSET_UPDATING],
+            Input::PartiallyReady => &[
+                reasons::PODS_PENDING,
+                reasons::STATEFULSET_UPDATING,
+                reasons::UPDATING_REPLICAS,
+                reasons::AWAITING_SWITCHOVER,
+                reasons::UPDATING_OLD_PRIMARY,
+            ],
             Input::AllReplicasReady => &[reasons::ALL_REPLICAS_READY],
         }
     }

@@ -33,6 +33,7 @@ mod phase;
 pub mod reasons;
 mod replication;
 mod roles;
+mod rollout;
 mod topology;
 
 pub use conditions::{
@@ -45,7 +46,7 @@ pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};
 pub use observation::{
-    Change, FailingPod, Observation, RolloutIncomplete, RolloutStatus, SpecProblem,
+    Change, FailingPod, Observation, Progress, RolloutIncomplete, RolloutStatus, SpecProblem,
 };
 pub use phase::Phase;
 pub use replication::{
@@ -56,7 +57,9 @@ pub use roles::{
     confirmed_primary, desired_roles, in_sync_replicas, label_patches, replication_pending,
     RoleLabel,
 };
+pub use rollout::{caught_up, progress as rollout_progress, RolloutStep};
 pub use topology::{
-    decide, plan_scale_down, PrimaryFailure, ScaleDown, StopReason, TargetPrimary, Timestamp,
-    TopologyAction, TopologyPolicy, TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
+    decide, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
+    SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyPolicy,
+    TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
 };

@@ -159,6 +159,15 @@ pub struct SpecProblem {
     pub message: String,
 }
 
+/// A step of work in progress, as the reason and message of a phase.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// CamelCase reason, one of [`crate::reasons`].
+    pub reason: String,
+    /// What is being done or waited for.
+    pub message: String,
+}
+
 /// Everything the engine needs from one reconcile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observation {
@@ -185,6 +194,12 @@ pub struct Observation {
     /// A failover in flight (from `StartFailover` until the new primary is confirmed): what happened and
     /// where the primary is moving.
     pub failover: Option<String>,
+    /// The move in flight (`failover`) is a switchover of a healthy primary, not a failover.
+    pub switchover: bool,
+    /// The step a rolling update ordered by the operator is at (replacing replicas, waiting for a
+    /// requested switchover, replacing the old primary): the reason and message of `Updating`
+    /// while the rollout is not done.
+    pub rollout: Option<Progress>,
     /// The replication topology needs a person: no pod can be promoted without losing data. The reason is
     /// the topology's `StopReason::reason()`.
     pub manual_intervention: Option<SpecProblem>,

@@ -46,3 +46,14 @@ pub const NO_CONFIRMED_PRIMARY: &str = "NoConfirmedPrimary";
 pub const REPLICAS_IN_SYNC: &str = "ReplicasInSync";
 /// A replica is syncing, lagging, parked or unreachable, or there is no confirmed primary.
 pub const REPLICAS_NOT_IN_SYNC: &str = "ReplicasNotInSync";
+/// A switchover is in flight: the healthy primary hands over to a caught-up replica with `FAILOVER TO`
+/// ([`crate::Phase::Updating`]).
+pub const SWITCHOVER: &str = "Switchover";
+/// A rolling update replaces the replicas one at a time ([`crate::Phase::Updating`]).
+pub const UPDATING_REPLICAS: &str = "UpdatingReplicas";
+/// A rolling update replaced every replica and waits for a requested switchover
+/// (`primaryUpdateStrategy: Supervised`, [`crate::Phase::Updating`]).
+pub const AWAITING_SWITCHOVER: &str = "AwaitingSwitchover";
+/// A rolling update replaces the old primary, a replica since the switchover
+/// ([`crate::Phase::Updating`]).
+pub const UPDATING_OLD_PRIMARY: &str = "UpdatingOldPrimary";

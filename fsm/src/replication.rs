@@ -129,6 +129,10 @@ pub struct PodReplication {
     pub pod_deleting: bool,
     /// Whether the pod's node is `Ready` (`false` when the node is unknown or unreachable).
     pub node_ready: bool,
+    /// Whether the pod's node is cordoned (`spec.unschedulable`): a drain may evict it soon.
+    pub node_cordoned: bool,
+    /// Whether the pod runs an outdated revision of the StatefulSet's pod template.
+    pub outdated: bool,
     /// What the server reported, or why it could not be asked.
     pub server: Result<ServerState, Unobserved>,
 }
@@ -229,6 +233,8 @@ pub(crate) fn test_pod(
         pod_ready: true,
         pod_deleting: false,
         node_ready: true,
+        node_cordoned: false,
+        outdated: false,
         server: Ok(ServerState {
             run_id: format!("run-{ordinal}"),
             uptime_seconds: 10,

@@ -30,6 +30,7 @@ use std::time::Duration;
 
 use crate::election::{elect, rank, Election, NoCandidate};
 use crate::replication::{FailoverState, PodReplication, ReplicationHistory};
+use crate::rollout::{self, RolloutStep};
 
 /// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
 pub const DEFAULT_FAILOVER_DELAY_SECONDS: u64 = 10;
@@ -70,9 +71,83 @@ pub struct TopologyStatus {
     pub primary_history: Option<ReplicationHistory>,
     /// `status.primaryRunId`: the confirmed primary's `run_id`; a different one means it restarted.
     pub primary_run_id: Option<String>,
+    /// `status.switchover`: the switchover in flight (while a target other than the current
+    /// primary is recorded), or else the last one that completed. `None` after a failover.
+    pub switchover: Option<SwitchoverRecord>,
+    /// `status.switchoverRetryAt`: a switchover that did not complete was abandoned; no new one
+    /// starts before this time.
+    pub switchover_retry_at: Option<Timestamp>,
+}
+
+/// Why a healthy primary hands over to a replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SwitchoverReason {
+    /// A scale-down removes the primary's ordinal.
+    ScaleDown,
+    /// A rolling update replaced every replica; the primary is updated last.
+    Rollout,
+    /// A person asked for it (the switchover annotation).
+    Requested,
+    /// The primary's node is cordoned (unschedulable): hand over before a drain evicts it.
+    NodeCordoned,
+}
+
+impl SwitchoverReason {
+    /// Every reason.
+    pub const ALL: [SwitchoverReason; 4] = [
+        SwitchoverReason::ScaleDown,
+        SwitchoverReason::Rollout,
+        SwitchoverReason::Requested,
+        SwitchoverReason::NodeCordoned,
+    ];
+
+    /// The CamelCase name, as persisted in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwitchoverReason::ScaleDown => "ScaleDown",
+            SwitchoverReason::Rollout => "Rollout",
+            SwitchoverReason::Requested => "Requested",
+            SwitchoverReason::NodeCordoned => "NodeCordoned",
+        }
+    }
+
+    /// The reason named `text` ([`SwitchoverReason::as_str`]).
+    pub fn parse(text: &str) -> Option<SwitchoverReason> {
+        Self::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl fmt::Display for SwitchoverReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SwitchoverReason::ScaleDown => "the scale-down removes the primary's ordinal",
+            SwitchoverReason::Rollout => "rolling update, the primary is updated last",
+            SwitchoverReason::Requested => "requested",
+            SwitchoverReason::NodeCordoned => "the primary's node is cordoned",
+        })
+    }
+}
+
+/// A switchover, as persisted before its `FAILOVER TO` is sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwitchoverRecord {
+    /// The primary handing over.
+    pub from: String,
+    /// Why.
+    pub reason: SwitchoverReason,
+    /// When it was recorded; it is abandoned when it has not completed within the policy's
+    /// `switchover_timeout`.
+    pub since: Timestamp,
 }
 
 impl TopologyStatus {
+    /// The switchover in flight, if the move in flight is one (and not a failover).
+    pub fn switchover_in_flight(&self) -> Option<&SwitchoverRecord> {
+        self.switchover
+            .as_ref()
+            .filter(|_| self.failover_in_flight())
+    }
+
     /// Whether a failover is in flight (a target other than the current primary is recorded).
     pub fn failover_in_flight(&self) -> bool {
         match &self.target_primary {
@@ -90,9 +165,7 @@ impl TopologyStatus {
                 next = TopologyStatus {
                     current_primary: Some(primary.clone()),
                     target_primary: Some(TargetPrimary::Pod(primary.clone())),
-                    primary_failing_since: None,
-                    primary_history: None,
-                    primary_run_id: None,
+                    ..TopologyStatus::default()
                 };
             }
             TopologyAction::MarkPrimaryFailing { since, .. } => {
@@ -100,7 +173,22 @@ impl TopologyStatus {
             }
             TopologyAction::ClearPrimaryFailing => next.primary_failing_since = None,
             TopologyAction::StartFailover { .. } => {
-                next.target_primary = Some(TargetPrimary::Pending)
+                next.target_primary = Some(TargetPrimary::Pending);
+                next.switchover = None;
+            }
+            TopologyAction::StartSwitchover { to, reason, at } => {
+                next.target_primary = Some(TargetPrimary::Pod(to.clone()));
+                next.switchover = self.current_primary.clone().map(|from| SwitchoverRecord {
+                    from,
+                    reason: *reason,
+                    since: *at,
+                });
+                next.switchover_retry_at = None;
+            }
+            TopologyAction::AbortSwitchover { retry_at, .. } => {
+                next.target_primary = self.current_primary.clone().map(TargetPrimary::Pod);
+                next.switchover = None;
+                next.switchover_retry_at = Some(*retry_at);
             }
             TopologyAction::SetTargetPrimary { pod } => {
                 next.target_primary = Some(TargetPrimary::Pod(pod.clone()))
@@ -121,6 +209,9 @@ impl TopologyStatus {
                     primary_failing_since: None,
                     primary_history: Some(history.clone()),
                     primary_run_id: Some(run_id.clone()),
+                    // The switchover that completed, if this confirms one.
+                    switchover: self.switchover.clone(),
+                    switchover_retry_at: None,
                 };
             }
             TopologyAction::Steady
@@ -130,6 +221,7 @@ impl TopologyStatus {
             | TopologyAction::Switchover { .. }
             | TopologyAction::Promote { .. }
             | TopologyAction::Repoint { .. }
+            | TopologyAction::DeletePod { .. }
             | TopologyAction::Stop { .. } => return None,
         }
         Some(next)
@@ -143,6 +235,45 @@ pub struct TopologyPolicy {
     pub replicas: u32,
     /// How long the primary must be failing before a failover starts.
     pub failover_delay: Duration,
+    /// How long a switchover may take, from its record to the target's confirmation, before it
+    /// is abandoned (Redis's own `FAILOVER` timeout plus slack for the passes around it).
+    pub switchover_timeout: Duration,
+    /// How long to wait after an abandoned switchover before starting another.
+    pub switchover_retry: Duration,
+    /// How far behind the primary, in bytes, a replica may be and still count as caught up.
+    pub max_lag_bytes: u64,
+    /// Who orders the pod replacements of a rolling update.
+    pub rollout: RolloutPolicy,
+    /// A switchover a person asked for: the pod to make primary.
+    pub switchover_request: Option<String>,
+}
+
+impl Default for TopologyPolicy {
+    fn default() -> Self {
+        TopologyPolicy {
+            replicas: 1,
+            failover_delay: Duration::from_secs(DEFAULT_FAILOVER_DELAY_SECONDS),
+            switchover_timeout: Duration::from_secs(12),
+            switchover_retry: Duration::from_secs(30),
+            max_lag_bytes: 1024 * 1024,
+            rollout: RolloutPolicy::default(),
+            switchover_request: None,
+        }
+    }
+}
+
+/// How a rolling update replaces pods (`spec.replication.primaryUpdateStrategy` and the
+/// operator's rollout mode).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RolloutPolicy {
+    /// The operator deletes outdated pods one at a time, replicas first, switches over to an
+    /// updated replica, and updates the old primary last.
+    #[default]
+    PrimaryLast,
+    /// As `PrimaryLast`, but the switchover waits until a person asks for it.
+    Supervised,
+    /// The StatefulSet controller replaces pods itself; the operator does not order them.
+    Controller,
 }
 
 /// Why the current primary is considered failing.
@@ -224,6 +355,18 @@ pub enum WaitReason {
     NewestPodsUnelectable(Vec<String>),
     /// The primary is already running a `FAILOVER` (writes paused, roles being swapped).
     SwitchoverRunning(String),
+    /// A rolling update waits for this pod: it is being re-created, or it is not yet a caught-up
+    /// replica of the primary.
+    PodCatchingUp(String),
+    /// A supervised rolling update updated every replica; the primary waits for a person to ask
+    /// for the switchover.
+    SwitchoverNotRequested(String),
+    /// The requested switchover target is not a caught-up replica of the primary yet.
+    SwitchoverTargetNotCaughtUp(String),
+    /// The primary must hand over, but no replica is caught up with it.
+    NoCaughtUpReplica,
+    /// An earlier switchover was abandoned; the next one may start at this time.
+    SwitchoverBackOff(Timestamp),
 }
 
 impl fmt::Display for WaitReason {
@@ -254,6 +397,29 @@ impl fmt::Display for WaitReason {
             WaitReason::SwitchoverRunning(primary) => write!(
                 f,
                 "{primary} is handing over (FAILOVER: writes paused until the target caught up)"
+            ),
+            WaitReason::PodCatchingUp(pod) => write!(
+                f,
+                "waiting for {pod} to be re-created and catch up with the primary"
+            ),
+            WaitReason::SwitchoverNotRequested(primary) => write!(
+                f,
+                "every replica is updated; the primary {primary} is updated after a switchover, \
+                 which waits to be requested (primaryUpdateStrategy: Supervised)"
+            ),
+            WaitReason::SwitchoverTargetNotCaughtUp(pod) => write!(
+                f,
+                "the switchover waits for {pod} to be a caught-up replica of the primary"
+            ),
+            WaitReason::NoCaughtUpReplica => write!(
+                f,
+                "the switchover waits for a replica to catch up with the primary"
+            ),
+            WaitReason::SwitchoverBackOff(at) => write!(
+                f,
+                "the last switchover did not complete; the next attempt waits until {} ms after \
+                 the epoch",
+                at.0
             ),
         }
     }
@@ -300,8 +466,9 @@ impl fmt::Display for StopReason {
 /// The one next step, as returned by [`decide`].
 ///
 /// Status writes: `Bootstrap`, `MarkPrimaryFailing`, `ClearPrimaryFailing`, `StartFailover`,
-/// `SetTargetPrimary`, `AbortFailover`, `ConfirmPrimary` ([`TopologyStatus::after`] computes the
-/// new status). Commands: `Fence`, `Promote`, `Repoint`. Nothing to do: `Steady`, `Wait`,
+/// `SetTargetPrimary`, `StartSwitchover`, `AbortSwitchover`, `AbortFailover`, `ConfirmPrimary`
+/// ([`TopologyStatus::after`] computes the new status). Commands to servers: `Fence`,
+/// `Switchover`, `Promote`, `Repoint`. To the API: `DeletePod`. Nothing to do: `Steady`, `Wait`,
 /// `WaitFailoverDelay`, `Stop`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopologyAction {
@@ -346,6 +513,25 @@ pub enum TopologyAction {
     SetTargetPrimary {
         /// The elected pod.
         pod: String,
+    },
+    /// Record a switchover from the healthy primary to `to` (target primary and the
+    /// [`SwitchoverRecord`]); `Switchover` then hands over with `FAILOVER TO`.
+    StartSwitchover {
+        /// The caught-up replica taking over.
+        to: String,
+        /// Why.
+        reason: SwitchoverReason,
+        /// `now` of the pass that decided it.
+        at: Timestamp,
+    },
+    /// The switchover did not complete in time (the target could not catch up, or Redis rolled
+    /// the `FAILOVER` back): the current primary stays, and no switchover starts before
+    /// `retry_at`.
+    AbortSwitchover {
+        /// The pod that was to take over.
+        to: String,
+        /// When another switchover may start.
+        retry_at: Timestamp,
     },
     /// No other pod can be promoted safely, and the failed primary is back as the same process
     /// with its history: it lost nothing, so record it as the target again and forget
@@ -393,6 +579,14 @@ pub enum TopologyAction {
         /// The confirmed primary.
         to: String,
     },
+    /// Delete this outdated pod so its StatefulSet re-creates it at the update revision: one step
+    /// of a rolling update that the operator orders (replicas first, the primary last).
+    DeletePod {
+        /// The pod.
+        pod: String,
+        /// Which step of the rolling update this is.
+        step: RolloutStep,
+    },
     /// Manual intervention is needed; nothing is done until the observation changes.
     Stop {
         /// Why.
@@ -406,7 +600,7 @@ impl TopologyAction {
         TopologyStatus::default().after(self).is_some()
     }
 
-    /// Whether the action sends commands to servers.
+    /// Whether the action is a command: to servers, or (`DeletePod`) to the API server.
     pub fn is_command(&self) -> bool {
         matches!(
             self,
@@ -414,11 +608,12 @@ impl TopologyAction {
                 | TopologyAction::Switchover { .. }
                 | TopologyAction::Promote { .. }
                 | TopologyAction::Repoint { .. }
+                | TopologyAction::DeletePod { .. }
         )
     }
 }
 
-fn find<'a>(pods: &'a [PodReplication], name: &str) -> Option<&'a PodReplication> {
+pub(crate) fn find<'a>(pods: &'a [PodReplication], name: &str) -> Option<&'a PodReplication> {
     pods.iter().find(|p| p.pod == name)
 }
 
@@ -439,7 +634,7 @@ pub fn decide(
     match &status.target_primary {
         Some(TargetPrimary::Pending) => fence_and_elect(status, current, pods),
         Some(TargetPrimary::Pod(target)) if target != current => {
-            continue_failover(status, current, target, pods)
+            continue_failover(status, current, target, pods, policy, now)
         }
         _ => watch_primary(status, current, pods, policy, now),
     }
@@ -603,13 +798,32 @@ fn continue_failover(
     current: &str,
     target: &str,
     pods: &[PodReplication],
+    policy: &TopologyPolicy,
+    now: Timestamp,
 ) -> TopologyAction {
+    let old_intact = find(pods, current).filter(|old| old.is_master() && is_intact(status, old));
+    let switchover = status.switchover_in_flight();
+    if let (Some(old), Some(record)) = (old_intact, switchover) {
+        // Redis gives up a FAILOVER that does not finish within its timeout, and writes resume on
+        // the old primary: give up too (whatever became of the target), and try again later rather
+        // than force it.
+        if now >= record.since.after(policy.switchover_timeout)
+            && old
+                .state()
+                .is_some_and(|s| s.failover_state == FailoverState::None)
+        {
+            return TopologyAction::AbortSwitchover {
+                to: target.to_string(),
+                retry_at: now.after(policy.switchover_retry),
+            };
+        }
+    }
     let Some(target_pod) = find(pods, target).filter(|p| p.is_observed()) else {
         return TopologyAction::Wait {
             reason: WaitReason::TargetUnobserved(target.to_string()),
         };
     };
-    if let Some(old) = find(pods, current).filter(|old| old.is_master() && is_intact(status, old)) {
+    if let Some(old) = old_intact {
         // The old primary is healthy (a switchover, or a failed primary that came back intact): hand
         // over with FAILOVER TO, which loses nothing, never by fencing it and promoting a target
         // that may lag behind it.
@@ -625,15 +839,18 @@ fn continue_failover(
             && target_pod
                 .replica_link()
                 .is_some_and(|link| !link.sync_in_progress);
-        return if caught_up {
-            TopologyAction::Switchover {
+        return match (caught_up, switchover) {
+            (true, _) => TopologyAction::Switchover {
                 from: current.to_string(),
                 to: target.to_string(),
-            }
-        } else {
-            TopologyAction::AbortFailover {
+            },
+            // A switchover's target lost its link: it may get it back before the deadline.
+            (false, Some(_)) => TopologyAction::Wait {
+                reason: WaitReason::SwitchoverTargetNotCaughtUp(target.to_string()),
+            },
+            (false, None) => TopologyAction::AbortFailover {
                 primary: current.to_string(),
-            }
+            },
         };
     }
     let fence = to_fence(current, Some(target), pods);
@@ -723,13 +940,16 @@ fn watch_primary(
                 } else if !pod.pod_ready {
                     PrimaryFailure::PodNotReady
                 } else {
-                    return healthy(status, pod, pods, policy);
+                    return healthy(status, pod, pods, policy, now);
                 }
             }
         },
     };
     if standalone {
-        return TopologyAction::Steady;
+        // Nobody to fail over to; an outdated server that fails (e.g. a configuration that does
+        // not start) is replaced, as the rolling update would replace it anyway.
+        return rollout::replace_failing_standalone(pods, current, policy)
+            .unwrap_or(TopologyAction::Steady);
     }
     match status.primary_failing_since {
         None => TopologyAction::MarkPrimaryFailing {
@@ -758,6 +978,7 @@ fn healthy(
     primary: &PodReplication,
     pods: &[PodReplication],
     policy: &TopologyPolicy,
+    now: Timestamp,
 ) -> TopologyAction {
     if status.primary_failing_since.is_some() {
         return TopologyAction::ClearPrimaryFailing;
@@ -774,12 +995,12 @@ fn healthy(
             to: primary.pod.clone(),
         };
     }
-    // A scale-down would remove the primary: record the switchover target first (persisted
-    // intent, like a failover's), then `continue_failover` hands over with FAILOVER TO.
-    match plan_scale_down(status, pods, policy.replicas) {
-        ScaleDown::SwitchoverFirst { to } => TopologyAction::SetTargetPrimary { pod: to },
-        ScaleDown::Safe | ScaleDown::Blocked => TopologyAction::Steady,
+    // A scale-down would remove the primary: record the switchover first (persisted intent, like
+    // a failover's), then `continue_failover` hands over with FAILOVER TO.
+    if let ScaleDown::SwitchoverFirst { to } = plan_scale_down(status, pods, policy.replicas) {
+        return rollout::switch_over(status, to, SwitchoverReason::ScaleDown, now);
     }
+    rollout::plan(status, primary, pods, policy, now)
 }
 
 /// What a scale-down to `replicas` pods must do first.

@@ -248,6 +248,8 @@ impl Cluster {
                 })
                 .collect(),
             failover: None,
+            switchover: false,
+            rollout: None,
             manual_intervention: None,
             replication_pending: None,
         };

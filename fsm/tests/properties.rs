@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use redis_fsm::{
     condition_types, conditions, is_noop, reasons, step, transition, Change, Condition, FailingPod,
-    History, Input, Observation, Phase, RolloutStatus, SpecProblem, Transition, HISTORY_LIMIT,
+    History, Input, Observation, Phase, Progress, RolloutStatus, SpecProblem, Transition,
+    HISTORY_LIMIT,
 };
 
 fn phase() -> impl Strategy<Value = Phase> {
@@ -104,9 +105,24 @@ fn observation() -> impl Strategy<Value = Observation> {
             proptest::option::of(Just("existing claims keep storage class fast".to_owned())),
             proptest::option::weighted(0.85, rollout(spec_replicas)),
             prop_oneof![3 => Just(vec![]), 1 => proptest::collection::vec(failing_pod(), 1..4)],
-            proptest::option::weighted(
-                0.1,
-                Just("the primary's server restarted; promoting cache-1".to_owned()),
+            (
+                proptest::option::weighted(
+                    0.1,
+                    Just("the primary's server restarted; promoting cache-1".to_owned()),
+                ),
+                proptest::bool::weighted(0.3),
+                proptest::option::weighted(
+                    0.2,
+                    prop_oneof![
+                        Just(reasons::UPDATING_REPLICAS),
+                        Just(reasons::AWAITING_SWITCHOVER),
+                        Just(reasons::UPDATING_OLD_PRIMARY)
+                    ]
+                    .prop_map(|reason| Progress {
+                        reason: reason.into(),
+                        message: "Replacing replica demo-2".into(),
+                    }),
+                ),
             ),
             proptest::option::weighted(
                 0.05,
@@ -134,7 +150,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                     note,
                     sts,
                     failing,
-                    failover,
+                    (failover, switchover, rollout_step),
                     manual,
                     pending,
                 )| {
@@ -149,6 +165,8 @@ fn observation() -> impl Strategy<Value = Observation> {
                         statefulset: sts,
                         failing_pods: failing,
                         failover,
+                        switchover,
+                        rollout: rollout_step,
                         manual_intervention: manual,
                         replication_pending: pending,
                     }

@@ -215,6 +215,8 @@ impl Cluster {
                     pod_ready: s.alive,
                     pod_deleting: false,
                     node_ready: true,
+                    node_cordoned: false,
+                    outdated: false,
                     server,
                 }
             })
@@ -285,6 +287,7 @@ impl Cluster {
         let policy = TopologyPolicy {
             replicas: PODS as u32,
             failover_delay: DELAY,
+            ..TopologyPolicy::default()
         };
         let action = decide(&self.status, &pods, &policy, Timestamp(self.now));
         if let Some(next) = self.status.after(&action) {

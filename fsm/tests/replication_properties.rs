@@ -7,8 +7,9 @@ use proptest::prelude::*;
 use redis_fsm::{
     decide, desired_roles, elect, in_sync_replicas, label_patches, plan_scale_down, Election,
     Endpoint, FailoverState, NoCandidate, PodReplication, PrimaryFailure, ReplicaLink,
-    ReplicationHistory, RoleLabel, ScaleDown, ServerRole, ServerState, StopReason, TargetPrimary,
-    Timestamp, TopologyAction, TopologyPolicy, TopologyStatus, Unobserved, WaitReason,
+    ReplicationHistory, RoleLabel, RolloutPolicy, RolloutStep, ScaleDown, ServerRole, ServerState,
+    StopReason, SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction,
+    TopologyPolicy, TopologyStatus, Unobserved, WaitReason,
 };
 
 const IDS: [&str; 3] = ["A", "B", "C"];
@@ -75,6 +76,8 @@ fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
             proptest::bool::weighted(0.05),
             proptest::bool::weighted(0.9),
             proptest::option::weighted(0.85, server()),
+            proptest::bool::weighted(0.1),
+            proptest::bool::weighted(0.3),
         ),
         1..5,
     )
@@ -82,22 +85,39 @@ fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
         specs
             .into_iter()
             .enumerate()
-            .map(|(i, (pod_ready, pod_deleting, node_ready, server))| {
-                let i = i as u32;
-                PodReplication {
-                    pod: name(i),
-                    ordinal: i,
-                    endpoint: endpoint(i),
-                    pod_ready,
-                    pod_deleting,
-                    node_ready,
-                    server: server.ok_or(Unobserved {
-                        reason: "timeout".into(),
-                    }),
-                }
-            })
+            .map(
+                |(i, (pod_ready, pod_deleting, node_ready, server, node_cordoned, outdated))| {
+                    let i = i as u32;
+                    PodReplication {
+                        pod: name(i),
+                        ordinal: i,
+                        endpoint: endpoint(i),
+                        pod_ready,
+                        pod_deleting,
+                        node_ready,
+                        node_cordoned,
+                        outdated,
+                        server: server.ok_or(Unobserved {
+                            reason: "timeout".into(),
+                        }),
+                    }
+                },
+            )
             .collect()
     })
+}
+
+fn switchover() -> impl Strategy<Value = SwitchoverRecord> {
+    (
+        (0..5u32).prop_map(name),
+        proptest::sample::select(SwitchoverReason::ALL.to_vec()),
+        0..30_000i64,
+    )
+        .prop_map(|(from, reason, since)| SwitchoverRecord {
+            from,
+            reason,
+            since: Timestamp(since),
+        })
 }
 
 fn history() -> impl Strategy<Value = ReplicationHistory> {
@@ -124,15 +144,27 @@ fn status() -> impl Strategy<Value = TopologyStatus> {
         proptest::option::of(0..30_000i64),
         proptest::option::weighted(0.8, history()),
         proptest::option::weighted(0.8, (0..3u32).prop_map(|r| format!("run-{r}"))),
+        proptest::option::weighted(0.3, switchover()),
+        proptest::option::weighted(0.1, 0..60_000i64),
     )
         .prop_map(
-            |(current_primary, target_primary, since, primary_history, primary_run_id)| {
+            |(
+                current_primary,
+                target_primary,
+                since,
+                primary_history,
+                primary_run_id,
+                switchover,
+                retry_at,
+            )| {
                 TopologyStatus {
                     current_primary,
                     target_primary,
                     primary_failing_since: since.map(Timestamp),
                     primary_history,
                     primary_run_id,
+                    switchover,
+                    switchover_retry_at: retry_at.map(Timestamp),
                 }
             },
         )
@@ -142,6 +174,7 @@ fn policy(replicas: u32) -> TopologyPolicy {
     TopologyPolicy {
         replicas,
         failover_delay: Duration::from_secs(10),
+        ..TopologyPolicy::default()
     }
 }
 
@@ -191,6 +224,10 @@ fn reflect(pods: &mut [PodReplication], action: &TopologyAction) {
             }
         }
         TopologyAction::Promote { pod } => promote(pods, pod),
+        TopologyAction::DeletePod { pod, .. } => {
+            let i = pod_index(pods, pod);
+            pods[i].pod_deleting = true;
+        }
         // FAILOVER TO: the target is promoted, the old primary follows it.
         TopologyAction::Switchover { from, to } => {
             promote(pods, to);
@@ -323,6 +360,8 @@ fn pod(i: u32, server: Result<ServerState, Unobserved>) -> PodReplication {
         pod_ready: true,
         pod_deleting: false,
         node_ready: true,
+        node_cordoned: false,
+        outdated: false,
         server,
     }
 }
@@ -339,6 +378,7 @@ fn healthy() -> (TopologyStatus, Vec<PodReplication>) {
             second_offset: None,
         }),
         primary_run_id: Some("run-0".into()),
+        ..TopologyStatus::default()
     };
     let pods = vec![
         pod(0, Ok(state("run-0", ServerRole::Master, "A", 100, 10))),
@@ -790,6 +830,7 @@ fn a_scale_down_that_removes_the_primary_switches_over_first() {
             second_offset: None,
         }),
         primary_run_id: Some("run-2".into()),
+        ..TopologyStatus::default()
     };
     let mut pods = vec![
         pod(
@@ -807,7 +848,14 @@ fn a_scale_down_that_removes_the_primary_switches_over_first() {
         TopologyAction::Steady
     );
     let start = decide(&status, &pods, &policy(1), Timestamp(0));
-    assert_eq!(start, TopologyAction::SetTargetPrimary { pod: name(0) });
+    assert_eq!(
+        start,
+        TopologyAction::StartSwitchover {
+            to: name(0),
+            reason: SwitchoverReason::ScaleDown,
+            at: Timestamp(0)
+        }
+    );
     let switching = status.after(&start).unwrap();
     assert!(switching.failover_in_flight());
     assert_eq!(
@@ -825,13 +873,277 @@ fn a_scale_down_that_removes_the_primary_switches_over_first() {
         decide(&switching, &pods, &policy(1), Timestamp(0)),
         TopologyAction::Wait { .. }
     ));
-    // It timed out and rolled back, and the target lost its link meanwhile: give up, keep cache-2.
+    // It rolled back, and the target lost its link meanwhile: wait for it, until the deadline.
     if let Ok(s) = &mut pods[2].server {
         s.failover_state = FailoverState::None;
     }
     pods[0].server = Ok(state("run-0", replica_of(2, false, 90), "A", 90, 10));
     assert_eq!(
         decide(&switching, &pods, &policy(1), Timestamp(0)),
-        TopologyAction::AbortFailover { primary: name(2) }
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverTargetNotCaughtUp(name(0))
+        }
+    );
+    // Past the deadline: give up, keep cache-2, and back off before the next attempt.
+    let late = Timestamp(0).after(policy(1).switchover_timeout);
+    let abort = decide(&switching, &pods, &policy(1), late);
+    let retry_at = late.after(policy(1).switchover_retry);
+    assert_eq!(
+        abort,
+        TopologyAction::AbortSwitchover {
+            to: name(0),
+            retry_at
+        }
+    );
+    let abandoned = switching.after(&abort).unwrap();
+    assert!(!abandoned.failover_in_flight());
+    assert_eq!(abandoned.current_primary.as_deref(), Some(name(2).as_str()));
+    pods[0].server = Ok(state("run-0", replica_of(2, true, 100), "A", 100, 10));
+    assert_eq!(
+        decide(&abandoned, &pods, &policy(1), late),
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverBackOff(retry_at)
+        }
+    );
+    assert!(matches!(
+        decide(&abandoned, &pods, &policy(1), retry_at),
+        TopologyAction::StartSwitchover { .. }
+    ));
+}
+
+// Rolling updates ordered by the operator.
+
+/// A healthy instance of three pods whose primary is `primary`, every replica linked and caught
+/// up, every pod outdated.
+fn outdated_instance(primary: u32) -> (TopologyStatus, Vec<PodReplication>) {
+    let status = TopologyStatus {
+        current_primary: Some(name(primary)),
+        target_primary: Some(TargetPrimary::Pod(name(primary))),
+        primary_history: Some(ReplicationHistory {
+            replid: "A".into(),
+            replid2: None,
+            second_offset: None,
+        }),
+        primary_run_id: Some(format!("run-{primary}")),
+        ..TopologyStatus::default()
+    };
+    let pods = (0..3)
+        .map(|i| {
+            let role = if i == primary {
+                ServerRole::Master
+            } else {
+                replica_of(primary, true, 100)
+            };
+            let mut p = pod(i, Ok(state(&format!("run-{i}"), role, "A", 100, 10)));
+            p.outdated = true;
+            p
+        })
+        .collect();
+    (status, pods)
+}
+
+/// Runs `decide` from `status` on `pods`, carrying out every step as the cluster would (status
+/// writes persisted; a deleted pod comes back updated and catches up with the primary; `FAILOVER TO`
+/// swaps the roles), until it is steady. Returns every action taken.
+fn run_to_steady(
+    status: &mut TopologyStatus,
+    pods: &mut [PodReplication],
+    policy: &TopologyPolicy,
+) -> Vec<TopologyAction> {
+    let mut actions = Vec::new();
+    for now in 0..50 {
+        let action = decide(status, pods, policy, Timestamp(now));
+        if action == TopologyAction::Steady {
+            return actions;
+        }
+        if let Some(next) = status.after(&action) {
+            *status = next;
+        }
+        reflect(pods, &action);
+        replace_deleted(status, pods, &action);
+        if let TopologyAction::Switchover { .. } | TopologyAction::Repoint { .. } = &action {
+            // The links come up.
+            for p in pods.iter_mut() {
+                if let Ok(ServerState {
+                    role: ServerRole::Replica(link),
+                    ..
+                }) = &mut p.server
+                {
+                    link.link_up = true;
+                }
+            }
+        }
+        actions.push(action);
+    }
+    panic!("no steady state after {actions:?}");
+}
+
+/// The primary is on the middle ordinal: the two replicas are replaced one at a time, then exactly
+/// one switchover to an updated replica, then the old primary is replaced last.
+#[test]
+fn a_rolling_update_replaces_replicas_then_switches_over_then_the_old_primary() {
+    let (mut status, mut pods) = outdated_instance(1);
+    let policy = policy(3);
+    let actions = run_to_steady(&mut status, &mut pods, &policy);
+    let deleted: Vec<&str> = actions
+        .iter()
+        .filter_map(|a| match a {
+            TopologyAction::DeletePod { pod, .. } => Some(pod.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deleted, [name(2), name(0), name(1)], "{actions:?}");
+    let switchovers: Vec<&TopologyAction> = actions
+        .iter()
+        .filter(|a| matches!(a, TopologyAction::Switchover { .. }))
+        .collect();
+    assert_eq!(switchovers.len(), 1, "{actions:?}");
+    assert!(actions.contains(&TopologyAction::DeletePod {
+        pod: name(1),
+        step: RolloutStep::UpdatingOldPrimary
+    }));
+    // The primary was never the pod being deleted while it was primary.
+    assert!(pods.iter().all(|p| !p.outdated));
+    assert_ne!(status.current_primary.as_deref(), Some(name(1).as_str()));
+    assert_eq!(
+        status.switchover.as_ref().map(|s| s.reason),
+        Some(SwitchoverReason::Rollout)
+    );
+}
+
+/// A replaced replica that has not caught up holds the next replacement back; an outdated replica
+/// that serves nothing is replaced first.
+#[test]
+fn a_rolling_update_waits_for_the_replaced_replica_and_replaces_a_broken_one_first() {
+    let (status, mut pods) = outdated_instance(0);
+    // cache-1 was replaced and is still in its full sync.
+    pods[1].outdated = false;
+    if let Ok(ServerState {
+        role: ServerRole::Replica(link),
+        ..
+    }) = &mut pods[1].server
+    {
+        link.sync_in_progress = true;
+    }
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Wait {
+            reason: WaitReason::PodCatchingUp(name(1))
+        }
+    );
+    // cache-2, outdated, crash-loops: replacing it is what may repair it.
+    pods[2].pod_ready = false;
+    pods[2].server = Err(Unobserved {
+        reason: "connection refused".into(),
+    });
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::DeletePod {
+            pod: name(2),
+            step: RolloutStep::UpdatingReplica
+        }
+    );
+}
+
+/// Supervised: the replicas are replaced, then the rollout waits for a requested switchover; the
+/// request finishes it.
+#[test]
+fn a_supervised_rolling_update_waits_for_the_requested_switchover() {
+    let (mut status, mut pods) = outdated_instance(2);
+    let mut policy = TopologyPolicy {
+        rollout: RolloutPolicy::Supervised,
+        ..policy(3)
+    };
+    let waiting = loop {
+        let action = decide(&status, &pods, &policy, Timestamp(0));
+        if !matches!(action, TopologyAction::DeletePod { .. }) {
+            break action;
+        }
+        replace_deleted(&status, &mut pods, &action);
+    };
+    assert_eq!(
+        waiting,
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverNotRequested(name(2))
+        }
+    );
+    assert!(pods.iter().filter(|p| p.outdated).count() == 1 && pods[2].outdated);
+    policy.switchover_request = Some(name(0));
+    let start = decide(&status, &pods, &policy, Timestamp(0));
+    assert_eq!(
+        start,
+        TopologyAction::StartSwitchover {
+            to: name(0),
+            reason: SwitchoverReason::Requested,
+            at: Timestamp(0)
+        }
+    );
+    // The request is consumed once it is recorded.
+    status = status.after(&start).unwrap();
+    policy.switchover_request = None;
+    run_to_steady(&mut status, &mut pods, &policy);
+    assert!(pods.iter().all(|p| !p.outdated));
+    assert_eq!(status.current_primary.as_deref(), Some(name(0).as_str()));
+}
+
+/// A pod `action` deleted comes back at the update revision, as a replica that caught up with the
+/// primary.
+fn replace_deleted(status: &TopologyStatus, pods: &mut [PodReplication], action: &TopologyAction) {
+    let TopologyAction::DeletePod { pod: deleted, .. } = action else {
+        return;
+    };
+    let primary = status.current_primary.as_deref().expect("a primary");
+    let primary = &pods[pod_index(pods, primary)];
+    let (ordinal, offset, replid) = (
+        primary.ordinal,
+        primary.state().map_or(0, |s| s.repl_offset),
+        primary
+            .state()
+            .map_or_else(String::new, |s| s.replid.clone()),
+    );
+    let i = pod_index(pods, deleted);
+    pods[i] = pod(
+        pods[i].ordinal,
+        Ok(state(
+            "new",
+            replica_of(ordinal, true, offset),
+            &replid,
+            offset,
+            10,
+        )),
+    );
+}
+
+/// A cordoned primary hands over to a replica on a schedulable node; when every replica shares the
+/// cordoned node it hands over once, and does not bounce between pods of that node.
+#[test]
+fn a_cordoned_primary_switches_over_once() {
+    let (status, mut pods) = outdated_instance(0);
+    for p in &mut pods {
+        p.outdated = false;
+    }
+    pods[0].node_cordoned = true;
+    pods[1].node_cordoned = true;
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(5)),
+        TopologyAction::StartSwitchover {
+            to: name(2),
+            reason: SwitchoverReason::NodeCordoned,
+            at: Timestamp(5)
+        }
+    );
+    // One node, all cordoned: once.
+    pods[2].node_cordoned = true;
+    let start = decide(&status, &pods, &policy(3), Timestamp(5));
+    assert!(matches!(start, TopologyAction::StartSwitchover { .. }));
+    let mut status = status.after(&start).unwrap();
+    let actions = run_to_steady(&mut status, &mut pods, &policy(3));
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, TopologyAction::Switchover { .. }))
+            .count(),
+        1,
+        "{actions:?}"
     );
 }
