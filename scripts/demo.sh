@@ -2,7 +2,8 @@
 # The live demo: brings the local cluster up, installs the CRD, starts the operator, applies an example
 # RedisInstance and shows its phase changing live; then changes its configuration and shows
 # Updating -> Running, and that Redis really runs the new value; then shows the replication (one primary, the
-# other pods replicating from it) and a failover after the primary's server is killed.
+# other pods replicating from it), a failover after the primary's server is killed, and a primary-last rolling
+# update of the image.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -91,5 +92,23 @@ roles
 NEW_IP=$(kubectl -n demo get pod "$NEW" -o jsonpath='{.status.podIP}')
 printf 'GET greeting on the new primary %s: ' "$NEW"
 redis-cli -h "$NEW_IP" GET greeting
+
+step "changing the image: replicas are replaced one at a time, then a switchover, the old primary last"
+kubectl -n demo get ri demo --watch -o custom-columns='PHASE:.status.status,REASON:.status.reason,PRIMARY:.status.currentPrimary,MESSAGE:.status.lastConditionMessage' &
+WATCH=$!
+IMAGE=$(kubectl -n demo get ri demo -o jsonpath='{.spec.image}')
+kubectl -n demo patch ri demo --type merge -p "{\"spec\":{\"image\":\"${IMAGE}-rolled\"}}" >/dev/null
+GEN=$(kubectl -n demo get ri demo -o jsonpath='{.metadata.generation}')
+kubectl -n demo wait --for=jsonpath='{.status.observedGeneration}'="$GEN" --timeout=60s ri/demo >/dev/null
+kubectl -n demo wait --for=condition=Ready --timeout=300s ri/demo >/dev/null
+kill "$WATCH" 2>/dev/null || true
+WATCH=""
+echo "the switchover: $(kubectl -n demo get ri demo -o jsonpath='{.status.switchover}')"
+kubectl -n demo get events --field-selector involvedObject.name=demo -o custom-columns='REASON:.reason,MESSAGE:.message' |
+  grep -E 'RollingUpdate|Switchover' | cut -c1-160
+roles
+FINAL_IP=$(kubectl -n demo get pod "$(kubectl -n demo get ri demo -o jsonpath='{.status.currentPrimary}')" -o jsonpath='{.status.podIP}')
+printf 'GET greeting on the primary after the rolling update: '
+redis-cli -h "$FINAL_IP" GET greeting
 echo
 echo "The cluster stays up: export KUBECONFIG=$STATE/kubeconfig; stop it with: bash devcluster/cluster.sh down"

@@ -492,6 +492,11 @@ impl StatusLog {
         }
     }
 
+    /// Every distinct status seen so far, oldest first.
+    pub fn entries(&self) -> Vec<RedisInstanceStatus> {
+        self.entries.lock().unwrap().clone()
+    }
+
     /// The phases seen so far, without repeats.
     pub fn phases(&self) -> Vec<Phase> {
         let mut phases: Vec<Phase> = Vec::new();

@@ -6,6 +6,7 @@ mod cluster;
 mod harness;
 mod hostile;
 mod replication;
+mod rollout;
 
 use std::time::Duration;
 

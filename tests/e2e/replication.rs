@@ -17,7 +17,7 @@ use crate::harness::*;
 const ROLE: &str = "redis.github.com/role";
 
 /// Whether the status shows one primary and `replicas - 1` in-sync replicas, all labelled.
-fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
+pub(crate) fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
     let labelled = |label: &str| status.pods.iter().filter(|p| p.label == label).count();
     status.current_primary.is_some()
         && status.target_primary == status.current_primary
@@ -28,7 +28,11 @@ fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
 
 /// Waits until the status shows one primary with in-sync replicas and the pods carry those labels (they are
 /// patched right after the status write).
-async fn wait_converged(env: &TestEnv, name: &str, replicas: usize) -> RedisInstanceStatus {
+pub(crate) async fn wait_converged(
+    env: &TestEnv,
+    name: &str,
+    replicas: usize,
+) -> RedisInstanceStatus {
     let status = env
         .wait_status(name, "one primary with in-sync replicas", move |s| {
             converged(s, replicas)
@@ -65,7 +69,7 @@ async fn wait_converged(env: &TestEnv, name: &str, replicas: usize) -> RedisInst
 }
 
 /// Pods carrying `role`, by name.
-async fn labelled(env: &TestEnv, name: &str, role: &str) -> Vec<Pod> {
+pub(crate) async fn labelled(env: &TestEnv, name: &str, role: &str) -> Vec<Pod> {
     env.pods_of(name)
         .await
         .into_iter()
@@ -197,7 +201,7 @@ async fn confirmed_write(ip: &str, key: &str, value: &str) -> std::io::Result<bo
 }
 
 /// A client writing numbered keys to whatever pod carries the primary label, re-resolving on errors.
-struct Writer {
+pub(crate) struct Writer {
     confirmed: Arc<Mutex<Vec<u64>>>,
     longest_gap: Arc<Mutex<Duration>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -205,7 +209,7 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(pods: Api<Pod>) -> Writer {
+    pub(crate) fn start(pods: Api<Pod>) -> Writer {
         let confirmed = Arc::new(Mutex::new(Vec::new()));
         let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -267,7 +271,7 @@ impl Writer {
 }
 
 /// Waits until the writer has confirmed `more` writes beyond what it had.
-async fn wait_writes(writer: &Writer, more: usize) {
+pub(crate) async fn wait_writes(writer: &Writer, more: usize) {
     let target = writer.confirmed_count() + more;
     let deadline = Instant::now() + Duration::from_secs(90);
     while writer.confirmed_count() < target {
@@ -281,13 +285,14 @@ async fn wait_writes(writer: &Writer, more: usize) {
 
 /// Stops the writer, reports what it saw for `scenario`, and checks that every write it saw confirmed is on
 /// the final primary.
-async fn finish_and_check(env: &TestEnv, writer: Writer, scenario: &str) {
+pub(crate) async fn finish_and_check(env: &TestEnv, writer: Writer, scenario: &str) -> Duration {
     let (confirmed, gap) = writer.finish().await;
     eprintln!(
         "{scenario}: {} confirmed writes, longest write gap {gap:?}",
         confirmed.len()
     );
     assert_no_confirmed_write_lost(env, &confirmed).await;
+    gap
 }
 
 /// Every confirmed key is on the final primary.
@@ -310,7 +315,7 @@ async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
     );
 }
 
-fn process_id(pod: &Pod) -> i32 {
+pub(crate) fn process_id(pod: &Pod) -> i32 {
     let id = pod
         .status
         .as_ref()
@@ -435,7 +440,7 @@ async fn scaling_up_adds_replicas_and_scaling_down_keeps_the_primary() {
 }
 
 /// Kills the current primary's server with SIGKILL (its container restarts empty and parked).
-async fn kill_primary_server(env: &TestEnv) -> String {
+pub(crate) async fn kill_primary_server(env: &TestEnv) -> String {
     let status = env.instances().get("cache").await.unwrap().status.unwrap();
     let primary = status.current_primary.expect("a recorded primary");
     let pod = env.pods().get(&primary).await.unwrap();
@@ -448,7 +453,7 @@ async fn kill_primary_server(env: &TestEnv) -> String {
 }
 
 /// Every server answers `ROLE`; exactly one is a master, and it is the pod carrying the primary label.
-async fn assert_one_master(env: &TestEnv) {
+pub(crate) async fn assert_one_master(env: &TestEnv) {
     let primaries = labelled(env, "cache", "primary").await;
     assert_eq!(primaries.len(), 1, "one pod labelled primary");
     for pod in env.pods_of("cache").await {

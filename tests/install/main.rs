@@ -529,8 +529,10 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["create", "clusterrolebindings"],
         vec!["create", "rolebindings", "-n", ns],
         vec!["create", "roles", "-n", ns],
-        vec!["delete", "pods", "-n", ns],
         vec!["create", "pods", "-n", ns],
+        vec!["update", "nodes"],
+        vec!["patch", "nodes"],
+        vec!["delete", "poddisruptionbudgets.policy", "-n", ns],
         vec!["create", "persistentvolumeclaims", "-n", ns],
         vec!["update", "configmaps", "-n", ns],
         vec!["delete", "redisinstances.redis.github.com", "-n", ns],
@@ -548,6 +550,10 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["create", "configmaps", "-n", ns],
         vec!["get", "services", "-n", ns],
         vec!["watch", "pods", "-n", ns],
+        // A rolling update replaces pods one at a time, primary last.
+        vec!["delete", "pods", "-n", ns],
+        vec!["patch", "poddisruptionbudgets.policy", "-n", ns],
+        vec!["watch", "nodes"],
         vec!["watch", "events", "-n", ns],
         vec![
             "update",
