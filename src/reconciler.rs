@@ -628,7 +628,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     }
     TopologyPass {
         pending,
-        rollout: rollout_progress(&next, &action),
+        rollout: rollout_progress(&action),
         request_done,
         failover: topology::failover_message(&next, &action),
         manual_intervention,
@@ -676,7 +676,7 @@ async fn report_topology_action(
             ),
         ),
         TopologyAction::DeletePod { .. } => {
-            let Some(step) = rollout_progress(persisted, action) else {
+            let Some(step) = rollout_progress(action) else {
                 return;
             };
             (EventType::Normal, "RollingUpdate", step.message)

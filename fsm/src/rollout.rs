@@ -167,7 +167,7 @@ fn next_replacement(
     let broken = others()
         .find(|p| p.outdated && !p.pod_ready && !caught_up(p, primary, policy.max_lag_bytes));
     if let Some(pod) = broken {
-        return Some(delete(status, pod, primary));
+        return Some(delete(status, pod, primary, pods));
     }
     // One at a time: every updated replica has caught up before the next one goes.
     if let Some(pod) =
@@ -176,7 +176,7 @@ fn next_replacement(
         return Some(wait(pod));
     }
     if let Some(pod) = others().filter(|p| p.outdated).max_by_key(|p| p.ordinal) {
-        return Some(delete(status, pod, primary));
+        return Some(delete(status, pod, primary, pods));
     }
     // Only the primary is outdated.
     if policy.replicas <= 1 {
@@ -201,18 +201,21 @@ fn next_replacement(
     })
 }
 
-/// `DeletePod` of the outdated replica `pod`; the old primary of the rollout's switchover is
-/// named as such.
+/// `DeletePod` of the outdated replica `pod`; the old primary of this rollout's switchover (the
+/// last outdated pod, and the source of the last switchover, made for a rollout) is named as such.
 fn delete(
     status: &TopologyStatus,
     pod: &PodReplication,
     primary: &PodReplication,
+    pods: &[PodReplication],
 ) -> TopologyAction {
-    let old_primary = status.switchover.as_ref().is_some_and(|s| {
-        s.reason == SwitchoverReason::Rollout
-            && s.from == pod.pod
-            && status.current_primary.as_deref() == Some(primary.pod.as_str())
-    });
+    let last = pods.iter().filter(|p| p.outdated).all(|p| p.pod == pod.pod);
+    let old_primary = last
+        && status.switchover.as_ref().is_some_and(|s| {
+            s.reason == SwitchoverReason::Rollout
+                && s.from == pod.pod
+                && status.current_primary.as_deref() == Some(primary.pod.as_str())
+        });
     TopologyAction::DeletePod {
         pod: pod.pod.clone(),
         step: if old_primary {
@@ -242,13 +245,7 @@ pub(crate) fn replace_failing_standalone(
 
 /// What a rolling update is doing, for the phase engine ([`crate::Observation::rollout`]), when
 /// `action` is one of its steps; `None` otherwise.
-pub fn progress(status: &TopologyStatus, action: &TopologyAction) -> Option<crate::Progress> {
-    let old_primary = |pod: &str| {
-        status
-            .switchover
-            .as_ref()
-            .is_some_and(|s| s.reason == SwitchoverReason::Rollout && s.from == pod)
-    };
+pub fn progress(action: &TopologyAction) -> Option<crate::Progress> {
     let (reason, message) = match action {
         TopologyAction::DeletePod { pod, step } => (
             step.reason(),
@@ -265,11 +262,8 @@ pub fn progress(status: &TopologyStatus, action: &TopologyAction) -> Option<crat
         TopologyAction::Wait {
             reason: WaitReason::PodCatchingUp(pod),
         } => (
-            if old_primary(pod) {
-                crate::reasons::UPDATING_OLD_PRIMARY
-            } else {
-                crate::reasons::UPDATING_REPLICAS
-            },
+            // Outdated pods remain, so the pod catching up is not the rollout's old primary (replaced last).
+            crate::reasons::UPDATING_REPLICAS,
             format!(
                 "Updating replicas one at a time, the primary last: {}",
                 WaitReason::PodCatchingUp(pod.clone())

@@ -1009,6 +1009,25 @@ fn a_rolling_update_replaces_replicas_then_switches_over_then_the_old_primary() 
         status.switchover.as_ref().map(|s| s.reason),
         Some(SwitchoverReason::Rollout)
     );
+    // The next rollout: the last one's old primary is now a replica like any other.
+    for p in &mut pods {
+        p.outdated = true;
+    }
+    let steps: Vec<RolloutStep> = run_to_steady(&mut status, &mut pods, &policy)
+        .into_iter()
+        .filter_map(|a| match a {
+            TopologyAction::DeletePod { step, .. } => Some(step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            RolloutStep::UpdatingReplica,
+            RolloutStep::UpdatingReplica,
+            RolloutStep::UpdatingOldPrimary
+        ]
+    );
 }
 
 /// A replaced replica that has not caught up holds the next replacement back; an outdated replica
