@@ -826,48 +826,40 @@ async fn foreign_child(
     desired: &Desired,
 ) -> Result<Option<String>> {
     let namespace = ri.namespace().unwrap_or_default();
-    Ok(foreign(
+    let stores = &ctx.stores;
+    if let Some(child) = foreign(
         ri,
         ctx,
         &namespace,
         &desired.config_map,
-        &ctx.stores.config_maps,
+        &stores.config_maps,
     )
     .await?
-    .or(foreign(ri, ctx, &namespace, &desired.service, &ctx.stores.services).await?)
-    .or(foreign(
-        ri,
-        ctx,
-        &namespace,
+    {
+        return Ok(Some(child));
+    }
+    for service in [
+        &desired.service,
         &desired.replicas_service,
-        &ctx.stores.services,
-    )
-    .await?)
-    .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
-    .or(foreign(
-        ri,
-        ctx,
-        &namespace,
-        &desired.budgets[0],
-        &ctx.stores.budgets,
-    )
-    .await?)
-    .or(foreign(
-        ri,
-        ctx,
-        &namespace,
-        &desired.budgets[1],
-        &ctx.stores.budgets,
-    )
-    .await?)
-    .or(foreign(
+        &desired.headless,
+    ] {
+        if let Some(child) = foreign(ri, ctx, &namespace, service, &stores.services).await? {
+            return Ok(Some(child));
+        }
+    }
+    for budget in &desired.budgets {
+        if let Some(child) = foreign(ri, ctx, &namespace, budget, &stores.budgets).await? {
+            return Ok(Some(child));
+        }
+    }
+    foreign(
         ri,
         ctx,
         &namespace,
         &desired.statefulset,
-        &ctx.stores.statefulsets,
+        &stores.statefulsets,
     )
-    .await?))
+    .await
 }
 
 async fn foreign<K>(

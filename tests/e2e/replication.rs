@@ -365,10 +365,7 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
             .any(|c| c.type_ == "PrimaryAvailable" && c.status == "False")
     })
     .await;
-    let second = env
-        .wait_status("cache", "failed over to another pod", |s| {
-            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
-        })
+    let second = wait_failed_over(&env, &old, "failed over to another pod")
         .await
         .status
         .unwrap();
@@ -393,10 +390,7 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
         .delete(&old, &DeleteParams::default())
         .await
         .unwrap();
-    env.wait_status("cache", "failed over after the pod deletion", |s| {
-        s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
-    })
-    .await;
+    wait_failed_over(&env, &old, "failed over after the pod deletion").await;
     wait_converged(&env, "cache", 3).await;
     wait_writes(&writer, 20).await;
     assert!(
@@ -437,6 +431,35 @@ async fn scaling_up_adds_replicas_and_scaling_down_keeps_the_primary() {
     assert_eq!(shrunk.current_primary.as_deref(), Some(primary.as_str()));
     let ip = pod_ip(&env.pods().get(&primary).await.unwrap());
     assert!(redis_command(&ip, &["GET", "kept"]).await.contains("yes"));
+}
+
+/// Creates `cache` from `s` with three pods and a failover delay of 2 s, waits until it runs with one primary
+/// and two in-sync replicas, and starts a writer that has confirmed 20 writes.
+pub(crate) async fn three_converged_with_a_writer(
+    env: &TestEnv,
+    mut s: redis_operator::api::RedisInstanceSpec,
+) -> (RedisInstanceStatus, Writer) {
+    s.replicas = 3;
+    s.replication.failover_delay_seconds = 2;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let first = wait_converged(env, "cache", 3).await;
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 20).await;
+    (first, writer)
+}
+
+/// Waits until `cache` has another primary than `old`, with two in-sync replicas.
+pub(crate) async fn wait_failed_over(
+    env: &TestEnv,
+    old: &str,
+    what: &str,
+) -> redis_operator::api::RedisInstance {
+    let old = old.to_string();
+    env.wait_status("cache", what, move |s| {
+        s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
+    })
+    .await
 }
 
 /// Kills the current primary's server with SIGKILL (its container restarts empty and parked).
@@ -502,10 +525,7 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
         env.operator.kill();
         // The servers keep running without an operator; a new process resumes from status.
         env.operator = Operator::start(env.info, &env.ns, &[]);
-        env.wait_status("cache", "failed over to another pod", |s| {
-            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
-        })
-        .await;
+        wait_failed_over(&env, &old, "failed over to another pod").await;
         wait_converged(&env, "cache", 3).await;
         assert_one_master(&env).await;
         wait_writes(&writer, 20).await;
@@ -518,20 +538,11 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scale_down_that_removes_the_primary_switches_over_first() {
     let env = TestEnv::new("switch").await;
-    let mut s = spec(3);
-    s.replication.failover_delay_seconds = 2;
-    env.create("cache", s).await;
-    env.wait_running("cache").await;
-    let first = wait_converged(&env, "cache", 3).await;
-    let writer = Writer::start(env.pods());
-    wait_writes(&writer, 20).await;
+    let (first, writer) = three_converged_with_a_writer(&env, spec(3)).await;
     // Move the primary off ordinal 0 with a failover (the most advanced replica, lowest ordinal on a tie).
     let old = kill_primary_server(&env).await;
     assert_eq!(Some(old.as_str()), first.current_primary.as_deref());
-    let moved = env
-        .wait_status("cache", "failed over", |s| {
-            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
-        })
+    let moved = wait_failed_over(&env, &old, "failed over")
         .await
         .status
         .unwrap();

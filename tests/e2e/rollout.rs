@@ -13,8 +13,8 @@ use redis_operator::api::{PrimaryUpdateStrategy, RedisInstanceStatus};
 
 use crate::harness::*;
 use crate::replication::{
-    assert_one_master, converged, finish_and_check, kill_primary_server, labelled, wait_converged,
-    wait_writes, Writer,
+    assert_one_master, converged, finish_and_check, kill_primary_server, labelled,
+    three_converged_with_a_writer, wait_converged, wait_failed_over, wait_writes, Writer,
 };
 
 /// Pod name -> uid.
@@ -34,18 +34,10 @@ async fn three_pods_primary_in_the_middle(
     strategy: PrimaryUpdateStrategy,
 ) -> (String, Writer) {
     let mut s = spec(3);
-    s.replication.failover_delay_seconds = 2;
     s.replication.primary_update_strategy = strategy;
-    env.create("cache", s).await;
-    env.wait_running("cache").await;
-    wait_converged(env, "cache", 3).await;
-    let writer = Writer::start(env.pods());
-    wait_writes(&writer, 20).await;
+    let (_, writer) = three_converged_with_a_writer(env, s).await;
     let old = kill_primary_server(env).await;
-    let moved = env
-        .wait_status("cache", "failed over", |s| {
-            s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 3)
-        })
+    let moved = wait_failed_over(env, &old, "failed over")
         .await
         .status
         .unwrap();
@@ -207,15 +199,11 @@ async fn a_supervised_rollout_waits_for_the_switchover_command() {
     .expect_err("a supervised rollout does not switch over by itself");
 
     let target = labelled(&env, "cache", "replica").await[0].name_any();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-operator"))
-        .env("KUBECONFIG", &env.info.kubeconfig)
-        .args(["switchover", "cache", "--to", &target, "-n", &env.ns])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        std::process::Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+            .env("KUBECONFIG", &env.info.kubeconfig)
+            .args(["switchover", "cache", "--to", &target, "-n", &env.ns]),
+        None,
     );
     let done = env
         .wait_status("cache", "rolled out", |s| {
@@ -250,14 +238,8 @@ async fn a_supervised_rollout_waits_for_the_switchover_command() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_switchover_that_cannot_complete_is_abandoned_reported_and_retried() {
     let env = TestEnv::new("abandon").await;
-    let mut s = spec(3);
-    s.replication.failover_delay_seconds = 2;
-    env.create("cache", s).await;
-    env.wait_running("cache").await;
-    let first = wait_converged(&env, "cache", 3).await;
+    let (first, writer) = three_converged_with_a_writer(&env, spec(3)).await;
     let primary = first.current_primary.unwrap();
-    let writer = Writer::start(env.pods());
-    wait_writes(&writer, 20).await;
     let target = labelled(&env, "cache", "replica").await[0].clone();
     let ip = pod_ip(&target);
     // The replica re-announces itself under another address: it still replicates and looks caught up, but the
@@ -314,11 +296,7 @@ async fn a_switchover_that_cannot_complete_is_abandoned_reported_and_retried() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_cordoned_primary_node_switches_over_and_budgets_keep_the_primary() {
     let env = TestEnv::with_operator_args("cordon", &["--watch-nodes"]).await;
-    let mut s = spec(3);
-    s.replication.failover_delay_seconds = 2;
-    env.create("cache", s).await;
-    env.wait_running("cache").await;
-    let first = wait_converged(&env, "cache", 3).await;
+    let (first, writer) = three_converged_with_a_writer(&env, spec(3)).await;
     let primary = first.current_primary.unwrap();
 
     let budgets: Api<PodDisruptionBudget> = Api::namespaced(env.client.clone(), &env.ns);
@@ -399,6 +377,7 @@ async fn a_cordoned_primary_node_switches_over_and_budgets_keep_the_primary() {
     crate::wait_event(&env, "SwitchoverStarted").await;
     wait_converged(&env, "cache", 3).await;
     assert_one_master(&env).await;
+    finish_and_check(&env, writer, "switchover off a cordoned node").await;
 }
 
 /// The operator killed (SIGKILL) while it replaces replicas and while it switches over: a new process resumes
