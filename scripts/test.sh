@@ -41,6 +41,7 @@ if [ -z "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && [ -z "${SKIP_OLDEST:-}" ]; the
     invalid_specs_fail_with_a_clear_reason_and_create_nothing delete_records_terminated_and_retains_claims \
     replication::three_replicas_are_one_primary_and_two_live_replicas \
     replication::failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirmed_write \
+    rollout::an_image_change_replaces_the_replicas_then_switches_over_once_then_the_old_primary \
     admission::
   bash devcluster/cluster.sh down
 fi
