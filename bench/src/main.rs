@@ -7,6 +7,7 @@
 mod audit;
 mod converge;
 mod failover;
+mod instance;
 mod latency;
 mod operator;
 mod report;
