@@ -4,7 +4,7 @@
 //! time) → the killed pod rejoins as a replica → every write confirmed so far is on the primary. The Sentinel
 //! anchor (`sentinel.rs`) runs the same trial on plain servers; the report puts them side by side.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +15,9 @@ use kube::{Api, Client, ResourceExt};
 use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 
 use crate::converge::create_namespace;
-use crate::instance::{container_id, primary_target, process_id, role_of, wait_topology, INSTANCE};
+use crate::instance::{
+    container_id, primary_target, process_id, wait_topology, RoleLabels, INSTANCE,
+};
 use crate::operator::{Launch, Operator};
 use crate::report::percentile;
 use crate::watch::Watch;
@@ -226,12 +228,8 @@ pub struct OperatorSetup<'a> {
 struct Observer {
     instances: Watch<RedisInstance>,
     pods: Watch<Pod>,
-    /// Current role label per pod, as last seen.
-    roles: BTreeMap<String, String>,
-    /// Every label change: when, pod, from, to.
-    changes: Vec<(Instant, String, String, String)>,
-    /// Times two or more pods were seen carrying the primary label at once.
-    double_primary: usize,
+    /// Role labels as last seen, and every change.
+    labels: RoleLabels,
     /// The trial being observed: the killed primary, its container id, and the steps seen since the kill.
     old: String,
     old_uid: Option<String>,
@@ -244,9 +242,7 @@ impl Observer {
         Observer {
             instances: Watch::start(Api::namespaced(client.clone(), ns)).await,
             pods: Watch::start(Api::namespaced(client.clone(), ns)).await,
-            roles: BTreeMap::new(),
-            changes: Vec::new(),
-            double_primary: 0,
+            labels: RoleLabels::default(),
             old: String::new(),
             old_uid: None,
             old_container: None,
@@ -286,18 +282,7 @@ impl Observer {
         }
         while let Ok((at, pod)) = self.pods.events.try_recv() {
             let name = pod.name_any();
-            let role = role_of(&pod);
-            let before = self
-                .roles
-                .insert(name.clone(), role.clone())
-                .unwrap_or_default();
-            if before != role {
-                self.changes
-                    .push((at, name.clone(), before.clone(), role.clone()));
-                if self.roles.values().filter(|r| *r == "primary").count() > 1 {
-                    self.double_primary += 1;
-                }
-            }
+            let (before, role) = self.labels.see(at, &pod);
             if name != self.old && role == "primary" {
                 self.step("primary label on the new pod", at);
             }
@@ -410,10 +395,10 @@ async fn run_operator(
         .finish_writer(writer, primary.as_ref().map(|p| (p.host.as_str(), p.port)))
         .await;
     observer.pump();
-    if observer.double_primary > 0 {
+    if observer.labels.double_primary > 0 {
         result.notes.push(format!(
             "two pods carried the primary label at once {} times (pod watch)",
-            observer.double_primary
+            observer.labels.double_primary
         ));
     }
     let stopped = operator.stop().await;
@@ -453,7 +438,7 @@ async fn trials(
         let from = writer.count();
         let last_before = writer.last().map(|c| c.at);
         observer.begin(&pod);
-        let changes_before = observer.changes.len();
+        let changes_before = observer.labels.changes.len();
         let killed = Instant::now();
         kill9(pid)?;
         let first = wait_failover(
@@ -503,10 +488,11 @@ async fn trials(
             .iter()
             .map(|(n, at)| (n.clone(), at.saturating_duration_since(killed)))
             .collect();
-        let gains: Vec<String> = observer.changes[changes_before..]
+        let gains: Vec<String> = observer
+            .labels
+            .primary_gains(changes_before)
             .iter()
-            .filter(|(_, _, _, to)| to == "primary")
-            .map(|(at, pod, _, _)| {
+            .map(|(at, pod)| {
                 format!(
                     "{pod} at {:.2} s",
                     at.saturating_duration_since(killed).as_secs_f64()

@@ -74,6 +74,47 @@ pub async fn primary_target(pods: &Api<Pod>) -> Option<Target> {
     })
 }
 
+/// Role labels per pod as last seen on a pod watch, with every change.
+#[derive(Debug, Default)]
+pub struct RoleLabels {
+    /// Current role label per pod name.
+    roles: BTreeMap<String, String>,
+    /// Every label change: when, pod, from, to.
+    pub changes: Vec<(Instant, String, String, String)>,
+    /// Times two or more pods were seen carrying the primary label at once.
+    pub double_primary: usize,
+}
+
+impl RoleLabels {
+    /// Records a pod version that arrived at `at`; returns its role label before and now.
+    pub fn see(&mut self, at: Instant, pod: &Pod) -> (String, String) {
+        let name = pod.name_any();
+        let role = role_of(pod);
+        let before = self
+            .roles
+            .insert(name.clone(), role.clone())
+            .unwrap_or_default();
+        if before != role {
+            self.changes.push((at, name, before.clone(), role.clone()));
+            if self.roles.values().filter(|r| *r == "primary").count() > 1 {
+                self.double_primary += 1;
+            }
+        }
+        (before, role)
+    }
+
+    /// Pods that gained the primary label since change index `from`: when and which.
+    pub fn primary_gains(&self, from: usize) -> Vec<(Instant, String)> {
+        self.changes
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|(_, _, _, to)| to == "primary")
+            .map(|(at, pod, _, _)| (*at, pod.clone()))
+            .collect()
+    }
+}
+
 /// One look at the instance: `Ok(primary)` when its status shows a converged topology ([`converged`]) and the
 /// pods carry exactly the labels the status records; otherwise `Err` with what was seen.
 pub async fn converged_primary(

@@ -238,6 +238,7 @@ async fn run(args: Args) -> Result<String, String> {
         resync_seconds: args.resync_seconds,
         log_dir: args.log_dir.clone(),
         log_level: "warn".into(),
+        env: Vec::new(),
     };
 
     let mut problems = Vec::new();
@@ -345,6 +346,7 @@ async fn run_failover(args: FailoverArgs) -> Result<String, String> {
             resync_seconds: 20,
             log_dir: args.log_dir.clone(),
             log_level: args.operator_log_level.clone(),
+            env: Vec::new(),
         };
         let setup = failover::OperatorSetup {
             client: &client,
