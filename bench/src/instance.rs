@@ -3,6 +3,7 @@
 //! the topology counts as converged.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -158,24 +159,43 @@ pub async fn converged_primary(
     ))
 }
 
+/// Calls `look` every `every` until it answers `Ok`, calling `pump` (watch consumers) before each look; after
+/// `timeout` the error is what the last look saw.
+pub async fn poll<T, Look, Seen>(
+    timeout: Duration,
+    every: Duration,
+    mut pump: impl FnMut(),
+    mut look: Look,
+) -> Result<T, String>
+where
+    Look: FnMut() -> Seen,
+    Seen: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        pump();
+        let seen = match look().await {
+            Ok(answer) => return Ok(answer),
+            Err(seen) => seen,
+        };
+        if Instant::now() > deadline {
+            return Err(seen);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Waits until [`converged_primary`] answers, calling `pump` (watch consumers) all along; returns the primary.
 pub async fn wait_topology(
     instances: &Api<RedisInstance>,
     pods: &Api<Pod>,
     replicas: usize,
     timeout: Duration,
-    mut pump: impl FnMut(),
+    pump: impl FnMut(),
 ) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        pump();
-        let seen = match converged_primary(instances, pods, replicas).await {
-            Ok(primary) => return Ok(primary),
-            Err(seen) => seen,
-        };
-        if Instant::now() > deadline {
-            return Err(format!("not converged within {timeout:?}: {seen}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll(timeout, Duration::from_millis(200), pump, || {
+        converged_primary(instances, pods, replicas)
+    })
+    .await
+    .map_err(|seen| format!("not converged within {timeout:?}: {seen}"))
 }

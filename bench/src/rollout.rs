@@ -22,7 +22,7 @@ use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 use crate::converge::create_namespace;
 use crate::failover::{check_lost, kill9, WRITES_TO_CONVERGE};
 use crate::instance::{
-    container_id, converged_primary, primary_target, process_id, RoleLabels, INSTANCE,
+    container_id, converged_primary, poll, primary_target, process_id, RoleLabels, INSTANCE,
     INSTANCE_LABEL,
 };
 use crate::operator::{Launch, Operator};
@@ -260,20 +260,13 @@ impl Instance {
         &self,
         image: &str,
         timeout: Duration,
-        mut pump: impl FnMut(),
+        pump: impl FnMut(),
     ) -> Result<String, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            pump();
-            let seen = match self.settled(image).await {
-                Ok(primary) => return Ok(primary),
-                Err(seen) => seen,
-            };
-            if Instant::now() > deadline {
-                return Err(format!("not settled at {image} within {timeout:?}: {seen}"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        poll(timeout, Duration::from_millis(100), pump, || {
+            self.settled(image)
+        })
+        .await
+        .map_err(|seen| format!("not settled at {image} within {timeout:?}: {seen}"))
     }
 
     async fn pod(&self, name: &str) -> Result<Pod, String> {
