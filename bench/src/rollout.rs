@@ -607,6 +607,17 @@ fn tally(names: impl Iterator<Item = String>) -> String {
         .join(", ")
 }
 
+/// Lost writes of a configuration, saying how many trials the check ran in when it did not run in all.
+fn lost_cell(r: &ConfigResult) -> String {
+    let checked = r.trials.iter().filter(|t| t.lost.is_some()).count();
+    let all = r.trials.len() + r.failed.len();
+    if checked == all {
+        r.lost().to_string()
+    } else {
+        format!("{} ({checked} of {all} trials checked)", r.lost())
+    }
+}
+
 fn lost_text(lost: Option<usize>) -> String {
     lost.map_or("not checked".into(), |n| n.to_string())
 }
@@ -636,7 +647,7 @@ pub fn summary(results: &[ConfigResult], gap_target: Duration) -> String {
             r.trials.iter().map(|t| t.confirmed).sum::<usize>(),
             r.trials.iter().map(|t| t.unconfirmed).sum::<u64>(),
             r.trials.iter().map(|t| t.errors).sum::<u64>(),
-            r.lost(),
+            lost_cell(r),
             changes
                 .iter()
                 .map(usize::to_string)
