@@ -29,13 +29,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
 
-export DEVCLUSTER_DIR=${DEVCLUSTER_DIR:-/tmp/redis-operator-failover-bench}
-export DEVCLUSTER_ETCD_PORT=${DEVCLUSTER_ETCD_PORT:-32379}
-export DEVCLUSTER_ETCD_PEER_PORT=${DEVCLUSTER_ETCD_PEER_PORT:-32380}
-export DEVCLUSTER_APISERVER_PORT=${DEVCLUSTER_APISERVER_PORT:-36443}
-export DEVCLUSTER_CM_PORT=${DEVCLUSTER_CM_PORT:-40257}
-export DEVCLUSTER_POD_CIDR_PREFIX=${DEVCLUSTER_POD_CIDR_PREFIX:-127.5}
-export DEVCLUSTER_POD_MODE=process
+LOG_TAG=bench-failover.sh
+# shellcheck source=scripts/lib/bench-cluster.sh
+. scripts/lib/bench-cluster.sh
+private_cluster /tmp/redis-operator-failover-bench 32379 32380 36443 40257 127.5 process
 export DEVCLUSTER_RESTART_BACKOFF=${BENCH_RESTART_BACKOFF:-60}
 
 TRIALS=${BENCH_TRIALS:-20}
@@ -43,17 +40,7 @@ DELAYS=${BENCH_DELAYS:-10}
 DOWN_AFTER=${BENCH_SENTINEL_DOWN_AFTER:-}
 REJOIN=${BENCH_REJOIN:-delete}
 SENTINEL_DIR=/tmp/redis-operator-failover-bench-sentinel
-TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 REPORT=$REPO/target/bench-failover-report.md
-
-log() { echo "[bench-failover.sh] $*" >&2; }
-
-wait_heavy_lock() {
-  while [ -e /tmp/heavy.lock ]; do
-    log "/tmp/heavy.lock exists: waiting (before $1)"
-    sleep 30
-  done
-}
 
 # The anchor's processes, if the benchmark itself was killed before it could stop them: only pids it recorded,
 # and only while they still are redis processes.
@@ -71,11 +58,7 @@ kill_anchor() {
 
 teardown() {
   kill_anchor
-  if [ -n "${BENCH_KEEP_CLUSTER:-}" ]; then
-    log "keeping the cluster: DEVCLUSTER_DIR=$DEVCLUSTER_DIR (stop: bash devcluster/cluster.sh down --purge with the same env)"
-  else
-    bash devcluster/cluster.sh down --purge
-  fi
+  stop_cluster
 }
 
 if ! command -v redis-sentinel >/dev/null; then
@@ -86,29 +69,9 @@ if ! command -v redis-sentinel >/dev/null; then
   fi
 fi
 
-wait_heavy_lock "the release build"
-log "building the operator and the benchmark (release)"
-cargo build --release --quiet -p redis-operator -p redis-operator-bench --bin redis-operator --bin redis-operator-bench
-
-wait_heavy_lock "starting the cluster"
-bash devcluster/cluster.sh down --purge >/dev/null 2>&1 || true
+build_release
 trap teardown EXIT
-bash devcluster/cluster.sh up >/dev/null
-KUBECONFIG_FILE=$DEVCLUSTER_DIR/kubeconfig
-export PATH=$DEVCLUSTER_DIR/bin:$PATH
-SERVER_VERSION=$(kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin version -o json |
-  sed -n '/serverVersion/,/}/s/.*"gitVersion": "\(.*\)".*/\1/p')
-log "Kubernetes server $SERVER_VERSION"
-
-# Private copies, so a concurrent rebuild never swaps a binary under the run.
-mkdir -p "$DEVCLUSTER_DIR/bin"
-cp "$TARGET/release/redis-operator" "$DEVCLUSTER_DIR/bin/redis-operator"
-cp "$TARGET/release/redis-operator-bench" "$DEVCLUSTER_DIR/bin/redis-operator-bench"
-
-log "installing the CRD"
-kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin apply -f crds/redisinstance.yaml >/dev/null
-kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin wait --for=condition=Established --timeout=60s \
-  crd/redisinstances.redis.github.com >/dev/null
+start_cluster
 
 ARGS=(--trials "$TRIALS" --delays "$DELAYS" --rejoin "$REJOIN")
 [ -n "$DOWN_AFTER" ] && ARGS+=(--sentinel-down-after "$DOWN_AFTER")

@@ -4,26 +4,25 @@
 //! time) → the killed pod rejoins as a replica → every write confirmed so far is on the primary. The Sentinel
 //! anchor (`sentinel.rs`) runs the same trial on plain servers; the report puts them side by side.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, ResourceExt};
-use redis_operator::api::{RedisInstance, RedisInstanceSpec, RedisInstanceStatus};
+use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 
 use crate::converge::create_namespace;
+use crate::instance::{
+    container_id, primary_target, process_id, wait_topology, RoleLabels, INSTANCE,
+};
 use crate::operator::{Launch, Operator};
 use crate::report::percentile;
 use crate::watch::Watch;
-use crate::writer::{missing_keys, Confirmed, Resolve, Target, Writer, WriterStats};
+use crate::writer::{missing_keys, Confirmed, Resolve, Writer, WriterStats};
 
-const ROLE_LABEL: &str = "redis.github.com/role";
-const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-const INSTANCE: &str = "cache";
-const REDIS_PORT: u16 = 6379;
 /// Confirmed writes on the primary that make a topology count as converged (the writer really writes there).
 pub const WRITES_TO_CONVERGE: usize = 20;
 
@@ -225,55 +224,12 @@ pub struct OperatorSetup<'a> {
     pub rejoin: Rejoin,
 }
 
-fn role_of(pod: &Pod) -> String {
-    pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default()
-}
-
-fn pod_ip(pod: &Pod) -> Option<String> {
-    pod.status.as_ref()?.pod_ip.clone()
-}
-
-/// The container id (`process://PID`) of a pod's running server.
-fn container_id(pod: &Pod) -> Option<String> {
-    let status = pod.status.as_ref()?.container_statuses.as_ref()?.first()?;
-    status.state.as_ref()?.running.as_ref()?;
-    status.container_id.clone()
-}
-
-fn process_id(pod: &Pod) -> Result<u32, String> {
-    let id =
-        container_id(pod).ok_or_else(|| format!("{} has no running container", pod.name_any()))?;
-    id.strip_prefix("process://")
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "{}: container id {id:?} is not process://PID",
-                pod.name_any()
-            )
-        })
-}
-
-/// The status shows one primary and `replicas - 1` in-sync replicas, all labelled, no failover in flight.
-fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
-    let labelled = |label: &str| status.pods.iter().filter(|p| p.label == label).count();
-    status.current_primary.is_some()
-        && status.target_primary == status.current_primary
-        && status.primary_failing_since.is_none()
-        && status.pods.len() == replicas
-        && labelled("primary") == 1
-        && labelled("replica") == replicas - 1
-}
-
 /// Watches of the instance and its pods, stamping the steps of a failover and every role label change.
 struct Observer {
     instances: Watch<RedisInstance>,
     pods: Watch<Pod>,
-    /// Current role label per pod, as last seen.
-    roles: BTreeMap<String, String>,
-    /// Every label change: when, pod, from, to.
-    changes: Vec<(Instant, String, String, String)>,
-    /// Times two or more pods were seen carrying the primary label at once.
-    double_primary: usize,
+    /// Role labels as last seen, and every change.
+    labels: RoleLabels,
     /// The trial being observed: the killed primary, its container id, and the steps seen since the kill.
     old: String,
     old_uid: Option<String>,
@@ -286,9 +242,7 @@ impl Observer {
         Observer {
             instances: Watch::start(Api::namespaced(client.clone(), ns)).await,
             pods: Watch::start(Api::namespaced(client.clone(), ns)).await,
-            roles: BTreeMap::new(),
-            changes: Vec::new(),
-            double_primary: 0,
+            labels: RoleLabels::default(),
             old: String::new(),
             old_uid: None,
             old_container: None,
@@ -328,18 +282,7 @@ impl Observer {
         }
         while let Ok((at, pod)) = self.pods.events.try_recv() {
             let name = pod.name_any();
-            let role = role_of(&pod);
-            let before = self
-                .roles
-                .insert(name.clone(), role.clone())
-                .unwrap_or_default();
-            if before != role {
-                self.changes
-                    .push((at, name.clone(), before.clone(), role.clone()));
-                if self.roles.values().filter(|r| *r == "primary").count() > 1 {
-                    self.double_primary += 1;
-                }
-            }
+            let (before, role) = self.labels.see(at, &pod);
             if name != self.old && role == "primary" {
                 self.step("primary label on the new pod", at);
             }
@@ -371,19 +314,8 @@ impl Observer {
     }
 }
 
-async fn primary_target(pods: &Api<Pod>) -> Option<Target> {
-    let params = ListParams::default().labels(&format!("{ROLE_LABEL}=primary"));
-    let list = pods.list(&params).await.ok()?;
-    let pod = list.items.first()?;
-    Some(Target {
-        name: pod.name_any(),
-        host: pod_ip(pod)?,
-        port: REDIS_PORT,
-    })
-}
-
-/// Waits until the status and the pod labels show one primary with two in-sync replicas and the writer
-/// confirmed [`WRITES_TO_CONVERGE`] writes on that primary; returns the primary's name.
+/// Waits until the topology converged ([`wait_topology`]) and the writer confirmed [`WRITES_TO_CONVERGE`]
+/// writes on its primary; returns the primary's name.
 async fn wait_converged(
     instances: &Api<RedisInstance>,
     pods: &Api<Pod>,
@@ -393,46 +325,7 @@ async fn wait_converged(
     timeout: Duration,
 ) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
-    let primary = loop {
-        observer.pump();
-        let status = instances
-            .get(INSTANCE)
-            .await
-            .ok()
-            .and_then(|ri| ri.status)
-            .unwrap_or_default();
-        if converged(&status, replicas) {
-            let params = ListParams::default().labels(&format!("{INSTANCE_LABEL}={INSTANCE}"));
-            let carried: BTreeMap<String, String> = pods
-                .list(&params)
-                .await
-                .map(|l| l.items.iter().map(|p| (p.name_any(), role_of(p))).collect())
-                .unwrap_or_default();
-            let recorded: BTreeMap<String, String> = status
-                .pods
-                .iter()
-                .map(|p| (p.name.clone(), p.label.clone()))
-                .collect();
-            if carried == recorded {
-                break status.current_primary.unwrap_or_default();
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "not converged within {timeout:?}: status {} / primary {:?} / target {:?} / failing since {:?} / pods {:?}",
-                status.status,
-                status.current_primary,
-                status.target_primary,
-                status.primary_failing_since,
-                status
-                    .pods
-                    .iter()
-                    .map(|p| format!("{}={}/{}/{}", p.name, p.role, p.label, p.link))
-                    .collect::<Vec<_>>()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let primary = wait_topology(instances, pods, replicas, timeout, || observer.pump()).await?;
     let left = deadline.saturating_duration_since(Instant::now());
     writer
         .wait_confirmed_on(&primary, writer.count(), WRITES_TO_CONVERGE, left)
@@ -502,10 +395,10 @@ async fn run_operator(
         .finish_writer(writer, primary.as_ref().map(|p| (p.host.as_str(), p.port)))
         .await;
     observer.pump();
-    if observer.double_primary > 0 {
+    if observer.labels.double_primary > 0 {
         result.notes.push(format!(
             "two pods carried the primary label at once {} times (pod watch)",
-            observer.double_primary
+            observer.labels.double_primary
         ));
     }
     let stopped = operator.stop().await;
@@ -545,7 +438,7 @@ async fn trials(
         let from = writer.count();
         let last_before = writer.last().map(|c| c.at);
         observer.begin(&pod);
-        let changes_before = observer.changes.len();
+        let changes_before = observer.labels.changes.len();
         let killed = Instant::now();
         kill9(pid)?;
         let first = wait_failover(
@@ -595,10 +488,11 @@ async fn trials(
             .iter()
             .map(|(n, at)| (n.clone(), at.saturating_duration_since(killed)))
             .collect();
-        let gains: Vec<String> = observer.changes[changes_before..]
+        let gains: Vec<String> = observer
+            .labels
+            .primary_gains(changes_before)
             .iter()
-            .filter(|(_, _, _, to)| to == "primary")
-            .map(|(at, pod, _, _)| {
+            .map(|(at, pod)| {
                 format!(
                     "{pod} at {:.2} s",
                     at.saturating_duration_since(killed).as_secs_f64()

@@ -2,15 +2,18 @@
 //! against the watch floor, convergence of N instances, API cost from the audit log, and footprint — and prints
 //! a markdown report. `scripts/bench.sh` brings up a private cluster and runs it; see `docs/benchmarks.md`.
 //! `redis-operator-bench failover ...` measures failover time against Redis Sentinel instead
-//! (`scripts/bench-failover.sh`).
+//! (`scripts/bench-failover.sh`), `redis-operator-bench rollout ...` the write gap and lost writes of a rolling
+//! image update, primary-last against the plain StatefulSet rolling update (`scripts/bench-rollout.sh`).
 
 mod audit;
 mod converge;
 mod failover;
+mod instance;
 mod latency;
 mod operator;
 mod report;
 mod resp;
+mod rollout;
 mod sentinel;
 mod watch;
 mod writer;
@@ -46,6 +49,80 @@ enum Mode {
     /// Failover time (kill -9 of the primary → first confirmed write on another server) of the operator in
     /// process pod mode, against Redis Sentinel on loopback.
     Failover(FailoverArgs),
+    /// Longest write gap and lost confirmed writes during a rolling image update of 3 replicas (process pod
+    /// mode): the operator's primary-last rollout against the plain StatefulSet rolling update.
+    Rollout(RolloutArgs),
+}
+
+/// The rolling-update benchmark.
+#[derive(clap::Args, Debug)]
+struct RolloutArgs {
+    /// Kubeconfig with an admin context and the operator's context (process pod mode).
+    #[arg(long, required = true)]
+    kubeconfig: PathBuf,
+    /// Context the benchmark itself uses.
+    #[arg(long, default_value = "admin")]
+    context: String,
+    /// Context the operator uses.
+    #[arg(long, default_value = "redis-operator")]
+    operator_context: String,
+    /// The operator binary.
+    #[arg(long, required = true)]
+    operator: PathBuf,
+    /// `--log-level` of the operator.
+    #[arg(long, default_value = "info")]
+    operator_log_level: String,
+    /// Rolling updates per configuration; the configurations take turns.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// The configurations, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "primary-last,statefulset"
+    )]
+    rollouts: Vec<rollout::Rollout>,
+    /// The image each trial's instance is created with.
+    #[arg(long, default_value = "redis:7.0.1")]
+    image_from: String,
+    /// The image it is updated to.
+    #[arg(long, default_value = "redis:7.0.2")]
+    image_to: String,
+    /// Failovers tried to move the primary to the middle ordinal before a trial takes it where it is.
+    #[arg(long, default_value_t = 3)]
+    placement_attempts: usize,
+    /// Pause of the writer after each confirmed write, ms.
+    #[arg(long, default_value_t = 10)]
+    write_interval_ms: u64,
+    /// Longest wait for the instance to settle (created, after a placement failover), seconds.
+    #[arg(long, default_value_t = 180)]
+    settle_timeout: u64,
+    /// Longest wait from the image change to the instance settled at the new image, seconds.
+    #[arg(long, default_value_t = 300)]
+    rollout_timeout: u64,
+    /// The target for the longest write gap, ms.
+    #[arg(long, default_value_t = 1000)]
+    gap_target_ms: u64,
+    /// Prefix of the trials' namespaces.
+    #[arg(long, default_value = "bench-rollout")]
+    namespace_prefix: String,
+    /// Where operator logs go.
+    #[arg(long, default_value = "target/bench-rollout-logs")]
+    log_dir: PathBuf,
+    /// Write the markdown report here as well as to stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Replace the generated block of this document (between `<!-- bench-rollout:begin -->` and
+    /// `<!-- bench-rollout:end -->`) with the run's title, environment and summary.
+    #[arg(long)]
+    docs: Option<PathBuf>,
+    /// Heading of the run in the document, e.g. `Run of 2026-11-26`.
+    #[arg(long, default_value = "Latest run")]
+    run_title: String,
+    /// Extra `key=value` lines for the environment table.
+    #[arg(long = "describe", value_parser = parse_key_value)]
+    describe: Vec<(String, String)>,
 }
 
 /// The failover benchmark.
@@ -237,6 +314,7 @@ async fn run(args: Args) -> Result<String, String> {
         resync_seconds: args.resync_seconds,
         log_dir: args.log_dir.clone(),
         log_level: "warn".into(),
+        env: Vec::new(),
     };
 
     let mut problems = Vec::new();
@@ -344,6 +422,7 @@ async fn run_failover(args: FailoverArgs) -> Result<String, String> {
             resync_seconds: 20,
             log_dir: args.log_dir.clone(),
             log_level: args.operator_log_level.clone(),
+            env: Vec::new(),
         };
         let setup = failover::OperatorSetup {
             client: &client,
@@ -409,11 +488,93 @@ async fn run_failover(args: FailoverArgs) -> Result<String, String> {
     Ok(failover::markdown(&environment, &results))
 }
 
+/// Start and end markers of the generated block in `docs/benchmarks.md`.
+const ROLLOUT_DOCS_MARKERS: (&str, &str) =
+    ("<!-- bench-rollout:begin -->", "<!-- bench-rollout:end -->");
+
+/// The rolling-update benchmark: both configurations, trial by trial in turn.
+async fn run_rollout(args: RolloutArgs) -> Result<String, String> {
+    let client = client(&args.kubeconfig, &args.context).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut environment = machine();
+    environment.push(("Kubernetes".into(), version.git_version.clone()));
+    environment.push((
+        "operator".into(),
+        format!(
+            "{} (--leader-election=false --resync-seconds 20 --log-level {}), one per trial, logs in {}",
+            args.operator.display(),
+            args.operator_log_level,
+            args.log_dir.display()
+        ),
+    ));
+    environment.push((
+        "writer".into(),
+        format!(
+            "SET k<n> <n> + WAIT 1 1000 pipelined on one connection, {} ms pause after each confirmed write; re-resolves the pod labelled primary after any error or unconfirmed write",
+            args.write_interval_ms
+        ),
+    ));
+    environment.push((
+        "trial".into(),
+        format!(
+            "fresh namespace and instance (replicas 3, {}); primary moved to ordinal 1 by kill -9 failovers (at most {}); writer started; image → {}; settled = Running, every pod at the StatefulSet's update revision and new image, one primary and two in-sync replicas, {} writes confirmed on the primary",
+            args.image_from, args.placement_attempts, args.image_to, failover::WRITES_TO_CONVERGE
+        ),
+    ));
+    environment.extend(args.describe.iter().cloned());
+    let settings = rollout::Settings {
+        client,
+        launch: Launch {
+            binary: args.operator.clone(),
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.operator_context.clone(),
+            resync_seconds: 20,
+            log_dir: args.log_dir.clone(),
+            log_level: args.operator_log_level.clone(),
+            env: Vec::new(),
+        },
+        namespace_prefix: args.namespace_prefix.clone(),
+        image_from: args.image_from.clone(),
+        image_to: args.image_to.clone(),
+        placement_attempts: args.placement_attempts,
+        write_interval: Duration::from_millis(args.write_interval_ms),
+        settle_timeout: Duration::from_secs(args.settle_timeout),
+        rollout_timeout: Duration::from_secs(args.rollout_timeout),
+    };
+    let results = rollout::measure(&settings, &args.rollouts, args.trials).await;
+    let gap_target = Duration::from_millis(args.gap_target_ms);
+    if let Some(path) = &args.docs {
+        let mut block = format!(
+            "#### {}
+
+| | |
+|---|---|
+",
+            args.run_title
+        );
+        for (key, value) in &environment {
+            block.push_str(&format!("| {key} | {value} |\n"));
+        }
+        block.push('\n');
+        block.push_str(&rollout::summary(&results, gap_target));
+        let doc = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (begin, end) = ROLLOUT_DOCS_MARKERS;
+        let updated = rollout::replace_section(&doc, begin, end, &block)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, updated).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(rollout::markdown(&environment, &results, gap_target))
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     let (output, outcome) = match cli.command {
         Some(Mode::Failover(args)) => (args.output.clone(), run_failover(args).await),
+        Some(Mode::Rollout(args)) => (args.output.clone(), run_rollout(args).await),
         None => (cli.args.output.clone(), run(cli.args).await),
     };
     match outcome {

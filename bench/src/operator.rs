@@ -28,6 +28,8 @@ pub struct Launch {
     pub log_dir: PathBuf,
     /// `--log-level` (`warn` keeps the convergence runs' logs small).
     pub log_level: String,
+    /// Extra environment of the process (e.g. `REDIS_OPERATOR_ROLLOUT=statefulset`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running operator process, killed when dropped.
@@ -68,6 +70,7 @@ impl Operator {
         let stderr = file.try_clone().map_err(|e| e.to_string())?;
         let child = Command::new(&launch.binary)
             .env("KUBECONFIG", &launch.kubeconfig)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .args(["run", "--namespace", namespace, "--leader-election=false"])
             .args(["--context", &launch.context])
             .args(["--resync-seconds", &launch.resync_seconds.to_string()])
