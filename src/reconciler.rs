@@ -32,8 +32,9 @@ use crate::change::{classify_change, storage_request, StatefulSetChange};
 use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
+use crate::exporter::metrics_service_name;
 use crate::leader::Leadership;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
 use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
 use crate::redis::Timeouts;
@@ -329,6 +330,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         )
         .await?;
         apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
+        sync_metrics_service(ri, ctx, desired.metrics_service.as_ref()).await?;
 
         let previous = ri.phase();
         match &change {
@@ -547,7 +549,7 @@ async fn report_topology_action(
     let (type_, reason, note) = match action {
         TopologyAction::StartFailover { failure } => (
             EventType::Warning,
-            "FailoverStarted",
+            FAILOVER_STARTED,
             format!(
                 "Failing over from {}: {failure}",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
@@ -555,7 +557,7 @@ async fn report_topology_action(
         ),
         TopologyAction::SetTargetPrimary { pod } if !persisted.failover_in_flight() => (
             EventType::Normal,
-            "SwitchoverStarted",
+            SWITCHOVER_STARTED,
             format!(
                 "Switching over from {} to {pod}: the scale-down removes the primary's ordinal",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
@@ -583,6 +585,9 @@ async fn report_topology_action(
         }
         _ => return,
     };
+    let namespace = ri.namespace().unwrap_or_default();
+    ctx.metrics
+        .record_topology_event(&namespace, &ri.name_any(), reason);
     event(ctx, ri, type_, reason, "Topology", note).await;
 }
 
@@ -674,6 +679,10 @@ async fn foreign_child(
     )
     .await?)
     .or(foreign(ri, ctx, &namespace, &desired.headless, &ctx.stores.services).await?)
+    .or(match &desired.metrics_service {
+        Some(metrics) => foreign(ri, ctx, &namespace, metrics, &ctx.stores.services).await?,
+        None => None,
+    })
     .or(foreign(
         ri,
         ctx,
@@ -826,6 +835,36 @@ where
             }
         })?;
     info!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
+    Ok(())
+}
+
+/// Applies `NAME-metrics` while the exporter is on; once it is off, deletes the one this instance owns (the
+/// cache holds only the operator's labelled Services, and a foreign one is never touched).
+async fn sync_metrics_service(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: Option<&Service>,
+) -> Result<()> {
+    let namespace = ri.namespace().unwrap_or_default();
+    if let Some(service) = desired {
+        return apply_unless_current(ctx, &namespace, service, &ctx.stores.services).await;
+    }
+    let name = metrics_service_name(&ri.name_any());
+    let Some(live) = lookup(&ctx.stores.services, &name, &namespace) else {
+        return Ok(());
+    };
+    if !controlled_by(&*live, ri) || live.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => info!(%name, "deleted the metrics Service: the exporter is off"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            ctx.metrics.record_api_error("delete", &e);
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 
@@ -1223,7 +1262,13 @@ pub async fn run(
             if let Err(error) = result {
                 debug!(%error, "reconcile loop error");
             }
-            state_metrics.set_phases(phase_stores.state().iter().map(|ri| ri.phase()));
+            state_metrics.set_phases(phase_stores.state().iter().map(|ri| {
+                (
+                    ri.namespace().unwrap_or_default(),
+                    ri.name_any(),
+                    ri.phase(),
+                )
+            }));
             std::future::ready(())
         })
         .await;
