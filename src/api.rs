@@ -216,7 +216,7 @@ pub struct SchedulingSpec {
     /// a preferred (soft) anti-affinity on `kubernetes.io/hostname` between the pods of the instance, so they
     /// spread over nodes when they can and still schedule on a single node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form_object")]
+    #[schemars(schema_with = "affinity_schema")]
     pub affinity: Option<Affinity>,
 
     /// Tolerations of the pods (Kubernetes `Toleration`s), at most 32.
@@ -244,11 +244,14 @@ pub struct SchedulingSpec {
 /// constraints) may hold.
 pub const MAX_METADATA_ENTRIES: usize = 32;
 
-/// An object the API server stores as given; the operator decodes and checks it.
-fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+/// An object of objects (`nodeAffinity`, `podAffinity`, `podAntiAffinity`) the API server stores as given; the
+/// operator decodes and checks it. A map rather than a bare object with preserved fields, which `kubectl
+/// explain` would show without a type.
+fn affinity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
+        "maxProperties": 3,
+        "additionalProperties": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
     })
 }
 

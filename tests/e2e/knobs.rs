@@ -179,6 +179,9 @@ async fn scheduling_metadata_and_service_changes_roll_the_pods() {
         "cache",
         json!({
             "tolerations": [toleration],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}},
             "podMetadata": {"labels": {"team": "cache"}},
             "service": {"type": "NodePort", "annotations": {"example.com/lb": "internal"}}
         }),
@@ -188,7 +191,14 @@ async fn scheduling_metadata_and_service_changes_roll_the_pods() {
 
     let sts = env.statefulsets().get("cache").await.unwrap();
     let template = sts.spec.unwrap().template;
-    let tolerations = template.spec.unwrap().tolerations.unwrap_or_default();
+    let pod_spec = template.spec.unwrap();
+    let affinity = pod_spec.affinity.clone().unwrap();
+    assert!(affinity.node_affinity.is_some(), "the user's node affinity");
+    assert!(
+        affinity.pod_anti_affinity.is_some(),
+        "a node affinity alone keeps the default anti-affinity"
+    );
+    let tolerations = pod_spec.tolerations.unwrap_or_default();
     assert_eq!(
         tolerations
             .iter()
