@@ -119,12 +119,13 @@ install_packages() {
   stop_package_services
 }
 
-# The packages' own services would hold 2379 and 6379; the cluster runs its own processes.
+# The packages' own services would hold 2379, 6379 and 9121 (on every address, so no pod's exporter could
+# listen); the cluster runs its own processes.
 # Only a service that is actually running is stopped, and through its own pid file: the init scripts stop by
 # executable name and would kill every etcd on the machine, including other devclusters'.
 stop_package_services() {
   local service pidfile pid
-  for service in etcd redis-server; do
+  for service in etcd redis-server prometheus-redis-exporter; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$service" 2>/dev/null; then
       systemctl disable --now "$service" >/dev/null 2>&1 || true
     fi
@@ -151,7 +152,7 @@ ensure_port_free() {
 }
 
 install_prerequisites() {
-  install_packages redis-server redis-tools openssl curl util-linux
+  install_packages redis-server redis-tools openssl curl util-linux prometheus-redis-exporter
 }
 
 # The control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) of the chosen release,

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use kube::{CustomResource, KubeSchema};
 use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
@@ -81,6 +83,23 @@ pub struct RedisInstanceSpec {
     /// Replication and failover settings.
     #[serde(default)]
     pub replication: ReplicationSpec,
+
+    /// Where the pods may run: `affinity`, `tolerations`, `nodeSelector`, `topologySpreadConstraints`,
+    /// `priorityClassName` (the Kubernetes fields of the same names). Changing them rolls the pods.
+    #[serde(flatten)]
+    pub scheduling: SchedulingSpec,
+
+    /// Extra labels and annotations of the pods. Changing them rolls the pods.
+    #[serde(default, skip_serializing_if = "PodMetadataSpec::is_empty")]
+    pub pod_metadata: PodMetadataSpec,
+
+    /// How the client Services are exposed: type and annotations.
+    #[serde(default, skip_serializing_if = "ServiceExposure::is_default")]
+    pub service: ServiceExposure,
+
+    /// Redis metrics: the `redis_exporter` sidecar.
+    #[serde(default, skip_serializing_if = "MonitoringSpec::is_default")]
+    pub monitoring: MonitoringSpec,
 }
 
 impl Default for RedisInstanceSpec {
@@ -93,6 +112,10 @@ impl Default for RedisInstanceSpec {
             storage: None,
             config: BTreeMap::new(),
             replication: ReplicationSpec::default(),
+            scheduling: SchedulingSpec::default(),
+            pod_metadata: PodMetadataSpec::default(),
+            service: ServiceExposure::default(),
+            monitoring: MonitoringSpec::default(),
         }
     }
 }
@@ -199,6 +222,201 @@ pub enum ClaimDeletePolicy {
     Retain,
     /// Delete the claims together with the instance.
     Delete,
+}
+
+/// Pod placement (`spec.affinity`, `spec.tolerations`, ...), flattened into the spec. The Kubernetes types are
+/// kept whole; the CRD admits them as free-form objects (their full schemas would bring unbounded integers
+/// and a large CRD) and [`crate::validate`] checks what the API server would refuse in the pod template.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SchedulingSpec {
+    /// Node and pod affinity of the pods (Kubernetes `Affinity`). Without a `podAntiAffinity` the operator adds
+    /// a preferred (soft) anti-affinity on `kubernetes.io/hostname` between the pods of the instance, so they
+    /// spread over nodes when they can and still schedule on a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "affinity_schema")]
+    pub affinity: Option<Affinity>,
+
+    /// Tolerations of the pods (Kubernetes `Toleration`s), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node labels a node must carry to run the pods (at most 32).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// How the pods spread over topology domains (Kubernetes `TopologySpreadConstraint`s), at most 32.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "free_form_list")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+}
+
+/// The most entries a user-given map (labels, annotations, node selector) or list (tolerations, spread
+/// constraints) may hold.
+pub const MAX_METADATA_ENTRIES: usize = 32;
+
+/// An object of objects (`nodeAffinity`, `podAffinity`, `podAntiAffinity`) the API server stores as given; the
+/// operator decodes and checks it. A map rather than a bare object with preserved fields, which `kubectl
+/// explain` would show without a type.
+fn affinity_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 3,
+        "additionalProperties": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// A bounded list of objects the API server stores as given; the operator decodes and checks them.
+fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": MAX_METADATA_ENTRIES,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+    })
+}
+
+/// Extra labels and annotations of the pods (`spec.podMetadata`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadataSpec {
+    /// Labels added to every pod (at most 32). The operator's own labels (`app.kubernetes.io/name`,
+    /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by`) and the `redis.github.com/` prefix are
+    /// refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
+    pub labels: BTreeMap<String, String>,
+
+    /// Annotations added to every pod (at most 32). The `redis.github.com/` prefix is refused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl PodMetadataSpec {
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.annotations.is_empty()
+    }
+}
+
+/// How a Service is exposed.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Inside the cluster only.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through the cloud's load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The Kubernetes `spec.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// Exposure of the client Services (`spec.service`): the read-write `NAME` and, unless `replicas` says
+/// otherwise, the read-only `NAME-replicas`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceExposure {
+    /// `ClusterIP` (default), `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Annotations of the Services, e.g. cloud load-balancer settings (at most 32; the `redis.github.com/`
+    /// prefix is refused).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Overrides for the read-only `NAME-replicas` Service; each field unset follows the read-write one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicasServiceExposure>,
+}
+
+impl ServiceExposure {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Overrides of `spec.service` for the read-only Service (`spec.service.replicas`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicasServiceExposure {
+    /// The read-only Service's type; unset: `spec.service.type`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+
+    /// The read-only Service's annotations; unset: `spec.service.annotations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Redis metrics (`spec.monitoring`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// The `redis_exporter` sidecar.
+    #[serde(default)]
+    pub exporter: ExporterSpec,
+}
+
+impl MonitoringSpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The image used for the exporter when `spec.monitoring.exporter.image` is not set.
+pub const DEFAULT_EXPORTER_IMAGE: &str = "oliver006/redis_exporter:v1.62.0";
+
+/// The `redis_exporter` sidecar (`spec.monitoring.exporter`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the exporter next to each Redis server and create the `NAME-metrics` Service. Toggling it rolls
+    /// the pods.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// The exporter's image. Changing it rolls the pods.
+    #[serde(default = "default_exporter_image")]
+    #[schemars(length(min = 1, max = admission::MAX_IMAGE_LEN))]
+    pub image: String,
+
+    /// CPU and memory requests and limits of the exporter container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for ExporterSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            image: default_exporter_image(),
+            resources: None,
+        }
+    }
+}
+
+fn default_exporter_image() -> String {
+    DEFAULT_EXPORTER_IMAGE.to_string()
 }
 
 /// Observed state of a Redis instance, written by the operator only.

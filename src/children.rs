@@ -21,6 +21,8 @@ use kube::{Resource, ResourceExt};
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
+use crate::exporter;
+use crate::placement::{self, ClientService};
 use crate::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
 use crate::topology::ROLE_LABEL;
 
@@ -56,6 +58,8 @@ pub struct Desired {
     pub replicas_service: Service,
     /// `NAME-headless`, the StatefulSet's governing Service.
     pub headless: Service,
+    /// `NAME-metrics`, in front of the exporters; `None` when the exporter is off.
+    pub metrics_service: Option<Service>,
     /// Hex SHA-256 of the rendered configuration.
     pub config_hash: String,
     /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::budget`]).
@@ -133,13 +137,25 @@ pub fn build(ri: &RedisInstance) -> Desired {
         data: Some([(CONFIG_FILE.to_string(), rendered)].into()),
         ..Default::default()
     };
+    let mut statefulset = statefulset(ri, &owner, &config_hash);
+    placement::place_pods(&ri.spec, &name, &mut statefulset);
+    exporter::add_sidecar(&ri.spec.monitoring.exporter, &mut statefulset);
+    let mut primary = service(ri, &owner, ServiceKind::Primary);
+    placement::expose(&ri.spec.service, ClientService::Primary, &mut primary);
+    let mut replicas_service = service(ri, &owner, ServiceKind::Replicas);
+    placement::expose(
+        &ri.spec.service,
+        ClientService::Replicas,
+        &mut replicas_service,
+    );
     Desired {
         config_map,
-        statefulset: statefulset(ri, &owner, &config_hash),
-        service: service(ri, &owner, ServiceKind::Primary),
-        replicas_service: service(ri, &owner, ServiceKind::Replicas),
+        statefulset,
+        service: primary,
+        replicas_service,
         headless: service(ri, &owner, ServiceKind::Headless),
         budgets: crate::budget::budgets(ri, &owner),
+        metrics_service: exporter::metrics_service(ri, &owner),
         config_hash,
     }
 }
@@ -381,6 +397,7 @@ pub(crate) mod tests {
                 storage: None,
                 config: [("maxmemory".to_string(), "100mb".to_string())].into(),
                 replication: Default::default(),
+                ..Default::default()
             },
         );
         ri.metadata.namespace = Some("ns".into());

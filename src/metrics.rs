@@ -1,5 +1,7 @@
 //! Prometheus metrics of the operator, served at `/metrics`.
 
+use std::collections::BTreeSet;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use prometheus_client::encoding::text::encode;
@@ -30,6 +32,37 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstancePhaseLabels {
+    namespace: String,
+    name: String,
+    phase: String,
+}
+
+/// Reason of the topology Event that starts a failover; counted by `redis_operator_failovers_total`.
+pub const FAILOVER_STARTED: &str = "FailoverStarted";
+/// Reason of the topology Event that starts a switchover; counted by `redis_operator_switchovers_total`.
+pub const SWITCHOVER_STARTED: &str = "SwitchoverStarted";
+
+/// The names of every metric family the operator exports (after the `redis_operator_` prefix and with the
+/// `_total` suffix of counters), for checks of what dashboards and alert rules may name.
+pub const EXPORTED: &[&str] = &[
+    "redis_operator_reconciles_total",
+    "redis_operator_reconcile_duration_seconds",
+    "redis_operator_phase_transitions_total",
+    "redis_operator_instances",
+    "redis_operator_api_errors_total",
+    "redis_operator_instance_phase",
+    "redis_operator_failovers_total",
+    "redis_operator_switchovers_total",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ApiErrorLabels {
     operation: String,
     code: String,
@@ -43,6 +76,11 @@ pub struct Metrics {
     transitions: Family<TransitionLabels, Counter>,
     instances: Family<PhaseLabels, Gauge>,
     api_errors: Family<ApiErrorLabels, Counter>,
+    instance_phase: Family<InstancePhaseLabels, Gauge>,
+    failovers: Family<InstanceLabels, Counter>,
+    switchovers: Family<InstanceLabels, Counter>,
+    /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
+    known: Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -78,6 +116,24 @@ impl Default for Metrics {
             "Failed API requests by operation and HTTP status code",
             api_errors.clone(),
         );
+        let instance_phase = Family::<InstancePhaseLabels, Gauge>::default();
+        registry.register(
+            "instance_phase",
+            "Phase of each RedisInstance: 1 for its current phase, 0 for the others",
+            instance_phase.clone(),
+        );
+        let failovers = Family::<InstanceLabels, Counter>::default();
+        registry.register(
+            "failovers",
+            "Failovers started, per RedisInstance",
+            failovers.clone(),
+        );
+        let switchovers = Family::<InstanceLabels, Counter>::default();
+        registry.register(
+            "switchovers",
+            "Switchovers started, per RedisInstance",
+            switchovers.clone(),
+        );
         Self {
             registry,
             reconciles,
@@ -85,6 +141,10 @@ impl Default for Metrics {
             transitions,
             instances,
             api_errors,
+            instance_phase,
+            failovers,
+            switchovers,
+            known: Mutex::default(),
         }
     }
 }
@@ -140,13 +200,42 @@ impl Metrics {
         self.api_errors.get_or_create(&labels).inc();
     }
 
-    /// Sets the number of instances per phase (every phase is reported, zero when empty).
-    pub fn set_phases(&self, phases: impl Iterator<Item = Phase>) {
+    /// Counts a failover or switchover from the reason of the topology Event reporting its start (other
+    /// reasons are not counted).
+    pub fn record_topology_event(&self, namespace: &str, name: &str, reason: &str) {
+        let family = match reason {
+            FAILOVER_STARTED => &self.failovers,
+            SWITCHOVER_STARTED => &self.switchovers,
+            _ => return,
+        };
+        let labels = InstanceLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        family.get_or_create(&labels).inc();
+    }
+
+    /// Sets the phase gauges from every instance as (namespace, name, phase): the number of instances per phase
+    /// (every phase is reported, zero when empty) and each instance's phase. The series of instances no longer
+    /// listed (deleted) are removed, counters included.
+    pub fn set_phases(&self, instances: impl Iterator<Item = (String, String, Phase)>) {
         let mut counts = [0i64; Phase::ALL.len()];
-        for phase in phases {
+        let mut present = BTreeSet::new();
+        for (namespace, name, phase) in instances {
             if let Some(i) = Phase::ALL.iter().position(|p| *p == phase) {
                 counts[i] += 1;
             }
+            for candidate in Phase::ALL {
+                let labels = InstancePhaseLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    phase: candidate.to_string(),
+                };
+                self.instance_phase
+                    .get_or_create(&labels)
+                    .set(i64::from(candidate == phase));
+            }
+            present.insert((namespace, name));
         }
         for (phase, count) in Phase::ALL.iter().zip(counts) {
             let labels = PhaseLabels {
@@ -154,6 +243,23 @@ impl Metrics {
             };
             self.instances.get_or_create(&labels).set(count);
         }
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        for (namespace, name) in known.difference(&present) {
+            for phase in Phase::ALL {
+                self.instance_phase.remove(&InstancePhaseLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    phase: phase.to_string(),
+                });
+            }
+            let labels = InstanceLabels {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            };
+            self.failovers.remove(&labels);
+            self.switchovers.remove(&labels);
+        }
+        *known = present;
     }
 
     /// The metrics in Prometheus text format.
@@ -174,7 +280,15 @@ mod tests {
         let metrics = Metrics::default();
         metrics.record_reconcile(None);
         metrics.record_transition(Phase::Pending, Phase::Running);
-        metrics.set_phases([Phase::Running, Phase::Running, Phase::Failed].into_iter());
+        let instance = |name: &str, phase| ("ns".to_string(), name.to_string(), phase);
+        metrics.set_phases(
+            [
+                instance("a", Phase::Running),
+                instance("b", Phase::Running),
+                instance("c", Phase::Failed),
+            ]
+            .into_iter(),
+        );
         drop(metrics.reconcile_timer());
         let text = metrics.encode();
         assert!(
@@ -186,5 +300,84 @@ mod tests {
         assert!(text.contains("redis_operator_instances{phase=\"Running\"} 2"));
         assert!(text.contains("redis_operator_instances{phase=\"Unknown\"} 0"));
         assert!(text.contains("redis_operator_reconcile_duration_seconds_count 1"));
+    }
+
+    /// Every family registered is in [`EXPORTED`], and nothing else is: alert rules are checked against it.
+    #[test]
+    fn exported_lists_every_family() {
+        let metrics = Metrics::default();
+        metrics.record_reconcile(None);
+        metrics.record_transition(Phase::Pending, Phase::Running);
+        metrics.set_phases([("ns".into(), "a".into(), Phase::Running)].into_iter());
+        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
+        metrics.record_topology_event("ns", "a", SWITCHOVER_STARTED);
+        metrics
+            .api_errors
+            .get_or_create(&ApiErrorLabels {
+                operation: "get".into(),
+                code: "500".into(),
+            })
+            .inc();
+        let text = metrics.encode();
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|line| {
+                let (name, kind) = line.split_once(' ')?;
+                // The text format names a counter family without its `_total` suffix.
+                Some(match kind {
+                    "counter" => EXPORTED
+                        .iter()
+                        .copied()
+                        .find(|e| e.strip_suffix("_total") == Some(name))
+                        .unwrap_or(name),
+                    _ => name,
+                })
+            })
+            .collect();
+        families.sort_unstable();
+        let mut exported = EXPORTED.to_vec();
+        exported.sort_unstable();
+        assert_eq!(families, exported);
+    }
+
+    #[test]
+    fn per_instance_phase_and_counters_go_with_the_instance() {
+        let metrics = Metrics::default();
+        let a = || ("ns".to_string(), "a".to_string(), Phase::Updating);
+        let b = || ("ns".to_string(), "b".to_string(), Phase::Running);
+        metrics.set_phases([a(), b()].into_iter());
+        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
+        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
+        metrics.record_topology_event("ns", "a", SWITCHOVER_STARTED);
+        metrics.record_topology_event("ns", "a", "PrimaryConfirmed");
+        let text = metrics.encode();
+        let series = |name: &str, phase: &str| {
+            format!("redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}}")
+        };
+        assert!(
+            text.contains(&format!("{} 1", series("a", "Updating"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0", series("a", "Running"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", series("b", "Running"))),
+            "{text}"
+        );
+        assert!(text.contains("redis_operator_failovers_total{namespace=\"ns\",name=\"a\"} 2"));
+        assert!(text.contains("redis_operator_switchovers_total{namespace=\"ns\",name=\"a\"} 1"));
+
+        // `a` is deleted: its series go, `b`'s stay.
+        metrics.set_phases([b()].into_iter());
+        let text = metrics.encode();
+        assert!(!text.contains("name=\"a\""), "{text}");
+        assert!(
+            text.contains(&format!("{} 1", series("b", "Running"))),
+            "{text}"
+        );
+        assert!(text.contains("redis_operator_instances{phase=\"Updating\"} 0"));
     }
 }

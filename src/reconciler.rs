@@ -35,8 +35,9 @@ use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECT
 use crate::cli::RolloutMode;
 use crate::diff::is_applied;
 use crate::error::{Error, Result};
+use crate::exporter::metrics_service_name;
 use crate::leader::Leadership;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
 use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
 use crate::redis::Timeouts;
@@ -354,6 +355,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         for budget in &desired.budgets {
             apply_unless_current(ctx, &namespace, budget, &ctx.stores.budgets).await?;
         }
+        sync_metrics_service(ri, ctx, desired.metrics_service.as_ref()).await?;
 
         let previous = ri.phase();
         match &change {
@@ -649,7 +651,7 @@ async fn report_topology_action(
     let (type_, reason, note) = match action {
         TopologyAction::StartFailover { failure } => (
             EventType::Warning,
-            "FailoverStarted",
+            FAILOVER_STARTED,
             format!(
                 "Failing over from {}: {failure}",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
@@ -657,7 +659,7 @@ async fn report_topology_action(
         ),
         TopologyAction::StartSwitchover { to, reason, .. } => (
             EventType::Normal,
-            "SwitchoverStarted",
+            SWITCHOVER_STARTED,
             format!(
                 "Switching over from {} to {to} ({reason}) with FAILOVER TO: writes pause until {to} has \
                  caught up",
@@ -703,6 +705,9 @@ async fn report_topology_action(
         }
         _ => return,
     };
+    let namespace = ri.namespace().unwrap_or_default();
+    ctx.metrics
+        .record_topology_event(&namespace, &ri.name_any(), reason);
     event(ctx, ri, type_, reason, "Topology", note).await;
 }
 
@@ -842,7 +847,10 @@ async fn foreign_child(
         &desired.service,
         &desired.replicas_service,
         &desired.headless,
-    ] {
+    ]
+    .into_iter()
+    .chain(desired.metrics_service.as_ref())
+    {
         if let Some(child) = foreign(ri, ctx, &namespace, service, &stores.services).await? {
             return Ok(Some(child));
         }
@@ -1004,6 +1012,36 @@ where
             }
         })?;
     info!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
+    Ok(())
+}
+
+/// Applies `NAME-metrics` while the exporter is on; once it is off, deletes the one this instance owns (the
+/// cache holds only the operator's labelled Services, and a foreign one is never touched).
+async fn sync_metrics_service(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: Option<&Service>,
+) -> Result<()> {
+    let namespace = ri.namespace().unwrap_or_default();
+    if let Some(service) = desired {
+        return apply_unless_current(ctx, &namespace, service, &ctx.stores.services).await;
+    }
+    let name = metrics_service_name(&ri.name_any());
+    let Some(live) = lookup(&ctx.stores.services, &name, &namespace) else {
+        return Ok(());
+    };
+    if !controlled_by(&*live, ri) || live.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => info!(%name, "deleted the metrics Service: the exporter is off"),
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => {
+            ctx.metrics.record_api_error("delete", &e);
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 
@@ -1438,7 +1476,13 @@ pub async fn run(
             if let Err(error) = result {
                 debug!(%error, "reconcile loop error");
             }
-            state_metrics.set_phases(phase_stores.state().iter().map(|ri| ri.phase()));
+            state_metrics.set_phases(phase_stores.state().iter().map(|ri| {
+                (
+                    ri.namespace().unwrap_or_default(),
+                    ri.name_any(),
+                    ri.phase(),
+                )
+            }));
             std::future::ready(())
         })
         .await;

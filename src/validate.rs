@@ -7,7 +7,10 @@ use crate::admission::{
     BAD_DIRECTIVE_NAME, BAD_STORAGE_CLASS, DUPLICATE_DIRECTIVE, MAX_CONFIG_ENTRIES,
     MAX_CONFIG_VALUE_LEN, MAX_DIRECTIVE_LEN, MAX_IMAGE_LEN, MAX_REPLICAS,
 };
-use crate::api::RedisInstanceSpec;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, WeightedPodAffinityTerm};
+
+use crate::api::{ExporterSpec, RedisInstanceSpec, SchedulingSpec, MAX_METADATA_ENTRIES};
+use crate::placement::{reserved_annotation, reserved_label};
 use crate::quantity::Quantity;
 use crate::redis_conf::refusal;
 
@@ -41,58 +44,9 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
             format!("must be 0 to {MAX_REPLICAS}, got {}", spec.replicas),
         ));
     }
-    if spec.image.trim().is_empty() {
-        errors.push(SpecError::new("spec.image", "must not be empty"));
-    } else if spec
-        .image
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control())
-    {
-        errors.push(SpecError::new(
-            "spec.image",
-            format!("{:?} must not contain whitespace", spec.image),
-        ));
-    } else if spec.image.len() > MAX_IMAGE_LEN {
-        errors.push(SpecError::new(
-            "spec.image",
-            format!("must be at most {MAX_IMAGE_LEN} characters"),
-        ));
-    }
+    check_image("spec.image", &spec.image, &mut errors);
     if let Some(resources) = &spec.resources {
-        let lists = [
-            ("limits", &resources.limits),
-            ("requests", &resources.requests),
-        ];
-        for (list, values) in lists {
-            for (name, value) in values.iter().flatten() {
-                let field = format!("spec.resources.{list}.{name}");
-                if !is_resource_name(name) {
-                    errors.push(SpecError::new(
-                        field.clone(),
-                        "is not a resource Kubernetes knows: use cpu, memory, ephemeral-storage, \
-                         hugepages-<size> or a domain-qualified extended resource (example.com/name)",
-                    ));
-                }
-                check_quantity(&field, &value.0, false, &mut errors);
-            }
-        }
-        // The API server refuses a pod whose request exceeds its limit; say so before a pod is ever tried.
-        for (name, request) in resources.requests.iter().flatten() {
-            let limit = resources.limits.as_ref().and_then(|l| l.get(name));
-            let (Some(limit), Ok(request_q)) = (limit, request.0.parse::<Quantity>()) else {
-                continue;
-            };
-            if limit
-                .0
-                .parse::<Quantity>()
-                .is_ok_and(|l| request_q.canonical() > l.canonical())
-            {
-                errors.push(SpecError::new(
-                    format!("spec.resources.requests.{name}"),
-                    format!("{} must not exceed the limit {}", request.0, limit.0),
-                ));
-            }
-        }
+        check_resources("spec.resources", resources, &mut errors);
     }
     let replication = &spec.replication;
     let bounded = [
@@ -125,7 +79,293 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
         }
     }
     check_config(&spec.config, &mut errors);
+    check_scheduling(&spec.scheduling, &mut errors);
+    check_metadata(spec, &mut errors);
+    check_exporter(&spec.monitoring.exporter, &mut errors);
     errors
+}
+
+/// Container resource requests and limits: known names, valid quantities, no request above its limit.
+fn check_resources(prefix: &str, resources: &ResourceRequirements, errors: &mut Vec<SpecError>) {
+    let lists = [
+        ("limits", &resources.limits),
+        ("requests", &resources.requests),
+    ];
+    for (list, values) in lists {
+        for (name, value) in values.iter().flatten() {
+            let field = format!("{prefix}.{list}.{name}");
+            if !is_resource_name(name) {
+                errors.push(SpecError::new(
+                    field.clone(),
+                    "is not a resource Kubernetes knows: use cpu, memory, ephemeral-storage, \
+                     hugepages-<size> or a domain-qualified extended resource (example.com/name)",
+                ));
+            }
+            check_quantity(&field, &value.0, false, errors);
+        }
+    }
+    // The API server refuses a pod whose request exceeds its limit; say so before a pod is ever tried.
+    for (name, request) in resources.requests.iter().flatten() {
+        let limit = resources.limits.as_ref().and_then(|l| l.get(name));
+        let (Some(limit), Ok(request_q)) = (limit, request.0.parse::<Quantity>()) else {
+            continue;
+        };
+        if limit
+            .0
+            .parse::<Quantity>()
+            .is_ok_and(|l| request_q.canonical() > l.canonical())
+        {
+            errors.push(SpecError::new(
+                format!("{prefix}.requests.{name}"),
+                format!("{} must not exceed the limit {}", request.0, limit.0),
+            ));
+        }
+    }
+}
+
+/// An image reference: one word, not empty, bounded.
+fn check_image(field: &str, image: &str, errors: &mut Vec<SpecError>) {
+    if image.trim().is_empty() {
+        errors.push(SpecError::new(field, "must not be empty"));
+    } else if image.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.push(SpecError::new(
+            field,
+            format!("{image:?} must not contain whitespace"),
+        ));
+    } else if image.len() > MAX_IMAGE_LEN {
+        errors.push(SpecError::new(
+            field,
+            format!("must be at most {MAX_IMAGE_LEN} characters"),
+        ));
+    }
+}
+
+/// The scheduling fields, checked for what the API server would refuse in the pod template (the CRD admits
+/// them as free-form objects).
+fn check_scheduling(scheduling: &SchedulingSpec, errors: &mut Vec<SpecError>) {
+    let too_many = |field: &str, count: usize, errors: &mut Vec<SpecError>| {
+        if count > MAX_METADATA_ENTRIES {
+            errors.push(SpecError::new(
+                field,
+                format!("has {count} entries, at most {MAX_METADATA_ENTRIES} are allowed"),
+            ));
+        }
+    };
+    too_many("spec.tolerations", scheduling.tolerations.len(), errors);
+    for (i, toleration) in scheduling.tolerations.iter().enumerate() {
+        check_toleration(&format!("spec.tolerations[{i}]"), toleration, errors);
+    }
+    too_many("spec.nodeSelector", scheduling.node_selector.len(), errors);
+    for (key, value) in &scheduling.node_selector {
+        check_label(&format!("spec.nodeSelector.{key}"), key, value, errors);
+    }
+    let spreads = &scheduling.topology_spread_constraints;
+    too_many("spec.topologySpreadConstraints", spreads.len(), errors);
+    for (i, spread) in spreads.iter().enumerate() {
+        let field = format!("spec.topologySpreadConstraints[{i}]");
+        if spread.max_skew < 1 {
+            errors.push(SpecError::new(
+                format!("{field}.maxSkew"),
+                format!("must be at least 1, got {}", spread.max_skew),
+            ));
+        }
+        if !is_qualified_name(&spread.topology_key) {
+            errors.push(SpecError::new(
+                format!("{field}.topologyKey"),
+                "must be a node label name, e.g. topology.kubernetes.io/zone",
+            ));
+        }
+        let when = spread.when_unsatisfiable.as_str();
+        if !matches!(when, "DoNotSchedule" | "ScheduleAnyway") {
+            errors.push(SpecError::new(
+                format!("{field}.whenUnsatisfiable"),
+                format!("must be DoNotSchedule or ScheduleAnyway, got {when:?}"),
+            ));
+        }
+        if let Some(min) = spread.min_domains {
+            if min < 1 || when != "DoNotSchedule" {
+                errors.push(SpecError::new(
+                    format!("{field}.minDomains"),
+                    "must be at least 1, and only with whenUnsatisfiable: DoNotSchedule",
+                ));
+            }
+        }
+    }
+    if let Some(affinity) = &scheduling.affinity {
+        let node = affinity.node_affinity.as_ref().and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+        let pod = affinity.pod_affinity.as_ref().and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+        let anti = affinity.pod_anti_affinity.as_ref().and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+        let pod_weights = |terms: Option<&Vec<WeightedPodAffinityTerm>>| -> Vec<i32> {
+            terms.into_iter().flatten().map(|t| t.weight).collect()
+        };
+        let weights = [
+            (
+                "nodeAffinity",
+                node.into_iter().flatten().map(|t| t.weight).collect(),
+            ),
+            ("podAffinity", pod_weights(pod)),
+            ("podAntiAffinity", pod_weights(anti)),
+        ]
+        .into_iter()
+        .flat_map(|(kind, weights): (&str, Vec<i32>)| weights.into_iter().map(move |w| (kind, w)));
+        for (kind, weight) in weights {
+            if !(1..=100).contains(&weight) {
+                errors.push(SpecError::new(
+                    format!("spec.affinity.{kind}"),
+                    format!("preferred term weights must be 1 to 100, got {weight}"),
+                ));
+            }
+        }
+    }
+    if let Some(class) = &scheduling.priority_class_name {
+        if !is_dns_subdomain(class) {
+            errors.push(SpecError::new(
+                "spec.priorityClassName",
+                format!("{class:?} is not a valid PriorityClass name (a lowercase DNS subdomain)"),
+            ));
+        }
+    }
+}
+
+fn check_toleration(field: &str, toleration: &Toleration, errors: &mut Vec<SpecError>) {
+    let key = toleration.key.as_deref().unwrap_or_default();
+    let value = toleration.value.as_deref().unwrap_or_default();
+    if !key.is_empty() && !is_qualified_name(key) {
+        errors.push(SpecError::new(
+            format!("{field}.key"),
+            format!("{key:?} is not a valid taint key"),
+        ));
+    }
+    match toleration.operator.as_deref().unwrap_or("Equal") {
+        "Equal" if key.is_empty() => errors.push(SpecError::new(
+            format!("{field}.operator"),
+            "must be Exists when the key is empty",
+        )),
+        "Exists" if !value.is_empty() => errors.push(SpecError::new(
+            format!("{field}.value"),
+            "must be empty when the operator is Exists",
+        )),
+        "Equal" | "Exists" => {}
+        other => errors.push(SpecError::new(
+            format!("{field}.operator"),
+            format!("must be Equal or Exists, got {other:?}"),
+        )),
+    }
+    let effect = toleration.effect.as_deref().unwrap_or_default();
+    if !matches!(effect, "" | "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        errors.push(SpecError::new(
+            format!("{field}.effect"),
+            format!("must be NoSchedule, PreferNoSchedule or NoExecute, got {effect:?}"),
+        ));
+    }
+    if toleration.toleration_seconds.is_some() && effect != "NoExecute" {
+        errors.push(SpecError::new(
+            format!("{field}.tolerationSeconds"),
+            "is only valid with effect NoExecute",
+        ));
+    }
+}
+
+/// The user's pod labels and annotations and Service annotations: valid keys and values, and never one of
+/// the operator's own keys.
+fn check_metadata(spec: &RedisInstanceSpec, errors: &mut Vec<SpecError>) {
+    let pod = &spec.pod_metadata;
+    let service = &spec.service;
+    let maps = [
+        ("spec.podMetadata.labels", Some(&pod.labels)),
+        ("spec.podMetadata.annotations", Some(&pod.annotations)),
+        ("spec.service.annotations", Some(&service.annotations)),
+        (
+            "spec.service.replicas.annotations",
+            service
+                .replicas
+                .as_ref()
+                .and_then(|r| r.annotations.as_ref()),
+        ),
+    ];
+    for (field, map) in maps {
+        let Some(map) = map else { continue };
+        if map.len() > MAX_METADATA_ENTRIES {
+            errors.push(SpecError::new(
+                field,
+                format!(
+                    "has {} entries, at most {MAX_METADATA_ENTRIES} are allowed",
+                    map.len()
+                ),
+            ));
+        }
+        let labels = field.ends_with("labels");
+        for (key, value) in map {
+            let entry = format!("{field}.{key}");
+            let reserved = if labels {
+                reserved_label(key)
+            } else {
+                reserved_annotation(key)
+            };
+            if let Some(why) = reserved {
+                errors.push(SpecError::new(entry, why));
+            } else if labels {
+                check_label(&entry, key, value, errors);
+            } else if !is_qualified_name(key) {
+                errors.push(SpecError::new(entry, NOT_A_KEY));
+            }
+        }
+    }
+}
+
+/// Message for a label or annotation key Kubernetes would refuse.
+const NOT_A_KEY: &str = "is not a valid key: an optional DNS-subdomain prefix and '/', then at most 63 \
+                         letters, digits, '-', '_' or '.', starting and ending with a letter or digit";
+
+/// A label (or node selector entry): a qualified key and a value of at most 63 such characters.
+fn check_label(field: &str, key: &str, value: &str, errors: &mut Vec<SpecError>) {
+    if !is_qualified_name(key) {
+        errors.push(SpecError::new(field, NOT_A_KEY));
+    }
+    if !value.is_empty() && !is_name_part(value) {
+        errors.push(SpecError::new(
+            field,
+            format!(
+                "value {value:?} is not a valid label value: at most 63 letters, digits, '-', '_' \
+                 or '.', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+}
+
+fn check_exporter(exporter: &ExporterSpec, errors: &mut Vec<SpecError>) {
+    check_image("spec.monitoring.exporter.image", &exporter.image, errors);
+    if let Some(resources) = &exporter.resources {
+        check_resources("spec.monitoring.exporter.resources", resources, errors);
+    }
+}
+
+/// A Kubernetes qualified name (label, annotation or taint key): `[prefix/]name`.
+fn is_qualified_name(key: &str) -> bool {
+    match key.rsplit_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_name_part(name),
+        None => is_name_part(key),
+    }
+}
+
+/// The name part of a qualified name, or a label value: 1 to 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_name_part(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 fn check_config(config: &BTreeMap<String, String>, errors: &mut Vec<SpecError>) {
@@ -247,6 +487,7 @@ mod tests {
             storage: None,
             config: BTreeMap::new(),
             replication: Default::default(),
+            ..Default::default()
         }
     }
 
@@ -282,6 +523,150 @@ mod tests {
 
     fn fields(spec: &RedisInstanceSpec) -> Vec<String> {
         validate(spec).into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn operator_labels_cannot_be_overridden() {
+        for key in [
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/managed-by",
+            "redis.github.com/role",
+        ] {
+            let mut spec = valid();
+            spec.pod_metadata.labels.insert(key.into(), "x".into());
+            let errors = validate(&spec);
+            assert_eq!(errors.len(), 1, "{key}: {errors:?}");
+            assert_eq!(errors[0].field, format!("spec.podMetadata.labels.{key}"));
+            assert!(
+                errors[0].problem.contains("cannot be overridden"),
+                "{errors:?}"
+            );
+        }
+        let mut spec = valid();
+        spec.pod_metadata
+            .annotations
+            .insert("redis.github.com/config-hash".into(), "0".into());
+        spec.service
+            .annotations
+            .insert("redis.github.com/settings-hash".into(), "0".into());
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.podMetadata.annotations.redis.github.com/config-hash",
+                "spec.service.annotations.redis.github.com/settings-hash"
+            ]
+        );
+    }
+
+    #[test]
+    fn metadata_keys_and_values_must_be_valid() {
+        let mut spec = valid();
+        spec.pod_metadata.labels = [
+            ("team".to_string(), "cache".to_string()),
+            ("example.com/tier".to_string(), String::new()),
+            ("bad key".to_string(), "x".to_string()),
+            ("long".to_string(), "v".repeat(64)),
+        ]
+        .into();
+        spec.service.annotations = [
+            (
+                "service.beta.kubernetes.io/aws-load-balancer-internal".to_string(),
+                "true".to_string(),
+            ),
+            ("-bad".to_string(), "x".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.podMetadata.labels.bad key",
+                "spec.podMetadata.labels.long",
+                "spec.service.annotations.-bad"
+            ]
+        );
+    }
+
+    #[test]
+    fn scheduling_fields_are_checked() {
+        use k8s_openapi::api::core::v1::{
+            Affinity, PodAffinityTerm, PodAntiAffinity, TopologySpreadConstraint,
+        };
+        let mut spec = valid();
+        let toleration = |key: &str, operator: &str, value: &str, effect: &str| Toleration {
+            key: Some(key.into()).filter(|k: &String| !k.is_empty()),
+            operator: Some(operator.into()),
+            value: Some(value.into()).filter(|v: &String| !v.is_empty()),
+            effect: Some(effect.into()).filter(|e: &String| !e.is_empty()),
+            ..Default::default()
+        };
+        spec.scheduling.tolerations = vec![
+            toleration("dedicated", "Equal", "redis", "NoSchedule"),
+            toleration("", "Exists", "", ""),
+            toleration("", "Equal", "x", ""),
+            toleration("k", "Exists", "x", ""),
+            toleration("k", "Like", "", "Sometimes"),
+        ];
+        spec.scheduling.node_selector = [("disk".to_string(), "ssd".to_string())].into();
+        spec.scheduling.topology_spread_constraints = vec![
+            TopologySpreadConstraint {
+                max_skew: 1,
+                topology_key: "topology.kubernetes.io/zone".into(),
+                when_unsatisfiable: "DoNotSchedule".into(),
+                ..Default::default()
+            },
+            TopologySpreadConstraint {
+                max_skew: 0,
+                topology_key: String::new(),
+                when_unsatisfiable: "Never".into(),
+                ..Default::default()
+            },
+        ];
+        spec.scheduling.affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 101,
+                        pod_affinity_term: PodAffinityTerm::default(),
+                    },
+                ]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        spec.scheduling.priority_class_name = Some("Not_A_Name".into());
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.tolerations[2].operator",
+                "spec.tolerations[3].value",
+                "spec.tolerations[4].operator",
+                "spec.tolerations[4].effect",
+                "spec.topologySpreadConstraints[1].maxSkew",
+                "spec.topologySpreadConstraints[1].topologyKey",
+                "spec.topologySpreadConstraints[1].whenUnsatisfiable",
+                "spec.affinity.podAntiAffinity",
+                "spec.priorityClassName",
+            ]
+        );
+    }
+
+    #[test]
+    fn exporter_image_and_resources_are_checked() {
+        let mut spec = valid();
+        spec.monitoring.exporter.enabled = true;
+        spec.monitoring.exporter.image = "two words".into();
+        spec.monitoring.exporter.resources = Some(ResourceRequirements {
+            requests: Some([("memory".to_string(), K8sQuantity("lots".into()))].into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            fields(&spec),
+            [
+                "spec.monitoring.exporter.image",
+                "spec.monitoring.exporter.resources.requests.memory"
+            ]
+        );
     }
 
     #[test]
@@ -535,6 +920,7 @@ mod tests {
                     }),
                     config,
                     replication: Default::default(),
+                    ..Default::default()
                 },
             )
     }

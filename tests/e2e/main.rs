@@ -5,6 +5,7 @@ mod admission;
 mod cluster;
 mod harness;
 mod hostile;
+mod knobs;
 mod replication;
 mod rollout;
 

@@ -238,6 +238,68 @@ fn servicemonitor_overlay_scrapes_the_metrics_service() {
     );
 }
 
+/// The monitoring overlays' ServiceMonitor and PodMonitor select what the operator builds for an instance with
+/// the exporter on: the `NAME-metrics` Service (or the pods) by their labels, on the `http-metrics` port.
+#[test]
+fn monitoring_overlays_select_the_instances_exporters() {
+    use redis_operator::api::{RedisInstance, RedisInstanceSpec};
+    let mut spec = RedisInstanceSpec::default();
+    spec.monitoring.exporter.enabled = true;
+    let mut ri = RedisInstance::new("cache", spec);
+    ri.metadata.namespace = Some("apps".into());
+    ri.metadata.uid = Some("uid-1".into());
+    let desired = redis_operator::children::build(&ri);
+    let service = serde_yaml::to_value(desired.metrics_service.expect("NAME-metrics")).unwrap();
+    let template = serde_yaml::to_value(desired.statefulset.spec.unwrap().template).unwrap();
+    let selects = |selector: &Value, labels: &Value| {
+        let selector = selector["matchLabels"].as_mapping().expect("matchLabels");
+        !selector.is_empty() && selector.iter().all(|(key, value)| &labels[key] == value)
+    };
+
+    let docs = documents(&render("deploy/overlays/monitoring"));
+    let monitor = find(&docs, "ServiceMonitor", "redis-instances").expect("a ServiceMonitor");
+    assert_eq!(monitor["spec"]["namespaceSelector"]["any"], true);
+    assert!(selects(
+        &monitor["spec"]["selector"],
+        &service["metadata"]["labels"]
+    ));
+    for other in [
+        &desired.service,
+        &desired.replicas_service,
+        &desired.headless,
+    ] {
+        let labels = serde_yaml::to_value(&other.metadata.labels).unwrap();
+        assert!(
+            !selects(&monitor["spec"]["selector"], &labels),
+            "the ServiceMonitor must select only NAME-metrics"
+        );
+    }
+    assert_eq!(
+        monitor["spec"]["endpoints"][0]["port"],
+        service["spec"]["ports"][0]["name"]
+    );
+    assert!(find(&docs, "PrometheusRule", "redis-instances").is_some());
+    assert!(find(&docs, "ServiceMonitor", "redis-operator").is_some());
+
+    let docs = documents(&render("deploy/overlays/monitoring-podmonitor"));
+    let monitor = find(&docs, "PodMonitor", "redis-instances").expect("a PodMonitor");
+    assert!(selects(
+        &monitor["spec"]["selector"],
+        &template["metadata"]["labels"]
+    ));
+    let exporter = template["spec"]["containers"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "metrics")
+        .expect("the exporter container");
+    assert_eq!(
+        monitor["spec"]["podMetricsEndpoints"][0]["port"],
+        exporter["ports"][0]["name"]
+    );
+    assert!(find(&docs, "PrometheusRule", "redis-instances").is_some());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_passes_server_side_dry_run() {
     let info = cluster();

@@ -49,8 +49,20 @@ pub fn field_ref_value(pod: &Pod, pod_ip: Ipv4Addr, field_path: &str) -> Option<
     }
 }
 
+/// The binary standing in for a `redis_exporter` image (Debian's `prometheus-redis-exporter` package).
+pub const EXPORTER_BINARY: &str = "prometheus-redis-exporter";
+
+/// Whether an image is the Redis metrics exporter (`oliver006/redis_exporter`, `bitnami/redis-exporter`, ...).
+pub fn is_exporter_image(image: &str) -> bool {
+    // The repository name only: a registry host or a tag could contain anything.
+    let repository = image.rsplit('/').next().unwrap_or_default();
+    let name = repository.split([':', '@']).next().unwrap_or_default();
+    name.contains("redis_exporter") || name.contains("redis-exporter")
+}
+
 /// The argv to run: `command` + `args` with `$(VAR)` expanded. Without a `command` the image's entrypoint would
-/// run; the agent assumes a Redis image, whose entrypoint runs `redis-server` with the args (or alone).
+/// run: an exporter image's is [`EXPORTER_BINARY`] (configured by its env and args); any other image is taken
+/// for a Redis image, whose entrypoint runs `redis-server` with the args (or alone).
 pub fn argv(container: &Container, vars: &HashMap<String, String>) -> Vec<String> {
     let command = container.command.clone().unwrap_or_default();
     let args = container.args.clone().unwrap_or_default();
@@ -59,6 +71,11 @@ pub fn argv(container: &Container, vars: &HashMap<String, String>) -> Vec<String
         .chain(args.iter())
         .map(|a| expand(a, vars))
         .collect();
+    let exporter = container.image.as_deref().is_some_and(is_exporter_image);
+    if command.is_empty() && exporter {
+        argv.insert(0, EXPORTER_BINARY.to_string());
+        return argv;
+    }
     let looks_like_redis_args = argv
         .first()
         .is_none_or(|first| first.starts_with('-') || first.ends_with(".conf"));
@@ -300,6 +317,31 @@ mod tests {
             argv(&container(&[], &["sh", "-c", "x"]), &vars),
             ["sh", "-c", "x"]
         );
+    }
+
+    #[test]
+    fn an_exporter_image_runs_the_exporter_binary() {
+        let vars = HashMap::from([("POD_IP".to_string(), "127.1.0.3".to_string())]);
+        let mut c = container(&[], &["--redis.addr", "redis://$(POD_IP):6379"]);
+        c.image = Some("oliver006/redis_exporter:v1.62.0".into());
+        assert_eq!(
+            argv(&c, &vars),
+            [EXPORTER_BINARY, "--redis.addr", "redis://127.1.0.3:6379"]
+        );
+        c.args = None;
+        c.image = Some("example.com/bitnami/redis-exporter@sha256:abc".into());
+        assert_eq!(argv(&c, &vars), [EXPORTER_BINARY]);
+        c.image = Some("redis:7.2".into());
+        assert_eq!(argv(&c, &vars), ["redis-server"]);
+        c.image = Some("redis_exporter.example.com/redis:7".into());
+        assert_eq!(
+            argv(&c, &vars),
+            ["redis-server"],
+            "only the repository name counts"
+        );
+        c.image = Some("oliver006/redis_exporter".into());
+        c.command = Some(vec!["/bin/true".into()]);
+        assert_eq!(argv(&c, &vars), ["/bin/true"], "an explicit command wins");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod env;
 pub mod process;
+pub mod sidecar;
 pub mod status;
 pub mod supervisor;
 pub mod volumes;

@@ -119,22 +119,36 @@ pub async fn stop(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// Kills processes recorded in `pods/*/pid` by an earlier agent run that are still alive.
+/// Kills processes recorded in `pods/*/pid` (the main container) and `pods/*/pid-<container>` (the others) by
+/// an earlier agent run that are still alive.
 pub fn kill_leftovers(pods_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(pods_dir) else {
         return;
     };
-    for entry in entries.flatten() {
-        let pid_path = entry.path().join("pid");
-        let Ok(record) = std::fs::read_to_string(&pid_path) else {
+    for pod_dir in entries.flatten() {
+        let Ok(files) = std::fs::read_dir(pod_dir.path()) else {
             continue;
         };
-        if let Some(pid) = live_recorded_pid(&record) {
-            info!(pid, "killing a pod process left by an earlier agent run");
-            signal(pid, libc::SIGKILL);
+        for file in files.flatten() {
+            if !is_pid_file(&file.file_name().to_string_lossy()) {
+                continue;
+            }
+            let pid_path = file.path();
+            let Ok(record) = std::fs::read_to_string(&pid_path) else {
+                continue;
+            };
+            if let Some(pid) = live_recorded_pid(&record) {
+                info!(pid, "killing a pod process left by an earlier agent run");
+                signal(pid, libc::SIGKILL);
+            }
+            let _ = std::fs::remove_file(&pid_path);
         }
-        let _ = std::fs::remove_file(&pid_path);
     }
+}
+
+/// Whether a file in a pod directory records a process: `pid` or `pid-<container>`.
+fn is_pid_file(name: &str) -> bool {
+    name == "pid" || name.starts_with("pid-")
 }
 
 /// The pid of a `"<pid> <start time>"` record if that very process still runs.
@@ -308,6 +322,14 @@ mod tests {
         assert!(!probe(&sh("sleep 5"), &env, Duration::from_millis(200)).await);
         assert!(!probe(&["/nonexistent/probe".to_string()], &env, second).await);
         assert!(!probe(&[], &env, second).await);
+    }
+
+    #[test]
+    fn every_container_pid_file_is_found() {
+        assert!(is_pid_file("pid"));
+        assert!(is_pid_file("pid-metrics"));
+        assert!(!is_pid_file("redis.log"));
+        assert!(!is_pid_file("pidgin"));
     }
 
     #[test]

@@ -39,6 +39,17 @@ pub enum MainState {
     Terminated(Exit),
 }
 
+/// A container after the first (a sidecar, e.g. the metrics exporter), as last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SidecarState {
+    /// Since when and as which process it runs; `None` while it waits to start or to restart after an exit.
+    pub running: Option<(Timestamp, String)>,
+    /// Why it waits, when it does (`ContainerCreating`, `CrashLoopBackOff`).
+    pub waiting: String,
+    pub ready: bool,
+    pub restart_count: i32,
+}
+
 /// Everything the status is computed from.
 #[derive(Debug, Clone)]
 pub struct Observed {
@@ -48,6 +59,8 @@ pub struct Observed {
     pub last_exit: Option<Exit>,
     pub restart_count: i32,
     pub ready: bool,
+    /// The containers after the first, by name.
+    pub sidecars: BTreeMap<String, SidecarState>,
 }
 
 /// Remembers when each condition last changed value, so `lastTransitionTime` only moves on a change.
@@ -105,14 +118,27 @@ pub fn phase(main: &MainState) -> &'static str {
     }
 }
 
-/// The full status to write. Containers after the first are not run; they mirror the first one.
+/// The full status to write: the first container from `observed.main`, the others from `observed.sidecars`
+/// (one not seen there yet is waiting to be created). The pod is ready when every container is.
 pub fn pod_status(
     pod: &Pod,
     observed: &Observed,
     clock: &mut ConditionClock,
     now: Timestamp,
 ) -> PodStatus {
-    let ready = observed.ready && matches!(observed.main, MainState::Running { .. });
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let main_ready = observed.ready && matches!(observed.main, MainState::Running { .. });
+    let sidecars_ready = containers.iter().skip(1).all(|c| {
+        observed
+            .sidecars
+            .get(&c.name)
+            .is_some_and(|s| s.ready && s.running.is_some())
+    });
+    let ready = main_ready && sidecars_ready;
     let not_ready = Some("ContainersNotReady");
     let conditions = vec![
         clock.condition("PodScheduled", true, now, None),
@@ -120,32 +146,28 @@ pub fn pod_status(
         clock.condition("ContainersReady", ready, now, not_ready),
         clock.condition("Ready", ready, now, not_ready),
     ];
-    let containers = pod
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
     let container_statuses = containers
         .iter()
         .enumerate()
         .map(|(index, c)| {
             let image = c.image.clone().unwrap_or_default();
+            if index > 0 {
+                let state = observed.sidecars.get(&c.name).cloned().unwrap_or_default();
+                return sidecar_status(c.name.clone(), image, &state);
+            }
             ContainerStatus {
                 name: c.name.clone(),
                 image_id: format!("devcluster-unpulled://{image}"),
                 image,
                 container_id: container_id(&observed.main),
-                ready,
+                ready: main_ready,
                 started: Some(matches!(observed.main, MainState::Running { .. })),
                 restart_count: observed.restart_count,
                 state: Some(container_state(&observed.main)),
-                last_state: (index == 0)
-                    .then_some(observed.last_exit.as_ref())
-                    .flatten()
-                    .map(|exit| ContainerState {
-                        terminated: Some(terminated(exit)),
-                        ..ContainerState::default()
-                    }),
+                last_state: observed.last_exit.as_ref().map(|exit| ContainerState {
+                    terminated: Some(terminated(exit)),
+                    ..ContainerState::default()
+                }),
                 ..ContainerStatus::default()
             }
         })
@@ -160,6 +182,39 @@ pub fn pod_status(
         start_time: Some(Time(observed.start_time)),
         container_statuses: Some(container_statuses),
         ..PodStatus::default()
+    }
+}
+
+fn sidecar_status(name: String, image: String, state: &SidecarState) -> ContainerStatus {
+    let container_state = match &state.running {
+        Some((started_at, _)) => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*started_at)),
+            }),
+            ..ContainerState::default()
+        },
+        None => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(
+                    Some(state.waiting.clone())
+                        .filter(|w| !w.is_empty())
+                        .unwrap_or_else(|| "ContainerCreating".to_string()),
+                ),
+                message: None,
+            }),
+            ..ContainerState::default()
+        },
+    };
+    ContainerStatus {
+        name,
+        image_id: format!("devcluster-unpulled://{image}"),
+        image,
+        container_id: state.running.as_ref().map(|(_, id)| id.clone()),
+        ready: state.ready && state.running.is_some(),
+        started: Some(state.running.is_some()),
+        restart_count: state.restart_count,
+        state: Some(container_state),
+        ..ContainerStatus::default()
     }
 }
 
@@ -244,6 +299,16 @@ mod tests {
             last_exit: None,
             restart_count: 0,
             ready,
+            sidecars: BTreeMap::new(),
+        }
+    }
+
+    fn running_sidecar(ready: bool) -> SidecarState {
+        SidecarState {
+            running: Some((ts(111), "process://43".into())),
+            waiting: String::new(),
+            ready,
+            restart_count: 2,
         }
     }
 
@@ -262,12 +327,10 @@ mod tests {
             started_at: ts(110),
             container_id: "process://42".into(),
         };
-        let status = pod_status(
-            &pod(),
-            &observed(running, true),
-            &mut ConditionClock::default(),
-            ts(120),
-        );
+        let mut seen = observed(running, true);
+        seen.sidecars
+            .insert("exporter".into(), running_sidecar(true));
+        let status = pod_status(&pod(), &seen, &mut ConditionClock::default(), ts(120));
         assert_eq!(status.phase.as_deref(), Some("Running"));
         assert_eq!(status.pod_ip.as_deref(), Some("127.1.0.7"));
         assert_eq!(condition(&status, "Ready").status, "True");
@@ -276,6 +339,76 @@ mod tests {
         assert!(statuses.iter().all(|s| s.ready && s.started == Some(true)));
         assert_eq!(statuses[0].image_id, "devcluster-unpulled://redis:7");
         assert_eq!(statuses[0].container_id.as_deref(), Some("process://42"));
+        assert_eq!(statuses[1].container_id.as_deref(), Some("process://43"));
+        assert_eq!(statuses[1].restart_count, 2);
+    }
+
+    /// Each container reports its own state; the pod is ready only when every container is.
+    #[test]
+    fn a_sidecar_reports_its_own_state_and_gates_readiness() {
+        let running = MainState::Running {
+            started_at: ts(110),
+            container_id: "process://42".into(),
+        };
+        let without = pod_status(
+            &pod(),
+            &observed(running.clone(), true),
+            &mut ConditionClock::default(),
+            ts(120),
+        );
+        assert_eq!(condition(&without, "Ready").status, "False");
+        let statuses = without.container_statuses.unwrap();
+        assert!(statuses[0].ready);
+        assert!(!statuses[1].ready);
+        let waiting = statuses[1]
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ContainerCreating"));
+
+        let mut crashed = observed(running.clone(), true);
+        crashed.sidecars.insert(
+            "exporter".into(),
+            SidecarState {
+                running: None,
+                waiting: "CrashLoopBackOff".into(),
+                ready: false,
+                restart_count: 3,
+            },
+        );
+        let status = pod_status(&pod(), &crashed, &mut ConditionClock::default(), ts(120));
+        assert_eq!(condition(&status, "Ready").status, "False");
+        let sidecar = &status.container_statuses.unwrap()[1];
+        assert_eq!(sidecar.restart_count, 3);
+        assert_eq!(
+            sidecar
+                .state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("CrashLoopBackOff")
+        );
+
+        let mut not_answering = observed(running, true);
+        not_answering
+            .sidecars
+            .insert("exporter".into(), running_sidecar(false));
+        let status = pod_status(
+            &pod(),
+            &not_answering,
+            &mut ConditionClock::default(),
+            ts(120),
+        );
+        assert_eq!(condition(&status, "Ready").status, "False");
+        let statuses = status.container_statuses.unwrap();
+        assert!(statuses[0].ready && !statuses[1].ready);
     }
 
     #[test]
@@ -333,7 +466,11 @@ mod tests {
             &mut clock,
             ts(130),
         );
-        let flipped = pod_status(&pod(), &observed(running, true), &mut clock, ts(140));
+        let mut ready = observed(running, true);
+        ready
+            .sidecars
+            .insert("exporter".into(), running_sidecar(true));
+        let flipped = pod_status(&pod(), &ready, &mut clock, ts(140));
         let at = |s: &PodStatus| {
             condition(s, "Ready")
                 .last_transition_time

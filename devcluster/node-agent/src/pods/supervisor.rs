@@ -1,5 +1,6 @@
-//! One task per pod: prepares it, runs its main container's process, restarts it with back-off, reports an
-//! honest status and tears everything down when the pod is deleted.
+//! One task per pod: prepares it, runs its main container's process and one process per further container
+//! ([`crate::pods::sidecar`]), restarts them with back-off, reports an honest status and tears everything down
+//! when the pod is deleted.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,7 +22,8 @@ use crate::config::PodMode;
 use crate::error::{Error, Result};
 use crate::pods::env::{argv, base_env, container_env};
 use crate::pods::process::{self, Launch, Mount};
-use crate::pods::status::{pod_status, ConditionClock, Exit, MainState, Observed};
+use crate::pods::sidecar::Sidecar;
+use crate::pods::status::{pod_status, ConditionClock, Exit, MainState, Observed, SidecarState};
 use crate::pods::volumes;
 use crate::pods::Context;
 use crate::resp;
@@ -60,6 +62,9 @@ pub async fn supervise(ctx: Arc<Context>, updates: PodUpdates, shutdown: watch::
         }
     };
     let interrupt = supervisor.run().await;
+    for sidecar in std::mem::take(&mut supervisor.sidecars) {
+        sidecar.stop().await;
+    }
     supervisor.finish(interrupt).await;
 }
 
@@ -77,6 +82,8 @@ struct Supervisor {
     publish_failed: bool,
     pod_dir: PathBuf,
     consecutive_exits: u32,
+    /// The containers after the first, once started.
+    sidecars: Vec<Sidecar>,
 }
 
 impl Supervisor {
@@ -103,6 +110,7 @@ impl Supervisor {
             last_exit: None,
             restart_count: main_status.map_or(0, |s| s.restart_count),
             ready: false,
+            sidecars: Default::default(),
         };
         Ok(Self {
             api: Api::namespaced(ctx.client.clone(), &namespace),
@@ -117,6 +125,7 @@ impl Supervisor {
             last_written: None,
             publish_failed: false,
             consecutive_exits: 0,
+            sidecars: Vec::new(),
         })
     }
 
@@ -143,11 +152,30 @@ impl Supervisor {
                 container_id: format!("simulated://{}", self.uid),
             };
             self.observed.ready = true;
+            let containers = self
+                .pod
+                .spec
+                .iter()
+                .flat_map(|s| s.containers.iter().skip(1));
+            for container in containers {
+                let running = SidecarState {
+                    running: Some((Timestamp::now(), format!("simulated://{}", self.uid))),
+                    ready: true,
+                    ..SidecarState::default()
+                };
+                self.observed
+                    .sidecars
+                    .insert(container.name.clone(), running);
+            }
             self.publish().await;
             return self.wait(None).await.unwrap_or(Interrupt::Shutdown);
         }
         loop {
-            let launch = match self.prepare().await {
+            let prepared = match self.prepare().await {
+                Ok(launch) => self.start_sidecars().await.map(|()| launch),
+                Err(e) => Err(e),
+            };
+            let launch = match prepared {
                 Ok(launch) => launch,
                 Err(e) => {
                     self.observed.main = MainState::Creating {
@@ -252,6 +280,9 @@ impl Supervisor {
                         None => resp::ping(address, Duration::from_millis(800)).await.is_some_and(|r| r.is_ready()),
                     };
                     self.observed.ready = ready;
+                    for sidecar in &self.sidecars {
+                        sidecar.probe(self.observed.pod_ip).await;
+                    }
                     // Unchanged status is not written again; a write that failed (API server down) is retried.
                     self.publish().await;
                 }
@@ -308,6 +339,57 @@ impl Supervisor {
             .main_container()
             .cloned()
             .ok_or_else(|| Error::NotReadyToStart("pod has no containers".into()))?;
+        self.prepare_container(&container, "pid").await
+    }
+
+    /// Starts a process for every container after the first, once per pod (they keep running across restarts
+    /// of the main container, as the kubelet's containers do).
+    async fn start_sidecars(&mut self) -> Result<()> {
+        if !self.sidecars.is_empty() {
+            return Ok(());
+        }
+        let containers: Vec<Container> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().skip(1).cloned())
+            .collect();
+        let previous = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        let mut launches = Vec::new();
+        for container in &containers {
+            let launch = self
+                .prepare_container(container, &format!("pid-{}", container.name))
+                .await?;
+            launches.push(launch);
+        }
+        for (container, launch) in containers.into_iter().zip(launches) {
+            let port = container
+                .ports
+                .as_ref()
+                .and_then(|p| p.first())
+                .and_then(|p| u16::try_from(p.container_port).ok());
+            let restarts = previous
+                .iter()
+                .find(|s| s.name == container.name)
+                .map_or(0, |s| s.restart_count);
+            self.sidecars.push(Sidecar::start(
+                container.name,
+                launch,
+                port,
+                self.ctx.config.restart_backoff,
+                restarts,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Volumes, mounts, env and argv of one container; its pid goes to `pid_file` in the pod directory.
+    async fn prepare_container(&mut self, container: &Container, pid_file: &str) -> Result<Launch> {
         std::fs::create_dir_all(&self.pod_dir)
             .map_err(|e| Error::io("creating the pod directory", e))?;
         let ip = self.observed.pod_ip;
@@ -328,10 +410,10 @@ impl Supervisor {
             });
         }
         let base = base_env(&self.pod, &self.ctx.api_host, self.ctx.api_port);
-        let env = container_env(&self.ctx.client, &self.pod, &container, ip, base).await?;
+        let env = container_env(&self.ctx.client, &self.pod, container, ip, base).await?;
         let vars: HashMap<String, String> = env.iter().cloned().collect();
         Ok(Launch {
-            argv: argv(&container, &vars),
+            argv: argv(container, &vars),
             env,
             mounts,
             working_dir: container
@@ -340,7 +422,7 @@ impl Supervisor {
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
             log_path: self.pod_dir.join(format!("{}.log", container.name)),
-            pid_path: self.pod_dir.join("pid"),
+            pid_path: self.pod_dir.join(pid_file),
         })
     }
 
@@ -377,6 +459,11 @@ impl Supervisor {
 
     /// Writes the status when it differs from the last one written.
     async fn publish(&mut self) {
+        for sidecar in &self.sidecars {
+            self.observed
+                .sidecars
+                .insert(sidecar.name.clone(), sidecar.state());
+        }
         let status = pod_status(&self.pod, &self.observed, &mut self.clock, Timestamp::now());
         let body = json!({ "status": status });
         if self.last_written.as_ref() == Some(&body) {
