@@ -15,6 +15,7 @@ pub mod diff;
 pub mod error;
 pub mod http;
 pub mod leader;
+pub mod live_config;
 pub mod metrics;
 pub mod observe;
 pub mod quantity;
