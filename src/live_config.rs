@@ -771,5 +771,28 @@ mod tests {
             }
             prop_assert!(plan(&want, &server).is_empty());
         }
+
+        /// Any change of live values leaves the pod template alone; any change of a restart-only value rolls it.
+        #[test]
+        fn only_restart_relevant_changes_move_the_config_hash(
+            (a, _) in memory_value(),
+            (b, _) in memory_value(),
+            policy in prop::sample::select(MAXMEMORY_POLICIES.to_vec()),
+            databases in 1u32..64,
+        ) {
+            use crate::api::ReplicationSpec;
+            use crate::redis_conf::restart_view;
+
+            let spec = |memory: &str, policy: &str, databases: u32| -> BTreeMap<String, String> {
+                [("maxmemory", memory.to_string()), ("maxmemory-policy", policy.to_string()), ("databases", databases.to_string())]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect()
+            };
+            let hash = |config: &BTreeMap<String, String>| config_hash(&restart_view(config, &ReplicationSpec::default()));
+            let before = spec(&a, "noeviction", databases);
+            prop_assert_eq!(hash(&before), hash(&spec(&b, policy, databases)));
+            prop_assert_ne!(hash(&before), hash(&spec(&a, "noeviction", databases + 1)));
+        }
     }
 }
