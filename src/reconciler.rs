@@ -390,10 +390,19 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
     observation.change = change.applied();
     if let Some(config) = &config_change {
-        if observation.change == Change::None && !config.live.is_empty() {
+        match observation.change {
             // The configuration changed and the StatefulSet did not: every changed directive is set at runtime.
-            observation.change = Change::LiveConfig;
-            observation.change_note = Some(config.live.join(", "));
+            Change::None if !config.live.is_empty() => {
+                observation.change = Change::LiveConfig;
+                observation.change_note = Some(config.live.join(", "));
+            }
+            Change::Restart if !config.restart.is_empty() => {
+                observation.change_note = Some(format!(
+                    "{} cannot be set at runtime",
+                    config.restart.join(", ")
+                ));
+            }
+            _ => {}
         }
     }
     if observation.change == Change::None {

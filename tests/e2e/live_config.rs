@@ -127,4 +127,19 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         note.contains("databases cannot be set at runtime"),
         "{note}"
     );
+    let status = env.instances().get("cache").await.unwrap().status.unwrap();
+    let restart = status
+        .history
+        .entries()
+        .iter()
+        .rev()
+        .find(|t| t.reason == reasons::STATEFULSET_RESTART)
+        .expect("the restart is in the history");
+    assert!(
+        restart
+            .message
+            .ends_with("; databases cannot be set at runtime"),
+        "the status says which directive restarted the pods: {}",
+        restart.message
+    );
 }
