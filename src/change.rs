@@ -76,7 +76,8 @@ pub fn storage_request(sts: &StatefulSet) -> Option<String> {
     claim_template(sts)?.size
 }
 
-fn config_hash(sts: &StatefulSet) -> Option<&str> {
+/// The config hash on a StatefulSet's pod template.
+pub fn template_config_hash(sts: &StatefulSet) -> Option<&str> {
     sts.spec
         .as_ref()?
         .template
@@ -108,7 +109,7 @@ pub fn classify_change(desired: &StatefulSet, live: Option<&StatefulSet>) -> Sta
             return storage;
         }
     }
-    if config_hash(desired) != config_hash(live) {
+    if template_config_hash(desired) != template_config_hash(live) {
         return StatefulSetChange::Restart;
     }
     if !is_applied(desired, live) {

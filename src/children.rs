@@ -26,7 +26,8 @@ use crate::placement::{self, ClientService};
 use crate::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
 use crate::topology::ROLE_LABEL;
 
-/// Pod template annotation carrying the SHA-256 of the rendered `redis.conf`.
+/// Pod template annotation carrying the SHA-256 of the restart-relevant part of `redis.conf`
+/// ([`redis_conf::restart_view`]): it changes, and the pods roll, only for a change Redis cannot take at runtime.
 pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
 /// Label naming the application.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -60,10 +61,19 @@ pub struct Desired {
     pub headless: Service,
     /// `NAME-metrics`, in front of the exporters; `None` when the exporter is off.
     pub metrics_service: Option<Service>,
-    /// Hex SHA-256 of the rendered configuration.
+    /// Hex SHA-256 of the restart-relevant configuration (the pod template's config hash).
     pub config_hash: String,
     /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::budget`]).
     pub budgets: [PodDisruptionBudget; 2],
+}
+
+/// The rendered `redis.conf` a ConfigMap holds (empty when it holds none).
+pub fn config_text(config_map: &ConfigMap) -> &str {
+    config_map
+        .data
+        .as_ref()
+        .and_then(|data| data.get(CONFIG_FILE))
+        .map_or("", String::as_str)
 }
 
 /// Names of an instance's children.
@@ -131,7 +141,10 @@ pub fn build(ri: &RedisInstance) -> Desired {
         .controller_owner_ref(&())
         .expect("instances read from the API have a name and uid");
     let rendered = redis_conf::render(&ri.spec.config, &ri.spec.replication);
-    let config_hash = redis_conf::config_hash(&rendered);
+    let config_hash = redis_conf::config_hash(&redis_conf::restart_view(
+        &ri.spec.config,
+        &ri.spec.replication,
+    ));
     let config_map = ConfigMap {
         metadata: metadata(ri, config_map_name(&name), &owner),
         data: Some([(CONFIG_FILE.to_string(), rendered)].into()),
@@ -449,7 +462,13 @@ pub(crate) mod tests {
         let template = spec.template;
         let hash = &template.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION];
         let rendered = &desired.config_map.data.unwrap()[CONFIG_FILE];
-        assert_eq!(hash, &redis_conf::config_hash(rendered));
+        assert_eq!(
+            hash,
+            &redis_conf::config_hash(&redis_conf::restart_view(
+                &ri.spec.config,
+                &ri.spec.replication
+            ))
+        );
         assert!(rendered.contains("maxmemory 100mb"));
         let pod = template.spec.unwrap();
         assert_eq!(pod.containers[0].image.as_deref(), Some("redis:7.2"));
@@ -493,10 +512,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn config_change_changes_only_the_hash_annotation_of_the_template() {
+    fn a_restart_only_change_changes_only_the_hash_annotation_of_the_template() {
         let a = build(&instance("cache"));
         let mut ri = instance("cache");
-        ri.spec.config.insert("maxmemory".into(), "200mb".into());
+        ri.spec.config.insert("databases".into(), "32".into());
         let b = build(&ri);
         assert_ne!(a.config_hash, b.config_hash);
         let (ta, tb) = (
@@ -505,6 +524,20 @@ pub(crate) mod tests {
         );
         assert_eq!(ta.spec, tb.spec);
         assert_ne!(ta.metadata, tb.metadata);
+    }
+
+    #[test]
+    fn a_live_change_leaves_the_statefulset_alone_and_updates_the_config_map() {
+        let a = build(&instance("cache"));
+        let mut ri = instance("cache");
+        ri.spec.config.insert("maxmemory".into(), "200mb".into());
+        let b = build(&ri);
+        assert_eq!(a.statefulset, b.statefulset, "no rollout for a live value");
+        assert_ne!(
+            a.config_map.data, b.config_map.data,
+            "restarts keep the new value"
+        );
+        assert!(b.config_map.data.unwrap()[CONFIG_FILE].contains("\nmaxmemory 200mb\n"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod exporter;
 pub mod http;
 pub mod leader;
+pub mod live_config;
 pub mod metrics;
 pub mod observe;
 pub mod placement;

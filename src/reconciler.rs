@@ -37,10 +37,12 @@ use crate::diff::is_applied;
 use crate::error::{Error, Result};
 use crate::exporter::metrics_service_name;
 use crate::leader::Leadership;
+use crate::live_config;
 use crate::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
 use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
 use crate::redis::Timeouts;
+use crate::redis_conf;
 use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
 use crate::switchover;
@@ -54,6 +56,9 @@ pub const FIELD_MANAGER: &str = "redis-operator";
 pub const FINALIZER: &str = "redis.github.com/finalizer";
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
 const REPLACE_WAIT: Duration = Duration::from_secs(30);
+/// How soon an instance whose pods do not all hold their live configuration looks again (a refusal or an
+/// unreachable server changes without any watch event).
+const LIVE_CONFIG_RECHECK: Duration = Duration::from_secs(5);
 /// How often an instance blocked by a foreign object in a child's place looks again (that object is not watched).
 const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
 
@@ -243,6 +248,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             spec.update_strategy = Some(children::controller_rolling_update());
         }
     }
+    // Pods started by an older release carry the hash of the whole file: keep it while it still matches.
+    live_config::carry_legacy_hash(&mut desired, live_sts.as_deref());
     let live_replicas = live_sts
         .as_deref()
         .and_then(|sts| sts.spec.as_ref()?.replicas);
@@ -335,14 +342,28 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
     let ri = recorded.as_ref().unwrap_or(ri);
 
+    let mut config_change = None;
     let applied: Result<()> = async {
-        apply_unless_current(
+        let previous_config = lookup(
+            &ctx.stores.config_maps,
+            &desired.config_map.name_any(),
+            &namespace,
+        );
+        if apply_unless_current(
             ctx,
             &namespace,
             &desired.config_map,
             &ctx.stores.config_maps,
         )
-        .await?;
+        .await?
+        {
+            config_change = previous_config.map(|previous| {
+                live_config::classify_config_change(
+                    children::config_text(&previous),
+                    children::config_text(&desired.config_map),
+                )
+            });
+        }
         apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
         apply_unless_current(
             ctx,
@@ -395,6 +416,22 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         return Err(error);
     }
     observation.change = change.applied();
+    if let Some(config) = &config_change {
+        match observation.change {
+            // The configuration changed and the StatefulSet did not: every changed directive is set at runtime.
+            Change::None if !config.live.is_empty() => {
+                observation.change = Change::LiveConfig;
+                observation.change_note = Some(config.live.join(", "));
+            }
+            Change::Restart if !config.restart.is_empty() => {
+                observation.change_note = Some(format!(
+                    "{} cannot be set at runtime",
+                    config.restart.join(", ")
+                ));
+            }
+            _ => {}
+        }
+    }
     if observation.change == Change::None {
         observation.statefulset = live_sts.as_deref().map(rollout_status);
         let update_revision = observation
@@ -435,6 +472,14 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         observation.manual_intervention = pass.manual_intervention.clone();
         observation.replication_pending = pass.pending.clone();
     }
+    let config_pending = if live_sts.is_some() {
+        let restarting = change == StatefulSetChange::Restart;
+        let note = config_change.as_ref().and_then(|c| c.event(restarting));
+        live_config_pass(ri, ctx, note).await
+    } else {
+        None
+    };
+    observation.config_pending = config_pending;
     let written = publish_status_with(ri, ctx, &observation, topology.as_ref()).await?;
     let mut requeue = ctx.settings.resync;
     if let Some(pass) = &topology {
@@ -448,10 +493,44 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         }
         requeue = requeue.min(pass.requeue);
     }
+    if observation.config_pending.is_some() {
+        requeue = requeue.min(LIVE_CONFIG_RECHECK);
+    }
     reset_backoff(ri, ctx);
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
     // shorter while the topology moves.
     Ok(Action::requeue(requeue))
+}
+
+/// Sets the live configuration values on every pod that lacks them (see [`live_config`]), and reports which
+/// path a configuration change applied in this reconcile took. Returns what is still not applied, for the phase
+/// engine.
+async fn live_config_pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    change_event: Option<(&'static str, String)>,
+) -> Option<String> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let settings =
+        live_config::desired(&redis_conf::settings(&ri.spec.config, &ri.spec.replication));
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let leadership = ctx.leadership.clone();
+    let (unapplied, set) = live_config::converge(&pods, &settings, ctx.redis_timeouts, || {
+        leadership.is_held()
+    })
+    .await;
+    for (pod, directives) in &set {
+        info!(%pod, directives = %directives.join(","), "configuration set at runtime");
+    }
+    if let Some((reason, note)) = change_event {
+        event(ctx, ri, EventType::Normal, reason, "ConfigChange", note).await;
+    }
+    let pending = live_config::pending_message(&unapplied);
+    if let Some(pending) = &pending {
+        debug!(%pending, "live configuration not applied everywhere");
+    }
+    pending
 }
 
 /// One pass of the replication topology: what was observed, decided and done, and what to record.
@@ -969,13 +1048,14 @@ fn data_claims(ctx: &Context, name: &str, namespace: &str) -> Vec<Arc<Persistent
         .collect()
 }
 
-/// Applies `desired` with server-side apply unless the cached live object already holds it.
+/// Applies `desired` with server-side apply unless the cached live object already holds it; says whether it
+/// applied.
 async fn apply_unless_current<K>(
     ctx: &Context,
     namespace: &str,
     desired: &K,
     store: &Store<K>,
-) -> Result<()>
+) -> Result<bool>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -986,9 +1066,10 @@ where
 {
     let live = lookup(store, &desired.name_any(), namespace);
     if live.is_some_and(|live| is_applied(desired, &*live)) {
-        return Ok(());
+        return Ok(false);
     }
-    apply_object(ctx, namespace, desired).await
+    apply_object(ctx, namespace, desired).await?;
+    Ok(true)
 }
 
 async fn apply_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<()>
@@ -1024,7 +1105,9 @@ async fn sync_metrics_service(
 ) -> Result<()> {
     let namespace = ri.namespace().unwrap_or_default();
     if let Some(service) = desired {
-        return apply_unless_current(ctx, &namespace, service, &ctx.stores.services).await;
+        return apply_unless_current(ctx, &namespace, service, &ctx.stores.services)
+            .await
+            .map(drop);
     }
     let name = metrics_service_name(&ri.name_any());
     let Some(live) = lookup(&ctx.stores.services, &name, &namespace) else {

@@ -1,4 +1,4 @@
-//! Rendering `redis.conf` from the spec, and the hash that rolls pods when it changes.
+//! Rendering `redis.conf` from the spec, and the hash that rolls pods when a change needs a restart.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use crate::api::ReplicationSpec;
+use crate::live_config::live_value;
 
 /// Where the rendered configuration is mounted in the Redis container.
 pub const CONFIG_DIR: &str = "/etc/redis";
@@ -168,30 +169,64 @@ fn owned_settings(replication: &ReplicationSpec) -> Vec<(&'static str, String)> 
     settings
 }
 
-/// Renders the full `redis.conf`: the operator's settings (with `spec.replication`'s), then the user's
-/// directives sorted by name. The output depends only on the input, so equal specs always hash equally.
+/// Every directive of the rendered `redis.conf`, in file order: the operator's settings (with
+/// `spec.replication`'s), then the user's sorted by name, values as written (an empty value as `""`).
+pub fn settings(
+    user: &BTreeMap<String, String>,
+    replication: &ReplicationSpec,
+) -> Vec<(String, String)> {
+    let owned = owned_settings(replication)
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), value));
+    let user = user.iter().map(|(key, value)| {
+        let value = if value.is_empty() {
+            "\"\"".to_string()
+        } else {
+            value.clone()
+        };
+        (key.clone(), value)
+    });
+    owned.chain(user).collect()
+}
+
+/// Renders the full `redis.conf` (see [`settings`]). The output depends only on the input, so equal specs
+/// always render equally.
 pub fn render(user: &BTreeMap<String, String>, replication: &ReplicationSpec) -> String {
     let mut out = String::from(
         "# Rendered by redis-operator. Edit spec.config of the RedisInstance instead.\n",
     );
-    for (key, value) in owned_settings(replication) {
-        let _ = writeln!(out, "{key} {value}");
-    }
-    for (key, value) in user {
-        let value = if value.is_empty() {
-            "\"\""
-        } else {
-            value.as_str()
-        };
+    for (key, value) in settings(user, replication) {
         let _ = writeln!(out, "{key} {value}");
     }
     out
 }
 
-/// Hex SHA-256 of the rendered configuration bytes, stored as the pod template annotation
-/// `redis.github.com/config-hash` so that a config change rolls the pods.
-pub fn config_hash(rendered: &str) -> String {
-    let digest = Sha256::digest(rendered.as_bytes());
+/// What of the configuration needs a restart to change, as text to hash: every directive's name, and the
+/// value of every directive that cannot be set at runtime ([`crate::live_config::live_value`]). A change of
+/// live values only leaves it equal, so the pods are not rolled; adding or removing a directive changes it.
+/// The first line marks the format, so it never equals a whole rendered file (the hash of older releases).
+pub fn restart_view(user: &BTreeMap<String, String>, replication: &ReplicationSpec) -> String {
+    let mut out = String::from("# restart-relevant redis.conf, format 2\n");
+    // Sorted by the name as Redis reads it (any case): only what Redis sees decides.
+    let mut settings: Vec<(String, String)> = settings(user, replication)
+        .into_iter()
+        .map(|(key, value)| (key.to_ascii_lowercase(), value))
+        .collect();
+    settings.sort();
+    for (key, value) in settings {
+        if live_value(&key, &value).is_some() {
+            let _ = writeln!(out, "{key} (live)");
+        } else {
+            let _ = writeln!(out, "{key} {value}");
+        }
+    }
+    out
+}
+
+/// Hex SHA-256 of `text`. Of the [`restart_view`], it is the pod template annotation
+/// `redis.github.com/config-hash`, so that a change that needs a restart rolls the pods.
+pub fn config_hash(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
     digest
         .iter()
         .fold(String::with_capacity(64), |mut hex, byte| {
@@ -257,6 +292,59 @@ mod tests {
         assert_eq!(
             config_hash(""),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn live_values_are_not_restart_relevant_names_and_other_values_are() {
+        let view = |pairs: &[(&str, &str)]| {
+            config_hash(&restart_view(&config(pairs), &ReplicationSpec::default()))
+        };
+        let base = view(&[("maxmemory", "100mb"), ("databases", "16")]);
+        assert_eq!(base, view(&[("maxmemory", "2gb"), ("databases", "16")]));
+        assert_eq!(
+            base,
+            view(&[("MaxMemory", "2gb"), ("databases", "16")]),
+            "Redis reads directive names in any case"
+        );
+        assert_ne!(
+            base,
+            view(&[("maxmemory", "100mb"), ("databases", "32")]),
+            "restart-only value"
+        );
+        assert_ne!(
+            base,
+            view(&[("databases", "16")]),
+            "a live directive removed"
+        );
+        assert_ne!(
+            base,
+            view(&[("maxmemory", "100mb"), ("databases", "16"), ("hz", "20")]),
+            "a live directive added"
+        );
+        assert_ne!(
+            base,
+            view(&[("maxmemory", "lots"), ("databases", "16")]),
+            "a value Redis would refuse"
+        );
+        let knobs = |lag| ReplicationSpec {
+            min_replicas_to_write: Some(1),
+            min_replicas_max_lag: Some(lag),
+            ..Default::default()
+        };
+        assert_eq!(
+            restart_view(&BTreeMap::new(), &knobs(5)),
+            restart_view(&BTreeMap::new(), &knobs(10)),
+            "min-replicas-* are set at runtime"
+        );
+    }
+
+    #[test]
+    fn the_restart_view_never_equals_a_rendered_file() {
+        let (user, replication) = (config(&[("databases", "16")]), ReplicationSpec::default());
+        assert_ne!(
+            restart_view(&user, &replication),
+            render(&user, &replication)
         );
     }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_fsm::{FailoverState, ServerRole, ServerState};
+use redis_operator::live_config;
 use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
 
 const HOST: &str = "127.0.0.1";
@@ -329,6 +330,106 @@ async fn config_and_write_pause() {
     na.client_unpause().await.expect("unpause");
     set(&a, "k2", "v2").await;
     assert_eq!(get(&a, "k2").await.as_deref(), Some("v2"));
+}
+
+/// A value for every directive the operator sets at runtime, different from Redis' default where possible,
+/// written the way users write them (units, upper case, extra spaces).
+const LIVE_SAMPLES: &[(&str, &str)] = &[
+    ("active-expire-effort", "3"),
+    ("appendfsync", "Always"),
+    ("appendonly", "YES"),
+    ("dynamic-hz", "no"),
+    ("hz", "1000"),
+    ("latency-monitor-threshold", "100"),
+    ("lazyfree-lazy-eviction", "yes"),
+    ("lazyfree-lazy-expire", "yes"),
+    ("lazyfree-lazy-server-del", "yes"),
+    ("lazyfree-lazy-user-del", "yes"),
+    ("lazyfree-lazy-user-flush", "yes"),
+    ("lfu-decay-time", "2"),
+    ("lfu-log-factor", "20"),
+    ("loglevel", "WARNING"),
+    ("maxmemory", "100MB"),
+    ("maxmemory-eviction-tenacity", "20"),
+    ("maxmemory-policy", "AllKeys-LFU"),
+    ("maxmemory-samples", "7"),
+    ("min-replicas-max-lag", "5"),
+    ("min-replicas-to-write", "1"),
+    ("notify-keyspace-events", "KEA"),
+    ("repl-backlog-size", "2mb"),
+    ("repl-backlog-ttl", "60"),
+    ("repl-timeout", "30"),
+    ("replica-lazy-flush", "yes"),
+    ("save", "900  1 300 10"),
+    ("slowlog-log-slower-than", "-1"),
+    ("slowlog-max-len", "64"),
+    ("timeout", "10"),
+];
+
+/// Every directive on the live list really is settable at runtime, and what the server reports back is what
+/// the planner expects, so a converged pod gets no further command (a mismatch would resend it forever).
+#[tokio::test]
+async fn every_live_directive_is_set_at_runtime_and_reads_back_as_planned() {
+    let server = Server::start();
+    let node = server.node().await;
+    let settings: Vec<(String, String)> = live_config::live_directives()
+        .map(|directive| {
+            let (_, value) = LIVE_SAMPLES
+                .iter()
+                .find(|(name, _)| *name == directive)
+                .unwrap_or_else(|| panic!("no sample value for {directive}"));
+            (directive.to_string(), value.to_string())
+        })
+        .collect();
+    let desired = live_config::desired(&settings);
+    assert_eq!(
+        desired.len(),
+        settings.len(),
+        "every sample is a live value"
+    );
+    let mut observed = live_config::Observed::new();
+    for setting in &desired {
+        let before = node
+            .config_get(&setting.directive)
+            .await
+            .expect("config get");
+        assert!(
+            !live_config::holds(setting, before.as_deref()),
+            "{} {:?} is Redis' default: the sample proves nothing",
+            setting.directive,
+            setting.value
+        );
+        node.config_set(&setting.directive, &setting.value)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("CONFIG SET {} {:?}: {e}", setting.directive, setting.value)
+            });
+        let after = node
+            .config_get(&setting.directive)
+            .await
+            .expect("config get");
+        assert!(
+            live_config::holds(setting, after.as_deref()),
+            "{} {:?} reads back {after:?}",
+            setting.directive,
+            setting.value
+        );
+        observed.insert(setting.directive.clone(), after);
+    }
+    assert!(live_config::plan(&desired, &observed).is_empty());
+    // `A` is reported for the whole set of classes, however it was written.
+    node.config_set("notify-keyspace-events", "KEg$lshzxetd")
+        .await
+        .expect("config set");
+    let events = node
+        .config_get("notify-keyspace-events")
+        .await
+        .expect("config get");
+    let all = desired
+        .iter()
+        .find(|s| s.directive == "notify-keyspace-events")
+        .expect("a sample");
+    assert!(live_config::holds(all, events.as_deref()), "{events:?}");
 }
 
 #[tokio::test]

@@ -71,6 +71,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
                     reasons::STATEFULSET_RESTART,
                     "Storage changed; StatefulSet replaced and pods restarting",
                 ),
+                Change::LiveConfig => (
+                    reasons::CONFIG_APPLIED_LIVE,
+                    "Configuration changed; set at runtime on every pod, no restart",
+                ),
                 _ => (
                     reasons::STATEFULSET_UPDATE,
                     "Applying new image/replicas/resources to StatefulSet",
@@ -154,12 +158,15 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
     }
 }
 
-/// `message`, followed by what replication still waits for, if anything.
+/// `message`, followed by what replication and the live configuration still wait for, if anything.
 fn with_replication(message: String, observation: &Observation) -> String {
-    match &observation.replication_pending {
-        Some(pending) => format!("{message}; {pending}"),
-        None => message,
-    }
+    [
+        &observation.replication_pending,
+        &observation.config_pending,
+    ]
+    .into_iter()
+    .flatten()
+    .fold(message, |message, pending| format!("{message}; {pending}"))
 }
 
 /// Reason and message for [`Phase::Failed`], from the highest-priority cause present.

@@ -19,7 +19,8 @@ pub enum Input {
     ChildMissing,
     /// The reconciler created the StatefulSet and the other children in this reconcile.
     ChildrenCreated,
-    /// The reconciler changed the StatefulSet in this reconcile (update, restart or storage).
+    /// The reconciler changed the StatefulSet (update, restart or storage) or, live, the configuration in
+    /// this reconcile.
     ChangeApplied,
     /// The replication topology needs a person: no pod can be promoted without losing data.
     ManualInterventionNeeded,
@@ -83,7 +84,9 @@ impl Input {
             Input::SpecInvalid => "`spec_problem` is set",
             Input::ChildMissing => "`missing_child` is set",
             Input::ChildrenCreated => "`change == Created`",
-            Input::ChangeApplied => "`change` is `RollingUpdate`, `Restart` or `StorageChange`",
+            Input::ChangeApplied => {
+                "`change` is `RollingUpdate`, `Restart`, `StorageChange` or `LiveConfig`"
+            }
             Input::ManualInterventionNeeded => "`manual_intervention` is set",
             Input::FailingOver => "`failover` is set",
             Input::StatefulSetNotObserved => "`statefulset` is `None`",
@@ -95,10 +98,11 @@ impl Input {
             }
             Input::NoReplicasReady => "`ready_replicas == 0` and `spec_replicas > 0`",
             Input::AllReplicasReady => {
-                "`ready_replicas == spec_replicas` and `replication_pending` is `None`"
+                "`ready_replicas == spec_replicas`, `replication_pending` and `config_pending` are `None`"
             }
             Input::PartiallyReady => {
-                "otherwise: some but not all replicas are ready, or a pod does not serve its replication role yet"
+                "otherwise: some but not all replicas are ready, or a pod does not serve its replication role \
+                 or hold its live configuration yet"
             }
         }
     }
@@ -119,7 +123,11 @@ impl Input {
             ],
             Input::ChildMissing => &[reasons::CHILD_MISSING],
             Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],
-            Input::ChangeApplied => &[reasons::STATEFULSET_UPDATE, reasons::STATEFULSET_RESTART],
+            Input::ChangeApplied => &[
+                reasons::STATEFULSET_UPDATE,
+                reasons::STATEFULSET_RESTART,
+                reasons::CONFIG_APPLIED_LIVE,
+            ],
             Input::ManualInterventionNeeded => &[
                 reasons::NO_SAFE_FAILOVER_CANDIDATE,
                 reasons::DIVERGENT_HISTORIES,
@@ -176,7 +184,7 @@ pub fn classify(observation: &Observation) -> Input {
     match observation.change {
         Change::None => {}
         Change::Created => return Input::ChildrenCreated,
-        Change::RollingUpdate | Change::Restart | Change::StorageChange => {
+        Change::RollingUpdate | Change::Restart | Change::StorageChange | Change::LiveConfig => {
             return Input::ChangeApplied
         }
     }
@@ -198,7 +206,10 @@ pub fn classify(observation: &Observation) -> Input {
     let ready = statefulset.ready_replicas;
     if ready == 0 && observation.spec_replicas > 0 {
         Input::NoReplicasReady
-    } else if ready == observation.spec_replicas && observation.replication_pending.is_none() {
+    } else if ready == observation.spec_replicas
+        && observation.replication_pending.is_none()
+        && observation.config_pending.is_none()
+    {
         Input::AllReplicasReady
     } else {
         Input::PartiallyReady

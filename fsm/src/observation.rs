@@ -17,6 +17,9 @@ pub enum Change {
     /// Claims were expanded or the StatefulSet was replaced by an orphaning delete
     /// (reason `StatefulSetRestart`).
     StorageChange,
+    /// Only the configuration changed, and only in directives Redis sets at runtime: the ConfigMap was
+    /// updated and the values are set on every pod without a restart (reason `ConfigAppliedLive`).
+    LiveConfig,
 }
 
 /// The rollout state of the StatefulSet, copied from its metadata and status.
@@ -207,4 +210,7 @@ pub struct Observation {
     /// still syncing or lagging): until it is `None`, the instance is not fully ready even when every pod is.
     /// Always `None` for an instance without replication.
     pub replication_pending: Option<String>,
+    /// A pod that does not hold a live configuration value yet (its `CONFIG SET` was refused or not sent),
+    /// as a sentence naming the pod and the directive: until it is `None`, the instance is not `Running`.
+    pub config_pending: Option<String>,
 }

@@ -12,6 +12,8 @@ pub const ALL_REPLICAS_READY: &str = "AllReplicasReady";
 pub const STATEFULSET_UPDATE: &str = "StatefulSetUpdate";
 /// The reconciler changed the configuration or storage, so pods restart.
 pub const STATEFULSET_RESTART: &str = "StatefulSetRestart";
+/// The configuration changed only in directives Redis sets at runtime: set on every pod, no restart.
+pub const CONFIG_APPLIED_LIVE: &str = "ConfigAppliedLive";
 /// The reconciler created the StatefulSet again for an instance that was already up.
 pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
 /// A StatefulSet rollout is observed in progress.

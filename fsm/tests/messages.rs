@@ -281,3 +281,33 @@ fn every_pod_ready_is_not_running_while_replication_is_pending() {
     o.replication_pending = None;
     assert_eq!(step(Phase::Pending, &o, "t").phase, Phase::Running);
 }
+
+#[test]
+fn a_live_config_change_is_updating_and_not_running_until_every_pod_holds_it() {
+    let mut o = observed(3, settled(3, 3));
+    o.change = Change::LiveConfig;
+    o.change_note = Some("maxmemory".into());
+    let applied = step(Phase::Running, &o, "t");
+    assert_eq!(
+        (applied.phase, applied.reason.as_str()),
+        (Phase::Updating, reasons::CONFIG_APPLIED_LIVE)
+    );
+    assert_eq!(
+        applied.message,
+        "Configuration changed; set at runtime on every pod, no restart; maxmemory"
+    );
+    o.change = Change::None;
+    o.config_pending = Some("config: cache-1 does not have maxmemory yet: refused".into());
+    assert_eq!(classify(&o), Input::PartiallyReady);
+    let waiting = step(Phase::Updating, &o, "t");
+    assert_eq!(waiting.phase, Phase::Updating);
+    assert!(
+        waiting
+            .message
+            .ends_with("; config: cache-1 does not have maxmemory yet: refused"),
+        "{}",
+        waiting.message
+    );
+    o.config_pending = None;
+    assert_eq!(step(Phase::Updating, &o, "t").phase, Phase::Running);
+}

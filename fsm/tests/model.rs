@@ -12,6 +12,7 @@ enum Action {
     EditReplicas(i32),
     EditImage,
     EditConfig,
+    EditLiveConfig,
     EditStorage,
     ControllerObserves,
     ControllerStep,
@@ -29,6 +30,7 @@ fn action() -> impl Strategy<Value = Action> {
         20 => (1..5i32).prop_map(Action::EditReplicas),
         10 => Just(Action::EditImage),
         10 => Just(Action::EditConfig),
+        10 => Just(Action::EditLiveConfig),
         10 => Just(Action::EditStorage),
         30 => Just(Action::ControllerObserves),
         60 => Just(Action::ControllerStep),
@@ -97,8 +99,15 @@ impl Cluster {
 
     fn edit(&mut self, change: Change) {
         self.generation += 1;
-        // A later edit before the reconcile still needs a rollout; restarts dominate.
-        if self.unapplied == Change::None || change != Change::RollingUpdate {
+        // A later edit before the reconcile still needs what the earlier one needed; restarts dominate
+        // rolling updates, which dominate live configuration changes.
+        let rank = |change: Change| match change {
+            Change::None => 0,
+            Change::LiveConfig => 1,
+            Change::RollingUpdate => 2,
+            _ => 3,
+        };
+        if rank(change) >= rank(self.unapplied) {
             self.unapplied = change;
         }
     }
@@ -133,6 +142,7 @@ impl Cluster {
             }
             Action::EditImage if !self.deleted => self.edit(Change::RollingUpdate),
             Action::EditConfig if !self.deleted => self.edit(Change::Restart),
+            Action::EditLiveConfig if !self.deleted => self.edit(Change::LiveConfig),
             Action::EditStorage if !self.deleted => self.edit(Change::StorageChange),
             Action::ControllerObserves if self.sts_exists => {
                 self.observed_generation = Some(self.sts_generation);
@@ -198,7 +208,8 @@ impl Cluster {
         if !self.deleted {
             change = std::mem::take(&mut self.unapplied);
             match change {
-                Change::None => {}
+                // The StatefulSet is not touched; the values are set on the servers at once.
+                Change::None | Change::LiveConfig => {}
                 Change::Created => {
                     self.sts_exists = true;
                     self.template_revision = 1;
@@ -209,7 +220,7 @@ impl Cluster {
                     self.template_revision += 1;
                 }
             }
-            if change != Change::None {
+            if !matches!(change, Change::None | Change::LiveConfig) {
                 self.sts_generation += 1;
                 self.sts_replicas = self.spec_replicas;
             }
@@ -252,6 +263,7 @@ impl Cluster {
             rollout: None,
             manual_intervention: None,
             replication_pending: None,
+            config_pending: None,
         };
         self.clock += 1;
         let now = format!("2024-01-01T00:00:00Z+{}", self.clock);
@@ -297,6 +309,10 @@ impl Cluster {
             Change::Restart | Change::StorageChange => {
                 assert_eq!(decision.phase, Phase::Updating);
                 assert_eq!(decision.reason, reasons::STATEFULSET_RESTART);
+            }
+            Change::LiveConfig => {
+                assert_eq!(decision.phase, Phase::Updating);
+                assert_eq!(decision.reason, reasons::CONFIG_APPLIED_LIVE);
             }
         }
         let failing = !observation.failing_pods.is_empty() && observation.change == Change::None;

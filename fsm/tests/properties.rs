@@ -22,6 +22,7 @@ fn change() -> impl Strategy<Value = Change> {
         1 => Just(Change::RollingUpdate),
         1 => Just(Change::Restart),
         1 => Just(Change::StorageChange),
+        1 => Just(Change::LiveConfig),
     ]
 }
 
@@ -139,6 +140,10 @@ fn observation() -> impl Strategy<Value = Observation> {
                 0.2,
                 Just("replication: cache-1 is syncing from the primary".to_owned()),
             ),
+            proptest::option::weighted(
+                0.1,
+                Just("config: cache-2 does not have maxmemory yet: refused".to_owned()),
+            ),
         )
             .prop_map(
                 move |(
@@ -153,6 +158,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                     (failover, switchover, rollout_step),
                     manual,
                     pending,
+                    config_pending,
                 )| {
                     Observation {
                         generation,
@@ -169,6 +175,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                         rollout: rollout_step,
                         manual_intervention: manual,
                         replication_pending: pending,
+                        config_pending,
                     }
                 },
             )
@@ -223,12 +230,13 @@ proptest! {
             prop_assert_eq!(observation.change, Change::None);
             prop_assert!(!observation.deletion_requested);
             prop_assert!(observation.spec_problem.is_none() && observation.missing_child.is_none());
+            prop_assert!(observation.config_pending.is_none(), "Running while a pod lacks a live value");
         }
     }
 
     #[test]
     fn a_change_applied_now_is_reported_as_updating(from in phase(), mut observation in observation(),
-        change in prop_oneof![Just(Change::RollingUpdate), Just(Change::Restart), Just(Change::StorageChange)]) {
+        change in prop_oneof![Just(Change::RollingUpdate), Just(Change::Restart), Just(Change::StorageChange), Just(Change::LiveConfig)]) {
         observation.change = change;
         observation.deletion_requested = false;
         observation.spec_problem = None;
@@ -236,7 +244,11 @@ proptest! {
         let decision = step(from, &observation, "now");
         if from != Phase::Terminated {
             prop_assert_eq!(decision.phase, Phase::Updating);
-            let expected = if change == Change::RollingUpdate { reasons::STATEFULSET_UPDATE } else { reasons::STATEFULSET_RESTART };
+            let expected = match change {
+                Change::RollingUpdate => reasons::STATEFULSET_UPDATE,
+                Change::LiveConfig => reasons::CONFIG_APPLIED_LIVE,
+                _ => reasons::STATEFULSET_RESTART,
+            };
             prop_assert_eq!(decision.reason, expected);
         }
     }

@@ -6,6 +6,7 @@ mod cluster;
 mod harness;
 mod hostile;
 mod knobs;
+mod live_config;
 mod replication;
 mod rollout;
 
@@ -221,21 +222,23 @@ async fn resources_change_rolls_the_pods() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn config_change_restarts_pods_with_the_new_value() {
+    // `databases` cannot be set at runtime: changing it restarts the pods (live directives do not, see
+    // live_config.rs).
     let env = TestEnv::new("config").await;
     let mut s = spec(2);
-    s.config.insert("maxmemory".into(), "100mb".into());
+    s.config.insert("databases".into(), "16".into());
     let log = env.create("cache", s).await;
     env.wait_running("cache").await;
     let ip = pod_ip(&env.pods_of("cache").await[0]);
-    assert!(redis_command(&ip, &["CONFIG", "GET", "maxmemory"])
+    assert!(redis_command(&ip, &["CONFIG", "GET", "databases"])
         .await
-        .contains("104857600"));
+        .contains("\r\n16\r\n"));
     let sts_uid = env.statefulsets().get("cache").await.unwrap().uid();
     expect_update(
         &env,
         &log,
         "cache",
-        json!({"config": {"maxmemory": "200mb"}}),
+        json!({"config": {"databases": "32"}}),
         reasons::STATEFULSET_RESTART,
     )
     .await;
@@ -245,9 +248,9 @@ async fn config_change_restarts_pods_with_the_new_value() {
         "no StatefulSet recreation for config"
     );
     for pod in env.pods_of("cache").await {
-        let reply = redis_command(&pod_ip(&pod), &["CONFIG", "GET", "maxmemory"]).await;
+        let reply = redis_command(&pod_ip(&pod), &["CONFIG", "GET", "databases"]).await;
         assert!(
-            reply.contains("209715200"),
+            reply.contains("\r\n32\r\n"),
             "pod {} still runs the old config: {reply:?}",
             pod.name_any()
         );
@@ -346,26 +349,26 @@ fn storage_request(spec: Option<&k8s_openapi::api::core::v1::PersistentVolumeCla
         .unwrap_or_default()
 }
 
-/// Waits until an Event with `reason` was recorded in the test namespace.
-async fn wait_event(env: &TestEnv, reason: &str) {
+/// Waits until an Event with `reason` was recorded in the test namespace; returns its note.
+async fn wait_event(env: &TestEnv, reason: &str) -> String {
     let events: kube::Api<k8s_openapi::api::events::v1::Event> =
         kube::Api::namespaced(env.client.clone(), &env.ns);
     let wait = async {
         loop {
             let list = events.list(&ListParams::default()).await.unwrap();
-            if list
+            if let Some(event) = list
                 .items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some(reason))
+                .into_iter()
+                .find(|e| e.reason.as_deref() == Some(reason))
             {
-                break;
+                break event.note.unwrap_or_default();
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     };
     tokio::time::timeout(WAIT, wait)
         .await
-        .unwrap_or_else(|_| panic!("no {reason} event"));
+        .unwrap_or_else(|_| panic!("no {reason} event"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
