@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The live demo: brings the local cluster up, installs the CRD, starts the operator, applies an example
-# RedisInstance and shows its phase changing live; then changes its configuration and shows
-# Updating -> Running, and that Redis really runs the new value; then shows the replication (one primary, the
+# RedisInstance and shows its phase changing live; then changes its configuration (applied at runtime, no
+# restart) and shows Updating -> Running, and that Redis really runs the new value; then shows the replication (one primary, the
 # other pods replicating from it), a failover after the primary's server is killed, and a primary-last rolling
 # update of the image.
 set -euo pipefail
@@ -41,7 +41,7 @@ WATCH=$!
 kubectl -n demo apply -f examples/redisinstance.yaml >/dev/null
 kubectl -n demo wait --for=condition=Ready --timeout=180s ri/demo
 
-step "changing the configuration (maxmemory 100mb -> 200mb): a restart rollout"
+step "changing the configuration (maxmemory 100mb -> 200mb): set live with CONFIG SET on every pod, no restart"
 kubectl -n demo patch ri demo --type merge -p '{"spec":{"config":{"maxmemory":"200mb"}}}' >/dev/null
 GEN=$(kubectl -n demo get ri demo -o jsonpath='{.metadata.generation}')
 kubectl -n demo wait --for=jsonpath='{.status.observedGeneration}'="$GEN" --timeout=60s ri/demo >/dev/null
