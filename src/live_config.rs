@@ -671,7 +671,9 @@ mod tests {
             .metadata
             .as_mut()
             .unwrap()
-            .annotations = Some([(CONFIG_HASH_ANNOTATION.to_string(), legacy.clone())].into());
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CONFIG_HASH_ANNOTATION.to_string(), legacy.clone());
         let mut desired = build(&ri);
         carry_legacy_hash(&mut desired, Some(&old));
         assert_eq!(desired.config_hash, legacy);
