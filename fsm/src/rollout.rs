@@ -159,7 +159,15 @@ fn next_replacement(
         reason: WaitReason::PodCatchingUp(pod.pod.clone()),
     };
     if let Some(deleting) = pods.iter().find(|p| p.pod_deleting) {
-        return Some(wait(deleting));
+        return Some(match delete(status, deleting, primary, pods) {
+            TopologyAction::DeletePod {
+                step: RolloutStep::UpdatingOldPrimary,
+                ..
+            } => TopologyAction::Wait {
+                reason: WaitReason::OldPrimaryBeingReplaced(deleting.pod.clone()),
+            },
+            _ => wait(deleting),
+        });
     }
     let others = || pods.iter().filter(|p| p.pod != primary.pod);
     // An outdated replica that serves nothing (not Ready: crash-looping, unreachable, in a full
@@ -268,6 +276,12 @@ pub fn progress(action: &TopologyAction) -> Option<crate::Progress> {
                 "Updating replicas one at a time, the primary last: {}",
                 WaitReason::PodCatchingUp(pod.clone())
             ),
+        ),
+        TopologyAction::Wait {
+            reason: reason @ WaitReason::OldPrimaryBeingReplaced(_),
+        } => (
+            crate::reasons::UPDATING_OLD_PRIMARY,
+            capitalised(&reason.to_string()),
         ),
         TopologyAction::Wait {
             reason: reason @ WaitReason::SwitchoverNotRequested(_),

@@ -358,6 +358,9 @@ pub enum WaitReason {
     /// A rolling update waits for this pod: it is being re-created, or it is not yet a caught-up
     /// replica of the primary.
     PodCatchingUp(String),
+    /// A rolling update waits for its old primary (a replica since the switchover), being replaced
+    /// last.
+    OldPrimaryBeingReplaced(String),
     /// A supervised rolling update updated every replica; the primary waits for a person to ask
     /// for the switchover.
     SwitchoverNotRequested(String),
@@ -401,6 +404,10 @@ impl fmt::Display for WaitReason {
             WaitReason::PodCatchingUp(pod) => write!(
                 f,
                 "waiting for {pod} to be re-created and catch up with the primary"
+            ),
+            WaitReason::OldPrimaryBeingReplaced(pod) => write!(
+                f,
+                "waiting for the old primary {pod} to be re-created and catch up with the new primary"
             ),
             WaitReason::SwitchoverNotRequested(primary) => write!(
                 f,

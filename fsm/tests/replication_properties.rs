@@ -1002,6 +1002,21 @@ fn a_rolling_update_replaces_replicas_then_switches_over_then_the_old_primary() 
         pod: name(1),
         step: RolloutStep::UpdatingOldPrimary
     }));
+    // While the old primary's pod goes away, the rollout says it waits for the old primary.
+    let mut deleting = pods.clone();
+    deleting[1].outdated = true;
+    deleting[1].pod_deleting = true;
+    let waiting = decide(&status, &deleting, &policy, Timestamp(0));
+    assert_eq!(
+        waiting,
+        TopologyAction::Wait {
+            reason: WaitReason::OldPrimaryBeingReplaced(name(1))
+        }
+    );
+    assert_eq!(
+        redis_fsm::rollout_progress(&waiting).map(|p| p.reason),
+        Some(redis_fsm::reasons::UPDATING_OLD_PRIMARY.to_string())
+    );
     // The primary was never the pod being deleted while it was primary.
     assert!(pods.iter().all(|p| !p.outdated));
     assert_ne!(status.current_primary.as_deref(), Some(name(1).as_str()));
