@@ -760,7 +760,12 @@ async fn report_topology_action(
             let Some(step) = rollout_progress(action) else {
                 return;
             };
-            (EventType::Normal, "RollingUpdate", step.message)
+            // One reason per step: Events of one reason are merged into a series that keeps the first note.
+            let reason = match action {
+                TopologyAction::DeletePod { step, .. } => step.reason(),
+                _ => reasons::STATEFULSET_UPDATING,
+            };
+            (EventType::Normal, reason, step.message)
         }
         TopologyAction::ConfirmPrimary { pod, .. }
             if persisted.current_primary.as_deref() != Some(pod.as_str())
