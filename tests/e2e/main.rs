@@ -49,11 +49,19 @@ async fn expect_update(
     let status = ri.status.unwrap();
     assert_eq!(status.ready_replicas, ri.spec.replicas);
     assert_eq!(status.updated_replicas, ri.spec.replicas);
+    // Every pod runs the update revision. (Not `currentRevision == updateRevision`: under `OnDelete` a StatefulSet
+    // controller before 1.35 never moves currentRevision.)
     let sts = env.statefulsets().get(name).await.unwrap().status.unwrap();
-    assert_eq!(
-        sts.current_revision, sts.update_revision,
-        "Running before the rollout finished"
-    );
+    let pods = env.pods_of(name).await;
+    assert_eq!(pods.len(), usize::try_from(ri.spec.replicas).unwrap());
+    for pod in &pods {
+        assert_eq!(
+            redis_operator::observe::pod_revision(pod),
+            sts.update_revision.as_deref(),
+            "Running before the rollout finished: {} runs an outdated revision",
+            pod.name_any()
+        );
+    }
     // Let the status log catch up with the Running the test waited for on its own watch.
     let caught_up = async {
         while log.phases_since(generation).last() != Some(&Phase::Running) {
