@@ -489,9 +489,13 @@ pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration
         TopologyAction::Wait {
             reason: WaitReason::SwitchoverBackOff(at),
         } => Some(time_until(*at, now)),
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverRunning(_),
+        } => Some(Duration::from_millis(100)),
         TopologyAction::Wait { .. } => Some(Duration::from_secs(2)),
-        // FAILOVER swaps the roles within a second once the target caught up.
-        TopologyAction::Switchover { .. } => Some(Duration::from_secs(1)),
+        // FAILOVER swaps the roles within milliseconds once the target caught up, and no pod changes meanwhile (no
+        // watch event): while it runs nobody carries the primary label, so confirm the new primary promptly.
+        TopologyAction::Switchover { .. } => Some(Duration::from_millis(100)),
         _ => Some(Duration::from_millis(500)),
     }
 }
@@ -700,5 +704,30 @@ mod tests {
             requeue_after(&TopologyAction::Promote { pod: "c-1".into() }, now),
             Some(Duration::from_millis(500))
         );
+        // A switchover leaves no pod labelled primary until it is confirmed: look again at once.
+        let switchover = TopologyAction::Switchover {
+            from: "c-0".into(),
+            to: "c-1".into(),
+        };
+        assert_eq!(
+            requeue_after(&switchover, now),
+            Some(Duration::from_millis(100))
+        );
+        let running = TopologyAction::Wait {
+            reason: WaitReason::SwitchoverRunning("c-0".into()),
+        };
+        assert_eq!(
+            requeue_after(&running, now),
+            Some(Duration::from_millis(100))
+        );
+        // A supervised rollout waits for a request, which is an instance change: no timer.
+        let supervised = TopologyAction::Wait {
+            reason: WaitReason::SwitchoverNotRequested("c-0".into()),
+        };
+        assert_eq!(requeue_after(&supervised, now), None);
+        let back_off = TopologyAction::Wait {
+            reason: WaitReason::SwitchoverBackOff(Timestamp(40_000)),
+        };
+        assert_eq!(requeue_after(&back_off, now), Some(Duration::from_secs(30)));
     }
 }
