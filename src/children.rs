@@ -134,6 +134,20 @@ pub fn controller_rolling_update() -> StatefulSetUpdateStrategy {
     }
 }
 
+/// The security context of every container the operator runs: no privilege escalation, a read-only root
+/// filesystem, all capabilities dropped.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Builds every child of an (already validated) instance.
 pub fn build(ri: &RedisInstance) -> Desired {
     let name = ri.name_any();
@@ -363,15 +377,7 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
                     ..Default::default()
                 },
             ]),
-            security_context: Some(SecurityContext {
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".into()]),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(restricted_container()),
             ..Default::default()
         }],
         security_context: Some(PodSecurityContext {

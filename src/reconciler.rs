@@ -563,12 +563,13 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
     let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
     let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
     // Every pod the StatefulSet keeps (more than spec.replicas while a scale-down is held) is observed.
-    let kept = lookup(&ctx.stores.statefulsets, &name, &namespace)
+    let live_sts = lookup(&ctx.stores.statefulsets, &name, &namespace);
+    let kept = live_sts
+        .as_deref()
         .and_then(|sts| sts.spec.as_ref()?.replicas)
         .and_then(|r| u32::try_from(r).ok())
         .unwrap_or(replicas)
         .max(replicas);
-    let live_sts = lookup(&ctx.stores.statefulsets, &name, &namespace);
     let context = topology::PodContext {
         update_revision: live_sts.as_deref().and_then(|sts| {
             let status = sts.status.as_ref()?;
