@@ -27,8 +27,8 @@ async fn uids(env: &TestEnv) -> BTreeMap<String, String> {
 }
 
 /// A running three-pod instance whose primary is not on the highest ordinal (a failover moved it off
-/// ordinal 0; the most advanced replica, the lowest ordinal on a tie, took over), with a writer confirming
-/// every write with `WAIT`.
+/// ordinal 0; the most advanced replica, the lowest ordinal on a tie, took over, and a requested switchover
+/// moves it to ordinal 1 when that was ordinal 2), with a writer confirming every write with `WAIT`.
 async fn three_pods_primary_in_the_middle(
     env: &TestEnv,
     strategy: PrimaryUpdateStrategy,
@@ -43,7 +43,26 @@ async fn three_pods_primary_in_the_middle(
         .unwrap();
     env.wait_running("cache").await;
     wait_converged(env, "cache", 3).await;
-    let primary = moved.current_primary.unwrap();
+    let mut primary = moved.current_primary.unwrap();
+    if primary == "cache-2" {
+        // The most advanced replica was the highest ordinal (replica offsets race under load): move the
+        // primary to the middle with a requested switchover.
+        env.instances()
+            .patch(
+                "cache",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"redis.github.com/switchover-to": "cache-1"}}})),
+            )
+            .await
+            .unwrap();
+        env.wait_status("cache", "switched over to cache-1", |s| {
+            s.current_primary.as_deref() == Some("cache-1")
+        })
+        .await;
+        env.wait_running("cache").await;
+        wait_converged(env, "cache", 3).await;
+        primary = "cache-1".to_string();
+    }
     assert_ne!(
         primary, "cache-2",
         "the primary is not on the highest ordinal"
