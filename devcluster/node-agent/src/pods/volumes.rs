@@ -1,4 +1,6 @@
 //! Materialises a pod's volumes as host directories, ready to be bind-mounted at the containers' mount paths.
+//! The same file sync brings them up to date while the pod runs ([`crate::pods::refresh`]): files are replaced
+//! in place, never the directory, so bind mounts of it stay live.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -20,6 +22,11 @@ use crate::pods::env::field_ref_value;
 /// Host directory of every volume of the pod, by volume name.
 pub type VolumeDirs = HashMap<String, PathBuf>;
 
+/// The directory the agent keeps a volume's content in (configMap, secret, downwardAPI, projected, emptyDir).
+pub fn own_dir(pod_dir: &Path, volume: &str) -> PathBuf {
+    pod_dir.join("volumes").join(volume)
+}
+
 /// Prepares all volumes of `pod` under `pod_dir/volumes`; fails with [`Error::NotReadyToStart`] while a
 /// referenced claim, ConfigMap or Secret is missing.
 pub async fn materialise(
@@ -31,7 +38,7 @@ pub async fn materialise(
     let namespace = pod.namespace().unwrap_or_default();
     let mut dirs = VolumeDirs::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let own_dir = pod_dir.join("volumes").join(&volume.name);
+        let own_dir = own_dir(pod_dir, &volume.name);
         let dir = prepare(client, &namespace, pod, pod_ip, volume, &own_dir).await?;
         dirs.insert(volume.name.clone(), dir);
     }
@@ -59,6 +66,41 @@ async fn prepare(
         create_dir(own_dir)?;
         return Ok(own_dir.to_path_buf());
     }
+    match projection(client, namespace, pod, pod_ip, volume, Tokens::Request).await? {
+        Some(files) => {
+            for what in &files.skipped {
+                warn!(volume = %volume.name, "{what} not supported; skipped");
+            }
+            files.sync(own_dir)?;
+        }
+        None => {
+            warn!(volume = %volume.name, "volume type not supported; an empty directory stands in");
+            create_dir(own_dir)?;
+        }
+    }
+    Ok(own_dir.to_path_buf())
+}
+
+/// Where a projected ServiceAccount token comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Tokens<'a> {
+    /// A new token from the TokenRequest API: the container starts.
+    Request,
+    /// The token already written in this volume directory, a new one only when there is none: a refresh, which
+    /// must not ask for a token every few seconds.
+    Keep(&'a Path),
+}
+
+/// The files a configMap, secret, downwardAPI or projected volume should hold now; `None` for other volume
+/// types. Fails with [`Error::NotReadyToStart`] while a referenced ConfigMap, Secret or key is missing.
+pub async fn projection(
+    client: &Client,
+    namespace: &str,
+    pod: &Pod,
+    pod_ip: Ipv4Addr,
+    volume: &Volume,
+    tokens: Tokens<'_>,
+) -> Result<Option<Files>> {
     let mut files = Files::default();
     if let Some(cm) = &volume.config_map {
         let data =
@@ -95,20 +137,29 @@ async fn prepare(
                 let items = downward.items.as_deref().unwrap_or_default();
                 files.add_downward(pod, pod_ip, items, projected.default_mode);
             } else if let Some(token) = &source.service_account_token {
-                // Current API servers give pods a projected `kube-api-access-*` volume instead of a token
-                // Secret: ask for a bound token the way the kubelet does (TokenRequest).
-                let jwt = service_account_token(client, namespace, pod, token).await?;
+                let written = match tokens {
+                    Tokens::Keep(dir) => safe_relative(&token.path)
+                        .and_then(|path| std::fs::read(dir.join(path)).ok()),
+                    Tokens::Request => None,
+                };
+                let jwt = match written {
+                    Some(jwt) => jwt,
+                    // Current API servers give pods a projected `kube-api-access-*` volume instead of a token
+                    // Secret: ask for a bound token the way the kubelet does (TokenRequest).
+                    None => service_account_token(client, namespace, pod, token)
+                        .await?
+                        .into_bytes(),
+                };
                 let default_mode = mode(projected.default_mode, 0o644);
-                files.insert(&token.path, jwt.into_bytes(), default_mode);
+                files.insert(&token.path, jwt, default_mode);
             } else {
-                warn!(volume = %volume.name, "projected source not supported; skipped");
+                files.skip(format!("projected source of volume {:?}", volume.name));
             }
         }
     } else {
-        warn!(volume = %volume.name, "volume type not supported; an empty directory stands in");
+        return Ok(None);
     }
-    files.write(own_dir)?;
-    Ok(own_dir.to_path_buf())
+    Ok(Some(files))
 }
 
 /// The host directory of the PersistentVolume bound to a claim.
@@ -229,9 +280,16 @@ fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|e| Error::io(format!("creating {}", path.display()), e))
 }
 
-/// Files of one volume: relative path → (content, mode).
+/// Files of one volume: relative path → (content, mode), and what was left out.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Files(BTreeMap<PathBuf, (Vec<u8>, u32)>);
+pub struct Files {
+    entries: FileMap,
+    /// Items left out (unsupported or unsafe), to be logged once by whoever writes the volume first.
+    skipped: Vec<String>,
+}
+
+/// Relative path → (content, mode).
+type FileMap = BTreeMap<PathBuf, (Vec<u8>, u32)>;
 
 impl Files {
     /// Adds every key as a file, or only the listed items under their paths.
@@ -291,7 +349,7 @@ impl Files {
                     value.into_bytes(),
                     mode(item.mode, mode(default_mode, 0o644)),
                 ),
-                None => warn!(path = %item.path, "downward API item not supported; skipped"),
+                None => self.skip(format!("downward API item {:?}", item.path)),
             }
         }
     }
@@ -299,32 +357,141 @@ impl Files {
     fn insert(&mut self, relative: &str, content: Vec<u8>, mode: u32) {
         match safe_relative(relative) {
             Some(path) => {
-                self.0.insert(path, (content, mode));
+                self.entries.insert(path, (content, mode));
             }
-            None => warn!(
-                path = relative,
-                "refusing a volume file path that leaves the volume"
-            ),
+            None => self.skip(format!("file path {relative:?} leaving the volume")),
         }
     }
 
-    /// Replaces the directory's content with these files.
-    fn write(&self, dir: &Path) -> Result<()> {
+    fn skip(&mut self, what: String) {
+        self.skipped.push(what);
+    }
+
+    /// Makes `dir` hold exactly these files, touching only what differs. A new or changed file is written
+    /// beside its final name and renamed over it, so a process that has `dir` bind-mounted reads either the old
+    /// or the new content, never a partial file; the directory itself stays, so its bind mounts stay live.
+    pub fn sync(&self, dir: &Path) -> Result<Changes> {
         let io = |what: &str, path: &Path, e| Error::io(format!("{what} {}", path.display()), e);
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(|e| io("clearing", dir, e))?;
-        }
         create_dir(dir)?;
-        for (relative, (content, mode)) in &self.0 {
+        let mut on_disk = OnDisk::default();
+        on_disk
+            .read(dir, Path::new(""))
+            .map_err(|e| io("reading", dir, e))?;
+        let plan = plan(&self.entries, &on_disk);
+        for relative in &plan.remove {
             let path = dir.join(relative);
-            if let Some(parent) = path.parent() {
-                create_dir(parent)?;
+            std::fs::remove_file(&path).map_err(|e| io("removing", &path, e))?;
+        }
+        for relative in &plan.prune {
+            let path = dir.join(relative);
+            std::fs::remove_dir(&path).map_err(|e| io("removing", &path, e))?;
+        }
+        for relative in &plan.write {
+            let (content, mode) = &self.entries[relative];
+            let path = dir.join(relative);
+            let parent = path.parent().unwrap_or(dir);
+            create_dir(parent)?;
+            // Keys cannot start with `..` (API validation), so the temporary name never collides with a key.
+            let name = relative.file_name().unwrap_or_default().to_string_lossy();
+            let temporary = parent.join(format!("..tmp.{name}"));
+            std::fs::write(&temporary, content).map_err(|e| io("writing", &temporary, e))?;
+            std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| io("chmod", &temporary, e))?;
+            std::fs::rename(&temporary, &path).map_err(|e| io("renaming over", &path, e))?;
+        }
+        Ok(Changes {
+            written: plan.write.len(),
+            removed: plan.remove.len(),
+        })
+    }
+}
+
+/// How many files a [`Files::sync`] wrote and removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// Files created or replaced (content or mode changed).
+    pub written: usize,
+    /// Files that are no longer wanted.
+    pub removed: usize,
+}
+
+impl Changes {
+    /// Whether the directory already held the wanted files.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0 && self.removed == 0
+    }
+}
+
+/// What a volume directory holds now, relative to it.
+#[derive(Debug, Default)]
+struct OnDisk {
+    files: FileMap,
+    /// Entries that are neither regular files nor directories (never written by the agent).
+    others: Vec<PathBuf>,
+    directories: Vec<PathBuf>,
+}
+
+impl OnDisk {
+    fn read(&mut self, root: &Path, relative: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(root.join(relative))? {
+            let entry = entry?;
+            let path = relative.join(entry.file_name());
+            // The entry's own type: a symbolic link is not followed.
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                self.read(root, &path)?;
+                self.directories.push(path);
+            } else if kind.is_file() {
+                let mode = entry.metadata()?.permissions().mode() & 0o7777;
+                let content = std::fs::read(entry.path())?;
+                self.files.insert(path, (content, mode));
+            } else {
+                self.others.push(path);
             }
-            std::fs::write(&path, content).map_err(|e| io("writing", &path, e))?;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                .map_err(|e| io("chmod", &path, e))?;
         }
         Ok(())
+    }
+}
+
+/// The steps from what is on disk to the wanted files, in the order [`Files::sync`] takes them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Plan {
+    /// Files (and other non-directories) nobody wants any more, or in the way.
+    remove: Vec<PathBuf>,
+    /// Directories no wanted file lives under, deepest first, so each is empty when its turn comes.
+    prune: Vec<PathBuf>,
+    /// Files that are missing or differ in content or mode.
+    write: Vec<PathBuf>,
+}
+
+fn plan(wanted: &FileMap, on_disk: &OnDisk) -> Plan {
+    let remove = on_disk
+        .files
+        .keys()
+        .filter(|path| !wanted.contains_key(*path))
+        .chain(&on_disk.others)
+        .cloned()
+        .collect();
+    let mut prune: Vec<PathBuf> = on_disk
+        .directories
+        .iter()
+        .filter(|dir| {
+            !wanted
+                .keys()
+                .any(|file| file.starts_with(dir) && file != *dir)
+        })
+        .cloned()
+        .collect();
+    prune.sort_by_key(|dir| std::cmp::Reverse(dir.components().count()));
+    let write = wanted
+        .iter()
+        .filter(|(path, file)| on_disk.files.get(*path) != Some(*file))
+        .map(|(path, _)| path.clone())
+        .collect();
+    Plan {
+        remove,
+        prune,
+        write,
     }
 }
 
@@ -357,13 +524,68 @@ mod tests {
         ])
     }
 
+    /// A fresh, empty directory under the system temp directory, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir()
+                .join(format!("node-agent-volume-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn files(entries: &[(&str, &[u8], u32)]) -> Files {
+        let mut files = Files::default();
+        for (path, content, mode) in entries {
+            files.insert(path, content.to_vec(), *mode);
+        }
+        files
+    }
+
+    fn file_mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn inode(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).unwrap().ino()
+    }
+
+    /// Every entry under `dir`, relative, sorted (directories end in `/`).
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut on_disk = OnDisk::default();
+        on_disk.read(dir, Path::new("")).unwrap();
+        let mut all: Vec<String> = on_disk
+            .files
+            .keys()
+            .map(|p| p.display().to_string())
+            .chain(
+                on_disk
+                    .directories
+                    .iter()
+                    .map(|d| format!("{}/", d.display())),
+            )
+            .collect();
+        all.sort();
+        all
+    }
+
     #[test]
     fn all_keys_become_files() {
         let mut files = Files::default();
         files.add_keys(data(), None, Some(0o600)).unwrap();
-        assert_eq!(files.0.len(), 2);
+        assert_eq!(files.entries.len(), 2);
         assert_eq!(
-            files.0[Path::new("redis.conf")],
+            files.entries[Path::new("redis.conf")],
             (b"port 6379".to_vec(), 0o600)
         );
     }
@@ -377,8 +599,8 @@ mod tests {
         }];
         let mut files = Files::default();
         files.add_keys(data(), Some(&items), None).unwrap();
-        assert_eq!(files.0.len(), 1);
-        assert_eq!(files.0[Path::new("conf/main.conf")].1, 0o400);
+        assert_eq!(files.entries.len(), 1);
+        assert_eq!(files.entries[Path::new("conf/main.conf")].1, 0o400);
     }
 
     #[test]
@@ -399,18 +621,124 @@ mod tests {
         assert!(safe_relative("/etc/passwd").is_none());
         assert!(safe_relative("").is_none());
         assert_eq!(safe_relative("a/b"), Some(PathBuf::from("a/b")));
+        let escaping = files(&[("../escape", b"x", 0o644)]);
+        assert!(escaping.entries.is_empty());
+        assert_eq!(escaping.skipped.len(), 1);
     }
 
     #[test]
-    fn writes_and_replaces_a_directory() {
-        let dir =
-            std::env::temp_dir().join(format!("node-agent-volume-test-{}", std::process::id()));
-        let mut files = Files::default();
-        files.add_keys(data(), None, None).unwrap();
-        files.write(&dir).unwrap();
-        assert_eq!(std::fs::read(dir.join("redis.conf")).unwrap(), b"port 6379");
-        Files::default().write(&dir).unwrap();
-        assert!(!dir.join("redis.conf").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
+    fn plan_writes_only_what_differs_and_removes_what_is_gone() {
+        let on_disk = OnDisk {
+            files: files(&[
+                ("same", b"1", 0o644),
+                ("content", b"old", 0o644),
+                ("mode", b"m", 0o644),
+                ("gone", b"g", 0o644),
+                ("old/deep/file", b"d", 0o644),
+                ("kept/file", b"k", 0o644),
+            ])
+            .entries,
+            others: vec![PathBuf::from("link")],
+            directories: ["old/deep", "old", "kept", "was-dir"]
+                .map(PathBuf::from)
+                .to_vec(),
+        };
+        let wanted = files(&[
+            ("same", b"1", 0o644),
+            ("content", b"new", 0o644),
+            ("mode", b"m", 0o600),
+            ("new", b"n", 0o644),
+            ("kept/file", b"k", 0o644),
+            ("was-dir", b"w", 0o644),
+        ]);
+        let plan = plan(&wanted.entries, &on_disk);
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(plan.remove, paths(&["gone", "old/deep/file", "link"]));
+        assert_eq!(plan.prune, paths(&["old/deep", "old", "was-dir"]));
+        assert_eq!(plan.write, paths(&["content", "mode", "new", "was-dir"]));
+    }
+
+    #[test]
+    fn sync_of_the_same_files_changes_nothing() {
+        let dir = TempDir::new("unchanged");
+        let wanted = files(&[("a", b"1", 0o600), ("sub/b", b"2", 0o644)]);
+        let first = wanted.sync(&dir.0).unwrap();
+        assert_eq!(
+            first,
+            Changes {
+                written: 2,
+                removed: 0
+            }
+        );
+        let before = inode(&dir.0.join("a"));
+        assert!(wanted.sync(&dir.0).unwrap().is_empty());
+        assert_eq!(
+            inode(&dir.0.join("a")),
+            before,
+            "an unchanged file is not rewritten"
+        );
+    }
+
+    #[test]
+    fn sync_replaces_changed_files_in_place_and_removes_vanished_ones() {
+        let dir = TempDir::new("update");
+        let volume_inode = {
+            files(&[("tls.crt", b"old cert", 0o640), ("gone/key", b"k", 0o600)])
+                .sync(&dir.0)
+                .unwrap();
+            inode(&dir.0)
+        };
+        // An open handle keeps the old content: the new one arrives by rename, not by rewriting the old file.
+        let mut held = std::fs::File::open(dir.0.join("tls.crt")).unwrap();
+        let changes = files(&[("tls.crt", b"new cert", 0o600), ("ca.crt", b"ca", 0o644)])
+            .sync(&dir.0)
+            .unwrap();
+        assert_eq!(
+            changes,
+            Changes {
+                written: 2,
+                removed: 1
+            }
+        );
+        assert_eq!(std::fs::read(dir.0.join("tls.crt")).unwrap(), b"new cert");
+        assert_eq!(file_mode(&dir.0.join("tls.crt")), 0o600);
+        assert_eq!(file_mode(&dir.0.join("ca.crt")), 0o644);
+        let mut old = String::new();
+        std::io::Read::read_to_string(&mut held, &mut old).unwrap();
+        assert_eq!(old, "old cert");
+        assert_eq!(
+            listing(&dir.0),
+            ["ca.crt", "tls.crt"],
+            "no temporary file or empty directory left"
+        );
+        assert_eq!(
+            inode(&dir.0),
+            volume_inode,
+            "the directory itself stays, so bind mounts stay live"
+        );
+    }
+
+    #[test]
+    fn sync_clears_leftovers_and_swaps_files_and_directories() {
+        let dir = TempDir::new("leftovers");
+        std::fs::write(dir.0.join("..tmp.a"), b"interrupted write").unwrap();
+        std::fs::create_dir_all(dir.0.join("a/inner")).unwrap();
+        std::fs::write(dir.0.join("a/inner/x"), b"x").unwrap();
+        std::fs::write(dir.0.join("b"), b"file").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.0.join("c")).unwrap();
+        files(&[
+            ("a", b"now a file", 0o644),
+            ("b/now-a-dir", b"y", 0o644),
+            ("c", b"z", 0o644),
+        ])
+        .sync(&dir.0)
+        .unwrap();
+        assert_eq!(listing(&dir.0), ["a", "b/", "b/now-a-dir", "c"]);
+        assert_eq!(std::fs::read(dir.0.join("a")).unwrap(), b"now a file");
+        assert!(!std::fs::symlink_metadata(dir.0.join("c"))
+            .unwrap()
+            .is_symlink());
+        Files::default().sync(&dir.0).unwrap();
+        assert!(listing(&dir.0).is_empty());
     }
 }
