@@ -25,14 +25,16 @@ pub struct Config {
     pub restart_backoff: Duration,
     /// Real processes or simulated pods.
     pub pod_mode: PodMode,
+    /// How often a running pod's configMap, secret, downwardAPI and projected volumes are brought up to date.
+    pub volume_refresh: Duration,
 }
 
 const USAGE: &str =
     "usage: node-agent [--node-name NAME] [--state-dir DIR] [--pod-cidr-prefix 127.N] \
-[--restart-backoff-seconds SECS] [--pod-mode process|simulated]
+[--restart-backoff-seconds SECS] [--pod-mode process|simulated] [--volume-refresh-seconds SECS]
   The API server comes from $KUBECONFIG (or in-cluster config). Environment fallbacks:
   NODE_AGENT_NODE_NAME, NODE_AGENT_STATE_DIR, NODE_AGENT_POD_CIDR_PREFIX,
-  NODE_AGENT_RESTART_BACKOFF_SECONDS, NODE_AGENT_POD_MODE.";
+  NODE_AGENT_RESTART_BACKOFF_SECONDS, NODE_AGENT_POD_MODE, NODE_AGENT_VOLUME_REFRESH_SECONDS.";
 
 /// A flag problem (or a request for help), with the usage text attached.
 #[derive(Debug, PartialEq, Eq)]
@@ -76,6 +78,7 @@ impl Config {
         let mut prefix = env("NODE_AGENT_POD_CIDR_PREFIX");
         let mut backoff = env("NODE_AGENT_RESTART_BACKOFF_SECONDS");
         let mut mode = env("NODE_AGENT_POD_MODE");
+        let mut refresh = env("NODE_AGENT_VOLUME_REFRESH_SECONDS");
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -91,6 +94,7 @@ impl Config {
                 "--pod-cidr-prefix" => &mut prefix,
                 "--restart-backoff-seconds" => &mut backoff,
                 "--pod-mode" => &mut mode,
+                "--volume-refresh-seconds" => &mut refresh,
                 _ => return Err(UsageError::new(format!("unknown argument {arg:?}"))),
             };
             let value = match inline {
@@ -101,17 +105,9 @@ impl Config {
             };
             *slot = Some(value);
         }
-        let restart_backoff = match backoff {
-            None => Duration::from_secs(10),
-            Some(text) => text
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or_else(|| {
-                    UsageError::new(format!("bad --restart-backoff-seconds {text:?}"))
-                })?,
-        };
+        let restart_backoff = seconds(backoff, "--restart-backoff-seconds", 10)?;
+        // Shorter than the kubelet's sync period (about a minute), so tests see a rotation within seconds.
+        let volume_refresh = seconds(refresh, "--volume-refresh-seconds", 2)?;
         let pod_mode = match mode.as_deref() {
             None | Some("process") => PodMode::Process,
             Some("simulated") => PodMode::Simulated,
@@ -123,7 +119,21 @@ impl Config {
             pod_cidr_prefix: prefix.unwrap_or_else(|| "127.1".to_string()),
             restart_backoff,
             pod_mode,
+            volume_refresh,
         })
+    }
+}
+
+/// A positive number of seconds (fractions allowed), or `default` when unset.
+fn seconds(text: Option<String>, flag: &str, default: u64) -> Result<Duration, UsageError> {
+    match text {
+        None => Ok(Duration::from_secs(default)),
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| UsageError::new(format!("bad {flag} {text:?}"))),
     }
 }
 
@@ -142,6 +152,7 @@ mod tests {
         assert_eq!(config.restart_backoff, Duration::from_secs(10));
         assert_eq!(config.pod_mode, PodMode::Process);
         assert_eq!(config.pod_cidr_prefix, "127.1");
+        assert_eq!(config.volume_refresh, Duration::from_secs(2));
     }
 
     #[test]
@@ -152,11 +163,13 @@ mod tests {
             "--pod-mode=simulated",
             "--restart-backoff-seconds",
             "0.5",
+            "--volume-refresh-seconds=0.25",
         ])
         .unwrap();
         assert_eq!(config.node_name, "n2");
         assert_eq!(config.pod_mode, PodMode::Simulated);
         assert_eq!(config.restart_backoff, Duration::from_millis(500));
+        assert_eq!(config.volume_refresh, Duration::from_millis(250));
     }
 
     #[test]
@@ -172,6 +185,8 @@ mod tests {
     fn mistakes_are_reported() {
         assert!(parse(&["--pod-mode", "container"]).is_err());
         assert!(parse(&["--restart-backoff-seconds", "-1"]).is_err());
+        assert!(parse(&["--volume-refresh-seconds", "0"]).is_err());
+        assert!(parse(&["--volume-refresh-seconds", "soon"]).is_err());
         assert!(parse(&["--node-name"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--help"]).unwrap_err().is_help());

@@ -3,7 +3,7 @@
 //!
 //! Module map:
 //! - [`node`]: Node registration and heartbeat; [`binder`]: binds unscheduled pods to the node.
-//! - [`pods`]: one supervisor per pod (volumes, env, process, readiness, status, deletion).
+//! - [`pods`]: one supervisor per pod (volumes and their refresh, env, process, readiness, status, deletion).
 //! - [`storage`]: StorageClasses, hostPath provisioning and expansion.
 //! - Pure helpers: [`expand`], [`ip_pool`], [`resp`], [`backoff`], [`quantity`], [`config`].
 

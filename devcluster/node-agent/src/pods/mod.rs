@@ -2,6 +2,7 @@
 
 pub mod env;
 pub mod process;
+pub mod refresh;
 pub mod sidecar;
 pub mod status;
 pub mod supervisor;

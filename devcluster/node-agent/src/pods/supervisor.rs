@@ -22,6 +22,7 @@ use crate::config::PodMode;
 use crate::error::{Error, Result};
 use crate::pods::env::{argv, base_env, container_env};
 use crate::pods::process::{self, Launch, Mount};
+use crate::pods::refresh::VolumeRefresh;
 use crate::pods::sidecar::Sidecar;
 use crate::pods::status::{pod_status, ConditionClock, Exit, MainState, Observed, SidecarState};
 use crate::pods::volumes;
@@ -84,6 +85,7 @@ struct Supervisor {
     consecutive_exits: u32,
     /// The containers after the first, once started.
     sidecars: Vec<Sidecar>,
+    volume_refresh: VolumeRefresh,
 }
 
 impl Supervisor {
@@ -126,6 +128,7 @@ impl Supervisor {
             publish_failed: false,
             consecutive_exits: 0,
             sidecars: Vec::new(),
+            volume_refresh: VolumeRefresh::default(),
         })
     }
 
@@ -259,6 +262,10 @@ impl Supervisor {
         self.publish().await;
         let address = SocketAddr::from((self.observed.pod_ip, self.main_port()));
         let mut readiness = tokio::time::interval(READINESS_PERIOD);
+        // The volumes were just written; the first refresh is one period away.
+        let period = self.ctx.config.volume_refresh;
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 status = child.wait() => {
@@ -285,6 +292,10 @@ impl Supervisor {
                     }
                     // Unchanged status is not written again; a write that failed (API server down) is retried.
                     self.publish().await;
+                }
+                _ = refresh.tick() => {
+                    let ip = self.observed.pod_ip;
+                    self.volume_refresh.run(&self.ctx.client, &self.pod, &self.pod_dir, ip).await;
                 }
                 interrupt = self.next_interrupt() => {
                     let grace = match &interrupt {
