@@ -100,6 +100,11 @@ pub struct RedisInstanceSpec {
     /// Redis metrics: the `redis_exporter` sidecar.
     #[serde(default, skip_serializing_if = "MonitoringSpec::is_default")]
     pub monitoring: MonitoringSpec,
+
+    /// Authentication. Without it, clients must authenticate with a password the operator generates into
+    /// the Secret `NAME-auth` (key `password`).
+    #[serde(default, skip_serializing_if = "AuthSpec::is_default")]
+    pub auth: AuthSpec,
 }
 
 impl Default for RedisInstanceSpec {
@@ -116,8 +121,76 @@ impl Default for RedisInstanceSpec {
             pod_metadata: PodMetadataSpec::default(),
             service: ServiceExposure::default(),
             monitoring: MonitoringSpec::default(),
+            auth: AuthSpec::default(),
         }
     }
+}
+
+/// Authentication (`spec.auth`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Whether clients must authenticate (default true). `false` is the explicit opt-out: every client that
+    /// reaches the pods may run every command, and the status says so. Changing it rolls the pods.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// The Secret holding the application password (the `default` user's), instead of the generated
+    /// `NAME-auth`. A key `previousPassword` in the same Secret is accepted as well, until it is removed:
+    /// that is the rotation window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretKeyRef>,
+
+    /// ACL rules of the `default` user (the application's), without passwords. The default grants every data
+    /// command and no administrative one (`CONFIG`, `DEBUG`, `MODULE`, `SHUTDOWN`, `REPLICAOF`, `FAILOVER`,
+    /// `ACL`, `CLIENT KILL`, `MONITOR`, ...). Changing it rolls the pods.
+    #[serde(default = "default_user_rules")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub default_user_rules: String,
+}
+
+/// The ACL rules of the application user when `spec.auth.defaultUserRules` is not set.
+pub const DEFAULT_USER_RULES: &str = "~* &* +@all -@admin";
+
+fn default_user_rules() -> String {
+    DEFAULT_USER_RULES.to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for AuthSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_ref: None,
+            default_user_rules: default_user_rules(),
+        }
+    }
+}
+
+impl AuthSpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// A key of a Secret in the instance's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key holding the password (default `password`).
+    #[serde(default = "default_password_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_password_key() -> String {
+    "password".to_string()
 }
 
 /// Replication and failover settings (`spec.replication`).
@@ -503,6 +576,10 @@ pub struct RedisInstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub switchover_retry_at: Option<String>,
 
+    /// How clients authenticate, and which passwords are in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
+
     /// Per pod: its replication role, link state, lag and when it was last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -513,6 +590,22 @@ pub struct RedisInstanceStatus {
 /// integer the API server accepts as an int64 bound (`i64::MAX` is not one once rendered as a float).
 /// An offset beyond it (petabytes of replication stream) is capped.
 pub const MAX_STATUS_INTEGER: i64 = 1 << 53;
+
+/// How clients authenticate (`status.auth`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// Whether clients must authenticate.
+    pub enabled: bool,
+    /// The Secret holding the application password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The `resourceVersion` of that Secret whose passwords are in force on every pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_secret_version: Option<String>,
+    /// What clients need, e.g. that the instance accepts unauthenticated clients.
+    pub message: String,
+}
 
 /// A switchover of a healthy primary to a caught-up replica (`FAILOVER TO`).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -42,7 +42,8 @@ pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=redis-operator"
 /// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
 pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
-const CONTAINER: &str = "redis";
+/// Name of the Redis container.
+pub const CONTAINER: &str = "redis";
 /// UID and GID of the `redis` user in the official images.
 const REDIS_UID: i64 = 999;
 
@@ -167,6 +168,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
     let mut statefulset = statefulset(ri, &owner, &config_hash);
     placement::place_pods(&ri.spec, &name, &mut statefulset);
     exporter::add_sidecar(&ri.spec.monitoring.exporter, &mut statefulset);
+    crate::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
     let mut primary = service(ri, &owner, ServiceKind::Primary);
     placement::expose(&ri.spec.service, ClientService::Primary, &mut primary);
     let mut replicas_service = service(ri, &owner, ServiceKind::Replicas);
@@ -303,13 +305,20 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
     }
 }
 
+/// The readiness probe's shell script, calling Redis with `cli` (`redis-cli` and its authentication options).
+pub fn readiness_script(cli: &str) -> String {
+    format!(
+        "r=$({cli} -h \"$POD_IP\" -p {REDIS_PORT} info replication) || exit 1; case \"$r\" in \
+         *role:master*) exit 0 ;; *master_sync_in_progress:1*) exit 1 ;; \
+         *master_link_status:up*) exit 0 ;; esac; exit 1"
+    )
+}
+
 fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
     // Ready: a master (the operator only labels the one it confirmed), or a replica whose link to its primary is
     // up with no full sync running. A parked pod (a replica of itself) and a replica still loading its first
     // sync are not Ready, so a scale-up or a rolling update only moves on once the new pod holds the data.
-    let ready = "r=$(redis-cli -h \"$POD_IP\" -p 6379 info replication) || exit 1; case \"$r\" in \
-                 *role:master*) exit 0 ;; *master_sync_in_progress:1*) exit 1 ;; \
-                 *master_link_status:up*) exit 0 ;; esac; exit 1";
+    let ready = readiness_script("redis-cli");
     PodSpec {
         containers: vec![Container {
             name: CONTAINER.into(),
@@ -349,7 +358,7 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
             resources: ri.spec.resources.clone(),
             readiness_probe: Some(Probe {
                 exec: Some(ExecAction {
-                    command: Some(vec!["sh".into(), "-c".into(), ready.into()]),
+                    command: Some(vec!["sh".into(), "-c".into(), ready]),
                 }),
                 period_seconds: Some(5),
                 timeout_seconds: Some(2),

@@ -30,6 +30,14 @@ pub enum Error {
     /// A watch cache could not be read because its writer stopped.
     #[error("watch cache for {0} is not available")]
     CacheUnavailable(&'static str),
+
+    /// An object the operator was about to create already exists; the cache has not seen it yet.
+    #[error("{0} already exists but is not in the watch cache yet; will retry")]
+    CacheStale(String),
+
+    /// The operating system's random source failed (generating a password).
+    #[error("cannot generate a password: {0}")]
+    Random(String),
 }
 
 impl Error {
@@ -41,6 +49,8 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::ReplaceInProgress(_) => "replace_in_progress",
             Error::CacheUnavailable(_) => "cache_unavailable",
+            Error::CacheStale(_) => "cache_stale",
+            Error::Random(_) => "random",
         }
     }
 }

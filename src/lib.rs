@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod auth;
 pub mod budget;
 pub mod change;
 pub mod children;

@@ -21,7 +21,7 @@ use kube::ResourceExt;
 
 use crate::change::template_config_hash;
 use crate::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
-use crate::redis::{RedisNode, Timeouts};
+use crate::redis::{Access, RedisNode};
 use crate::redis_conf::config_hash;
 use crate::topology::endpoint;
 
@@ -397,7 +397,7 @@ pub fn pending_message(unapplied: &[Unapplied]) -> Option<String> {
 pub async fn converge(
     pods: &[Arc<Pod>],
     desired: &[LiveSetting],
-    timeouts: Timeouts,
+    access: &Access,
     leading: impl Fn() -> bool,
 ) -> (Vec<Unapplied>, Vec<(String, Vec<String>)>) {
     if desired.is_empty() {
@@ -407,9 +407,7 @@ pub async fn converge(
     let passes = pods.iter().map(|pod| async move {
         let name = pod.name_any();
         let at = endpoint(pod).filter(|_| pod.metadata.deletion_timestamp.is_none())?;
-        let node = RedisNode::connect(&at.host, at.port, None, timeouts)
-            .await
-            .ok()?;
+        let node = RedisNode::open(&at.host, at.port, access).await.ok()?;
         Some(converge_pod(&name, &node, desired, leading).await)
     });
     let mut unapplied = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, PodSpec, Service,
+    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, PodSpec, Secret, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
@@ -41,7 +41,7 @@ use crate::live_config;
 use crate::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
 use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::quantity::Quantity;
-use crate::redis::Timeouts;
+use crate::redis::{Access, Timeouts};
 use crate::redis_conf;
 use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
 use crate::status::{next_status, now};
@@ -61,6 +61,8 @@ const REPLACE_WAIT: Duration = Duration::from_secs(30);
 const LIVE_CONFIG_RECHECK: Duration = Duration::from_secs(5);
 /// How often an instance blocked by a foreign object in a child's place looks again (that object is not watched).
 const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
+
+mod auth;
 
 /// Operator settings that reconciles need.
 #[derive(Clone, Debug)]
@@ -96,6 +98,8 @@ pub struct Stores {
     pub create_failures: Store<CoreEvent>,
     /// Owned PodDisruptionBudgets.
     pub budgets: Store<PodDisruptionBudget>,
+    /// Secrets of the namespace(s): the generated and user-given passwords, `NAME-acl`.
+    pub secrets: Store<Secret>,
     /// Nodes (whether they are cordoned), when the operator watches every namespace; a namespaced install has
     /// no cluster-wide permission, and then does not switch over off cordoned nodes.
     pub nodes: Option<Store<Node>>,
@@ -112,6 +116,7 @@ impl Stores {
         ready(&self.pods, "Pod").await?;
         ready(&self.claims, "PersistentVolumeClaim").await?;
         ready(&self.budgets, "PodDisruptionBudget").await?;
+        ready(&self.secrets, "Secret").await?;
         if let Some(nodes) = &self.nodes {
             ready(nodes, "Node").await?;
         }
@@ -152,9 +157,11 @@ pub struct Context {
     pub redis_timeouts: Timeouts,
     /// Consecutive failures per instance, for exponential back-off.
     failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
+    /// Per instance, what its servers were last all found holding (see `auth::converge_pass`).
+    auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, u64>>,
 }
 
-fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
+pub(crate) fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -241,6 +248,18 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         // Nothing to retry until the user changes the object.
         return Ok(Action::await_change());
     }
+
+    let prepared = match auth::prepare(ri, ctx).await? {
+        Ok(prepared) => prepared,
+        Err(problem) => {
+            observation.spec_problem = Some(problem);
+            observation.statefulset = live_sts.as_deref().map(rollout_status);
+            publish_status(ri, ctx, &observation).await?;
+            reset_backoff(ri, ctx);
+            // The Secret's watch event brings the next reconcile.
+            return Ok(Action::await_change());
+        }
+    };
 
     let mut desired = children::build(ri);
     if ctx.settings.rollout == RolloutMode::Statefulset {
@@ -460,8 +479,10 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             ));
         }
     }
+    // Credentials first: a replica the topology pass re-points authenticates with them.
+    let auth_status = auth::converge_pass(ri, ctx, &prepared).await;
     let topology = if ri.spec.replicas > 0 && live_sts.is_some() {
-        Some(topology_pass(ri, ctx).await)
+        Some(topology_pass(ri, ctx, &prepared.access).await)
     } else {
         None
     };
@@ -475,12 +496,13 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     let config_pending = if live_sts.is_some() {
         let restarting = change == StatefulSetChange::Restart;
         let note = config_change.as_ref().and_then(|c| c.event(restarting));
-        live_config_pass(ri, ctx, note).await
+        live_config_pass(ri, ctx, &prepared.access, note).await
     } else {
         None
     };
     observation.config_pending = config_pending;
-    let written = publish_status_with(ri, ctx, &observation, topology.as_ref()).await?;
+    let written =
+        publish_status_with(ri, ctx, &observation, topology.as_ref(), Some(&auth_status)).await?;
     let mut requeue = ctx.settings.resync;
     if let Some(pass) = &topology {
         if written.1 {
@@ -508,6 +530,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
 async fn live_config_pass(
     ri: &RedisInstance,
     ctx: &Context,
+    access: &Access,
     change_event: Option<(&'static str, String)>,
 ) -> Option<String> {
     let name = ri.name_any();
@@ -516,10 +539,8 @@ async fn live_config_pass(
         live_config::desired(&redis_conf::settings(&ri.spec.config, &ri.spec.replication));
     let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
     let leadership = ctx.leadership.clone();
-    let (unapplied, set) = live_config::converge(&pods, &settings, ctx.redis_timeouts, || {
-        leadership.is_held()
-    })
-    .await;
+    let (unapplied, set) =
+        live_config::converge(&pods, &settings, access, || leadership.is_held()).await;
     for (pod, directives) in &set {
         info!(%pod, directives = %directives.join(","), "configuration set at runtime");
     }
@@ -557,7 +578,7 @@ struct TopologyPass {
 
 /// Observes every pod's server, decides the one next topology step and, when it is a command, sends it (only
 /// while leading). A status write is only computed here; the caller persists it before anything acts on it.
-async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
+async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> TopologyPass {
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
     let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
@@ -587,7 +608,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
                 .collect()
         }),
     };
-    let observed = topology::observe(&name, kept, &pods, &context, ctx.redis_timeouts).await;
+    let observed = topology::observe(&name, kept, &pods, &context, access).await;
     let persisted = topology::topology_status(ri.status.as_ref());
     let request = switchover::requested(ri);
     let refused = request
@@ -640,11 +661,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context) -> TopologyPass {
         replace_pod(ri, ctx, pod).await;
     } else if action.is_command() {
         let leadership = ctx.leadership.clone();
-        match topology::execute(&action, &observed, ctx.redis_timeouts, || {
-            leadership.is_held()
-        })
-        .await
-        {
+        match topology::execute(&action, &observed, access, || leadership.is_held()).await {
             Ok(()) => info!(?action, "topology command sent"),
             Err(error) => warn!(%error, ?action, "topology command failed; observing again"),
         }
@@ -897,7 +914,7 @@ fn now_text() -> String {
 }
 
 /// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
-fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool {
+pub(crate) fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool {
     let Some(uid) = ri.metadata.uid.as_deref() else {
         return false;
     };
@@ -1033,7 +1050,7 @@ fn unix_time_text(seconds: i64) -> String {
 }
 
 /// Objects of the given kind that carry this instance's label, from a watch cache.
-fn instance_objects<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
+pub(crate) fn instance_objects<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
@@ -1056,7 +1073,7 @@ fn data_claims(ctx: &Context, name: &str, namespace: &str) -> Vec<Arc<Persistent
 
 /// Applies `desired` with server-side apply unless the cached live object already holds it; says whether it
 /// applied.
-async fn apply_unless_current<K>(
+pub(crate) async fn apply_unless_current<K>(
     ctx: &Context,
     namespace: &str,
     desired: &K,
@@ -1278,7 +1295,9 @@ async fn publish_status(
     ctx: &Context,
     observation: &Observation,
 ) -> Result<Decision> {
-    Ok(publish_status_with(ri, ctx, observation, None).await?.0)
+    Ok(publish_status_with(ri, ctx, observation, None, None)
+        .await?
+        .0)
 }
 
 /// [`publish_status`] with this pass's topology; also says whether the status now holds what was computed
@@ -1288,6 +1307,7 @@ async fn publish_status_with(
     ctx: &Context,
     observation: &Observation,
     topology: Option<&TopologyPass>,
+    auth: Option<&crate::api::AuthStatus>,
 ) -> Result<(Decision, bool)> {
     let previous = ri.phase();
     let now = now();
@@ -1323,6 +1343,9 @@ async fn publish_status_with(
             observation.generation,
             &now,
         ));
+    }
+    if let Some(auth) = auth {
+        status.auth = Some(auth.clone());
     }
     // Lag and last-seen times alone are no reason to write: a converged instance costs no writes.
     if ri.status.as_ref().map(topology::without_volatile)
@@ -1380,7 +1403,7 @@ async fn publish_status_with(
 }
 
 /// Publishes a Kubernetes Event about the instance; failures are logged, never fatal.
-async fn event(
+pub(crate) async fn event(
     ctx: &Context,
     ri: &RedisInstance,
     type_: EventType,
@@ -1491,6 +1514,23 @@ pub async fn run(
         (None, None)
     };
     let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    // Every Secret: a user's password Secret carries no label of ours.
+    let (secrets, secret_stream) = cached_watch(
+        api_for(&client, ns),
+        &watcher::Config::default().any_semantic(),
+        |secret: &mut Secret| {
+            // Only Opaque and TLS Secrets can hold what an instance uses; the others (service-account tokens,
+            // Helm releases, ...) are kept without their data.
+            if !matches!(
+                secret.type_.as_deref(),
+                None | Some("Opaque") | Some("kubernetes.io/tls")
+            ) {
+                secret.data = None;
+                secret.string_data = None;
+            }
+            drop_managed_fields(secret);
+        },
+    );
     let refused_pods = watcher::Config::default()
         .fields(&format!(
             "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
@@ -1512,6 +1552,7 @@ pub async fn run(
         claims,
         create_failures,
         budgets,
+        secrets,
         nodes,
     };
     let ctx = Arc::new(Context {
@@ -1523,6 +1564,7 @@ pub async fn run(
         leadership,
         redis_timeouts: Timeouts::default(),
         failures: Mutex::default(),
+        auth_verified: Mutex::default(),
     });
     let readiness = stores.clone();
     tokio::spawn(async move {
@@ -1547,7 +1589,22 @@ pub async fn run(
         }),
         None => controller,
     };
+    let secret_users = stores.instances.clone();
     controller
+        .watches_stream(secret_stream, move |secret: Secret| {
+            // Ours (labelled), and every instance that names it.
+            let namespace = secret.namespace();
+            let name = secret.name_any();
+            let mut instances: Vec<_> = secret_users
+                .state()
+                .iter()
+                .filter(|ri| ri.namespace() == namespace)
+                .filter(|ri| crate::auth::referenced_secrets(&ri.spec).contains(&name))
+                .map(|ri| ObjectRef::from_obj(&**ri))
+                .collect();
+            instances.extend(map_to_instance(secret));
+            instances
+        })
         .owns_stream(sts_stream)
         .owns_stream(cm_stream)
         .owns_stream(svc_stream)

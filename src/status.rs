@@ -43,6 +43,8 @@ pub fn next_status(
         primary_run_id: previous.and_then(|s| s.primary_run_id.clone()),
         switchover: previous.and_then(|s| s.switchover.clone()),
         switchover_retry_at: previous.and_then(|s| s.switchover_retry_at.clone()),
+        // The authentication pass's (see `reconciler::auth`); other writes keep it.
+        auth: previous.and_then(|s| s.auth.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }

@@ -17,7 +17,7 @@ use redis_fsm::{
 };
 
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
-use crate::redis::{RedisError, RedisNode, Timeouts};
+use crate::redis::{Access, RedisError, RedisNode};
 use crate::redis_conf::REDIS_PORT;
 
 /// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
@@ -183,7 +183,7 @@ pub async fn observe(
     replicas: u32,
     pods: &[std::sync::Arc<Pod>],
     context: &PodContext,
-    timeouts: Timeouts,
+    access: &Access,
 ) -> Vec<PodReplication> {
     let observations = (0..replicas).map(|ordinal| {
         let name = format!("{instance}-{ordinal}");
@@ -197,7 +197,7 @@ pub async fn observe(
                         "the pod does not exist".into()
                     },
                 }),
-                Some(at) => match RedisNode::connect(&at.host, at.port, None, timeouts).await {
+                Some(at) => match RedisNode::open(&at.host, at.port, access).await {
                     Ok(node) => node.observe().await.map_err(|e| Unobserved::from(&e)),
                     Err(e) => Err(Unobserved::from(&e)),
                 },
@@ -228,7 +228,7 @@ pub enum CommandError {
 pub async fn execute(
     action: &TopologyAction,
     pods: &[PodReplication],
-    timeouts: Timeouts,
+    access: &Access,
     leading: impl Fn() -> bool,
 ) -> Result<(), CommandError> {
     let endpoint_of = |name: &str| {
@@ -238,7 +238,7 @@ pub async fn execute(
             .ok_or_else(|| CommandError::NoAddress(name.to_string()))
     };
     let node = |at: Endpoint| async move {
-        RedisNode::connect(&at.host, at.port, None, timeouts)
+        RedisNode::open(&at.host, at.port, access)
             .await
             .map_err(CommandError::from)
     };

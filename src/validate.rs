@@ -82,6 +82,17 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
     check_scheduling(&spec.scheduling, &mut errors);
     check_metadata(spec, &mut errors);
     check_exporter(&spec.monitoring.exporter, &mut errors);
+    if let Some(problem) = crate::auth::rules_problem(&spec.auth.default_user_rules) {
+        errors.push(SpecError::new("spec.auth.defaultUserRules", problem));
+    }
+    if let Some(secret) = &spec.auth.secret_ref {
+        if !is_dns_subdomain(&secret.name) {
+            errors.push(SpecError::new(
+                "spec.auth.secretRef.name",
+                format!("{:?} is not a valid Secret name", secret.name),
+            ));
+        }
+    }
     errors
 }
 

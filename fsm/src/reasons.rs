@@ -31,6 +31,9 @@ pub const STORAGE_SHRINK_REFUSED: &str = "StorageShrinkRefused";
 /// A child's name is taken by an object this instance does not control; the operator leaves it untouched
 /// (a [`crate::SpecProblem`] reason).
 pub const CHILD_CONFLICT: &str = "ChildConflict";
+/// The application password's Secret is missing, lacks the key, or holds an empty password; nothing is
+/// changed until it is fixed (a [`crate::SpecProblem`] reason).
+pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
 /// A change was applied but the API server keeps something else, so it is not applied again before a back-off
 /// delay (a [`crate::SpecProblem`] reason).
 pub const CHANGE_NOT_CONVERGING: &str = "ChangeNotConverging";

@@ -15,7 +15,7 @@ use ::redis::{
 };
 use redis_fsm::{ServerState, Unobserved};
 
-use super::info::{self, ParseError, RoleReply};
+use super::info::{self, AclUser, ParseError, RoleReply};
 
 /// Time bounds for talking to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,12 +139,71 @@ impl std::fmt::Debug for RedisNode {
     }
 }
 
+/// A Redis user and password. `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    /// The ACL user.
+    pub username: String,
+    /// Its password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the operator reaches the servers of one instance: time bounds and the operator's own login.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Bounds of every call.
+    pub timeouts: Timeouts,
+    /// The operator's user, when the instance has one (see [`RedisNode::open`]).
+    pub login: Option<Login>,
+}
+
 impl RedisNode {
+    /// Connects as the operator's user of `access`, or without authenticating when it has none. A server
+    /// that refuses the login (a pod started before authentication was turned on, whose users the operator
+    /// has not created yet, or one started after it was turned off) is tried once more without it: such a
+    /// server accepts unauthenticated clients anyway, so nothing is opened that was closed.
+    pub async fn open(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
+        let Some(login) = &access.login else {
+            return Self::connect_as(host, port, None, access.timeouts).await;
+        };
+        match Self::connect_as(host, port, Some(login), access.timeouts).await {
+            Err(RedisError::Connection { source, .. })
+                if source.kind() == ::redis::ErrorKind::AuthenticationFailed
+                    || source.code() == Some("WRONGPASS") =>
+            {
+                Self::connect_as(host, port, None, access.timeouts).await
+            }
+            other => other,
+        }
+    }
+
     /// Connects to `host:port`, authenticating with `password` when given (the `default` user).
     pub async fn connect(
         host: &str,
         port: u16,
         password: Option<&str>,
+        timeouts: Timeouts,
+    ) -> Result<Self, RedisError> {
+        let login = password.map(|password| Login {
+            username: "default".into(),
+            password: password.into(),
+        });
+        Self::connect_as(host, port, login.as_ref(), timeouts).await
+    }
+
+    /// Connects to `host:port` as `login` (unauthenticated without one).
+    pub async fn connect_as(
+        host: &str,
+        port: u16,
+        login: Option<&Login>,
         timeouts: Timeouts,
     ) -> Result<Self, RedisError> {
         let endpoint = format!("{host}:{port}");
@@ -154,8 +213,10 @@ impl RedisNode {
             source,
         };
         let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(password) = password {
-            settings = settings.set_password(password);
+        if let Some(login) = login {
+            settings = settings
+                .set_username(&login.username)
+                .set_password(&login.password);
         }
         let info = ConnectionAddr::Tcp(host.to_string(), port)
             .into_connection_info()
@@ -347,6 +408,22 @@ impl RedisNode {
         cmd.arg("UNPAUSE");
         self.command::<()>("CLIENT UNPAUSE", Duration::ZERO, cmd)
             .await
+    }
+
+    /// `ACL GETUSER name`: the user's flags (`on`, `nopass`, ...) and password hashes, or `None` when
+    /// the server has no such user.
+    pub async fn acl_user(&self, name: &str) -> Result<Option<AclUser>, RedisError> {
+        let mut cmd = ::redis::cmd("ACL");
+        cmd.arg("GETUSER").arg(name);
+        let value: Value = self.command("ACL GETUSER", Duration::ZERO, cmd).await?;
+        info::acl_user(&value).map_err(|e| self.reply_error("ACL GETUSER", e))
+    }
+
+    /// `ACL SETUSER name rules...` (the rules may hold password hashes, never passwords).
+    pub async fn acl_setuser(&self, name: &str, rules: &[String]) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("ACL");
+        cmd.arg("SETUSER").arg(name).arg(rules);
+        self.command::<()>("ACL SETUSER", Duration::ZERO, cmd).await
     }
 
     /// `WAIT numreplicas timeout`: how many replicas acknowledged this connection's writes.

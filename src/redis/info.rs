@@ -24,6 +24,9 @@ pub enum ParseError {
     /// The `ROLE` reply has an unexpected shape.
     #[error("unexpected ROLE reply: {0}")]
     Role(String),
+    /// The `ACL GETUSER` reply has an unexpected shape.
+    #[error("unexpected ACL GETUSER reply: {0}")]
+    Acl(String),
 }
 
 /// The `field:value` lines of an `INFO` reply (section headers and blank lines skipped).
@@ -242,9 +245,81 @@ pub fn role_reply(value: &Value) -> Result<RoleReply, ParseError> {
     }
 }
 
+/// What `ACL GETUSER` says about a user that matters to the operator.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AclUser {
+    /// Flags such as `on`, `off`, `nopass`.
+    pub flags: Vec<String>,
+    /// SHA-256 hashes (hex) of the passwords it accepts.
+    pub passwords: Vec<String>,
+    /// Its command rules as Redis renders them, e.g. `+@all -@admin`.
+    pub commands: String,
+}
+
+/// Parses the reply of `ACL GETUSER` (a flat map of field names and values; nil for no such user).
+pub fn acl_user(value: &Value) -> Result<Option<AclUser>, ParseError> {
+    let items = match value {
+        Value::Nil => return Ok(None),
+        Value::Array(items) => items,
+        other => return Err(ParseError::Acl(format!("{other:?}"))),
+    };
+    let strings = |value: &Value| match value {
+        Value::Array(items) => items
+            .iter()
+            .map(|item| text(item).map_err(|_| ParseError::Acl(format!("{item:?}"))))
+            .collect::<Result<Vec<_>, _>>(),
+        other => Err(ParseError::Acl(format!("expected a list, got {other:?}"))),
+    };
+    let mut user = AclUser::default();
+    for pair in items.chunks(2) {
+        let [key, field] = pair else {
+            return Err(ParseError::Acl("odd number of fields".into()));
+        };
+        match text(key)
+            .map_err(|_| ParseError::Acl(format!("{key:?}")))?
+            .as_str()
+        {
+            "flags" => user.flags = strings(field)?,
+            "passwords" => user.passwords = strings(field)?,
+            "commands" => {
+                user.commands = text(field).map_err(|_| ParseError::Acl(format!("{field:?}")))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(Some(user))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn acl_getuser_replies_parse_and_nil_is_no_user() {
+        let reply = Value::Array(vec![
+            bulk("flags"),
+            Value::Array(vec![bulk("on"), bulk("sanitize-payload")]),
+            bulk("passwords"),
+            Value::Array(vec![bulk("ab12"), bulk("cd34")]),
+            bulk("commands"),
+            bulk("+@all -@admin"),
+            bulk("keys"),
+            bulk("~*"),
+            bulk("selectors"),
+            Value::Array(vec![]),
+        ]);
+        assert_eq!(
+            acl_user(&reply).unwrap(),
+            Some(AclUser {
+                flags: vec!["on".into(), "sanitize-payload".into()],
+                passwords: vec!["ab12".into(), "cd34".into()],
+                commands: "+@all -@admin".into(),
+            })
+        );
+        assert_eq!(acl_user(&Value::Nil).unwrap(), None);
+        assert!(acl_user(&bulk("nope")).is_err());
+        assert!(acl_user(&Value::Array(vec![bulk("flags")])).is_err());
+    }
 
     const PRIMARY: &str = include_str!("fixtures/primary-promoted-with-replicas.info");
     const REPLICA: &str = include_str!("fixtures/replica-in-sync.info");

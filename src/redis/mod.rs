@@ -6,5 +6,5 @@
 pub mod client;
 pub mod info;
 
-pub use client::{RedisError, RedisNode, Timeouts};
-pub use info::{role_reply, server_state, InfoFields, ParseError, RoleReply};
+pub use client::{Access, Login, RedisError, RedisNode, Timeouts};
+pub use info::{role_reply, server_state, AclUser, InfoFields, ParseError, RoleReply};

@@ -572,12 +572,52 @@ impl Drop for StatusLog {
     }
 }
 
-/// A minimal spec with `replicas` pods.
+/// A minimal spec with `replicas` pods. Authentication is on (the default), with every command allowed to the
+/// application user so that tests can inspect and disturb servers (`CONFIG`, `CLIENT KILL`, `SAVE`) with the
+/// password from `NAME-auth`; tests/e2e/security.rs checks the default least-privilege rules.
 pub fn spec(replicas: i32) -> RedisInstanceSpec {
-    RedisInstanceSpec {
+    let mut spec = RedisInstanceSpec {
         replicas,
         ..Default::default()
-    }
+    };
+    spec.auth.default_user_rules = "~* &* +@all".into();
+    spec
+}
+
+/// The application password of the instance whose pod has address `ip` (the key of `spec.auth.secretRef`, or
+/// `password` of `NAME-auth`), looked up through the API: `None` when there is none.
+pub async fn password_for(ip: &str) -> Option<String> {
+    let client = admin_client(cluster()).await;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let found = pods
+        .list(&ListParams::default().fields(&format!("status.podIP={ip}")))
+        .await
+        .ok()?;
+    let pod = found
+        .items
+        .into_iter()
+        .find(|p| p.metadata.deletion_timestamp.is_none())?;
+    let ns = pod.namespace()?;
+    let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
+    let ri = Api::<RedisInstance>::namespaced(client.clone(), &ns)
+        .get(&instance)
+        .await
+        .ok()?;
+    let (secret, key) = match &ri.spec.auth.secret_ref {
+        Some(r) => (r.name.clone(), r.key.clone()),
+        None => (format!("{instance}-auth"), "password".to_string()),
+    };
+    secret_value(&client, &ns, &secret, &key).await
+}
+
+/// The value of `key` in Secret `name`, if both exist.
+pub async fn secret_value(client: &Client, ns: &str, name: &str, key: &str) -> Option<String> {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .ok()?;
+    let bytes = secret.data?.get(key)?.0.clone();
+    String::from_utf8(bytes).ok()
 }
 
 /// The pod's IP, once it has one.
@@ -588,18 +628,51 @@ pub fn pod_ip(pod: &Pod) -> String {
         .unwrap_or_else(|| panic!("pod {} has no IP", pod.name_any()))
 }
 
-/// Sends one Redis command (inline protocol) to `ip:6379` and returns the raw reply.
+/// Sends one Redis command to `ip:6379` and returns the raw reply. A server that asks for authentication
+/// (`NOAUTH`) gets the application password of its instance (see [`password_for`]) first.
 pub async fn redis_command(ip: &str, args: &[&str]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let reply = redis_command_as(ip, None, args).await;
+    if !reply.starts_with("-NOAUTH") {
+        return reply;
+    }
+    let password = password_for(ip)
+        .await
+        .unwrap_or_else(|| panic!("{ip} asks for a password and its instance has none"));
+    redis_command_as(ip, Some(("default", &password)), args).await
+}
+
+/// One RESP request.
+pub fn resp(args: &[&str]) -> String {
     let mut request = format!("*{}\r\n", args.len());
     for arg in args {
         request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
     }
+    request
+}
+
+/// Sends one Redis command to `ip:6379`, after `AUTH user password` when `login` is given (its reply must be
+/// `+OK`, else that reply is returned), and returns the raw reply.
+pub async fn redis_command_as(ip: &str, login: Option<(&str, &str)>, args: &[&str]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect((ip, 6379))
         .await
         .unwrap_or_else(|e| panic!("cannot connect to redis at {ip}: {e}"));
-    stream.write_all(request.as_bytes()).await.expect("send");
     let mut buf = vec![0u8; 4096];
+    if let Some((user, password)) = login {
+        stream
+            .write_all(resp(&["AUTH", user, password]).as_bytes())
+            .await
+            .expect("send");
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("redis answers in time")
+            .expect("read");
+        let reply = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if reply != "+OK\r\n" {
+            return reply;
+        }
+    }
+    stream.write_all(resp(args).as_bytes()).await.expect("send");
     let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
         .await
         .expect("redis answers in time")

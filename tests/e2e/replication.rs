@@ -78,7 +78,9 @@ pub(crate) async fn labelled(env: &TestEnv, name: &str, role: &str) -> Vec<Pod> 
 }
 
 async fn role_of(pod: &Pod) -> RoleReply {
-    let node = RedisNode::connect(&pod_ip(pod), 6379, None, Timeouts::default())
+    let ip = pod_ip(pod);
+    let password = password_for(&ip).await;
+    let node = RedisNode::connect(&ip, 6379, password.as_deref(), Timeouts::default())
         .await
         .expect("connect");
     node.role().await.expect("ROLE")
@@ -172,19 +174,27 @@ async fn three_replicas_are_one_primary_and_two_live_replicas() {
     assert!(!headless.contains_key(ROLE));
 }
 
-/// Writes `SET key value` then `WAIT 1 1000` on one connection; `Ok(true)` when a replica acknowledged it.
-async fn confirmed_write(ip: &str, key: &str, value: &str) -> std::io::Result<bool> {
-    let request = format!(
-        "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n$4\r\n1000\r\n",
-        key.len(),
-        value.len()
-    );
+/// Authenticates with `password` (when given), writes `SET key value` then `WAIT 1 1000` on one connection;
+/// `Ok(true)` when a replica acknowledged it.
+async fn confirmed_write(
+    ip: &str,
+    password: Option<&str>,
+    key: &str,
+    value: &str,
+) -> std::io::Result<bool> {
+    let mut request = String::new();
+    if let Some(password) = password {
+        request.push_str(&resp(&["AUTH", password]));
+    }
+    request.push_str(&resp(&["SET", key, value]));
+    request.push_str(&resp(&["WAIT", "1", "1000"]));
+    let lines = 2 + usize::from(password.is_some());
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect((ip, 6379)).await?;
         stream.write_all(request.as_bytes()).await?;
         let mut reply = Vec::new();
         let mut buf = [0u8; 256];
-        while reply.iter().filter(|b| **b == b'\n').count() < 2 {
+        while reply.iter().filter(|b| **b == b'\n').count() < lines {
             let n = stream.read(&mut buf).await?;
             if n == 0 {
                 break;
@@ -197,6 +207,9 @@ async fn confirmed_write(ip: &str, key: &str, value: &str) -> std::io::Result<bo
         .await
         .map_err(|_| std::io::Error::other("timed out"))??;
     let mut lines = reply.split("\r\n");
+    if password.is_some() && lines.next() != Some("+OK") {
+        return Ok(false);
+    }
     Ok(lines.next() == Some("+OK") && lines.next().is_some_and(|w| w != ":0"))
 }
 
@@ -218,6 +231,8 @@ impl Writer {
             let mut next = 0u64;
             let mut last_ok = Instant::now();
             let mut target: Option<String> = None;
+            // The instance's password, looked up once from the first primary found.
+            let mut password: Option<Option<String>> = None;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 if target.is_none() {
                     let params = ListParams::default().labels(&format!("{ROLE}=primary"));
@@ -231,7 +246,18 @@ impl Writer {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                match confirmed_write(&ip, &format!("k{next}"), &next.to_string()).await {
+                if password.is_none() {
+                    password = Some(password_for(&ip).await);
+                }
+                let secret = password.clone().flatten();
+                match confirmed_write(
+                    &ip,
+                    secret.as_deref(),
+                    &format!("k{next}"),
+                    &next.to_string(),
+                )
+                .await
+                {
                     Ok(true) => {
                         let gap = last_ok.elapsed();
                         let mut longest = g.lock().unwrap();

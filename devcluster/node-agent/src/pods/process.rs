@@ -38,19 +38,41 @@ pub struct Launch {
 
 /// Runs an `exec` probe command with the container's environment, as the kubelet does: it succeeds when the
 /// command exits 0 within `timeout` (a command still running then is killed and counts as a failure).
-pub async fn probe(command: &[String], env: &[(String, String)], timeout: Duration) -> bool {
+///
+/// With `container` (the main process's pid) it runs in that process's mount namespace, as the kubelet runs
+/// it inside the container: the container's volumes (a mounted password file, say) are where the pod spec puts
+/// them. Where the namespace cannot be entered (not root), it runs on the host's view.
+pub async fn probe(
+    command: &[String],
+    env: &[(String, String)],
+    timeout: Duration,
+    container: Option<u32>,
+) -> bool {
     let Some((program, args)) = command.split_first() else {
         return false;
     };
-    let child = Command::new(program)
+    let mut builder = Command::new(program);
+    builder
         .args(args)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn();
+        .kill_on_drop(true);
+    // Opened before the fork; closed when this function returns (the child's copy closes on exec).
+    let namespace =
+        container.and_then(|pid| std::fs::File::open(format!("/proc/{pid}/ns/mnt")).ok());
+    if let Some(fd) = namespace.as_ref().map(std::os::fd::AsRawFd::as_raw_fd) {
+        // SAFETY: `setns` is async-signal-safe; its failure only leaves the host's view.
+        unsafe {
+            builder.pre_exec(move || {
+                libc::setns(fd, libc::CLONE_NEWNS);
+                Ok(())
+            });
+        }
+    }
+    let child = builder.spawn();
     let Ok(mut child) = child else {
         return false;
     };
@@ -317,11 +339,15 @@ mod tests {
             ("POD_IP".to_string(), "127.9.9.9".to_string()),
         ];
         let second = Duration::from_secs(1);
-        assert!(probe(&sh("test \"$POD_IP\" = 127.9.9.9"), &env, second).await);
-        assert!(!probe(&sh("exit 1"), &env, second).await);
-        assert!(!probe(&sh("sleep 5"), &env, Duration::from_millis(200)).await);
-        assert!(!probe(&["/nonexistent/probe".to_string()], &env, second).await);
-        assert!(!probe(&[], &env, second).await);
+        assert!(probe(&sh("test \"$POD_IP\" = 127.9.9.9"), &env, second, None).await);
+        assert!(!probe(&sh("exit 1"), &env, second, None).await);
+        assert!(!probe(&sh("sleep 5"), &env, Duration::from_millis(200), None).await);
+        assert!(!probe(&["/nonexistent/probe".to_string()], &env, second, None).await);
+        assert!(!probe(&[], &env, second, None).await);
+        // In a process's mount namespace (our own here): the same view, so the same answers.
+        let me = Some(std::process::id());
+        assert!(probe(&sh("test -d /proc"), &env, second, me).await);
+        assert!(!probe(&sh("exit 1"), &env, second, me).await);
     }
 
     #[test]

@@ -283,7 +283,9 @@ impl Supervisor {
                 }
                 _ = readiness.tick() => {
                     let ready = match self.exec_readiness() {
-                        Some((command, timeout)) => process::probe(&command, &launch.env, timeout).await,
+                        Some((command, timeout)) => {
+                            process::probe(&command, &launch.env, timeout, child.id()).await
+                        }
                         None => resp::ping(address, Duration::from_millis(800)).await.is_some_and(|r| r.is_ready()),
                     };
                     self.observed.ready = ready;

@@ -1,0 +1,397 @@
+//! Brings running servers to the instance's users and replication credentials without restarting them: a
+//! rotated password, authentication turned on or off. Pods read the same state from `NAME-acl` when they
+//! start; this covers the ones already running.
+//!
+//! [`steps`] is the pure decision for one server; [`converge`] observes (`ACL GETUSER`, `CONFIG GET`) and sends
+//! the steps, only while leading.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
+use crate::redis::{Access, AclUser, RedisError, RedisNode};
+use crate::topology::endpoint;
+
+/// What every server of the instance should hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Users, `default` first when authentication is on; empty when it is off.
+    pub users: Vec<DesiredUser>,
+    /// The replication user's password (`masterauth`), when authentication is on.
+    pub replication_password: Option<String>,
+}
+
+/// What one server holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// `ACL GETUSER` of `default` and each of the operator's users (`None`: no such user).
+    pub users: BTreeMap<String, Option<AclUser>>,
+    /// `masteruser`.
+    pub masteruser: String,
+    /// `masterauth`.
+    pub masterauth: String,
+}
+
+/// One command to send.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `ACL SETUSER name words...`.
+    SetUser {
+        /// The user.
+        name: String,
+        /// The rule words.
+        words: Vec<String>,
+    },
+    /// `CONFIG SET masteruser/masterauth`: how this server authenticates to its primary.
+    MasterAuth {
+        /// The user (empty: none).
+        user: String,
+        /// The password (empty: none).
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Step {
+    /// For logs and Events: names, never passwords or hashes.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::SetUser { name, .. } => format!("user {name}"),
+            Step::MasterAuth { user, .. } if user.is_empty() => "masteruser (cleared)".into(),
+            Step::MasterAuth { user, .. } => format!("masteruser {user}"),
+        }
+    }
+}
+
+/// The rule words of an open `default` user (authentication off).
+fn open_default() -> Vec<String> {
+    ["on", "nopass", "allkeys", "allchannels", "allcommands"]
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+/// What to send one server, given the plan, whether the pod was started with authentication on (only such a
+/// pod's `default` user gets passwords: a pod started without it keeps serving unauthenticated clients, its
+/// probe among them, until it is replaced), and what it holds. The operator's users come first, so the
+/// operator can still log in after `default` changes; `default` last.
+pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let Some(replication) = &plan.replication_password else {
+        // Off: `default` open again, replicas authenticate as nobody. The operator's users stay until restart.
+        let open = observed.users.get("default").cloned().flatten();
+        let is_open = open.is_some_and(|u| {
+            u.flags.iter().any(|f| f == "on")
+                && u.flags.iter().any(|f| f == "nopass")
+                && u.commands == "+@all"
+        });
+        if !is_open {
+            steps.push(Step::SetUser {
+                name: "default".into(),
+                words: open_default(),
+            });
+        }
+        if !observed.masteruser.is_empty() || !observed.masterauth.is_empty() {
+            steps.push(Step::MasterAuth {
+                user: String::new(),
+                password: String::new(),
+            });
+        }
+        return steps;
+    };
+    let holds = |user: &DesiredUser| {
+        observed
+            .users
+            .get(user.name)
+            .cloned()
+            .flatten()
+            .is_some_and(|u| {
+                let mut hashes = u.passwords.clone();
+                hashes.sort();
+                u.flags.iter().any(|f| f == "on")
+                    && !u.flags.iter().any(|f| f == "nopass")
+                    && hashes == user.hashes
+            })
+    };
+    for user in plan.users.iter().filter(|u| u.name != "default") {
+        if !holds(user) {
+            steps.push(Step::SetUser {
+                name: user.name.into(),
+                words: user.rules.clone(),
+            });
+        }
+    }
+    if observed.masteruser != REPLICATION_USER || &observed.masterauth != replication {
+        steps.push(Step::MasterAuth {
+            user: REPLICATION_USER.into(),
+            password: replication.clone(),
+        });
+    }
+    if started_with_auth {
+        if let Some(default) = plan.users.iter().find(|u| u.name == "default") {
+            if !holds(default) {
+                steps.push(Step::SetUser {
+                    name: "default".into(),
+                    words: default.rules.clone(),
+                });
+            }
+        }
+    }
+    steps
+}
+
+/// The outcome of one pass.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Pods whose servers hold the plan (checked or set in this pass).
+    pub in_force: Vec<String>,
+    /// Pods that could not be checked or set, with why (no address, not answering, refused).
+    pub not_in_force: Vec<(String, String)>,
+    /// What was set, per pod.
+    pub set: Vec<(String, Vec<String>)>,
+}
+
+async fn observe(node: &RedisNode, plan: &Plan) -> Result<Observed, RedisError> {
+    let mut observed = Observed::default();
+    let mut names: Vec<&str> = plan.users.iter().map(|u| u.name).collect();
+    if !names.contains(&"default") {
+        names.push("default");
+    }
+    for name in names {
+        observed
+            .users
+            .insert(name.to_string(), node.acl_user(name).await?);
+    }
+    observed.masteruser = node.config_get("masteruser").await?.unwrap_or_default();
+    observed.masterauth = node.config_get("masterauth").await?.unwrap_or_default();
+    Ok(observed)
+}
+
+async fn send(node: &RedisNode, step: &Step) -> Result<(), RedisError> {
+    match step {
+        Step::SetUser { name, words } => node.acl_setuser(name, words).await,
+        Step::MasterAuth { user, password } => {
+            // The password first: a replica reconnecting in between offers the new one as the old user,
+            // which only fails that attempt.
+            node.config_set("masterauth", password).await?;
+            node.config_set("masteruser", user).await
+        }
+    }
+}
+
+/// Brings every pod's server to `plan`: observes it, sends [`steps`] (only while `leading()`, asked before each
+/// server), and observes again. Pods being deleted are left out.
+pub async fn converge(
+    pods: &[Arc<Pod>],
+    plan: &Plan,
+    access: &Access,
+    leading: impl Fn() -> bool,
+) -> Outcome {
+    let leading = &leading;
+    let passes = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .map(|pod| async move {
+            let name = pod.name_any();
+            let Some(at) = endpoint(pod) else {
+                return (name, Err("no address yet".to_string()), Vec::new());
+            };
+            let started_with_auth = pod_started_with_auth(pod.annotations());
+            let result =
+                converge_server(&at.host, at.port, plan, started_with_auth, access, leading)
+                    .await
+                    .map_err(|e| e.0);
+            match result {
+                Ok(set) => (name, Ok(()), set),
+                Err(why) => (name, Err(why), Vec::new()),
+            }
+        });
+    let mut outcome = Outcome::default();
+    for (pod, result, set) in join_all(passes).await {
+        match result {
+            Ok(()) => outcome.in_force.push(pod.clone()),
+            Err(why) => outcome.not_in_force.push((pod.clone(), why)),
+        }
+        if !set.is_empty() {
+            outcome.set.push((pod, set));
+        }
+    }
+    outcome
+}
+
+async fn converge_server(
+    host: &str,
+    port: u16,
+    plan: &Plan,
+    started_with_auth: bool,
+    access: &Access,
+    leading: impl Fn() -> bool,
+) -> Result<Vec<String>, PassError> {
+    let node = RedisNode::open(host, port, access).await?;
+    let todo = steps(plan, started_with_auth, &observe(&node, plan).await?);
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !leading() {
+        return Err(PassError(
+            "not sent: leadership of the operator is not proven".into(),
+        ));
+    }
+    for step in &todo {
+        send(&node, step).await?;
+    }
+    // Look again through a new login: the operator's user may have just been created.
+    let node = RedisNode::open(host, port, access).await?;
+    let again = steps(plan, started_with_auth, &observe(&node, plan).await?);
+    if again.is_empty() {
+        Ok(todo.iter().map(Step::describe).collect())
+    } else {
+        Err(PassError(format!("still differs after setting: {again:?}")))
+    }
+}
+
+/// A failed pass on one server, as text for the status.
+struct PassError(String);
+
+impl From<RedisError> for PassError {
+    fn from(error: RedisError) -> Self {
+        PassError(error.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{desired_users, resolve};
+
+    fn plan(enabled: bool) -> Plan {
+        let spec = crate::api::AuthSpec {
+            enabled,
+            ..Default::default()
+        };
+        let mut n = 0;
+        let resolved = resolve("cache", &spec, None, None, &mut || {
+            n += 1;
+            format!("pw{n}")
+        })
+        .unwrap();
+        Plan {
+            users: if enabled {
+                desired_users(&spec, &resolved)
+            } else {
+                Vec::new()
+            },
+            replication_password: enabled.then(|| resolved.internal[REPLICATION_USER].clone()),
+        }
+    }
+
+    fn holding(plan: &Plan) -> Observed {
+        Observed {
+            users: plan
+                .users
+                .iter()
+                .map(|u| {
+                    (
+                        u.name.to_string(),
+                        Some(AclUser {
+                            flags: vec!["on".into()],
+                            passwords: u.hashes.iter().rev().cloned().collect(),
+                            commands: "-@all".into(),
+                        }),
+                    )
+                })
+                .collect(),
+            masteruser: REPLICATION_USER.into(),
+            masterauth: plan.replication_password.clone().unwrap(),
+        }
+    }
+
+    fn fresh_server() -> Observed {
+        Observed {
+            users: [(
+                "default".to_string(),
+                Some(AclUser {
+                    flags: vec!["on".into(), "nopass".into()],
+                    passwords: vec![],
+                    commands: "+@all".into(),
+                }),
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(steps: &[Step]) -> Vec<String> {
+        steps.iter().map(Step::describe).collect()
+    }
+
+    #[test]
+    fn a_server_that_holds_the_plan_gets_nothing() {
+        let on = plan(true);
+        assert!(steps(&on, true, &holding(&on)).is_empty());
+        assert!(steps(&plan(false), false, &fresh_server()).is_empty());
+    }
+
+    #[test]
+    fn turning_auth_on_creates_the_operators_users_first_and_default_only_on_pods_started_with_it()
+    {
+        let plan = plan(true);
+        let old_pod = steps(&plan, false, &fresh_server());
+        assert_eq!(
+            names(&old_pod),
+            [
+                "user redis-operator",
+                "user replication",
+                "user probe",
+                "user exporter",
+                "masteruser replication"
+            ]
+        );
+        let new_pod = steps(&plan, true, &fresh_server());
+        assert_eq!(new_pod.last().unwrap().describe(), "user default");
+    }
+
+    #[test]
+    fn a_rotated_password_resets_only_the_default_users_passwords() {
+        let plan = plan(true);
+        let mut observed = holding(&plan);
+        observed
+            .users
+            .get_mut("default")
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .passwords = vec!["0000".into()];
+        let todo = steps(&plan, true, &observed);
+        assert_eq!(names(&todo), ["user default"]);
+        let Step::SetUser { words, .. } = &todo[0] else {
+            panic!()
+        };
+        assert!(words.contains(&"resetpass".to_string()));
+        assert!(!words.contains(&"reset".to_string()), "connections stay");
+    }
+
+    #[test]
+    fn turning_auth_off_opens_default_and_clears_masterauth() {
+        let on = plan(true);
+        let todo = steps(&plan(false), true, &holding(&on));
+        assert_eq!(names(&todo), ["user default", "masteruser (cleared)"]);
+    }
+
+    #[test]
+    fn steps_never_show_a_password() {
+        let plan = plan(true);
+        let text = format!("{:?}", steps(&plan, true, &fresh_server()));
+        assert!(!text.contains(plan.replication_password.as_deref().unwrap()));
+        assert!(!text.contains('#'));
+    }
+}

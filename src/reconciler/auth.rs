@@ -1,0 +1,249 @@
+//! The reconcile's authentication steps: resolve the passwords from the Secrets (watch cache), create the
+//! generated `NAME-auth` and apply `NAME-acl`, then bring running servers to the users (see [`crate::auth`]).
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::PostParams;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use redis_fsm::{reasons, SpecProblem};
+use tracing::{debug, info};
+
+use super::{apply_unless_current, controlled_by, event, instance_objects, lookup, Context};
+use crate::api::{AuthStatus, RedisInstance};
+use crate::auth::converge::{self, Plan};
+use crate::auth::{self, Resolved};
+use crate::children;
+use crate::error::{Error, Result};
+use crate::redis::Access;
+
+/// The outcome of resolving: the passwords and how the operator reaches the servers.
+pub(super) struct Prepared {
+    /// The passwords.
+    pub resolved: Resolved,
+    /// The operator's access to the servers.
+    pub access: Access,
+}
+
+/// Resolves the passwords; creates `NAME-auth` when the password is to be generated, applies `NAME-acl`.
+/// A Secret problem is returned as the spec problem to report (nothing is changed then).
+pub(super) async fn prepare(
+    ri: &RedisInstance,
+    ctx: &Context,
+) -> Result<std::result::Result<Prepared, SpecProblem>> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let spec = &ri.spec.auth;
+    let (app_name, _) = auth::application_secret(&name, spec);
+    let app_secret = lookup(&ctx.stores.secrets, &app_name, &namespace);
+    let users_name = auth::users_secret_name(&name);
+    let users_secret = lookup(&ctx.stores.secrets, &users_name, &namespace);
+    if let Some(users) = users_secret.as_deref().filter(|s| !controlled_by(*s, ri)) {
+        return Ok(Err(SpecProblem {
+            reason: reasons::CHILD_CONFLICT.to_string(),
+            message: format!(
+                "Secret {} already exists and does not belong to this instance; the operator leaves it \
+                 untouched. Delete or rename it, or give the instance another name.",
+                users.name_any()
+            ),
+        }));
+    }
+    // Generated up front: the random source can fail, and `resolve` is pure.
+    let mut fresh = Vec::new();
+    for _ in 0..5 {
+        fresh.push(auth::random_password().map_err(|e| Error::Random(e.to_string()))?);
+    }
+    let resolved = match auth::resolve(
+        &name,
+        spec,
+        app_secret.as_deref(),
+        users_secret.as_deref(),
+        &mut || fresh.pop().unwrap_or_default(),
+    ) {
+        Ok(resolved) => resolved,
+        Err(problem) => {
+            return Ok(Err(SpecProblem {
+                reason: reasons::AUTH_SECRET_INVALID.to_string(),
+                message: format!(
+                    "{problem}; the operator changes nothing until it is fixed (spec.auth)"
+                ),
+            }))
+        }
+    };
+    let owner = ri
+        .controller_owner_ref(&())
+        .expect("instances read from the API have a name and uid");
+    if let Some(password) = &resolved.create_application_secret {
+        let secret = Secret {
+            metadata: children::metadata(ri, app_name.clone(), &owner),
+            type_: Some("Opaque".into()),
+            string_data: Some([(auth::PASSWORD_KEY.to_string(), password.clone())].into()),
+            ..Default::default()
+        };
+        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(_) => info!(secret = %app_name, "generated the application password"),
+            // The cache has not seen it yet: its watch event brings the next reconcile.
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Err(Error::CacheStale(format!("Secret {app_name}")))
+            }
+            Err(e) => {
+                ctx.metrics.record_api_error("create", &e);
+                return Err(e.into());
+            }
+        }
+    }
+    if let Some(data) = auth::users_secret_data(spec, &resolved) {
+        let secret = Secret {
+            metadata: children::metadata(ri, users_name, &owner),
+            type_: Some("Opaque".into()),
+            data: Some(data),
+            ..Default::default()
+        };
+        apply_unless_current(ctx, &namespace, &secret, &ctx.stores.secrets).await?;
+    }
+    let access = Access {
+        timeouts: ctx.redis_timeouts,
+        login: auth::operator_login(&resolved),
+    };
+    Ok(Ok(Prepared { resolved, access }))
+}
+
+/// Brings running servers to the users and replication credentials, unless nothing changed since every pod
+/// was last found holding them (a converged instance sends nothing). Returns the status to record.
+pub(super) async fn converge_pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    prepared: &Prepared,
+) -> AuthStatus {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let spec = &ri.spec.auth;
+    let resolved = &prepared.resolved;
+    let plan = Plan {
+        users: if resolved.application.is_some() {
+            auth::desired_users(spec, resolved)
+        } else {
+            Vec::new()
+        },
+        replication_password: resolved
+            .application
+            .as_ref()
+            .and(resolved.internal.get(auth::REPLICATION_USER).cloned()),
+    };
+    let previous = ri.status.as_ref().and_then(|s| s.auth.clone());
+    let app = resolved.application.as_ref();
+    let mut status = AuthStatus {
+        enabled: app.is_some(),
+        secret: app.map(|a| a.secret.clone()),
+        applied_secret_version: previous
+            .as_ref()
+            .and_then(|p| p.applied_secret_version.clone())
+            .filter(|_| app.is_some()),
+        message: auth::status_message(app),
+    };
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let key = ObjectRef::from_obj(ri);
+    let fingerprint = fingerprint(&plan, &pods);
+    let verified = ctx
+        .auth_verified
+        .lock()
+        .map(|v| v.get(&key) == Some(&fingerprint))
+        .unwrap_or(false);
+    if !verified {
+        let leadership = ctx.leadership.clone();
+        let outcome =
+            converge::converge(&pods, &plan, &prepared.access, || leadership.is_held()).await;
+        for (pod, set) in &outcome.set {
+            info!(%pod, set = %set.join(", "), "authentication set at runtime");
+        }
+        let all = outcome.not_in_force.is_empty()
+            && pods.len() >= usize::try_from(ri.spec.replicas).unwrap_or(0);
+        if all {
+            if let Ok(mut v) = ctx.auth_verified.lock() {
+                v.insert(key, fingerprint);
+            }
+        } else {
+            let pending: Vec<String> = outcome
+                .not_in_force
+                .iter()
+                .map(|(pod, why)| format!("{pod}: {why}"))
+                .collect();
+            debug!(pending = %pending.join("; "), "authentication not in force everywhere");
+            if app.is_some() && !pending.is_empty() {
+                status.message = format!(
+                    "{}; not yet in force on {}",
+                    status.message,
+                    outcome
+                        .not_in_force
+                        .iter()
+                        .map(|(pod, _)| pod.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            return status;
+        }
+    }
+    if let Some(app) = app {
+        if app.version.is_some() && status.applied_secret_version != app.version {
+            let before = status
+                .applied_secret_version
+                .replace(app.version.clone().unwrap_or_default());
+            if before.is_some() {
+                let previous_note = if app.previous {
+                    format!(
+                        "; {} is still accepted until it is removed",
+                        auth::PREVIOUS_PASSWORD_KEY
+                    )
+                } else {
+                    String::new()
+                };
+                event(
+                    ctx,
+                    ri,
+                    EventType::Normal,
+                    "PasswordInForce",
+                    "Authentication",
+                    format!(
+                        "the passwords of Secret {} (resourceVersion {}) are in force on every pod, without \
+                         restarts{previous_note}",
+                        app.secret,
+                        app.version.as_deref().unwrap_or_default()
+                    ),
+                )
+                .await;
+            }
+        }
+    }
+    status
+}
+
+/// What the pass depends on: the plan and, per pod, its identity, restarts, address and template's auth mode.
+/// A restarted server (it read the files again) or a new pod changes it.
+fn fingerprint(plan: &Plan, pods: &[Arc<k8s_openapi::api::core::v1::Pod>]) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    for user in &plan.users {
+        user.name.hash(&mut hasher);
+        user.rules.hash(&mut hasher);
+    }
+    plan.replication_password.hash(&mut hasher);
+    for pod in pods {
+        pod.uid().hash(&mut hasher);
+        pod.annotations()
+            .get(auth::AUTH_ANNOTATION)
+            .hash(&mut hasher);
+        let status = pod.status.as_ref();
+        status.and_then(|s| s.pod_ip.clone()).hash(&mut hasher);
+        status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
+            .hash(&mut hasher);
+        pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    }
+    hasher.finish()
+}
