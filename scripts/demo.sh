@@ -3,7 +3,7 @@
 # RedisInstance and shows its phase changing live; then changes its configuration (applied at runtime, no
 # restart) and shows Updating -> Running, and that Redis really runs the new value; then shows the replication (one primary, the
 # other pods replicating from it), a failover after the primary's server is killed, and a primary-last rolling
-# update of the image.
+# update of the image. Authentication is on by default: the demo reads the generated password from demo-auth.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$PWD
@@ -53,19 +53,28 @@ step "the instance"
 kubectl -n demo get ri demo
 step "its phase history (status.history)"
 kubectl -n demo get ri demo -o jsonpath='{range .status.history[*]}{.time}  {.from} -> {.to}  {.reason}: {.message}{"\n"}{end}'
-step "Redis itself runs the new value"
+step "authentication is on: a password was generated into the Secret demo-auth"
+FIRST_IP=$(kubectl -n demo get pod demo-0 -o jsonpath='{.status.podIP}')
+printf 'PING without a password: '; redis-cli -h "$FIRST_IP" PING
+REDISCLI_AUTH=$(kubectl -n demo get secret demo-auth -o jsonpath='{.data.password}' | base64 -d)
+export REDISCLI_AUTH
+printf 'PING with it (REDISCLI_AUTH): '; redis-cli -h "$FIRST_IP" PING
+printf 'CONFIG SET as the application user: '; redis-cli -h "$FIRST_IP" CONFIG SET maxmemory 1mb
+echo "status.auth: $(kubectl -n demo get ri demo -o jsonpath='{.status.auth.message}')"
+
+step "Redis itself runs the new value (INFO memory)"
 for ip in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].status.podIP}'); do
-  printf '%s: ' "$ip"; redis-cli -h "$ip" CONFIG GET maxmemory | tr '\n' ' '; echo
+  printf '%s: ' "$ip"; redis-cli -h "$ip" INFO memory | grep '^maxmemory:' | tr -d '\r'
 done
 
 roles() {
   for pod in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].metadata.name}'); do
     ip=$(kubectl -n demo get pod "$pod" -o jsonpath='{.status.podIP}')
     label=$(kubectl -n demo get pod "$pod" -o jsonpath='{.metadata.labels.redis\.github\.com/role}')
-    printf '%-8s label=%-8s ROLE: %s\n' "$pod" "${label:-none}" "$(redis-cli -h "$ip" ROLE | head -n 1)"
+    printf '%-8s label=%-8s %s\n' "$pod" "${label:-none}" "$(redis-cli -h "$ip" INFO replication | grep '^role:' | tr -d '\r')"
   done
 }
-step "replication: one primary, the other pods replicate from it (status.currentPrimary, role labels, ROLE)"
+step "replication: one primary, the other pods replicate from it (status.currentPrimary, role labels, INFO role)"
 PRIMARY=$(kubectl -n demo get ri demo -o jsonpath='{.status.currentPrimary}')
 echo "currentPrimary: $PRIMARY"
 roles

@@ -174,7 +174,7 @@ pub async fn check_lost(
     known: &mut BTreeSet<u64>,
 ) -> Result<usize, String> {
     let keys = writer.keys();
-    let missing = missing_keys(host, port, &keys).await?;
+    let missing = missing_keys(host, port, writer.password().as_deref(), &keys).await?;
     let fresh = missing.iter().filter(|k| !known.contains(k)).count();
     if fresh > 0 {
         eprintln!(

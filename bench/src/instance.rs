@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use redis_operator::api::{RedisInstance, RedisInstanceStatus};
@@ -68,10 +68,17 @@ pub async fn primary_target(pods: &Api<Pod>) -> Option<Target> {
     let params = ListParams::default().labels(&format!("{ROLE_LABEL}=primary"));
     let list = pods.list(&params).await.ok()?;
     let pod = list.items.first()?;
+    // Authentication is on by default: the generated password, as a client would mount it.
+    let secrets: Api<Secret> = Api::namespaced(pods.clone().into_client(), pods.namespace()?);
+    let password = match secrets.get_opt(&format!("{INSTANCE}-auth")).await.ok()? {
+        Some(secret) => Some(String::from_utf8(secret.data?.get("password")?.0.clone()).ok()?),
+        None => None,
+    };
     Some(Target {
         name: pod.name_any(),
         host: pod_ip(pod)?,
         port: REDIS_PORT,
+        password,
     })
 }
 

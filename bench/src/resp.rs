@@ -67,6 +67,23 @@ impl Connection {
         })
     }
 
+    /// Connects within `timeout` and, with a `password`, authenticates as the `default` user (`AUTH`).
+    pub async fn connect_as(
+        host: &str,
+        port: u16,
+        password: Option<&str>,
+        timeout: Duration,
+    ) -> std::io::Result<Connection> {
+        let mut connection = Self::connect(host, port, timeout).await?;
+        if let Some(password) = password {
+            match connection.command(&["AUTH", password], timeout).await? {
+                Reply::Status(ok) if ok == "OK" => {}
+                reply => return Err(other(format!("AUTH answered {reply:?}"))),
+            }
+        }
+        Ok(connection)
+    }
+
     /// Sends several commands at once (a pipeline) and reads one reply each, all within `timeout`.
     pub async fn pipeline(
         &mut self,

@@ -203,6 +203,7 @@ fn resolver(sentinels: Vec<u16>) -> Resolve {
                 name: name(*pick),
                 host: HOST.to_string(),
                 port: *pick,
+                password: None,
             })
         })
     })

@@ -27,6 +27,8 @@ pub struct Target {
     pub host: String,
     /// Port to connect to.
     pub port: u16,
+    /// The `default` user's password, when the server requires one.
+    pub password: Option<String>,
 }
 
 /// The discovery: given the target that just failed (if any), the server to write to now.
@@ -64,6 +66,8 @@ pub struct WriterStats {
 struct Shared {
     confirmed: Vec<Confirmed>,
     stats: WriterStats,
+    /// The password of the last target connected to (for the lost-write check).
+    password: Option<String>,
 }
 
 /// A running writer task.
@@ -95,8 +99,19 @@ impl Writer {
                         tokio::time::sleep(RETRY_PAUSE).await;
                         continue;
                     };
-                    match Connection::connect(&target.host, target.port, CONNECT_TIMEOUT).await {
-                        Ok(c) => connection = Some((c, target)),
+                    let password = target.password.as_deref();
+                    match Connection::connect_as(
+                        &target.host,
+                        target.port,
+                        password,
+                        CONNECT_TIMEOUT,
+                    )
+                    .await
+                    {
+                        Ok(c) => {
+                            sh.lock().unwrap().password = target.password.clone();
+                            connection = Some((c, target));
+                        }
                         Err(_) => {
                             sh.lock().unwrap().stats.errors += 1;
                             failed = Some(target);
@@ -154,6 +169,11 @@ impl Writer {
             }
         });
         Writer { shared, stop, task }
+    }
+
+    /// The password the writer authenticated with last.
+    pub fn password(&self) -> Option<String> {
+        self.shared.lock().unwrap().password.clone()
     }
 
     /// Confirmed writes so far.
@@ -216,8 +236,13 @@ impl Writer {
 }
 
 /// The keys among `keys` that `host:port` does not hold with their value (read with pipelined `MGET`s).
-pub async fn missing_keys(host: &str, port: u16, keys: &[u64]) -> Result<Vec<u64>, String> {
-    let mut connection = Connection::connect(host, port, Duration::from_secs(2))
+pub async fn missing_keys(
+    host: &str,
+    port: u16,
+    password: Option<&str>,
+    keys: &[u64],
+) -> Result<Vec<u64>, String> {
+    let mut connection = Connection::connect_as(host, port, password, Duration::from_secs(2))
         .await
         .map_err(|e| format!("lost-write check: {e}"))?;
     let mut missing = Vec::new();

@@ -120,6 +120,7 @@ impl Input {
                 reasons::STORAGE_SHRINK_REFUSED,
                 reasons::CHILD_CONFLICT,
                 reasons::CHANGE_NOT_CONVERGING,
+                reasons::AUTH_SECRET_INVALID,
             ],
             Input::ChildMissing => &[reasons::CHILD_MISSING],
             Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],

@@ -287,7 +287,7 @@ impl Writer {
         self.confirmed.lock().unwrap().len()
     }
 
-    async fn finish(self) -> (Vec<u64>, Duration) {
+    pub(crate) async fn finish(self) -> (Vec<u64>, Duration) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         self.task.await.unwrap();
         let confirmed = self.confirmed.lock().unwrap().clone();
@@ -325,11 +325,28 @@ pub(crate) async fn finish_and_check(env: &TestEnv, writer: Writer, scenario: &s
 async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
     let primary = &labelled(env, "cache", "primary").await[0];
     let ip = pod_ip(primary);
+    // One connection and one MGET per thousand keys (a writer confirms thousands).
+    let url = match password_for(&ip).await {
+        Some(password) => format!("redis://:{password}@{ip}:6379"),
+        None => format!("redis://{ip}:6379"),
+    };
+    let mut connection = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the primary");
     let mut missing = BTreeSet::new();
-    for key in confirmed {
-        let reply = redis_command(&ip, &["GET", &format!("k{key}")]).await;
-        if !reply.contains(&key.to_string()) {
-            missing.insert(*key);
+    for chunk in confirmed.chunks(1000) {
+        let keys: Vec<String> = chunk.iter().map(|k| format!("k{k}")).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .expect("MGET");
+        for (key, value) in chunk.iter().zip(values) {
+            if value.as_deref() != Some(key.to_string().as_str()) {
+                missing.insert(*key);
+            }
         }
     }
     assert!(

@@ -583,9 +583,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
     // And it can do nothing it does not need.
     let ns = env.ns.as_str();
     for denied in [
-        vec!["get", "secrets", "-n", ns],
-        vec!["list", "secrets", "--all-namespaces"],
-        vec!["get", "secrets", "-n", "redis-operator"],
+        // Secrets are read, created and applied, never updated or deleted.
+        vec!["update", "secrets", "-n", ns],
+        vec!["delete", "secrets", "-n", ns],
         vec!["delete", "namespaces"],
         vec!["create", "clusterroles"],
         vec!["create", "clusterrolebindings"],
@@ -617,6 +617,10 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["patch", "poddisruptionbudgets.policy", "-n", ns],
         vec!["watch", "nodes"],
         vec!["watch", "events", "-n", ns],
+        // The generated password and the Redis users; a user's password Secret is read.
+        vec!["watch", "secrets", "-n", ns],
+        vec!["create", "secrets", "-n", ns],
+        vec!["patch", "secrets", "-n", ns],
         vec![
             "update",
             "redisinstances.redis.github.com",

@@ -1,0 +1,441 @@
+//! Secure by default: a generated password on every instance, least-privilege users, rotation without
+//! restarts, the explicit opt-out, and bad password Secrets.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::ByteString;
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
+use redis_fsm::Phase;
+use redis_operator::api::{AuthSpec, RedisInstanceSpec, SecretKeyRef};
+
+use crate::harness::*;
+use crate::replication::{wait_converged, Writer};
+
+/// The default spec: authentication on with the default least-privilege rules.
+fn secure(replicas: i32) -> RedisInstanceSpec {
+    RedisInstanceSpec {
+        replicas,
+        ..Default::default()
+    }
+}
+
+fn secrets(env: &TestEnv) -> Api<Secret> {
+    Api::namespaced(env.client.clone(), &env.ns)
+}
+
+async fn put_secret(env: &TestEnv, name: &str, data: &[(&str, &str)]) -> Secret {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    match secrets(env).get_opt(name).await.unwrap() {
+        None => secrets(env)
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap(),
+        Some(mut live) => {
+            live.data = secret.data;
+            secrets(env)
+                .replace(name, &PostParams::default(), &live)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+async fn ips(env: &TestEnv) -> Vec<String> {
+    env.pods_of("cache").await.iter().map(pod_ip).collect()
+}
+
+/// `INFO` field `name` of the server at `ip`, read as `user`.
+async fn info_field(ip: &str, login: (&str, &str), section: &str, name: &str) -> String {
+    let reply = redis_command_as(ip, Some(login), &["INFO", section]).await;
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {reply:?}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_default_instance_requires_the_generated_password_least_privilege_and_never_shows_it() {
+    let env = TestEnv::new("auth").await;
+    env.create("cache", secure(2)).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+
+    // The generated Secret, owned by the instance.
+    let generated = secrets(&env).get("cache-auth").await.unwrap();
+    let instance = env.instances().get("cache").await.unwrap();
+    assert!(generated
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == instance.metadata.uid.as_ref() && o.controller == Some(true)));
+    let password = secret_value(&env.client, &env.ns, "cache-auth", "password")
+        .await
+        .unwrap();
+    assert!(password.len() >= 32, "a long generated password");
+
+    for ip in ips(&env).await {
+        let refused = redis_command_as(&ip, None, &["PING"]).await;
+        assert!(refused.starts_with("-NOAUTH"), "{refused:?}");
+        let wrong = redis_command_as(&ip, Some(("default", "guess")), &["PING"]).await;
+        assert!(wrong.starts_with("-WRONGPASS"), "{wrong:?}");
+        let app = ("default", password.as_str());
+        assert_eq!(
+            redis_command_as(&ip, Some(app), &["PING"]).await,
+            "+PONG\r\n"
+        );
+    }
+    // Replication authenticates too: the replica's link is up.
+    let status = env.instances().get("cache").await.unwrap().status.unwrap();
+    let primary = status.current_primary.clone().unwrap();
+    let pods = env.pods_of("cache").await;
+    let replica = pods.iter().find(|p| p.name_any() != primary).unwrap();
+    let app = ("default", password.as_str());
+    assert_eq!(
+        info_field(&pod_ip(replica), app, "replication", "master_link_status").await,
+        "up"
+    );
+    let auth = status.auth.clone().unwrap();
+    assert!(auth.enabled);
+    assert_eq!(auth.secret.as_deref(), Some("cache-auth"));
+
+    // The application user: data commands yes, administrative ones no.
+    let primary_ip = pod_ip(pods.iter().find(|p| p.name_any() == primary).unwrap());
+    let run = |args: &'static [&'static str]| {
+        let ip = primary_ip.clone();
+        let password = password.clone();
+        async move { redis_command_as(&ip, Some(("default", &password)), args).await }
+    };
+    assert_eq!(run(&["SET", "k", "v"]).await, "+OK\r\n");
+    assert_eq!(run(&["GET", "k"]).await, "$1\r\nv\r\n");
+    assert_eq!(run(&["EVAL", "return 1", "0"]).await, ":1\r\n");
+    for admin in [
+        &["CONFIG", "SET", "maxmemory", "1"][..],
+        &["CONFIG", "GET", "masterauth"],
+        &["DEBUG", "SLEEP", "0"],
+        &["MODULE", "LOAD", "/tmp/x.so"],
+        &["REPLICAOF", "127.0.0.1", "1"],
+        &["SHUTDOWN", "NOSAVE"],
+        &["FAILOVER"],
+        &["ACL", "LIST"],
+        &["CLIENT", "KILL", "TYPE", "normal"],
+    ] {
+        let reply = run(admin).await;
+        // DEBUG and MODULE are also off for everyone (`enable-*-command no`), which Redis checks first.
+        assert!(
+            reply.starts_with("-NOPERM") || reply.contains("command not allowed"),
+            "{admin:?}: {reply:?}"
+        );
+    }
+    // The probe's user can read INFO and nothing else.
+    let users = secrets(&env).get("cache-acl").await.unwrap();
+    let probe = String::from_utf8(users.data.unwrap()["probe-password"].0.clone()).unwrap();
+    let as_probe = redis_command_as(&primary_ip, Some(("probe", &probe)), &["GET", "k"]).await;
+    assert!(as_probe.starts_with("-NOPERM"), "{as_probe:?}");
+
+    // The password appears nowhere but in its Secret: ConfigMap, StatefulSet, pods, status, Events, NAME-acl
+    // (hashes only), the operator's log.
+    let mut places: BTreeMap<String, String> = BTreeMap::new();
+    let cm: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    places.insert(
+        "ConfigMap".into(),
+        serde_json::to_string(&cm.get("cache-config").await.unwrap()).unwrap(),
+    );
+    places.insert(
+        "StatefulSet".into(),
+        serde_json::to_string(&env.statefulsets().get("cache").await.unwrap()).unwrap(),
+    );
+    places.insert(
+        "pods".into(),
+        serde_json::to_string(&env.pods_of("cache").await).unwrap(),
+    );
+    places.insert(
+        "instance".into(),
+        serde_json::to_string(&env.instances().get("cache").await.unwrap()).unwrap(),
+    );
+    let events: Api<Event> = Api::namespaced(env.client.clone(), &env.ns);
+    places.insert(
+        "Events".into(),
+        serde_json::to_string(&events.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    let users = secrets(&env).get("cache-acl").await.unwrap();
+    for (key, value) in users.data.unwrap() {
+        places.insert(
+            format!("cache-acl/{key}"),
+            String::from_utf8_lossy(&value.0).into_owned(),
+        );
+    }
+    places.insert(
+        "operator log".into(),
+        std::fs::read_to_string(&env.operator.log).unwrap(),
+    );
+    for (place, text) in &places {
+        assert!(!text.contains(&password), "the password is in the {place}");
+    }
+    assert!(places["cache-acl/users.acl"].contains(&sha256_hex(&password)));
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Pod uid and `run_id` of every server: equal before and after means nothing restarted.
+async fn incarnations(env: &TestEnv, login: (&str, &str)) -> BTreeMap<String, (String, String)> {
+    let mut out = BTreeMap::new();
+    for pod in env.pods_of("cache").await {
+        let run_id = info_field(&pod_ip(&pod), login, "server", "run_id").await;
+        out.insert(pod.name_any(), (pod.uid().unwrap_or_default(), run_id));
+    }
+    out
+}
+
+/// The primary's count of full and partial resyncs: unchanged means no replication link dropped.
+async fn resyncs(ip: &str, login: (&str, &str)) -> (String, String) {
+    (
+        info_field(ip, login, "stats", "sync_full").await,
+        info_field(ip, login, "stats", "sync_partial_ok").await,
+    )
+}
+
+async fn wait_applied(env: &TestEnv, version: &str) {
+    let version = version.to_string();
+    env.wait_status("cache", "the new passwords in force", move |s| {
+        s.auth
+            .as_ref()
+            .and_then(|a| a.applied_secret_version.as_deref())
+            == Some(version.as_str())
+    })
+    .await;
+}
+
+async fn every_pod_answers(env: &TestEnv, password: &str, expected_prefix: &str) {
+    for ip in ips(env).await {
+        let reply = redis_command_as(&ip, Some(("default", password)), &["PING"]).await;
+        assert!(
+            reply.starts_with(expected_prefix),
+            "{ip} answered {reply:?} to a login expecting {expected_prefix:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_keeps_the_previous_password_until_withdrawn_without_restarts_or_failed_writes() {
+    let env = TestEnv::new("rotate").await;
+    put_secret(&env, "app-creds", &[("password", "old-password-1")]).await;
+    let mut spec = secure(2);
+    spec.auth = AuthSpec {
+        secret_ref: Some(SecretKeyRef {
+            name: "app-creds".into(),
+            key: "password".into(),
+        }),
+        // The test reads INFO stats and server as the application user (INFO is not administrative).
+        ..Default::default()
+    };
+    env.create("cache", spec).await;
+    env.wait_running("cache").await;
+    let status = wait_converged(&env, "cache", 2).await;
+    let primary = status.current_primary.unwrap();
+    let primary_ip = pod_ip(
+        &env.pods_of("cache")
+            .await
+            .into_iter()
+            .find(|p| p.name_any() == primary)
+            .unwrap(),
+    );
+    let old = ("default", "old-password-1");
+    let before = incarnations(&env, old).await;
+    let links = resyncs(&primary_ip, old).await;
+    // A client writing with the old password the whole time (a new connection, so a new AUTH, per write).
+    let writer = Writer::start(env.pods());
+    crate::replication::wait_writes(&writer, 20).await;
+
+    // Rotate: the new password, the old one kept as previousPassword.
+    let rotated = put_secret(
+        &env,
+        "app-creds",
+        &[
+            ("password", "new-password-2"),
+            ("previousPassword", "old-password-1"),
+        ],
+    )
+    .await;
+    wait_applied(&env, &rotated.resource_version().unwrap()).await;
+    every_pod_answers(&env, "new-password-2", "+PONG").await;
+    every_pod_answers(&env, "old-password-1", "+PONG").await;
+    let note = crate::wait_event(&env, "PasswordInForce").await;
+    assert!(
+        note.contains("previousPassword is still accepted"),
+        "{note}"
+    );
+    crate::replication::wait_writes(&writer, 20).await;
+
+    // Withdraw the old one.
+    let withdrawn = put_secret(&env, "app-creds", &[("password", "new-password-2")]).await;
+    wait_applied(&env, &withdrawn.resource_version().unwrap()).await;
+    every_pod_answers(&env, "old-password-1", "-WRONGPASS").await;
+    every_pod_answers(&env, "new-password-2", "+PONG").await;
+
+    let new = ("default", "new-password-2");
+    assert_eq!(
+        incarnations(&env, new).await,
+        before,
+        "no pod or server restarted"
+    );
+    assert_eq!(
+        resyncs(&primary_ip, new).await,
+        links,
+        "no replication link dropped"
+    );
+    // Every write up to the withdrawal was confirmed: none failed while the password changed.
+    let (confirmed, _) = writer.finish().await;
+    let failed: Vec<u64> = (0..confirmed.len() as u64)
+        .filter(|k| !confirmed.contains(k))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "writes failed during the rotation: {failed:?}"
+    );
+    let auth = env
+        .instances()
+        .get("cache")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .auth
+        .unwrap();
+    assert!(
+        !auth.message.contains("previousPassword"),
+        "{}",
+        auth.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_off_accepts_unauthenticated_clients_and_the_status_says_so() {
+    let env = TestEnv::new("auth-off").await;
+    let mut spec = secure(1);
+    spec.auth.enabled = false;
+    env.create("cache", spec).await;
+    let running = env.wait_running("cache").await;
+    let auth = running.status.unwrap().auth.unwrap();
+    assert!(!auth.enabled);
+    assert!(
+        auth.message.contains("accepts unauthenticated clients"),
+        "{}",
+        auth.message
+    );
+    for ip in ips(&env).await {
+        assert_eq!(redis_command_as(&ip, None, &["PING"]).await, "+PONG\r\n");
+    }
+    assert!(secrets(&env).get_opt("cache-auth").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_password_secret_fails_the_instance_touches_nothing_and_recovers_once_fixed() {
+    let env = TestEnv::new("badsecret").await;
+    let mut spec = secure(1);
+    spec.auth.secret_ref = Some(SecretKeyRef {
+        name: "missing".into(),
+        key: "pw".into(),
+    });
+    env.create("cache", spec).await;
+    let failed = |what: &'static str| {
+        move |s: &redis_operator::api::RedisInstanceStatus| {
+            s.status == Phase::Failed
+                && s.reason == "AuthSecretInvalid"
+                && s.last_condition_message.contains(what)
+        }
+    };
+    env.wait_status(
+        "cache",
+        "failed on the missing Secret",
+        failed("Secret missing"),
+    )
+    .await;
+    // Nothing was created.
+    assert!(env.statefulsets().get_opt("cache").await.unwrap().is_none());
+    assert!(secrets(&env).get_opt("cache-acl").await.unwrap().is_none());
+
+    put_secret(&env, "missing", &[("other", "x")]).await;
+    env.wait_status(
+        "cache",
+        "failed on the missing key",
+        failed("has no key pw"),
+    )
+    .await;
+    put_secret(&env, "missing", &[("pw", "")]).await;
+    env.wait_status("cache", "failed on the empty password", failed("is empty"))
+        .await;
+    assert!(env.statefulsets().get_opt("cache").await.unwrap().is_none());
+
+    put_secret(&env, "missing", &[("pw", "now-a-password")]).await;
+    env.wait_running("cache").await;
+    every_pod_answers(&env, "now-a-password", "+PONG").await;
+
+    // A running instance pointed at a Secret that does not exist fails without touching its pods.
+    let uids: Vec<String> = env
+        .pods_of("cache")
+        .await
+        .iter()
+        .filter_map(|p| p.uid())
+        .collect();
+    let generation = env
+        .statefulsets()
+        .get("cache")
+        .await
+        .unwrap()
+        .metadata
+        .generation;
+    env.patch_spec(
+        "cache",
+        serde_json::json!({"auth": {"secretRef": {"name": "gone", "key": "pw"}}}),
+    )
+    .await;
+    env.wait_status(
+        "cache",
+        "failed on the missing Secret",
+        failed("Secret gone"),
+    )
+    .await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        let now: Vec<String> = env
+            .pods_of("cache")
+            .await
+            .iter()
+            .filter_map(|p| p.uid())
+            .collect();
+        assert_eq!(now, uids, "the pods are untouched");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        env.statefulsets()
+            .get("cache")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        generation
+    );
+    every_pod_answers(&env, "now-a-password", "+PONG").await;
+}
