@@ -585,7 +585,8 @@ pub fn spec(replicas: i32) -> RedisInstanceSpec {
 }
 
 /// The application password of the instance whose pod has address `ip` (the key of `spec.auth.secretRef`, or
-/// `password` of `NAME-auth`), looked up through the API: `None` when there is none.
+/// `password` of `NAME-auth`), looked up through the API: `None` when there is none or authentication is off
+/// (Redis refuses `AUTH <password>` when the `default` user has no password).
 pub async fn password_for(ip: &str) -> Option<String> {
     let client = admin_client(cluster()).await;
     let pods: Api<Pod> = Api::all(client.clone());
@@ -603,6 +604,9 @@ pub async fn password_for(ip: &str) -> Option<String> {
         .get(&instance)
         .await
         .ok()?;
+    if !ri.spec.auth.enabled {
+        return None;
+    }
     let (secret, key) = match &ri.spec.auth.secret_ref {
         Some(r) => (r.name.clone(), r.key.clone()),
         None => (format!("{instance}-auth"), "password".to_string()),

@@ -231,7 +231,8 @@ impl Writer {
             let mut next = 0u64;
             let mut last_ok = Instant::now();
             let mut target: Option<String> = None;
-            // The instance's password, looked up once from the first primary found.
+            // The instance's password, looked up from the primary found, again after a failed write (it may
+            // have been turned on).
             let mut password: Option<Option<String>> = None;
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 if target.is_none() {
@@ -270,6 +271,7 @@ impl Writer {
                     Ok(false) | Err(_) => {
                         next += 1;
                         target = None;
+                        password = None;
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }

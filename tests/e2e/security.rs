@@ -13,7 +13,9 @@ use redis_fsm::Phase;
 use redis_operator::api::{AuthSpec, RedisInstanceSpec, SecretKeyRef};
 
 use crate::harness::*;
-use crate::replication::{wait_converged, Writer};
+use crate::replication::{
+    finish_and_check, three_converged_with_a_writer, wait_converged, wait_writes, Writer,
+};
 
 /// The default spec: authentication on with the default least-privilege rules.
 fn secure(replicas: i32) -> RedisInstanceSpec {
@@ -266,7 +268,7 @@ async fn rotation_keeps_the_previous_password_until_withdrawn_without_restarts_o
     let links = resyncs(&primary_ip, old).await;
     // A client writing with the old password the whole time (a new connection, so a new AUTH, per write).
     let writer = Writer::start(env.pods());
-    crate::replication::wait_writes(&writer, 20).await;
+    wait_writes(&writer, 20).await;
 
     // Rotate: the new password, the old one kept as previousPassword.
     let rotated = put_secret(
@@ -286,7 +288,7 @@ async fn rotation_keeps_the_previous_password_until_withdrawn_without_restarts_o
         note.contains("previousPassword is still accepted"),
         "{note}"
     );
-    crate::replication::wait_writes(&writer, 20).await;
+    wait_writes(&writer, 20).await;
 
     // Withdraw the old one.
     let withdrawn = put_secret(&env, "app-creds", &[("password", "new-password-2")]).await;
@@ -438,4 +440,53 @@ async fn a_bad_password_secret_fails_the_instance_touches_nothing_and_recovers_o
         generation
     );
     every_pod_answers(&env, "now-a-password", "+PONG").await;
+}
+
+/// Rolled out: the spec of `generation` is Running with one primary and in-sync replicas.
+async fn wait_rolled(env: &TestEnv, generation: i64, replicas: usize) {
+    env.wait_status("cache", "rolled out", move |s| {
+        s.observed_generation == Some(generation)
+            && s.status == Phase::Running
+            && crate::replication::converged(s, replicas)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn turning_auth_on_and_off_rolls_the_pods_and_keeps_replication_and_every_confirmed_write() {
+    let env = TestEnv::new("toggle").await;
+    let mut spec = secure(3);
+    spec.auth.enabled = false;
+    let (_, writer) = three_converged_with_a_writer(&env, spec).await;
+
+    // On: the users and masterauth reach the running servers first, so the new replicas authenticate to the
+    // old primary; then the pods roll, primary last.
+    let generation = env
+        .patch_spec("cache", serde_json::json!({"auth": {"enabled": true}}))
+        .await;
+    wait_rolled(&env, generation, 3).await;
+    let password = secret_value(&env.client, &env.ns, "cache-auth", "password")
+        .await
+        .expect("a password was generated");
+    for ip in ips(&env).await {
+        let refused = redis_command_as(&ip, None, &["PING"]).await;
+        assert!(refused.starts_with("-NOAUTH"), "{ip}: {refused:?}");
+    }
+    every_pod_answers(&env, &password, "+PONG").await;
+    wait_converged(&env, "cache", 3).await;
+    wait_writes(&writer, 20).await;
+
+    // Off again: open on every server at once, then the pods roll.
+    let generation = env
+        .patch_spec("cache", serde_json::json!({"auth": {"enabled": false}}))
+        .await;
+    wait_rolled(&env, generation, 3).await;
+    for ip in ips(&env).await {
+        assert_eq!(redis_command_as(&ip, None, &["PING"]).await, "+PONG\r\n");
+    }
+    wait_converged(&env, "cache", 3).await;
+    wait_writes(&writer, 20).await;
+    let status = env.instances().get("cache").await.unwrap().status.unwrap();
+    assert!(!status.auth.unwrap().enabled);
+    finish_and_check(&env, writer, "authentication turned on and off").await;
 }
