@@ -42,6 +42,7 @@ if [ -z "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && [ -z "${SKIP_OLDEST:-}" ]; the
     replication::three_replicas_are_one_primary_and_two_live_replicas \
     replication::failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirmed_write \
     rollout::an_image_change_replaces_the_replicas_then_switches_over_once_then_the_old_primary \
+    security::rotation_keeps_the_previous_password_until_withdrawn_without_restarts_or_failed_writes \
     admission::
   bash devcluster/cluster.sh down
 fi

@@ -16,13 +16,22 @@ use super::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
 use crate::topology::endpoint;
 
-/// What every server of the instance should hold.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What every server of the instance should hold. `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Plan {
     /// Users, `default` first when authentication is on; empty when it is off.
     pub users: Vec<DesiredUser>,
     /// The replication user's password (`masterauth`), when authentication is on.
     pub replication_password: Option<String>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("users", &self.users)
+            .field("masterauth", &self.replication_password.is_some())
+            .finish()
+    }
 }
 
 /// What one server holds.
@@ -388,10 +397,15 @@ mod tests {
     }
 
     #[test]
-    fn steps_never_show_a_password() {
+    fn steps_and_plans_never_show_a_password_or_hash() {
         let plan = plan(true);
-        let text = format!("{:?}", steps(&plan, true, &fresh_server()));
-        assert!(!text.contains(plan.replication_password.as_deref().unwrap()));
-        assert!(!text.contains('#'));
+        for text in [
+            format!("{:?}", steps(&plan, true, &fresh_server())),
+            format!("{plan:?}"),
+        ] {
+            assert!(!text.contains(plan.replication_password.as_deref().unwrap()));
+            assert!(!text.contains('#'));
+            assert!(!text.contains(&plan.users[0].hashes[0]), "{text}");
+        }
     }
 }

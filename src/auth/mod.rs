@@ -158,8 +158,8 @@ pub enum AuthProblem {
     },
 }
 
-/// The passwords clients may use, as hashes, and where they come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The passwords clients may use, as hashes, and where they come from. `Debug` shows no hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApplicationPasswords {
     /// The Secret.
     pub secret: String,
@@ -169,6 +169,17 @@ pub struct ApplicationPasswords {
     pub hashes: Vec<String>,
     /// Whether `previousPassword` is still accepted.
     pub previous: bool,
+}
+
+impl fmt::Debug for ApplicationPasswords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApplicationPasswords")
+            .field("secret", &self.secret)
+            .field("version", &self.version)
+            .field("passwords", &self.hashes.len())
+            .field("previous", &self.previous)
+            .finish()
+    }
 }
 
 /// Everything authentication needs for one reconcile.
@@ -290,7 +301,8 @@ pub fn user_rules(hashes: &[String], rules: &str) -> Vec<String> {
 }
 
 /// Every user a server of the instance should have, with its desired password hashes and rule words.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// `Debug` shows the name only.
+#[derive(Clone, PartialEq, Eq)]
 pub struct DesiredUser {
     /// The user name.
     pub name: &'static str,
@@ -298,6 +310,14 @@ pub struct DesiredUser {
     pub hashes: Vec<String>,
     /// `ACL SETUSER` words that make it so.
     pub rules: Vec<String>,
+}
+
+impl fmt::Debug for DesiredUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DesiredUser")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The users of an instance with authentication on: `default` first, then the operator's.
