@@ -53,8 +53,8 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
         value: Some(value),
         ..Default::default()
     };
-    // Authentication hook (issue 13): once Redis requires a password, the exporter gets a least-privilege
-    // user here as REDIS_USER and REDIS_PASSWORD (from a Secret reference, never a literal value).
+    // With authentication on, `crate::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
+    // and REDIS_PASSWORD (from a Secret reference, never a literal value).
     let env = vec![
         EnvVar {
             name: "POD_IP".into(),
