@@ -513,3 +513,120 @@ async fn wait_may_block_longer_than_the_command_timeout() {
     assert_eq!(acked, 0);
     assert!(started.elapsed() >= Duration::from_secs(1));
 }
+
+/// The ACL users the operator creates, on real servers: the operator's user can send every command the operator
+/// sends (and the application user cannot), a replica authenticates to its primary as the replication user, and
+/// `RedisNode::open` falls back to no login on a server that does not know the operator's user.
+#[tokio::test]
+async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::{self, REPLICATION_USER};
+    use redis_operator::redis::{Access, Login};
+
+    let (a, b) = (Server::start(), Server::start());
+    let spec = AuthSpec::default();
+    let mut n = 0;
+    let resolved = auth::resolve("cache", &spec, None, None, &mut || {
+        n += 1;
+        format!("password-{n}")
+    })
+    .unwrap();
+    let access = Access {
+        timeouts: Timeouts::default(),
+        login: auth::operator_login(&resolved),
+    };
+    // No such user yet: the fallback connects without a login.
+    let before = RedisNode::open(HOST, a.port, &access)
+        .await
+        .expect("fallback");
+    assert!(before.acl_user("redis-operator").await.unwrap().is_none());
+    for server in [&a, &b] {
+        let node = server.node().await;
+        // In the convergence pass's order: the operator's users, masterauth, then `default` (the application's),
+        // which loses the administrative commands this unauthenticated connection is using.
+        let users = auth::desired_users(&spec, &resolved);
+        for user in users.iter().filter(|u| u.name != "default") {
+            node.acl_setuser(user.name, &user.rules)
+                .await
+                .expect("setuser");
+        }
+        let replication = &resolved.internal[REPLICATION_USER];
+        node.config_set("masterauth", replication).await.unwrap();
+        node.config_set("masteruser", REPLICATION_USER)
+            .await
+            .unwrap();
+        let default = users.iter().find(|u| u.name == "default").unwrap();
+        node.acl_setuser("default", &default.rules).await.unwrap();
+        let locked = node
+            .config_get("maxmemory")
+            .await
+            .expect_err("now restricted");
+        assert!(matches!(locked, RedisError::Server { ref code, .. } if code == "NOPERM"));
+    }
+    let (na, nb) = (
+        RedisNode::open(HOST, a.port, &access)
+            .await
+            .expect("login a"),
+        RedisNode::open(HOST, b.port, &access)
+            .await
+            .expect("login b"),
+    );
+    // Everything the operator sends, as its own user.
+    na.ping().await.expect("PING");
+    na.observe().await.expect("INFO");
+    na.role().await.expect("ROLE");
+    na.config_get("maxmemory").await.expect("CONFIG GET");
+    na.config_set("maxmemory", "0").await.expect("CONFIG SET");
+    na.acl_user("default").await.expect("ACL GETUSER");
+    na.client_pause_write(Duration::from_millis(10))
+        .await
+        .expect("CLIENT PAUSE");
+    na.client_unpause().await.expect("CLIENT UNPAUSE");
+    na.wait(0, Duration::from_millis(10)).await.expect("WAIT");
+    nb.replicaof(HOST, a.port).await.expect("REPLICAOF");
+    // The replica authenticates as the replication user.
+    until(
+        Duration::from_secs(10),
+        "b in sync over an authenticated link",
+        || in_sync_replica(&nb),
+    )
+    .await;
+    until_listed(&na, b.port).await;
+    na.failover_to(HOST, b.port, Duration::from_secs(5))
+        .await
+        .expect("FAILOVER");
+    until(Duration::from_secs(10), "b promoted", || async {
+        (nb.observe().await.ok()?.role == ServerRole::Master).then_some(())
+    })
+    .await;
+    nb.replicaof_no_one().await.expect("REPLICAOF NO ONE");
+
+    // The application user (the generated password) may not do the same.
+    let app = resolved.create_application_secret.clone().unwrap();
+    let app_login = Login {
+        username: "default".into(),
+        password: app,
+    };
+    let as_app = RedisNode::connect_as(HOST, a.port, Some(&app_login), Timeouts::default())
+        .await
+        .expect("the application password works");
+    as_app.ping().await.expect("PING");
+    let refused = as_app
+        .config_set("maxmemory", "1")
+        .await
+        .expect_err("admin");
+    assert!(
+        matches!(&refused, RedisError::Server { code, .. } if code == "NOPERM"),
+        "{refused}"
+    );
+    // And nothing but the passwords gets in.
+    let wrong = Login {
+        username: "redis-operator".into(),
+        password: "guess".into(),
+    };
+    assert!(
+        RedisNode::connect_as(HOST, a.port, Some(&wrong), Timeouts::default())
+            .await
+            .is_err()
+    );
+}
