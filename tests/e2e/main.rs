@@ -9,6 +9,7 @@ mod knobs;
 mod live_config;
 mod replication;
 mod rollout;
+mod tls;
 
 use std::time::Duration;
 
