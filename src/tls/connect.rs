@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -55,6 +56,93 @@ fn is_time_error(error: &rustls::Error) -> bool {
     )
 }
 
+/// Reads one DER element at the start of `input`: its tag, its content and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        let bytes = rest.get(..n).filter(|_| (1..=4).contains(&n))?;
+        let len = bytes
+            .iter()
+            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    Some((tag, rest.get(..len)?, rest.get(len..)?))
+}
+
+/// When a certificate became valid (its `notBefore`), read from its DER.
+pub fn not_before(cert: &[u8]) -> Option<UnixTime> {
+    let (_, certificate, _) = der(cert)?;
+    let (_, tbs, _) = der(certificate)?;
+    let (tag, _, after_version) = der(tbs)?;
+    // `[0] version` is optional (absent in v1 certificates).
+    let rest = if tag == 0xa0 { after_version } else { tbs };
+    let (_, _, rest) = der(rest)?; // serialNumber
+    let (_, _, rest) = der(rest)?; // signature algorithm
+    let (_, _, rest) = der(rest)?; // issuer
+    let (_, validity, _) = der(rest)?;
+    let (tag, time, _) = der(validity)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let full = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, years 1950 to 2049.
+        0x17 => {
+            let century = if text.get(..2)? >= "50" { "19" } else { "20" };
+            format!("{century}{text}")
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSSZ.
+        0x18 => text.to_string(),
+        _ => return None,
+    };
+    let iso = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        full.get(0..4)?,
+        full.get(4..6)?,
+        full.get(6..8)?,
+        full.get(8..10)?,
+        full.get(10..12)?,
+        full.get(12..14)?
+    );
+    let at: k8s_openapi::jiff::Timestamp = iso.parse().ok()?;
+    Some(UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(at.as_second()).ok()?,
+    )))
+}
+
+/// Verifies that `end_entity` chains to the CA and is a server certificate, whatever its name and dates. An
+/// expired (or not yet valid) certificate is checked as of the moment it became valid: webpki stops at the
+/// dates before it looks at the issuer, and the operator must keep reaching servers whose certificate expired
+/// (to reload a renewed one). Returns whether the dates were wrong now.
+fn verify_any_name(
+    verifier: &WebPkiServerVerifier,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<Option<rustls::Error>, rustls::Error> {
+    let at = |time| {
+        match verifier.verify_server_cert(end_entity, intermediates, server_name, &[], time) {
+            Ok(_) => Ok(()),
+            // webpki checks the name only once the chain and its validity passed.
+            Err(e) if is_name_error(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    };
+    match at(now) {
+        Ok(()) => Ok(None),
+        Err(e) if is_time_error(&e) => {
+            let valid_from = not_before(end_entity).ok_or_else(|| e.clone())?;
+            at(UnixTime::since_unix_epoch(Duration::from_secs(
+                valid_from.as_secs() + 1,
+            )))?;
+            Ok(Some(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Why a certificate chain is not usable.
 #[derive(Debug)]
 pub enum ChainError {
@@ -73,18 +161,18 @@ pub fn verify_chain(
 ) -> Result<Option<String>, ChainError> {
     let verifier = webpki_verifier(ca)?;
     let name = ServerName::try_from("redis.invalid").expect("a valid DNS name");
-    match verifier.verify_server_cert(&chain[0], &chain[1..], &name, &[], now) {
-        Ok(_) => Ok(None),
-        Err(e) if is_name_error(&e) => Ok(None),
-        Err(e) if is_time_error(&e) => Ok(Some(format!(
-            "the certificate in {} is not valid now ({e}): clients refuse it until it is renewed",
+    match verify_any_name(&verifier, &chain[0], &chain[1..], &name, now) {
+        Ok(None) => Ok(None),
+        Ok(Some(e)) => Ok(Some(format!(
+            "the certificate in {} is not valid now ({e}): clients and replicas refuse it until it is renewed",
             super::CERT_KEY
         ))),
         Err(e) => Err(ChainError::Untrusted(e.to_string())),
     }
 }
 
-/// Verifies the chain against the CA, ignoring the name (see the module documentation).
+/// Verifies the chain against the CA, ignoring the name (see the module documentation) and, for a certificate
+/// signed by the CA, its dates (see [`verify_any_name`]).
 #[derive(Debug)]
 struct AnyNameVerifier {
     inner: Arc<WebPkiServerVerifier>,
@@ -96,20 +184,11 @@ impl ServerCertVerifier for AnyNameVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
-            // webpki checks the name only once the chain and its validity passed.
-            Err(e) if is_name_error(&e) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
+        verify_any_name(&self.inner, end_entity, intermediates, server_name, now)
+            .map(|_| ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(

@@ -138,6 +138,29 @@ fn an_expired_certificate_is_a_warning_not_a_problem() {
     let warning = material.warning.clone().unwrap();
     assert!(warning.contains("not valid now"), "{warning}");
     assert!(status_message(&material, ClientAuth::None).contains(&warning));
+    // The chain is still checked: an expired certificate from another CA is refused.
+    let stranger = secret(&[(CERT_KEY, CERT), (KEY_KEY, KEY), (CA_KEY, OTHER_CA)]);
+    let problem = resolve(&spec(ClientAuth::None), Some(&stranger), later).unwrap_err();
+    assert!(
+        problem
+            .to_string()
+            .contains("not a server certificate signed by ca.crt"),
+        "{problem}"
+    );
+}
+
+#[test]
+fn the_validity_start_is_read_from_the_certificate() {
+    let material = material();
+    let start = connect::not_before(material.leaf().as_ref()).unwrap();
+    let now = UnixTime::now().as_secs();
+    // The fixtures were made shortly before this test was written, and are valid from then.
+    assert!(
+        start.as_secs() > 1_700_000_000 && start.as_secs() <= now,
+        "{start:?}"
+    );
+    assert_eq!(connect::not_before(b"not DER"), None);
+    assert_eq!(connect::not_before(&[0x30, 0x82, 0xff]), None);
 }
 
 #[test]
