@@ -399,6 +399,8 @@ impl RedisNode {
     /// `REPLICAOF host port`: become (or stay) a read-only replica of `host:port`. Pointing a
     /// server at itself parks it: read-only, data kept, replicating from nobody.
     pub async fn replicaof(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        self.tls_replication(self.endpoint != format!("{host}:{port}"))
+            .await?;
         let mut cmd = ::redis::cmd("REPLICAOF");
         cmd.arg(host).arg(port);
         self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
@@ -406,6 +408,8 @@ impl RedisNode {
 
     /// `REPLICAOF NO ONE`: promote to master, starting a new replication id.
     pub async fn replicaof_no_one(&self) -> Result<(), RedisError> {
+        // A primary demoted by `FAILOVER` replicates from its successor over TLS.
+        self.tls_replication(true).await?;
         let mut cmd = ::redis::cmd("REPLICAOF");
         cmd.arg("NO").arg("ONE");
         self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
@@ -424,6 +428,18 @@ impl RedisNode {
         let mut cmd = ::redis::cmd("FAILOVER");
         cmd.arg("TO").arg(host).arg(port).arg("TIMEOUT").arg(millis);
         self.command::<()>("FAILOVER", Duration::ZERO, cmd).await
+    }
+
+    /// Over TLS, `CONFIG SET tls-replication`: yes towards another server; no towards itself (parked), since a
+    /// TLS 1.3 server replicating from itself blocks in its own handshake (a synchronous read that only its own
+    /// event loop could answer) for `repl-syncio-timeout` again and again, answering nobody meanwhile. Towards
+    /// itself nothing is replicated anyway.
+    async fn tls_replication(&self, yes: bool) -> Result<(), RedisError> {
+        if self.served_certificate.is_none() {
+            return Ok(());
+        }
+        self.config_set("tls-replication", if yes { "yes" } else { "no" })
+            .await
     }
 
     /// `CONFIG GET name`: the value, or `None` when the server knows no such parameter.

@@ -4,9 +4,10 @@
 //! [`reload`] brings running servers to a renewed certificate without restarts.
 //!
 //! With TLS on, Redis listens with TLS only (`--port 0 --tls-port 6379`), replicas reach their primary over TLS
-//! (`tls-replication yes`) and verify it against `ca.crt`. Pods are reached by address, while certificates
-//! (cert-manager's) name DNS names: the operator verifies the chain against `ca.crt` and pins the served
-//! certificate during renewal, but does not check the host name, as Redis' own replication does not.
+//! (`tls-replication yes`, set when the operator points them at it) and verify it against `ca.crt`. Pods are
+//! reached by address, while certificates (cert-manager's) name DNS names: the operator verifies the chain
+//! against `ca.crt` and pins the served certificate during renewal, but does not check the host name, as
+//! Redis' own replication does not.
 
 pub mod connect;
 pub mod reload;
@@ -79,7 +80,10 @@ pub fn pod_started_with(annotations: &BTreeMap<String, String>) -> Option<(Clien
     Some((ClientAuth::parse(client_auth)?, secret.to_string()))
 }
 
-/// redis-server's TLS arguments: TLS on the Redis port, plain text off, replication over TLS.
+/// redis-server's TLS arguments: TLS on the Redis port, plain text off. Replication uses TLS from the moment the
+/// operator points a server at its primary ([`crate::redis::RedisNode::replicaof`] sets `tls-replication yes`);
+/// a server starts parked (replicating from itself) with `tls-replication no`: over TLS 1.3 a server
+/// replicating from itself blocks in its own handshake for seconds at a time, answering nobody.
 pub fn server_args(spec: &TlsSpec) -> Vec<String> {
     [
         ("port", "0".to_string()),
@@ -87,7 +91,7 @@ pub fn server_args(spec: &TlsSpec) -> Vec<String> {
         ("tls-cert-file", format!("{TLS_DIR}/{CERT_KEY}")),
         ("tls-key-file", format!("{TLS_DIR}/{KEY_KEY}")),
         ("tls-ca-cert-file", format!("{TLS_DIR}/{CA_KEY}")),
-        ("tls-replication", "yes".to_string()),
+        ("tls-replication", "no".to_string()),
         (
             "tls-auth-clients",
             spec.client_auth.redis_value().to_string(),

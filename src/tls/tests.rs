@@ -170,7 +170,8 @@ fn server_arguments_turn_plain_text_off_and_map_client_auth() {
     assert!(args.contains("--tls-cert-file /etc/redis-tls/tls.crt"));
     assert!(args.contains("--tls-key-file /etc/redis-tls/tls.key"));
     assert!(args.contains("--tls-ca-cert-file /etc/redis-tls/ca.crt"));
-    assert!(args.contains("--tls-replication yes"));
+    // Parked at boot (a replica of itself): replication over TLS only once pointed at a primary.
+    assert!(args.contains("--tls-replication no"));
     for (client_auth, value) in [
         (ClientAuth::None, "no"),
         (ClientAuth::Optional, "optional"),

@@ -501,3 +501,51 @@ async fn required_client_certificates_keep_probes_replication_operator_and_expor
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_converged_tls_instance_writes_nothing_and_fails_over_over_tls() {
+    let env = TestEnv::with_operator_args("tls-idle", &["--resync-seconds", "1"]).await;
+    let dir = scratch("tls-idle");
+    make_ca(&dir);
+    let ca_file = dir.join("ca.crt");
+    let ca = std::fs::read_to_string(&ca_file).unwrap();
+    let (crt, key) = issue(&dir, "4097");
+    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    secrets
+        .create(
+            &PostParams::default(),
+            &tls_secret("cache-tls", &crt, &key, &ca),
+        )
+        .await
+        .unwrap();
+    env.create("cache", with_tls(2, "cache-tls")).await;
+    env.wait_running("cache").await;
+    crate::replication::wait_converged(&env, "cache", 2).await;
+    // The TLS pass (a handshake with every pod each reconcile) writes nothing once every pod serves the Secret.
+    crate::assert_idle_resyncs_write_nothing(&env).await;
+
+    let old = crate::replication::kill_primary_server(&env).await;
+    let ri = env
+        .wait_status("cache", "failed over", move |s| {
+            s.current_primary.as_ref().is_some_and(|p| *p != old)
+                && crate::replication::converged(s, 2)
+                && s.status == Phase::Running
+        })
+        .await;
+    let primary = ri.status.unwrap().current_primary.unwrap();
+    let pods = env.pods_of("cache").await;
+    let replica = pods.iter().find(|p| p.name_any() != primary).unwrap();
+    let password = password_for(&pod_ip(replica)).await.unwrap();
+    let info = stdout(&redis_cli(
+        &pod_ip(replica),
+        Some(&ca_file),
+        &password,
+        &["INFO", "replication"],
+    ));
+    assert_eq!(
+        info_field(&info, "master_link_status").as_deref(),
+        Some("up"),
+        "the restarted old primary replicates from the new one over TLS: {info}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
