@@ -105,6 +105,12 @@ pub struct RedisInstanceSpec {
     /// the Secret `NAME-auth` (key `password`).
     #[serde(default, skip_serializing_if = "AuthSpec::is_default")]
     pub auth: AuthSpec,
+
+    /// TLS for clients and replication (the plain-text port is then off). Without it, Redis speaks plain text.
+    /// Turning it on or off, or changing `secretName` or `clientAuth`, rolls the pods; a renewed certificate
+    /// in the Secret is reloaded without restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 impl Default for RedisInstanceSpec {
@@ -122,8 +128,39 @@ impl Default for RedisInstanceSpec {
             service: ServiceExposure::default(),
             monitoring: MonitoringSpec::default(),
             auth: AuthSpec::default(),
+            tls: None,
         }
     }
+}
+
+/// TLS (`spec.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret of type `kubernetes.io/tls` in the instance's namespace with `tls.crt` (the servers'
+    /// certificate, optionally followed by intermediates), `tls.key` and `ca.crt` (the CA that signed it):
+    /// the layout cert-manager writes. Every pod serves this certificate, and replicas verify their primary
+    /// against `ca.crt`.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// Whether clients must present a certificate signed by `ca.crt`: `None` (default), `Optional` (verified
+    /// when presented) or `Required`. With `Required`, replicas, the readiness probe, the exporter and the
+    /// operator present the certificate of the Secret, so it must allow client authentication.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Client certificates (`spec.tls.clientAuth`): Redis' `tls-auth-clients`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ClientAuth {
+    /// Clients are not asked for a certificate (`tls-auth-clients no`).
+    #[default]
+    None,
+    /// A certificate is verified when a client presents one (`tls-auth-clients optional`).
+    Optional,
+    /// Every client must present a certificate signed by `ca.crt` (`tls-auth-clients yes`).
+    Required,
 }
 
 /// Authentication (`spec.auth`).
@@ -580,6 +617,10 @@ pub struct RedisInstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthStatus>,
 
+    /// TLS: the Secret and the version of it every pod serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+
     /// Per pod: its replication role, link state, lag and when it was last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -604,6 +645,19 @@ pub struct AuthStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub applied_secret_version: Option<String>,
     /// What clients need, e.g. that the instance accepts unauthenticated clients.
+    pub message: String,
+}
+
+/// TLS (`status.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsStatus {
+    /// The Secret holding the certificate.
+    pub secret_name: String,
+    /// The `resourceVersion` of that Secret whose certificate every pod serves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub served_secret_version: Option<String>,
+    /// What is in force, and which pods do not serve the current certificate yet.
     pub message: String,
 }
 

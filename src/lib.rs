@@ -29,6 +29,7 @@ pub mod redis_conf;
 pub mod replace;
 pub mod status;
 pub mod switchover;
+pub mod tls;
 pub mod topology;
 pub mod validate;
 pub mod watch;

@@ -61,8 +61,12 @@ const REPLACE_WAIT: Duration = Duration::from_secs(30);
 const LIVE_CONFIG_RECHECK: Duration = Duration::from_secs(5);
 /// How often an instance blocked by a foreign object in a child's place looks again (that object is not watched).
 const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
+/// How soon an instance whose pods do not all serve the TLS Secret's certificate looks again (the files in a
+/// pod follow the Secret without any watch event).
+const TLS_RECHECK: Duration = Duration::from_secs(3);
 
 mod auth;
+mod tls;
 
 /// Operator settings that reconciles need.
 #[derive(Clone, Debug)]
@@ -249,7 +253,19 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
-    let prepared = match auth::prepare(ri, ctx).await? {
+    // Before anything is applied: a bad TLS Secret leaves everything as it is.
+    let tls = match tls::prepare(ri, ctx) {
+        Ok(tls) => tls,
+        Err(problem) => {
+            observation.spec_problem = Some(problem);
+            observation.statefulset = live_sts.as_deref().map(rollout_status);
+            publish_status(ri, ctx, &observation).await?;
+            reset_backoff(ri, ctx);
+            // The Secret's watch event brings the next reconcile.
+            return Ok(Action::await_change());
+        }
+    };
+    let mut prepared = match auth::prepare(ri, ctx).await? {
         Ok(prepared) => prepared,
         Err(problem) => {
             observation.spec_problem = Some(problem);
@@ -261,6 +277,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         }
     };
 
+    prepared.access.tls = tls.trust.clone();
     let mut desired = children::build(ri);
     if ctx.settings.rollout == RolloutMode::Statefulset {
         if let Some(spec) = desired.statefulset.spec.as_mut() {
@@ -481,6 +498,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
     // Credentials first: a replica the topology pass re-points authenticates with them.
     let auth_status = auth::converge_pass(ri, ctx, &prepared).await;
+    let (tls_status, tls_pending) = tls::reload_pass(ri, ctx, &tls, &prepared.access).await;
     let topology = if ri.spec.replicas > 0 && live_sts.is_some() {
         Some(topology_pass(ri, ctx, &prepared.access).await)
     } else {
@@ -501,8 +519,15 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         None
     };
     observation.config_pending = config_pending;
-    let written =
-        publish_status_with(ri, ctx, &observation, topology.as_ref(), Some(&auth_status)).await?;
+    let written = publish_status_with(
+        ri,
+        ctx,
+        &observation,
+        topology.as_ref(),
+        Some(&auth_status),
+        Some(&tls_status),
+    )
+    .await?;
     let mut requeue = ctx.settings.resync;
     if let Some(pass) = &topology {
         if written.1 {
@@ -517,6 +542,9 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
     if observation.config_pending.is_some() {
         requeue = requeue.min(LIVE_CONFIG_RECHECK);
+    }
+    if tls_pending {
+        requeue = requeue.min(TLS_RECHECK);
     }
     reset_backoff(ri, ctx);
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
@@ -1295,7 +1323,7 @@ async fn publish_status(
     ctx: &Context,
     observation: &Observation,
 ) -> Result<Decision> {
-    Ok(publish_status_with(ri, ctx, observation, None, None)
+    Ok(publish_status_with(ri, ctx, observation, None, None, None)
         .await?
         .0)
 }
@@ -1308,6 +1336,7 @@ async fn publish_status_with(
     observation: &Observation,
     topology: Option<&TopologyPass>,
     auth: Option<&crate::api::AuthStatus>,
+    tls: Option<&Option<crate::api::TlsStatus>>,
 ) -> Result<(Decision, bool)> {
     let previous = ri.phase();
     let now = now();
@@ -1346,6 +1375,9 @@ async fn publish_status_with(
     }
     if let Some(auth) = auth {
         status.auth = Some(auth.clone());
+    }
+    if let Some(tls) = tls {
+        status.tls = tls.clone();
     }
     // Lag and last-seen times alone are no reason to write: a converged instance costs no writes.
     if ri.status.as_ref().map(topology::without_volatile)

@@ -45,6 +45,8 @@ pub fn next_status(
         switchover_retry_at: previous.and_then(|s| s.switchover_retry_at.clone()),
         // The authentication pass's (see `reconciler::auth`); other writes keep it.
         auth: previous.and_then(|s| s.auth.clone()),
+        // The TLS pass's (see `reconciler::tls`); other writes keep it.
+        tls: previous.and_then(|s| s.tls.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }

@@ -534,6 +534,7 @@ async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
     let access = Access {
         timeouts: Timeouts::default(),
         login: auth::operator_login(&resolved),
+        tls: Default::default(),
     };
     // No such user yet: the fallback connects without a login.
     let before = RedisNode::open(HOST, a.port, &access)

@@ -121,6 +121,8 @@ impl Input {
                 reasons::CHILD_CONFLICT,
                 reasons::CHANGE_NOT_CONVERGING,
                 reasons::AUTH_SECRET_INVALID,
+                reasons::TLS_SECRET_INVALID,
+                reasons::TLS_CHANGE_REFUSED,
             ],
             Input::ChildMissing => &[reasons::CHILD_MISSING],
             Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],

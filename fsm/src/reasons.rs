@@ -34,6 +34,13 @@ pub const CHILD_CONFLICT: &str = "ChildConflict";
 /// The application password's Secret is missing, lacks the key, or holds an empty password; nothing is
 /// changed until it is fixed (a [`crate::SpecProblem`] reason).
 pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
+/// The TLS Secret (`spec.tls.secretName`) is missing, lacks `tls.crt`, `tls.key` or `ca.crt`, or holds PEM
+/// that does not parse, a key that does not match the certificate, or a certificate its CA did not sign;
+/// nothing is changed until it is fixed (a [`crate::SpecProblem`] reason).
+pub const TLS_SECRET_INVALID: &str = "TLSSecretInvalid";
+/// `spec.tls` changes in a way replicas cannot replicate across (TLS on or off, another CA) while the instance
+/// has more than one replica; nothing is changed (a [`crate::SpecProblem`] reason).
+pub const TLS_CHANGE_REFUSED: &str = "TLSChangeRefused";
 /// A change was applied but the API server keeps something else, so it is not applied again before a back-off
 /// delay (a [`crate::SpecProblem`] reason).
 pub const CHANGE_NOT_CONVERGING: &str = "ChangeNotConverging";

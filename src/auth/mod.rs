@@ -105,12 +105,13 @@ pub fn application_secret(instance: &str, spec: &AuthSpec) -> (String, String) {
     }
 }
 
-/// The Secrets of the user's that an instance reads (a change of one reconciles it).
+/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
 pub fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
     spec.auth
         .secret_ref
         .iter()
         .map(|r| r.name.clone())
+        .chain(crate::tls::referenced_secret(spec))
         .collect()
 }
 

@@ -109,6 +109,8 @@ pub(super) async fn prepare(
     let access = Access {
         timeouts: ctx.redis_timeouts,
         login: auth::operator_login(&resolved),
+        // Set by the TLS step (`reconciler::tls`).
+        tls: Default::default(),
     };
     Ok(Ok(Prepared { resolved, access }))
 }

@@ -6,6 +6,7 @@
 //! long and never stalls another instance's reconcile. Failures are typed ([`RedisError`]) and say
 //! whether trying again later can help.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -128,6 +129,7 @@ pub struct RedisNode {
     endpoint: String,
     timeouts: Timeouts,
     connection: MultiplexedConnection,
+    served_certificate: Option<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl std::fmt::Debug for RedisNode {
@@ -156,13 +158,15 @@ impl std::fmt::Debug for Login {
     }
 }
 
-/// How the operator reaches the servers of one instance: time bounds and the operator's own login.
+/// How the operator reaches the servers of one instance: time bounds, the operator's own login, and TLS.
 #[derive(Clone, Debug, Default)]
 pub struct Access {
     /// Bounds of every call.
     pub timeouts: Timeouts,
     /// The operator's user, when the instance has one (see [`RedisNode::open`]).
     pub login: Option<Login>,
+    /// By host (pod address): the TLS trust of the servers started with TLS; the others speak plain text.
+    pub tls: BTreeMap<String, crate::tls::connect::Trust>,
 }
 
 impl RedisNode {
@@ -170,16 +174,18 @@ impl RedisNode {
     /// that refuses the login (a pod started before authentication was turned on, whose users the operator
     /// has not created yet, or one started after it was turned off) is tried once more without it: such a
     /// server accepts unauthenticated clients anyway, so nothing is opened that was closed.
+    /// Over TLS when `access` has a trust for `host`.
     pub async fn open(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
+        let tls = access.tls.get(host);
         let Some(login) = &access.login else {
-            return Self::connect_as(host, port, None, access.timeouts).await;
+            return Self::connect_with(host, port, None, access.timeouts, tls).await;
         };
-        match Self::connect_as(host, port, Some(login), access.timeouts).await {
+        match Self::connect_with(host, port, Some(login), access.timeouts, tls).await {
             Err(RedisError::Connection { source, .. })
                 if source.kind() == ::redis::ErrorKind::AuthenticationFailed
                     || source.code() == Some("WRONGPASS") =>
             {
-                Self::connect_as(host, port, None, access.timeouts).await
+                Self::connect_with(host, port, None, access.timeouts, tls).await
             }
             other => other,
         }
@@ -206,8 +212,19 @@ impl RedisNode {
         login: Option<&Login>,
         timeouts: Timeouts,
     ) -> Result<Self, RedisError> {
+        Self::connect_with(host, port, login, timeouts, None).await
+    }
+
+    /// Connects as `login`, over TLS with `tls`.
+    async fn connect_with(
+        host: &str,
+        port: u16,
+        login: Option<&Login>,
+        timeouts: Timeouts,
+        tls: Option<&crate::tls::connect::Trust>,
+    ) -> Result<Self, RedisError> {
         let endpoint = format!("{host}:{port}");
-        let connection_error = |source| RedisError::Connection {
+        let connection_error = |source: ::redis::RedisError| RedisError::Connection {
             endpoint: endpoint.clone(),
             command: "connect",
             source,
@@ -218,16 +235,44 @@ impl RedisNode {
                 .set_username(&login.username)
                 .set_password(&login.password);
         }
-        let info = ConnectionAddr::Tcp(host.to_string(), port)
-            .into_connection_info()
-            .map_err(connection_error)?
-            .set_redis_settings(settings);
-        let client = Client::open(info).map_err(connection_error)?;
         // The library's own response timeout is off: `run` bounds each command, and `WAIT` needs
         // a longer bound than the others.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(None);
+        if let Some(trust) = tls {
+            // The handshake is the operator's own (see `crate::tls::connect`); the library speaks Redis over it.
+            let connecting = async {
+                let (stream, served) = trust
+                    .handshake(host, port)
+                    .await
+                    .map_err(|e| connection_error(e.into()))?;
+                let (connection, driver) =
+                    MultiplexedConnection::new_with_config(&settings, stream, config)
+                        .await
+                        .map_err(connection_error)?;
+                tokio::spawn(driver);
+                Ok((connection, served))
+            };
+            let (connection, served_certificate) =
+                tokio::time::timeout(timeouts.connect, connecting)
+                    .await
+                    .map_err(|_| RedisError::ConnectTimeout {
+                        endpoint: endpoint.clone(),
+                        after: timeouts.connect,
+                    })??;
+            return Ok(RedisNode {
+                endpoint,
+                timeouts,
+                connection,
+                served_certificate,
+            });
+        }
+        let info = ConnectionAddr::Tcp(host.to_string(), port)
+            .into_connection_info()
+            .map_err(connection_error)?
+            .set_redis_settings(settings);
+        let client = Client::open(info).map_err(connection_error)?;
         let connection = tokio::time::timeout(
             timeouts.connect,
             client.get_multiplexed_async_connection_with_config(&config),
@@ -242,12 +287,18 @@ impl RedisNode {
             endpoint,
             timeouts,
             connection,
+            served_certificate: None,
         })
     }
 
     /// `host:port` of the server.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// Over TLS: the certificate the server presented in this connection's handshake.
+    pub fn served_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        self.served_certificate.as_ref()
     }
 
     /// Sends `command` and waits at most the command timeout plus `extra` (the time the server
@@ -348,6 +399,8 @@ impl RedisNode {
     /// `REPLICAOF host port`: become (or stay) a read-only replica of `host:port`. Pointing a
     /// server at itself parks it: read-only, data kept, replicating from nobody.
     pub async fn replicaof(&self, host: &str, port: u16) -> Result<(), RedisError> {
+        self.tls_replication(self.endpoint != format!("{host}:{port}"))
+            .await?;
         let mut cmd = ::redis::cmd("REPLICAOF");
         cmd.arg(host).arg(port);
         self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
@@ -355,6 +408,8 @@ impl RedisNode {
 
     /// `REPLICAOF NO ONE`: promote to master, starting a new replication id.
     pub async fn replicaof_no_one(&self) -> Result<(), RedisError> {
+        // A primary demoted by `FAILOVER` replicates from its successor over TLS.
+        self.tls_replication(true).await?;
         let mut cmd = ::redis::cmd("REPLICAOF");
         cmd.arg("NO").arg("ONE");
         self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
@@ -373,6 +428,18 @@ impl RedisNode {
         let mut cmd = ::redis::cmd("FAILOVER");
         cmd.arg("TO").arg(host).arg(port).arg("TIMEOUT").arg(millis);
         self.command::<()>("FAILOVER", Duration::ZERO, cmd).await
+    }
+
+    /// Over TLS, `CONFIG SET tls-replication`: yes towards another server; no towards itself (parked), since a
+    /// TLS 1.3 server replicating from itself blocks in its own handshake (a synchronous read that only its own
+    /// event loop could answer) for `repl-syncio-timeout` again and again, answering nobody meanwhile. Towards
+    /// itself nothing is replicated anyway.
+    async fn tls_replication(&self, yes: bool) -> Result<(), RedisError> {
+        if self.served_certificate.is_none() {
+            return Ok(());
+        }
+        self.config_set("tls-replication", if yes { "yes" } else { "no" })
+            .await
     }
 
     /// `CONFIG GET name`: the value, or `None` when the server knows no such parameter.

@@ -41,7 +41,7 @@ fn sample(body: &str, name: &str) -> Option<f64> {
 
 /// Scrapes `ip` until `redis_up` is 1 and `redis_connected_slaves` is `replicas` (the replicas need a moment to
 /// connect after the primary is confirmed).
-async fn wait_scrape(ip: &str, replicas: f64) -> String {
+pub(crate) async fn wait_scrape(ip: &str, replicas: f64) -> String {
     let deadline = Instant::now() + WAIT;
     let mut last = None;
     loop {

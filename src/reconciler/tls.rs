@@ -1,0 +1,160 @@
+//! The reconcile's TLS steps: check the Secret `spec.tls` names (watch cache) before anything is applied, work
+//! out how the operator reaches each pod (over TLS with the trust of the Secret it was started with, or plain
+//! text), and bring running servers to a renewed certificate (see [`crate::tls`]).
+
+use std::collections::BTreeMap;
+
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use redis_fsm::{reasons, SpecProblem};
+use rustls::pki_types::UnixTime;
+use tracing::{debug, info};
+
+use super::{event, instance_objects, lookup, Context};
+use crate::api::{RedisInstance, TlsStatus};
+use crate::tls::connect::Trust;
+use crate::tls::{self, reload, Material};
+use crate::topology::endpoint;
+
+/// The checked TLS Secret, and the operator's trust by pod address.
+pub(super) struct Prepared {
+    /// The Secret's material, with TLS on.
+    pub material: Option<Material>,
+    /// By pod address: how to reach the pods started with TLS.
+    pub trust: BTreeMap<String, Trust>,
+}
+
+/// Checks the TLS Secret; a problem is returned as the spec problem to report (nothing is changed then).
+pub(super) fn prepare(
+    ri: &RedisInstance,
+    ctx: &Context,
+) -> std::result::Result<Prepared, SpecProblem> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let now = UnixTime::now();
+    let material = match &ri.spec.tls {
+        None => None,
+        Some(spec) => {
+            let secret = lookup(&ctx.stores.secrets, &spec.secret_name, &namespace);
+            match tls::resolve(spec, secret.as_deref(), now) {
+                Ok(material) => Some(material),
+                Err(problem) => {
+                    return Err(SpecProblem {
+                        reason: reasons::TLS_SECRET_INVALID.to_string(),
+                        message: format!(
+                            "{problem}; the operator changes nothing until it is fixed (spec.tls)"
+                        ),
+                    })
+                }
+            }
+        }
+    };
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let started: Vec<tls::StartedWith> = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .map(|pod| {
+            let secret = tls::pod_started_with(pod.annotations()).map(|(_, secret)| secret);
+            (pod.name_any(), secret)
+        })
+        .collect();
+    let ca_of = |secret: &str| {
+        let found = lookup(&ctx.stores.secrets, secret, &namespace)?;
+        let spec = crate::api::TlsSpec {
+            secret_name: secret.to_string(),
+            client_auth: Default::default(),
+        };
+        tls::resolve(&spec, Some(&found), now).ok().map(|m| m.ca)
+    };
+    if let Some(message) = tls::change_problem(material.as_ref(), ri.spec.replicas, &started, ca_of)
+    {
+        return Err(SpecProblem {
+            reason: reasons::TLS_CHANGE_REFUSED.to_string(),
+            message,
+        });
+    }
+    // Pods keep serving what they were started with until the rolling update replaces them, also after TLS
+    // was turned off or moved to another Secret.
+    let mut trusts: BTreeMap<(&'static str, String), Trust> = BTreeMap::new();
+    let mut trust = BTreeMap::new();
+    for pod in pods {
+        let (Some((client_auth, secret)), Some(at)) =
+            (tls::pod_started_with(pod.annotations()), endpoint(&pod))
+        else {
+            continue;
+        };
+        let found = trusts
+            .entry((client_auth.as_str(), secret.clone()))
+            .or_insert_with(|| {
+                let own = material.as_ref().filter(|m| m.secret == secret).cloned();
+                let started_with = own.map(Ok).unwrap_or_else(|| {
+                    let spec = crate::api::TlsSpec {
+                        secret_name: secret.clone(),
+                        client_auth,
+                    };
+                    let found = lookup(&ctx.stores.secrets, &secret, &namespace);
+                    tls::resolve(&spec, found.as_deref(), now).map_err(|e| e.to_string())
+                });
+                started_with
+                    .and_then(|m| Trust::new(&m, client_auth))
+                    .unwrap_or_else(|why| {
+                        debug!(%secret, %why, "pods started with this TLS Secret cannot be reached");
+                        Trust::unavailable(format!(
+                            "started with TLS Secret {secret}, which is not usable: {why}"
+                        ))
+                    })
+            });
+        trust.insert(at.host, found.clone());
+    }
+    Ok(Prepared { material, trust })
+}
+
+/// Brings running servers to the Secret's certificate. Returns `status.tls` (`None` with TLS off) and whether
+/// some pod does not serve it yet.
+pub(super) async fn reload_pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    prepared: &Prepared,
+    access: &crate::redis::Access,
+) -> (Option<TlsStatus>, bool) {
+    let (Some(material), Some(spec)) = (&prepared.material, &ri.spec.tls) else {
+        return (None, false);
+    };
+    let pods = instance_objects(
+        &ctx.stores.pods,
+        &ri.name_any(),
+        &ri.namespace().unwrap_or_default(),
+    );
+    let leadership = ctx.leadership.clone();
+    let outcome = reload::converge(&pods, material, access, || leadership.is_held()).await;
+    for pod in &outcome.reloaded {
+        info!(%pod, secret = %material.secret, "TLS certificate reloaded");
+    }
+    if !outcome.pending.is_empty() {
+        let pending: Vec<String> = outcome
+            .pending
+            .iter()
+            .map(|(pod, why)| format!("{pod}: {why}"))
+            .collect();
+        debug!(pending = %pending.join("; "), "TLS certificate not served everywhere");
+    }
+    let record = reload::record(
+        material,
+        spec.client_auth,
+        &outcome,
+        usize::try_from(ri.spec.replicas).unwrap_or(0),
+        ri.status.as_ref().and_then(|s| s.tls.as_ref()),
+    );
+    if let Some(note) = record.event {
+        event(
+            ctx,
+            ri,
+            EventType::Normal,
+            "CertificateReloaded",
+            "TLS",
+            note,
+        )
+        .await;
+    }
+    (Some(record.status), record.pending)
+}
