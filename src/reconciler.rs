@@ -242,39 +242,24 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        observation.spec_problem = Some(SpecProblem {
+        let problem = SpecProblem {
             reason: reasons::INVALID_SPEC.to_string(),
             message,
-        });
-        observation.statefulset = live_sts.as_deref().map(rollout_status);
-        publish_status(ri, ctx, &observation).await?;
-        reset_backoff(ri, ctx);
+        };
         // Nothing to retry until the user changes the object.
-        return Ok(Action::await_change());
+        return refuse(ri, ctx, observation, problem, live_sts.as_deref()).await;
     }
 
     // Before anything is applied: a bad TLS Secret leaves everything as it is.
     let tls = match tls::prepare(ri, ctx) {
         Ok(tls) => tls,
-        Err(problem) => {
-            observation.spec_problem = Some(problem);
-            observation.statefulset = live_sts.as_deref().map(rollout_status);
-            publish_status(ri, ctx, &observation).await?;
-            reset_backoff(ri, ctx);
-            // The Secret's watch event brings the next reconcile.
-            return Ok(Action::await_change());
-        }
+        // The Secret's watch event brings the next reconcile.
+        Err(problem) => return refuse(ri, ctx, observation, problem, live_sts.as_deref()).await,
     };
     let mut prepared = match auth::prepare(ri, ctx).await? {
         Ok(prepared) => prepared,
-        Err(problem) => {
-            observation.spec_problem = Some(problem);
-            observation.statefulset = live_sts.as_deref().map(rollout_status);
-            publish_status(ri, ctx, &observation).await?;
-            reset_backoff(ri, ctx);
-            // The Secret's watch event brings the next reconcile.
-            return Ok(Action::await_change());
-        }
+        // The Secret's watch event brings the next reconcile.
+        Err(problem) => return refuse(ri, ctx, observation, problem, live_sts.as_deref()).await,
     };
 
     prepared.access.tls = tls.trust.clone();
@@ -550,6 +535,21 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
     // shorter while the topology moves.
     Ok(Action::requeue(requeue))
+}
+
+/// Reports a spec problem (nothing is applied) and waits for a change of the instance or of a watched object.
+async fn refuse(
+    ri: &RedisInstance,
+    ctx: &Context,
+    mut observation: Observation,
+    problem: SpecProblem,
+    live_sts: Option<&StatefulSet>,
+) -> Result<Action> {
+    observation.spec_problem = Some(problem);
+    observation.statefulset = live_sts.map(rollout_status);
+    publish_status(ri, ctx, &observation).await?;
+    reset_backoff(ri, ctx);
+    Ok(Action::await_change())
 }
 
 /// Sets the live configuration values on every pod that lacks them (see [`live_config`]), and reports which

@@ -174,14 +174,24 @@ async fn three_replicas_are_one_primary_and_two_live_replicas() {
     assert!(!headless.contains_key(ROLE));
 }
 
-/// Authenticates with `password` (when given), writes `SET key value` then `WAIT 1 1000` on one connection;
-/// `Ok(true)` when a replica acknowledged it.
+/// What became of one write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    /// Written, and a replica acknowledged it.
+    Confirmed,
+    /// Written (`SET` answered `+OK`) but no replica acknowledged it within `WAIT`'s second.
+    Unacknowledged,
+    /// Refused: the login, or the `SET` (read-only, paused, ...).
+    Refused,
+}
+
+/// Authenticates with `password` (when given), writes `SET key value` then `WAIT 1 1000` on one connection.
 async fn confirmed_write(
     ip: &str,
     password: Option<&str>,
     key: &str,
     value: &str,
-) -> std::io::Result<bool> {
+) -> std::io::Result<Write> {
     let mut request = String::new();
     if let Some(password) = password {
         request.push_str(&resp(&["AUTH", password]));
@@ -208,14 +218,22 @@ async fn confirmed_write(
         .map_err(|_| std::io::Error::other("timed out"))??;
     let mut lines = reply.split("\r\n");
     if password.is_some() && lines.next() != Some("+OK") {
-        return Ok(false);
+        return Ok(Write::Refused);
     }
-    Ok(lines.next() == Some("+OK") && lines.next().is_some_and(|w| w != ":0"))
+    if lines.next() != Some("+OK") {
+        return Ok(Write::Refused);
+    }
+    Ok(match lines.next() {
+        Some(acks) if acks.starts_with(':') && acks != ":0" => Write::Confirmed,
+        _ => Write::Unacknowledged,
+    })
 }
 
 /// A client writing numbered keys to whatever pod carries the primary label, re-resolving on errors.
 pub(crate) struct Writer {
     confirmed: Arc<Mutex<Vec<u64>>>,
+    /// Keys whose write was refused or whose connection failed (not those merely unacknowledged).
+    failed: Arc<Mutex<Vec<u64>>>,
     longest_gap: Arc<Mutex<Duration>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
@@ -224,9 +242,15 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn start(pods: Api<Pod>) -> Writer {
         let confirmed = Arc::new(Mutex::new(Vec::new()));
+        let failed = Arc::new(Mutex::new(Vec::new()));
         let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, g, s) = (confirmed.clone(), longest_gap.clone(), stop.clone());
+        let (c, f, g, s) = (
+            confirmed.clone(),
+            failed.clone(),
+            longest_gap.clone(),
+            stop.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut next = 0u64;
             let mut last_ok = Instant::now();
@@ -259,7 +283,7 @@ impl Writer {
                 )
                 .await
                 {
-                    Ok(true) => {
+                    Ok(Write::Confirmed) => {
                         let gap = last_ok.elapsed();
                         let mut longest = g.lock().unwrap();
                         *longest = (*longest).max(gap);
@@ -267,8 +291,11 @@ impl Writer {
                         c.lock().unwrap().push(next);
                         next += 1;
                     }
-                    // Written but not confirmed (or refused): not counted; try the next key on a fresh look-up.
-                    Ok(false) | Err(_) => {
+                    // Written but not confirmed, or refused: not counted; try the next key on a fresh look-up.
+                    outcome => {
+                        if outcome.is_err() || outcome.is_ok_and(|w| w == Write::Refused) {
+                            f.lock().unwrap().push(next);
+                        }
                         next += 1;
                         target = None;
                         password = None;
@@ -279,10 +306,16 @@ impl Writer {
         });
         Writer {
             confirmed,
+            failed,
             longest_gap,
             stop,
             task,
         }
+    }
+
+    /// Keys whose write was refused or whose connection failed so far.
+    pub(crate) fn failed(&self) -> Vec<u64> {
+        self.failed.lock().unwrap().clone()
     }
 
     fn confirmed_count(&self) -> usize {
