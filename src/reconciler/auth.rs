@@ -52,18 +52,25 @@ pub(super) async fn prepare(
             ),
         }));
     }
-    // Generated up front: the random source can fail, and `resolve` is pure.
-    let mut fresh = Vec::new();
-    for _ in 0..5 {
-        fresh.push(auth::random_password().map_err(|e| Error::Random(e.to_string()))?);
-    }
-    let resolved = match auth::resolve(
+    // Generated only when `resolve` asks (a converged instance needs none); the random source can fail, which
+    // is reported after `resolve` returns, before anything generated is used.
+    let mut random_failure = None;
+    let resolved = auth::resolve(
         &name,
         spec,
         app_secret.as_deref(),
         users_secret.as_deref(),
-        &mut || fresh.pop().unwrap_or_default(),
-    ) {
+        &mut || {
+            auth::random_password().unwrap_or_else(|e| {
+                random_failure = Some(e);
+                String::new()
+            })
+        },
+    );
+    if let Some(e) = random_failure {
+        return Err(Error::Random(e.to_string()));
+    }
+    let resolved = match resolved {
         Ok(resolved) => resolved,
         Err(problem) => {
             return Ok(Err(SpecProblem {
