@@ -181,10 +181,16 @@ fn with_tls(replicas: i32, secret: &str) -> redis_operator::api::RedisInstanceSp
     s
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_without_restarts() {
-    let env = TestEnv::new("tls").await;
-    let dir = scratch("tls");
+/// What most tests start from: a CA and a certificate (serial 4097) in a scratch directory, and the Secret
+/// `cache-tls` holding them.
+struct Fixture {
+    dir: PathBuf,
+    ca_file: PathBuf,
+    secrets: Api<Secret>,
+}
+
+async fn fixture(env: &TestEnv, test: &str) -> Fixture {
+    let dir = scratch(test);
     make_ca(&dir);
     let ca_file = dir.join("ca.crt");
     let ca = std::fs::read_to_string(&ca_file).unwrap();
@@ -197,6 +203,21 @@ async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_wi
         )
         .await
         .unwrap();
+    Fixture {
+        dir,
+        ca_file,
+        secrets,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_without_restarts() {
+    let env = TestEnv::new("tls").await;
+    let Fixture {
+        dir,
+        ca_file,
+        secrets,
+    } = fixture(&env, "tls").await;
     env.create("cache", with_tls(2, "cache-tls")).await;
     let ri = env.wait_running("cache").await;
     let pods = env.pods_of("cache").await;
@@ -367,19 +388,11 @@ async fn a_malformed_tls_secret_fails_touches_nothing_and_recovers_when_fixed() 
 #[tokio::test(flavor = "multi_thread")]
 async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
     let env = TestEnv::new("tls-on").await;
-    let dir = scratch("tls-on");
-    make_ca(&dir);
-    let ca_file = dir.join("ca.crt");
-    let ca = std::fs::read_to_string(&ca_file).unwrap();
-    let (crt, key) = issue(&dir, "4097");
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &tls_secret("cache-tls", &crt, &key, &ca),
-        )
-        .await
-        .unwrap();
+    let Fixture {
+        dir,
+        ca_file,
+        secrets: _,
+    } = fixture(&env, "tls-on").await;
     env.create("cache", spec(2)).await;
     env.wait_running("cache").await;
     let uids: Vec<String> = env
@@ -448,19 +461,11 @@ async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn required_client_certificates_keep_probes_replication_operator_and_exporter_working() {
     let env = TestEnv::new("tls-mtls").await;
-    let dir = scratch("tls-mtls");
-    make_ca(&dir);
-    let ca_file = dir.join("ca.crt");
-    let ca = std::fs::read_to_string(&ca_file).unwrap();
-    let (crt, key) = issue(&dir, "4097");
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &tls_secret("cache-tls", &crt, &key, &ca),
-        )
-        .await
-        .unwrap();
+    let Fixture {
+        dir,
+        ca_file,
+        secrets: _,
+    } = fixture(&env, "tls-mtls").await;
     let mut s = with_tls(2, "cache-tls");
     s.tls.as_mut().unwrap().client_auth = ClientAuth::Required;
     s.monitoring.exporter.enabled = true;
@@ -505,19 +510,11 @@ async fn required_client_certificates_keep_probes_replication_operator_and_expor
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converged_tls_instance_writes_nothing_and_fails_over_over_tls() {
     let env = TestEnv::with_operator_args("tls-idle", &["--resync-seconds", "1"]).await;
-    let dir = scratch("tls-idle");
-    make_ca(&dir);
-    let ca_file = dir.join("ca.crt");
-    let ca = std::fs::read_to_string(&ca_file).unwrap();
-    let (crt, key) = issue(&dir, "4097");
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    secrets
-        .create(
-            &PostParams::default(),
-            &tls_secret("cache-tls", &crt, &key, &ca),
-        )
-        .await
-        .unwrap();
+    let Fixture {
+        dir,
+        ca_file,
+        secrets: _,
+    } = fixture(&env, "tls-idle").await;
     env.create("cache", with_tls(2, "cache-tls")).await;
     env.wait_running("cache").await;
     crate::replication::wait_converged(&env, "cache", 2).await;
