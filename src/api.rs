@@ -10,13 +10,13 @@ use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::admission::{self, MAX_REPLICAS};
+use crate::validate::admission::{self, MAX_REPLICAS};
 
 /// The image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "redis:7.2";
 
 /// Desired state of a Redis instance.
-// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::admission`, built from the same
+// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::validate::admission`, built from the same
 // tables `crate::validate` checks.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -909,7 +909,7 @@ mod tests {
     fn crd_refuses_every_directive_validate_refuses() {
         let schema = schema();
         let config = rules(&schema["properties"]["spec"]["properties"]["config"]);
-        for (directives, why) in crate::redis_conf::REFUSED_DIRECTIVES {
+        for (directives, why) in crate::build::redis_conf::REFUSED_DIRECTIVES {
             for directive in directives {
                 assert!(
                     config
@@ -952,7 +952,7 @@ mod tests {
             .any(|(rule, _)| rule.contains("compareTo(quantity(oldSelf)) >= 0")));
         assert!(size
             .iter()
-            .any(|(rule, _)| rule.contains(crate::quantity::Quantity::CEL_LIMIT)));
+            .any(|(rule, _)| rule.contains(crate::validate::quantity::Quantity::CEL_LIMIT)));
         assert!(rules(spec)
             .iter()
             .any(|(rule, m)| rule.contains("oldSelf.storage") && m == admission::STORAGE_REMOVED));

@@ -1,35 +1,24 @@
 //! redis-operator: runs Redis on Kubernetes from one `RedisInstance` resource, with status driven by the
 //! typed phase engine of the `redis-fsm` crate.
 //!
-//! The reconcile pipeline (see `docs/architecture.md`): [`reconciler`] reads the watch caches,
-//! [`validate`] checks the spec, [`children`] builds the desired objects (pure), [`change`] classifies the
-//! difference to the live StatefulSet, the reconciler applies it, [`observe`] reads the rollout state, the phase
-//! engine decides, and [`status`] turns the decision into the status written back.
+//! The modules follow the reconcile pipeline (see `docs/architecture.md`), which [`reconciler`] runs in order:
+//! [`observe::watch`] fills the caches every read comes from, [`validate`] checks the spec, [`auth`] and
+//! [`tls`] resolve the credentials and certificates, [`build`] produces the desired objects (pure),
+//! [`classify`] finds the least destructive way to converge the live ones, the reconciler applies it,
+//! [`observe::rollout`] reads the rollout state, [`converge`] brings the Redis servers to their roles and
+//! configuration, the phase engine decides, and [`status`] turns the decision into the status written back.
+//! [`redis`] is the only code that speaks to Redis; [`runtime`] is the process around the pipeline.
 
-pub mod admission;
 pub mod api;
 pub mod auth;
-pub mod budget;
-pub mod change;
-pub mod children;
-pub mod cli;
-pub mod diff;
+pub mod build;
+pub mod classify;
+pub mod converge;
 pub mod error;
-pub mod exporter;
-pub mod http;
-pub mod leader;
-pub mod live_config;
-pub mod metrics;
 pub mod observe;
-pub mod placement;
-pub mod quantity;
 pub mod reconciler;
 pub mod redis;
-pub mod redis_conf;
-pub mod replace;
+pub mod runtime;
 pub mod status;
-pub mod switchover;
 pub mod tls;
-pub mod topology;
 pub mod validate;
-pub mod watch;

@@ -30,25 +30,27 @@ use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
-use crate::change::{classify_change, storage_request, StatefulSetChange};
-use crate::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
-use crate::cli::RolloutMode;
-use crate::diff::is_applied;
+use crate::build::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
+use crate::build::exporter::metrics_service_name;
+use crate::build::redis_conf;
+use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
+use crate::classify::diff::is_applied;
+use crate::classify::replace::{
+    decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION,
+};
+use crate::converge::live_config;
+use crate::converge::switchover;
+use crate::converge::topology::{self, ROLE_LABEL};
 use crate::error::{Error, Result};
-use crate::exporter::metrics_service_name;
-use crate::leader::Leadership;
-use crate::live_config;
-use crate::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
-use crate::observe::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
-use crate::quantity::Quantity;
+use crate::observe::rollout::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
+use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
-use crate::redis_conf;
-use crate::replace::{decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION};
+use crate::runtime::cli::RolloutMode;
+use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
 use crate::status::{next_status, now};
-use crate::switchover;
-use crate::topology::{self, ROLE_LABEL};
+use crate::validate::quantity::Quantity;
 use crate::validate::validate;
-use crate::watch::{self, WatchBackoff};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "redis-operator";
@@ -78,7 +80,7 @@ pub struct Settings {
     /// Name reported as the controller in Events.
     pub reporter: String,
     /// Who orders a rolling update's pod replacements.
-    pub rollout: crate::cli::RolloutMode,
+    pub rollout: crate::runtime::cli::RolloutMode,
     /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
     pub watch_nodes: bool,
 }
@@ -1710,7 +1712,7 @@ mod tests {
     use kube::runtime::finalizer::Error as FinalizerError;
 
     use super::*;
-    use crate::children::tests::instance;
+    use crate::build::children::tests::instance;
 
     #[test]
     fn event_notes_are_cut_to_what_an_event_holds() {

@@ -1,6 +1,6 @@
 //! The PrometheusRule in `deploy/monitoring/rules` is valid: it parses, every rule is a named alert with a
 //! severity, a summary and a runbook line that the user guide has, and every expression names only metrics the
-//! operator (`redis_operator::metrics::EXPORTED`) or redis_exporter (`tests/data/redis-exporter-metrics.txt`,
+//! operator (`redis_operator::runtime::metrics::EXPORTED`) or redis_exporter (`tests/data/redis-exporter-metrics.txt`,
 //! from a real scrape) export.
 
 use std::collections::BTreeSet;
@@ -119,7 +119,7 @@ fn known_metrics() -> BTreeSet<String> {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(str::to_string)
         .chain(
-            redis_operator::metrics::EXPORTED
+            redis_operator::runtime::metrics::EXPORTED
                 .iter()
                 .map(|s| s.to_string()),
         )

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use redis_fsm::{FailoverState, ServerRole, ServerState};
-use redis_operator::live_config;
+use redis_operator::converge::live_config;
 use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
 
 const HOST: &str = "127.0.0.1";

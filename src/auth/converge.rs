@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
+use crate::converge::topology::endpoint;
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
-use crate::topology::endpoint;
 
 /// What every server of the instance should hold. `Debug` shows no password.
 #[derive(Clone, PartialEq, Eq)]

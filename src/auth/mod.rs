@@ -470,9 +470,9 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         ..Default::default()
     });
     for container in &mut pod.containers {
-        if container.name == crate::children::CONTAINER {
+        if container.name == crate::build::children::CONTAINER {
             add_to_redis(container);
-        } else if container.name == crate::exporter::EXPORTER_CONTAINER {
+        } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
             add_to_exporter(container, &secret);
         }
     }
@@ -498,7 +498,7 @@ fn add_to_redis(container: &mut Container) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::children::readiness_script(&probe_cli()),
+                    crate::build::children::readiness_script(&probe_cli()),
                 ]),
             }),
             ..probe.clone()

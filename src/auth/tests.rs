@@ -161,9 +161,9 @@ fn the_files_hold_hashes_of_the_application_password_never_the_password() {
 
 #[test]
 fn the_pod_reads_the_files_and_the_probe_and_exporter_authenticate_without_a_literal_password() {
-    let mut ri = crate::children::tests::instance("cache");
+    let mut ri = crate::build::children::tests::instance("cache");
     ri.spec.monitoring.exporter.enabled = true;
-    let sts = crate::children::build(&ri).statefulset;
+    let sts = crate::build::children::build(&ri).statefulset;
     let text = serde_json::to_string(&sts).unwrap();
     let template = sts.spec.unwrap().template;
     assert!(template.metadata.unwrap().annotations.unwrap()[AUTH_ANNOTATION].starts_with("on-"));
@@ -208,9 +208,9 @@ fn the_pod_reads_the_files_and_the_probe_and_exporter_authenticate_without_a_lit
 
 #[test]
 fn off_only_marks_the_template() {
-    let mut ri = crate::children::tests::instance("cache");
+    let mut ri = crate::build::children::tests::instance("cache");
     ri.spec.auth.enabled = false;
-    let pod = crate::children::build(&ri)
+    let pod = crate::build::children::build(&ri)
         .statefulset
         .spec
         .unwrap()

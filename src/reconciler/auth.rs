@@ -17,7 +17,7 @@ use super::{apply_unless_current, controlled_by, event, instance_objects, lookup
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
-use crate::children;
+use crate::build::children;
 use crate::error::{Error, Result};
 use crate::redis::Access;
 

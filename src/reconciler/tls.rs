@@ -12,9 +12,9 @@ use tracing::{debug, info};
 
 use super::{event, instance_objects, lookup, Context};
 use crate::api::{RedisInstance, TlsStatus};
+use crate::converge::topology::endpoint;
 use crate::tls::connect::Trust;
 use crate::tls::{self, reload, Material};
-use crate::topology::endpoint;
 
 /// The checked TLS Secret, and the operator's trust by pod address.
 pub(super) struct Prepared {

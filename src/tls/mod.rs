@@ -23,7 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::api::{AuthSpec, ClientAuth, TlsSpec};
-use crate::redis_conf::REDIS_PORT;
+use crate::build::redis_conf::REDIS_PORT;
 
 /// Where the TLS Secret is mounted in the Redis and exporter containers.
 pub const TLS_DIR: &str = "/etc/redis-tls";
@@ -144,9 +144,9 @@ pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut Stat
         ..Default::default()
     });
     for container in &mut pod.containers {
-        if container.name == crate::children::CONTAINER {
+        if container.name == crate::build::children::CONTAINER {
             add_to_redis(container, spec, auth);
-        } else if container.name == crate::exporter::EXPORTER_CONTAINER {
+        } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
             add_to_exporter(container, spec);
         }
     }
@@ -181,7 +181,10 @@ fn add_to_redis(container: &mut Container, spec: &TlsSpec, auth: &AuthSpec) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::children::readiness_script(&format!("{cli} {}", cli_options(spec))),
+                    crate::build::children::readiness_script(&format!(
+                        "{cli} {}",
+                        cli_options(spec)
+                    )),
                 ]),
             }),
             ..probe.clone()

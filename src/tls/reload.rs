@@ -14,8 +14,8 @@ use kube::ResourceExt;
 
 use super::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 use crate::api::{ClientAuth, TlsStatus};
+use crate::converge::topology::endpoint;
 use crate::redis::{Access, RedisNode};
-use crate::topology::endpoint;
 
 /// The outcome of one pass.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use k8s_openapi::ByteString;
 use super::reload::{record, serves, Outcome};
 use super::*;
 use crate::api::{ExporterSpec, TlsStatus};
-use crate::children::{build, tests::instance};
+use crate::build::children::{build, tests::instance};
 
 const CA: &str = include_str!("fixtures/ca.crt");
 const OTHER_CA: &str = include_str!("fixtures/other-ca.crt");
@@ -227,7 +227,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
     let source = volume.secret.as_ref().unwrap();
     assert_eq!(source.secret_name.as_deref(), Some("cache-tls"));
     assert_eq!(source.default_mode, Some(0o440));
-    let redis = container(&pod, crate::children::CONTAINER);
+    let redis = container(&pod, crate::build::children::CONTAINER);
     let mount = redis
         .volume_mounts
         .as_ref()
@@ -251,7 +251,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
         "the probe keeps its user and verifies the server: {script}"
     );
     assert!(!script.contains("--cert "), "{script}");
-    let exporter = container(&pod, crate::exporter::EXPORTER_CONTAINER);
+    let exporter = container(&pod, crate::build::exporter::EXPORTER_CONTAINER);
     let env: BTreeMap<&str, Option<&str>> = exporter
         .env
         .as_ref()
@@ -277,7 +277,7 @@ fn required_client_certificates_make_the_probe_and_exporter_present_the_pods_pai
     ri.spec.auth.enabled = false;
     ri.spec.monitoring.exporter.enabled = true;
     let pod = build(&ri).statefulset.spec.unwrap().template.spec.unwrap();
-    let script = probe_script(container(&pod, crate::children::CONTAINER));
+    let script = probe_script(container(&pod, crate::build::children::CONTAINER));
     assert!(
         script.starts_with(
             "r=$(redis-cli --tls --cacert /etc/redis-tls/ca.crt --cert /etc/redis-tls/tls.crt \
@@ -285,7 +285,7 @@ fn required_client_certificates_make_the_probe_and_exporter_present_the_pods_pai
         ),
         "{script}"
     );
-    let exporter = container(&pod, crate::exporter::EXPORTER_CONTAINER);
+    let exporter = container(&pod, crate::build::exporter::EXPORTER_CONTAINER);
     let names: Vec<&str> = exporter
         .env
         .as_ref()

@@ -19,7 +19,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use redis_fsm::{reasons, Phase};
 use redis_operator::api::RedisInstance;
-use redis_operator::replace::{ReplaceRecord, REPLACE_ANNOTATION};
+use redis_operator::classify::replace::{ReplaceRecord, REPLACE_ANNOTATION};
 use serde_json::json;
 
 use super::{claims_of, storage, wait_event};
@@ -139,7 +139,7 @@ async fn an_undecodable_instance_is_reported_and_the_others_are_still_managed() 
     let generation = env.patch_spec("good", json!({"replicas": 2})).await;
     let ri = env.wait_running("good").await;
     assert_eq!(ri.status.unwrap().observed_generation, Some(generation));
-    wait_event(&env, redis_operator::watch::UNDECODABLE).await;
+    wait_event(&env, redis_operator::observe::watch::UNDECODABLE).await;
 
     // The running operator meets one too, as a watch event.
     let later = write_undecodable(&env, "bad-later").await;
@@ -527,7 +527,7 @@ async fn sigterm_ends_an_operator_that_cannot_list_its_instances() {
         Command::new("kill").args(["-TERM", &child.id().to_string()]),
         None,
     );
-    let bound = redis_operator::cli::SHUTDOWN_DEADLINE + Duration::from_secs(5);
+    let bound = redis_operator::runtime::cli::SHUTDOWN_DEADLINE + Duration::from_secs(5);
     loop {
         if child.try_wait().unwrap().is_some() {
             break;

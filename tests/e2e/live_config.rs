@@ -4,7 +4,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, ResourceExt};
 use redis_fsm::reasons;
-use redis_operator::live_config::CONFIG_NEEDS_RESTART;
+use redis_operator::converge::live_config::CONFIG_NEEDS_RESTART;
 use serde_json::json;
 
 use super::{expect_update, wait_event};

@@ -58,7 +58,7 @@ async fn expect_update(
     assert_eq!(pods.len(), usize::try_from(ri.spec.replicas).unwrap());
     for pod in &pods {
         assert_eq!(
-            redis_operator::observe::pod_revision(pod),
+            redis_operator::observe::rollout::pod_revision(pod),
             sts.update_revision.as_deref(),
             "Running before the rollout finished: {} runs an outdated revision",
             pod.name_any()

@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use redis_fsm::{reasons, Phase};
 use redis_operator::api::{ClientAuth, TlsSpec};
-use redis_operator::topology::ROLE_LABEL;
+use redis_operator::converge::topology::ROLE_LABEL;
 use serde_json::json;
 
 use crate::harness::*;

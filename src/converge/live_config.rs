@@ -3,7 +3,7 @@
 //!
 //! A directive is *live* when it is on [`LIVE_DIRECTIVES`] and its value is one Redis parses the same way
 //! from the file and from `CONFIG SET` (checked by [`live_value`]). Live values are left out of the pod
-//! template's config hash ([`crate::redis_conf::restart_view`]), so changing them does not roll the pods:
+//! template's config hash ([`crate::build::redis_conf::restart_view`]), so changing them does not roll the pods:
 //! the ConfigMap is updated (a restarted pod reads the new file) and [`converge`] sets them on every pod.
 //! Adding or removing a live directive changes the hash (its *name* is part of it) and restarts the pods:
 //! Redis has no "back to the default" command, and the defaults differ between images.
@@ -19,11 +19,11 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::change::template_config_hash;
-use crate::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
+use crate::build::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
+use crate::build::redis_conf::config_hash;
+use crate::classify::change::template_config_hash;
+use crate::converge::topology::endpoint;
 use crate::redis::{Access, RedisNode};
-use crate::redis_conf::config_hash;
-use crate::topology::endpoint;
 
 /// Reason of the Event that says a configuration change was set at runtime, without restarts (also the
 /// phase reason, [`redis_fsm::reasons::CONFIG_APPLIED_LIVE`]).
@@ -656,8 +656,8 @@ mod tests {
 
     #[test]
     fn an_old_style_hash_is_kept_while_it_describes_the_file() {
-        use crate::change::{classify_change, StatefulSetChange};
-        use crate::children::{build, tests::instance};
+        use crate::build::children::{build, tests::instance};
+        use crate::classify::change::{classify_change, StatefulSetChange};
 
         let ri = instance("cache");
         let mut old = build(&ri).statefulset;
@@ -781,7 +781,7 @@ mod tests {
             databases in 1u32..64,
         ) {
             use crate::api::ReplicationSpec;
-            use crate::redis_conf::restart_view;
+            use crate::build::redis_conf::restart_view;
 
             let spec = |memory: &str, policy: &str, databases: u32| -> BTreeMap<String, String> {
                 [("maxmemory", memory.to_string()), ("maxmemory-policy", policy.to_string()), ("databases", databases.to_string())]

@@ -128,7 +128,7 @@ pub struct Election {
 fn holders(api: Api<Lease>, name: &str) -> BoxStream<'static, Option<String>> {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     watcher(api, config)
-        .backoff(crate::watch::WatchBackoff::default())
+        .backoff(crate::observe::watch::WatchBackoff::default())
         .filter_map(|event| async move {
             match event {
                 Ok(watcher::Event::Apply(lease) | watcher::Event::InitApply(lease)) => {

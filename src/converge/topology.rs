@@ -17,8 +17,8 @@ use redis_fsm::{
 };
 
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
+use crate::build::redis_conf::REDIS_PORT;
 use crate::redis::{Access, RedisError, RedisNode};
-use crate::redis_conf::REDIS_PORT;
 
 /// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
 pub const ROLE_LABEL: &str = "redis.github.com/role";
@@ -156,7 +156,7 @@ pub fn pod_replication(
 ) -> PodReplication {
     let node = pod.and_then(|p| p.spec.as_ref()?.node_name.as_deref());
     let outdated = match (pod, context.update_revision.as_deref()) {
-        (Some(pod), Some(update)) => crate::observe::pod_revision(pod) != Some(update),
+        (Some(pod), Some(update)) => crate::observe::rollout::pod_revision(pod) != Some(update),
         _ => false,
     };
     PodReplication {

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use redis_fsm::{FailingPod, RolloutStatus};
 
-use crate::redis_conf::redact_secrets;
+use crate::build::redis_conf::redact_secrets;
 
 /// Container waiting reasons that mean the pod cannot start as specified.
 const FAILING_WAITING_REASONS: [&str; 7] = [

@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
-use crate::children::{metadata, selector_labels};
-use crate::redis_conf::REDIS_PORT;
+use crate::build::children::{metadata, selector_labels};
+use crate::build::redis_conf::REDIS_PORT;
 
 /// Name of the exporter container.
 pub const EXPORTER_CONTAINER: &str = "metrics";
@@ -84,7 +84,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
             ..Default::default()
         }]),
         resources: exporter.resources.clone(),
-        security_context: Some(crate::children::restricted_container()),
+        security_context: Some(crate::build::children::restricted_container()),
         ..Default::default()
     }
 }
@@ -125,7 +125,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::children::{build, tests::instance, INSTANCE_LABEL, MANAGED_BY_LABEL};
+    use crate::build::children::{build, tests::instance, INSTANCE_LABEL, MANAGED_BY_LABEL};
 
     #[test]
     fn off_by_default() {

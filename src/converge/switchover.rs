@@ -74,7 +74,7 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::children::tests::instance;
+    use crate::build::children::tests::instance;
 
     #[test]
     fn only_a_pod_of_the_instance_with_replicas_may_be_requested() {

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
-use crate::metrics::Metrics;
+use crate::runtime::metrics::Metrics;
 
 #[derive(Clone)]
 struct AppState {

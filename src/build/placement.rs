@@ -1,6 +1,6 @@
 //! Pure builders for where the pods run and how the instance is reached: the scheduling fields (with a default
 //! soft anti-affinity), the user's pod labels and annotations, and the client Services' type and annotations.
-//! [`crate::children`] builds the objects and calls these on them.
+//! [`crate::build::children`] builds the objects and calls these on them.
 
 use std::collections::BTreeMap;
 
@@ -11,13 +11,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::api::{RedisInstanceSpec, SchedulingSpec, ServiceExposure};
-use crate::children::{selector_labels, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL};
-use crate::redis_conf::config_hash;
-use crate::topology::ROLE_LABEL;
+use crate::build::children::{selector_labels, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::build::redis_conf::config_hash;
+use crate::converge::topology::ROLE_LABEL;
 
 /// Annotation holding the SHA-256 of the user's settings an object carries (pod template: scheduling, pod
 /// labels and annotations; Service: type and annotations). Whether a live object holds what would be applied is
-/// a subset comparison ([`crate::diff`]), which cannot see a label, selector entry or annotation the user
+/// a subset comparison ([`crate::classify::diff`]), which cannot see a label, selector entry or annotation the user
 /// removed; the hash changes then, so the removal is applied (and, on the pod template, rolls the pods).
 pub const SETTINGS_HASH_ANNOTATION: &str = "redis.github.com/settings-hash";
 
@@ -156,7 +156,7 @@ mod tests {
 
     use super::*;
     use crate::api::{PodMetadataSpec, ReplicasServiceExposure, ServiceType};
-    use crate::children::{build, tests::instance, CONFIG_HASH_ANNOTATION};
+    use crate::build::children::{build, tests::instance, CONFIG_HASH_ANNOTATION};
 
     fn pod_spec(spec: &RedisInstanceSpec) -> PodSpec {
         let mut ri = instance("cache");

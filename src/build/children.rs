@@ -21,10 +21,10 @@ use kube::{Resource, ResourceExt};
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
-use crate::exporter;
-use crate::placement::{self, ClientService};
-use crate::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
-use crate::topology::ROLE_LABEL;
+use crate::build::exporter;
+use crate::build::placement::{self, ClientService};
+use crate::build::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
+use crate::converge::topology::ROLE_LABEL;
 
 /// Pod template annotation carrying the SHA-256 of the restart-relevant part of `redis.conf`
 /// ([`redis_conf::restart_view`]): it changes, and the pods roll, only for a change Redis cannot take at runtime.
@@ -64,7 +64,7 @@ pub struct Desired {
     pub metrics_service: Option<Service>,
     /// Hex SHA-256 of the restart-relevant configuration (the pod template's config hash).
     pub config_hash: String,
-    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::budget`]).
+    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::build::budget`]).
     pub budgets: [PodDisruptionBudget; 2],
 }
 
@@ -184,7 +184,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
         service: primary,
         replicas_service,
         headless: service(ri, &owner, ServiceKind::Headless),
-        budgets: crate::budget::budgets(ri, &owner),
+        budgets: crate::build::budget::budgets(ri, &owner),
         metrics_service: exporter::metrics_service(ri, &owner),
         config_hash,
     }

@@ -9,9 +9,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
-use crate::leader::{self, Election, LeaseSettings};
-use crate::metrics::Metrics;
 use crate::reconciler::{self, Settings};
+use crate::runtime::leader::{self, Election, LeaseSettings};
+use crate::runtime::metrics::Metrics;
 
 /// A Kubernetes operator for Redis whose status is driven by an explicit, typed phase state machine.
 #[derive(Parser, Debug)]
@@ -206,7 +206,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let client = client(args.context.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-    let http = tokio::spawn(crate::http::serve(
+    let http = tokio::spawn(crate::runtime::http::serve(
         args.metrics_address,
         metrics.clone(),
         ready_rx,
@@ -282,7 +282,7 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         } => {
             let client = client(context.as_deref()).await?;
             let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
-            crate::switchover::request(&client, &namespace, &name, &to).await?;
+            crate::converge::switchover::request(&client, &namespace, &name, &to).await?;
             println!(
                 "switchover of {namespace}/{name} to {to} requested; watch `kubectl get redisinstance {name} -n \
                  {namespace}` (phase Updating, reason Switchover) and its Events"

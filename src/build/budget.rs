@@ -15,8 +15,8 @@ use kube::ResourceExt;
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
-use crate::children::{metadata, selector_labels};
-use crate::topology::ROLE_LABEL;
+use crate::build::children::{metadata, selector_labels};
+use crate::converge::topology::ROLE_LABEL;
 
 /// Name of the budget that keeps the primary.
 pub fn primary_budget_name(instance: &str) -> String {
@@ -77,7 +77,7 @@ mod tests {
     use kube::Resource;
 
     use super::*;
-    use crate::children::tests::instance;
+    use crate::build::children::tests::instance;
 
     fn spec(pdb: &PodDisruptionBudget) -> &PodDisruptionBudgetSpec {
         pdb.spec.as_ref().unwrap()

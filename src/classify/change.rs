@@ -3,9 +3,9 @@
 use k8s_openapi::api::apps::v1::StatefulSet;
 use redis_fsm::{Change, SpecProblem};
 
-use crate::children::CONFIG_HASH_ANNOTATION;
-use crate::diff::is_applied;
-use crate::quantity::Quantity;
+use crate::build::children::CONFIG_HASH_ANNOTATION;
+use crate::classify::diff::is_applied;
+use crate::validate::quantity::Quantity;
 
 /// Reason reported when a storage change would lose data and is refused.
 pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
@@ -174,7 +174,7 @@ fn classify_storage(want: Option<ClaimTemplate>, have: Option<ClaimTemplate>) ->
 mod tests {
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
-    use crate::children::{build, tests::instance};
+    use crate::build::children::{build, tests::instance};
 
     fn with_storage(size: &str, class: Option<&str>) -> crate::api::RedisInstance {
         let mut ri = instance("cache");

@@ -1,0 +1,5 @@
+//! Steps 1 and 6 of the pipeline, **read** and **observe**: the watches that fill the caches every reconcile
+//! reads from, and what the phase engine needs out of those caches.
+
+pub mod rollout;
+pub mod watch;
