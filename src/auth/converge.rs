@@ -8,11 +8,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
+use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
 
@@ -206,32 +206,23 @@ pub async fn converge(
     leading: impl Fn() -> bool,
 ) -> Outcome {
     let leading = &leading;
-    let passes = pods
-        .iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .map(|pod| async move {
-            let name = pod.name_any();
-            let Some(at) = endpoint(pod) else {
-                return (name, Err("no address yet".to_string()), Vec::new());
-            };
-            let started_with_auth = pod_started_with_auth(pod.annotations());
-            let result =
-                converge_server(&at.host, at.port, plan, started_with_auth, access, leading)
-                    .await
-                    .map_err(|e| e.0);
-            match result {
-                Ok(set) => (name, Ok(()), set),
-                Err(why) => (name, Err(why), Vec::new()),
-            }
-        });
+    let passes = each_live_pod(pods, |pod| async move {
+        let at = endpoint(pod).ok_or_else(|| "no address yet".to_string())?;
+        let started_with_auth = pod_started_with_auth(pod.annotations());
+        converge_server(&at.host, at.port, plan, started_with_auth, access, leading)
+            .await
+            .map_err(|e| e.0)
+    });
     let mut outcome = Outcome::default();
-    for (pod, result, set) in join_all(passes).await {
+    for (pod, result) in passes.await {
         match result {
-            Ok(()) => outcome.in_force.push(pod.clone()),
-            Err(why) => outcome.not_in_force.push((pod.clone(), why)),
-        }
-        if !set.is_empty() {
-            outcome.set.push((pod, set));
+            Ok(set) => {
+                outcome.in_force.push(pod.clone());
+                if !set.is_empty() {
+                    outcome.set.push((pod, set));
+                }
+            }
+            Err(why) => outcome.not_in_force.push((pod, why)),
         }
     }
     outcome

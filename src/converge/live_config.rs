@@ -14,7 +14,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::future::join_all;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -22,6 +21,7 @@ use kube::ResourceExt;
 use crate::build::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
 use crate::build::redis_conf::config_hash;
 use crate::classify::change::template_config_hash;
+use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::redis::{Access, RedisNode};
 
@@ -404,15 +404,14 @@ pub async fn converge(
         return (Vec::new(), Vec::new());
     }
     let leading = &leading;
-    let passes = pods.iter().map(|pod| async move {
-        let name = pod.name_any();
-        let at = endpoint(pod).filter(|_| pod.metadata.deletion_timestamp.is_none())?;
+    let passes = each_live_pod(pods, |pod| async move {
+        let at = endpoint(pod)?;
         let node = RedisNode::open(&at.host, at.port, access).await.ok()?;
-        Some(converge_pod(&name, &node, desired, leading).await)
+        Some(converge_pod(&pod.name_any(), &node, desired, leading).await)
     });
     let mut unapplied = Vec::new();
     let mut set = Vec::new();
-    for (missing, sent) in join_all(passes).await.into_iter().flatten() {
+    for (missing, sent) in passes.await.into_iter().filter_map(|(_, done)| done) {
         unapplied.extend(missing);
         set.extend(sent);
     }

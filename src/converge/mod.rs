@@ -6,3 +6,29 @@
 pub mod live_config;
 pub mod switchover;
 pub mod topology;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+/// Runs `pass` on every pod that is not being deleted, all at once, and returns each pod's name with what its
+/// pass returned, in the order of `pods`. Every pass talks to one server with the client's bounded timeouts, so
+/// a slow or unreachable server delays only its own answer. The live configuration, password and certificate
+/// passes share this.
+pub async fn each_live_pod<'a, T, Pass, Fut>(pods: &'a [Arc<Pod>], pass: Pass) -> Vec<(String, T)>
+where
+    Pass: Fn(&'a Pod) -> Fut,
+    Fut: Future<Output = T>,
+{
+    let passes = pods
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .map(|pod| {
+            let done = pass(pod);
+            async move { (pod.name_any(), done.await) }
+        });
+    join_all(passes).await
+}

@@ -8,12 +8,12 @@
 
 use std::sync::Arc;
 
-use futures::future::join_all;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use super::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 use crate::api::{ClientAuth, TlsStatus};
+use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::redis::{Access, RedisNode};
 
@@ -42,25 +42,20 @@ pub async fn converge(
     leading: impl Fn() -> bool,
 ) -> Outcome {
     let leading = &leading;
-    let passes = pods
-        .iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .map(|pod| async move {
-            let name = pod.name_any();
-            let result = match pod_started_with(pod.annotations()) {
-                None => Err("started without TLS; the rolling update replaces it".to_string()),
-                Some((_, secret)) if secret != material.secret => Err(format!(
-                    "started with Secret {secret}; the rolling update replaces it"
-                )),
-                Some(_) => match endpoint(pod) {
-                    None => Err("no address yet".to_string()),
-                    Some(at) => converge_server(&at.host, at.port, material, access, leading).await,
-                },
-            };
-            (name, result)
-        });
+    let passes = each_live_pod(pods, |pod| async move {
+        match pod_started_with(pod.annotations()) {
+            None => Err("started without TLS; the rolling update replaces it".to_string()),
+            Some((_, secret)) if secret != material.secret => Err(format!(
+                "started with Secret {secret}; the rolling update replaces it"
+            )),
+            Some(_) => match endpoint(pod) {
+                None => Err("no address yet".to_string()),
+                Some(at) => converge_server(&at.host, at.port, material, access, leading).await,
+            },
+        }
+    });
     let mut outcome = Outcome::default();
-    for (pod, result) in join_all(passes).await {
+    for (pod, result) in passes.await {
         match result {
             Ok(reloaded) => {
                 if reloaded {
