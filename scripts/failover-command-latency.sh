@@ -6,10 +6,13 @@
 # checks whether the target has caught up only in its once-per-second replication cron, so the command alone
 # takes between 0 and 1 s, whatever the operator does.
 #
-# Usage: scripts/failover-command-latency.sh [TRIALS (default 20)] [FIRST_PORT (default 17001)]
+# With WAIT=1 in the environment, each write is followed by `WAIT 1 1000`, as the benchmark's writer does.
+#
+# Usage: [WAIT=1] scripts/failover-command-latency.sh [TRIALS (default 20)] [FIRST_PORT (default 17001)]
 set -euo pipefail
 TRIALS=${1:-20}
 A=${2:-17001}
+WAIT=${WAIT:-0}
 B=$((A + 1))
 DIR=$(mktemp -d)
 cli() { redis-cli -p "$1" "${@:2}"; }
@@ -34,6 +37,7 @@ for trial in $(seq 1 "$TRIALS"); do
   # A random phase against the servers' cron.
   sleep "0.$((RANDOM % 9 + 1))"
   cli "$primary" set key "$trial" >/dev/null
+  if [ "$WAIT" = 1 ]; then cli "$primary" wait 1 1000 >/dev/null; fi
   start=$(date +%s%N)
   reply=$(cli "$primary" failover to 127.0.0.1 "$replica" timeout 5000)
   [ "$reply" = OK ] || { echo "trial $trial: FAILOVER answered: $reply" >&2; exit 1; }
@@ -47,7 +51,9 @@ for trial in $(seq 1 "$TRIALS"); do
 done
 sorted=$(printf '%s\n' "${times[@]}" | sort -n)
 count=${#times[@]}
-echo "FAILOVER TO → target is master, $count trials ($(redis-server --version | cut -d' ' -f3)):" \
+mode="SET"
+if [ "$WAIT" = 1 ]; then mode="SET + WAIT 1 1000"; fi
+echo "FAILOVER TO → target is master, $count trials, $mode before each ($(redis-server --version | cut -d' ' -f3)):" \
   "min $(echo "$sorted" | head -1) ms," \
   "p50 $(echo "$sorted" | sed -n "$(((count + 1) / 2))p") ms," \
   "max $(echo "$sorted" | tail -1) ms"
