@@ -155,6 +155,11 @@ fn served_serial(ip: &str, ca: &Path) -> Option<String> {
     text.trim().strip_prefix("serial=").map(str::to_string)
 }
 
+/// `INFO section` of the server at `ip`, over TLS.
+fn tls_info(ip: &str, ca: &Path, password: &str, section: &str) -> String {
+    stdout(&redis_cli(ip, Some(ca), password, &["INFO", section]))
+}
+
 fn info_field(info: &str, field: &str) -> Option<String> {
     info.lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")))
@@ -234,12 +239,7 @@ async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_wi
         // Plain text is refused: the only port speaks TLS.
         let plain = redis_cli(ip, None, &password, &["PING"]);
         assert!(!stdout(&plain).contains("PONG"), "{plain:?}");
-        let info = stdout(&redis_cli(
-            ip,
-            Some(&ca_file),
-            &password,
-            &["INFO", "server"],
-        ));
+        let info = tls_info(ip, &ca_file, &password, "server");
         run_ids.push(info_field(&info, "run_id").expect("run_id"));
         assert_eq!(served_serial(ip, &ca_file).as_deref(), Some("1001"));
     }
@@ -247,21 +247,11 @@ async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_wi
     let replica = ips
         .iter()
         .find(|ip| {
-            let info = stdout(&redis_cli(
-                ip,
-                Some(&ca_file),
-                &password,
-                &["INFO", "replication"],
-            ));
+            let info = tls_info(ip, &ca_file, &password, "replication");
             info_field(&info, "role").as_deref() == Some("slave")
         })
         .expect("a replica");
-    let info = stdout(&redis_cli(
-        replica,
-        Some(&ca_file),
-        &password,
-        &["INFO", "replication"],
-    ));
+    let info = tls_info(replica, &ca_file, &password, "replication");
     assert_eq!(
         info_field(&info, "master_link_status").as_deref(),
         Some("up"),
@@ -305,20 +295,10 @@ async fn tls_serves_clients_and_replication_and_reloads_a_renewed_certificate_wi
         pods.iter().map(|p| p.uid()).collect::<Vec<_>>()
     );
     for (ip, run_id) in ips.iter().zip(&run_ids) {
-        let info = stdout(&redis_cli(
-            ip,
-            Some(&ca_file),
-            &password,
-            &["INFO", "server"],
-        ));
+        let info = tls_info(ip, &ca_file, &password, "server");
         assert_eq!(info_field(&info, "run_id").as_ref(), Some(run_id));
     }
-    let info = stdout(&redis_cli(
-        replica,
-        Some(&ca_file),
-        &password,
-        &["INFO", "replication"],
-    ));
+    let info = tls_info(replica, &ca_file, &password, "replication");
     assert_eq!(
         info_field(&info, "master_link_status").as_deref(),
         Some("up"),
@@ -446,12 +426,7 @@ async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
     env.wait_running("cache").await;
     let pods = env.pods_of("cache").await;
     let linked = pods.iter().map(pod_ip).any(|ip| {
-        let info = stdout(&redis_cli(
-            &ip,
-            Some(&ca_file),
-            &password,
-            &["INFO", "replication"],
-        ));
+        let info = tls_info(&ip, &ca_file, &password, "replication");
         info_field(&info, "master_link_status").as_deref() == Some("up")
     });
     assert!(linked, "a replica is linked over TLS");
@@ -533,12 +508,7 @@ async fn a_converged_tls_instance_writes_nothing_and_fails_over_over_tls() {
     let pods = env.pods_of("cache").await;
     let replica = pods.iter().find(|p| p.name_any() != primary).unwrap();
     let password = password_for(&pod_ip(replica)).await.unwrap();
-    let info = stdout(&redis_cli(
-        &pod_ip(replica),
-        Some(&ca_file),
-        &password,
-        &["INFO", "replication"],
-    ));
+    let info = tls_info(&pod_ip(replica), &ca_file, &password, "replication");
     assert_eq!(
         info_field(&info, "master_link_status").as_deref(),
         Some("up"),
