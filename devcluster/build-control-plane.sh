@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds a current Kubernetes control plane (kube-apiserver, kube-controller-manager, kubectl) and a matching
-# etcd from Go modules, and caches the binaries keyed by the versions, so that later runs take no time.
+# Builds a current Kubernetes control plane (kube-apiserver, kube-controller-manager, kube-scheduler, kubectl),
+# the node components (kubelet, kube-proxy) and a matching etcd from Go modules, and caches the binaries keyed by the versions, so that later runs take no time.
 #
 # The technique: a throwaway module requires k8s.io/kubernetes vX and turns each of its
 # `k8s.io/<staging> => ./staging/src/k8s.io/<staging>` replace lines into a replace by the matching published
@@ -27,11 +27,12 @@ esac
 VERSION=${DEVCLUSTER_K8S_VERSION:-$DEFAULT_VERSION}
 CACHE_ROOT=${DEVCLUSTER_CACHE:-/var/cache/redis-operator-devcluster}
 BIN_DIR="$CACHE_ROOT/kubernetes-$VERSION/bin"
+BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd"
 log() { echo "[build-control-plane] $*" >&2; }
 
 have_all() {
   local b
-  for b in kube-apiserver kube-controller-manager kubectl etcd; do [ -x "$BIN_DIR/$b" ] || return 1; done
+  for b in $BINARIES; do [ -x "$BIN_DIR/$b" ] || return 1; done
 }
 if have_all; then
   echo "$BIN_DIR"
@@ -70,16 +71,20 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	_ "k8s.io/kubernetes/cmd/kube-proxy/app"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	_ "k8s.io/kubernetes/cmd/kubelet/app"
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 EOF
 log "resolving Kubernetes $VERSION dependencies (staging modules at $staging_version)"
 go mod tidy -e >&2
 mkdir -p "$BIN_DIR.tmp"
-log "building kube-apiserver, kube-controller-manager and kubectl $VERSION (several minutes on 2 cores)"
+log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet and kube-proxy $VERSION (several minutes on 2 cores)"
 go build -trimpath -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$VERSION" | cut -d. -f2)" \
   -o "$BIN_DIR.tmp/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kubectl >&2
+  k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy >&2
 
 # --- etcd -------------------------------------------------------------------------------------------------------
 mkdir -p "$WORK/etcd" && cd "$WORK/etcd"
@@ -101,7 +106,7 @@ go mod tidy >&2
 log "building etcd $ETCD_VERSION"
 go build -trimpath -ldflags "-s -w" -o "$BIN_DIR.tmp/etcd" . >&2
 
-for b in kube-apiserver kube-controller-manager kubectl etcd; do
+for b in $BINARIES; do
   [ -x "$BIN_DIR.tmp/$b" ] || { log "the build did not produce $b"; exit 1; }
 done
 rm -rf "$BIN_DIR" && mv "$BIN_DIR.tmp" "$BIN_DIR"
