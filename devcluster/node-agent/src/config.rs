@@ -10,6 +10,9 @@ pub enum PodMode {
     Process,
     /// Report pods Running and Ready at once without starting anything (large-N benchmarks).
     Simulated,
+    /// Serve no node and run no pod: only the StorageClasses, provisioning and expansion, beside a real
+    /// kubelet and scheduler (the devcluster's real node).
+    StorageOnly,
 }
 
 /// Settings of one agent run.
@@ -31,7 +34,7 @@ pub struct Config {
 
 const USAGE: &str =
     "usage: node-agent [--node-name NAME] [--state-dir DIR] [--pod-cidr-prefix 127.N] \
-[--restart-backoff-seconds SECS] [--pod-mode process|simulated] [--volume-refresh-seconds SECS]
+[--restart-backoff-seconds SECS] [--pod-mode process|simulated|storage-only] [--volume-refresh-seconds SECS]
   The API server comes from $KUBECONFIG (or in-cluster config). Environment fallbacks:
   NODE_AGENT_NODE_NAME, NODE_AGENT_STATE_DIR, NODE_AGENT_POD_CIDR_PREFIX,
   NODE_AGENT_RESTART_BACKOFF_SECONDS, NODE_AGENT_POD_MODE, NODE_AGENT_VOLUME_REFRESH_SECONDS.";
@@ -111,6 +114,7 @@ impl Config {
         let pod_mode = match mode.as_deref() {
             None | Some("process") => PodMode::Process,
             Some("simulated") => PodMode::Simulated,
+            Some("storage-only") => PodMode::StorageOnly,
             Some(other) => return Err(UsageError::new(format!("bad --pod-mode {other:?}"))),
         };
         Ok(Self {
@@ -170,6 +174,11 @@ mod tests {
         assert_eq!(config.pod_mode, PodMode::Simulated);
         assert_eq!(config.restart_backoff, Duration::from_millis(500));
         assert_eq!(config.volume_refresh, Duration::from_millis(250));
+        assert_eq!(
+            parse(&["--pod-mode", "storage-only"]).unwrap().pod_mode,
+            PodMode::StorageOnly
+        );
+        assert!(parse(&["--pod-mode", "kubelet"]).is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, PodMode};
 
 /// Written into the state directory (with the agent's pid) once the node is registered and served.
 pub const READY_FILE: &str = "node-agent.ready";
@@ -50,33 +50,38 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let path = config.state_dir.join(dir);
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     }
-    retry("registering the node", || {
-        node::register(&client, &config.node_name)
-    })
-    .await;
     retry("creating the StorageClasses", || {
         storage::classes::ensure(&client)
     })
     .await;
     info!(node = %config.node_name, mode = ?config.pod_mode, "serving the node");
-
-    pods::process::kill_leftovers(&config.state_dir.join("pods"));
-    let ctx = Arc::new(pods::Context::new(
+    let storage = tokio::spawn(storage::run(
         client.clone(),
-        config.clone(),
-        api_host,
-        api_port,
-    )?);
+        config.state_dir.join("volumes"),
+    ));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let background = [
-        tokio::spawn(node::heartbeat(client.clone(), config.node_name.clone())),
-        tokio::spawn(binder::run(client.clone(), config.node_name.clone())),
-        tokio::spawn(storage::run(
+    let (background, pods) = if config.pod_mode == PodMode::StorageOnly {
+        // A real kubelet and scheduler serve the node: only storage is ours.
+        (vec![storage], None)
+    } else {
+        retry("registering the node", || {
+            node::register(&client, &config.node_name)
+        })
+        .await;
+        pods::process::kill_leftovers(&config.state_dir.join("pods"));
+        let ctx = Arc::new(pods::Context::new(
             client.clone(),
-            config.state_dir.join("volumes"),
-        )),
-    ];
-    let pods = tokio::spawn(pods::run(ctx, shutdown_rx));
+            config.clone(),
+            api_host,
+            api_port,
+        )?);
+        let background = vec![
+            storage,
+            tokio::spawn(node::heartbeat(client.clone(), config.node_name.clone())),
+            tokio::spawn(binder::run(client.clone(), config.node_name.clone())),
+        ];
+        (background, Some(tokio::spawn(pods::run(ctx, shutdown_rx))))
+    };
     // Tells whoever started the agent that the node is served and no earlier process is left.
     let ready_file = config.state_dir.join(READY_FILE);
     std::fs::write(&ready_file, format!("{}\n", std::process::id()))
@@ -92,8 +97,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     shutdown.send_replace(true);
-    if let Err(e) = pods.await {
-        warn!(error = %e, "pod manager ended abnormally");
+    if let Some(pods) = pods {
+        if let Err(e) = pods.await {
+            warn!(error = %e, "pod manager ended abnormally");
+        }
     }
     Ok(())
 }

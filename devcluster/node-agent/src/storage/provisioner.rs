@@ -98,6 +98,14 @@ pub async fn provision(client: &Client, volumes_dir: &Path, pvc: &PersistentVolu
         warn!(path = %path.display(), error = %e, "cannot create the volume directory");
         return;
     }
+    // Writable by every user, as rancher's local-path provisioner makes its directories: pods run as non-root
+    // users, and the kubelet applies `fsGroup` to no hostPath volume.
+    if let Err(e) =
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+    {
+        warn!(path = %path.display(), error = %e, "cannot open the volume directory to the pod's user");
+        return;
+    }
     let api: Api<PersistentVolume> = Api::all(client.clone());
     match api.create(&PostParams::default(), &pv).await {
         Ok(_) => {
