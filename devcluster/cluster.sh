@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The local development/test cluster: etcd, kube-apiserver, kube-controller-manager (a current Kubernetes
-# release and its etcd, built from Go modules by build-control-plane.sh) and the devcluster node agent, all as
-# plain background processes on loopback, with their state in one directory.
+# release and its etcd, built from Go modules by build-control-plane.sh) and a node, all as plain background
+# processes with their state in one directory. The node is either the devcluster node agent (pods as host
+# processes on loopback addresses) or, with DEVCLUSTER_NODE=real, a real one: containerd, kubelet, kube-proxy,
+# kube-scheduler and CoreDNS on a bridge of the cluster's own (real-node.sh).
 #
 # Usage: devcluster/cluster.sh up|down [--purge]|env|status
 #
@@ -11,15 +13,18 @@
 #   DEVCLUSTER_ETCD_PEER_PORT    etcd peer port [2380]
 #   DEVCLUSTER_APISERVER_PORT    kube-apiserver secure port [6443]
 #   DEVCLUSTER_CM_PORT           kube-controller-manager secure port [10257]
-#   DEVCLUSTER_NODE_NAME         the node the agent registers [devcluster]
+#   DEVCLUSTER_NODE              agent | real: the node agent or a real kubelet with containerd [agent]
+#   DEVCLUSTER_NODE_NAME         the node's name [devcluster]
 #   DEVCLUSTER_POD_CIDR_PREFIX   pods get 127.N.x.y addresses from this /16 [127.1]
-#   DEVCLUSTER_SERVICE_CIDR      service cluster IP range (never routed) [10.0.0.0/24]
+#   DEVCLUSTER_SERVICE_CIDR      service cluster IP range [agent: 10.0.0.0/24, never routed; real: 10.96.0.0/16,
+#                                routed to the cluster's bridge only]
 #   DEVCLUSTER_POD_MODE          process | simulated [process]
 #   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
 #   DEVCLUSTER_K8S               newest | oldest supported Kubernetes release [newest]
 #   DEVCLUSTER_K8S_VERSION       an exact release instead, e.g. v1.36.3
 #   DEVCLUSTER_CACHE             control plane build cache [/var/cache/redis-operator-devcluster]
-# A second cluster side by side needs its own DEVCLUSTER_DIR, all four ports and a pod CIDR prefix.
+# A second cluster side by side needs its own DEVCLUSTER_DIR, all four ports and a pod CIDR prefix (a real
+# node also its own bridge, pod and Service ranges and kubelet port: see real-node.sh).
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,7 +35,14 @@ APISERVER_PORT=${DEVCLUSTER_APISERVER_PORT:-6443}
 CM_PORT=${DEVCLUSTER_CM_PORT:-10257}
 NODE_NAME=${DEVCLUSTER_NODE_NAME:-devcluster}
 POD_CIDR_PREFIX=${DEVCLUSTER_POD_CIDR_PREFIX:-127.1}
-SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/24}
+# The node kind a cluster was created with is kept, so `down` and `status` need no setting.
+NODE_MODE=${DEVCLUSTER_NODE:-$(cat "$DIR/node-mode" 2>/dev/null || echo agent)}
+case "$NODE_MODE" in
+  agent) SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/24} ;;
+  real) SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.96.0.0/16} ;;
+  *) echo "DEVCLUSTER_NODE must be agent or real" >&2; exit 2 ;;
+esac
+CACHE_ROOT=${DEVCLUSTER_CACHE:-/var/cache/redis-operator-devcluster}
 POD_MODE=${DEVCLUSTER_POD_MODE:-process}
 RESTART_BACKOFF=${DEVCLUSTER_RESTART_BACKOFF:-10}
 
@@ -39,6 +51,14 @@ LOGS=$DIR/logs
 RUN=$DIR/run
 KUBECONFIG_FILE=$DIR/kubeconfig
 COMPONENTS=(etcd kube-apiserver kube-controller-manager node-agent)
+API_HOST=127.0.0.1
+if [ "$NODE_MODE" = real ]; then
+  # shellcheck source=devcluster/real-node.sh
+  source "$REPO/devcluster/real-node.sh"
+  read -r -a COMPONENTS <<<"$(real_components)"
+  # Pods reach the API server through the `kubernetes` Service: it listens on the node's bridge address.
+  API_HOST=$NODE_IP
+fi
 
 log() { echo "[devcluster] $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -170,7 +190,7 @@ install_control_plane() {
   fi
   echo "$release" >"$DIR/release"
   mkdir -p "$DIR/bin"
-  for b in etcd kube-apiserver kube-controller-manager kubectl; do
+  for b in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     [ -x "$cache/$b" ] || die "build-control-plane.sh did not produce $b"
     if ! cmp -s "$cache/$b" "$DIR/bin/$b"; then
       if running_pid "$b" >/dev/null; then die "$b of another release is running; run \`$0 down\` first"; fi
@@ -209,6 +229,7 @@ generate_pki() {
   fi
   if [ ! -f "$PKI/apiserver.crt" ]; then
     local sans="IP:127.0.0.1,DNS:localhost,IP:$(first_service_ip),DNS:kubernetes,DNS:kubernetes.default"
+    [ "$API_HOST" = 127.0.0.1 ] || sans="$sans,IP:$API_HOST"
     sans="$sans,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
     sign_cert apiserver "/CN=kube-apiserver" "subjectAltName=$sans
 extendedKeyUsage=serverAuth"
@@ -253,7 +274,8 @@ kind: Policy
 omitStages: ["RequestReceived"]
 rules:
   - level: None
-    users: ["system:kube-controller-manager", "system:kube-scheduler", "system:apiserver", "system:anonymous"]
+    users: ["system:kube-controller-manager", "system:kube-scheduler", "system:kube-proxy", "system:apiserver",
+            "system:anonymous"]
   - level: None
     userGroups: ["system:nodes"]
   - level: None
@@ -276,15 +298,15 @@ write_kubeconfig() {
     echo "clusters:"
     echo "- name: devcluster"
     echo "  cluster:"
-    echo "    server: https://127.0.0.1:$APISERVER_PORT"
+    echo "    server: https://$API_HOST:$APISERVER_PORT"
     echo "    certificate-authority-data: $ca"
     echo "users:"
     for user in "$@"; do
       echo "- name: $user"
       echo "  user:"
-      if [ "$user" = controller-manager ]; then
-        echo "    client-certificate: $PKI/controller-manager.crt"
-        echo "    client-key: $PKI/controller-manager.key"
+      if [ -f "$PKI/$user.crt" ]; then
+        echo "    client-certificate: $PKI/$user.crt"
+        echo "    client-key: $PKI/$user.key"
       else
         echo "    token: $(token_of "$user")"
       fi
@@ -313,13 +335,15 @@ generate_config() {
   write_kubeconfig "$DIR/node-agent.kubeconfig" node-agent node-agent
   write_kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager controller-manager
   [ -f "$DIR/cluster-id" ] || openssl rand -hex 6 >"$DIR/cluster-id"
+  if [ "$NODE_MODE" = real ]; then generate_real_config; fi
+  echo "$NODE_MODE" >"$DIR/node-mode"
 }
 
 # ---------------------------------------------------------------------------------------------------------------
 # Readiness checks.
 
 apiserver_ready() {
-  [ "$(curl -sf --max-time 2 --cacert "$PKI/ca.crt" "https://127.0.0.1:$APISERVER_PORT/readyz" 2>/dev/null)" = ok ]
+  [ "$(curl -sf --max-time 2 --cacert "$PKI/ca.crt" "https://$API_HOST:$APISERVER_PORT/readyz" 2>/dev/null)" = ok ]
 }
 
 etcd_ready() {
@@ -370,6 +394,13 @@ cmd_up() {
     return 0
   fi
   install_prerequisites
+  if [ "$NODE_MODE" = real ]; then
+    [ -f "$DIR/node-mode" ] && [ "$(cat "$DIR/node-mode")" != real ] &&
+      die "$DIR holds a cluster with the node agent: use another DEVCLUSTER_DIR, or \`$0 down --purge\` first"
+    real_prerequisites
+    # The bridge (and with it the node IP the API server listens on) and the Service route come first.
+    real_network_up
+  fi
   generate_config
   if running_pid kube-apiserver >/dev/null && apiserver_unready_for 3; then
     log "the API server runs but is not ready (shutting down?); stopping it before starting a new one"
@@ -378,6 +409,7 @@ cmd_up() {
   install_control_plane
   local bin=$DIR/bin
   build_agent
+  if [ "$NODE_MODE" = real ]; then install_crictl; fi
   local cluster_id
   cluster_id=$(cat "$DIR/cluster-id")
 
@@ -393,9 +425,16 @@ cmd_up() {
     --quota-backend-bytes 4294967296 --auto-compaction-retention 1h
   wait_for etcd 60 etcd_ready
 
+  local node_flags=(--endpoint-reconciler-type=none)
+  if [ "$NODE_MODE" = real ]; then
+    # The `kubernetes` Service's endpoint is the bridge address; the API server reaches kubelets for logs/exec.
+    node_flags=(--endpoint-reconciler-type=lease --kubelet-preferred-address-types=InternalIP
+      --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt"
+      --kubelet-client-key="$PKI/apiserver-kubelet-client.key" --kubelet-certificate-authority="$PKI/ca.crt")
+  fi
   start kube-apiserver "$bin/kube-apiserver" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$APISERVER_PORT" \
-    --endpoint-reconciler-type=none \
+    --bind-address="$API_HOST" --advertise-address="$API_HOST" --secure-port="$APISERVER_PORT" \
+    "${node_flags[@]}" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" --etcd-prefix="/registry-$cluster_id" \
     --cert-dir="$PKI" --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
@@ -417,16 +456,23 @@ cmd_up() {
     --cluster-name=devcluster \
     --controllers='*,-persistentvolume-expander-controller,-persistentvolume-attach-detach-controller,-certificatesigningrequest-signing-controller,-certificatesigningrequest-approving-controller,-certificatesigningrequest-cleaner-controller,-horizontal-pod-autoscaler-controller,-node-ipam-controller'
 
+  local agent_mode=$POD_MODE
+  if [ "$NODE_MODE" = real ]; then
+    start_real_node
+    # The agent only provisions and expands volumes beside the real kubelet.
+    agent_mode=storage-only
+  fi
   if ! running_pid node-agent >/dev/null; then
     rm -f "$DIR/node-agent.ready"
     start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
       --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
-      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$POD_MODE"
+      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$agent_mode"
     # Registered, and pod processes of an earlier run are gone, before `up` returns.
     wait_for "the node agent to serve the node" 60 agent_ready
   fi
   wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
   wait_for "node $NODE_NAME to be Ready" 120 node_ready
+  if [ "$NODE_MODE" = real ]; then real_addons; fi
   log "cluster is up"
   cmd_env
 }
@@ -434,12 +480,13 @@ cmd_up() {
 cmd_down() {
   local purge=${1:-}
   stop node-agent
-  stop_pod_processes
+  if [ "$NODE_MODE" = real ]; then stop_real_node; else stop_pod_processes; fi
   stop kube-controller-manager
   # Its graceful shutdown waits up to a minute for open watches; etcd holds all state, so cut it short.
   stop kube-apiserver 5
   stop etcd
   if [ "$purge" = --purge ]; then
+    if [ "$NODE_MODE" = real ]; then real_network_down; fi
     log "deleting $DIR"
     rm -rf "$DIR"
   fi
@@ -457,7 +504,7 @@ cmd_status() {
       state=1
     fi
   done
-  if apiserver_ready; then echo "apiserver: https://127.0.0.1:$APISERVER_PORT ready"; fi
+  if apiserver_ready; then echo "apiserver: https://$API_HOST:$APISERVER_PORT ready"; fi
   echo "state dir: $DIR"
   return $state
 }
