@@ -80,9 +80,7 @@ pub fn cluster() -> &'static ClusterInfo {
                         .arg("up"),
                     None,
                 );
-                let dir = std::env::var_os("DEVCLUSTER_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| Path::new(REPO).join(".devcluster"));
+                let dir = devcluster_dir();
                 ClusterInfo {
                     kubeconfig: dir.join("kubeconfig"),
                     kubectl: dir.join("bin/kubectl"),
@@ -180,6 +178,81 @@ pub async fn admin_client(info: &ClusterInfo) -> Client {
         .await
         .expect("kubeconfig is valid");
     Client::try_from(config).expect("client builds")
+}
+
+/// The state directory of the local cluster the suite runs on (`DEVCLUSTER_DIR`, else the repository's).
+pub fn devcluster_dir() -> PathBuf {
+    std::env::var_os("DEVCLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join(".devcluster"))
+}
+
+/// Whether the suite runs on the local cluster's real node (a kubelet with containerd), not the node agent.
+pub fn real_node() -> bool {
+    std::env::var_os("REDIS_OPERATOR_E2E_KUBECONFIG").is_none()
+        && std::fs::read_to_string(devcluster_dir().join("node-mode"))
+            .is_ok_and(|mode| mode.trim() == "real")
+}
+
+/// Builds the operator's image from this test build's binary and imports it into the real node's containerd
+/// (devcluster/images.sh; the archive is cached, an unchanged image is not imported again).
+#[allow(dead_code)] // the install suite's in-cluster test uses it
+pub fn import_operator_image() {
+    let socket = std::fs::read_to_string(devcluster_dir().join("containerd-socket"))
+        .expect("the real node records its containerd socket");
+    run_ok(
+        Command::new("bash")
+            .arg(format!("{REPO}/devcluster/images.sh"))
+            .args(["import", socket.trim(), "redis-operator"])
+            .env(
+                "DEVCLUSTER_OPERATOR_BINARY",
+                env!("CARGO_BIN_EXE_redis-operator"),
+            ),
+        None,
+    );
+}
+
+/// The host PID of a pod container's main process. The node agent reports `process://PID`; a container of the
+/// real node (`containerd://ID`) is found by its cgroup, as the process that is PID 1 of its own PID namespace
+/// (probes and `exec` sessions share the cgroup, not that PID).
+pub fn container_pid(pod: &Pod, container: &str) -> i32 {
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == container))
+        .unwrap_or_else(|| panic!("{} has no status for container {container}", pod.name_any()));
+    let id = status
+        .container_id
+        .clone()
+        .unwrap_or_else(|| panic!("container {container} of {} is not running", pod.name_any()));
+    if let Some(pid) = id.strip_prefix("process://") {
+        return pid.parse().expect("the node agent reports process://PID");
+    }
+    let id = id
+        .strip_prefix("containerd://")
+        .unwrap_or_else(|| panic!("unknown container runtime in {id}"));
+    let pids = std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok());
+    let mut found = pids.filter(|pid| {
+        let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|cgroups| cgroups.contains(id));
+        in_container
+            && std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("NSpid:"))
+                    .and_then(|pids| pids.split_whitespace().last())
+                    == Some("1")
+            })
+    });
+    found.next().unwrap_or_else(|| {
+        panic!(
+            "no process of container {id} ({container} of {})",
+            pod.name_any()
+        )
+    })
 }
 
 /// A free TCP port on loopback.

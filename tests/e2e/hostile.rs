@@ -603,19 +603,10 @@ impl Drop for PrivateCluster {
 /// How long status may lag the pods after an API server restart.
 const CATCH_UP: Duration = Duration::from_secs(60);
 
-/// Sends a signal to a pod's process (the node agent reports `process://PID` as the container id).
+/// Sends a signal to a pod's Redis process.
 fn signal_pod_process(pod: &Pod, signal: &str) {
-    let id = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|c| c.first())
-        .and_then(|c| c.container_id.clone())
-        .expect("a container id");
-    let pid = id
-        .strip_prefix("process://")
-        .expect("a process container id");
-    run_ok(Command::new("kill").args([signal, pid]), None);
+    let pid = container_pid(pod, "redis").to_string();
+    run_ok(Command::new("kill").args([signal, &pid]), None);
 }
 
 fn pod_ready(pod: &Pod) -> Option<String> {

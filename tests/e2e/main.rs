@@ -7,6 +7,7 @@ mod harness;
 mod hostile;
 mod knobs;
 mod live_config;
+mod real_node;
 mod replication;
 mod rollout;
 mod security;

@@ -394,20 +394,7 @@ async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
 }
 
 pub(crate) fn process_id(pod: &Pod) -> i32 {
-    let id = pod
-        .status
-        .as_ref()
-        .unwrap()
-        .container_statuses
-        .as_ref()
-        .unwrap()[0]
-        .container_id
-        .clone()
-        .expect("a running container");
-    id.strip_prefix("process://")
-        .expect("the node agent reports process://PID")
-        .parse()
-        .unwrap()
+    container_pid(pod, "redis")
 }
 
 fn restarts(pod: &Pod) -> i32 {

@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::config::Kubeconfig;
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
+use redis_operator::api::RedisInstance;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -730,4 +731,206 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     env.patch_spec("cache", serde_json::json!({"replicas": 1}))
         .await;
     env.wait_running("cache").await;
+}
+
+/// Deletes the in-cluster operator's Deployment when dropped, so that it reconciles nothing after its test.
+struct InClusterOperator;
+
+impl Drop for InClusterOperator {
+    fn drop(&mut self) {
+        let _ = kubectl(cluster())
+            .args([
+                "-n",
+                "redis-operator",
+                "delete",
+                "deployment",
+                "redis-operator",
+                "--wait=false",
+            ])
+            .output();
+    }
+}
+
+/// The deploy/ install as it is, with the locally built image and scoped to one namespace (so it leaves the
+/// other tests' instances alone): two replicas on the real node, one leading.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_and_hands_over() {
+    assert!(real_node(), "needs the real node: DEVCLUSTER_NODE=real");
+    let info = cluster();
+    import_operator_image();
+    let client = admin_client(info).await;
+    let ns = format!("incluster-{}", unique_suffix());
+    run_ok(kubectl(info).args(["create", "namespace", &ns]), None);
+
+    let mut docs = documents(&render("deploy"));
+    for doc in &mut docs {
+        if doc["kind"] == "Deployment" {
+            let container = &mut doc["spec"]["template"]["spec"]["containers"][0];
+            container["image"] = Value::from("redis-operator:dev");
+            let env = container["env"].as_sequence_mut().expect("env");
+            env.push(
+                serde_yaml::from_str(&format!("{{name: WATCH_NAMESPACE, value: {ns}}}")).unwrap(),
+            );
+        }
+    }
+    let manifest = docs
+        .iter()
+        .map(|d| serde_yaml::to_string(d).unwrap())
+        .collect::<Vec<_>>()
+        .join("---\n");
+    let _guard = InClusterOperator;
+    run_ok(
+        kubectl(info).args(["apply", "--server-side", "--force-conflicts", "-f", "-"]),
+        Some(&manifest),
+    );
+    run_ok(
+        kubectl(info).args([
+            "-n",
+            "redis-operator",
+            "rollout",
+            "status",
+            "deployment/redis-operator",
+            "--timeout=180s",
+        ]),
+        None,
+    );
+    let pods: Api<k8s_openapi::api::core::v1::Pod> =
+        Api::namespaced(client.clone(), "redis-operator");
+    let list = pods
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/name=redis-operator"))
+        .await
+        .unwrap();
+    let running: Vec<_> = list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(running.len(), 2, "two operator pods");
+    for pod in &running {
+        // The kernel's view of the container: the non-root user, no capabilities, the seccomp filter, and a
+        // read-only root filesystem.
+        let pid = container_pid(pod, "operator");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(field("Uid"), "65532 65532 65532 65532");
+        assert_eq!(field("CapEff"), "0000000000000000");
+        assert_eq!(field("NoNewPrivs"), "1");
+        assert_eq!(field("Seccomp"), "2");
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+        let root = mounts
+            .lines()
+            .find(|l| l.split_whitespace().nth(4) == Some("/"))
+            .expect("a root mount");
+        assert!(
+            root.split_whitespace()
+                .nth(5)
+                .is_some_and(|o| o.split(',').any(|f| f == "ro")),
+            "read-only root: {root}"
+        );
+    }
+
+    // One leads; the other stands by (both ready).
+    let names: Vec<String> = running.iter().map(|p| p.name_any()).collect();
+    let leader = wait_for("a leader", WAIT, || async {
+        lease_holder(&client, "redis-operator", "redis-operator")
+            .await
+            .filter(|h| names.contains(h))
+    })
+    .await;
+
+    // An instance driven only by the in-cluster operator: replication and authentication on.
+    let instances: Api<RedisInstance> = Api::namespaced(client.clone(), &ns);
+    instances
+        .create(
+            &PostParams::default(),
+            &RedisInstance::new("cache", spec(2)),
+        )
+        .await
+        .unwrap();
+    let running_with = |replicas: i32| {
+        move |ri: Option<&RedisInstance>| {
+            ri.and_then(|r| r.status.as_ref()).is_some_and(|s| {
+                s.status == redis_fsm::Phase::Running
+                    && s.ready_replicas == replicas
+                    && s.current_primary.is_some()
+            })
+        }
+    };
+    tokio::time::timeout(
+        WAIT,
+        await_condition(instances.clone(), "cache", running_with(2)),
+    )
+    .await
+    .expect("the in-cluster operator brings the instance to Running")
+    .unwrap();
+    let redis_pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+    let primary = instances
+        .get("cache")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .current_primary
+        .unwrap();
+    let ip = redis_pods
+        .get(&primary)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .pod_ip
+        .unwrap();
+    assert!(
+        redis_command_as(&ip, None, &["PING"])
+            .await
+            .starts_with("-NOAUTH"),
+        "authentication is on"
+    );
+    let info_replication = redis_command(&ip, &["INFO", "replication"]).await;
+    assert!(
+        info_replication.contains("connected_slaves:1"),
+        "{info_replication}"
+    );
+
+    // The leader's pod goes: the standby takes over within the lease duration (15 s) and a few seconds.
+    let deleted_at = Instant::now();
+    pods.delete(&leader, &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let next = wait_for(
+        "the standby to take over",
+        Duration::from_secs(25),
+        || async {
+            lease_holder(&client, "redis-operator", "redis-operator")
+                .await
+                .filter(|h| *h != leader && names.contains(h))
+        },
+    )
+    .await;
+    eprintln!(
+        "in-cluster takeover by {next} {:?} after deleting the leader's pod",
+        deleted_at.elapsed()
+    );
+    instances
+        .patch(
+            "cache",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        WAIT,
+        await_condition(instances.clone(), "cache", running_with(3)),
+    )
+    .await
+    .expect("the new leader scales the instance")
+    .unwrap();
 }

@@ -1,0 +1,368 @@
+//! What only a real node can show: the image's files, the security context as the kernel applies it, the
+//! kubelet's probes, and clients that connect as applications do, by Service DNS name through kube-proxy.
+//!
+//! These tests need the local cluster's real node (`DEVCLUSTER_NODE=real`, see devcluster/README.md) and are
+//! ignored otherwise; `scripts/test.sh` runs them there with `--include-ignored`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::wait::await_condition;
+use kube::ResourceExt;
+
+use crate::harness::*;
+use crate::replication::{
+    assert_one_master, finish_and_check, kill_primary_server, three_converged_with_a_writer,
+    wait_failed_over, wait_writes,
+};
+
+const NEEDS: &str = "needs the real node: DEVCLUSTER_NODE=real";
+
+fn require_real_node() {
+    assert!(
+        real_node(),
+        "{NEEDS} (this cluster runs pods with the node agent)"
+    );
+}
+
+/// `kubectl exec` into a container; returns (success, stdout + stderr).
+fn exec(env: &TestEnv, pod: &str, container: &str, script: &str) -> (bool, String) {
+    let out = kubectl(env.info)
+        .args([
+            "-n", &env.ns, "exec", pod, "-c", container, "--", "sh", "-c", script,
+        ])
+        .output()
+        .expect("kubectl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The fields of `/proc/PID/status` that the security context sets.
+fn process_status(pid: i32) -> std::collections::BTreeMap<String, String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("the container's process is visible on the host")
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                v.split_whitespace().collect::<Vec<_>>().join(" "),
+            )
+        })
+        .collect()
+}
+
+/// Asserts what the restricted security context means for a container's process on the host: its user and
+/// group, no capabilities, no privilege escalation, the runtime's seccomp filter.
+fn assert_restricted(pid: i32, uid: u32, what: &str) {
+    let status = process_status(pid);
+    let ids = format!("{uid} {uid} {uid} {uid}");
+    assert_eq!(status["Uid"], ids, "{what}: user");
+    assert_eq!(status["Gid"], ids, "{what}: group");
+    assert_eq!(status["CapEff"], "0000000000000000", "{what}: capabilities");
+    assert_eq!(status["CapPrm"], "0000000000000000", "{what}: capabilities");
+    assert_eq!(status["NoNewPrivs"], "1", "{what}: no privilege escalation");
+    assert_eq!(status["Seccomp"], "2", "{what}: seccomp filter mode");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn redis_and_its_exporter_run_as_containers_with_the_restricted_security_context() {
+    require_real_node();
+    let env = TestEnv::new("secctx").await;
+    let mut s = spec(1);
+    s.monitoring.exporter.enabled = true;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let pod = env.pods().get("cache-0").await.unwrap();
+
+    assert_restricted(container_pid(&pod, "redis"), 999, "redis");
+    assert_restricted(container_pid(&pod, "metrics"), 999, "exporter");
+
+    // The image has what the pod spec runs, on the PATH.
+    let (ok, out) = exec(
+        &env,
+        "cache-0",
+        "redis",
+        "command -v redis-server && command -v redis-cli && id -u",
+    );
+    assert!(ok, "redis-server, redis-cli and sh are in the image: {out}");
+    assert!(out.trim_end().ends_with("999"), "runs as 999: {out}");
+    // A read-only root; /data (the claim) is writable by the server's user.
+    let (ok, out) = exec(&env, "cache-0", "redis", "echo x > /etc/written");
+    assert!(!ok, "the root filesystem is read-only: {out}");
+    assert!(out.contains("Read-only file system"), "{out}");
+    let (ok, out) = exec(
+        &env,
+        "cache-0",
+        "redis",
+        "echo x > /data/written && cat /data/written",
+    );
+    assert!(ok && out.trim() == "x", "/data is writable: {out}");
+    // The server persisted into its claim as that user (the probe and the operator's commands all passed).
+    let ip = pod_ip(&pod);
+    assert!(redis_command(&ip, &["SAVE"]).await.starts_with("+OK"));
+    let (ok, out) = exec(&env, "cache-0", "redis", "ls -ln /data/dump.rdb");
+    assert!(
+        ok && out.contains(" 999 "),
+        "dump.rdb belongs to 999: {out}"
+    );
+
+    // The kubelet ran the exec readiness probe (the pod is Ready) and the exporter serves its metrics.
+    let metrics = crate::knobs::wait_scrape(&ip, 0.0).await;
+    assert!(metrics.contains("redis_up 1"), "{metrics}");
+}
+
+/// An application pod: the Redis image's `redis-cli` in a loop, connecting to `host` by its Service name with
+/// the password file of the instance's Secret mounted as an application would. Each line it prints is
+/// `<n> <uptime seconds> <replies>`; a write is confirmed when `WAIT 1` acknowledged it.
+fn client_pod(name: &str, host: &str, secret: &str) -> Pod {
+    let script = format!(
+        "pw=$(cat /etc/app/password); i=0; \
+         while [ ! -f /tmp/stop ] && [ $i -lt 200000 ]; do i=$((i+1)); \
+         out=$(printf 'AUTH %s\\nSET k%s %s\\nWAIT 1 1000\\n' \"$pw\" $i $i | \
+               timeout 3 redis-cli -h {host} --no-auth-warning 2>&1 | tr '\\n' ' '); \
+         read up rest </proc/uptime; echo \"$i $up $out\"; done; echo done"
+    );
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "app",
+                "image": "redis:7.2",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [{"name": "password", "mountPath": "/etc/app", "readOnly": true}]
+            }],
+            "volumes": [{"name": "password", "secret": {"secretName": secret}}]
+        }
+    }))
+    .expect("a client pod")
+}
+
+/// What a client pod printed: the keys it saw confirmed and the longest time between two confirmed writes.
+struct ClientLog {
+    confirmed: BTreeSet<u64>,
+    attempts: usize,
+    longest_gap: Duration,
+}
+
+fn parse_client_log(log: &str) -> ClientLog {
+    let mut confirmed = BTreeSet::new();
+    let mut attempts = 0;
+    let mut last: Option<f64> = None;
+    let mut longest = 0.0f64;
+    for line in log.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(n), Some(at)) = (
+            fields.first().and_then(|f| f.parse::<u64>().ok()),
+            fields.get(1).and_then(|f| f.parse::<f64>().ok()),
+        ) else {
+            continue;
+        };
+        attempts += 1;
+        // AUTH's OK, SET's OK, then WAIT's count of replicas that acknowledged.
+        let acked = fields.len() == 5
+            && fields[2] == "OK"
+            && fields[3] == "OK"
+            && fields[4].parse::<u32>().is_ok_and(|acks| acks >= 1);
+        if acked {
+            if let Some(previous) = last {
+                longest = longest.max(at - previous);
+            }
+            last = Some(at);
+            confirmed.insert(n);
+        }
+    }
+    ClientLog {
+        confirmed,
+        attempts,
+        longest_gap: Duration::from_secs_f64(longest),
+    }
+}
+
+fn pod_log(env: &TestEnv, pod: &str) -> String {
+    run_ok(kubectl(env.info).args(["-n", &env.ns, "logs", pod]), None)
+}
+
+/// The pod's log so far, empty while its container has not started.
+fn pod_log_so_far(env: &TestEnv, pod: &str) -> String {
+    let out = kubectl(env.info)
+        .args(["-n", &env.ns, "logs", pod])
+        .output()
+        .expect("kubectl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits until the client pod has printed `more` confirmed writes beyond `seen`; returns the new count.
+async fn wait_client_writes(env: &TestEnv, pod: &str, seen: usize, more: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let count = parse_client_log(&pod_log_so_far(env, pod)).confirmed.len();
+        if count >= seen + more {
+            return count;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client pod confirmed {} writes in 120 s, waiting for {}",
+            count - seen.min(count),
+            more
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn an_app_pod_writes_by_service_name_across_a_failover_and_a_rolling_update() {
+    require_real_node();
+    let env = TestEnv::new("svcclient").await;
+    // A writer from the host by pod IP (the suite's usual one) beside the app pod, for the two gaps.
+    let (_, writer) = three_converged_with_a_writer(&env, spec(3)).await;
+    let pods = env.pods();
+    pods.create(
+        &PostParams::default(),
+        &client_pod("app", "cache", "cache-auth"),
+    )
+    .await
+    .expect("the client pod is created");
+    let mut seen = wait_client_writes(&env, "app", 0, 20).await;
+
+    // Failover: the Redis process inside the container is killed; the kubelet restarts the container.
+    let old = kill_primary_server(&env).await;
+    wait_failed_over(&env, &old, "failed over after the killed server").await;
+    seen = wait_client_writes(&env, "app", seen, 20).await;
+    wait_writes(&writer, 20).await;
+
+    // Rolling update: replicas first, a switchover, the old primary last.
+    env.patch_spec("cache", serde_json::json!({"image": "redis:7-rollout"}))
+        .await;
+    env.wait_running("cache").await;
+    for pod in env.pods_of("cache").await {
+        let image = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.containers[0].image.clone());
+        assert_eq!(
+            image.as_deref(),
+            Some("redis:7-rollout"),
+            "{}",
+            pod.name_any()
+        );
+    }
+    wait_client_writes(&env, "app", seen, 20).await;
+    assert_one_master(&env).await;
+
+    // Stop the client and read what it saw.
+    let (ok, out) = {
+        let out = kubectl(env.info)
+            .args(["-n", &env.ns, "exec", "app", "--", "touch", "/tmp/stop"])
+            .output()
+            .expect("kubectl runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert!(ok, "the client pod stops on request: {out}");
+    let finished = await_condition(pods.clone(), "app", |pod: Option<&Pod>| {
+        pod.and_then(|p| p.status.as_ref()?.phase.clone())
+            .as_deref()
+            == Some("Succeeded")
+    });
+    tokio::time::timeout(WAIT, finished)
+        .await
+        .expect("the client pod finishes")
+        .unwrap();
+    let log = parse_client_log(&pod_log(&env, "app"));
+    let by_ip_gap = finish_and_check(&env, writer, "by pod IP, failover and rolling update").await;
+    eprintln!(
+        "by Service name (app pod, DNS + kube-proxy): {} attempts, {} confirmed writes, longest write gap {:?}; \
+         by pod IP from the host: longest write gap {by_ip_gap:?}",
+        log.attempts,
+        log.confirmed.len(),
+        log.longest_gap
+    );
+
+    // Every write the app saw confirmed is on the final primary, read through the replicas' Service name too.
+    let primary = &crate::replication::labelled(&env, "cache", "primary").await[0];
+    let ip = pod_ip(primary);
+    let password = password_for(&ip).await.expect("authentication is on");
+    let mut missing = Vec::new();
+    for chunk in log
+        .confirmed
+        .iter()
+        .copied()
+        .collect::<Vec<_>>()
+        .chunks(500)
+    {
+        let keys: Vec<String> = chunk.iter().map(|k| format!("k{k}")).collect();
+        let mut args = vec!["MGET"];
+        args.extend(keys.iter().map(String::as_str));
+        let reply = redis_command_as(&ip, Some(("default", &password)), &args).await;
+        for k in chunk {
+            if !reply.contains(&format!("\r\n{k}\r\n")) {
+                missing.push(*k);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "confirmed writes of the app pod lost: {missing:?}"
+    );
+    let newest = log.confirmed.iter().next_back().copied().expect("writes");
+    let (ok, out) = exec_client_read(&env, newest).await;
+    assert!(ok, "the replicas Service answers by name: {out}");
+    pods.delete("app", &DeleteParams::default()).await.ok();
+}
+
+/// Reads key `k<n>` through `cache-replicas` from a one-off pod, as an application's read path would.
+async fn exec_client_read(env: &TestEnv, n: u64) -> (bool, String) {
+    let script = format!(
+        "pw=$(cat /etc/app/password); printf 'AUTH %s\\nGET k{n}\\n' \"$pw\" | \
+         redis-cli -h cache-replicas.{ns}.svc.cluster.local --no-auth-warning",
+        ns = env.ns
+    );
+    let mut pod = client_pod("reader", "unused", "cache-auth");
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script]);
+    }
+    let pods = env.pods();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let done = await_condition(pods.clone(), "reader", |pod: Option<&Pod>| {
+        matches!(
+            pod.and_then(|p| p.status.as_ref()?.phase.clone())
+                .as_deref(),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    let phase = tokio::time::timeout(WAIT, done)
+        .await
+        .expect("the reader finishes")
+        .unwrap()
+        .and_then(|p| p.status?.phase);
+    let out = pod_log(env, "reader");
+    let ok = phase.as_deref() == Some("Succeeded") && out.lines().nth(1) == Some(&n.to_string());
+    (ok, out)
+}
+
+#[test]
+fn the_client_log_counts_only_writes_that_a_replica_acknowledged() {
+    let log =
+        "1 10.00 OK OK 1 \n2 10.50 OK OK 0 \n3 12.25 Could not connect \n4 13.00 OK OK 2 \ndone\n";
+    let parsed = parse_client_log(log);
+    assert_eq!(parsed.attempts, 4);
+    assert_eq!(parsed.confirmed, BTreeSet::from([1, 4]));
+    assert_eq!(parsed.longest_gap, Duration::from_secs(3));
+}
