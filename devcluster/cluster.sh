@@ -393,6 +393,8 @@ cmd_up() {
     cmd_env
     return 0
   fi
+  # A half-started cluster is torn down, not left running.
+  trap 'status=$?; if [ $status -ne 0 ]; then log "up failed: stopping what was started"; cmd_down; fi' EXIT
   install_prerequisites
   if [ "$NODE_MODE" = real ]; then
     [ -f "$DIR/node-mode" ] && [ "$(cat "$DIR/node-mode")" != real ] &&
@@ -473,6 +475,7 @@ cmd_up() {
   wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
   wait_for "node $NODE_NAME to be Ready" 120 node_ready
   if [ "$NODE_MODE" = real ]; then real_addons; fi
+  trap - EXIT
   log "cluster is up"
   cmd_env
 }

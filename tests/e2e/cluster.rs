@@ -23,12 +23,14 @@ async fn node_lease_is_renewed_and_the_node_stays_ready_and_untainted() {
         .items
         .into_iter()
         .find(|n| {
-            n.metadata
-                .labels
-                .as_ref()
-                .is_some_and(|l| l.contains_key("node.devcluster.local/agent"))
+            // The real node's kubelet renews its Lease as the agent does for its node.
+            real_node()
+                || n.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("node.devcluster.local/agent"))
         })
-        .expect("the node agent's node");
+        .expect("the local cluster's node");
     let name = node.metadata.name.clone().expect("node name");
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let renew_time = |lease: Lease| lease.spec.and_then(|s| s.renew_time).map(|t| t.0);

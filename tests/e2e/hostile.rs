@@ -562,6 +562,8 @@ impl PrivateCluster {
             // 127.1: the shared cluster, 127.2: the oldest release's, 127.3: the benchmark's.
             ("DEVCLUSTER_POD_CIDR_PREFIX".into(), "127.4".into()),
             ("DEVCLUSTER_NODE_NAME".into(), "devcluster-restart".into()),
+            // The node agent: the test reads its log, and a second real node would need its own bridge.
+            ("DEVCLUSTER_NODE".into(), "agent".into()),
         ];
         let cluster = PrivateCluster { dir, env };
         cluster.run("up");
