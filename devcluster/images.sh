@@ -213,7 +213,7 @@ operator_binary() {
   if [ -x "$target/release/redis-operator" ]; then echo "$target/release/redis-operator"; else echo "$target/debug/redis-operator"; fi
 }
 
-build_operator() {
+build_redis_operator() {
   local archive=$1 root binary
   binary=$(operator_binary)
   [ -x "$binary" ] || die "no operator binary at $binary: cargo build --release --bin redis-operator first"
