@@ -10,6 +10,7 @@ mod live_config;
 mod replication;
 mod rollout;
 mod security;
+mod tenant;
 mod tls;
 
 use std::time::Duration;
