@@ -997,14 +997,53 @@ async fn foreign_child(
             return Ok(Some(child));
         }
     }
-    foreign(
+    if let Some(child) = foreign(
         ri,
         ctx,
         &namespace,
         &desired.statefulset,
         &stores.statefulsets,
     )
-    .await
+    .await?
+    {
+        return Ok(Some(child));
+    }
+    foreign_claim(ri, ctx, desired).await
+}
+
+/// The first data claim a pod of the StatefulSet would use (`data-NAME-N` for every ordinal it keeps) that
+/// exists but was not made from the instance's claim template, as `"PersistentVolumeClaim name"`: the
+/// StatefulSet controller would start a pod on whatever claim has that name. The cache holds the template's
+/// claims; one it lacks is read from the API server (only then, so a converged instance makes no request here).
+async fn foreign_claim(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &Desired,
+) -> Result<Option<String>> {
+    let Some(spec) = desired.statefulset.spec.as_ref() else {
+        return Ok(None);
+    };
+    if spec.volume_claim_templates.is_none() {
+        return Ok(None);
+    }
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    for ordinal in 0..spec.replicas.unwrap_or_default().max(0) {
+        let claim_name = format!("{DATA_VOLUME}-{name}-{ordinal}");
+        let live = match lookup(&ctx.stores.claims, &claim_name, &namespace) {
+            Some(cached) => Some(cached),
+            None => api
+                .get_opt(&claim_name)
+                .await
+                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
+                .map(Arc::new),
+        };
+        if live.is_some_and(|claim| !ownership::from_claim_template(&claim, &name)) {
+            return Ok(Some(format!("PersistentVolumeClaim {claim_name}")));
+        }
+    }
+    Ok(None)
 }
 
 async fn foreign<K>(

@@ -62,6 +62,23 @@ pub(super) async fn prepare(
             ),
         }));
     }
+    // The generated password's place: a Secret someone else put there holds a password they know, so it is
+    // never used (nor taken over).
+    let generated = spec.enabled && spec.secret_ref.is_none();
+    if let Some(app) = app_secret
+        .as_deref()
+        .filter(|s| generated && !controlled_by(*s, ri))
+    {
+        return Ok(Err(SpecProblem {
+            reason: reasons::CHILD_CONFLICT.to_string(),
+            message: format!(
+                "Secret {} already exists and does not belong to this instance (the operator generates the \
+                 password into it); the operator neither uses nor touches it. Delete or rename it, give the \
+                 instance another name, or name your own password Secret in spec.auth.secretRef.",
+                app.name_any()
+            ),
+        }));
+    }
     // Generated only when `resolve` asks (a converged instance needs none); the random source can fail, which
     // is reported after `resolve` returns, before anything generated is used.
     let mut random_failure = None;
