@@ -88,6 +88,19 @@ fn storage_spec(
     s
 }
 
+/// Waits until RBAC grants `user` what `can_i` asks (a new binding takes a moment to reach the authorizer), so
+/// the operator's first requests are not refused.
+fn wait_granted(info: &ClusterInfo, user: &str, can_i: &[&str]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !user_can(info, user, can_i) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{user} was not granted {can_i:?} in time"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The API server refused nothing the operator `user` asked for in `namespaces` (when its audit log is known).
 fn assert_nothing_refused(info: &ClusterInfo, user: &str, namespaces: &[&str]) {
     if let Some((forbidden, used)) = audit_of(info, user, namespaces) {
@@ -105,6 +118,16 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
     let user = format!("system:serviceaccount:redis-operator:{account}");
     service_account(info, &account);
     let election = leader_election_for(info, &account);
+    wait_granted(
+        info,
+        &user,
+        &[
+            "patch",
+            "leases.coordination.k8s.io",
+            "-n",
+            "redis-operator",
+        ],
+    );
     let lease = account.clone();
     let sa_kubeconfig = token_kubeconfig(info, &admin, &account).await;
     let sa_info = ClusterInfo {
@@ -113,7 +136,22 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
         operator_context: None,
         audit_log: None,
     };
-    let mut env = env_with("namespaced", |ns| {
+    // The overlay's Role and RoleBinding, moved to the test's namespace and bound to the test's account, in place
+    // before the operator starts.
+    let overlay = documents(&render("deploy/overlays/namespaced"));
+    let role = find(&overlay, "Role", "redis-operator")
+        .expect("the overlay's Role")
+        .clone();
+    let binding = find(&overlay, "RoleBinding", "redis-operator")
+        .expect("the overlay's RoleBinding")
+        .clone();
+    let env = env_with("namespaced", |ns| {
+        let (mut role, mut binding) = (role, binding);
+        role["metadata"]["namespace"] = ns.into();
+        binding["metadata"]["namespace"] = ns.into();
+        binding["subjects"][0]["name"] = account.clone().into();
+        apply_documents(info, &[role, binding]);
+        wait_granted(info, &user, &["list", "pods", "-n", ns]);
         Operator::start(
             &sa_info,
             ns,
@@ -126,30 +164,6 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
         )
     })
     .await;
-    // The overlay's Role and RoleBinding, moved to the test's namespace and bound to the test's account.
-    let overlay = documents(&render("deploy/overlays/namespaced"));
-    let mut role = find(&overlay, "Role", "redis-operator")
-        .expect("the overlay's Role")
-        .clone();
-    let mut binding = find(&overlay, "RoleBinding", "redis-operator")
-        .expect("the overlay's RoleBinding")
-        .clone();
-    role["metadata"]["namespace"] = env.ns.clone().into();
-    binding["metadata"]["namespace"] = env.ns.clone().into();
-    binding["subjects"][0]["name"] = account.clone().into();
-    apply_documents(info, &[role, binding]);
-    // The operator may have started before its Role existed: start it again now that it has one.
-    env.operator = Operator::start(
-        &sa_info,
-        &env.ns,
-        &[
-            "--lease-namespace",
-            "redis-operator",
-            "--lease-name",
-            &lease,
-        ],
-    );
-
     let _log = env
         .create("cache", storage_spec(1, ClaimDeletePolicy::Delete))
         .await;
@@ -392,6 +406,16 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
 
     // And the operator runs an instance under it: children applied, role labels moved, pods replaced one at a
     // time for a restart, claims deleted at the end, and nothing refused.
+    wait_granted(
+        info,
+        &user,
+        &[
+            "patch",
+            "leases.coordination.k8s.io",
+            "-n",
+            "redis-operator",
+        ],
+    );
     let sa_info = ClusterInfo {
         kubeconfig: token_kubeconfig(info, &admin, &account).await,
         kubectl: info.kubectl.clone(),
