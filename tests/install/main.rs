@@ -631,6 +631,10 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["patch", "statefulsets.apps", "-n", ns],
         vec!["create", "configmaps", "-n", ns],
         vec!["get", "services", "-n", ns],
+        // NAME-metrics, once the exporter is turned off.
+        vec!["delete", "services", "-n", ns],
+        // A data claim a pod would use that is not in the cache (someone else's?).
+        vec!["get", "persistentvolumeclaims", "-n", ns],
         vec!["watch", "pods", "-n", ns],
         // A rolling update replaces pods one at a time, primary last.
         vec!["delete", "pods", "-n", ns],

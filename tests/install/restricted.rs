@@ -171,6 +171,30 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
     env.patch_spec("cache", json!({"replicas": 2})).await;
     let ri = env.wait_running("cache").await;
     assert_eq!(ri.status.unwrap().ready_replicas, 2);
+    // The exporter on, then off: NAME-metrics is created, then deleted (which needs `delete` on Services).
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.ns);
+    env.patch_spec(
+        "cache",
+        json!({"monitoring": {"exporter": {"enabled": true}}}),
+    )
+    .await;
+    env.wait_running("cache").await;
+    assert!(services.get_opt("cache-metrics").await.unwrap().is_some());
+    env.patch_spec(
+        "cache",
+        json!({"monitoring": {"exporter": {"enabled": false}}}),
+    )
+    .await;
+    env.wait_running("cache").await;
+    wait_for("NAME-metrics to be deleted", WAIT, || async {
+        services
+            .get_opt("cache-metrics")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     env.delete_and_wait_gone("cache").await;
     assert_nothing_refused(info, &user, &[&env.ns, "redis-operator"]);
 
