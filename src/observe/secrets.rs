@@ -14,8 +14,6 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::build::children::INSTANCE_LABEL;
-
 /// The metadata the Secret watch keeps of a Secret.
 pub type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -157,19 +155,15 @@ fn trim(mut secret: Secret, kept: Option<&BTreeSet<String>>) -> Secret {
     secret
 }
 
-/// What the metadata watch keeps of a Secret: its identity and version, the operator's instance label, and the
-/// controller owner reference when that is a RedisInstance (to map a change of `NAME-auth` or `NAME-acl` to its
-/// instance). Labels, annotations and other references can be large and are never read.
+/// What the metadata watch keeps of a Secret: its identity and version, and the controller owner reference when
+/// that is a RedisInstance (to map a change of `NAME-auth` or `NAME-acl` to its instance). Labels, annotations
+/// and other references can be large and are never read.
 pub fn trim_metadata(secret: &mut SecretMeta) {
     let meta = secret.meta_mut();
     meta.annotations = None;
     meta.managed_fields = None;
     meta.finalizers = None;
-    meta.labels = meta
-        .labels
-        .take()
-        .and_then(|labels| labels.get(INSTANCE_LABEL).cloned())
-        .map(|instance| [(INSTANCE_LABEL.to_string(), instance)].into());
+    meta.labels = None;
     meta.owner_references = meta.owner_references.take().map(|owners| {
         owners
             .into_iter()
@@ -223,7 +217,6 @@ mod tests {
         meta.metadata.labels = Some(
             (0..100)
                 .map(|i| (format!("l{i}"), "v".to_string()))
-                .chain([(INSTANCE_LABEL.to_string(), "cache".to_string())])
                 .collect(),
         );
         meta.metadata.owner_references = Some(
@@ -234,7 +227,7 @@ mod tests {
         );
         trim_metadata(&mut meta);
         assert_eq!(meta.metadata.annotations, None);
-        assert_eq!(meta.metadata.labels.as_ref().map(|l| l.len()), Some(1));
+        assert_eq!(meta.metadata.labels, None);
         assert_eq!(meta.owner_references().len(), 1);
         assert_eq!(owning_instance(&meta).as_deref(), Some("cache"));
         assert_eq!(meta.metadata.resource_version.as_deref(), Some("7"));
