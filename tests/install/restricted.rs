@@ -519,3 +519,37 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
         ])
         .status();
 }
+
+/// `overlays/restricted` is the base install plus the policy, and the policy names the ServiceAccount the
+/// Deployment runs as (renaming one without the other would silently turn the policy off).
+#[test]
+fn the_restricted_overlay_binds_the_policy_to_the_operators_service_account() {
+    let docs = documents(&render("deploy/overlays/restricted"));
+    let policy = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicy")
+        .expect("the policy");
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ValidatingAdmissionPolicyBinding")
+        .expect("its binding");
+    assert_eq!(binding["spec"]["policyName"], policy["metadata"]["name"]);
+    assert_eq!(binding["spec"]["validationActions"][0], "Deny");
+    assert_eq!(policy["spec"]["failurePolicy"], "Fail");
+    let deployment = find(&docs, "Deployment", "redis-operator").expect("the base install");
+    let account = format!(
+        "system:serviceaccount:{}:{}",
+        deployment["metadata"]["namespace"].as_str().unwrap(),
+        deployment["spec"]["template"]["spec"]["serviceAccountName"]
+            .as_str()
+            .unwrap()
+    );
+    let condition = policy["spec"]["matchConditions"][0]["expression"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        condition,
+        format!("request.userInfo.username == '{account}'")
+    );
+    assert!(find(&docs, "ClusterRole", "redis-operator").is_some());
+}
