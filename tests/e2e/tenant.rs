@@ -88,6 +88,41 @@ async fn a_password_secret_someone_else_made_in_name_auths_place_is_refused_and_
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_users_secret_someone_else_made_in_name_acls_place_blocks_the_instance_until_it_goes() {
+    let env = TestEnv::new("foreign-acl").await;
+    // NAME-acl (the Redis users' Secret): refused and untouched, and the instance goes on once the Secret is
+    // gone, although nothing in the instance's spec names it (its deletion must still reconcile the instance).
+    let planted = secrets(&env)
+        .create(
+            &PostParams::default(),
+            &opaque(
+                "other-acl",
+                &[("users.acl", b"user default on nopass ~* +@all")],
+            ),
+        )
+        .await
+        .unwrap();
+    env.create("other", spec(1)).await;
+    let ri = env
+        .wait_status(
+            "other",
+            "Failed: NAME-acl is not its own",
+            failed_with(reasons::CHILD_CONFLICT),
+        )
+        .await;
+    let message = ri.status.unwrap().last_condition_message;
+    assert!(message.contains("Secret other-acl"), "{message}");
+    assert!(env.statefulsets().get_opt("other").await.unwrap().is_none());
+    let live = secrets(&env).get("other-acl").await.unwrap();
+    assert_eq!(live.resource_version(), planted.resource_version());
+    secrets(&env)
+        .delete("other-acl", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait_running("other").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_claim_someone_else_made_in_a_data_claims_place_is_refused_and_never_deleted() {
     let env = TestEnv::new("foreign-claim").await;
     let claims = env.claims();
