@@ -362,9 +362,14 @@ pub struct SchedulingSpec {
     #[schemars(schema_with = "free_form_list")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
-    /// PriorityClass of the pods.
+    /// PriorityClass of the pods. The `system-` classes (`system-cluster-critical`, `system-node-critical`) are
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.startsWith('system-')",
+        "message": admission::SYSTEM_PRIORITY_CLASS
+    }]))]
     pub priority_class_name: Option<String>,
 }
 

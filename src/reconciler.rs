@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, PodSpec, Secret, Service,
+    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
@@ -42,7 +42,9 @@ use crate::converge::live_config;
 use crate::converge::switchover;
 use crate::converge::topology::{self, ROLE_LABEL};
 use crate::error::{Error, Result};
+use crate::observe::ownership;
 use crate::observe::rollout::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
+use crate::observe::secrets::{self, SecretMeta, Secrets};
 use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
 use crate::runtime::cli::RolloutMode;
@@ -104,8 +106,9 @@ pub struct Stores {
     pub create_failures: Store<CoreEvent>,
     /// Owned PodDisruptionBudgets.
     pub budgets: Store<PodDisruptionBudget>,
-    /// Secrets of the namespace(s): the generated and user-given passwords, `NAME-acl`.
-    pub secrets: Store<Secret>,
+    /// Every Secret of the namespace(s), metadata only: whether one exists and at which version (their content
+    /// is read by name, see [`Secrets`]).
+    pub secrets: Store<SecretMeta>,
     /// Nodes (whether they are cordoned), when the operator watches every namespace; a namespaced install has
     /// no cluster-wide permission, and then does not switch over off cordoned nodes.
     pub nodes: Option<Store<Node>>,
@@ -161,6 +164,8 @@ pub struct Context {
     pub leadership: Leadership,
     /// Bounds of every call to a Redis server.
     pub redis_timeouts: Timeouts,
+    /// The content of the Secrets instances name, read by name.
+    pub secrets: Secrets,
     /// Consecutive failures per instance, for exponential back-off.
     failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
     /// Per instance, what its servers were last all found holding (see `auth::converge_pass`).
@@ -253,7 +258,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
 
     // Before anything is applied: a bad TLS Secret leaves everything as it is.
-    let tls = match tls::prepare(ri, ctx) {
+    let tls = match tls::prepare(ri, ctx).await? {
         Ok(tls) => tls,
         // The Secret's watch event brings the next reconcile.
         Err(problem) => return refuse(ri, ctx, observation, problem, live_sts.as_deref()).await,
@@ -992,14 +997,53 @@ async fn foreign_child(
             return Ok(Some(child));
         }
     }
-    foreign(
+    if let Some(child) = foreign(
         ri,
         ctx,
         &namespace,
         &desired.statefulset,
         &stores.statefulsets,
     )
-    .await
+    .await?
+    {
+        return Ok(Some(child));
+    }
+    foreign_claim(ri, ctx, desired).await
+}
+
+/// The first data claim a pod of the StatefulSet would use (`data-NAME-N` for every ordinal it keeps) that
+/// exists but was not made from the instance's claim template, as `"PersistentVolumeClaim name"`: the
+/// StatefulSet controller would start a pod on whatever claim has that name. The cache holds the template's
+/// claims; one it lacks is read from the API server (only then, so a converged instance makes no request here).
+async fn foreign_claim(
+    ri: &RedisInstance,
+    ctx: &Context,
+    desired: &Desired,
+) -> Result<Option<String>> {
+    let Some(spec) = desired.statefulset.spec.as_ref() else {
+        return Ok(None);
+    };
+    if spec.volume_claim_templates.is_none() {
+        return Ok(None);
+    }
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    for ordinal in 0..spec.replicas.unwrap_or_default().max(0) {
+        let claim_name = format!("{DATA_VOLUME}-{name}-{ordinal}");
+        let live = match lookup(&ctx.stores.claims, &claim_name, &namespace) {
+            Some(cached) => Some(cached),
+            None => api
+                .get_opt(&claim_name)
+                .await
+                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
+                .map(Arc::new),
+        };
+        if live.is_some_and(|claim| !ownership::from_claim_template(&claim, &name)) {
+            return Ok(Some(format!("PersistentVolumeClaim {claim_name}")));
+        }
+    }
+    Ok(None)
 }
 
 async fn foreign<K>(
@@ -1118,7 +1162,25 @@ where
         + 'static,
 {
     let live = lookup(store, &desired.name_any(), namespace);
-    if live.is_some_and(|live| is_applied(desired, &*live)) {
+    apply_unless_held(ctx, namespace, desired, live.as_deref()).await
+}
+
+/// Applies `desired` with server-side apply unless `live` already holds it; says whether it applied.
+pub(crate) async fn apply_unless_held<K>(
+    ctx: &Context,
+    namespace: &str,
+    desired: &K,
+    live: Option<&K>,
+) -> Result<bool>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
+    if live.is_some_and(|live| is_applied(desired, live)) {
         return Ok(false);
     }
     apply_object(ctx, namespace, desired).await?;
@@ -1517,29 +1579,48 @@ pub async fn run(
         .modify(drop_managed_fields)
         .reflect(instance_writer)
         .applied_objects();
-    let (statefulsets, sts_stream) =
-        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
-    let (config_maps, cm_stream) =
-        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
-    let (services, svc_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
-    let (pods, pod_stream) = cached_watch(api_for(&client, ns), &labelled, |pod: &mut Pod| {
-        // The reconciler only reads a pod's labels, deletion state, node and container statuses.
-        pod.spec = pod.spec.take().map(|spec| PodSpec {
-            node_name: spec.node_name,
-            ..Default::default()
-        });
-        drop_managed_fields(pod);
-    });
-    let (budgets, budget_stream) =
-        cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
+    // Anyone may label an object: of the labelled ones, only those an instance owns are kept (see
+    // `observe::ownership`), and of those only what is read.
+    let (statefulsets, sts_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (config_maps, cm_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (services, svc_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (pods, pod_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::pod_of_an_instance,
+        ownership::trim_pod,
+    );
+    let (budgets, budget_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
     let (nodes, node_stream) = if settings.watch_nodes {
         let (store, stream) = cached_watch(
             Api::<Node>::all(client.clone()),
             &watcher::Config::default().any_semantic(),
+            |_| true,
             |node: &mut Node| {
                 // Only `spec.unschedulable` is read.
                 node.status = None;
                 node.metadata.annotations = None;
+                node.metadata.labels = None;
                 drop_managed_fields(node);
             },
         );
@@ -1547,31 +1628,32 @@ pub async fn run(
     } else {
         (None, None)
     };
-    let (claims, claim_stream) = cached_watch(api_for(&client, ns), &labelled, drop_managed_fields);
-    // Every Secret: a user's password Secret carries no label of ours.
-    let (secrets, secret_stream) = cached_watch(
+    let (claims, claim_stream) = cached_watch(
         api_for(&client, ns),
+        &labelled,
+        ownership::claim_of_an_instance,
+        ownership::trim_claim,
+    );
+    // Every Secret, metadata only: a user's password or TLS Secret carries no label of ours, and its content
+    // is read by name when an instance that names it is reconciled.
+    // (A watch of `PartialObjectMeta` asks the API server for metadata only.)
+    let (secrets, secret_stream) = cached_watch(
+        api_for::<SecretMeta>(&client, ns),
         &watcher::Config::default().any_semantic(),
-        |secret: &mut Secret| {
-            // Only Opaque and TLS Secrets can hold what an instance uses; the others (service-account tokens,
-            // Helm releases, ...) are kept without their data.
-            if !matches!(
-                secret.type_.as_deref(),
-                None | Some("Opaque") | Some("kubernetes.io/tls")
-            ) {
-                secret.data = None;
-                secret.string_data = None;
-            }
-            drop_managed_fields(secret);
-        },
+        |_| true,
+        secrets::trim_metadata,
     );
     let refused_pods = watcher::Config::default()
         .fields(&format!(
             "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
         ))
         .any_semantic();
-    let (create_failures, failure_stream) =
-        cached_watch(api_for(&client, ns), &refused_pods, drop_managed_fields);
+    let (create_failures, failure_stream) = cached_watch(
+        api_for(&client, ns),
+        &refused_pods,
+        |_| true,
+        ownership::trim_event,
+    );
 
     // The controller backs off its merged trigger streams on any error, by default growing to minutes: after an
     // API server restart that, not the watches' own back-off, kept status stale (each stream's 410 grew it).
@@ -1590,6 +1672,7 @@ pub async fn run(
         nodes,
     };
     let ctx = Arc::new(Context {
+        secrets: Secrets::new(client.clone(), stores.secrets.clone()),
         client,
         recorder,
         stores: stores.clone(),
@@ -1625,19 +1708,28 @@ pub async fn run(
     };
     let secret_users = stores.instances.clone();
     controller
-        .watches_stream(secret_stream, move |secret: Secret| {
-            // Ours (labelled), and every instance that names it.
-            let namespace = secret.namespace();
+        .watches_stream(secret_stream, move |secret: SecretMeta| {
+            // Every instance that names it, and the one it belongs to: by its owner reference, or by its name
+            // (`NAME-auth`, `NAME-acl`), so that a foreign Secret in such a place unblocks the instance once it
+            // goes.
+            let Some(namespace) = secret.namespace() else {
+                return Vec::new();
+            };
             let name = secret.name_any();
-            let mut instances: Vec<_> = secret_users
+            let own = secrets::owning_instance(&secret);
+            let named = secrets::instance_named_by(&name);
+            secret_users
                 .state()
                 .iter()
-                .filter(|ri| ri.namespace() == namespace)
-                .filter(|ri| crate::auth::referenced_secrets(&ri.spec).contains(&name))
+                .filter(|ri| ri.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|ri| {
+                    let instance = ri.name_any();
+                    own.as_deref() == Some(instance.as_str())
+                        || named == Some(instance.as_str())
+                        || crate::auth::referenced_secrets(&ri.spec).contains(&name)
+                })
                 .map(|ri| ObjectRef::from_obj(&**ri))
-                .collect();
-            instances.extend(map_to_instance(secret));
-            instances
+                .collect::<Vec<_>>()
         })
         .owns_stream(sts_stream)
         .owns_stream(cm_stream)
@@ -1669,10 +1761,12 @@ pub async fn run(
     info!("controller stopped");
 }
 
-/// A watch of `K` that keeps a cache of what it saw (after `trim`) and yields every touched object.
+/// A watch of `K` that keeps a cache of the objects `keep` accepts (after `trim`) and yields every touched object
+/// it accepts.
 fn cached_watch<K>(
     api: Api<K>,
     config: &watcher::Config,
+    keep: fn(&K) -> bool,
     trim: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
@@ -1690,9 +1784,16 @@ where
     let (store, writer) = reflector::store();
     let stream = watcher(api, config.clone())
         .backoff(WatchBackoff::default())
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(event) => ownership::only_kept(event, keep).map(Ok),
+                Err(error) => Some(Err(error)),
+            })
+        })
         .modify(trim)
         .reflect(writer)
-        .touched_objects();
+        .touched_objects()
+        .try_filter(move |object| std::future::ready(keep(object)));
     (store, stream)
 }
 

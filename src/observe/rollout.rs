@@ -19,7 +19,8 @@ const FAILING_WAITING_REASONS: [&str; 7] = [
 ];
 
 /// The label the StatefulSet controller puts on each pod naming its revision.
-const REVISION_LABEL: &str = "controller-revision-hash";
+/// The label the StatefulSet controller gives a pod: the revision of the template it was made from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// The rollout state of a StatefulSet as the phase engine reads it.
 pub fn rollout_status(sts: &StatefulSet) -> RolloutStatus {

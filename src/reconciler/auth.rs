@@ -1,4 +1,4 @@
-//! The reconcile's authentication steps: resolve the passwords from the Secrets (watch cache), create the
+//! The reconcile's authentication steps: resolve the passwords from the Secrets (read by name), create the
 //! generated `NAME-auth` and apply `NAME-acl`, then bring running servers to the users (see [`crate::auth`]).
 
 use std::collections::hash_map::DefaultHasher;
@@ -13,12 +13,13 @@ use kube::{Api, Resource, ResourceExt};
 use redis_fsm::{reasons, SpecProblem};
 use tracing::{debug, info};
 
-use super::{apply_unless_current, controlled_by, event, instance_objects, lookup, Context};
+use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
 use crate::build::children;
 use crate::error::{Error, Result};
+use crate::observe::secrets::Keys;
 use crate::redis::Access;
 
 /// The outcome of resolving: the passwords and how the operator reaches the servers.
@@ -38,10 +39,19 @@ pub(super) async fn prepare(
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
     let spec = &ri.spec.auth;
-    let (app_name, _) = auth::application_secret(&name, spec);
-    let app_secret = lookup(&ctx.stores.secrets, &app_name, &namespace);
+    let (app_name, app_key) = auth::application_secret(&name, spec);
+    let app_keys = [app_key.as_str(), auth::PREVIOUS_PASSWORD_KEY];
+    let app_secret = ctx
+        .secrets
+        .get(&namespace, &app_name, Keys::Only(&app_keys))
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
     let users_name = auth::users_secret_name(&name);
-    let users_secret = lookup(&ctx.stores.secrets, &users_name, &namespace);
+    let users_secret = ctx
+        .secrets
+        .get(&namespace, &users_name, Keys::All)
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
     if let Some(users) = users_secret.as_deref().filter(|s| !controlled_by(*s, ri)) {
         return Ok(Err(SpecProblem {
             reason: reasons::CHILD_CONFLICT.to_string(),
@@ -49,6 +59,23 @@ pub(super) async fn prepare(
                 "Secret {} already exists and does not belong to this instance; the operator leaves it \
                  untouched. Delete or rename it, or give the instance another name.",
                 users.name_any()
+            ),
+        }));
+    }
+    // The generated password's place: a Secret someone else put there holds a password they know, so it is
+    // never used (nor taken over).
+    let generated = spec.enabled && spec.secret_ref.is_none();
+    if let Some(app) = app_secret
+        .as_deref()
+        .filter(|s| generated && !controlled_by(*s, ri))
+    {
+        return Ok(Err(SpecProblem {
+            reason: reasons::CHILD_CONFLICT.to_string(),
+            message: format!(
+                "Secret {} already exists and does not belong to this instance (the operator generates the \
+                 password into it); the operator neither uses nor touches it. Delete or rename it, give the \
+                 instance another name, or name your own password Secret in spec.auth.secretRef.",
+                app.name_any()
             ),
         }));
     }
@@ -111,7 +138,7 @@ pub(super) async fn prepare(
             data: Some(data),
             ..Default::default()
         };
-        apply_unless_current(ctx, &namespace, &secret, &ctx.stores.secrets).await?;
+        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await?;
     }
     let access = Access {
         timeouts: ctx.redis_timeouts,

@@ -1,18 +1,22 @@
-//! The reconcile's TLS steps: check the Secret `spec.tls` names (watch cache) before anything is applied, work
+//! The reconcile's TLS steps: check the Secret `spec.tls` names (read by name) before anything is applied, work
 //! out how the operator reaches each pod (over TLS with the trust of the Secret it was started with, or plain
 //! text), and bring running servers to a renewed certificate (see [`crate::tls`]).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
 use redis_fsm::{reasons, SpecProblem};
 use rustls::pki_types::UnixTime;
 use tracing::{debug, info};
 
-use super::{event, instance_objects, lookup, Context};
+use super::{event, instance_objects, Context};
 use crate::api::{RedisInstance, TlsStatus};
 use crate::converge::topology::endpoint;
+use crate::error::Result;
+use crate::observe::secrets::Keys;
 use crate::tls::connect::Trust;
 use crate::tls::{self, reload, Material};
 
@@ -24,32 +28,58 @@ pub(super) struct Prepared {
     pub trust: BTreeMap<String, Trust>,
 }
 
+/// The keys of a TLS Secret the operator reads (the pods mount these three and nothing else).
+const TLS_KEYS: [&str; 3] = [tls::CERT_KEY, tls::KEY_KEY, tls::CA_KEY];
+
 /// Checks the TLS Secret; a problem is returned as the spec problem to report (nothing is changed then).
-pub(super) fn prepare(
+pub(super) async fn prepare(
     ri: &RedisInstance,
     ctx: &Context,
-) -> std::result::Result<Prepared, SpecProblem> {
+) -> Result<std::result::Result<Prepared, SpecProblem>> {
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
     let now = UnixTime::now();
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    // Every TLS Secret this pass may read: the spec's, and those running pods were started with.
+    let mut secrets: BTreeMap<String, Option<Arc<Secret>>> = BTreeMap::new();
+    let wanted = ri
+        .spec
+        .tls
+        .iter()
+        .map(|spec| spec.secret_name.clone())
+        .chain(
+            pods.iter()
+                .filter_map(|pod| tls::pod_started_with(pod.annotations()).map(|(_, s)| s)),
+        );
+    for secret in wanted {
+        if secrets.contains_key(&secret) {
+            continue;
+        }
+        let found = ctx
+            .secrets
+            .get(&namespace, &secret, Keys::Only(&TLS_KEYS))
+            .await
+            .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
+        secrets.insert(secret, found);
+    }
+    let read = |secret: &str| secrets.get(secret).cloned().flatten();
     let material = match &ri.spec.tls {
         None => None,
         Some(spec) => {
-            let secret = lookup(&ctx.stores.secrets, &spec.secret_name, &namespace);
+            let secret = read(&spec.secret_name);
             match tls::resolve(spec, secret.as_deref(), now) {
                 Ok(material) => Some(material),
                 Err(problem) => {
-                    return Err(SpecProblem {
+                    return Ok(Err(SpecProblem {
                         reason: reasons::TLS_SECRET_INVALID.to_string(),
                         message: format!(
                             "{problem}; the operator changes nothing until it is fixed (spec.tls)"
                         ),
-                    })
+                    }))
                 }
             }
         }
     };
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
     let started: Vec<tls::StartedWith> = pods
         .iter()
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
@@ -59,7 +89,7 @@ pub(super) fn prepare(
         })
         .collect();
     let ca_of = |secret: &str| {
-        let found = lookup(&ctx.stores.secrets, secret, &namespace)?;
+        let found = read(secret)?;
         let spec = crate::api::TlsSpec {
             secret_name: secret.to_string(),
             client_auth: Default::default(),
@@ -68,10 +98,10 @@ pub(super) fn prepare(
     };
     if let Some(message) = tls::change_problem(material.as_ref(), ri.spec.replicas, &started, ca_of)
     {
-        return Err(SpecProblem {
+        return Ok(Err(SpecProblem {
             reason: reasons::TLS_CHANGE_REFUSED.to_string(),
             message,
-        });
+        }));
     }
     // Pods keep serving what they were started with until the rolling update replaces them, also after TLS
     // was turned off or moved to another Secret.
@@ -92,7 +122,7 @@ pub(super) fn prepare(
                         secret_name: secret.clone(),
                         client_auth,
                     };
-                    let found = lookup(&ctx.stores.secrets, &secret, &namespace);
+                    let found = read(&secret);
                     tls::resolve(&spec, found.as_deref(), now).map_err(|e| e.to_string())
                 });
                 started_with
@@ -106,7 +136,7 @@ pub(super) fn prepare(
             });
         trust.insert(at.host, found.clone());
     }
-    Ok(Prepared { material, trust })
+    Ok(Ok(Prepared { material, trust }))
 }
 
 /// Brings running servers to the Secret's certificate. Returns `status.tls` (`None` with TLS off) and whether

@@ -17,7 +17,8 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, ExecAction, Probe, Secret, SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvVar, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -114,9 +115,9 @@ pub fn cli_options(spec: &TlsSpec) -> String {
     options
 }
 
-/// Adds TLS to the pod template: the annotation, the Secret's volume (read-only, mode 0440), Redis' TLS
-/// arguments, the readiness probe over TLS (keeping its authentication, see [`crate::auth::probe_cli`]), and
-/// the exporter over `rediss://`. Without `spec.tls` nothing changes.
+/// Adds TLS to the pod template: the annotation, the Secret's three keys as a volume (read-only, mode 0440),
+/// Redis' TLS arguments, the readiness probe over TLS (keeping its authentication, see
+/// [`crate::auth::probe_cli`]), and the exporter over `rediss://`. Without `spec.tls` nothing changes.
 pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut StatefulSet) {
     let Some(spec) = tls else {
         return;
@@ -137,6 +138,18 @@ pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut Stat
         name: TLS_VOLUME.into(),
         secret: Some(SecretVolumeSource {
             secret_name: Some(spec.secret_name.clone()),
+            // Only the three keys Redis reads: the Secret may be any of the namespace's, and the pods run an image
+            // the instance's creator chose.
+            items: Some(
+                [CERT_KEY, KEY_KEY, CA_KEY]
+                    .into_iter()
+                    .map(|key| KeyToPath {
+                        key: key.into(),
+                        path: key.into(),
+                        mode: None,
+                    })
+                    .collect(),
+            ),
             // Readable by the redis group (fsGroup), nobody else.
             default_mode: Some(0o440),
             ..Default::default()

@@ -227,6 +227,17 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
     let source = volume.secret.as_ref().unwrap();
     assert_eq!(source.secret_name.as_deref(), Some("cache-tls"));
     assert_eq!(source.default_mode, Some(0o440));
+    // The Secret may be any of the namespace's: its other keys never reach a pod running the creator's image.
+    let items: Vec<(&str, &str)> = source
+        .items
+        .iter()
+        .flatten()
+        .map(|item| (item.key.as_str(), item.path.as_str()))
+        .collect();
+    assert_eq!(
+        items,
+        [(CERT_KEY, CERT_KEY), (KEY_KEY, KEY_KEY), (CA_KEY, CA_KEY)]
+    );
     let redis = container(&pod, crate::build::children::CONTAINER);
     let mount = redis
         .volume_mounts

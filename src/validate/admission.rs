@@ -147,6 +147,13 @@ pub fn size_never_shrinks() -> Rule {
     ))
 }
 
+/// Kubernetes reserves this prefix of PriorityClass names for its own classes (`system-cluster-critical`,
+/// `system-node-critical`): pods that preempt everything else to keep the cluster running.
+pub const SYSTEM_PRIORITY_PREFIX: &str = "system-";
+/// Message of the rule refusing the system PriorityClasses.
+pub const SYSTEM_PRIORITY_CLASS: &str = "the system- PriorityClasses (system-cluster-critical, \
+    system-node-critical) are kept for cluster components: a RedisInstance's pods could preempt them";
+
 /// The StorageClass name is a DNS subdomain.
 pub fn storage_class_name() -> Rule {
     Rule::new(r"self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')")

@@ -246,6 +246,11 @@ fn check_scheduling(scheduling: &SchedulingSpec, errors: &mut Vec<SpecError>) {
                 "spec.priorityClassName",
                 format!("{class:?} is not a valid PriorityClass name (a lowercase DNS subdomain)"),
             ));
+        } else if class.starts_with(admission::SYSTEM_PRIORITY_PREFIX) {
+            errors.push(SpecError::new(
+                "spec.priorityClassName",
+                admission::SYSTEM_PRIORITY_CLASS,
+            ));
         }
     }
 }
@@ -663,6 +668,28 @@ mod tests {
                 "spec.priorityClassName",
             ]
         );
+    }
+
+    #[test]
+    fn system_priority_classes_are_refused_and_others_pass() {
+        for class in [
+            "system-cluster-critical",
+            "system-node-critical",
+            "system-anything",
+        ] {
+            let mut spec = valid();
+            spec.scheduling.priority_class_name = Some(class.into());
+            let errors = validate(&spec);
+            assert_eq!(fields(&spec), ["spec.priorityClassName"], "{class}");
+            assert!(
+                errors[0].to_string().contains("system-"),
+                "{class}: {}",
+                errors[0]
+            );
+        }
+        let mut spec = valid();
+        spec.scheduling.priority_class_name = Some("team-high".into());
+        assert!(validate(&spec).is_empty());
     }
 
     #[test]

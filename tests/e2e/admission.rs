@@ -138,6 +138,11 @@ async fn admission_refuses_invalid_specs_with_their_message() {
             json!({"image": "redis 7"}),
             "must not be empty or contain whitespace",
         ),
+        (
+            json!({"priorityClassName": "system-node-critical"}),
+            "the system- PriorityClasses (system-cluster-critical, system-node-critical) are kept for cluster \
+             components",
+        ),
     ] {
         assert_refused(&env, "bad", spec, message);
     }
@@ -152,6 +157,7 @@ async fn admission_refuses_invalid_specs_with_their_message() {
         json!({"replicas": 0, "image": "registry.example/redis:7.2@sha256:0123"}),
         json!({"storage": {"size": "7Ei", "storageClassName": "fast.example-1"}}),
         json!({"storage": {"size": "0.5Gi", "whenDeleted": "Delete"}}),
+        json!({"priorityClassName": "team-high"}),
     ] {
         admitted(&env, "good", spec.clone()).unwrap_or_else(|e| panic!("{spec} refused: {e}"));
     }

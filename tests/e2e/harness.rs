@@ -278,7 +278,11 @@ impl Operator {
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let log = log_dir.join(format!("{namespace}-{metrics_port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-operator"));
+        // `REDIS_OPERATOR_E2E_OPERATOR_BIN` runs another build (e.g. an older commit's, to see a new test fail
+        // on it) under the same tests.
+        let binary = std::env::var_os("REDIS_OPERATOR_E2E_OPERATOR_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_redis-operator").into());
+        let mut cmd = Command::new(binary);
         cmd.env("KUBECONFIG", &info.kubeconfig)
             .args([
                 "run",
@@ -302,6 +306,11 @@ impl Operator {
             metrics_port,
             log,
         }
+    }
+
+    /// The process id (for its /proc entry).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Stops the process (SIGTERM, then waits).

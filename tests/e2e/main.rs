@@ -11,6 +11,7 @@ mod real_node;
 mod replication;
 mod rollout;
 mod security;
+mod tenant;
 mod tls;
 
 use std::time::Duration;

@@ -516,3 +516,56 @@ async fn a_converged_tls_instance_writes_nothing_and_fails_over_over_tls() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `spec.tls.secretName` may name any Secret of the namespace: the pods, which run an image the instance's
+/// creator chose, get its three TLS keys and nothing else it holds.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_three_tls_keys_of_the_named_secret_reach_the_pods() {
+    let env = TestEnv::new("tls-keys").await;
+    let fixture = fixture(&env, "tls-keys").await;
+    let patch = json!({"data": {"other-app-token": ByteString(b"not for redis".to_vec())}});
+    fixture
+        .secrets
+        .patch("cache-tls", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    env.create("cache", with_tls(1, "cache-tls")).await;
+    env.wait_running("cache").await;
+    let pod = env.pods_of("cache").await.remove(0);
+    let volume = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find(|v| v.name == "tls"))
+        .and_then(|v| v.secret.clone())
+        .expect("the TLS volume");
+    assert_eq!(volume.secret_name.as_deref(), Some("cache-tls"));
+    let mut keys: Vec<String> = volume
+        .items
+        .unwrap_or_default()
+        .into_iter()
+        .map(|item| {
+            assert_eq!(item.key, item.path, "each key keeps its file name");
+            item.key
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["ca.crt", "tls.crt", "tls.key"]);
+    // On the local cluster the node agent keeps each pod's volumes in its state directory: the files are
+    // there, and the other key is not.
+    let dir = env.info.kubeconfig.parent().map(|state| {
+        state
+            .join("pods")
+            .join(pod.uid().unwrap())
+            .join("volumes/tls")
+    });
+    if let Some((dir, entries)) = dir.and_then(|d| Some((d.clone(), std::fs::read_dir(d).ok()?))) {
+        let mut files: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| !name.starts_with(".."))
+            .collect();
+        files.sort();
+        assert_eq!(files, ["ca.crt", "tls.crt", "tls.key"], "{}", dir.display());
+    }
+    let _ = std::fs::remove_dir_all(&fixture.dir);
+}

@@ -22,6 +22,8 @@ use redis_operator::api::RedisInstance;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+mod restricted;
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The deploy/ ServiceAccount as the API server names it.
 const OPERATOR_USER: &str = "system:serviceaccount:redis-operator:redis-operator";
@@ -364,7 +366,11 @@ async fn service_account_kubeconfig(info: &ClusterInfo, client: &Client) -> Path
         .collect::<Vec<_>>()
         .join("---\n");
     run_ok(kubectl(info).args(["apply", "-f", "-"]), Some(&manifest));
+    token_kubeconfig(info, client, "redis-operator").await
+}
 
+/// A kubeconfig that authenticates as ServiceAccount `account` of the namespace `redis-operator`.
+async fn token_kubeconfig(info: &ClusterInfo, client: &Client, account: &str) -> PathBuf {
     // A bound token from the TokenRequest API, as a pod's projected `kube-api-access` volume gets (current
     // API servers no longer create token Secrets for ServiceAccounts).
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "redis-operator");
@@ -377,7 +383,7 @@ async fn service_account_kubeconfig(info: &ClusterInfo, client: &Client) -> Path
     };
     let token = wait_for("the ServiceAccount token", WAIT, || async {
         let answer = accounts
-            .create_token_request("redis-operator", &PostParams::default(), &request)
+            .create_token_request(account, &PostParams::default(), &request)
             .await
             .ok()?;
         answer.status.map(|s| s.token).filter(|t| !t.is_empty())
@@ -409,6 +415,15 @@ fn audit_of_operator(
     info: &ClusterInfo,
     namespaces: &[&str],
 ) -> Option<(Vec<String>, Vec<String>)> {
+    audit_of(info, OPERATOR_USER, namespaces)
+}
+
+/// [`audit_of_operator`] for any user.
+fn audit_of(
+    info: &ClusterInfo,
+    user: &str,
+    namespaces: &[&str],
+) -> Option<(Vec<String>, Vec<String>)> {
     let log = std::fs::read_to_string(info.audit_log.as_ref()?).ok()?;
     let mut forbidden = Vec::new();
     let mut used = std::collections::BTreeSet::new();
@@ -416,7 +431,7 @@ fn audit_of_operator(
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
     {
-        if entry["stage"] != "ResponseComplete" || entry["user"]["username"] != OPERATOR_USER {
+        if entry["stage"] != "ResponseComplete" || entry["user"]["username"] != user {
             continue;
         }
         let object = &entry["objectRef"];
@@ -445,8 +460,13 @@ fn audit_of_operator(
 
 /// `kubectl auth can-i ... --as` the operator's ServiceAccount: true for "yes".
 fn operator_can(info: &ClusterInfo, args: &[&str]) -> bool {
+    user_can(info, OPERATOR_USER, args)
+}
+
+/// [`operator_can`] for any user.
+fn user_can(info: &ClusterInfo, user: &str, args: &[&str]) -> bool {
     let out = kubectl(info)
-        .args(["auth", "can-i", "--as", OPERATOR_USER])
+        .args(["auth", "can-i", "--as", user])
         .args(args)
         .output()
         .unwrap();
@@ -612,6 +632,10 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["patch", "statefulsets.apps", "-n", ns],
         vec!["create", "configmaps", "-n", ns],
         vec!["get", "services", "-n", ns],
+        // NAME-metrics, once the exporter is turned off.
+        vec!["delete", "services", "-n", ns],
+        // A data claim a pod would use that is not in the cache (someone else's?).
+        vec!["get", "persistentvolumeclaims", "-n", ns],
         vec!["watch", "pods", "-n", ns],
         // A rolling update replaces pods one at a time, primary last.
         vec!["delete", "pods", "-n", ns],
