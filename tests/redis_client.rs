@@ -631,3 +631,100 @@ async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
             .is_err()
     );
 }
+
+/// Applies the instance's users to `server` as the convergence pass does; returns the resolved passwords.
+async fn with_the_operators_users(server: &Server) -> redis_operator::auth::Resolved {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::{self, REPLICATION_USER};
+
+    let spec = AuthSpec::default();
+    let mut n = 0;
+    let resolved = auth::resolve("cache", &spec, None, None, &mut || {
+        n += 1;
+        format!("password-{n}")
+    })
+    .unwrap();
+    let node = server.node().await;
+    let users = auth::desired_users(&spec, &resolved);
+    for user in users.iter().filter(|u| u.name != "default") {
+        node.acl_setuser(user.name, &user.rules)
+            .await
+            .expect("setuser");
+    }
+    node.config_set("masterauth", &resolved.internal[REPLICATION_USER])
+        .await
+        .unwrap();
+    node.config_set("masteruser", REPLICATION_USER)
+        .await
+        .unwrap();
+    let default = users.iter().find(|u| u.name == "default").unwrap();
+    node.acl_setuser("default", &default.rules).await.unwrap();
+    resolved
+}
+
+/// What a holder of each internal user's password can do, on a real server: the exporter (reachable through
+/// Prometheus-facing code), the probe and the replication user read no other user's secret (`CONFIG GET
+/// masterauth` gives the replication password, and the replication user streams every key with `PSYNC`), and
+/// none of them reads or writes a key.
+#[tokio::test]
+async fn no_internal_user_but_the_operators_reads_another_users_secret() {
+    use redis_operator::auth::{EXPORTER_USER, OPERATOR_USER, PROBE_USER, REPLICATION_USER};
+    use redis_operator::redis::Login;
+
+    let a = Server::start();
+    let resolved = with_the_operators_users(&a).await;
+    let secret_readers: &[&[&str]] = &[
+        &["CONFIG", "GET", "masterauth"],
+        &["CONFIG", "GET", "*"],
+        &["ACL", "LIST"],
+        &["ACL", "GETUSER", "replication"],
+        &["ACL", "SETUSER", "replication", "nopass"],
+        &["KEYS", "*"],
+        &["GET", "k"],
+        &["SET", "k", "v"],
+        &["MONITOR"],
+    ];
+    for user in [EXPORTER_USER, PROBE_USER, REPLICATION_USER] {
+        let login = Login {
+            username: user.into(),
+            password: resolved.internal[user].clone(),
+        };
+        let mut connection = redis::Client::open(format!("redis://{HOST}:{}", a.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("AUTH")
+            .arg(&login.username)
+            .arg(&login.password)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
+        for args in secret_readers {
+            let mut cmd = redis::cmd(args[0]);
+            cmd.arg(&args[1..]);
+            let reply: redis::RedisResult<redis::Value> = cmd.query_async(&mut connection).await;
+            let refused = reply
+                .as_ref()
+                .err()
+                .and_then(|e| e.code().map(str::to_string));
+            assert_eq!(
+                refused.as_deref(),
+                Some("NOPERM"),
+                "{user} may run {args:?}: {reply:?}"
+            );
+        }
+    }
+    // The operator's own user is the one that may: it sets masterauth and the users.
+    let operator = Login {
+        username: OPERATOR_USER.into(),
+        password: resolved.internal[OPERATOR_USER].clone(),
+    };
+    let node = RedisNode::connect_as(HOST, a.port, Some(&operator), Timeouts::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        node.config_get("masterauth").await.unwrap().as_deref(),
+        Some(resolved.internal[REPLICATION_USER].as_str())
+    );
+}

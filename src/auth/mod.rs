@@ -8,7 +8,8 @@
 //!   Its passwords come from the application Secret: `password`, and `previousPassword` while it is there.
 //! - `redis-operator`, the operator's own: exactly the commands it sends.
 //! - `replication`, what replicas authenticate as (`masteruser`/`masterauth`): `PSYNC`, `REPLCONF`, `PING`.
-//! - `probe`, the readiness probe's: `PING`, `INFO`. `exporter`, the metrics sidecar's: read-only introspection.
+//! - `probe`, the readiness probe's: `PING`, `INFO`. `exporter`, the metrics sidecar's: `INFO` and the few
+//!   read-only commands its metrics need, no `CONFIG GET` (which would read `masterauth`).
 //!
 //! The operator's users get generated passwords, kept in the Secret `NAME-acl` and never rotated, so rotating
 //! the application password never touches replication (`masterauth` cannot drift). Redis only ever sees
@@ -22,8 +23,8 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ExecAction, KeyToPath, Probe, Secret, SecretKeySelector,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvVar, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::ByteString;
 use sha2::{Digest, Sha256};
@@ -79,13 +80,24 @@ const INTERNAL_USERS: [InternalUser; 4] = [
         key: "probe-password",
         rules: "-@all +ping +info",
     },
+    // What redis_exporter sends for its default metrics, and no `CONFIG GET`: that would read `masterauth`, the
+    // replication user's password (and with it every key, through `PSYNC`). The exporter then goes without its
+    // three `redis_config_*` metrics; no alert uses them.
     InternalUser {
         name: EXPORTER_USER,
         key: "exporter-password",
-        rules: "-@all +ping +info +config|get +client|list +slowlog|get +slowlog|len \
-                +latency|latest +select +dbsize +cluster|info",
+        rules: "-@all +ping +info +slowlog|get +slowlog|len +latency|latest +select +dbsize \
+                +cluster|info",
     },
 ];
+
+/// The key of `NAME-acl` holding the exporter's password file: a JSON map from the one address it scrapes (its
+/// own server's socket) to its password, so a `/scrape?target=` of any other address gets no password.
+pub const EXPORTER_PASSWORDS: &str = "exporter-passwords.json";
+/// Where the exporter's password file is mounted.
+pub const EXPORTER_AUTH_DIR: &str = "/etc/redis-exporter";
+const EXPORTER_AUTH_VOLUME: &str = "exporter-auth";
+const EXPORTER_PASSWORDS_FILE: &str = "passwords.json";
 
 /// The Secret holding the generated application password, when `spec.auth.secretRef` is not set.
 pub fn generated_secret_name(instance: &str) -> String {
@@ -362,6 +374,13 @@ pub fn render_auth_conf(replication_password: &str) -> String {
     )
 }
 
+/// The exporter's password file (`--redis.password-file`): its password for its own server's socket only.
+/// redis_exporter looks a target's password up by its exact address, so every other target it is asked to
+/// scrape gets none.
+pub fn render_exporter_passwords(password: &str) -> String {
+    serde_json::json!({ crate::build::exporter::REDIS_SOCKET_ADDR: password }).to_string()
+}
+
 /// The data of `NAME-acl`: the files the pods read and the operator's users' passwords. `None` when
 /// authentication is off (the Secret is then left as it is).
 pub fn users_secret_data(
@@ -381,6 +400,12 @@ pub fn users_secret_data(
         ACL_FILE.into(),
         ByteString(render_acl_file(&users).into_bytes()),
     );
+    if let Some(exporter) = resolved.internal.get(EXPORTER_USER) {
+        data.insert(
+            EXPORTER_PASSWORDS.into(),
+            ByteString(render_exporter_passwords(exporter).into_bytes()),
+        );
+    }
     let replication = resolved.internal.get(REPLICATION_USER)?;
     data.insert(
         AUTH_CONF.into(),
@@ -430,7 +455,7 @@ pub fn probe_cli() -> String {
 
 /// Adds authentication to the pod template: the annotation, the `NAME-acl` volume with the ACL file,
 /// `auth.conf` and the probe's password; `--include auth.conf` on Redis' command line; the readiness probe as
-/// the probe user; the exporter as the exporter user (password from a Secret reference). With authentication
+/// the probe user; the exporter as the exporter user (its password file from `NAME-acl`). With authentication
 /// off only the annotation is set.
 pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet) {
     let Some(template) = statefulset.spec.as_mut().map(|s| &mut s.template) else {
@@ -469,12 +494,31 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         }),
         ..Default::default()
     });
+    let mut exporter = false;
     for container in &mut pod.containers {
         if container.name == crate::build::children::CONTAINER {
             add_to_redis(container);
         } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
-            add_to_exporter(container, &secret);
+            add_to_exporter(container);
+            exporter = true;
         }
+    }
+    if exporter {
+        // Only the exporter's password file: the exporter sees no other password and no hash.
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: EXPORTER_AUTH_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                items: Some(vec![KeyToPath {
+                    key: EXPORTER_PASSWORDS.into(),
+                    path: EXPORTER_PASSWORDS_FILE.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
 }
 
@@ -506,7 +550,9 @@ fn add_to_redis(container: &mut Container) {
     }
 }
 
-fn add_to_exporter(container: &mut Container, secret: &str) {
+/// The exporter's user, and its password as a file mapping its own server's socket to it (never
+/// `REDIS_PASSWORD`, which redis_exporter would send to any target a `/scrape?target=` names).
+fn add_to_exporter(container: &mut Container) {
     let env = container.env.get_or_insert_with(Vec::new);
     env.push(EnvVar {
         name: "REDIS_USER".into(),
@@ -514,17 +560,19 @@ fn add_to_exporter(container: &mut Container, secret: &str) {
         ..Default::default()
     });
     env.push(EnvVar {
-        name: "REDIS_PASSWORD".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: INTERNAL_USERS[3].key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
+        name: "REDIS_PASSWORD_FILE".into(),
+        value: Some(format!("{EXPORTER_AUTH_DIR}/{EXPORTER_PASSWORDS_FILE}")),
         ..Default::default()
     });
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: EXPORTER_AUTH_VOLUME.into(),
+            mount_path: EXPORTER_AUTH_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
 }
 
 /// Checks `spec.auth.defaultUserRules`: ACL rules only, without passwords or user state, which the operator owns.

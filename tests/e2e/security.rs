@@ -491,3 +491,95 @@ async fn turning_auth_on_and_off_rolls_the_pods_and_keeps_replication_and_every_
     assert!(!status.auth.unwrap().enabled);
     finish_and_check(&env, writer, "authentication turned on and off").await;
 }
+
+/// `GET path` on `ip:9121`, the whole response.
+async fn exporter_get(ip: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((ip, 9121))
+        .await
+        .unwrap_or_else(|e| panic!("the exporter on {ip} answers: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.read_to_string(&mut response),
+    )
+    .await;
+    response
+}
+
+/// Accepts one connection on a free loopback port and returns what the peer sent before it closed or went
+/// quiet for two seconds (`None`: nobody connected within 30 s).
+fn one_connection() -> (u16, tokio::task::JoinHandle<Option<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .ok()?
+            .ok()?;
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        Some(received)
+    });
+    (port, task)
+}
+
+/// The exporter is what Prometheus (and whoever reaches its port) talks to: its Redis user reads no other user's
+/// secret (`CONFIG GET masterauth` would give the replication password, and with it every key through `PSYNC`),
+/// and its `/scrape?target=` endpoint sends no credentials to an address the caller names. It still exports
+/// its own server's metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exporter_reads_no_secret_and_sends_no_credentials_to_a_target_a_caller_names() {
+    let env = TestEnv::new("exporter-sec").await;
+    let mut spec = secure(2);
+    spec.monitoring.exporter.enabled = true;
+    env.create("cache", spec).await;
+    env.wait_running("cache").await;
+    let status = wait_converged(&env, "cache", 2).await;
+    let exporter = secret_value(&env.client, &env.ns, "cache-acl", "exporter-password")
+        .await
+        .expect("the exporter's password");
+    let replication = secret_value(&env.client, &env.ns, "cache-acl", "replication-password")
+        .await
+        .expect("the replication password");
+    let primary = status.current_primary.unwrap();
+    for pod in env.pods_of("cache").await {
+        let ip = pod_ip(&pod);
+        let replicas = if pod.name_any() == primary { 1.0 } else { 0.0 };
+        crate::knobs::wait_scrape(&ip, replicas).await;
+        for args in [
+            &["CONFIG", "GET", "masterauth"][..],
+            &["CONFIG", "GET", "*"],
+            &["ACL", "LIST"],
+        ] {
+            let reply = redis_command_as(&ip, Some(("exporter", &exporter)), args).await;
+            assert!(reply.starts_with("-NOPERM"), "{ip} {args:?}: {reply:?}");
+            assert!(!reply.contains(&replication));
+        }
+
+        let (port, received) = one_connection();
+        let response = exporter_get(&ip, &format!("/scrape?target=redis://127.0.0.1:{port}")).await;
+        let received = received
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the exporter on {ip} never connected: {response}"));
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            !text.contains(&exporter) && !text.to_ascii_uppercase().contains("AUTH"),
+            "the exporter on {ip} sent credentials to a named target: {text:?}"
+        );
+    }
+}
