@@ -728,3 +728,101 @@ async fn no_internal_user_but_the_operators_reads_another_users_secret() {
         Some(resolved.internal[REPLICATION_USER].as_str())
     );
 }
+
+/// Rules widened on a live server by someone with an administrative connection (more commands, keys,
+/// channels, a selector, a flag) are put back by the convergence pass, which then finds nothing to do.
+#[tokio::test]
+async fn widened_acl_rules_are_put_back_by_the_convergence_pass() {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::converge::{converge_server, Plan};
+    use redis_operator::auth::{self, OPERATOR_USER, REPLICATION_USER};
+    use redis_operator::redis::{Access, Login};
+
+    let a = Server::start();
+    let resolved = with_the_operators_users(&a).await;
+    let plan = Plan {
+        users: auth::desired_users(&AuthSpec::default(), &resolved),
+        replication_password: Some(resolved.internal[REPLICATION_USER].clone()),
+    };
+    let access = Access {
+        timeouts: Timeouts::default(),
+        login: auth::operator_login(&resolved),
+        tls: Default::default(),
+    };
+    let leading = || true;
+    let set = converge_server(HOST, a.port, &plan, true, &access, leading)
+        .await
+        .expect("a pass");
+    assert!(set.is_empty(), "already converged: {set:?}");
+
+    let operator = Login {
+        username: OPERATOR_USER.into(),
+        password: resolved.internal[OPERATOR_USER].clone(),
+    };
+    let admin = RedisNode::connect_as(HOST, a.port, Some(&operator), Timeouts::default())
+        .await
+        .unwrap();
+    let before: Vec<_> = {
+        let mut users = Vec::new();
+        for user in ["default", "exporter", "probe", "replication"] {
+            users.push(admin.acl_user(user).await.unwrap());
+        }
+        users
+    };
+    let widen = |rules: &[&str]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+    admin
+        .acl_setuser("exporter", &widen(&["+@all"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("default", &widen(&["+@admin"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("probe", &widen(&["~*", "&*", "skip-sanitize-payload"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("replication", &widen(&["(~* +get)"]))
+        .await
+        .unwrap();
+
+    let set = converge_server(HOST, a.port, &plan, true, &access, leading)
+        .await
+        .expect("a pass");
+    assert_eq!(
+        set,
+        [
+            "user replication",
+            "user probe",
+            "user exporter",
+            "user default"
+        ],
+        "every widened user is set again"
+    );
+    for (user, was) in ["default", "exporter", "probe", "replication"]
+        .iter()
+        .zip(&before)
+    {
+        assert_eq!(&admin.acl_user(user).await.unwrap(), was, "{user}");
+    }
+    let exporter = Login {
+        username: "exporter".into(),
+        password: resolved.internal["exporter"].clone(),
+    };
+    let as_exporter = RedisNode::connect_as(HOST, a.port, Some(&exporter), Timeouts::default())
+        .await
+        .unwrap();
+    let refused = as_exporter
+        .config_set("maxmemory", "1")
+        .await
+        .expect_err("the exporter's commands are back to its own");
+    assert!(
+        matches!(&refused, RedisError::Server { code, .. } if code == "NOPERM"),
+        "{refused}"
+    );
+    let again = converge_server(HOST, a.port, &plan, true, &access, leading)
+        .await
+        .expect("a pass");
+    assert!(again.is_empty(), "{again:?}");
+}

@@ -117,26 +117,30 @@ pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<S
         }
         return steps;
     };
+    // The whole rule set as the server reports it, so rules widened through an administrative connection
+    // (`ACL SETUSER exporter +@all`) are put back, not only passwords.
+    let live = |user: &DesiredUser| observed.users.get(user.name).cloned().flatten();
     let holds = |user: &DesiredUser| {
-        observed
-            .users
-            .get(user.name)
-            .cloned()
-            .flatten()
-            .is_some_and(|u| {
-                let mut hashes = u.passwords.clone();
-                hashes.sort();
-                u.flags.iter().any(|f| f == "on")
-                    && !u.flags.iter().any(|f| f == "nopass")
-                    && hashes == user.hashes
-            })
+        live(user).is_some_and(|u| super::rules::holds(&user.rules, &user.hashes, &u))
+    };
+    let set = |user: &DesiredUser| {
+        let mut words = user.rules.clone();
+        // Only where the server has selectors: `clearselectors` is Redis 7's, and a new rule set keeps them.
+        if live(user).is_some_and(|u| !u.selectors.is_empty()) {
+            let at = words
+                .iter()
+                .position(|w| w == "-@all")
+                .unwrap_or(words.len());
+            words.insert(at, "clearselectors".into());
+        }
+        Step::SetUser {
+            name: user.name.into(),
+            words,
+        }
     };
     for user in plan.users.iter().filter(|u| u.name != "default") {
         if !holds(user) {
-            steps.push(Step::SetUser {
-                name: user.name.into(),
-                words: user.rules.clone(),
-            });
+            steps.push(set(user));
         }
     }
     if observed.masteruser != REPLICATION_USER || &observed.masterauth != replication {
@@ -148,10 +152,7 @@ pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<S
     if started_with_auth {
         if let Some(default) = plan.users.iter().find(|u| u.name == "default") {
             if !holds(default) {
-                steps.push(Step::SetUser {
-                    name: "default".into(),
-                    words: default.rules.clone(),
-                });
+                steps.push(set(default));
             }
         }
     }
@@ -228,7 +229,9 @@ pub async fn converge(
     outcome
 }
 
-async fn converge_server(
+/// One server's pass of [`converge`]: observe, send [`steps`] while `leading()`, observe again through a new
+/// login. Returns what was set.
+pub async fn converge_server(
     host: &str,
     port: u16,
     plan: &Plan,
@@ -260,7 +263,8 @@ async fn converge_server(
 }
 
 /// A failed pass on one server, as text for the status.
-struct PassError(String);
+#[derive(Debug)]
+pub struct PassError(pub String);
 
 impl From<RedisError> for PassError {
     fn from(error: RedisError) -> Self {
@@ -300,14 +304,9 @@ mod tests {
                 .users
                 .iter()
                 .map(|u| {
-                    (
-                        u.name.to_string(),
-                        Some(AclUser {
-                            flags: vec!["on".into()],
-                            passwords: u.hashes.iter().rev().cloned().collect(),
-                            commands: "-@all".into(),
-                        }),
-                    )
+                    let mut reported = crate::auth::rules::as_reported(&u.rules, &u.hashes);
+                    reported.passwords.reverse();
+                    (u.name.to_string(), Some(reported))
                 })
                 .collect(),
             masteruser: REPLICATION_USER.into(),
@@ -321,8 +320,10 @@ mod tests {
                 "default".to_string(),
                 Some(AclUser {
                     flags: vec!["on".into(), "nopass".into()],
-                    passwords: vec![],
                     commands: "+@all".into(),
+                    keys: "~*".into(),
+                    channels: "&*".into(),
+                    ..Default::default()
                 }),
             )]
             .into(),
@@ -378,6 +379,59 @@ mod tests {
         };
         assert!(words.contains(&"resetpass".to_string()));
         assert!(!words.contains(&"reset".to_string()), "connections stay");
+    }
+
+    #[test]
+    fn widened_rules_are_set_again_and_selectors_cleared() {
+        let plan = plan(true);
+        let mut observed = holding(&plan);
+        let user = |observed: &mut Observed, name: &str| {
+            observed
+                .users
+                .get_mut(name)
+                .unwrap()
+                .as_mut()
+                .unwrap()
+                .clone()
+        };
+        let mut exporter = user(&mut observed, "exporter");
+        exporter.commands = "+@all".into();
+        let mut default = user(&mut observed, "default");
+        default.commands.push_str(" +@admin");
+        let mut probe = user(&mut observed, "probe");
+        probe.flags.push("skip-sanitize-payload".into());
+        let mut replication = user(&mut observed, "replication");
+        replication.selectors.push(crate::redis::AclSelector {
+            commands: "+@all".into(),
+            keys: "~*".into(),
+            channels: String::new(),
+        });
+        for (name, widened) in [
+            ("exporter", exporter),
+            ("default", default),
+            ("probe", probe),
+            ("replication", replication),
+        ] {
+            observed.users.insert(name.into(), Some(widened));
+        }
+        let todo = steps(&plan, true, &observed);
+        assert_eq!(
+            names(&todo),
+            [
+                "user replication",
+                "user probe",
+                "user exporter",
+                "user default"
+            ]
+        );
+        let words = |name: &str| match todo.iter().find(|s| s.describe() == format!("user {name}"))
+        {
+            Some(Step::SetUser { words, .. }) => words.clone(),
+            _ => panic!("no step for {name}"),
+        };
+        assert!(words("replication").contains(&"clearselectors".to_string()));
+        assert!(!words("exporter").contains(&"clearselectors".to_string()));
+        assert!(words("probe").contains(&"sanitize-payload".to_string()));
     }
 
     #[test]

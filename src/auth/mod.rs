@@ -16,6 +16,7 @@
 //! SHA-256 hashes of the application passwords (`#<hash>` in the ACL file and in `ACL SETUSER`).
 
 pub mod converge;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -299,13 +300,14 @@ pub fn resolve(
     })
 }
 
-/// The ACL rule words of a user with exactly `hashes` as passwords (no `reset`: applying them to a live
-/// user keeps its connections).
+/// The ACL rule words of a user with exactly `hashes` as passwords, whatever it held before (passwords,
+/// `nopass`, keys, channels, commands and `skip-sanitize-payload` reset; selectors are cleared where a server
+/// has any, see [`converge::steps`]). No `reset`: applying them to a live user keeps its connections.
 pub fn user_rules(hashes: &[String], rules: &str) -> Vec<String> {
     let mut words = vec!["on".to_string(), "resetpass".to_string()];
     words.extend(hashes.iter().map(|h| format!("#{h}")));
     words.extend(
-        ["resetkeys", "resetchannels", "-@all"]
+        ["resetkeys", "resetchannels", "sanitize-payload", "-@all"]
             .iter()
             .map(ToString::to_string),
     );

@@ -123,7 +123,8 @@ pub(super) async fn prepare(
 }
 
 /// Brings running servers to the users and replication credentials, unless nothing changed since every pod
-/// was last found holding them (a converged instance sends nothing). Returns the status to record.
+/// was last found holding them, less than [`super::AUTH_RECHECK`] ago (a converged instance sends no
+/// command, only reads its users back that often). Returns the status to record.
 pub(super) async fn converge_pass(
     ri: &RedisInstance,
     ctx: &Context,
@@ -161,7 +162,11 @@ pub(super) async fn converge_pass(
     let verified = ctx
         .auth_verified
         .lock()
-        .map(|v| v.get(&key) == Some(&fingerprint))
+        .map(|v| {
+            v.get(&key).is_some_and(|(held, at)| {
+                *held == fingerprint && at.elapsed() < super::AUTH_RECHECK
+            })
+        })
         .unwrap_or(false);
     if !verified {
         let leadership = ctx.leadership.clone();
@@ -174,7 +179,7 @@ pub(super) async fn converge_pass(
             && pods.len() >= usize::try_from(ri.spec.replicas).unwrap_or(0);
         if all {
             if let Ok(mut v) = ctx.auth_verified.lock() {
-                v.insert(key, fingerprint);
+                v.insert(key, (fingerprint, std::time::Instant::now()));
             }
         } else {
             let pending: Vec<String> = outcome

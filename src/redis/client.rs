@@ -365,7 +365,7 @@ impl RedisNode {
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(self.reply_error("PING", ParseError::Role(reply)))
+            Err(self.reply_error("PING", ParseError::NotPong))
         }
     }
 
@@ -531,7 +531,7 @@ mod tests {
         assert!(!RedisError::Reply {
             endpoint: "10.0.0.1:6379".into(),
             command: "ROLE",
-            source: ParseError::Role("[]".into()),
+            source: ParseError::Role("empty reply"),
         }
         .is_retryable());
     }

@@ -583,3 +583,55 @@ async fn the_exporter_reads_no_secret_and_sends_no_credentials_to_a_target_a_cal
         );
     }
 }
+
+/// Rules widened on a live server through an administrative connection are put back by the operator without a
+/// restart: `ACL SETUSER exporter +@all` and `ACL SETUSER default +@admin` on every pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn widened_acl_rules_are_put_back_without_restarts() {
+    let env = TestEnv::new("acl-drift").await;
+    env.create("cache", secure(2)).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+    let operator = secret_value(&env.client, &env.ns, "cache-acl", "operator-password")
+        .await
+        .expect("the operator's password");
+    let password = secret_value(&env.client, &env.ns, "cache-auth", "password")
+        .await
+        .unwrap();
+    let app = ("default", password.as_str());
+    let admin = ("redis-operator", operator.as_str());
+    let before = incarnations(&env, app).await;
+    for ip in ips(&env).await {
+        let refused = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+        assert!(refused.starts_with("-NOPERM"), "{refused:?}");
+        for widen in [
+            &["ACL", "SETUSER", "exporter", "+@all", "~*"][..],
+            &["ACL", "SETUSER", "default", "+@admin"],
+        ] {
+            assert_eq!(redis_command_as(&ip, Some(admin), widen).await, "+OK\r\n");
+        }
+        let allowed = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+        assert!(allowed.starts_with("*2"), "widened: {allowed:?}");
+    }
+    let deadline = Instant::now() + WAIT;
+    for ip in ips(&env).await {
+        loop {
+            let app_reply = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+            let exporter =
+                redis_command_as(&ip, Some(admin), &["ACL", "GETUSER", "exporter"]).await;
+            if app_reply.starts_with("-NOPERM")
+                && !exporter.contains("+@all")
+                && !exporter.contains("~*")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ip} keeps the widened rules: {app_reply:?} {exporter:?}; log: {}",
+                env.operator.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(incarnations(&env, app).await, before, "nothing restarted");
+}
