@@ -252,7 +252,9 @@ pub async fn converge_server(
     for step in &todo {
         send(&node, step).await?;
     }
-    // Look again through a new login: the operator's user may have just been created.
+    // Look again through a new login: the operator's user may have just been created. One connection at a
+    // time (the client bounds how many are open at once).
+    drop(node);
     let node = RedisNode::open(host, port, access).await?;
     let again = steps(plan, started_with_auth, &observe(&node, plan).await?);
     if again.is_empty() {
