@@ -664,20 +664,24 @@ async fn with_the_operators_users(server: &Server) -> redis_operator::auth::Reso
 
 /// What a holder of each internal user's password can do, on a real server: the exporter (reachable through
 /// Prometheus-facing code), the probe and the replication user read no other user's secret (`CONFIG GET
-/// masterauth` gives the replication password, and the replication user streams every key with `PSYNC`), and
-/// none of them reads or writes a key.
+/// masterauth` gives the replication password) and no command arguments (`SLOWLOG GET`, `CLIENT LIST`), and none
+/// of them reads or writes a key with a command. The replication user's worst: `PSYNC` streams a copy of every
+/// key (what it is for).
 #[tokio::test]
 async fn no_internal_user_but_the_operators_reads_another_users_secret() {
     use redis_operator::auth::{EXPORTER_USER, OPERATOR_USER, PROBE_USER, REPLICATION_USER};
     use redis_operator::redis::Login;
 
     let a = Server::start();
+    set(&a, "secret-key", "secret-value").await;
     let resolved = with_the_operators_users(&a).await;
     let secret_readers: &[&[&str]] = &[
         &["CONFIG", "GET", "masterauth"],
         &["CONFIG", "GET", "*"],
         &["ACL", "LIST"],
         &["ACL", "GETUSER", "replication"],
+        &["SLOWLOG", "GET"],
+        &["CLIENT", "LIST"],
         &["ACL", "SETUSER", "replication", "nopass"],
         &["KEYS", "*"],
         &["GET", "k"],
@@ -714,6 +718,38 @@ async fn no_internal_user_but_the_operators_reads_another_users_secret() {
                 "{user} may run {args:?}: {reply:?}"
             );
         }
+    }
+    // The replication password is worth the whole data set: PSYNC sends a full copy.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect((HOST, a.port))
+            .await
+            .unwrap();
+        let auth = format!(
+            "AUTH {REPLICATION_USER} {}\r\n",
+            resolved.internal[REPLICATION_USER]
+        );
+        raw.write_all(auth.as_bytes()).await.unwrap();
+        let mut ok = [0u8; 5];
+        raw.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        raw.write_all(b"PSYNC ? -1\r\n").await.unwrap();
+        let mut stream = Vec::new();
+        let mut buf = [0u8; 4096];
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(n) = raw.read(&mut buf).await {
+                stream.extend_from_slice(&buf[..n]);
+                if n == 0 || stream.windows(12).any(|w| w == b"secret-value") {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok() && stream.windows(12).any(|w| w == b"secret-value"),
+            "{:?}",
+            String::from_utf8_lossy(&stream)
+        );
     }
     // The operator's own user is the one that may: it sets masterauth and the users.
     let operator = Login {

@@ -9,7 +9,8 @@
 //! - `redis-operator`, the operator's own: exactly the commands it sends.
 //! - `replication`, what replicas authenticate as (`masteruser`/`masterauth`): `PSYNC`, `REPLCONF`, `PING`.
 //! - `probe`, the readiness probe's: `PING`, `INFO`. `exporter`, the metrics sidecar's: `INFO` and the few
-//!   read-only commands its metrics need, no `CONFIG GET` (which would read `masterauth`).
+//!   read-only commands its metrics need, nothing that reads a secret or data (no `CONFIG GET`, which would
+//!   read `masterauth`; no `SLOWLOG GET`, which shows command arguments).
 //!
 //! The operator's users get generated passwords, kept in the Secret `NAME-acl` and never rotated, so rotating
 //! the application password never touches replication (`masterauth` cannot drift). Redis only ever sees
@@ -81,14 +82,14 @@ const INTERNAL_USERS: [InternalUser; 4] = [
         key: "probe-password",
         rules: "-@all +ping +info",
     },
-    // What redis_exporter sends for its default metrics, and no `CONFIG GET`: that would read `masterauth`, the
-    // replication user's password (and with it every key, through `PSYNC`). The exporter then goes without its
-    // three `redis_config_*` metrics; no alert uses them.
+    // What redis_exporter sends for its default metrics, less what reads data or secrets: no `CONFIG GET`
+    // (`masterauth` is the replication user's password, and with it every key through `PSYNC`), no
+    // `SLOWLOG GET` (the arguments of slow commands: keys and values). The exporter then goes without its three
+    // `redis_config_*` metrics and two slow-log ones; no alert uses them.
     InternalUser {
         name: EXPORTER_USER,
         key: "exporter-password",
-        rules: "-@all +ping +info +slowlog|get +slowlog|len +latency|latest +select +dbsize \
-                +cluster|info",
+        rules: "-@all +ping +info +slowlog|len +latency|latest +select +dbsize +cluster|info",
     },
 ];
 

@@ -254,6 +254,11 @@ fn the_exporters_password_file_names_only_its_own_servers_socket_and_its_user_re
         .find(|u| u.name == EXPORTER_USER)
         .unwrap();
     assert!(!exporter.rules.contains("config"), "{}", exporter.rules);
+    assert!(
+        !exporter.rules.contains("slowlog|get"),
+        "{}",
+        exporter.rules
+    );
 }
 
 #[test]
