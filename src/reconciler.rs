@@ -169,6 +169,13 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
     /// Per instance, what its servers were last all found holding, and when (see `auth::converge_pass`).
     auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, (u64, std::time::Instant)>>,
+    /// Per instance and pod, what each server reported for its users after the operator set them.
+    acl_reported: Mutex<
+        HashMap<
+            ObjectRef<RedisInstance>,
+            std::collections::BTreeMap<String, crate::auth::converge::Reported>,
+        >,
+    >,
 }
 
 pub(crate) fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
@@ -1606,6 +1613,7 @@ pub async fn run(
         redis_timeouts: Timeouts::default(),
         failures: Mutex::default(),
         auth_verified: Mutex::default(),
+        acl_reported: Mutex::default(),
     });
     let readiness = stores.clone();
     tokio::spawn(async move {

@@ -170,8 +170,22 @@ pub(super) async fn converge_pass(
         .unwrap_or(false);
     if !verified {
         let leadership = ctx.leadership.clone();
-        let outcome =
-            converge::converge(&pods, &plan, &prepared.access, || leadership.is_held()).await;
+        let reported = ctx
+            .acl_reported
+            .lock()
+            .map(|r| r.get(&key).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let outcome = converge::converge(
+            &pods,
+            &plan,
+            &prepared.access,
+            || leadership.is_held(),
+            &reported,
+        )
+        .await;
+        if let Ok(mut r) = ctx.acl_reported.lock() {
+            r.insert(key.clone(), outcome.reported.clone());
+        }
         for (pod, set) in &outcome.set {
             info!(%pod, set = %set.join(", "), "authentication set at runtime");
         }
