@@ -36,8 +36,8 @@ use super::info::{self, AclUser, ParseError, RoleReply};
 pub const MAX_READ_BYTES: usize = 1024 * 1024;
 
 /// How many servers the operator talks to at once (connections open in this process). More wait for one to
-/// close; the waiting does not count against a server's time bounds. With [`MAX_READ_BYTES`], what replies can
-/// hold in memory at once is bounded by 64 MiB.
+/// close; the waiting does not count against a server's time bounds. With [`MAX_READ_BYTES`], what is read from
+/// servers at a time is bounded by 64 MiB (parsed replies of many small elements take a few times their bytes).
 pub const MAX_CONNECTIONS: usize = 64;
 
 /// The longest text from a server (an error reply) kept in an error, in characters.
