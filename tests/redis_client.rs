@@ -22,6 +22,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server started with extra arguments.
+    fn start_with(extra: &[&str]) -> Server {
         let port = TcpListener::bind((HOST, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -34,6 +39,7 @@ impl Server {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Start a replica's full sync at once instead of waiting for more replicas.
             .args(["--repl-diskless-sync-delay", "0"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -952,4 +958,41 @@ async fn redis_spelling_of_every_kind_of_rule_holds_without_resetting_each_pass(
         .unwrap_or_else(|e| panic!("{text}: {e:?}"));
         assert!(again.is_empty(), "{text}: set again: {again:?}");
     }
+}
+
+/// A stock server can make `INFO` large: with `databases` set high and a key in each of 40 000 databases the
+/// keyspace section alone is over the client's read cap. The observation is a typed "unreadable" error, not a
+/// buffer of any size; a server with a few hundred databases in use is read as before.
+#[tokio::test]
+async fn an_info_over_the_read_cap_is_unreadable_and_a_normal_one_is_read() {
+    use redis_operator::redis::client::MAX_READ_BYTES;
+
+    let a = Server::start_with(&["--databases", "50000"]);
+    let mut data = a.data().await;
+    let fill = |from: u32, to: u32| {
+        let mut pipe = redis::pipe();
+        for db in from..to {
+            pipe.cmd("SELECT").arg(db).ignore();
+            pipe.cmd("SET").arg("k").arg("v").ignore();
+        }
+        pipe
+    };
+    let () = fill(0, 300).query_async(&mut data).await.expect("fill");
+    let state = a.node().await.observe().await.expect("a normal INFO");
+    assert_eq!(state.keys, 300);
+
+    let () = fill(300, 40_000)
+        .query_async(&mut data)
+        .await
+        .expect("fill");
+    let raw: String = redis::cmd("INFO").query_async(&mut data).await.unwrap();
+    assert!(raw.len() > MAX_READ_BYTES, "INFO is {} bytes", raw.len());
+    let error = a
+        .node()
+        .await
+        .observe()
+        .await
+        .expect_err("over the read cap");
+    assert!(matches!(error, RedisError::TooLarge { .. }), "{error}");
+    assert!(!error.is_retryable());
 }
