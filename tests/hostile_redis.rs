@@ -199,11 +199,16 @@ async fn error_texts_are_cut_and_an_unreadable_reply_is_not_copied() {
         "# Server\r\nrun_id:8b734155d054a9ac600824368e2a007b91eea1b4\r\nuptime_in_seconds:5\r\n\
          # Replication\r\nrole:{canary}\r\n"
     );
+    // The same reply to every request (the operator asks for the INFO sections one at a time).
     let lying = fake(move |mut stream| {
         let reply = format!("${}\r\n{info}\r\n", info.len());
         async move {
-            let _ = stream.write_all(reply.as_bytes()).await;
-            tokio::time::sleep(Duration::from_secs(60)).await;
+            let mut request = [0u8; 1024];
+            while stream.write_all(reply.as_bytes()).await.is_ok() {
+                if !matches!(stream.read(&mut request).await, Ok(n) if n > 0) {
+                    return;
+                }
+            }
         }
     })
     .await;

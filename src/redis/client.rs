@@ -537,10 +537,34 @@ impl RedisNode {
         self.command("INFO", Duration::ZERO, cmd).await
     }
 
-    /// One `INFO`, parsed into what the topology decisions need.
+    /// `INFO section`, raw.
+    async fn info_section(&self, section: &str) -> Result<String, RedisError> {
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg(section);
+        self.command("INFO", Duration::ZERO, cmd).await
+    }
+
+    /// The `INFO` sections the topology decisions need (server, replication, persistence, keyspace), asked one
+    /// at a time (a single section is what every Redis version accepts, and none of the others is read),
+    /// parsed. The keyspace section last: it is the one that can outgrow the read cap ([`MAX_READ_BYTES`]), with
+    /// a key in each of tens of thousands of databases. Then the server counts as holding data, `keys` being
+    /// the lower bound 1, and the rest of the observation stands.
     pub async fn observe(&self) -> Result<ServerState, RedisError> {
-        let text = self.info().await?;
-        info::server_state(&text).map_err(|e| self.reply_error("INFO", e))
+        let mut text = String::new();
+        for section in ["server", "replication", "persistence"] {
+            text.push_str(&self.info_section(section).await?);
+        }
+        let keyspace = match self.info_section("keyspace").await {
+            Ok(keyspace) => Some(keyspace),
+            Err(RedisError::TooLarge { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        text.push_str(keyspace.as_deref().unwrap_or_default());
+        let mut state = info::server_state(&text).map_err(|e| self.reply_error("INFO", e))?;
+        if keyspace.is_none() {
+            state.keys = state.keys.max(1);
+        }
+        Ok(state)
     }
 
     /// `ROLE`, parsed.
