@@ -341,6 +341,20 @@ fn the_exporter_exports_its_own_server_and_sends_no_credentials_to_a_target_a_ca
         );
     }
 
+    // What its user may not read (CONFIG GET, SLOWLOG GET) is not exported (tests/data/redis-exporter-metrics.txt).
+    for name in [
+        "redis_config_maxmemory",
+        "redis_config_maxclients",
+        "redis_config_io_threads",
+        "redis_slowlog_last_id",
+        "redis_last_slow_execution_duration_seconds",
+    ] {
+        assert!(
+            !metrics.lines().any(|l| l.starts_with(name)),
+            "{name} is exported: its user reads what it should not"
+        );
+    }
+
     // Another address, named by whoever reaches the exporter's port: it gets a connection, and no password.
     let (port, received) = listener();
     let _ = http_get(
