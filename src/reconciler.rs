@@ -68,6 +68,10 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(15);
 /// How soon an instance whose pods do not all serve the TLS Secret's certificate looks again (the files in a
 /// pod follow the Secret without any watch event).
 const TLS_RECHECK: Duration = Duration::from_secs(3);
+/// How often the users of an instance with authentication on are read back from every server even though
+/// nothing the operator watches changed: rules widened through an administrative connection
+/// (`ACL SETUSER exporter +@all`) change without any watch event, and are put back within this long.
+pub(crate) const AUTH_RECHECK: Duration = Duration::from_secs(30);
 
 mod auth;
 mod tls;
@@ -168,8 +172,15 @@ pub struct Context {
     pub secrets: Secrets,
     /// Consecutive failures per instance, for exponential back-off.
     failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
-    /// Per instance, what its servers were last all found holding (see `auth::converge_pass`).
-    auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, u64>>,
+    /// Per instance, what its servers were last all found holding, and when (see `auth::converge_pass`).
+    auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, (u64, std::time::Instant)>>,
+    /// Per instance and pod, what each server reported for its users after the operator set them.
+    acl_reported: Mutex<
+        HashMap<
+            ObjectRef<RedisInstance>,
+            std::collections::BTreeMap<String, crate::auth::converge::Reported>,
+        >,
+    >,
 }
 
 pub(crate) fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
@@ -537,6 +548,9 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     }
     if tls_pending {
         requeue = requeue.min(TLS_RECHECK);
+    }
+    if auth_status.enabled {
+        requeue = requeue.min(AUTH_RECHECK);
     }
     reset_backoff(ri, ctx);
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
@@ -1682,6 +1696,7 @@ pub async fn run(
         redis_timeouts: Timeouts::default(),
         failures: Mutex::default(),
         auth_verified: Mutex::default(),
+        acl_reported: Mutex::default(),
     });
     let readiness = stores.clone();
     tokio::spawn(async move {

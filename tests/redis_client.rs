@@ -22,6 +22,11 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// A server started with extra arguments.
+    fn start_with(extra: &[&str]) -> Server {
         let port = TcpListener::bind((HOST, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -34,6 +39,7 @@ impl Server {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Start a replica's full sync at once instead of waiting for more replicas.
             .args(["--repl-diskless-sync-delay", "0"])
+            .args(extra)
             .arg("--dir")
             .arg(&dir)
             .stdout(Stdio::null())
@@ -630,4 +636,369 @@ async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
             .await
             .is_err()
     );
+}
+
+/// Applies the instance's users to `server` as the convergence pass does; returns the resolved passwords.
+async fn with_the_operators_users(server: &Server) -> redis_operator::auth::Resolved {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::{self, REPLICATION_USER};
+
+    let spec = AuthSpec::default();
+    let mut n = 0;
+    let resolved = auth::resolve("cache", &spec, None, None, &mut || {
+        n += 1;
+        format!("password-{n}")
+    })
+    .unwrap();
+    let node = server.node().await;
+    let users = auth::desired_users(&spec, &resolved);
+    for user in users.iter().filter(|u| u.name != "default") {
+        node.acl_setuser(user.name, &user.rules)
+            .await
+            .expect("setuser");
+    }
+    node.config_set("masterauth", &resolved.internal[REPLICATION_USER])
+        .await
+        .unwrap();
+    node.config_set("masteruser", REPLICATION_USER)
+        .await
+        .unwrap();
+    let default = users.iter().find(|u| u.name == "default").unwrap();
+    node.acl_setuser("default", &default.rules).await.unwrap();
+    resolved
+}
+
+/// What a holder of each internal user's password can do, on a real server: the exporter (reachable through
+/// Prometheus-facing code), the probe and the replication user read no other user's secret (`CONFIG GET
+/// masterauth` gives the replication password) and no command arguments (`SLOWLOG GET`, `CLIENT LIST`), and none
+/// of them reads or writes a key with a command. The replication user's worst: `PSYNC` streams a copy of every
+/// key (what it is for).
+#[tokio::test]
+async fn no_internal_user_but_the_operators_reads_another_users_secret() {
+    use redis_operator::auth::{EXPORTER_USER, OPERATOR_USER, PROBE_USER, REPLICATION_USER};
+    use redis_operator::redis::Login;
+
+    let a = Server::start();
+    set(&a, "secret-key", "secret-value").await;
+    let resolved = with_the_operators_users(&a).await;
+    let secret_readers: &[&[&str]] = &[
+        &["CONFIG", "GET", "masterauth"],
+        &["CONFIG", "GET", "*"],
+        &["ACL", "LIST"],
+        &["ACL", "GETUSER", "replication"],
+        &["SLOWLOG", "GET"],
+        &["CLIENT", "LIST"],
+        &["ACL", "SETUSER", "replication", "nopass"],
+        &["KEYS", "*"],
+        &["GET", "k"],
+        &["SET", "k", "v"],
+        &["MONITOR"],
+    ];
+    for user in [EXPORTER_USER, PROBE_USER, REPLICATION_USER] {
+        let login = Login {
+            username: user.into(),
+            password: resolved.internal[user].clone(),
+        };
+        let mut connection = redis::Client::open(format!("redis://{HOST}:{}", a.port))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let () = redis::cmd("AUTH")
+            .arg(&login.username)
+            .arg(&login.password)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("{user} logs in: {e}"));
+        for args in secret_readers {
+            let mut cmd = redis::cmd(args[0]);
+            cmd.arg(&args[1..]);
+            let reply: redis::RedisResult<redis::Value> = cmd.query_async(&mut connection).await;
+            let refused = reply
+                .as_ref()
+                .err()
+                .and_then(|e| e.code().map(str::to_string));
+            assert_eq!(
+                refused.as_deref(),
+                Some("NOPERM"),
+                "{user} may run {args:?}: {reply:?}"
+            );
+        }
+    }
+    // The replication password is worth the whole data set: PSYNC sends a full copy.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect((HOST, a.port))
+            .await
+            .unwrap();
+        let auth = format!(
+            "AUTH {REPLICATION_USER} {}\r\n",
+            resolved.internal[REPLICATION_USER]
+        );
+        raw.write_all(auth.as_bytes()).await.unwrap();
+        let mut ok = [0u8; 5];
+        raw.read_exact(&mut ok).await.unwrap();
+        assert_eq!(&ok, b"+OK\r\n");
+        raw.write_all(b"PSYNC ? -1\r\n").await.unwrap();
+        let mut stream = Vec::new();
+        let mut buf = [0u8; 4096];
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(n) = raw.read(&mut buf).await {
+                stream.extend_from_slice(&buf[..n]);
+                if n == 0 || stream.windows(12).any(|w| w == b"secret-value") {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok() && stream.windows(12).any(|w| w == b"secret-value"),
+            "{:?}",
+            String::from_utf8_lossy(&stream)
+        );
+    }
+    // The operator's own user is the one that may: it sets masterauth and the users.
+    let operator = Login {
+        username: OPERATOR_USER.into(),
+        password: resolved.internal[OPERATOR_USER].clone(),
+    };
+    let node = RedisNode::connect_as(HOST, a.port, Some(&operator), Timeouts::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        node.config_get("masterauth").await.unwrap().as_deref(),
+        Some(resolved.internal[REPLICATION_USER].as_str())
+    );
+}
+
+/// Rules widened on a live server by someone with an administrative connection (more commands, keys,
+/// channels, a selector, a flag) are put back by the convergence pass, which then finds nothing to do.
+#[tokio::test]
+async fn widened_acl_rules_are_put_back_by_the_convergence_pass() {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::converge::{converge_server, Plan, Reported};
+    use redis_operator::auth::{self, OPERATOR_USER, REPLICATION_USER};
+    use redis_operator::redis::{Access, Login};
+
+    let a = Server::start();
+    let resolved = with_the_operators_users(&a).await;
+    let plan = Plan {
+        users: auth::desired_users(&AuthSpec::default(), &resolved),
+        replication_password: Some(resolved.internal[REPLICATION_USER].clone()),
+    };
+    let access = Access {
+        timeouts: Timeouts::default(),
+        login: auth::operator_login(&resolved),
+        tls: Default::default(),
+    };
+    let leading = || true;
+    let mut reported = Reported::default();
+    let set = converge_server(HOST, a.port, &plan, true, &access, leading, &mut reported)
+        .await
+        .expect("a pass");
+    assert!(set.is_empty(), "already converged: {set:?}");
+
+    let operator = Login {
+        username: OPERATOR_USER.into(),
+        password: resolved.internal[OPERATOR_USER].clone(),
+    };
+    let admin = RedisNode::connect_as(HOST, a.port, Some(&operator), Timeouts::default())
+        .await
+        .unwrap();
+    let before: Vec<_> = {
+        let mut users = Vec::new();
+        for user in ["default", "exporter", "probe", "replication"] {
+            users.push(admin.acl_user(user).await.unwrap());
+        }
+        users
+    };
+    let widen = |rules: &[&str]| rules.iter().map(ToString::to_string).collect::<Vec<_>>();
+    admin
+        .acl_setuser("exporter", &widen(&["+@all"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("default", &widen(&["+@admin"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("probe", &widen(&["~*", "&*", "skip-sanitize-payload"]))
+        .await
+        .unwrap();
+    admin
+        .acl_setuser("replication", &widen(&["(~* +get)"]))
+        .await
+        .unwrap();
+
+    let set = converge_server(HOST, a.port, &plan, true, &access, leading, &mut reported)
+        .await
+        .expect("a pass");
+    assert_eq!(
+        set,
+        [
+            "user replication",
+            "user probe",
+            "user exporter",
+            "user default"
+        ],
+        "every widened user is set again"
+    );
+    for (user, was) in ["default", "exporter", "probe", "replication"]
+        .iter()
+        .zip(&before)
+    {
+        assert_eq!(&admin.acl_user(user).await.unwrap(), was, "{user}");
+    }
+    let exporter = Login {
+        username: "exporter".into(),
+        password: resolved.internal["exporter"].clone(),
+    };
+    let as_exporter = RedisNode::connect_as(HOST, a.port, Some(&exporter), Timeouts::default())
+        .await
+        .unwrap();
+    let refused = as_exporter
+        .config_set("maxmemory", "1")
+        .await
+        .expect_err("the exporter's commands are back to its own");
+    assert!(
+        matches!(&refused, RedisError::Server { code, .. } if code == "NOPERM"),
+        "{refused}"
+    );
+    let again = converge_server(HOST, a.port, &plan, true, &access, leading, &mut reported)
+        .await
+        .expect("a pass");
+    assert!(again.is_empty(), "{again:?}");
+}
+
+/// What Redis reports for the rules the operator sets holds them: the internal users' and the default
+/// application rules are recognised as written (an operator that restarts sets nothing again), and rules Redis
+/// spells its own way (overlapping categories expanded into commands) hold once reported after setting, so a
+/// converged server is not set again on every pass.
+#[tokio::test]
+async fn redis_spelling_of_every_kind_of_rule_holds_without_resetting_each_pass() {
+    use redis_operator::api::AuthSpec;
+    use redis_operator::auth::converge::{converge_server, Plan, Reported};
+    use redis_operator::auth::{self, password_hash, rules, user_rules, REPLICATION_USER};
+    use redis_operator::redis::Access;
+
+    let a = Server::start();
+    let node = a.node().await;
+    let hashes = vec![password_hash(b"pw")];
+    let recognised = [
+        "-@all +ping +info +role +replicaof +slaveof +config|get +config|set +failover \
+         +client|pause +client|unpause +wait +acl|getuser +acl|setuser",
+        "-@all +psync +replconf +ping",
+        "-@all +ping +info +slowlog|len +latency|latest +select +dbsize +cluster|info",
+        redis_operator::api::DEFAULT_USER_RULES,
+        "~* &* +@all",
+        "%R~cache:* %W~out:* %RW~both:* allchannels +@all -@admin -flushall",
+        "allkeys resetchannels &news:* -@all +get +set +del +get",
+        "~* +@all -@admin (~cache:* +get) (%R~logs:* +@read)",
+    ];
+    for (n, text) in recognised.iter().enumerate() {
+        let name = format!("user{n}");
+        let words = user_rules(&hashes, text);
+        node.acl_setuser(&name, &words)
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {e}"));
+        let reported = node.acl_user(&name).await.unwrap().expect("the user");
+        assert!(
+            rules::holds(&words, &hashes, &reported),
+            "{text:?} is reported as {reported:?}"
+        );
+    }
+
+    // Application rules Redis rewrites: one pass sets them, the next finds them held.
+    for text in [
+        "~app:* &* +@read +@write -@dangerous",
+        "~* &* +@all -@dangerous +keys",
+    ] {
+        let server = Server::start();
+        let spec = AuthSpec {
+            default_user_rules: text.into(),
+            ..Default::default()
+        };
+        let mut n = 0;
+        let resolved = auth::resolve("cache", &spec, None, None, &mut || {
+            n += 1;
+            format!("password-{n}")
+        })
+        .unwrap();
+        let plan = Plan {
+            users: auth::desired_users(&spec, &resolved),
+            replication_password: Some(resolved.internal[REPLICATION_USER].clone()),
+        };
+        let access = Access {
+            timeouts: Timeouts::default(),
+            login: auth::operator_login(&resolved),
+            tls: Default::default(),
+        };
+        let mut reported = Reported::default();
+        converge_server(
+            HOST,
+            server.port,
+            &plan,
+            true,
+            &access,
+            || true,
+            &mut reported,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let again = converge_server(
+            HOST,
+            server.port,
+            &plan,
+            true,
+            &access,
+            || true,
+            &mut reported,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        assert!(again.is_empty(), "{text}: set again: {again:?}");
+    }
+}
+
+/// A stock server can make `INFO` large: with `databases` set high and a key in each of 40 000 databases the
+/// keyspace section alone is over the client's read cap. A whole `INFO` is then refused as too large, not
+/// buffered; the observation, which asks for its sections one at a time, still reads the server, replication
+/// and persistence sections and counts the server as holding data. A server with 300 databases in use is read
+/// exactly, as before.
+#[tokio::test]
+async fn an_info_over_the_read_cap_is_refused_and_the_observation_still_reads_the_server() {
+    use redis_operator::redis::client::MAX_READ_BYTES;
+
+    let a = Server::start_with(&["--databases", "50000"]);
+    let mut data = a.data().await;
+    let fill = |from: u32, to: u32| {
+        let mut pipe = redis::pipe();
+        for db in from..to {
+            pipe.cmd("SELECT").arg(db).ignore();
+            pipe.cmd("SET").arg("k").arg("v").ignore();
+        }
+        pipe
+    };
+    let () = fill(0, 300).query_async(&mut data).await.expect("fill");
+    let state = a.node().await.observe().await.expect("a normal INFO");
+    assert_eq!(state.keys, 300);
+
+    let () = fill(300, 40_000)
+        .query_async(&mut data)
+        .await
+        .expect("fill");
+    let raw: String = redis::cmd("INFO").query_async(&mut data).await.unwrap();
+    assert!(raw.len() > MAX_READ_BYTES, "INFO is {} bytes", raw.len());
+    let error = a.node().await.info().await.expect_err("over the read cap");
+    assert!(matches!(error, RedisError::TooLarge { .. }), "{error}");
+    assert!(!error.is_retryable());
+    let state = a
+        .node()
+        .await
+        .observe()
+        .await
+        .expect("observed without the keyspace section");
+    assert_eq!(state.role, ServerRole::Master);
+    assert!(state.keys >= 1);
+    assert!(!state.run_id.is_empty());
 }

@@ -45,6 +45,11 @@ pub struct Observed {
     pub masterauth: String,
 }
 
+/// Per user: the words the operator last set it with on one server, and what that server reported for it right
+/// after. Redis spells some rules its own way (it expands overlapping categories into single commands), so a
+/// later report equal to this one holds those words even where [`super::rules::holds`] cannot tell.
+pub type Reported = BTreeMap<String, (Vec<String>, AclUser)>;
+
 /// One command to send.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Step {
@@ -91,9 +96,15 @@ fn open_default() -> Vec<String> {
 
 /// What to send one server, given the plan, whether the pod was started with authentication on (only such a
 /// pod's `default` user gets passwords: a pod started without it keeps serving unauthenticated clients, its
-/// probe among them, until it is replaced), and what it holds. The operator's users come first, so the
-/// operator can still log in after `default` changes; `default` last.
-pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<Step> {
+/// probe among them, until it is replaced), what it holds, and what it [`Reported`] after the operator's last
+/// `ACL SETUSER`. The operator's users come first, so the operator can still log in after `default` changes;
+/// `default` last.
+pub fn steps(
+    plan: &Plan,
+    started_with_auth: bool,
+    observed: &Observed,
+    reported: &Reported,
+) -> Vec<Step> {
     let mut steps = Vec::new();
     let Some(replication) = &plan.replication_password else {
         // Off: `default` open again, replicas authenticate as nobody. The operator's users stay until restart.
@@ -117,26 +128,35 @@ pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<S
         }
         return steps;
     };
+    // The whole rule set as the server reports it, so rules widened through an administrative connection
+    // (`ACL SETUSER exporter +@all`) are put back, not only passwords.
+    let live = |user: &DesiredUser| observed.users.get(user.name).cloned().flatten();
     let holds = |user: &DesiredUser| {
-        observed
-            .users
-            .get(user.name)
-            .cloned()
-            .flatten()
-            .is_some_and(|u| {
-                let mut hashes = u.passwords.clone();
-                hashes.sort();
-                u.flags.iter().any(|f| f == "on")
-                    && !u.flags.iter().any(|f| f == "nopass")
-                    && hashes == user.hashes
-            })
+        live(user).is_some_and(|u| {
+            super::rules::holds(&user.rules, &user.hashes, &u)
+                || reported
+                    .get(user.name)
+                    .is_some_and(|(words, after)| *words == user.rules && *after == u)
+        })
+    };
+    let set = |user: &DesiredUser| {
+        let mut words = user.rules.clone();
+        // Only where the server has selectors: `clearselectors` is Redis 7's, and a new rule set keeps them.
+        if live(user).is_some_and(|u| !u.selectors.is_empty()) {
+            let at = words
+                .iter()
+                .position(|w| w == "-@all")
+                .unwrap_or(words.len());
+            words.insert(at, "clearselectors".into());
+        }
+        Step::SetUser {
+            name: user.name.into(),
+            words,
+        }
     };
     for user in plan.users.iter().filter(|u| u.name != "default") {
         if !holds(user) {
-            steps.push(Step::SetUser {
-                name: user.name.into(),
-                words: user.rules.clone(),
-            });
+            steps.push(set(user));
         }
     }
     if observed.masteruser != REPLICATION_USER || &observed.masterauth != replication {
@@ -148,10 +168,7 @@ pub fn steps(plan: &Plan, started_with_auth: bool, observed: &Observed) -> Vec<S
     if started_with_auth {
         if let Some(default) = plan.users.iter().find(|u| u.name == "default") {
             if !holds(default) {
-                steps.push(Step::SetUser {
-                    name: "default".into(),
-                    words: default.rules.clone(),
-                });
+                steps.push(set(default));
             }
         }
     }
@@ -167,6 +184,8 @@ pub struct Outcome {
     pub not_in_force: Vec<(String, String)>,
     /// What was set, per pod.
     pub set: Vec<(String, Vec<String>)>,
+    /// Per pod, what its server reported after the operator's `ACL SETUSER`s (the input's, plus this pass's).
+    pub reported: BTreeMap<String, Reported>,
 }
 
 async fn observe(node: &RedisNode, plan: &Plan) -> Result<Observed, RedisError> {
@@ -198,23 +217,40 @@ async fn send(node: &RedisNode, step: &Step) -> Result<(), RedisError> {
 }
 
 /// Brings every pod's server to `plan`: observes it, sends [`steps`] (only while `leading()`, asked before each
-/// server), and observes again. Pods being deleted are left out.
+/// server), and observes again. `reported` is the previous pass's [`Outcome::reported`]. Pods being deleted are
+/// left out.
 pub async fn converge(
     pods: &[Arc<Pod>],
     plan: &Plan,
     access: &Access,
     leading: impl Fn() -> bool,
+    reported: &BTreeMap<String, Reported>,
 ) -> Outcome {
     let leading = &leading;
     let passes = each_live_pod(pods, |pod| async move {
-        let at = endpoint(pod).ok_or_else(|| "no address yet".to_string())?;
+        let mut known = reported.get(&pod.name_any()).cloned().unwrap_or_default();
+        let Some(at) = endpoint(pod) else {
+            return (Err("no address yet".to_string()), known);
+        };
         let started_with_auth = pod_started_with_auth(pod.annotations());
-        converge_server(&at.host, at.port, plan, started_with_auth, access, leading)
-            .await
-            .map_err(|e| e.0)
+        let result = converge_server(
+            &at.host,
+            at.port,
+            plan,
+            started_with_auth,
+            access,
+            leading,
+            &mut known,
+        )
+        .await
+        .map_err(|e| e.0);
+        (result, known)
     });
     let mut outcome = Outcome::default();
-    for (pod, result) in passes.await {
+    for (pod, (result, known)) in passes.await {
+        if !known.is_empty() {
+            outcome.reported.insert(pod.clone(), known);
+        }
         match result {
             Ok(set) => {
                 outcome.in_force.push(pod.clone());
@@ -228,16 +264,24 @@ pub async fn converge(
     outcome
 }
 
-async fn converge_server(
+/// One server's pass of [`converge`]: observe, send [`steps`] while `leading()`, observe again through a new
+/// login, and record in `reported` what the server now reports for each user it set. Returns what was set.
+pub async fn converge_server(
     host: &str,
     port: u16,
     plan: &Plan,
     started_with_auth: bool,
     access: &Access,
     leading: impl Fn() -> bool,
+    reported: &mut Reported,
 ) -> Result<Vec<String>, PassError> {
     let node = RedisNode::open(host, port, access).await?;
-    let todo = steps(plan, started_with_auth, &observe(&node, plan).await?);
+    let todo = steps(
+        plan,
+        started_with_auth,
+        &observe(&node, plan).await?,
+        reported,
+    );
     if todo.is_empty() {
         return Ok(Vec::new());
     }
@@ -249,9 +293,22 @@ async fn converge_server(
     for step in &todo {
         send(&node, step).await?;
     }
-    // Look again through a new login: the operator's user may have just been created.
+    // Look again through a new login: the operator's user may have just been created. One connection at a
+    // time (the client bounds how many are open at once).
+    drop(node);
     let node = RedisNode::open(host, port, access).await?;
-    let again = steps(plan, started_with_auth, &observe(&node, plan).await?);
+    let observed = observe(&node, plan).await?;
+    for step in &todo {
+        let Step::SetUser { name, .. } = step else {
+            continue;
+        };
+        let desired = plan.users.iter().find(|u| u.name == name.as_str());
+        let after = observed.users.get(name).cloned().flatten();
+        if let (Some(desired), Some(after)) = (desired, after) {
+            reported.insert(name.clone(), (desired.rules.clone(), after));
+        }
+    }
+    let again = steps(plan, started_with_auth, &observed, reported);
     if again.is_empty() {
         Ok(todo.iter().map(Step::describe).collect())
     } else {
@@ -260,7 +317,8 @@ async fn converge_server(
 }
 
 /// A failed pass on one server, as text for the status.
-struct PassError(String);
+#[derive(Debug)]
+pub struct PassError(pub String);
 
 impl From<RedisError> for PassError {
     fn from(error: RedisError) -> Self {
@@ -300,14 +358,9 @@ mod tests {
                 .users
                 .iter()
                 .map(|u| {
-                    (
-                        u.name.to_string(),
-                        Some(AclUser {
-                            flags: vec!["on".into()],
-                            passwords: u.hashes.iter().rev().cloned().collect(),
-                            commands: "-@all".into(),
-                        }),
-                    )
+                    let mut reported = crate::auth::rules::as_reported(&u.rules, &u.hashes);
+                    reported.passwords.reverse();
+                    (u.name.to_string(), Some(reported))
                 })
                 .collect(),
             masteruser: REPLICATION_USER.into(),
@@ -321,8 +374,10 @@ mod tests {
                 "default".to_string(),
                 Some(AclUser {
                     flags: vec!["on".into(), "nopass".into()],
-                    passwords: vec![],
                     commands: "+@all".into(),
+                    keys: "~*".into(),
+                    channels: "&*".into(),
+                    ..Default::default()
                 }),
             )]
             .into(),
@@ -337,15 +392,15 @@ mod tests {
     #[test]
     fn a_server_that_holds_the_plan_gets_nothing() {
         let on = plan(true);
-        assert!(steps(&on, true, &holding(&on)).is_empty());
-        assert!(steps(&plan(false), false, &fresh_server()).is_empty());
+        assert!(steps(&on, true, &holding(&on), &Reported::default()).is_empty());
+        assert!(steps(&plan(false), false, &fresh_server(), &Reported::default()).is_empty());
     }
 
     #[test]
     fn turning_auth_on_creates_the_operators_users_first_and_default_only_on_pods_started_with_it()
     {
         let plan = plan(true);
-        let old_pod = steps(&plan, false, &fresh_server());
+        let old_pod = steps(&plan, false, &fresh_server(), &Reported::default());
         assert_eq!(
             names(&old_pod),
             [
@@ -356,7 +411,7 @@ mod tests {
                 "masteruser replication"
             ]
         );
-        let new_pod = steps(&plan, true, &fresh_server());
+        let new_pod = steps(&plan, true, &fresh_server(), &Reported::default());
         assert_eq!(new_pod.last().unwrap().describe(), "user default");
     }
 
@@ -371,7 +426,7 @@ mod tests {
             .as_mut()
             .unwrap()
             .passwords = vec!["0000".into()];
-        let todo = steps(&plan, true, &observed);
+        let todo = steps(&plan, true, &observed, &Reported::default());
         assert_eq!(names(&todo), ["user default"]);
         let Step::SetUser { words, .. } = &todo[0] else {
             panic!()
@@ -381,9 +436,110 @@ mod tests {
     }
 
     #[test]
+    fn widened_rules_are_set_again_and_selectors_cleared() {
+        let plan = plan(true);
+        let mut observed = holding(&plan);
+        let user = |observed: &mut Observed, name: &str| {
+            observed
+                .users
+                .get_mut(name)
+                .unwrap()
+                .as_mut()
+                .unwrap()
+                .clone()
+        };
+        let mut exporter = user(&mut observed, "exporter");
+        exporter.commands = "+@all".into();
+        let mut default = user(&mut observed, "default");
+        default.commands.push_str(" +@admin");
+        let mut probe = user(&mut observed, "probe");
+        probe.flags.push("skip-sanitize-payload".into());
+        let mut replication = user(&mut observed, "replication");
+        replication.selectors.push(crate::redis::AclSelector {
+            commands: "+@all".into(),
+            keys: "~*".into(),
+            channels: String::new(),
+        });
+        for (name, widened) in [
+            ("exporter", exporter),
+            ("default", default),
+            ("probe", probe),
+            ("replication", replication),
+        ] {
+            observed.users.insert(name.into(), Some(widened));
+        }
+        let todo = steps(&plan, true, &observed, &Reported::default());
+        assert_eq!(
+            names(&todo),
+            [
+                "user replication",
+                "user probe",
+                "user exporter",
+                "user default"
+            ]
+        );
+        let words = |name: &str| match todo.iter().find(|s| s.describe() == format!("user {name}"))
+        {
+            Some(Step::SetUser { words, .. }) => words.clone(),
+            _ => panic!("no step for {name}"),
+        };
+        assert!(words("replication").contains(&"clearselectors".to_string()));
+        assert!(!words("exporter").contains(&"clearselectors".to_string()));
+        assert!(words("probe").contains(&"sanitize-payload".to_string()));
+    }
+
+    #[test]
+    fn a_spelling_the_rules_cannot_recognise_holds_once_reported_after_setting() {
+        let plan = plan(true);
+        let mut observed = holding(&plan);
+        // Redis expands overlapping categories into single commands: not recognisable as the words.
+        let expanded = "-@all +@string +@hash -flushall +lolwut";
+        observed
+            .users
+            .get_mut("default")
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .commands = expanded.into();
+        assert_eq!(
+            names(&steps(&plan, true, &observed, &Reported::default())),
+            ["user default"]
+        );
+        let default = plan.users.iter().find(|u| u.name == "default").unwrap();
+        let after = observed.users["default"].clone().unwrap();
+        let reported = Reported::from([("default".to_string(), (default.rules.clone(), after))]);
+        assert!(steps(&plan, true, &observed, &reported).is_empty());
+        // Reported for other words, or changed since: set again.
+        let stale = Reported::from([(
+            "default".to_string(),
+            (
+                vec!["on".to_string()],
+                observed.users["default"].clone().unwrap(),
+            ),
+        )]);
+        assert_eq!(
+            names(&steps(&plan, true, &observed, &stale)),
+            ["user default"]
+        );
+        let mut widened = observed.clone();
+        widened
+            .users
+            .get_mut("default")
+            .unwrap()
+            .as_mut()
+            .unwrap()
+            .commands
+            .push_str(" +@admin");
+        assert_eq!(
+            names(&steps(&plan, true, &widened, &reported)),
+            ["user default"]
+        );
+    }
+
+    #[test]
     fn turning_auth_off_opens_default_and_clears_masterauth() {
         let on = plan(true);
-        let todo = steps(&plan(false), true, &holding(&on));
+        let todo = steps(&plan(false), true, &holding(&on), &Reported::default());
         assert_eq!(names(&todo), ["user default", "masteruser (cleared)"]);
     }
 
@@ -391,7 +547,10 @@ mod tests {
     fn steps_and_plans_never_show_a_password_or_hash() {
         let plan = plan(true);
         for text in [
-            format!("{:?}", steps(&plan, true, &fresh_server())),
+            format!(
+                "{:?}",
+                steps(&plan, true, &fresh_server(), &Reported::default())
+            ),
             format!("{plan:?}"),
         ] {
             assert!(!text.contains(plan.replication_password.as_deref().unwrap()));

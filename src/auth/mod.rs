@@ -8,13 +8,16 @@
 //!   Its passwords come from the application Secret: `password`, and `previousPassword` while it is there.
 //! - `redis-operator`, the operator's own: exactly the commands it sends.
 //! - `replication`, what replicas authenticate as (`masteruser`/`masterauth`): `PSYNC`, `REPLCONF`, `PING`.
-//! - `probe`, the readiness probe's: `PING`, `INFO`. `exporter`, the metrics sidecar's: read-only introspection.
+//! - `probe`, the readiness probe's: `PING`, `INFO`. `exporter`, the metrics sidecar's: `INFO` and the few
+//!   read-only commands its metrics need, nothing that reads a secret or data (no `CONFIG GET`, which would
+//!   read `masterauth`; no `SLOWLOG GET`, which shows command arguments).
 //!
 //! The operator's users get generated passwords, kept in the Secret `NAME-acl` and never rotated, so rotating
 //! the application password never touches replication (`masterauth` cannot drift). Redis only ever sees
 //! SHA-256 hashes of the application passwords (`#<hash>` in the ACL file and in `ACL SETUSER`).
 
 pub mod converge;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -22,8 +25,8 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, EnvVarSource, ExecAction, KeyToPath, Probe, Secret, SecretKeySelector,
-    SecretVolumeSource, Volume, VolumeMount,
+    Container, EnvVar, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::ByteString;
 use sha2::{Digest, Sha256};
@@ -79,13 +82,24 @@ const INTERNAL_USERS: [InternalUser; 4] = [
         key: "probe-password",
         rules: "-@all +ping +info",
     },
+    // What redis_exporter sends for its default metrics, less what reads data or secrets: no `CONFIG GET`
+    // (`masterauth` is the replication user's password, and with it every key through `PSYNC`), no
+    // `SLOWLOG GET` (the arguments of slow commands: keys and values). The exporter then goes without its three
+    // `redis_config_*` metrics and two slow-log ones; no alert uses them.
     InternalUser {
         name: EXPORTER_USER,
         key: "exporter-password",
-        rules: "-@all +ping +info +config|get +client|list +slowlog|get +slowlog|len \
-                +latency|latest +select +dbsize +cluster|info",
+        rules: "-@all +ping +info +slowlog|len +latency|latest +select +dbsize +cluster|info",
     },
 ];
+
+/// The key of `NAME-acl` holding the exporter's password file: a JSON map from the one address it scrapes (its
+/// own server's socket) to its password, so a `/scrape?target=` of any other address gets no password.
+pub const EXPORTER_PASSWORDS: &str = "exporter-passwords.json";
+/// Where the exporter's password file is mounted.
+pub const EXPORTER_AUTH_DIR: &str = "/etc/redis-exporter";
+const EXPORTER_AUTH_VOLUME: &str = "exporter-auth";
+const EXPORTER_PASSWORDS_FILE: &str = "passwords.json";
 
 /// The Secret holding the generated application password, when `spec.auth.secretRef` is not set.
 pub fn generated_secret_name(instance: &str) -> String {
@@ -287,13 +301,14 @@ pub fn resolve(
     })
 }
 
-/// The ACL rule words of a user with exactly `hashes` as passwords (no `reset`: applying them to a live
-/// user keeps its connections).
+/// The ACL rule words of a user with exactly `hashes` as passwords, whatever it held before (passwords,
+/// `nopass`, keys, channels, commands and `skip-sanitize-payload` reset; selectors are cleared where a server
+/// has any, see [`converge::steps`]). No `reset`: applying them to a live user keeps its connections.
 pub fn user_rules(hashes: &[String], rules: &str) -> Vec<String> {
     let mut words = vec!["on".to_string(), "resetpass".to_string()];
     words.extend(hashes.iter().map(|h| format!("#{h}")));
     words.extend(
-        ["resetkeys", "resetchannels", "-@all"]
+        ["resetkeys", "resetchannels", "sanitize-payload", "-@all"]
             .iter()
             .map(ToString::to_string),
     );
@@ -362,6 +377,13 @@ pub fn render_auth_conf(replication_password: &str) -> String {
     )
 }
 
+/// The exporter's password file (`--redis.password-file`): its password for its own server's socket only.
+/// redis_exporter looks a target's password up by its exact address, so every other target it is asked to
+/// scrape gets none.
+pub fn render_exporter_passwords(password: &str) -> String {
+    serde_json::json!({ crate::build::exporter::REDIS_SOCKET_ADDR: password }).to_string()
+}
+
 /// The data of `NAME-acl`: the files the pods read and the operator's users' passwords. `None` when
 /// authentication is off (the Secret is then left as it is).
 pub fn users_secret_data(
@@ -381,6 +403,12 @@ pub fn users_secret_data(
         ACL_FILE.into(),
         ByteString(render_acl_file(&users).into_bytes()),
     );
+    if let Some(exporter) = resolved.internal.get(EXPORTER_USER) {
+        data.insert(
+            EXPORTER_PASSWORDS.into(),
+            ByteString(render_exporter_passwords(exporter).into_bytes()),
+        );
+    }
     let replication = resolved.internal.get(REPLICATION_USER)?;
     data.insert(
         AUTH_CONF.into(),
@@ -430,7 +458,7 @@ pub fn probe_cli() -> String {
 
 /// Adds authentication to the pod template: the annotation, the `NAME-acl` volume with the ACL file,
 /// `auth.conf` and the probe's password; `--include auth.conf` on Redis' command line; the readiness probe as
-/// the probe user; the exporter as the exporter user (password from a Secret reference). With authentication
+/// the probe user; the exporter as the exporter user (its password file from `NAME-acl`). With authentication
 /// off only the annotation is set.
 pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet) {
     let Some(template) = statefulset.spec.as_mut().map(|s| &mut s.template) else {
@@ -469,12 +497,31 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         }),
         ..Default::default()
     });
+    let mut exporter = false;
     for container in &mut pod.containers {
         if container.name == crate::build::children::CONTAINER {
             add_to_redis(container);
         } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
-            add_to_exporter(container, &secret);
+            add_to_exporter(container);
+            exporter = true;
         }
+    }
+    if exporter {
+        // Only the exporter's password file: the exporter sees no other password and no hash.
+        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: EXPORTER_AUTH_VOLUME.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret),
+                items: Some(vec![KeyToPath {
+                    key: EXPORTER_PASSWORDS.into(),
+                    path: EXPORTER_PASSWORDS_FILE.into(),
+                    ..Default::default()
+                }]),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
     }
 }
 
@@ -506,7 +553,9 @@ fn add_to_redis(container: &mut Container) {
     }
 }
 
-fn add_to_exporter(container: &mut Container, secret: &str) {
+/// The exporter's user, and its password as a file mapping its own server's socket to it (never
+/// `REDIS_PASSWORD`, which redis_exporter would send to any target a `/scrape?target=` names).
+fn add_to_exporter(container: &mut Container) {
     let env = container.env.get_or_insert_with(Vec::new);
     env.push(EnvVar {
         name: "REDIS_USER".into(),
@@ -514,17 +563,19 @@ fn add_to_exporter(container: &mut Container, secret: &str) {
         ..Default::default()
     });
     env.push(EnvVar {
-        name: "REDIS_PASSWORD".into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: INTERNAL_USERS[3].key.into(),
-                optional: Some(false),
-            }),
-            ..Default::default()
-        }),
+        name: "REDIS_PASSWORD_FILE".into(),
+        value: Some(format!("{EXPORTER_AUTH_DIR}/{EXPORTER_PASSWORDS_FILE}")),
         ..Default::default()
     });
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: EXPORTER_AUTH_VOLUME.into(),
+            mount_path: EXPORTER_AUTH_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
 }
 
 /// Checks `spec.auth.defaultUserRules`: ACL rules only, without passwords or user state, which the operator owns.

@@ -170,12 +170,12 @@ fn the_pod_reads_the_files_and_the_probe_and_exporter_authenticate_without_a_lit
     let pod = template.spec.unwrap();
     let volume = pod
         .volumes
-        .unwrap()
-        .into_iter()
+        .iter()
+        .flatten()
         .find(|v| v.name == AUTH_VOLUME)
         .unwrap();
     assert_eq!(
-        volume.secret.unwrap().secret_name.as_deref(),
+        volume.secret.as_ref().unwrap().secret_name.as_deref(),
         Some("cache-acl")
     );
     let redis = &pod.containers[0];
@@ -194,16 +194,71 @@ fn the_pod_reads_the_files_and_the_probe_and_exporter_authenticate_without_a_lit
         .unwrap();
     assert!(probe[2].contains("REDISCLI_AUTH=\"$(cat /etc/redis-auth/probe-password)\""));
     assert!(probe[2].contains("--user probe"));
+    // The exporter: a password file, never REDIS_PASSWORD (which it would send to any /scrape target).
     let exporter = &pod.containers[1];
     let env = exporter.env.clone().unwrap();
-    let password = env.iter().find(|v| v.name == "REDIS_PASSWORD").unwrap();
-    assert!(password.value.is_none());
-    let from = password.value_from.clone().unwrap().secret_key_ref.unwrap();
+    assert!(!env.iter().any(|v| v.name == "REDIS_PASSWORD"));
+    let file = env
+        .iter()
+        .find(|v| v.name == "REDIS_PASSWORD_FILE")
+        .unwrap();
     assert_eq!(
-        (from.name.as_str(), from.key.as_str()),
-        ("cache-acl", "exporter-password")
+        file.value.as_deref(),
+        Some("/etc/redis-exporter/passwords.json")
     );
+    let mount = exporter
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == EXPORTER_AUTH_DIR)
+        .unwrap();
+    assert_eq!(mount.read_only, Some(true));
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let source = volume.secret.as_ref().unwrap();
+    assert_eq!(source.secret_name.as_deref(), Some("cache-acl"));
+    let items: Vec<(&str, &str)> = source
+        .items
+        .iter()
+        .flatten()
+        .map(|i| (i.key.as_str(), i.path.as_str()))
+        .collect();
+    assert_eq!(items, [(EXPORTER_PASSWORDS, "passwords.json")]);
+    assert!(!exporter
+        .volume_mounts
+        .iter()
+        .flatten()
+        .any(|m| m.name == AUTH_VOLUME));
     assert!(!text.contains("masterauth"));
+}
+
+#[test]
+fn the_exporters_password_file_names_only_its_own_servers_socket_and_its_user_reads_no_config() {
+    let resolved = resolve("cache", &AuthSpec::default(), None, None, &mut counter()).unwrap();
+    let data = users_secret_data(&AuthSpec::default(), &resolved).unwrap();
+    let file: BTreeMap<String, String> =
+        serde_json::from_slice(&data[EXPORTER_PASSWORDS].0).unwrap();
+    assert_eq!(
+        file,
+        BTreeMap::from([(
+            "unix:///run/redis-socket/redis.sock".to_string(),
+            resolved.internal[EXPORTER_USER].clone()
+        )])
+    );
+    let exporter = INTERNAL_USERS
+        .iter()
+        .find(|u| u.name == EXPORTER_USER)
+        .unwrap();
+    assert!(!exporter.rules.contains("config"), "{}", exporter.rules);
+    assert!(
+        !exporter.rules.contains("slowlog|get"),
+        "{}",
+        exporter.rules
+    );
 }
 
 #[test]

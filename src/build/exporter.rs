@@ -3,16 +3,15 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, Service, ServicePort,
-    ServiceSpec,
+    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ObjectFieldSelector,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
-use crate::build::children::{metadata, selector_labels};
-use crate::build::redis_conf::REDIS_PORT;
+use crate::build::children::{metadata, selector_labels, CONTAINER};
 
 /// Name of the exporter container.
 pub const EXPORTER_CONTAINER: &str = "metrics";
@@ -25,6 +24,14 @@ pub const METRICS_PORT: i32 = 9121;
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Value of [`COMPONENT_LABEL`] on the `NAME-metrics` Service.
 pub const METRICS_COMPONENT: &str = "metrics";
+
+/// The directory (an emptyDir shared by the Redis and exporter containers only) holding Redis' Unix socket.
+pub const SOCKET_DIR: &str = "/run/redis-socket";
+/// Redis' Unix socket, the one address the exporter scrapes.
+pub const REDIS_SOCKET: &str = "/run/redis-socket/redis.sock";
+/// [`REDIS_SOCKET`] as the exporter names it (`REDIS_ADDR`, and the key of its password file).
+pub const REDIS_SOCKET_ADDR: &str = "unix:///run/redis-socket/redis.sock";
+const SOCKET_VOLUME: &str = "redis-socket";
 
 /// Name of the Service in front of the exporters.
 pub fn metrics_service_name(instance: &str) -> String {
@@ -40,13 +47,40 @@ pub fn add_sidecar(exporter: &ExporterSpec, statefulset: &mut StatefulSet) {
         .spec
         .as_mut()
         .and_then(|s| s.template.spec.as_mut());
-    if let Some(pod) = pod {
-        pod.containers.push(sidecar(exporter));
+    let Some(pod) = pod else {
+        return;
+    };
+    let socket_mount = VolumeMount {
+        name: SOCKET_VOLUME.into(),
+        mount_path: SOCKET_DIR.into(),
+        ..Default::default()
+    };
+    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: SOCKET_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    });
+    for container in pod.containers.iter_mut().filter(|c| c.name == CONTAINER) {
+        // Besides the pod address: a socket only the pod's own containers that mount it can reach, owner-only.
+        container.args.get_or_insert_with(Vec::new).extend([
+            "--unixsocket".into(),
+            REDIS_SOCKET.into(),
+            "--unixsocketperm".into(),
+            "700".into(),
+        ]);
+        container
+            .volume_mounts
+            .get_or_insert_with(Vec::new)
+            .push(socket_mount.clone());
     }
+    let mut sidecar = sidecar(exporter);
+    sidecar.volume_mounts = Some(vec![socket_mount]);
+    pod.containers.push(sidecar);
 }
 
-/// The exporter container: it scrapes the Redis server of its own pod and serves the metrics on the pod's
-/// address. Redis listens on the pod address only (not on localhost), so that is where it connects.
+/// The exporter container: it scrapes the Redis server of its own pod through Redis' Unix socket (the only
+/// address its password file names, so it sends no password to any other: see `crate::auth`) and serves the
+/// metrics on the pod's address. Over the socket it needs no TLS, whatever `spec.tls` says.
 fn sidecar(exporter: &ExporterSpec) -> Container {
     let var = |name: &str, value: String| EnvVar {
         name: name.into(),
@@ -54,7 +88,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
         ..Default::default()
     };
     // With authentication on, `crate::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
-    // and REDIS_PASSWORD (from a Secret reference, never a literal value).
+    // and its password file (mounted from NAME-acl, never a literal value).
     let env = vec![
         EnvVar {
             name: "POD_IP".into(),
@@ -67,7 +101,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
             }),
             ..Default::default()
         },
-        var("REDIS_ADDR", format!("redis://$(POD_IP):{REDIS_PORT}")),
+        var("REDIS_ADDR", REDIS_SOCKET_ADDR.into()),
         var(
             "REDIS_EXPORTER_WEB_LISTEN_ADDRESS",
             format!("$(POD_IP):{METRICS_PORT}"),
@@ -171,8 +205,27 @@ mod tests {
         );
         assert_eq!(
             value("REDIS_ADDR").as_deref(),
-            Some("redis://$(POD_IP):6379")
+            Some("unix:///run/redis-socket/redis.sock")
         );
+        // Redis opens the socket in a directory only its own container and the exporter mount.
+        let args = pod.containers[0].args.clone().unwrap().join(" ");
+        assert!(
+            args.contains("--unixsocket /run/redis-socket/redis.sock --unixsocketperm 700"),
+            "{args}"
+        );
+        let mounted = |c: &Container| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == SOCKET_VOLUME && m.mount_path == SOCKET_DIR)
+        };
+        assert!(mounted(&pod.containers[0]) && mounted(sidecar));
+        let volume = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == SOCKET_VOLUME);
+        assert!(volume.and_then(|v| v.empty_dir.as_ref()).is_some());
         assert_eq!(
             value("REDIS_EXPORTER_WEB_LISTEN_ADDRESS").as_deref(),
             Some("$(POD_IP):9121")

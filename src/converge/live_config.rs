@@ -461,9 +461,16 @@ async fn converge_pod(
         // Verified, not assumed: Redis may accept a value and hold another.
         match node.config_get(&setting.directive).await {
             Ok(value) if holds(setting, value.as_deref()) => {}
+            // The value comes from the server (the tenant's image): bounded before it reaches the status.
             Ok(value) => missing.push(unapplied(
                 setting,
-                format!("it reads back {:?}", value.unwrap_or_default()),
+                format!(
+                    "it reads back {:?}",
+                    crate::redis::client::bounded_text(
+                        &value.unwrap_or_default(),
+                        crate::redis::client::MAX_ERROR_TEXT
+                    )
+                ),
             )),
             Err(error) => missing.push(unapplied(setting, error.to_string())),
         }

@@ -150,7 +150,8 @@ pub(super) async fn prepare(
 }
 
 /// Brings running servers to the users and replication credentials, unless nothing changed since every pod
-/// was last found holding them (a converged instance sends nothing). Returns the status to record.
+/// was last found holding them, less than [`super::AUTH_RECHECK`] ago (a converged instance sends no
+/// command, only reads its users back that often). Returns the status to record.
 pub(super) async fn converge_pass(
     ri: &RedisInstance,
     ctx: &Context,
@@ -188,12 +189,30 @@ pub(super) async fn converge_pass(
     let verified = ctx
         .auth_verified
         .lock()
-        .map(|v| v.get(&key) == Some(&fingerprint))
+        .map(|v| {
+            v.get(&key).is_some_and(|(held, at)| {
+                *held == fingerprint && at.elapsed() < super::AUTH_RECHECK
+            })
+        })
         .unwrap_or(false);
     if !verified {
         let leadership = ctx.leadership.clone();
-        let outcome =
-            converge::converge(&pods, &plan, &prepared.access, || leadership.is_held()).await;
+        let reported = ctx
+            .acl_reported
+            .lock()
+            .map(|r| r.get(&key).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let outcome = converge::converge(
+            &pods,
+            &plan,
+            &prepared.access,
+            || leadership.is_held(),
+            &reported,
+        )
+        .await;
+        if let Ok(mut r) = ctx.acl_reported.lock() {
+            r.insert(key.clone(), outcome.reported.clone());
+        }
         for (pod, set) in &outcome.set {
             info!(%pod, set = %set.join(", "), "authentication set at runtime");
         }
@@ -201,7 +220,7 @@ pub(super) async fn converge_pass(
             && pods.len() >= usize::try_from(ri.spec.replicas).unwrap_or(0);
         if all {
             if let Ok(mut v) = ctx.auth_verified.lock() {
-                v.insert(key, fingerprint);
+                v.insert(key, (fingerprint, std::time::Instant::now()));
             }
         } else {
             let pending: Vec<String> = outcome

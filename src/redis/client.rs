@@ -5,18 +5,124 @@
 //! `WAIT`), through `tokio::time::timeout`, so a stopped or partitioned server costs at most that
 //! long and never stalls another instance's reconcile. Failures are typed ([`RedisError`]) and say
 //! whether trying again later can help.
+//!
+//! The server runs an image the tenant chose, so it may send anything. What a connection reads is capped
+//! ([`MAX_READ_BYTES`], counted below the client library, which would buffer a reply of any size), at most
+//! [`MAX_CONNECTIONS`] connections are open at once, and every text taken from a server into an error is cut
+//! to [`MAX_ERROR_TEXT`] characters; a reply the operator cannot parse is reported as unreadable, without its
+//! content.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use ::redis::{
-    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
-};
+use ::redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
+use futures::FutureExt;
 use redis_fsm::{ServerState, Unobserved};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::info::{self, AclUser, ParseError, RoleReply};
+
+/// What one connection may read from its server in all, 1 MiB. The operator's connections are short (one pass
+/// on one server: an `INFO`, a few `CONFIG GET`s or `ACL GETUSER`s), and a real server's replies to them are a
+/// few kilobytes; an `INFO` whose keyspace lists some 25 000 non-empty databases would be over it, and that
+/// server is then reported as unreadable. A connection that reaches the cap is closed.
+pub const MAX_READ_BYTES: usize = 1024 * 1024;
+
+/// How many servers the operator talks to at once (connections open in this process). More wait for one to
+/// close; the waiting does not count against a server's time bounds. With [`MAX_READ_BYTES`], what is read from
+/// servers at a time is bounded by 64 MiB (parsed replies of many small elements take a few times their bytes).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The longest text from a server (an error reply) kept in an error, in characters.
+pub const MAX_ERROR_TEXT: usize = 200;
+
+static CONNECTIONS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONNECTIONS)));
+
+/// `text` for a status, Event or log line: control characters replaced, at most `max` characters.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// A stream that fails once more than [`MAX_READ_BYTES`] have been read from it, and says so in `exceeded`.
+struct Capped<S> {
+    inner: S,
+    read: usize,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl<S> Capped<S> {
+    fn new(inner: S, exceeded: &Arc<AtomicBool>) -> Self {
+        Capped {
+            inner,
+            read: 0,
+            exceeded: exceeded.clone(),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.read >= MAX_READ_BYTES {
+            this.exceeded.store(true, Ordering::SeqCst);
+            return Poll::Ready(Err(std::io::Error::other(
+                "the server sent more than the operator reads from one connection",
+            )));
+        }
+        // Never ask for more than the cap leaves, so what the library buffers stays within it.
+        let room = MAX_READ_BYTES - this.read;
+        if buf.remaining() <= room {
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+            this.read += buf.filled().len() - before;
+            return polled;
+        }
+        let mut scratch = vec![0u8; room];
+        let mut limited = ReadBuf::new(&mut scratch);
+        let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
+        buf.put_slice(limited.filled());
+        this.read += limited.filled().len();
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// Time bounds for talking to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,8 +144,9 @@ impl Default for Timeouts {
     }
 }
 
-/// Why a call to a server failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a call to a server failed. Every text in it that came from the server is bounded
+/// ([`MAX_ERROR_TEXT`]); `Debug` shows what `Display` shows.
+#[derive(thiserror::Error)]
 pub enum RedisError {
     /// The connection was not established within the connect timeout.
     #[error("connecting to {endpoint} timed out after {after:?}")]
@@ -60,7 +167,7 @@ pub enum RedisError {
         after: Duration,
     },
     /// The server could not be reached or the connection broke.
-    #[error("{command} on {endpoint}: {source}")]
+    #[error("{command} on {endpoint}: {}", bounded_text(&source.to_string(), MAX_ERROR_TEXT))]
     Connection {
         /// `host:port`.
         endpoint: String,
@@ -78,13 +185,23 @@ pub enum RedisError {
         endpoint: String,
         /// The command name.
         command: &'static str,
-        /// The error code, e.g. `ERR`, `LOADING`, `BUSY`.
+        /// The error code, e.g. `ERR`, `LOADING`, `BUSY` (at most 32 characters).
         code: String,
-        /// The whole error as the client library renders it.
+        /// The error as the client library renders it, cut to [`MAX_ERROR_TEXT`] characters.
         message: String,
     },
-    /// The server answered something the operator does not understand.
-    #[error("unexpected reply to {command} from {endpoint}: {source}")]
+    /// The server sent more than [`MAX_READ_BYTES`] on this connection: a reply no real server sends.
+    #[error("{command} on {endpoint}: unreadable, the server sent more than {limit} bytes")]
+    TooLarge {
+        /// `host:port`.
+        endpoint: String,
+        /// The command name.
+        command: &'static str,
+        /// The cap.
+        limit: usize,
+    },
+    /// The server answered something the operator does not understand (never copied: see [`ParseError`]).
+    #[error("unreadable reply to {command} from {endpoint}: {source}")]
     Reply {
         /// `host:port`.
         endpoint: String,
@@ -102,34 +219,44 @@ const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", 
 
 impl RedisError {
     /// Whether the same call may succeed later without anything else changing: timeouts,
-    /// connection failures and transient server states are; refusals and unexpected replies are
-    /// not (retrying would send the same wrong command again).
+    /// connection failures and transient server states are; refusals and unexpected or oversized replies
+    /// are not (retrying would send the same wrong command again).
     pub fn is_retryable(&self) -> bool {
         match self {
             RedisError::ConnectTimeout { .. }
             | RedisError::CommandTimeout { .. }
             | RedisError::Connection { .. } => true,
             RedisError::Server { code, .. } => TRANSIENT_CODES.contains(&code.as_str()),
-            RedisError::Reply { .. } => false,
+            RedisError::Reply { .. } | RedisError::TooLarge { .. } => false,
         }
+    }
+}
+
+impl std::fmt::Debug for RedisError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisError({self})")
     }
 }
 
 impl From<&RedisError> for Unobserved {
-    /// An observation that failed becomes part of the observation, not an abort.
+    /// An observation that failed becomes part of the observation, not an abort. Its text goes into the
+    /// status: bounded.
     fn from(error: &RedisError) -> Self {
         Unobserved {
-            reason: error.to_string(),
+            reason: bounded_text(&error.to_string(), 2 * MAX_ERROR_TEXT),
         }
     }
 }
 
-/// A connection to one server.
+/// A connection to one server. It holds one of the [`MAX_CONNECTIONS`] places while it lives.
 pub struct RedisNode {
     endpoint: String,
     timeouts: Timeouts,
     connection: MultiplexedConnection,
     served_certificate: Option<rustls::pki_types::CertificateDer<'static>>,
+    /// Set once the server sent more than [`MAX_READ_BYTES`].
+    exceeded: Arc<AtomicBool>,
+    _place: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for RedisNode {
@@ -215,7 +342,8 @@ impl RedisNode {
         Self::connect_with(host, port, login, timeouts, None).await
     }
 
-    /// Connects as `login`, over TLS with `tls`.
+    /// Connects as `login`, over TLS with `tls`. Waits for one of the [`MAX_CONNECTIONS`] places first (not
+    /// counted against the connect timeout: it is this process that is busy, not the server).
     async fn connect_with(
         host: &str,
         port: u16,
@@ -229,6 +357,11 @@ impl RedisNode {
             command: "connect",
             source,
         };
+        let place = CONNECTIONS
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed");
         let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         if let Some(login) = login {
             settings = settings
@@ -240,54 +373,68 @@ impl RedisNode {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(None);
-        if let Some(trust) = tls {
-            // The handshake is the operator's own (see `crate::tls::connect`); the library speaks Redis over it.
-            let connecting = async {
-                let (stream, served) = trust
-                    .handshake(host, port)
-                    .await
-                    .map_err(|e| connection_error(e.into()))?;
-                let (connection, driver) =
-                    MultiplexedConnection::new_with_config(&settings, stream, config)
+        let exceeded = Arc::new(AtomicBool::new(false));
+        // The streams are the operator's own (the TLS handshake too, see `crate::tls::connect`), each read
+        // through `Capped`; the library speaks Redis over them.
+        let connecting = async {
+            let (connection, driver, served) = match tls {
+                Some(trust) => {
+                    let (stream, served) = trust
+                        .handshake(host, port)
                         .await
-                        .map_err(connection_error)?;
-                tokio::spawn(driver);
-                Ok((connection, served))
-            };
-            let (connection, served_certificate) =
-                tokio::time::timeout(timeouts.connect, connecting)
+                        .map_err(|e| connection_error(e.into()))?;
+                    let (connection, driver) = MultiplexedConnection::new_with_config(
+                        &settings,
+                        Capped::new(stream, &exceeded),
+                        config,
+                    )
                     .await
-                    .map_err(|_| RedisError::ConnectTimeout {
-                        endpoint: endpoint.clone(),
-                        after: timeouts.connect,
-                    })??;
-            return Ok(RedisNode {
-                endpoint,
-                timeouts,
-                connection,
-                served_certificate,
-            });
-        }
-        let info = ConnectionAddr::Tcp(host.to_string(), port)
-            .into_connection_info()
-            .map_err(connection_error)?
-            .set_redis_settings(settings);
-        let client = Client::open(info).map_err(connection_error)?;
-        let connection = tokio::time::timeout(
-            timeouts.connect,
-            client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| RedisError::ConnectTimeout {
-            endpoint: endpoint.clone(),
-            after: timeouts.connect,
-        })?
-        .map_err(connection_error)?;
+                    .map_err(connection_error)?;
+                    (connection, driver.boxed(), served)
+                }
+                None => {
+                    let stream = tokio::net::TcpStream::connect((host, port))
+                        .await
+                        .map_err(|e| connection_error(e.into()))?;
+                    stream
+                        .set_nodelay(true)
+                        .map_err(|e| connection_error(e.into()))?;
+                    let (connection, driver) = MultiplexedConnection::new_with_config(
+                        &settings,
+                        Capped::new(stream, &exceeded),
+                        config,
+                    )
+                    .await
+                    .map_err(connection_error)?;
+                    (connection, driver.boxed(), None)
+                }
+            };
+            tokio::spawn(driver);
+            Ok((connection, served))
+        };
+        let outcome = tokio::time::timeout(timeouts.connect, connecting)
+            .await
+            .map_err(|_| RedisError::ConnectTimeout {
+                endpoint: endpoint.clone(),
+                after: timeouts.connect,
+            })?;
+        let (connection, served_certificate) = match outcome {
+            Err(_) if exceeded.load(Ordering::SeqCst) => {
+                return Err(RedisError::TooLarge {
+                    endpoint,
+                    command: "connect",
+                    limit: MAX_READ_BYTES,
+                })
+            }
+            other => other?,
+        };
         Ok(RedisNode {
             endpoint,
             timeouts,
             connection,
-            served_certificate: None,
+            served_certificate,
+            exceeded,
+            _place: place,
         })
     }
 
@@ -308,7 +455,15 @@ impl RedisNode {
         F: Future<Output = ::redis::RedisResult<T>>,
     {
         let after = self.timeouts.command + extra;
-        match tokio::time::timeout(after, send).await {
+        let outcome = tokio::time::timeout(after, send).await;
+        if outcome.as_ref().is_ok_and(Result::is_err) && self.exceeded.load(Ordering::SeqCst) {
+            return Err(RedisError::TooLarge {
+                endpoint: self.endpoint.clone(),
+                command: name,
+                limit: MAX_READ_BYTES,
+            });
+        }
+        match outcome {
             Err(_) => Err(RedisError::CommandTimeout {
                 endpoint: self.endpoint.clone(),
                 command: name,
@@ -319,8 +474,8 @@ impl RedisNode {
                 Some(code) => RedisError::Server {
                     endpoint: self.endpoint.clone(),
                     command: name,
-                    code: code.to_string(),
-                    message: source.to_string(),
+                    code: bounded_text(code, 32),
+                    message: bounded_text(&source.to_string(), MAX_ERROR_TEXT),
                 },
                 None if source.is_timeout() => RedisError::CommandTimeout {
                     endpoint: self.endpoint.clone(),
@@ -365,7 +520,7 @@ impl RedisNode {
         if reply == "PONG" {
             Ok(())
         } else {
-            Err(self.reply_error("PING", ParseError::Role(reply)))
+            Err(self.reply_error("PING", ParseError::NotPong))
         }
     }
 
@@ -382,10 +537,34 @@ impl RedisNode {
         self.command("INFO", Duration::ZERO, cmd).await
     }
 
-    /// One `INFO`, parsed into what the topology decisions need.
+    /// `INFO section`, raw.
+    async fn info_section(&self, section: &str) -> Result<String, RedisError> {
+        let mut cmd = ::redis::cmd("INFO");
+        cmd.arg(section);
+        self.command("INFO", Duration::ZERO, cmd).await
+    }
+
+    /// The `INFO` sections the topology decisions need (server, replication, persistence, keyspace), asked one
+    /// at a time (a single section is what every Redis version accepts, and none of the others is read),
+    /// parsed. The keyspace section last: it is the one that can outgrow the read cap ([`MAX_READ_BYTES`]), with
+    /// a key in each of tens of thousands of databases. Then the server counts as holding data, `keys` being
+    /// the lower bound 1, and the rest of the observation stands.
     pub async fn observe(&self) -> Result<ServerState, RedisError> {
-        let text = self.info().await?;
-        info::server_state(&text).map_err(|e| self.reply_error("INFO", e))
+        let mut text = String::new();
+        for section in ["server", "replication", "persistence"] {
+            text.push_str(&self.info_section(section).await?);
+        }
+        let keyspace = match self.info_section("keyspace").await {
+            Ok(keyspace) => Some(keyspace),
+            Err(RedisError::TooLarge { .. }) => None,
+            Err(error) => return Err(error),
+        };
+        text.push_str(keyspace.as_deref().unwrap_or_default());
+        let mut state = info::server_state(&text).map_err(|e| self.reply_error("INFO", e))?;
+        if keyspace.is_none() {
+            state.keys = state.keys.max(1);
+        }
+        Ok(state)
     }
 
     /// `ROLE`, parsed.
@@ -531,7 +710,7 @@ mod tests {
         assert!(!RedisError::Reply {
             endpoint: "10.0.0.1:6379".into(),
             command: "ROLE",
-            source: ParseError::Role("[]".into()),
+            source: ParseError::Role("empty reply"),
         }
         .is_retryable());
     }

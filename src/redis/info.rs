@@ -7,26 +7,28 @@ use std::collections::HashMap;
 use ::redis::Value;
 use redis_fsm::{FailoverState, ReplicaLink, ServerRole, ServerState};
 
-/// Why a reply could not be understood.
+/// Why a reply could not be understood. It names what was wrong, never what was sent: the server runs an image
+/// the tenant chose, and these texts reach status, Events and logs.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// A field the operator relies on is absent.
     #[error("INFO has no {0} field")]
     Missing(&'static str),
     /// A field has a value of the wrong shape.
-    #[error("INFO field {field} has unexpected value {value:?}")]
+    #[error("INFO field {field} has a value of the wrong shape")]
     Invalid {
         /// The field name.
         field: &'static str,
-        /// The value seen.
-        value: String,
     },
     /// The `ROLE` reply has an unexpected shape.
-    #[error("unexpected ROLE reply: {0}")]
-    Role(String),
+    #[error("ROLE reply: {0}")]
+    Role(&'static str),
     /// The `ACL GETUSER` reply has an unexpected shape.
-    #[error("unexpected ACL GETUSER reply: {0}")]
-    Acl(String),
+    #[error("ACL GETUSER reply: {0}")]
+    Acl(&'static str),
+    /// `PING` was answered with something other than `PONG`.
+    #[error("PING was not answered with PONG")]
+    NotPong,
 }
 
 /// The `field:value` lines of an `INFO` reply (section headers and blank lines skipped).
@@ -56,20 +58,14 @@ impl<'a> InfoFields<'a> {
 
     fn number<T: std::str::FromStr>(&self, field: &'static str) -> Result<T, ParseError> {
         let value = self.required(field)?;
-        value.parse().map_err(|_| ParseError::Invalid {
-            field,
-            value: value.to_string(),
-        })
+        value.parse().map_err(|_| ParseError::Invalid { field })
     }
 
     fn flag(&self, field: &'static str) -> Result<bool, ParseError> {
         match self.required(field)? {
             "0" => Ok(false),
             "1" => Ok(true),
-            other => Err(ParseError::Invalid {
-                field,
-                value: other.to_string(),
-            }),
+            _ => Err(ParseError::Invalid { field }),
         }
     }
 
@@ -96,10 +92,7 @@ impl<'a> InfoFields<'a> {
                 sync_in_progress: self.flag("master_sync_in_progress")?,
                 replica_offset: self.number("slave_repl_offset")?,
             })),
-            other => Err(ParseError::Invalid {
-                field: "role",
-                value: other.to_string(),
-            }),
+            _ => Err(ParseError::Invalid { field: "role" }),
         }
     }
 
@@ -117,10 +110,7 @@ impl<'a> InfoFields<'a> {
                 .split(',')
                 .find_map(|kv| kv.strip_prefix("keys="))
                 .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| ParseError::Invalid {
-                    field: "db<n>",
-                    value: value.to_string(),
-                })?;
+                .ok_or(ParseError::Invalid { field: "db<n>" })?;
             total = total.saturating_add(keys);
         }
         Ok(total)
@@ -135,10 +125,9 @@ pub fn server_state(info: &str) -> Result<ServerState, ParseError> {
         None | Some("no-failover") => FailoverState::None,
         Some("waiting-for-sync") => FailoverState::WaitingForSync,
         Some("failover-in-progress") => FailoverState::InProgress,
-        Some(other) => {
+        Some(_) => {
             return Err(ParseError::Invalid {
                 field: "master_failover_state",
-                value: other.to_string(),
             })
         }
     };
@@ -187,9 +176,7 @@ fn text(value: &Value) -> Result<String, ParseError> {
         Value::BulkString(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
         Value::SimpleString(s) => Ok(s.clone()),
         Value::Int(n) => Ok(n.to_string()),
-        other => Err(ParseError::Role(format!(
-            "expected a string, got {other:?}"
-        ))),
+        _ => Err(ParseError::Role("expected a string")),
     }
 }
 
@@ -198,30 +185,28 @@ fn integer(value: &Value) -> Result<i64, ParseError> {
         Value::Int(n) => Ok(*n),
         other => text(other)?
             .parse()
-            .map_err(|_| ParseError::Role(format!("expected an integer, got {other:?}"))),
+            .map_err(|_| ParseError::Role("expected an integer")),
     }
 }
 
 fn port(value: &Value) -> Result<u16, ParseError> {
-    u16::try_from(integer(value)?).map_err(|_| ParseError::Role(format!("bad port {value:?}")))
+    u16::try_from(integer(value)?).map_err(|_| ParseError::Role("a port out of range"))
 }
 
 /// Parses the reply of `ROLE`.
 pub fn role_reply(value: &Value) -> Result<RoleReply, ParseError> {
     let Value::Array(items) = value else {
-        return Err(ParseError::Role(format!(
-            "expected an array, got {value:?}"
-        )));
+        return Err(ParseError::Role("expected an array"));
     };
     let kind = items
         .first()
         .map(text)
         .transpose()?
-        .ok_or_else(|| ParseError::Role("empty reply".into()))?;
+        .ok_or(ParseError::Role("empty reply"))?;
     match (kind.as_str(), items.as_slice()) {
         ("master", [_, offset, Value::Array(replicas)]) => Ok(RoleReply::Master {
             offset: u64::try_from(integer(offset)?)
-                .map_err(|_| ParseError::Role(format!("bad offset {offset:?}")))?,
+                .map_err(|_| ParseError::Role("a negative offset"))?,
             replicas: replicas
                 .iter()
                 .map(|replica| match replica {
@@ -229,9 +214,9 @@ pub fn role_reply(value: &Value) -> Result<RoleReply, ParseError> {
                         text(&fields[0])?,
                         port(&fields[1])?,
                         u64::try_from(integer(&fields[2])?)
-                            .map_err(|_| ParseError::Role(format!("bad offset {replica:?}")))?,
+                            .map_err(|_| ParseError::Role("a negative offset"))?,
                     )),
-                    other => Err(ParseError::Role(format!("bad replica entry {other:?}"))),
+                    _ => Err(ParseError::Role("a replica entry of the wrong shape")),
                 })
                 .collect::<Result<_, _>>()?,
         }),
@@ -241,48 +226,115 @@ pub fn role_reply(value: &Value) -> Result<RoleReply, ParseError> {
             state: text(state)?,
             offset: integer(offset)?,
         }),
-        _ => Err(ParseError::Role(format!("{value:?}"))),
+        _ => Err(ParseError::Role("an unknown role or shape")),
     }
 }
 
-/// What `ACL GETUSER` says about a user that matters to the operator.
+/// A user's rules as `ACL GETUSER` reports them: everything that decides what the user may do.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AclUser {
-    /// Flags such as `on`, `off`, `nopass`.
+    /// Flags such as `on`, `off`, `nopass`, `skip-sanitize-payload`.
     pub flags: Vec<String>,
     /// SHA-256 hashes (hex) of the passwords it accepts.
     pub passwords: Vec<String>,
     /// Its command rules as Redis renders them, e.g. `+@all -@admin`.
     pub commands: String,
+    /// Its key patterns, e.g. `~* %R~cache:*` (empty: none).
+    pub keys: String,
+    /// Its channel patterns, e.g. `&*`.
+    pub channels: String,
+    /// Its selectors (Redis 7), each with its own commands, keys and channels.
+    pub selectors: Vec<AclSelector>,
+}
+
+/// One selector of a user (`(~cache:* +get)`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AclSelector {
+    /// Command rules.
+    pub commands: String,
+    /// Key patterns.
+    pub keys: String,
+    /// Channel patterns.
+    pub channels: String,
+}
+
+/// The text of a field that Redis 7 reports as a string and Redis 6.2 as a list of patterns (`keys`,
+/// `channels`), patterns joined by spaces with their prefix.
+fn patterns(value: &Value, prefix: &str) -> Result<String, ParseError> {
+    match value {
+        Value::Array(items) => Ok(items
+            .iter()
+            .map(|item| text(item).map(|p| format!("{prefix}{p}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ParseError::Acl("a pattern is not a string"))?
+            .join(" ")),
+        other => text(other).map_err(|_| ParseError::Acl("patterns are not a string")),
+    }
+}
+
+/// The field-value pairs of a flat map (RESP2) or a map (RESP3).
+fn pairs(value: &Value) -> Result<Vec<(String, &Value)>, ParseError> {
+    match value {
+        Value::Array(items) => items
+            .chunks(2)
+            .map(|pair| match pair {
+                [key, field] => Ok((
+                    text(key).map_err(|_| ParseError::Acl("a field name is not a string"))?,
+                    field,
+                )),
+                _ => Err(ParseError::Acl("odd number of fields")),
+            })
+            .collect(),
+        Value::Map(items) => items
+            .iter()
+            .map(|(key, field)| {
+                Ok((
+                    text(key).map_err(|_| ParseError::Acl("a field name is not a string"))?,
+                    field,
+                ))
+            })
+            .collect(),
+        _ => Err(ParseError::Acl("not a map")),
+    }
 }
 
 /// Parses the reply of `ACL GETUSER` (a flat map of field names and values; nil for no such user).
 pub fn acl_user(value: &Value) -> Result<Option<AclUser>, ParseError> {
-    let items = match value {
-        Value::Nil => return Ok(None),
-        Value::Array(items) => items,
-        other => return Err(ParseError::Acl(format!("{other:?}"))),
-    };
+    if *value == Value::Nil {
+        return Ok(None);
+    }
     let strings = |value: &Value| match value {
         Value::Array(items) => items
             .iter()
-            .map(|item| text(item).map_err(|_| ParseError::Acl(format!("{item:?}"))))
+            .map(|item| text(item).map_err(|_| ParseError::Acl("a list item is not a string")))
             .collect::<Result<Vec<_>, _>>(),
-        other => Err(ParseError::Acl(format!("expected a list, got {other:?}"))),
+        _ => Err(ParseError::Acl("expected a list")),
     };
+    let string = |value: &Value| text(value).map_err(|_| ParseError::Acl("expected a string"));
     let mut user = AclUser::default();
-    for pair in items.chunks(2) {
-        let [key, field] = pair else {
-            return Err(ParseError::Acl("odd number of fields".into()));
-        };
-        match text(key)
-            .map_err(|_| ParseError::Acl(format!("{key:?}")))?
-            .as_str()
-        {
+    for (key, field) in pairs(value)? {
+        match key.as_str() {
             "flags" => user.flags = strings(field)?,
             "passwords" => user.passwords = strings(field)?,
-            "commands" => {
-                user.commands = text(field).map_err(|_| ParseError::Acl(format!("{field:?}")))?;
+            "commands" => user.commands = string(field)?,
+            "keys" => user.keys = patterns(field, "~")?,
+            "channels" => user.channels = patterns(field, "&")?,
+            "selectors" => {
+                let Value::Array(selectors) = field else {
+                    return Err(ParseError::Acl("selectors are not a list"));
+                };
+                for selector in selectors {
+                    let mut parsed = AclSelector::default();
+                    for (key, field) in pairs(selector)? {
+                        match key.as_str() {
+                            "commands" => parsed.commands = string(field)?,
+                            "keys" => parsed.keys = patterns(field, "~")?,
+                            "channels" => parsed.channels = patterns(field, "&")?,
+                            _ => {}
+                        }
+                    }
+                    user.selectors.push(parsed);
+                }
             }
             _ => {}
         }
@@ -314,6 +366,9 @@ mod tests {
                 flags: vec!["on".into(), "sanitize-payload".into()],
                 passwords: vec!["ab12".into(), "cd34".into()],
                 commands: "+@all -@admin".into(),
+                keys: "~*".into(),
+                channels: String::new(),
+                selectors: vec![],
             })
         );
         assert_eq!(acl_user(&Value::Nil).unwrap(), None);
@@ -444,7 +499,6 @@ mod tests {
             server_state(&bad_offset),
             Err(ParseError::Invalid {
                 field: "master_repl_offset",
-                value: "x".into()
             })
         );
     }

@@ -7,4 +7,4 @@ pub mod client;
 pub mod info;
 
 pub use client::{Access, Login, RedisError, RedisNode, Timeouts};
-pub use info::{role_reply, server_state, AclUser, InfoFields, ParseError, RoleReply};
+pub use info::{role_reply, server_state, AclSelector, AclUser, InfoFields, ParseError, RoleReply};

@@ -17,8 +17,7 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume,
-    VolumeMount,
+    Container, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume, VolumeMount,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -116,8 +115,8 @@ pub fn cli_options(spec: &TlsSpec) -> String {
 }
 
 /// Adds TLS to the pod template: the annotation, the Secret's three keys as a volume (read-only, mode 0440),
-/// Redis' TLS arguments, the readiness probe over TLS (keeping its authentication, see
-/// [`crate::auth::probe_cli`]), and the exporter over `rediss://`. Without `spec.tls` nothing changes.
+/// Redis' TLS arguments and the readiness probe over TLS (keeping its authentication, see
+/// [`crate::auth::probe_cli`]). Without `spec.tls` nothing changes.
 pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut StatefulSet) {
     let Some(spec) = tls else {
         return;
@@ -156,11 +155,10 @@ pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut Stat
         }),
         ..Default::default()
     });
+    // The exporter reads its server over the pod's Unix socket (`crate::build::exporter`): no TLS, no key.
     for container in &mut pod.containers {
         if container.name == crate::build::children::CONTAINER {
             add_to_redis(container, spec, auth);
-        } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
-            add_to_exporter(container, spec);
         }
     }
 }
@@ -203,41 +201,6 @@ fn add_to_redis(container: &mut Container, spec: &TlsSpec, auth: &AuthSpec) {
             ..probe.clone()
         };
     }
-}
-
-/// The exporter reaches its own pod's server (the connection never leaves the pod's network namespace) by
-/// address, which the certificate does not name, and Go's TLS client checks names: it skips verification.
-fn add_to_exporter(container: &mut Container, spec: &TlsSpec) {
-    let env = container.env.get_or_insert_with(Vec::new);
-    for var in env.iter_mut().filter(|v| v.name == "REDIS_ADDR") {
-        var.value = Some(format!("rediss://$(POD_IP):{REDIS_PORT}"));
-    }
-    let mut set = |name: &str, value: String| {
-        env.push(EnvVar {
-            name: name.into(),
-            value: Some(value),
-            ..Default::default()
-        })
-    };
-    set("REDIS_EXPORTER_SKIP_TLS_VERIFICATION", "true".into());
-    set(
-        "REDIS_EXPORTER_TLS_CA_CERT_FILE",
-        format!("{TLS_DIR}/{CA_KEY}"),
-    );
-    if spec.client_auth == ClientAuth::Required {
-        set(
-            "REDIS_EXPORTER_TLS_CLIENT_CERT_FILE",
-            format!("{TLS_DIR}/{CERT_KEY}"),
-        );
-        set(
-            "REDIS_EXPORTER_TLS_CLIENT_KEY_FILE",
-            format!("{TLS_DIR}/{KEY_KEY}"),
-        );
-    }
-    container
-        .volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(mount());
 }
 
 /// Why the TLS Secret cannot be used. Messages name the Secret and key, never key material.

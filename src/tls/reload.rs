@@ -91,7 +91,9 @@ async fn converge_server(
     node.config_set("tls-cert-file", &format!("{TLS_DIR}/{CERT_KEY}"))
         .await
         .map_err(|e| format!("reload refused ({e}); the files in the pod may lag the Secret"))?;
-    // The certificate applies to new connections: look through a new one.
+    // The certificate applies to new connections: look through a new one (after closing this one: the client
+    // holds a bounded number of connections at once, and a pass never waits for a second while holding one).
+    drop(node);
     let node = RedisNode::open(host, port, access)
         .await
         .map_err(|e| e.to_string())?;

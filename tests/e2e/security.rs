@@ -491,3 +491,148 @@ async fn turning_auth_on_and_off_rolls_the_pods_and_keeps_replication_and_every_
     assert!(!status.auth.unwrap().enabled);
     finish_and_check(&env, writer, "authentication turned on and off").await;
 }
+
+/// `GET path` on `ip:9121`, the whole response.
+async fn exporter_get(ip: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((ip, 9121))
+        .await
+        .unwrap_or_else(|e| panic!("the exporter on {ip} answers: {e}"));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(30),
+        stream.read_to_string(&mut response),
+    )
+    .await;
+    response
+}
+
+/// Accepts one connection on a free loopback port and returns what the peer sent before it closed or went
+/// quiet for two seconds (`None`: nobody connected within 30 s).
+fn one_connection() -> (u16, tokio::task::JoinHandle<Option<Vec<u8>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    let task = tokio::spawn(async move {
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(30), listener.accept())
+            .await
+            .ok()?
+            .ok()?;
+        let mut received = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        Some(received)
+    });
+    (port, task)
+}
+
+/// The exporter is what Prometheus (and whoever reaches its port) talks to: its Redis user reads no other user's
+/// secret (`CONFIG GET masterauth` would give the replication password, and with it every key through `PSYNC`),
+/// and its `/scrape?target=` endpoint sends no credentials to an address the caller names. It still exports
+/// its own server's metrics.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_exporter_reads_no_secret_and_sends_no_credentials_to_a_target_a_caller_names() {
+    let env = TestEnv::new("exporter-sec").await;
+    let mut spec = secure(2);
+    spec.monitoring.exporter.enabled = true;
+    env.create("cache", spec).await;
+    env.wait_running("cache").await;
+    let status = wait_converged(&env, "cache", 2).await;
+    let exporter = secret_value(&env.client, &env.ns, "cache-acl", "exporter-password")
+        .await
+        .expect("the exporter's password");
+    let replication = secret_value(&env.client, &env.ns, "cache-acl", "replication-password")
+        .await
+        .expect("the replication password");
+    let primary = status.current_primary.unwrap();
+    for pod in env.pods_of("cache").await {
+        let ip = pod_ip(&pod);
+        let replicas = if pod.name_any() == primary { 1.0 } else { 0.0 };
+        crate::knobs::wait_scrape(&ip, replicas).await;
+        for args in [
+            &["CONFIG", "GET", "masterauth"][..],
+            &["CONFIG", "GET", "*"],
+            &["ACL", "LIST"],
+        ] {
+            let reply = redis_command_as(&ip, Some(("exporter", &exporter)), args).await;
+            assert!(reply.starts_with("-NOPERM"), "{ip} {args:?}: {reply:?}");
+            assert!(!reply.contains(&replication));
+        }
+
+        let (port, received) = one_connection();
+        let response = exporter_get(&ip, &format!("/scrape?target=redis://127.0.0.1:{port}")).await;
+        let received = received
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the exporter on {ip} never connected: {response}"));
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            !text.contains(&exporter) && !text.to_ascii_uppercase().contains("AUTH"),
+            "the exporter on {ip} sent credentials to a named target: {text:?}"
+        );
+    }
+}
+
+/// Rules widened on a live server through an administrative connection are put back by the operator without a
+/// restart: `ACL SETUSER exporter +@all` and `ACL SETUSER default +@admin` on every pod.
+#[tokio::test(flavor = "multi_thread")]
+async fn widened_acl_rules_are_put_back_without_restarts() {
+    let env = TestEnv::new("acl-drift").await;
+    env.create("cache", secure(2)).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+    let operator = secret_value(&env.client, &env.ns, "cache-acl", "operator-password")
+        .await
+        .expect("the operator's password");
+    let password = secret_value(&env.client, &env.ns, "cache-auth", "password")
+        .await
+        .unwrap();
+    let app = ("default", password.as_str());
+    let admin = ("redis-operator", operator.as_str());
+    let before = incarnations(&env, app).await;
+    for ip in ips(&env).await {
+        let refused = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+        assert!(refused.starts_with("-NOPERM"), "{refused:?}");
+        for widen in [
+            &["ACL", "SETUSER", "exporter", "+@all", "~*"][..],
+            &["ACL", "SETUSER", "default", "+@admin"],
+        ] {
+            assert_eq!(redis_command_as(&ip, Some(admin), widen).await, "+OK\r\n");
+        }
+        let allowed = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+        assert!(allowed.starts_with("*2"), "widened: {allowed:?}");
+    }
+    // The operator reads the users back every 30 s (AUTH_RECHECK): put back well within a minute and a half.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for ip in ips(&env).await {
+        loop {
+            let app_reply = redis_command_as(&ip, Some(app), &["CONFIG", "GET", "maxmemory"]).await;
+            let exporter =
+                redis_command_as(&ip, Some(admin), &["ACL", "GETUSER", "exporter"]).await;
+            if app_reply.starts_with("-NOPERM")
+                && !exporter.contains("+@all")
+                && !exporter.contains("~*")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{ip} keeps the widened rules: {app_reply:?} {exporter:?}; log: {}",
+                env.operator.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    assert_eq!(incarnations(&env, app).await, before, "nothing restarted");
+}

@@ -473,7 +473,7 @@ async fn required_client_certificates_keep_probes_replication_operator_and_expor
         .output()
         .unwrap();
     assert_eq!(stdout(&with).trim(), "PONG", "{with:?}");
-    // The exporter scrapes its server over TLS with the pod's certificate.
+    // The exporter scrapes its server over the pod's Unix socket, which TLS does not concern.
     for pod in &pods {
         let primary = pod.labels().get(ROLE_LABEL).map(String::as_str) == Some("primary");
         let replicas = if primary { 1.0 } else { 0.0 };
