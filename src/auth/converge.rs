@@ -43,6 +43,8 @@ pub struct Observed {
     pub masteruser: String,
     /// `masterauth`.
     pub masterauth: String,
+    /// `protected-mode` (`yes`/`no`).
+    pub protected_mode: String,
 }
 
 /// Per user: the words the operator last set it with on one server, and what that server reported for it right
@@ -60,6 +62,9 @@ pub enum Step {
         /// The rule words.
         words: Vec<String>,
     },
+    /// `CONFIG SET protected-mode no`: before `default` loses its password, or Redis 7 would refuse every
+    /// client that is not on loopback (replicas and the operator included).
+    ProtectedModeOff,
     /// `CONFIG SET masteruser/masterauth`: how this server authenticates to its primary.
     MasterAuth {
         /// The user (empty: none).
@@ -80,6 +85,7 @@ impl Step {
     pub fn describe(&self) -> String {
         match self {
             Step::SetUser { name, .. } => format!("user {name}"),
+            Step::ProtectedModeOff => "protected-mode no".into(),
             Step::MasterAuth { user, .. } if user.is_empty() => "masteruser (cleared)".into(),
             Step::MasterAuth { user, .. } => format!("masteruser {user}"),
         }
@@ -114,6 +120,9 @@ pub fn steps(
                 && u.flags.iter().any(|f| f == "nopass")
                 && u.commands == "+@all"
         });
+        if observed.protected_mode != "no" {
+            steps.push(Step::ProtectedModeOff);
+        }
         if !is_open {
             steps.push(Step::SetUser {
                 name: "default".into(),
@@ -201,12 +210,14 @@ async fn observe(node: &RedisNode, plan: &Plan) -> Result<Observed, RedisError> 
     }
     observed.masteruser = node.config_get("masteruser").await?.unwrap_or_default();
     observed.masterauth = node.config_get("masterauth").await?.unwrap_or_default();
+    observed.protected_mode = node.config_get("protected-mode").await?.unwrap_or_default();
     Ok(observed)
 }
 
 async fn send(node: &RedisNode, step: &Step) -> Result<(), RedisError> {
     match step {
         Step::SetUser { name, words } => node.acl_setuser(name, words).await,
+        Step::ProtectedModeOff => node.config_set("protected-mode", "no").await,
         Step::MasterAuth { user, password } => {
             // The password first: a replica reconnecting in between offers the new one as the old user,
             // which only fails that attempt.
@@ -365,6 +376,7 @@ mod tests {
                 .collect(),
             masteruser: REPLICATION_USER.into(),
             masterauth: plan.replication_password.clone().unwrap(),
+            protected_mode: "yes".into(),
         }
     }
 
@@ -381,6 +393,8 @@ mod tests {
                 }),
             )]
             .into(),
+            // Started with authentication off: `--protected-mode no` on its command line.
+            protected_mode: "no".into(),
             ..Default::default()
         }
     }
@@ -540,6 +554,16 @@ mod tests {
     fn turning_auth_off_opens_default_and_clears_masterauth() {
         let on = plan(true);
         let todo = steps(&plan(false), true, &holding(&on), &Reported::default());
+        assert_eq!(
+            names(&todo),
+            ["protected-mode no", "user default", "masteruser (cleared)"]
+        );
+        // A pod started with authentication off runs with protected mode off already.
+        let started_off = Observed {
+            protected_mode: "no".into(),
+            ..holding(&on)
+        };
+        let todo = steps(&plan(false), true, &started_off, &Reported::default());
         assert_eq!(names(&todo), ["user default", "masteruser (cleared)"]);
     }
 

@@ -459,7 +459,9 @@ pub fn probe_cli() -> String {
 /// Adds authentication to the pod template: the annotation, the `NAME-acl` volume with the ACL file,
 /// `auth.conf` and the probe's password; `--include auth.conf` on Redis' command line; the readiness probe as
 /// the probe user; the exporter as the exporter user (its password file from `NAME-acl`). With authentication
-/// off only the annotation is set.
+/// off, the annotation and `--protected-mode no`: Redis 7 otherwise refuses every client but loopback ones
+/// when the `default` user has no password, replicas and the operator included (the user chose no
+/// authentication; the status says so).
 pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet) {
     let Some(template) = statefulset.spec.as_mut().map(|s| &mut s.template) else {
         return;
@@ -470,12 +472,20 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         .annotations
         .get_or_insert_with(Default::default)
         .insert(AUTH_ANNOTATION.into(), template_annotation(spec));
-    if !spec.enabled {
-        return;
-    }
     let Some(pod) = template.spec.as_mut() else {
         return;
     };
+    if !spec.enabled {
+        let redis = pod
+            .containers
+            .iter_mut()
+            .find(|c| c.name == crate::build::children::CONTAINER);
+        if let Some(redis) = redis {
+            let args = redis.args.get_or_insert_with(Vec::new);
+            args.extend(["--protected-mode".to_string(), "no".to_string()]);
+        }
+        return;
+    }
     let secret = users_secret_name(instance);
     let item = |key: &str| KeyToPath {
         key: key.into(),

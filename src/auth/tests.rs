@@ -262,7 +262,7 @@ fn the_exporters_password_file_names_only_its_own_servers_socket_and_its_user_re
 }
 
 #[test]
-fn off_only_marks_the_template() {
+fn off_marks_the_template_and_lets_other_hosts_in() {
     let mut ri = crate::build::children::tests::instance("cache");
     ri.spec.auth.enabled = false;
     let pod = crate::build::children::build(&ri)
@@ -276,12 +276,22 @@ fn off_only_marks_the_template() {
     );
     let pod = pod.spec.unwrap();
     assert!(pod.volumes.unwrap().iter().all(|v| v.name != AUTH_VOLUME));
-    assert!(!pod.containers[0]
+    let args = pod.containers[0].args.clone().unwrap().join(" ");
+    assert!(!args.contains("--include"), "{args}");
+    // Without a password Redis 7 would accept loopback clients only: replicas and the operator are not.
+    assert!(args.ends_with("--protected-mode no"), "{args}");
+    ri.spec.auth.enabled = true;
+    let on = crate::build::children::build(&ri)
+        .statefulset
+        .spec
+        .unwrap()
+        .template;
+    let args = on.spec.unwrap().containers[0]
         .args
         .clone()
         .unwrap()
-        .join(" ")
-        .contains("--include"));
+        .join(" ");
+    assert!(!args.contains("protected-mode"), "{args}");
 }
 
 #[test]

@@ -419,11 +419,7 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
     let old = first.current_primary.clone().unwrap();
     let pod = env.pods().get(&old).await.unwrap();
     let restarts_before = restarts(&pod);
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &process_id(&pod).to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal_process(process_id(&pod), "-9");
     env.wait_status("cache", "without an available primary", |s| {
         s.conditions
             .iter()
@@ -527,16 +523,26 @@ pub(crate) async fn wait_failed_over(
     .await
 }
 
-/// Kills the current primary's server with SIGKILL (its container restarts empty and parked).
-pub(crate) async fn kill_primary_server(env: &TestEnv) -> String {
+/// The primary `cache`'s status records.
+async fn current_primary(env: &TestEnv) -> String {
     let status = env.instances().get("cache").await.unwrap().status.unwrap();
-    let primary = status.current_primary.expect("a recorded primary");
-    let pod = env.pods().get(&primary).await.unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-9", &process_id(&pod).to_string()])
+    status.current_primary.expect("a recorded primary")
+}
+
+/// Sends a signal (`-9`, `-STOP`, ...) to a host process.
+fn signal_process(pid: i32, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
+    assert!(sent.success(), "kill {signal} {pid}");
+}
+
+/// Kills the current primary's server with SIGKILL (its container restarts empty and parked).
+pub(crate) async fn kill_primary_server(env: &TestEnv) -> String {
+    let primary = current_primary(env).await;
+    let pod = env.pods().get(&primary).await.unwrap();
+    signal_process(process_id(&pod), "-9");
     primary
 }
 
@@ -584,12 +590,30 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
                 .is_some_and(|t| t != "Pending" && Some(t) != s.current_primary.as_ref())
         }),
     ];
-    for (what, point) in points {
-        let old = kill_primary_server(&env).await;
+    for (index, (what, point)) in points.into_iter().enumerate() {
+        // "Failing, no failover yet" needs a primary that stays unreachable: a killed server that comes back
+        // at once (the kubelet restarts a container's first exit without delay) is failed over at once, as a
+        // restarted server. The first point freezes the server instead, and thaws it once failed over.
+        let (old, frozen) = if index == 0 {
+            let old = current_primary(&env).await;
+            let pid = process_id(&env.pods().get(&old).await.unwrap());
+            signal_process(pid, "-STOP");
+            (old, Some(pid))
+        } else {
+            (kill_primary_server(&env).await, None)
+        };
         env.wait_status("cache", what, |s| point(s, &old)).await;
         env.operator.kill();
         // The servers keep running without an operator; a new process resumes from status.
         env.operator = Operator::start(env.info, &env.ns, &[]);
+        if let Some(pid) = frozen {
+            let moved = old.clone();
+            env.wait_status("cache", "another primary recorded", move |s| {
+                s.current_primary.as_ref().is_some_and(|p| *p != moved)
+            })
+            .await;
+            signal_process(pid, "-CONT");
+        }
         wait_failed_over(&env, &old, "failed over to another pod").await;
         wait_converged(&env, "cache", 3).await;
         assert_one_master(&env).await;
