@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: formatting, lints, unit and property tests, the generated-file drift checks, the
-# end-to-end and install suites against the local cluster on the newest supported Kubernetes release, and the
-# core end-to-end scenarios on the oldest supported release (a second local cluster beside the first).
+# end-to-end and install suites against the local cluster on the newest supported Kubernetes release (first with
+# the node agent, then again on a real node: containers, kubelet, kube-proxy, DNS, the operator in-cluster), and
+# the core end-to-end scenarios on the oldest supported release (a second local cluster beside the first).
+# SKIP_REAL_NODE=1 and SKIP_OLDEST=1 leave out those stages.
 # Clusters are started here if needed and left running for fast re-runs; stop them with
 # `bash devcluster/cluster.sh down` (and the same with the DEVCLUSTER_* settings of the oldest one, below).
 # Set REDIS_OPERATOR_E2E_KUBECONFIG to run the end-to-end suite against an existing cluster instead (then only
@@ -25,6 +27,21 @@ fi
 echo "== tests (unit, property, drift, end-to-end, install)"
 cargo test --workspace --all-targets -- --test-threads="$THREADS"
 cargo test --workspace --doc
+
+# The real node's settings: its own state directory, ports, bridge and ranges (beside the node agent's cluster).
+REAL_NODE_ENV=(DEVCLUSTER_NODE=real DEVCLUSTER_DIR="$REPO/.devcluster-real" DEVCLUSTER_ETCD_PORT=22379
+  DEVCLUSTER_ETCD_PEER_PORT=22380 DEVCLUSTER_APISERVER_PORT=26443 DEVCLUSTER_CM_PORT=30257)
+
+if [ -z "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && [ -z "${SKIP_REAL_NODE:-}" ]; then
+  echo "== the real node: containers, kubelet, kube-proxy, DNS, the operator in-cluster (newest release)"
+  # The node agent's cluster is stopped first to free the machine.
+  bash devcluster/cluster.sh down
+  env "${REAL_NODE_ENV[@]}" bash devcluster/cluster.sh up
+  # Every end-to-end and install test, and those that only the real node can run (ignored elsewhere).
+  env "${REAL_NODE_ENV[@]}" cargo test --test e2e -- --test-threads="$THREADS" --include-ignored
+  env "${REAL_NODE_ENV[@]}" cargo test --test install -- --test-threads="$THREADS" --include-ignored
+  env "${REAL_NODE_ENV[@]}" bash devcluster/cluster.sh down
+fi
 
 if [ -z "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && [ -z "${SKIP_OLDEST:-}" ]; then
   echo "== core end-to-end scenarios on the oldest supported Kubernetes"

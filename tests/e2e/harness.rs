@@ -461,11 +461,25 @@ impl TestEnv {
         what: &str,
         condition: impl Fn(&RedisInstanceStatus) -> bool,
     ) -> RedisInstance {
+        let condition = &condition;
         let cond = move |ri: Option<&RedisInstance>| {
-            ri.and_then(|r| r.status.as_ref()).is_some_and(&condition)
+            ri.and_then(|r| r.status.as_ref()).is_some_and(condition)
         };
-        match tokio::time::timeout(WAIT, await_condition(self.instances(), name, cond)).await {
-            Ok(Ok(Some(ri))) => ri,
+        // A watch that ends with an error (410 Expired on a busy API server) is started again: only the time
+        // limit fails the wait.
+        let wait = async {
+            loop {
+                match await_condition(self.instances(), name, cond).await {
+                    Ok(found) => return Ok(found),
+                    Err(error) => {
+                        eprintln!("watching {name} for {what}: {error}; watching again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(WAIT, wait).await {
+            Ok(Ok::<_, kube::runtime::wait::Error>(Some(ri))) => ri,
             other => {
                 let current = self.instances().get_opt(name).await.ok().flatten();
                 panic!(
