@@ -366,3 +366,28 @@ fn the_client_log_counts_only_writes_that_a_replica_acknowledged() {
     assert_eq!(parsed.confirmed, BTreeSet::from([1, 4]));
     assert_eq!(parsed.longest_gap, Duration::from_secs(3));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn an_image_that_cannot_be_pulled_fails_with_its_reason_and_the_fixed_image_recovers() {
+    require_real_node();
+    let env = TestEnv::new("noimage").await;
+    let mut s = spec(1);
+    // No registry is reachable from the local cluster: an image that was not imported cannot be pulled.
+    s.image = "redis:not-built-here".into();
+    env.create("cache", s).await;
+    let failed = env
+        .wait_status("cache", "Failed/PodsFailing", |s| {
+            s.status == redis_fsm::Phase::Failed && s.reason == "PodsFailing"
+        })
+        .await;
+    let message = failed.status.unwrap().last_condition_message;
+    assert!(
+        message.contains("cache-0")
+            && (message.contains("ErrImagePull") || message.contains("ImagePullBackOff")),
+        "the message names the pod and the pull error: {message}"
+    );
+    env.patch_spec("cache", serde_json::json!({"image": "redis:7.2"}))
+        .await;
+    env.wait_running("cache").await;
+}

@@ -227,17 +227,7 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
         );
     }
     delete_documents(info, &election);
-    let _ = Command::new(&info.kubectl)
-        .env("KUBECONFIG", &info.kubeconfig)
-        .args([
-            "-n",
-            "redis-operator",
-            "delete",
-            "serviceaccount",
-            &account,
-            "--wait=false",
-        ])
-        .status();
+    delete_service_account(info, &account);
 }
 
 /// The policy of `deploy/components/admission-policy`, renamed after `account` and matching only its user.
@@ -507,17 +497,7 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
     delete_documents(info, &policy);
     delete_documents(info, &rbac);
     delete_documents(info, &election);
-    let _ = Command::new(&info.kubectl)
-        .env("KUBECONFIG", &info.kubeconfig)
-        .args([
-            "-n",
-            "redis-operator",
-            "delete",
-            "serviceaccount",
-            &account,
-            "--wait=false",
-        ])
-        .status();
+    delete_service_account(info, &account);
 }
 
 /// `overlays/restricted` is the base install plus the policy, and the policy names the ServiceAccount the
@@ -552,4 +532,19 @@ fn the_restricted_overlay_binds_the_policy_to_the_operators_service_account() {
         format!("request.userInfo.username == '{account}'")
     );
     assert!(find(&docs, "ClusterRole", "redis-operator").is_some());
+}
+
+/// Deletes a throwaway ServiceAccount of the operator's namespace, without waiting.
+fn delete_service_account(info: &ClusterInfo, account: &str) {
+    let _ = Command::new(&info.kubectl)
+        .env("KUBECONFIG", &info.kubeconfig)
+        .args([
+            "-n",
+            "redis-operator",
+            "delete",
+            "serviceaccount",
+            account,
+            "--wait=false",
+        ])
+        .status();
 }
