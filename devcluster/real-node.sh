@@ -83,7 +83,8 @@ real_network_up() {
     log "creating bridge $BRIDGE ($NODE_IP/$POD_PREFIX_LEN)"
     ip link add "$BRIDGE" type bridge
   fi
-  ip addr show dev "$BRIDGE" | grep -qF " $NODE_IP/$POD_PREFIX_LEN " ||
+  # (grep reads all of its input: with pipefail, `grep -q` stopping early would fail the pipeline.)
+  ip -4 addr show dev "$BRIDGE" | grep -F " $NODE_IP/$POD_PREFIX_LEN " >/dev/null ||
     ip addr add "$NODE_IP/$POD_PREFIX_LEN" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # The Service range exists on no interface: to the bridge, before anything can send to a ClusterIP.
@@ -328,7 +329,7 @@ service_routed() {
   curl -s --max-time 2 -o /dev/null --cacert "$PKI/ca.crt" "https://$(first_service_ip):443/readyz"
 }
 dns_ready() {
-  kubectl_admin -n kube-system get deployment coredns -o 'jsonpath={.status.readyReplicas}' | grep -qx 1
+  [ "$(kubectl_admin -n kube-system get deployment coredns -o 'jsonpath={.status.readyReplicas}')" = 1 ]
 }
 
 # ---------------------------------------------------------------------------------------------------------------
