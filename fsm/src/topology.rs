@@ -636,7 +636,8 @@ pub fn decide(
         return TopologyAction::Fence { pods: stray };
     }
     let Some(current) = status.current_primary.as_deref() else {
-        return choose_from_scratch(pods);
+        return replace_before_any_primary(pods, policy)
+            .unwrap_or_else(|| choose_from_scratch(pods));
     };
     match &status.target_primary {
         Some(TargetPrimary::Pending) => fence_and_elect(status, current, pods),
@@ -645,6 +646,30 @@ pub fn decide(
         }
         _ => watch_primary(status, current, pods, policy, now),
     }
+}
+
+/// Before any primary was recorded: a pod that cannot be observed and runs an outdated template is
+/// replaced, one at a time. No primary ever served, so nothing is lost, and the spec may have been
+/// corrected (an image that could not be pulled, a configuration that did not start).
+fn replace_before_any_primary(
+    pods: &[PodReplication],
+    policy: &TopologyPolicy,
+) -> Option<TopologyAction> {
+    if policy.rollout == RolloutPolicy::Controller || pods.iter().any(|p| p.pod_deleting) {
+        return None;
+    }
+    let pod = pods
+        .iter()
+        .filter(|p| !p.is_electable() && p.outdated)
+        .min_by_key(|p| p.ordinal)?;
+    Some(TopologyAction::DeletePod {
+        pod: pod.pod.clone(),
+        step: if policy.replicas <= 1 {
+            RolloutStep::UpdatingOnlyPod
+        } else {
+            RolloutStep::UpdatingReplica
+        },
+    })
 }
 
 /// No usable primary history: an empty instance starts from its lowest ordinal, the only pod with

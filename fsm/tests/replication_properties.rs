@@ -564,6 +564,68 @@ fn no_replica_with_the_primary_history_stops_for_manual_intervention() {
 }
 
 #[test]
+fn before_any_primary_an_unobservable_outdated_pod_is_replaced_one_at_a_time() {
+    let empty = |i: u32| {
+        pod(
+            i,
+            Ok(state(
+                &format!("run-{i}"),
+                replica_of(i, false, 0),
+                "X",
+                0,
+                0,
+            )),
+        )
+    };
+    let never_started = |i: u32| {
+        let mut p = pod(
+            i,
+            Err(Unobserved {
+                reason: "no address".into(),
+            }),
+        );
+        p.outdated = true;
+        p
+    };
+    let status = TopologyStatus::default();
+    // The corrected spec (an image that could not be pulled): the outdated pod that never ran goes.
+    let mut pods = vec![never_started(0)];
+    assert_eq!(
+        decide(&status, &pods, &policy(1), Timestamp(0)),
+        TopologyAction::DeletePod {
+            pod: name(0),
+            step: RolloutStep::UpdatingOnlyPod
+        }
+    );
+    // One at a time: not while one is already going.
+    pods = vec![never_started(0), never_started(1), empty(2)];
+    pods[1].pod_deleting = true;
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Wait {
+            reason: WaitReason::PodsUnobserved(vec![name(0), name(1)])
+        }
+    );
+    // An unobservable pod of the current template is waited for, as before.
+    let mut current = never_started(0);
+    current.outdated = false;
+    assert_eq!(
+        decide(&status, &[current], &policy(1), Timestamp(0)),
+        TopologyAction::Wait {
+            reason: WaitReason::PodsUnobserved(vec![name(0)])
+        }
+    );
+    // Once a primary was recorded, an unobservable pod is the failover's business, never replaced here.
+    let (mut status, mut pods) = healthy();
+    status.current_primary = Some(name(0));
+    pods[0] = never_started(0);
+    assert!(!matches!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::DeletePod { .. }
+    ));
+}
+
+#[test]
 fn an_old_primary_that_returns_rejoins_as_a_replica() {
     let (mut status, mut pods) = healthy();
     // cache-1 was promoted and confirmed; cache-0 comes back still thinking it is master.

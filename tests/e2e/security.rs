@@ -509,11 +509,11 @@ async fn exporter_get(ip: &str, path: &str) -> String {
     response
 }
 
-/// Accepts one connection on a free loopback port and returns what the peer sent before it closed or went
+/// Accepts one connection on a free port of `address` and returns what the peer sent before it closed or went
 /// quiet for two seconds (`None`: nobody connected within 30 s).
-fn one_connection() -> (u16, tokio::task::JoinHandle<Option<Vec<u8>>>) {
+fn one_connection(address: &str) -> (u16, tokio::task::JoinHandle<Option<Vec<u8>>>) {
     use tokio::io::AsyncReadExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = std::net::TcpListener::bind((address, 0)).unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -570,8 +570,15 @@ async fn the_exporter_reads_no_secret_and_sends_no_credentials_to_a_target_a_cal
             assert!(!reply.contains(&replication));
         }
 
-        let (port, received) = one_connection();
-        let response = exporter_get(&ip, &format!("/scrape?target=redis://127.0.0.1:{port}")).await;
+        // A listener the caller controls, where the pod reaches it: the node's address (the node agent's pods
+        // share the host's network and its hostIP is 127.0.0.1; a real node's pods reach it on its bridge).
+        let node = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.host_ip.clone())
+            .expect("the pod's node address");
+        let (port, received) = one_connection(&node);
+        let response = exporter_get(&ip, &format!("/scrape?target=redis://{node}:{port}")).await;
         let received = received
             .await
             .unwrap()
