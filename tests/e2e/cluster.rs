@@ -34,7 +34,22 @@ async fn node_lease_is_renewed_and_the_node_stays_ready_and_untainted() {
     let name = node.metadata.name.clone().expect("node name");
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let renew_time = |lease: Lease| lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
-    let first = renew_time(leases.get(&name).await.expect("the node Lease exists"));
+    // A kubelet creates its node's Lease a moment after registering the node: wait for it.
+    let lease = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(lease) = leases
+                .get_opt(&name)
+                .await
+                .expect("the node Lease is readable")
+            {
+                return lease;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .expect("the node Lease exists");
+    let first = renew_time(lease);
     assert!(first.is_some(), "the node Lease has a renewTime");
     let renewed = tokio::time::timeout(WAIT, async {
         loop {
