@@ -358,6 +358,15 @@ pub(crate) async fn finish_and_check(env: &TestEnv, writer: Writer, scenario: &s
 
 /// Every confirmed key is on the final primary.
 async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
+    assert_confirmed_keys_on_the_primary(env, "k", confirmed).await;
+}
+
+/// Every confirmed key `<prefix><n>` (value `n`) is on the final primary.
+pub(crate) async fn assert_confirmed_keys_on_the_primary(
+    env: &TestEnv,
+    prefix: &str,
+    confirmed: &[u64],
+) {
     let primary = &labelled(env, "cache", "primary").await[0];
     let ip = pod_ip(primary);
     // One connection and one MGET per thousand keys (a writer confirms thousands).
@@ -372,7 +381,7 @@ async fn assert_no_confirmed_write_lost(env: &TestEnv, confirmed: &[u64]) {
         .expect("connect to the primary");
     let mut missing = BTreeSet::new();
     for chunk in confirmed.chunks(1000) {
-        let keys: Vec<String> = chunk.iter().map(|k| format!("k{k}")).collect();
+        let keys: Vec<String> = chunk.iter().map(|k| format!("{prefix}{k}")).collect();
         let values: Vec<Option<String>> = redis::cmd("MGET")
             .arg(&keys)
             .query_async(&mut connection)
