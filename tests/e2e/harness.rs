@@ -32,8 +32,8 @@ pub struct ClusterInfo {
     pub audit_log: Option<PathBuf>,
 }
 
-/// Runs a command, panicking with its output unless it succeeds; returns stdout.
-pub fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
+/// Runs a command with `stdin` as its input (none when `None`) and returns what it printed and its status.
+pub fn run_captured(cmd: &mut Command, stdin: Option<&str>) -> std::process::Output {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -52,7 +52,12 @@ pub fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
             .write_all(input.as_bytes())
             .unwrap();
     }
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command, panicking with its output unless it succeeds; returns stdout.
+pub fn run_ok(cmd: &mut Command, stdin: Option<&str>) -> String {
+    let out = run_captured(cmd, stdin);
     assert!(
         out.status.success(),
         "{cmd:?} failed:\n{}\n{}",

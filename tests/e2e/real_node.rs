@@ -265,16 +265,7 @@ async fn an_app_pod_writes_by_service_name_across_a_failover_and_a_rolling_updat
     assert_one_master(&env).await;
 
     // Stop the client and read what it saw.
-    let (ok, out) = {
-        let out = kubectl(env.info)
-            .args(["-n", &env.ns, "exec", "app", "--", "touch", "/tmp/stop"])
-            .output()
-            .expect("kubectl runs");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let (ok, out) = exec(&env, "app", "app", "touch /tmp/stop");
     assert!(ok, "the client pod stops on request: {out}");
     let finished = await_condition(pods.clone(), "app", |pod: Option<&Pod>| {
         pod.and_then(|p| p.status.as_ref()?.phase.clone())

@@ -264,23 +264,7 @@ fn kubectl_as(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = kubectl(info)
-        .args(["--as", user])
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = stdin.unwrap_or_default().to_string();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_captured(kubectl(info).args(["--as", user]).args(args), stdin);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
