@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The local development/test cluster: etcd, kube-apiserver, kube-controller-manager (a current Kubernetes
 # release and its etcd, built from Go modules by build-control-plane.sh) and a node, all as plain background
-# processes with their state in one directory. The node is either the devcluster node agent (pods as host
-# processes on loopback addresses) or, with DEVCLUSTER_NODE=real, a real one: containerd, kubelet, kube-proxy,
-# kube-scheduler and CoreDNS on a bridge of the cluster's own (real-node.sh).
+# processes with their state in one directory. The node is a real one by default: containerd, kubelet,
+# kube-proxy, kube-scheduler and CoreDNS on a bridge of the cluster's own (real-node.sh); or, with
+# DEVCLUSTER_NODE=agent, the devcluster node agent (pods as host processes on loopback addresses: fast, and what
+# the scale benchmark's simulated pods need).
 #
-# Usage: devcluster/cluster.sh up|down [--purge]|env|status
+# Usage: devcluster/cluster.sh up|down [--purge]|stop COMPONENT|env|status
 #
 # Env (defaults in brackets):
 #   DEVCLUSTER_DIR               state directory [<repo>/.devcluster]
@@ -13,7 +14,7 @@
 #   DEVCLUSTER_ETCD_PEER_PORT    etcd peer port [2380]
 #   DEVCLUSTER_APISERVER_PORT    kube-apiserver secure port [6443]
 #   DEVCLUSTER_CM_PORT           kube-controller-manager secure port [10257]
-#   DEVCLUSTER_NODE              agent | real: the node agent or a real kubelet with containerd [agent]
+#   DEVCLUSTER_NODE              real | agent: a real kubelet with containerd, or the node agent [real]
 #   DEVCLUSTER_NODE_NAME         the node's name [devcluster]
 #   DEVCLUSTER_POD_CIDR_PREFIX   pods get 127.N.x.y addresses from this /16 [127.1]
 #   DEVCLUSTER_SERVICE_CIDR      service cluster IP range [agent: 10.0.0.0/24, never routed; real: 10.96.0.0/16,
@@ -36,7 +37,7 @@ CM_PORT=${DEVCLUSTER_CM_PORT:-10257}
 NODE_NAME=${DEVCLUSTER_NODE_NAME:-devcluster}
 POD_CIDR_PREFIX=${DEVCLUSTER_POD_CIDR_PREFIX:-127.1}
 # The node kind a cluster was created with is kept, so `down` and `status` need no setting.
-NODE_MODE=${DEVCLUSTER_NODE:-$(cat "$DIR/node-mode" 2>/dev/null || echo agent)}
+NODE_MODE=${DEVCLUSTER_NODE:-$(cat "$DIR/node-mode" 2>/dev/null || echo real)}
 case "$NODE_MODE" in
   agent) SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/24} ;;
   real) SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.96.0.0/16} ;;
@@ -390,6 +391,8 @@ all_running() {
 
 cmd_up() {
   if [ -f "$KUBECONFIG_FILE" ] && all_running && apiserver_ready && node_ready 2>/dev/null; then
+    # Images whose inputs changed since (a new tag, a newer package) are built and imported again.
+    if [ "$NODE_MODE" = real ]; then "$REPO/devcluster/images.sh" import "$CONTAINERD_SOCKET" >&2; fi
     cmd_env
     return 0
   fi
@@ -512,10 +515,20 @@ cmd_status() {
   return $state
 }
 
+# stop COMPONENT: stops one component (e.g. the kubelet, a node failure for a test); `up` starts it again.
+cmd_stop() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if [ "$c" = "${1:-}" ]; then stop "$c"; return 0; fi
+  done
+  die "no component ${1:-} (one of: ${COMPONENTS[*]})"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down "${2:-}" ;;
+  stop) cmd_stop "${2:-}" ;;
   env) cmd_env ;;
   status) cmd_status ;;
-  *) echo "usage: $0 up|down [--purge]|env|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down [--purge]|stop COMPONENT|env|status" >&2; exit 2 ;;
 esac

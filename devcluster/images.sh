@@ -33,7 +33,7 @@ die() { log "error: $*"; exit 1; }
 
 # Every tag the tests, examples, benchmarks and demo give `spec.image` (a test asserts the list is complete).
 REDIS_TAGS=(redis:7.2 redis:7.0.1 redis:7.0.2 redis:7.4 redis:7 redis:7-rollout redis:7-killed
-  redis:7-supervised redis_exporter.example.com/redis:7)
+  redis:7-supervised redis:7.2-rolled redis_exporter.example.com/redis:7)
 EXPORTER_TAGS=(oliver006/redis_exporter:v1.62.0 example.com/redis_exporter:1)
 PAUSE_TAG=devcluster.local/pause:1
 COREDNS_VERSION=v1.14.7

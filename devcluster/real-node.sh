@@ -335,6 +335,12 @@ dns_ready() {
 # ---------------------------------------------------------------------------------------------------------------
 # Start and stop.
 
+# Writes stdin to FILE unless FILE already holds exactly that.
+write_if_changed() {
+  cat >"$1.new"
+  if cmp -s "$1.new" "$1"; then rm -f "$1.new"; else mv "$1.new" "$1"; fi
+}
+
 start_real_node() {
   local bin=$DIR/bin
   # containerd: no registry is reachable by design; its proxy is a closed port, so a pull of an image that was
@@ -342,7 +348,7 @@ start_real_node() {
   start containerd env HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 NO_PROXY= \
     /usr/bin/containerd --config "$DIR/containerd/config.toml"
   wait_for containerd 60 containerd_ready
-  "$REPO/devcluster/images.sh" import "$CONTAINERD_SOCKET"
+  "$REPO/devcluster/images.sh" import "$CONTAINERD_SOCKET" >&2
 
   start kube-scheduler "$bin/kube-scheduler" --kubeconfig="$DIR/kube-scheduler.kubeconfig" \
     --authentication-kubeconfig="$DIR/kube-scheduler.kubeconfig" \
@@ -352,7 +358,9 @@ start_real_node() {
   start kubelet "$bin/kubelet" --config="$DIR/kubelet-config.yaml" --kubeconfig="$DIR/kubelet.kubeconfig" \
     --root-dir="$DIR/kubelet" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
 
-  cat >"$DIR/kube-proxy-config.yaml" <<EOF
+  # Written only when it changes: kube-proxy exits when its configuration file is touched (e.g. by an `up`
+  # that starts a stopped kubelet again).
+  write_if_changed "$DIR/kube-proxy-config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

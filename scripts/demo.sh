@@ -33,6 +33,8 @@ trap cleanup EXIT
 
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 kubectl -n demo delete ri demo --ignore-not-found --wait=true >/dev/null
+# An earlier run's claims are kept (whenDeleted: Retain); the demo starts from empty volumes.
+kubectl -n demo delete pvc -l app.kubernetes.io/instance=demo --ignore-not-found --wait=true >/dev/null
 
 step "applying examples/redisinstance.yaml; every status change is printed as it happens"
 kubectl -n demo get ri --watch \
@@ -67,6 +69,25 @@ for ip in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonp
   printf '%s: ' "$ip"; redis-cli -h "$ip" INFO memory | grep '^maxmemory:' | tr -d '\r'
 done
 
+# The host pid of a container: the node agent reports process://PID; for a container on the real node, the
+# process that is pid 1 in the container's pid namespace (redis-server), found by the container id in its cgroup.
+container_pid() {
+  local id=$1 f pid
+  case "$id" in
+    process://*) echo "${id#process://}" ;;
+    containerd://*)
+      id=${id#containerd://}
+      for f in /proc/[0-9]*/cgroup; do
+        grep -qs "$id" "$f" || continue
+        pid=${f#/proc/}
+        pid=${pid%/cgroup}
+        [ "$(awk '/^NSpid:/ {print $NF}' "/proc/$pid/status" 2>/dev/null)" = 1 ] && { echo "$pid"; return 0; }
+      done
+      ;;
+  esac
+  echo "no process for container $1" >&2
+  return 1
+}
 roles() {
   for pod in $(kubectl -n demo get pods -l app.kubernetes.io/instance=demo -o jsonpath='{.items[*].metadata.name}'); do
     ip=$(kubectl -n demo get pod "$pod" -o jsonpath='{.status.podIP}')
@@ -84,8 +105,8 @@ redis-cli -h "$PRIMARY_IP" SET greeting hello >/dev/null
 redis-cli -h "$PRIMARY_IP" WAIT 1 1000
 
 step "kill -9 the primary's redis-server: the operator fails over to the most advanced replica"
-PID=$(kubectl -n demo get pod "$PRIMARY" -o jsonpath='{.status.containerStatuses[0].containerID}')
-kill -9 "${PID#process://}"
+kill -9 "$(container_pid "$(kubectl -n demo get pod "$PRIMARY" \
+  -o jsonpath='{.status.containerStatuses[?(@.name=="redis")].containerID}')")"
 NEW=$PRIMARY
 for _ in $(seq 600); do
   NEW=$(kubectl -n demo get ri demo -o jsonpath='{.status.currentPrimary}')
@@ -105,8 +126,8 @@ redis-cli -h "$NEW_IP" GET greeting
 step "changing the image: replicas are replaced one at a time, then a switchover, the old primary last"
 kubectl -n demo get ri demo --watch -o custom-columns='PHASE:.status.status,REASON:.status.reason,PRIMARY:.status.currentPrimary,MESSAGE:.status.lastConditionMessage' &
 WATCH=$!
-IMAGE=$(kubectl -n demo get ri demo -o jsonpath='{.spec.image}')
-kubectl -n demo patch ri demo --type merge -p "{\"spec\":{\"image\":\"${IMAGE}-rolled\"}}" >/dev/null
+# Another tag of the same locally built image (nothing can be pulled here): every pod is replaced all the same.
+kubectl -n demo patch ri demo --type merge -p '{"spec":{"image":"redis:7.2-rolled"}}' >/dev/null
 GEN=$(kubectl -n demo get ri demo -o jsonpath='{.metadata.generation}')
 kubectl -n demo wait --for=jsonpath='{.status.observedGeneration}'="$GEN" --timeout=60s ri/demo >/dev/null
 kubectl -n demo wait --for=condition=Ready --timeout=300s ri/demo >/dev/null

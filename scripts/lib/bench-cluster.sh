@@ -5,9 +5,11 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 
 log() { echo "[$LOG_TAG] $*" >&2; }
 
-# Exports the private cluster's DEVCLUSTER_* settings: the environment's where set, else the script's defaults.
+# Exports the private cluster's DEVCLUSTER_* settings: the environment's where set, else the script's defaults
+# (the node agent, unless DEVCLUSTER_NODE says otherwise).
 # Usage: private_cluster DIR ETCD_PORT ETCD_PEER_PORT APISERVER_PORT CM_PORT POD_CIDR_PREFIX POD_MODE
 private_cluster() {
+  export DEVCLUSTER_NODE=${DEVCLUSTER_NODE:-agent}
   export DEVCLUSTER_DIR=${DEVCLUSTER_DIR:-$1}
   export DEVCLUSTER_ETCD_PORT=${DEVCLUSTER_ETCD_PORT:-$2}
   export DEVCLUSTER_ETCD_PEER_PORT=${DEVCLUSTER_ETCD_PEER_PORT:-$3}

@@ -221,16 +221,7 @@ pub fn import_operator_image() {
 /// real node (`containerd://ID`) is found by its cgroup, as the process that is PID 1 of its own PID namespace
 /// (probes and `exec` sessions share the cgroup, not that PID).
 pub fn container_pid(pod: &Pod, container: &str) -> i32 {
-    let status = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|statuses| statuses.iter().find(|c| c.name == container))
-        .unwrap_or_else(|| panic!("{} has no status for container {container}", pod.name_any()));
-    let id = status
-        .container_id
-        .clone()
-        .unwrap_or_else(|| panic!("container {container} of {} is not running", pod.name_any()));
+    let id = container_status_id(pod, container);
     if let Some(pid) = id.strip_prefix("process://") {
         return pid.parse().expect("the node agent reports process://PID");
     }
@@ -258,6 +249,51 @@ pub fn container_pid(pod: &Pod, container: &str) -> i32 {
             pod.name_any()
         )
     })
+}
+
+/// The container id a pod's status reports for one of its containers (`containerd://ID`, or the node agent's
+/// `process://PID`).
+fn container_status_id(pod: &Pod, container: &str) -> String {
+    let status = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|c| c.name == container))
+        .unwrap_or_else(|| panic!("{} has no status for container {container}", pod.name_any()));
+    status
+        .container_id
+        .clone()
+        .unwrap_or_else(|| panic!("container {container} of {} is not running", pod.name_any()))
+}
+
+/// The real node's container runtime id of a pod's container, for `crictl`.
+#[allow(dead_code)] // the real-node tests use it
+pub fn container_id(pod: &Pod, container: &str) -> String {
+    let id = container_status_id(pod, container);
+    id.strip_prefix("containerd://")
+        .unwrap_or_else(|| panic!("not a container of the real node: {id}"))
+        .to_string()
+}
+
+/// `crictl` against the real node's containerd (the socket real-node.sh records in the state directory).
+#[allow(dead_code)] // the real-node tests use it
+pub fn crictl() -> Command {
+    let dir = devcluster_dir();
+    let socket = std::fs::read_to_string(dir.join("containerd-socket"))
+        .expect("the real node records its containerd socket");
+    let mut cmd = Command::new(dir.join("bin/crictl"));
+    cmd.args(["--runtime-endpoint", &format!("unix://{}", socket.trim())])
+        .args(["--timeout", "30s"]);
+    cmd
+}
+
+/// `devcluster/cluster.sh` of this checkout (it takes the cluster's `DEVCLUSTER_*` settings from the
+/// environment the tests run in).
+#[allow(dead_code)] // the exclusive tests use it
+pub fn cluster_sh() -> Command {
+    let mut cmd = Command::new("bash");
+    cmd.arg(format!("{REPO}/devcluster/cluster.sh"));
+    cmd
 }
 
 /// A free TCP port on loopback.
