@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! current=P target=P  failing_since=None      healthy
-//!   MarkPrimaryFailing  -> failing_since=t0      (P unreachable / pod or node not ready)
+//!   MarkPrimaryFailing  -> failing_since=t0      (P unreachable, or not ready with a ready pod to take over)
 //!   WaitFailoverDelay      until t0 + failoverDelay
 //!   StartFailover       -> target=Pending        (no pod carries the primary label from now on)
 //!   Fence                  P and the replicas following it are parked (read-only, detached)
@@ -967,11 +967,17 @@ fn watch_primary(
                 }
                 if pod.pod_deleting {
                     PrimaryFailure::PodDeleting
-                } else if !pod.node_ready {
-                    PrimaryFailure::NodeNotReady
-                } else if !pod.pod_ready {
-                    PrimaryFailure::PodNotReady
+                } else if (!pod.node_ready || !pod.pod_ready)
+                    && a_ready_pod_would_take_over(status, current, pods)
+                {
+                    if !pod.node_ready {
+                        PrimaryFailure::NodeNotReady
+                    } else {
+                        PrimaryFailure::PodNotReady
+                    }
                 } else {
+                    // Ready, or not ready in Kubernetes' eyes only while its server answers and no ready
+                    // pod could take over: it stays (the phase still reports the pods that are not ready).
                     return healthy(status, pod, pods, policy, now);
                 }
             }
@@ -1000,6 +1006,24 @@ fn watch_primary(
                 }
             }
         }
+    }
+}
+
+/// Whether a failover away from `current`, a primary whose server answers but whose pod or node is not ready,
+/// would promote a pod that is ready itself. Otherwise it would move the primary to a pod no better off (e.g.
+/// when the node's kubelet stopped reporting, every pod on it turns not ready while the servers serve on), and
+/// from there on again, round and round.
+fn a_ready_pod_would_take_over(
+    status: &TopologyStatus,
+    current: &str,
+    pods: &[PodReplication],
+) -> bool {
+    let Some(anchor) = status.primary_history.as_ref() else {
+        return false;
+    };
+    match elect(anchor, Some(current), pods) {
+        Election::Candidate(pod) => find(pods, &pod).is_some_and(|p| p.pod_ready && p.node_ready),
+        Election::NoSafeCandidate(_) => false,
     }
 }
 

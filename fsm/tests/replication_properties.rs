@@ -322,6 +322,30 @@ proptest! {
         }
         prop_assert_eq!(live, desired);
     }
+
+    /// A primary whose server answers as a confirmed master is never failed over for its pod or node being not
+    /// ready unless the pod the election would promote is ready itself: when a node's kubelet stops reporting,
+    /// every pod on it turns not ready while the servers serve on, and moving the primary between such pods
+    /// only churns.
+    #[test]
+    fn a_serving_primary_is_not_failed_over_to_a_pod_no_readier(
+        ready in proptest::collection::vec(any::<bool>(), 3),
+        nodes_ready in proptest::collection::vec(any::<bool>(), 3),
+        now in 0..60_000i64,
+    ) {
+        let (status, mut pods) = healthy();
+        for (i, pod) in pods.iter_mut().enumerate() {
+            pod.pod_ready = ready[i];
+            pod.node_ready = nodes_ready[i];
+        }
+        let action = decide(&status, &pods, &policy(3), Timestamp(now));
+        let fails_over = matches!(action, TopologyAction::MarkPrimaryFailing { .. });
+        // The election's choice among the replicas of `healthy()`: cache-1, the most advanced, if electable.
+        let candidate = &pods[1];
+        let would_help = candidate.node_ready && candidate.pod_ready;
+        let primary_ok = pods[0].pod_ready && pods[0].node_ready;
+        prop_assert_eq!(fails_over, !primary_ok && would_help, "{:?}", action);
+    }
 }
 
 // Worked examples.
@@ -453,6 +477,37 @@ fn several_pods_with_data_and_no_recorded_primary_need_a_person() {
         action,
         TopologyAction::Stop {
             reason: StopReason::SeveralPodsHoldData(vec![name(0), name(1)])
+        }
+    );
+}
+
+/// The node's kubelet stopped: every pod turns not ready, every server serves on. The primary stays, and a
+/// failing mark from before is cleared; once a replica is ready again while the primary's pod is not, the
+/// failover goes ahead as before.
+#[test]
+fn every_pod_not_ready_while_the_servers_serve_keeps_the_primary() {
+    let (status, mut pods) = healthy();
+    for pod in &mut pods {
+        pod.pod_ready = false;
+    }
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::Steady
+    );
+    let marked = TopologyStatus {
+        primary_failing_since: Some(Timestamp(0)),
+        ..status.clone()
+    };
+    assert_eq!(
+        decide(&marked, &pods, &policy(3), Timestamp(60_000)),
+        TopologyAction::ClearPrimaryFailing
+    );
+    pods[1].pod_ready = true;
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(0)),
+        TopologyAction::MarkPrimaryFailing {
+            since: Timestamp(0),
+            failure: PrimaryFailure::PodNotReady
         }
     );
 }

@@ -3,6 +3,7 @@
 
 mod admission;
 mod cluster;
+mod exclusive;
 mod harness;
 mod hostile;
 mod knobs;

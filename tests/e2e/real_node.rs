@@ -296,6 +296,59 @@ async fn an_app_pod_writes_by_service_name_across_a_failover_and_a_rolling_updat
     pods.delete("app", &DeleteParams::default()).await.ok();
 }
 
+/// Failures through the container runtime rather than inside the container: containerd kills the primary's
+/// Redis container (no grace), then stops the new primary's whole pod sandbox (the kubelet makes a new sandbox and
+/// starts the pod's containers in it again, with a new network namespace). Each time the operator fails over,
+/// the old primary rejoins as a replica, and no confirmed write is lost.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn failovers_after_the_runtime_kills_the_primary_container_and_its_sandbox_lose_no_confirmed_write() {
+    require_real_node();
+    let env = TestEnv::new("runtimekill").await;
+    let (first, writer) = three_converged_with_a_writer(&env, spec(3)).await;
+
+    let old = first.current_primary.clone().expect("a primary");
+    let pod = env.pods().get(&old).await.unwrap();
+    run_ok(
+        crictl().args(["stop", "--timeout", "0", &container_id(&pod, "redis")]),
+        None,
+    );
+    let second = wait_failed_over(&env, &old, "failed over after the runtime killed the container")
+        .await
+        .status
+        .unwrap();
+    assert_rejoined_as_replica(&env, &old).await;
+    wait_writes(&writer, 20).await;
+
+    let old = second.current_primary.clone().expect("a primary");
+    let pod = env.pods().get(&old).await.unwrap();
+    let uid = pod.metadata.uid.clone().expect("a pod uid");
+    let sandboxes = run_ok(
+        crictl().args(["pods", "-q", "--label", &format!("io.kubernetes.pod.uid={uid}")]),
+        None,
+    );
+    let sandbox = sandboxes.lines().next().expect("the pod's sandbox").trim().to_string();
+    run_ok(crictl().args(["stopp", &sandbox]), None);
+    wait_failed_over(&env, &old, "failed over after the runtime stopped the sandbox").await;
+    assert_rejoined_as_replica(&env, &old).await;
+    wait_writes(&writer, 20).await;
+
+    assert_one_master(&env).await;
+    finish_and_check(&env, writer, "the runtime killing containers").await;
+}
+
+/// The pod `old` serves as a replica again: the status says so and the pod carries the label (patched right
+/// after the status write).
+async fn assert_rejoined_as_replica(env: &TestEnv, old: &str) {
+    crate::replication::wait_converged(env, "cache", 3).await;
+    let replicas = crate::replication::labelled(env, "cache", "replica").await;
+    assert!(
+        replicas.iter().any(|p| p.name_any() == old),
+        "{old} rejoined as a replica: {:#?}",
+        env.instances().get("cache").await.unwrap().status
+    );
+}
+
 /// Reads key `k<n>` through `cache-replicas` from a one-off pod, as an application's read path would.
 async fn exec_client_read(env: &TestEnv, n: u64) -> (bool, String) {
     let script = format!(
