@@ -2,7 +2,7 @@
 //! including pods the StatefulSet controller could not create.
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 use redis_fsm::{FailingPod, RolloutStatus};
 
 use crate::build::redis_conf::redact_secrets;
@@ -133,6 +133,24 @@ pub fn pod_revision(pod: &Pod) -> Option<&str> {
         .map(String::as_str)
 }
 
+/// A run that ended with an error this soon after it started is a crash (a configuration Redis refuses, a
+/// missing file, a failing command); a server that served for longer and was then killed (by a person, the
+/// runtime, a node problem) is restarting, not failing, and the kubelet's back-off after it is no crash loop.
+const CRASH_RUN_MILLIS: i64 = 10_000;
+
+/// Whether a container's last run counts as a crash: it ended with an error and either ran less than
+/// [`CRASH_RUN_MILLIS`] (or for an unknown time), or was killed for exceeding its memory limit, which comes
+/// back however long the server ran.
+fn crashed(run: &ContainerStateTerminated) -> bool {
+    let ran_millis = match (&run.started_at, &run.finished_at) {
+        (Some(start), Some(end)) => Some(end.0.as_millisecond() - start.0.as_millisecond()),
+        _ => None,
+    };
+    run.exit_code != 0
+        && (run.reason.as_deref() == Some("OOMKilled")
+            || ran_millis.is_none_or(|ran| ran < CRASH_RUN_MILLIS))
+}
+
 fn pod_failure(pod: &Pod) -> Option<FailingPod> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let status = pod.status.as_ref()?;
@@ -153,7 +171,7 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
             .last_state
             .as_ref()
             .and_then(|s| s.terminated.as_ref())
-            .filter(|t| t.exit_code != 0);
+            .filter(|t| crashed(t));
         // The message is Redis' last output, which quotes a malformed configuration line verbatim: it
         // goes into status and Events, so secrets are redacted before it leaves here.
         let message = || {
@@ -163,7 +181,10 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
                 .unwrap_or_default();
             redact_secrets(text)
         };
-        if FAILING_WAITING_REASONS.contains(&waiting_reason) {
+        // The kubelet backs off before any restart, so after a single kill the container waits in
+        // `CrashLoopBackOff` too: only a crash counts.
+        let backing_off_after_a_kill = waiting_reason == "CrashLoopBackOff" && last_failure.is_none();
+        if FAILING_WAITING_REASONS.contains(&waiting_reason) && !backing_off_after_a_kill {
             return Some(FailingPod {
                 pod: name,
                 reason: waiting_reason.to_string(),
@@ -271,6 +292,41 @@ mod tests {
         container.state = Some(ContainerState::default());
         let failing = failing_pods(&[pod("a-0", "r1", container)], Some("r1"));
         assert_eq!(failing.len(), 1);
+    }
+
+    /// `crash_looping()` whose last run lasted `ran` seconds and ended with `exit_code` for `reason`.
+    fn ended_after(ran: i64, exit_code: i32, reason: &str) -> ContainerStatus {
+        let mut container = crash_looping();
+        if let Some(terminated) = container
+            .last_state
+            .as_mut()
+            .and_then(|s| s.terminated.as_mut())
+        {
+            let at = |s: i64| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + s).unwrap(),
+                )
+            };
+            terminated.started_at = Some(at(0));
+            terminated.finished_at = Some(at(ran));
+            terminated.exit_code = exit_code;
+            terminated.reason = Some(reason.into());
+        }
+        container
+    }
+
+    /// The kubelet backs off after any exit: a server killed after it served (137 after 5 minutes) waits in
+    /// `CrashLoopBackOff` too, but is restarting, not failing; one that exits within seconds is crash-looping,
+    /// and one killed for its memory limit keeps failing however long it ran.
+    #[test]
+    fn a_killed_server_backing_off_is_not_failing_a_crash_or_an_oom_kill_is() {
+        let failing = |c: ContainerStatus| failing_pods(&[pod("a-0", "r1", c)], Some("r1"));
+        assert!(failing(ended_after(300, 137, "Error")).is_empty());
+        let mut restarted = ended_after(300, 137, "Error");
+        restarted.state = Some(ContainerState::default());
+        assert!(failing(restarted).is_empty(), "restarted, not yet ready");
+        assert_eq!(failing(ended_after(1, 1, "Error")).len(), 1);
+        assert_eq!(failing(ended_after(300, 137, "OOMKilled")).len(), 1);
     }
 
     #[test]
