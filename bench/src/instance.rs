@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use redis_operator::api::{RedisInstance, RedisInstanceStatus};
@@ -38,18 +38,58 @@ pub fn container_id(pod: &Pod) -> Option<String> {
     status.container_id.clone()
 }
 
-/// The process id of a pod's running server (process pod mode).
+/// The host process id of a pod's running server: `process://PID` from the node agent; on a real node, the
+/// process that is pid 1 of the container (`containerd://ID`), found by the id in its cgroup path.
 pub fn process_id(pod: &Pod) -> Result<u32, String> {
     let id =
         container_id(pod).ok_or_else(|| format!("{} has no running container", pod.name_any()))?;
-    id.strip_prefix("process://")
-        .and_then(|pid| pid.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "{}: container id {id:?} is not process://PID",
-                pod.name_any()
-            )
-        })
+    if let Some(pid) = id.strip_prefix("process://") {
+        return pid
+            .parse()
+            .map_err(|_| format!("{}: container id {id:?}", pod.name_any()));
+    }
+    let container = id
+        .strip_prefix("containerd://")
+        .ok_or_else(|| format!("{}: unknown container id {id:?}", pod.name_any()))?;
+    let pids = std::fs::read_dir("/proc")
+        .map_err(|e| format!("/proc: {e}"))?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok());
+    for pid in pids {
+        let in_container = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .is_ok_and(|cgroups| cgroups.contains(container));
+        let first = || {
+            std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|status| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("NSpid:"))
+                    .and_then(|pids| pids.split_whitespace().last())
+                    == Some("1")
+            })
+        };
+        if in_container && first() {
+            return Ok(pid);
+        }
+    }
+    Err(format!(
+        "{}: no process of container {container}",
+        pod.name_any()
+    ))
+}
+
+/// How the writer reaches the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// The IP of the pod carrying the primary label (what the instance's Service selects).
+    PodIp,
+    /// The instance's Service (its ClusterIP, through kube-proxy: a real node only).
+    Service,
+}
+
+static VIA: std::sync::OnceLock<Via> = std::sync::OnceLock::new();
+
+/// Sets how [`primary_target`] reaches the primary, once, before any trial.
+pub fn set_via(via: Via) {
+    VIA.set(via).ok();
 }
 
 /// The status shows one primary and `replicas - 1` in-sync replicas, all labelled, no failover in flight.
@@ -63,7 +103,9 @@ fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
         && labelled("replica") == replicas - 1
 }
 
-/// The pod carrying the primary label, as the writer's target (a client reaching the instance's Service).
+/// The writer's target: the pod carrying the primary label (the server the write counts for), reached by its
+/// IP or, with [`Via::Service`], through the instance's Service as an application would (kube-proxy then picks
+/// the endpoint: the same pod once the EndpointSlice caught up with the label).
 pub async fn primary_target(pods: &Api<Pod>) -> Option<Target> {
     let params = ListParams::default().labels(&format!("{ROLE_LABEL}=primary"));
     let list = pods.list(&params).await.ok()?;
@@ -74,9 +116,17 @@ pub async fn primary_target(pods: &Api<Pod>) -> Option<Target> {
         Some(secret) => Some(String::from_utf8(secret.data?.get("password")?.0.clone()).ok()?),
         None => None,
     };
+    let host = match VIA.get().copied().unwrap_or(Via::PodIp) {
+        Via::PodIp => pod_ip(pod)?,
+        Via::Service => {
+            let services: Api<Service> =
+                Api::namespaced(pods.clone().into_client(), pods.namespace()?);
+            services.get(INSTANCE).await.ok()?.spec?.cluster_ip?
+        }
+    };
     Some(Target {
         name: pod.name_any(),
-        host: pod_ip(pod)?,
+        host,
         port: REDIS_PORT,
         password,
     })

@@ -72,6 +72,10 @@ struct RolloutArgs {
     /// `--log-level` of the operator.
     #[arg(long, default_value = "info")]
     operator_log_level: String,
+    /// How the writer reaches the primary: `pod-ip`, or `service` (the ClusterIP through kube-proxy, a real
+    /// node only).
+    #[arg(long, value_enum, default_value = "pod-ip")]
+    via: instance::Via,
     /// Rolling updates per configuration; the configurations take turns.
     #[arg(long, default_value_t = 10)]
     trials: usize,
@@ -143,6 +147,10 @@ struct FailoverArgs {
     /// `--log-level` of the operator.
     #[arg(long, default_value = "info")]
     operator_log_level: String,
+    /// How the writer reaches the primary: `pod-ip`, or `service` (the ClusterIP through kube-proxy, a real
+    /// node only).
+    #[arg(long, value_enum, default_value = "pod-ip")]
+    via: instance::Via,
     /// `failoverDelaySeconds` values to measure, comma-separated (the operator's default is 10).
     #[arg(long, value_delimiter = ',', default_value = "10")]
     delays: Vec<u32>,
@@ -387,6 +395,7 @@ async fn run(args: Args) -> Result<String, String> {
 
 /// The failover benchmark: the operator at each delay, then Sentinel at each `down-after-milliseconds`.
 async fn run_failover(args: FailoverArgs) -> Result<String, String> {
+    instance::set_via(args.via);
     let settings = failover::TrialSettings {
         trials: args.trials,
         write_interval: Duration::from_millis(args.write_interval_ms),
@@ -494,6 +503,7 @@ const ROLLOUT_DOCS_MARKERS: (&str, &str) =
 
 /// The rolling-update benchmark: both configurations, trial by trial in turn.
 async fn run_rollout(args: RolloutArgs) -> Result<String, String> {
+    instance::set_via(args.via);
     let client = client(&args.kubeconfig, &args.context).await?;
     let version = client
         .apiserver_version()
