@@ -43,7 +43,9 @@ use crate::converge::switchover;
 use crate::converge::topology::{self, ROLE_LABEL};
 use crate::error::{Error, Result};
 use crate::observe::ownership;
-use crate::observe::rollout::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
+use crate::observe::rollout::{
+    failed_creates, failing_pods, rollout_status, unschedulable, FAILED_CREATE,
+};
 use crate::observe::secrets::{self, SecretMeta, Secrets};
 use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
@@ -480,6 +482,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
         observation.failing_pods =
             failing_pods(pods.iter().map(Arc::as_ref), update_revision.as_deref());
+        observation.scheduling_pending = unschedulable(pods.iter().map(Arc::as_ref));
         if let Some(sts) = live_sts.as_deref() {
             let existing: Vec<String> = pods.iter().map(|pod| pod.name_any()).collect();
             let existing: Vec<&str> = existing.iter().map(String::as_str).collect();

@@ -158,9 +158,10 @@ fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, St
     }
 }
 
-/// `message`, followed by what replication and the live configuration still wait for, if anything.
+/// `message`, followed by what scheduling, replication and the live configuration still wait for, if anything.
 fn with_replication(message: String, observation: &Observation) -> String {
     [
+        &observation.scheduling_pending,
         &observation.replication_pending,
         &observation.config_pending,
     ]

@@ -213,4 +213,8 @@ pub struct Observation {
     /// A pod that does not hold a live configuration value yet (its `CONFIG SET` was refused or not sent),
     /// as a sentence naming the pod and the directive: until it is `None`, the instance is not `Running`.
     pub config_pending: Option<String>,
+    /// A pod the scheduler cannot place, as a sentence with the scheduler's reason (e.g. `"cache-0 cannot be
+    /// scheduled: 0/1 nodes are available: 1 Insufficient cpu."`). Not a failure: capacity may come (an
+    /// autoscaler) or the spec may be changed; the phase stays where readiness puts it and says why.
+    pub scheduling_pending: Option<String>,
 }

@@ -264,6 +264,7 @@ impl Cluster {
             manual_intervention: None,
             replication_pending: None,
             config_pending: None,
+            scheduling_pending: None,
         };
         self.clock += 1;
         let now = format!("2024-01-01T00:00:00Z+{}", self.clock);

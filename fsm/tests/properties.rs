@@ -140,9 +140,15 @@ fn observation() -> impl Strategy<Value = Observation> {
                 0.2,
                 Just("replication: cache-1 is syncing from the primary".to_owned()),
             ),
-            proptest::option::weighted(
-                0.1,
-                Just("config: cache-2 does not have maxmemory yet: refused".to_owned()),
+            (
+                proptest::option::weighted(
+                    0.1,
+                    Just("config: cache-2 does not have maxmemory yet: refused".to_owned()),
+                ),
+                proptest::option::weighted(
+                    0.1,
+                    Just("cache-1 cannot be scheduled: 0/1 nodes are available".to_owned()),
+                ),
             ),
         )
             .prop_map(
@@ -158,7 +164,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                     (failover, switchover, rollout_step),
                     manual,
                     pending,
-                    config_pending,
+                    (config_pending, scheduling_pending),
                 )| {
                     Observation {
                         generation,
@@ -176,6 +182,7 @@ fn observation() -> impl Strategy<Value = Observation> {
                         manual_intervention: manual,
                         replication_pending: pending,
                         config_pending,
+                        scheduling_pending,
                     }
                 },
             )

@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
+use kube::ResourceExt;
 use redis_fsm::{FailingPod, RolloutStatus};
 
 use crate::build::redis_conf::redact_secrets;
@@ -47,6 +48,35 @@ pub fn rollout_status(sts: &StatefulSet) -> RolloutStatus {
         current_revision,
         update_revision: status.update_revision,
     }
+}
+
+/// The first pod (by name) the scheduler could not place, as the phase engine's `scheduling_pending`
+/// sentence with the scheduler's own message.
+pub fn unschedulable<'a>(pods: impl IntoIterator<Item = &'a Pod>) -> Option<String> {
+    let mut waiting: Vec<(String, String)> = pods
+        .into_iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter_map(|pod| {
+            let condition = pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled")?;
+            (condition.status == "False" && condition.reason.as_deref() == Some("Unschedulable"))
+                .then(|| {
+                    let message = condition.message.as_deref().unwrap_or("no reason given");
+                    (
+                        pod.name_any(),
+                        crate::redis::client::bounded_text(message, 300),
+                    )
+                })
+        })
+        .collect();
+    waiting.sort();
+    let (pod, message) = waiting.into_iter().next()?;
+    Some(format!("{pod} cannot be scheduled: {message}"))
 }
 
 /// Pods that keep failing. Pods of an older revision are left out while a newer one rolls out: the
@@ -183,7 +213,8 @@ fn pod_failure(pod: &Pod) -> Option<FailingPod> {
         };
         // The kubelet backs off before any restart, so after a single kill the container waits in
         // `CrashLoopBackOff` too: only a crash counts.
-        let backing_off_after_a_kill = waiting_reason == "CrashLoopBackOff" && last_failure.is_none();
+        let backing_off_after_a_kill =
+            waiting_reason == "CrashLoopBackOff" && last_failure.is_none();
         if FAILING_WAITING_REASONS.contains(&waiting_reason) && !backing_off_after_a_kill {
             return Some(FailingPod {
                 pod: name,
@@ -327,6 +358,27 @@ mod tests {
         assert!(failing(restarted).is_empty(), "restarted, not yet ready");
         assert_eq!(failing(ended_after(1, 1, "Error")).len(), 1);
         assert_eq!(failing(ended_after(300, 137, "OOMKilled")).len(), 1);
+    }
+
+    #[test]
+    fn an_unschedulable_pod_is_named_with_the_schedulers_message() {
+        let mut waiting = pod("a-1", "r1", healthy());
+        if let Some(status) = waiting.status.as_mut() {
+            status.phase = Some("Pending".into());
+            status.container_statuses = None;
+            status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("Unschedulable".into()),
+                message: Some("0/1 nodes are available: 1 Insufficient cpu.".into()),
+                ..Default::default()
+            }]);
+        }
+        assert_eq!(unschedulable([&pod("a-0", "r1", healthy())]), None);
+        assert_eq!(
+            unschedulable([&pod("a-0", "r1", healthy()), &waiting]).as_deref(),
+            Some("a-1 cannot be scheduled: 0/1 nodes are available: 1 Insufficient cpu.")
+        );
     }
 
     #[test]

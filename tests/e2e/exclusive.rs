@@ -141,7 +141,12 @@ async fn with_the_kubelet_stopped_a_serving_primary_stays_and_a_dead_one_is_fail
 
     drop(kubelet);
     wait_node(&env, true).await;
-    wait_failed_over(&env, &old, "the old primary rejoined once the kubelet restarted it").await;
+    wait_failed_over(
+        &env,
+        &old,
+        "the old primary rejoined once the kubelet restarted it",
+    )
+    .await;
     crate::replication::wait_converged(&env, "cache", 3).await;
     assert!(
         crate::replication::labelled(&env, "cache", "replica")

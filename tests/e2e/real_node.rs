@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
@@ -302,7 +303,8 @@ async fn an_app_pod_writes_by_service_name_across_a_failover_and_a_rolling_updat
 /// the old primary rejoins as a replica, and no confirmed write is lost.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
-async fn failovers_after_the_runtime_kills_the_primary_container_and_its_sandbox_lose_no_confirmed_write() {
+async fn failovers_after_the_runtime_kills_the_primary_container_and_its_sandbox_lose_no_confirmed_write(
+) {
     require_real_node();
     let env = TestEnv::new("runtimekill").await;
     let (first, writer) = three_converged_with_a_writer(&env, spec(3)).await;
@@ -313,10 +315,14 @@ async fn failovers_after_the_runtime_kills_the_primary_container_and_its_sandbox
         crictl().args(["stop", "--timeout", "0", &container_id(&pod, "redis")]),
         None,
     );
-    let second = wait_failed_over(&env, &old, "failed over after the runtime killed the container")
-        .await
-        .status
-        .unwrap();
+    let second = wait_failed_over(
+        &env,
+        &old,
+        "failed over after the runtime killed the container",
+    )
+    .await
+    .status
+    .unwrap();
     assert_rejoined_as_replica(&env, &old).await;
     wait_writes(&writer, 20).await;
 
@@ -324,12 +330,27 @@ async fn failovers_after_the_runtime_kills_the_primary_container_and_its_sandbox
     let pod = env.pods().get(&old).await.unwrap();
     let uid = pod.metadata.uid.clone().expect("a pod uid");
     let sandboxes = run_ok(
-        crictl().args(["pods", "-q", "--label", &format!("io.kubernetes.pod.uid={uid}")]),
+        crictl().args([
+            "pods",
+            "-q",
+            "--label",
+            &format!("io.kubernetes.pod.uid={uid}"),
+        ]),
         None,
     );
-    let sandbox = sandboxes.lines().next().expect("the pod's sandbox").trim().to_string();
+    let sandbox = sandboxes
+        .lines()
+        .next()
+        .expect("the pod's sandbox")
+        .trim()
+        .to_string();
     run_ok(crictl().args(["stopp", &sandbox]), None);
-    wait_failed_over(&env, &old, "failed over after the runtime stopped the sandbox").await;
+    wait_failed_over(
+        &env,
+        &old,
+        "failed over after the runtime stopped the sandbox",
+    )
+    .await;
     assert_rejoined_as_replica(&env, &old).await;
     wait_writes(&writer, 20).await;
 
@@ -411,5 +432,37 @@ async fn an_image_that_cannot_be_pulled_fails_with_its_reason_and_the_fixed_imag
     );
     env.patch_spec("cache", serde_json::json!({"image": "redis:7.2"}))
         .await;
+    env.wait_running("cache").await;
+}
+
+/// A pod the scheduler cannot place (it asks for more CPU than the node has) leaves the instance `Pending`,
+/// and the message carries the scheduler's own reason; asking for what fits lets it run.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn an_unschedulable_pod_is_pending_with_the_schedulers_reason_until_the_spec_fits() {
+    require_real_node();
+    let env = TestEnv::new("unsched").await;
+    let mut s = spec(1);
+    s.resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+        requests: Some([("cpu".to_string(), Quantity("1000".into()))].into()),
+        ..Default::default()
+    });
+    env.create("cache", s).await;
+    let pending = env
+        .wait_status("cache", "Pending, naming the unschedulable pod", |s| {
+            s.status == redis_fsm::Phase::Pending
+                && s.last_condition_message.contains("cannot be scheduled")
+        })
+        .await;
+    let message = pending.status.unwrap().last_condition_message;
+    assert!(
+        message.contains("cache-0 cannot be scheduled") && message.contains("Insufficient cpu"),
+        "the message names the pod and the scheduler's reason: {message}"
+    );
+    env.patch_spec(
+        "cache",
+        serde_json::json!({"resources": {"requests": {"cpu": "10m"}}}),
+    )
+    .await;
     env.wait_running("cache").await;
 }
