@@ -20,10 +20,10 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_fsm::{
-    confirmed_primary, decide, desired_roles, label_patches, reasons, replication_conditions,
+    confirmed_primary, decide, desired_roles, label_patches, replication_conditions,
     replication_pending, rollout_progress, step, Change, Decision, Observation, Phase,
-    PodReplication, ReplicationSummary, RoleLabel, RolloutPolicy, SpecProblem, TopologyAction,
-    TopologyPolicy, TopologyStatus, WaitReason,
+    PodReplication, Reason, ReplicationSummary, RoleLabel, RolloutPolicy, SpecProblem,
+    TopologyAction, TopologyPolicy, TopologyStatus, WaitReason,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,6 +42,7 @@ use crate::converge::live_config;
 use crate::converge::switchover;
 use crate::converge::topology::{self, ROLE_LABEL};
 use crate::error::{Error, Result};
+use crate::events::EventReason;
 use crate::observe::ownership;
 use crate::observe::rollout::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::observe::secrets::{self, SecretMeta, Secrets};
@@ -49,7 +50,7 @@ use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
 use crate::runtime::cli::RolloutMode;
 use crate::runtime::leader::Leadership;
-use crate::runtime::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
+use crate::runtime::metrics::Metrics;
 use crate::status::{next_status, now};
 use crate::validate::quantity::Quantity;
 use crate::validate::validate;
@@ -261,7 +262,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             .collect::<Vec<_>>()
             .join("; ");
         let problem = SpecProblem {
-            reason: reasons::INVALID_SPEC.to_string(),
+            reason: Reason::InvalidSpec,
             message,
         };
         // Nothing to retry until the user changes the object.
@@ -306,7 +307,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     if let Some(child) = foreign_child(ri, ctx, &desired).await? {
         // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
         observation.spec_problem = Some(SpecProblem {
-            reason: reasons::CHILD_CONFLICT.to_string(),
+            reason: Reason::ChildConflict,
             message: format!(
                 "{child} already exists and does not belong to this instance; the operator leaves it \
                  untouched. Delete or rename it, or give the instance another name."
@@ -353,7 +354,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             ReplaceDecision::Proceed(_) => {}
             ReplaceDecision::Wait { attempts, retry_at } => {
                 observation.spec_problem = Some(SpecProblem {
-                    reason: reasons::CHANGE_NOT_CONVERGING.to_string(),
+                    reason: Reason::ChangeNotConverging,
                     message: format!(
                         "the StatefulSet was replaced {attempts} time(s) for generation {} to change its claim \
                          template, but the API server keeps storage {} where the spec asks for {}; next attempt \
@@ -580,7 +581,7 @@ async fn live_config_pass(
     ri: &RedisInstance,
     ctx: &Context,
     access: &Access,
-    change_event: Option<(&'static str, String)>,
+    change_event: Option<(EventReason, String)>,
 ) -> Option<String> {
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
@@ -737,7 +738,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         .unwrap_or_default();
     let manual_intervention = match &action {
         TopologyAction::Stop { reason } => Some(SpecProblem {
-            reason: reason.reason().to_string(),
+            reason: reason.reason(),
             message: format!("Manual intervention needed: {reason}"),
         }),
         _ => None,
@@ -758,7 +759,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
             ctx,
             ri,
             EventType::Warning,
-            "SwitchoverRefused",
+            EventReason::SwitchoverRefused,
             "Switchover",
             why.clone(),
         )
@@ -797,7 +798,7 @@ async fn report_topology_action(
     let (type_, reason, note) = match action {
         TopologyAction::StartFailover { failure } => (
             EventType::Warning,
-            FAILOVER_STARTED,
+            EventReason::FailoverStarted,
             format!(
                 "Failing over from {}: {failure}",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
@@ -805,7 +806,7 @@ async fn report_topology_action(
         ),
         TopologyAction::StartSwitchover { to, reason, .. } => (
             EventType::Normal,
-            SWITCHOVER_STARTED,
+            EventReason::SwitchoverStarted,
             format!(
                 "Switching over from {} to {to} ({reason}) with FAILOVER TO: writes pause until {to} has \
                  caught up",
@@ -814,7 +815,7 @@ async fn report_topology_action(
         ),
         TopologyAction::AbortSwitchover { to, retry_at } => (
             EventType::Warning,
-            "SwitchoverAbandoned",
+            EventReason::SwitchoverAbandoned,
             format!(
                 "The switchover from {} to {to} did not complete in time ({to} did not catch up, or Redis \
                  rolled the FAILOVER back); writes continue on {}. Next attempt after {}",
@@ -830,9 +831,9 @@ async fn report_topology_action(
             // One reason per step: Events of one reason are merged into a series that keeps the first note.
             let reason = match action {
                 TopologyAction::DeletePod { step, .. } => step.reason(),
-                _ => reasons::STATEFULSET_UPDATING,
+                _ => Reason::StatefulSetUpdating,
             };
-            (EventType::Normal, reason, step.message)
+            (EventType::Normal, reason.into(), step.message)
         }
         TopologyAction::ConfirmPrimary { pod, .. }
             if persisted.current_primary.as_deref() != Some(pod.as_str())
@@ -840,17 +841,17 @@ async fn report_topology_action(
         {
             (
                 EventType::Normal,
-                "PrimaryConfirmed",
+                Reason::PrimaryConfirmed.into(),
                 format!("{pod} is the primary"),
             )
         }
         // Once: the phase engine keeps the reason in status while the stop lasts.
         TopologyAction::Stop { reason }
-            if ri.status.as_ref().map(|s| s.reason.as_str()) != Some(reason.reason()) =>
+            if ri.status.as_ref().map(|s| s.reason.as_str()) != Some(reason.reason().as_str()) =>
         {
             (
                 EventType::Warning,
-                reason.reason(),
+                reason.reason().into(),
                 format!("Manual intervention needed: {reason}"),
             )
         }
@@ -1292,7 +1293,7 @@ async fn replace_for_storage(
             ctx,
             ri,
             EventType::Normal,
-            "ReplacingStatefulSet",
+            EventReason::ReplacingStatefulSet,
             "Replace",
             format!("Deleted StatefulSet {name} with orphan propagation to apply the new claim template; pods and claims are kept"),
         )
@@ -1337,7 +1338,7 @@ async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str) -> Result<
             ctx,
             ri,
             EventType::Normal,
-            "ExpandingClaim",
+            EventReason::ExpandingClaim,
             "Expand",
             format!("Requested {size} for PersistentVolumeClaim {claim_name}"),
         )
@@ -1382,7 +1383,7 @@ async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
                 ctx,
                 ri,
                 EventType::Normal,
-                "DeletingClaim",
+                EventReason::DeletingClaim,
                 "Delete",
                 format!("Deleted PersistentVolumeClaim {claim_name} (storage.whenDeleted: Delete)"),
             )
@@ -1500,7 +1501,7 @@ async fn publish_status_with(
             ctx,
             ri,
             type_,
-            &decision.reason,
+            decision.reason.into(),
             "PhaseTransition",
             format!(
                 "{} -> {}: {}",
@@ -1517,7 +1518,7 @@ pub(crate) async fn event(
     ctx: &Context,
     ri: &RedisInstance,
     type_: EventType,
-    reason: &str,
+    reason: EventReason,
     action: &str,
     note: String,
 ) {
