@@ -16,6 +16,7 @@ pub mod classify;
 pub mod converge;
 pub mod error;
 pub mod events;
+pub mod names;
 pub mod observe;
 pub mod reconciler;
 pub mod redis;

@@ -30,19 +30,20 @@ use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
-use crate::build::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
-use crate::build::exporter::metrics_service_name;
+use crate::build::children::{self, Desired};
 use crate::build::redis_conf;
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::diff::is_applied;
-use crate::classify::replace::{
-    decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION,
-};
+use crate::classify::replace::{decide_replace, ReplaceDecision, ReplaceRecord};
 use crate::converge::live_config;
 use crate::converge::switchover;
-use crate::converge::topology::{self, ROLE_LABEL};
+use crate::converge::topology::{self};
 use crate::error::{Error, Result};
 use crate::events::EventReason;
+use crate::names::{
+    claim_name, instance_named_by, metrics_service_name, FIELD_MANAGER, FINALIZER, INSTANCE_LABEL,
+    MANAGED_SELECTOR, REPLACE_ANNOTATION, ROLE_LABEL,
+};
 use crate::observe::ownership;
 use crate::observe::rollout::{failed_creates, failing_pods, rollout_status, FAILED_CREATE};
 use crate::observe::secrets::{self, SecretMeta, Secrets};
@@ -55,10 +56,6 @@ use crate::status::{next_status, now};
 use crate::validate::quantity::Quantity;
 use crate::validate::validate;
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "redis-operator";
-/// Finalizer that lets the operator record `Terminated` and apply the claim policy before deletion.
-pub const FINALIZER: &str = "redis.github.com/finalizer";
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
 const REPLACE_WAIT: Duration = Duration::from_secs(30);
 /// How soon an instance whose pods do not all hold their live configuration looks again (a refusal or an
@@ -1045,7 +1042,7 @@ async fn foreign_claim(
     let namespace = ri.namespace().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     for ordinal in 0..spec.replicas.unwrap_or_default().max(0) {
-        let claim_name = format!("{DATA_VOLUME}-{name}-{ordinal}");
+        let claim_name = claim_name(&name, ordinal);
         let live = match lookup(&ctx.stores.claims, &claim_name, &namespace) {
             Some(cached) => Some(cached),
             None => api
@@ -1153,7 +1150,8 @@ where
 
 /// The instance's data claims (`data-NAME-ORDINAL`, from the claim template), from the watch cache.
 fn data_claims(ctx: &Context, name: &str, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-    let prefix = format!("{DATA_VOLUME}-{name}-");
+    // Every ordinal's claim name starts with the one of an empty ordinal.
+    let prefix = claim_name(name, "");
     instance_objects(&ctx.stores.claims, name, namespace)
         .into_iter()
         .filter(|claim| claim.name_any().starts_with(&prefix))
@@ -1733,7 +1731,7 @@ pub async fn run(
             };
             let name = secret.name_any();
             let own = secrets::owning_instance(&secret);
-            let named = secrets::instance_named_by(&name);
+            let named = instance_named_by(&name);
             secret_users
                 .state()
                 .iter()

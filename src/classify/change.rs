@@ -1,11 +1,10 @@
 //! Classifying a spec change into the least destructive way to roll it out.
 
+use crate::classify::diff::is_applied;
+use crate::names::CONFIG_HASH_ANNOTATION;
+use crate::validate::quantity::Quantity;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use redis_fsm::{Change, Reason, SpecProblem};
-
-use crate::build::children::CONFIG_HASH_ANNOTATION;
-use crate::classify::diff::is_applied;
-use crate::validate::quantity::Quantity;
 
 /// How the StatefulSet must change to match the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,12 +19,13 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use redis_fsm::Reason;
 
-use crate::build::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
+use crate::build::children::{config_text, Desired};
 use crate::build::redis_conf::config_hash;
 use crate::classify::change::template_config_hash;
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::events::EventReason;
+use crate::names::CONFIG_HASH_ANNOTATION;
 use crate::redis::{Access, RedisNode};
 
 /// How Redis parses a directive's value, and how `CONFIG GET` reports it back.

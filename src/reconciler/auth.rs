@@ -20,6 +20,7 @@ use crate::auth::{self, Resolved};
 use crate::build::children;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
+use crate::names::{users_secret_name, AUTH_ANNOTATION};
 use crate::observe::secrets::Keys;
 use crate::redis::Access;
 
@@ -47,7 +48,7 @@ pub(super) async fn prepare(
         .get(&namespace, &app_name, Keys::Only(&app_keys))
         .await
         .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
-    let users_name = auth::users_secret_name(&name);
+    let users_name = users_secret_name(&name);
     let users_secret = ctx
         .secrets
         .get(&namespace, &users_name, Keys::All)
@@ -290,9 +291,7 @@ fn fingerprint(plan: &Plan, pods: &[Arc<k8s_openapi::api::core::v1::Pod>]) -> u6
     plan.replication_password.hash(&mut hasher);
     for pod in pods {
         pod.uid().hash(&mut hasher);
-        pod.annotations()
-            .get(auth::AUTH_ANNOTATION)
-            .hash(&mut hasher);
+        pod.annotations().get(AUTH_ANNOTATION).hash(&mut hasher);
         let status = pod.status.as_ref();
         status.and_then(|s| s.pod_ip.clone()).hash(&mut hasher);
         status

@@ -19,12 +19,13 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use redis_fsm::{Phase, Reason};
 use redis_operator::api::RedisInstance;
-use redis_operator::classify::replace::{ReplaceRecord, REPLACE_ANNOTATION};
+use redis_operator::classify::replace::ReplaceRecord;
 use redis_operator::events::EventReason;
 use serde_json::json;
 
 use super::{claims_of, storage, wait_event};
 use crate::harness::*;
+use redis_operator::names::REPLACE_ANNOTATION;
 
 /// A value no log line may contain: it stands for a password in an instance's configuration.
 const SECRET: &str = "hunter2-do-not-log";

@@ -12,10 +12,10 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use redis_fsm::{Phase, Reason};
 use redis_operator::api::{ClientAuth, TlsSpec};
-use redis_operator::converge::topology::ROLE_LABEL;
 use serde_json::json;
 
 use crate::harness::*;
+use redis_operator::names::ROLE_LABEL;
 
 /// A scratch directory for one test's keys and certificates.
 fn scratch(test: &str) -> PathBuf {
