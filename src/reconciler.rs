@@ -57,7 +57,7 @@ use crate::validate::quantity::Quantity;
 use crate::validate::validate;
 
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
-const REPLACE_WAIT: Duration = Duration::from_secs(30);
+pub const REPLACE_WAIT: Duration = Duration::from_secs(30);
 /// How soon an instance whose pods do not all hold their live configuration looks again (a refusal or an
 /// unreachable server changes without any watch event).
 const LIVE_CONFIG_RECHECK: Duration = Duration::from_secs(5);
@@ -225,13 +225,22 @@ fn is_gone(error: &kube::runtime::finalizer::Error<Error>) -> bool {
     )
 }
 
-/// Requeues failed reconciles with exponential back-off (1 s, 2 s, 4 s, … capped at 5 min).
+/// The longest delay between two attempts of a failing reconcile: 1 s doubled eight times.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(1 << 8);
+
+/// The delay before the next attempt after `failures` failed reconciles in a row (at least 1): 1 s, 2 s, 4 s,
+/// … up to [`BACKOFF_CAP`].
+pub fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(BACKOFF_CAP)
+}
+
+/// Requeues failed reconciles with exponential back-off ([`backoff_delay`]).
 pub fn error_policy(ri: Arc<RedisInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*ri);
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let count = failures.entry(key).or_default();
     *count = count.saturating_add(1);
-    let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    let delay = backoff_delay(*count);
     warn!(instance = %ri.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -778,7 +787,13 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         request_done,
         failover: topology::failover_message(&next, &action),
         manual_intervention,
-        pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
+        pods: topology::pod_summaries(
+            previous,
+            &observed,
+            &roles,
+            primary_offset,
+            &crate::status::now(),
+        ),
         status: next,
         roles,
         requeue,
@@ -953,11 +968,6 @@ async fn move_labels(
         }
     }
     Ok(())
-}
-
-/// The current time as RFC 3339.
-fn now_text() -> String {
-    now()
 }
 
 /// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
@@ -1828,6 +1838,14 @@ mod tests {
 
     use super::*;
     use crate::build::children::tests::instance;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_its_cap() {
+        let delays: Vec<u64> = (1..=11).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_CAP);
+        assert_eq!(BACKOFF_CAP.as_secs(), 256);
+    }
 
     #[test]
     fn event_notes_are_cut_to_what_an_event_holds() {
