@@ -67,8 +67,8 @@ const INTERNAL_USERS: [InternalUser; 4] = [
     InternalUser {
         name: OPERATOR_USER,
         key: "operator-password",
-        rules: "-@all +ping +info +role +replicaof +slaveof +config|get +config|set +failover \
-                +client|pause +client|unpause +wait +acl|getuser +acl|setuser",
+        rules: "-@all +ping +info +role +replicaof +config|get +config|set +failover +acl|getuser \
+                +acl|setuser",
     },
     InternalUser {
         name: REPLICATION_USER,
