@@ -58,8 +58,10 @@ pub struct RedisInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
 
-    /// redis.conf directives and their values, e.g. `maxmemory: 100mb` (at most 64). Changing them restarts
-    /// the pods one at a time with the new configuration. Directive names are case-insensitive; directives
+    /// redis.conf directives and their values, e.g. `maxmemory: 100mb` (at most 64). A change of values Redis
+    /// sets at runtime only (`maxmemory`, `maxmemory-policy`, `save`, `appendonly`, ...) is set on every pod
+    /// with `CONFIG SET`, without a restart; any other change restarts the pods one at a time, the primary
+    /// last, with the new configuration. Directive names are case-insensitive; directives
     /// the operator owns (`port`, `dir`, `bind`, ...), manages (`requirepass`, `replicaof`, ...) or refuses as
     /// dangerous (`loadmodule`, `enable-debug-command`, ...) are refused in any letter case.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

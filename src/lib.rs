@@ -7,7 +7,7 @@
 //! [`classify`] finds the least destructive way to converge the live ones, the reconciler applies it,
 //! [`observe::rollout`] reads the rollout state, [`converge`] brings the Redis servers to their roles and
 //! configuration, the phase engine decides, and [`status`] turns the decision into the status written back.
-//! [`redis`] is the only code that speaks to Redis; [`runtime`] is the process around the pipeline.
+//! [`events`] names every Event reason; [`redis`] is the only code that speaks to Redis; [`runtime`] is the process around the pipeline.
 
 pub mod api;
 pub mod auth;
@@ -15,6 +15,8 @@ pub mod build;
 pub mod classify;
 pub mod converge;
 pub mod error;
+pub mod events;
+pub mod names;
 pub mod observe;
 pub mod reconciler;
 pub mod redis;

@@ -20,28 +20,30 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use redis_fsm::{
-    confirmed_primary, decide, desired_roles, label_patches, reasons, replication_conditions,
+    confirmed_primary, decide, desired_roles, label_patches, replication_conditions,
     replication_pending, rollout_progress, step, Change, Decision, Observation, Phase,
-    PodReplication, ReplicationSummary, RoleLabel, RolloutPolicy, SpecProblem, TopologyAction,
-    TopologyPolicy, TopologyStatus, WaitReason,
+    PodReplication, Reason, ReplicationSummary, RoleLabel, RolloutPolicy, SpecProblem,
+    TopologyAction, TopologyPolicy, TopologyStatus, WaitReason,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
-use crate::build::children::{self, Desired, DATA_VOLUME, INSTANCE_LABEL, MANAGED_SELECTOR};
-use crate::build::exporter::metrics_service_name;
+use crate::build::children::{self, Desired};
 use crate::build::redis_conf;
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::diff::is_applied;
-use crate::classify::replace::{
-    decide_replace, ReplaceDecision, ReplaceRecord, REPLACE_ANNOTATION,
-};
+use crate::classify::replace::{decide_replace, ReplaceDecision, ReplaceRecord};
 use crate::converge::live_config;
 use crate::converge::switchover;
-use crate::converge::topology::{self, ROLE_LABEL};
+use crate::converge::topology::{self};
 use crate::error::{Error, Result};
+use crate::events::EventReason;
+use crate::names::{
+    claim_name, instance_named_by, metrics_service_name, FIELD_MANAGER, FINALIZER, INSTANCE_LABEL,
+    MANAGED_SELECTOR, REPLACE_ANNOTATION, ROLE_LABEL,
+};
 use crate::observe::ownership;
 use crate::observe::rollout::{
     failed_creates, failing_pods, rollout_status, unschedulable, FAILED_CREATE,
@@ -51,17 +53,13 @@ use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
 use crate::runtime::cli::RolloutMode;
 use crate::runtime::leader::Leadership;
-use crate::runtime::metrics::{Metrics, FAILOVER_STARTED, SWITCHOVER_STARTED};
+use crate::runtime::metrics::Metrics;
 use crate::status::{next_status, now};
 use crate::validate::quantity::Quantity;
 use crate::validate::validate;
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "redis-operator";
-/// Finalizer that lets the operator record `Terminated` and apply the claim policy before deletion.
-pub const FINALIZER: &str = "redis.github.com/finalizer";
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
-const REPLACE_WAIT: Duration = Duration::from_secs(30);
+pub const REPLACE_WAIT: Duration = Duration::from_secs(30);
 /// How soon an instance whose pods do not all hold their live configuration looks again (a refusal or an
 /// unreachable server changes without any watch event).
 const LIVE_CONFIG_RECHECK: Duration = Duration::from_secs(5);
@@ -229,13 +227,22 @@ fn is_gone(error: &kube::runtime::finalizer::Error<Error>) -> bool {
     )
 }
 
-/// Requeues failed reconciles with exponential back-off (1 s, 2 s, 4 s, … capped at 5 min).
+/// The longest delay between two attempts of a failing reconcile: 1 s doubled eight times.
+pub const BACKOFF_CAP: Duration = Duration::from_secs(1 << 8);
+
+/// The delay before the next attempt after `failures` failed reconciles in a row (at least 1): 1 s, 2 s, 4 s,
+/// … up to [`BACKOFF_CAP`].
+pub fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(BACKOFF_CAP)
+}
+
+/// Requeues failed reconciles with exponential back-off ([`backoff_delay`]).
 pub fn error_policy(ri: Arc<RedisInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = ObjectRef::from_obj(&*ri);
     let mut failures = ctx.failures.lock().unwrap_or_else(|p| p.into_inner());
     let count = failures.entry(key).or_default();
     *count = count.saturating_add(1);
-    let delay = Duration::from_secs(1u64 << (*count - 1).min(8)).min(Duration::from_secs(300));
+    let delay = backoff_delay(*count);
     warn!(instance = %ri.name_any(), %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -263,7 +270,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             .collect::<Vec<_>>()
             .join("; ");
         let problem = SpecProblem {
-            reason: reasons::INVALID_SPEC.to_string(),
+            reason: Reason::InvalidSpec,
             message,
         };
         // Nothing to retry until the user changes the object.
@@ -308,7 +315,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     if let Some(child) = foreign_child(ri, ctx, &desired).await? {
         // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
         observation.spec_problem = Some(SpecProblem {
-            reason: reasons::CHILD_CONFLICT.to_string(),
+            reason: Reason::ChildConflict,
             message: format!(
                 "{child} already exists and does not belong to this instance; the operator leaves it \
                  untouched. Delete or rename it, or give the instance another name."
@@ -355,7 +362,7 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
             ReplaceDecision::Proceed(_) => {}
             ReplaceDecision::Wait { attempts, retry_at } => {
                 observation.spec_problem = Some(SpecProblem {
-                    reason: reasons::CHANGE_NOT_CONVERGING.to_string(),
+                    reason: Reason::ChangeNotConverging,
                     message: format!(
                         "the StatefulSet was replaced {attempts} time(s) for generation {} to change its claim \
                          template, but the API server keeps storage {} where the spec asks for {}; next attempt \
@@ -583,7 +590,7 @@ async fn live_config_pass(
     ri: &RedisInstance,
     ctx: &Context,
     access: &Access,
-    change_event: Option<(&'static str, String)>,
+    change_event: Option<(EventReason, String)>,
 ) -> Option<String> {
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
@@ -740,7 +747,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         .unwrap_or_default();
     let manual_intervention = match &action {
         TopologyAction::Stop { reason } => Some(SpecProblem {
-            reason: reason.reason().to_string(),
+            reason: reason.reason(),
             message: format!("Manual intervention needed: {reason}"),
         }),
         _ => None,
@@ -761,7 +768,7 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
             ctx,
             ri,
             EventType::Warning,
-            "SwitchoverRefused",
+            EventReason::SwitchoverRefused,
             "Switchover",
             why.clone(),
         )
@@ -783,7 +790,13 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         request_done,
         failover: topology::failover_message(&next, &action),
         manual_intervention,
-        pods: topology::pod_summaries(previous, &observed, &roles, primary_offset, &now_text()),
+        pods: topology::pod_summaries(
+            previous,
+            &observed,
+            &roles,
+            primary_offset,
+            &crate::status::now(),
+        ),
         status: next,
         roles,
         requeue,
@@ -800,7 +813,7 @@ async fn report_topology_action(
     let (type_, reason, note) = match action {
         TopologyAction::StartFailover { failure } => (
             EventType::Warning,
-            FAILOVER_STARTED,
+            EventReason::FailoverStarted,
             format!(
                 "Failing over from {}: {failure}",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
@@ -808,7 +821,7 @@ async fn report_topology_action(
         ),
         TopologyAction::StartSwitchover { to, reason, .. } => (
             EventType::Normal,
-            SWITCHOVER_STARTED,
+            EventReason::SwitchoverStarted,
             format!(
                 "Switching over from {} to {to} ({reason}) with FAILOVER TO: writes pause until {to} has \
                  caught up",
@@ -817,7 +830,7 @@ async fn report_topology_action(
         ),
         TopologyAction::AbortSwitchover { to, retry_at } => (
             EventType::Warning,
-            "SwitchoverAbandoned",
+            EventReason::SwitchoverAbandoned,
             format!(
                 "The switchover from {} to {to} did not complete in time ({to} did not catch up, or Redis \
                  rolled the FAILOVER back); writes continue on {}. Next attempt after {}",
@@ -833,9 +846,9 @@ async fn report_topology_action(
             // One reason per step: Events of one reason are merged into a series that keeps the first note.
             let reason = match action {
                 TopologyAction::DeletePod { step, .. } => step.reason(),
-                _ => reasons::STATEFULSET_UPDATING,
+                _ => Reason::StatefulSetUpdating,
             };
-            (EventType::Normal, reason, step.message)
+            (EventType::Normal, reason.into(), step.message)
         }
         TopologyAction::ConfirmPrimary { pod, .. }
             if persisted.current_primary.as_deref() != Some(pod.as_str())
@@ -843,17 +856,17 @@ async fn report_topology_action(
         {
             (
                 EventType::Normal,
-                "PrimaryConfirmed",
+                Reason::PrimaryConfirmed.into(),
                 format!("{pod} is the primary"),
             )
         }
         // Once: the phase engine keeps the reason in status while the stop lasts.
         TopologyAction::Stop { reason }
-            if ri.status.as_ref().map(|s| s.reason.as_str()) != Some(reason.reason()) =>
+            if ri.status.as_ref().map(|s| s.reason.as_str()) != Some(reason.reason().as_str()) =>
         {
             (
                 EventType::Warning,
-                reason.reason(),
+                reason.reason().into(),
                 format!("Manual intervention needed: {reason}"),
             )
         }
@@ -960,11 +973,6 @@ async fn move_labels(
     Ok(())
 }
 
-/// The current time as RFC 3339.
-fn now_text() -> String {
-    now()
-}
-
 /// Whether `object` is controlled by the instance: its controller owner reference carries the instance's uid.
 pub(crate) fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool {
     let Some(uid) = ri.metadata.uid.as_deref() else {
@@ -1047,7 +1055,7 @@ async fn foreign_claim(
     let namespace = ri.namespace().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
     for ordinal in 0..spec.replicas.unwrap_or_default().max(0) {
-        let claim_name = format!("{DATA_VOLUME}-{name}-{ordinal}");
+        let claim_name = claim_name(&name, ordinal);
         let live = match lookup(&ctx.stores.claims, &claim_name, &namespace) {
             Some(cached) => Some(cached),
             None => api
@@ -1155,7 +1163,8 @@ where
 
 /// The instance's data claims (`data-NAME-ORDINAL`, from the claim template), from the watch cache.
 fn data_claims(ctx: &Context, name: &str, namespace: &str) -> Vec<Arc<PersistentVolumeClaim>> {
-    let prefix = format!("{DATA_VOLUME}-{name}-");
+    // Every ordinal's claim name starts with the one of an empty ordinal.
+    let prefix = claim_name(name, "");
     instance_objects(&ctx.stores.claims, name, namespace)
         .into_iter()
         .filter(|claim| claim.name_any().starts_with(&prefix))
@@ -1295,7 +1304,7 @@ async fn replace_for_storage(
             ctx,
             ri,
             EventType::Normal,
-            "ReplacingStatefulSet",
+            EventReason::ReplacingStatefulSet,
             "Replace",
             format!("Deleted StatefulSet {name} with orphan propagation to apply the new claim template; pods and claims are kept"),
         )
@@ -1340,7 +1349,7 @@ async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str) -> Result<
             ctx,
             ri,
             EventType::Normal,
-            "ExpandingClaim",
+            EventReason::ExpandingClaim,
             "Expand",
             format!("Requested {size} for PersistentVolumeClaim {claim_name}"),
         )
@@ -1385,7 +1394,7 @@ async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
                 ctx,
                 ri,
                 EventType::Normal,
-                "DeletingClaim",
+                EventReason::DeletingClaim,
                 "Delete",
                 format!("Deleted PersistentVolumeClaim {claim_name} (storage.whenDeleted: Delete)"),
             )
@@ -1503,7 +1512,7 @@ async fn publish_status_with(
             ctx,
             ri,
             type_,
-            &decision.reason,
+            decision.reason.into(),
             "PhaseTransition",
             format!(
                 "{} -> {}: {}",
@@ -1520,7 +1529,7 @@ pub(crate) async fn event(
     ctx: &Context,
     ri: &RedisInstance,
     type_: EventType,
-    reason: &str,
+    reason: EventReason,
     action: &str,
     note: String,
 ) {
@@ -1735,7 +1744,7 @@ pub async fn run(
             };
             let name = secret.name_any();
             let own = secrets::owning_instance(&secret);
-            let named = secrets::instance_named_by(&name);
+            let named = instance_named_by(&name);
             secret_users
                 .state()
                 .iter()
@@ -1832,6 +1841,14 @@ mod tests {
 
     use super::*;
     use crate::build::children::tests::instance;
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_its_cap() {
+        let delays: Vec<u64> = (1..=11).map(|n| backoff_delay(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 64, 128, 256, 256, 256]);
+        assert_eq!(backoff_delay(u32::MAX), BACKOFF_CAP);
+        assert_eq!(BACKOFF_CAP.as_secs(), 256);
+    }
 
     #[test]
     fn event_notes_are_cut_to_what_an_event_holds() {

@@ -24,7 +24,7 @@ pub fn next_status(
     RedisInstanceStatus {
         status: decision.phase,
         ready: if ready { "True" } else { "False" }.to_string(),
-        reason: decision.reason.clone(),
+        reason: decision.reason.to_string(),
         last_condition_message: decision.message.clone(),
         observed_generation: Some(generation),
         replicas: rollout.map_or(0, |r| r.replicas),

@@ -17,6 +17,7 @@ use redis_operator::api::{AuthSpec, RedisInstance, RedisInstanceSpec};
 use redis_operator::auth;
 use redis_operator::build::children::build;
 use redis_operator::build::exporter::EXPORTER_CONTAINER;
+use redis_operator::names::users_secret_name;
 
 const REDIS_PORT: u16 = 6379;
 const METRICS_PORT: u16 = 9121;
@@ -192,7 +193,7 @@ fn start(ri: &RedisInstance) -> (Scene, String, String) {
         .into_iter()
         .map(|(k, v)| (k, v.0))
         .collect();
-    let secrets = BTreeMap::from([(auth::users_secret_name("cache"), acl.clone())]);
+    let secrets = BTreeMap::from([(users_secret_name("cache"), acl.clone())]);
     let pod = build(ri).statefulset.spec.unwrap().template.spec.unwrap();
 
     let redis = &pod.containers[0];

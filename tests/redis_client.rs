@@ -204,7 +204,7 @@ async fn replicaof_role_info_and_wait_against_a_real_pair() {
         }
         other => panic!("b is a replica, got {other:?}"),
     }
-    let raw = nb.info_replication().await.expect("info replication");
+    let raw = nb.info().await.expect("info");
     assert!(raw.contains("role:slave"), "{raw}");
 
     // WAIT counts the replica that acknowledged this connection's write.
@@ -222,10 +222,6 @@ async fn replicaof_role_info_and_wait_against_a_real_pair() {
         .await
         .expect("WAIT");
     assert_eq!(acked, 1);
-    assert_eq!(
-        na.wait(1, Duration::from_millis(500)).await.expect("wait"),
-        1
-    );
 }
 
 #[tokio::test]
@@ -257,13 +253,12 @@ async fn promote_park_and_failover_to() {
     })
     .await;
 
-    // A FAILOVER whose target is not a replica is refused, and retrying would not help.
+    // A FAILOVER whose target is not a replica is refused.
     let refused = nb
         .failover_to(HOST, 1, Duration::from_secs(1))
         .await
         .expect_err("not a replica");
     assert!(matches!(refused, RedisError::Server { .. }), "{refused}");
-    assert!(!refused.is_retryable());
 
     // Park a: a replica of itself keeps its data, stays read-only and replicates from nobody.
     na.replicaof(HOST, a.port).await.expect("park");
@@ -316,26 +311,7 @@ async fn config_and_write_pause() {
         .config_set("maxmemory", "lots")
         .await
         .expect_err("invalid value");
-    assert!(!bad.is_retryable(), "{bad}");
-
-    // While writes are paused a write blocks; reads and the operator's INFO still answer.
-    na.client_pause_write(Duration::from_secs(30))
-        .await
-        .expect("pause");
-    let mut data = a.data().await;
-    let blocked = tokio::time::timeout(
-        Duration::from_millis(300),
-        redis::cmd("SET")
-            .arg("k")
-            .arg("v")
-            .query_async::<()>(&mut data),
-    )
-    .await;
-    assert!(blocked.is_err(), "a write went through a write pause");
-    na.observe().await.expect("INFO during a write pause");
-    na.client_unpause().await.expect("unpause");
-    set(&a, "k2", "v2").await;
-    assert_eq!(get(&a, "k2").await.as_deref(), Some("v2"));
+    assert!(matches!(bad, RedisError::Server { .. }), "{bad}");
 }
 
 /// A value for every directive the operator sets at runtime, different from Redis' default where possible,
@@ -461,7 +437,6 @@ async fn a_stopped_server_times_out_within_the_bound() {
         matches!(error, RedisError::CommandTimeout { .. }),
         "{error}"
     );
-    assert!(error.is_retryable());
     assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
 
     // A new connection to the stopped server fails within the bounds too.
@@ -471,7 +446,15 @@ async fn a_stopped_server_times_out_within_the_bound() {
         Err(error) => Err(error),
     };
     let error = outcome.expect_err("a stopped server cannot answer");
-    assert!(error.is_retryable(), "{error}");
+    assert!(
+        matches!(
+            error,
+            RedisError::ConnectTimeout { .. }
+                | RedisError::CommandTimeout { .. }
+                | RedisError::Connection { .. }
+        ),
+        "{error}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
@@ -488,7 +471,7 @@ async fn a_stopped_server_times_out_within_the_bound() {
 }
 
 #[tokio::test]
-async fn nothing_listening_is_a_retryable_connection_error() {
+async fn nothing_listening_is_a_connection_error() {
     let port = TcpListener::bind((HOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -497,27 +480,6 @@ async fn nothing_listening_is_a_retryable_connection_error() {
         .await
         .expect_err("nothing listens");
     assert!(matches!(error, RedisError::Connection { .. }), "{error}");
-    assert!(error.is_retryable());
-}
-
-#[tokio::test]
-async fn wait_may_block_longer_than_the_command_timeout() {
-    let a = Server::start();
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(1),
-        command: Duration::from_millis(200),
-    };
-    let node = RedisNode::connect(HOST, a.port, None, timeouts)
-        .await
-        .expect("connect");
-    // No replica: the server holds WAIT for its whole timeout, five times the command bound.
-    let started = Instant::now();
-    let acked = node
-        .wait(1, Duration::from_secs(1))
-        .await
-        .expect("WAIT is allowed its own timeout");
-    assert_eq!(acked, 0);
-    assert!(started.elapsed() >= Duration::from_secs(1));
 }
 
 /// The ACL users the operator creates, on real servers: the operator's user can send every command the operator
@@ -585,11 +547,6 @@ async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
     na.config_get("maxmemory").await.expect("CONFIG GET");
     na.config_set("maxmemory", "0").await.expect("CONFIG SET");
     na.acl_user("default").await.expect("ACL GETUSER");
-    na.client_pause_write(Duration::from_millis(10))
-        .await
-        .expect("CLIENT PAUSE");
-    na.client_unpause().await.expect("CLIENT UNPAUSE");
-    na.wait(0, Duration::from_millis(10)).await.expect("WAIT");
     nb.replicaof(HOST, a.port).await.expect("REPLICAOF");
     // The replica authenticates as the replication user.
     until(
@@ -885,8 +842,8 @@ async fn redis_spelling_of_every_kind_of_rule_holds_without_resetting_each_pass(
     let node = a.node().await;
     let hashes = vec![password_hash(b"pw")];
     let recognised = [
-        "-@all +ping +info +role +replicaof +slaveof +config|get +config|set +failover \
-         +client|pause +client|unpause +wait +acl|getuser +acl|setuser",
+        "-@all +ping +info +role +replicaof +config|get +config|set +failover +acl|getuser \
+         +acl|setuser",
         "-@all +psync +replconf +ping",
         "-@all +ping +info +slowlog|len +latency|latest +select +dbsize +cluster|info",
         redis_operator::api::DEFAULT_USER_RULES,
@@ -991,7 +948,6 @@ async fn an_info_over_the_read_cap_is_refused_and_the_observation_still_reads_th
     assert!(raw.len() > MAX_READ_BYTES, "INFO is {} bytes", raw.len());
     let error = a.node().await.info().await.expect_err("over the read cap");
     assert!(matches!(error, RedisError::TooLarge { .. }), "{error}");
-    assert!(!error.is_retryable());
     let state = a
         .node()
         .await

@@ -23,12 +23,12 @@ use crate::converge::create_namespace;
 use crate::failover::{check_lost, kill9, WRITES_TO_CONVERGE};
 use crate::instance::{
     container_id, converged_primary, poll, primary_target, process_id, RoleLabels, INSTANCE,
-    INSTANCE_LABEL,
 };
 use crate::operator::{Launch, Operator};
 use crate::report::percentile;
 use crate::watch::Watch;
 use crate::writer::{Resolve, Writer};
+use redis_operator::names::INSTANCE_LABEL;
 
 /// Pods of the benchmarked instance.
 const REPLICAS: usize = 3;

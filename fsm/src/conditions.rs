@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decision::Decision;
 use crate::phase::Phase;
-use crate::reasons;
+use crate::reasons::Reason;
 
 /// The condition types [`conditions`] maintains, in the order it returns them.
 pub mod condition_types {
@@ -89,7 +89,7 @@ pub fn conditions(
                 previous,
                 type_,
                 status_in(type_, decision.phase),
-                decision.reason.clone(),
+                decision.reason.to_string(),
                 decision.message.clone(),
                 generation,
                 now,
@@ -124,6 +124,22 @@ fn condition(
     }
 }
 
+/// Every reason [`replication_conditions`] can give condition `type_` (one of
+/// [`condition_types::REPLICATION`]); empty for any other type, whose reason is the phase's.
+pub fn replication_reasons(type_: &str) -> &'static [Reason] {
+    match type_ {
+        condition_types::PRIMARY_AVAILABLE => &[
+            Reason::PrimaryConfirmed,
+            Reason::Failover,
+            Reason::NoConfirmedPrimary,
+        ],
+        condition_types::REPLICATION_HEALTHY => {
+            &[Reason::ReplicasInSync, Reason::ReplicasNotInSync]
+        }
+        _ => &[],
+    }
+}
+
 /// What one topology pass found, for [`replication_conditions`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReplicationSummary<'a> {
@@ -149,13 +165,13 @@ pub fn replication_conditions(
     let primary = match (summary.primary, summary.failover) {
         (Some(pod), _) => (
             true,
-            reasons::PRIMARY_CONFIRMED,
+            Reason::PrimaryConfirmed,
             format!("{pod} is the primary"),
         ),
-        (None, Some(failover)) => (false, reasons::FAILOVER, failover.to_owned()),
+        (None, Some(failover)) => (false, Reason::Failover, failover.to_owned()),
         (None, None) => (
             false,
-            reasons::NO_CONFIRMED_PRIMARY,
+            Reason::NoConfirmedPrimary,
             summary
                 .pending
                 .unwrap_or("no pod is a confirmed primary")
@@ -165,12 +181,12 @@ pub fn replication_conditions(
     let healthy = match (summary.primary, summary.pending) {
         (Some(_), None) if summary.replicas <= 1 => (
             true,
-            reasons::REPLICAS_IN_SYNC,
+            Reason::ReplicasInSync,
             "one standalone server; no replicas to keep in sync".to_owned(),
         ),
         (Some(_), None) => (
             true,
-            reasons::REPLICAS_IN_SYNC,
+            Reason::ReplicasInSync,
             format!(
                 "all {} replicas are linked to the primary and in sync",
                 summary.replicas - 1
@@ -178,7 +194,7 @@ pub fn replication_conditions(
         ),
         (_, pending) => (
             false,
-            reasons::REPLICAS_NOT_IN_SYNC,
+            Reason::ReplicasNotInSync,
             pending
                 .or(summary.failover)
                 .unwrap_or("no confirmed primary to replicate from")
@@ -196,7 +212,7 @@ pub fn replication_conditions(
             previous,
             type_,
             status,
-            reason.to_owned(),
+            reason.to_string(),
             message,
             generation,
             now,
@@ -211,6 +227,39 @@ mod tests {
 
     fn by_type<'a>(conditions: &'a [Condition], type_: &str) -> &'a Condition {
         conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn replication_reasons_list_every_reason_the_conditions_carry() {
+        let mut seen = std::collections::BTreeSet::new();
+        for replicas in [1, 3] {
+            for primary in [None, Some("cache-0")] {
+                for failover in [None, Some("promoting cache-1")] {
+                    for pending in [None, Some("cache-2 is syncing")] {
+                        let summary = ReplicationSummary {
+                            replicas,
+                            primary,
+                            failover,
+                            pending,
+                        };
+                        for c in replication_conditions(&[], &summary, 1, "t") {
+                            let reason = Reason::from_name(&c.reason).expect("a known reason");
+                            assert!(
+                                replication_reasons(&c.type_).contains(&reason),
+                                "{reason} of {} not listed",
+                                c.type_
+                            );
+                            seen.insert((c.type_, reason));
+                        }
+                    }
+                }
+            }
+        }
+        let listed: usize = condition_types::REPLICATION
+            .iter()
+            .map(|t| replication_reasons(t).len())
+            .sum();
+        assert_eq!(seen.len(), listed, "a listed reason is never given");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::input::{classify, Input};
 use crate::machine::transition;
 use crate::observation::{Change, Observation};
 use crate::phase::Phase;
-use crate::reasons;
+use crate::reasons::Reason;
 
 /// What [`step`] decided for one reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,8 +14,8 @@ pub struct Decision {
     pub input: Input,
     /// The next phase.
     pub phase: Phase,
-    /// The CamelCase machine reason (see [`crate::reasons`]).
-    pub reason: String,
+    /// The reason.
+    pub reason: Reason,
     /// The human message.
     pub message: String,
     /// The phase change to record; `Some` only when `phase` differs from the previous phase.
@@ -35,7 +35,7 @@ pub fn step(previous: Phase, observation: &Observation, now: &str) -> Decision {
     let transition = (phase != previous).then(|| Transition {
         from: previous,
         to: phase,
-        reason: reason.clone(),
+        reason: reason.to_string(),
         message: message.clone(),
         time: now.to_owned(),
         generation: observation.generation,
@@ -50,111 +50,113 @@ pub fn step(previous: Phase, observation: &Observation, now: &str) -> Decision {
 }
 
 /// Reason and message for landing in `phase` because of `input`.
-fn explain(input: Input, phase: Phase, observation: &Observation) -> (String, String) {
+fn explain(input: Input, phase: Phase, observation: &Observation) -> (Reason, String) {
     let n = observation.spec_replicas;
     let sts = observation.statefulset.as_ref();
     let ready = sts.map_or(0, |s| s.ready_replicas);
     let updated = sts.map_or(0, |s| s.updated_replicas);
     match (phase, input) {
         (Phase::Terminated, _) => (
-            reasons::DELETING.into(),
+            Reason::Deleting,
             "Deletion requested; children are being removed".into(),
         ),
         (Phase::Failed, _) => failure(observation),
         (Phase::Updating, Input::ChangeApplied) => {
             let (reason, what) = match observation.change {
                 Change::Restart => (
-                    reasons::STATEFULSET_RESTART,
+                    Reason::StatefulSetRestart,
                     "Configuration changed; restarting pods",
                 ),
                 Change::StorageChange => (
-                    reasons::STATEFULSET_RESTART,
+                    Reason::StatefulSetRestart,
                     "Storage changed; StatefulSet replaced and pods restarting",
                 ),
                 Change::LiveConfig => (
-                    reasons::CONFIG_APPLIED_LIVE,
+                    Reason::ConfigAppliedLive,
                     "Configuration changed; set at runtime on every pod, no restart",
                 ),
                 _ => (
-                    reasons::STATEFULSET_UPDATE,
+                    Reason::StatefulSetUpdate,
                     "Applying new image/replicas/resources to StatefulSet",
                 ),
             };
-            (reason.into(), with_note(what, observation))
+            (reason, with_note(what, observation))
         }
         (Phase::Updating, Input::FailingOver) => (
             if observation.switchover {
-                reasons::SWITCHOVER.into()
+                Reason::Switchover
             } else {
-                reasons::FAILOVER.into()
+                Reason::Failover
             },
             observation.failover.clone().unwrap_or_default(),
         ),
         (Phase::Updating, Input::ChildrenCreated) => (
-            reasons::STATEFULSET_RECREATED.into(),
+            Reason::StatefulSetRecreated,
             with_note(
                 "StatefulSet recreated; pods are being replaced",
                 observation,
             ),
         ),
         (Phase::Updating, Input::StatefulSetNotObserved) => (
-            reasons::STATEFULSET_UPDATING.into(),
+            Reason::StatefulSetUpdating,
             "StatefulSet is being updated; its status is not observed yet".into(),
         ),
         (Phase::Updating, Input::RolloutProgressing | Input::PartiallyReady)
             if observation.rollout.is_some() =>
         {
-            let step = observation.rollout.clone().unwrap_or_default();
+            let (reason, message) = observation
+                .rollout
+                .as_ref()
+                .map_or((Reason::StatefulSetUpdating, ""), |step| {
+                    (step.reason, step.message.as_str())
+                });
             (
-                step.reason,
+                reason,
                 with_replication(
-                    format!(
-                        "{}. Updated: {updated}/{n}, Ready: {ready}/{n}",
-                        step.message
-                    ),
+                    format!("{message}. Updated: {updated}/{n}, Ready: {ready}/{n}"),
                     observation,
                 ),
             )
         }
         (Phase::Updating, _) => (
-            reasons::STATEFULSET_UPDATING.into(),
+            Reason::StatefulSetUpdating,
             with_replication(
                 format!("StatefulSet is being updated. Updated: {updated}/{n}, Ready: {ready}/{n}"),
                 observation,
             ),
         ),
         (Phase::Creating, Input::ChildrenCreated) => (
-            reasons::CREATING.into(),
+            Reason::Creating,
             with_note("Created StatefulSet and children", observation),
         ),
         (Phase::Creating, Input::StatefulSetNotObserved) => (
-            reasons::CREATING.into(),
+            Reason::Creating,
             "Waiting for the StatefulSet to be observed".into(),
         ),
         (Phase::Creating, _) => (
-            reasons::CREATING.into(),
+            Reason::Creating,
             with_replication(
                 format!("Creating pods. Updated: {updated}/{n}, Ready: {ready}/{n}"),
                 observation,
             ),
         ),
         (Phase::Pending, Input::StatefulSetNotObserved) => (
-            reasons::PODS_PENDING.into(),
+            Reason::PodsPending,
             "Waiting for pods to become ready; the StatefulSet is not observed yet".into(),
         ),
         (Phase::Pending, _) => (
-            reasons::PODS_PENDING.into(),
+            Reason::PodsPending,
             with_replication(
                 format!("Waiting for pods to become ready. Ready: {ready}/{n}"),
                 observation,
             ),
         ),
         (Phase::Running, _) => (
-            reasons::ALL_REPLICAS_READY.into(),
+            Reason::AllReplicasReady,
             format!("All {ready}/{n} replicas are ready"),
         ),
         // No table entry leads to Unknown; kept total for the match.
-        (Phase::Unknown, _) => (reasons::CREATING.into(), "No phase decided yet".into()),
+        (Phase::Unknown, _) => (Reason::Creating, "No phase decided yet".into()),
     }
 }
 
@@ -171,21 +173,16 @@ fn with_replication(message: String, observation: &Observation) -> String {
 }
 
 /// Reason and message for [`Phase::Failed`], from the highest-priority cause present.
-fn failure(observation: &Observation) -> (String, String) {
+fn failure(observation: &Observation) -> (Reason, String) {
     if let Some(problem) = &observation.spec_problem {
-        let reason = if problem.reason.is_empty() {
-            reasons::INVALID_SPEC
-        } else {
-            &problem.reason
-        };
-        return (reason.to_owned(), problem.message.clone());
+        return (problem.reason, problem.message.clone());
     }
     if let Some(message) = &observation.missing_child {
         // Already a sentence that says what is missing and why; appending to it doubled " is missing".
-        return (reasons::CHILD_MISSING.into(), message.clone());
+        return (Reason::ChildMissing, message.clone());
     }
     if let Some(problem) = &observation.manual_intervention {
-        return (problem.reason.clone(), problem.message.clone());
+        return (problem.reason, problem.message.clone());
     }
     let pods = &observation.failing_pods;
     let message = match pods.first() {
@@ -198,7 +195,7 @@ fn failure(observation: &Observation) -> (String, String) {
             first.message
         ),
     };
-    (reasons::PODS_FAILING.into(), message)
+    (Reason::PodsFailing, message)
 }
 
 /// `"1 pod"`, `"2 pods"`.

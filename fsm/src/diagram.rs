@@ -7,6 +7,7 @@ use crate::conditions::condition_types;
 use crate::input::Input;
 use crate::machine::transition;
 use crate::phase::Phase;
+use crate::reasons::Reason;
 
 /// A format [`render`] can draw the table in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,8 +148,8 @@ pub fn docs_page() -> String {
     out.push_str(
         "> **Generated file — do not edit by hand.** It is produced by \
          `redis-operator fsm --format doc` from the `redis-fsm` crate (`fsm/`). Regenerate it \
-         with `REDIS_OPERATOR_BLESS=1 cargo test -p redis-fsm --test docs_drift`; a test fails \
-         when it drifts from the code.\n\n",
+         with `cargo run -- fsm --format doc > docs/fsm.md`; a test fails when it drifts from the \
+         code.\n\n",
     );
     out.push_str(
         "Every reconcile, the operator fills an `Observation` (what it saw and what it changed) \
@@ -202,6 +203,8 @@ pub fn docs_page() -> String {
         );
     }
 
+    out.push_str(&reasons_section());
+
     out.push_str(
         "\n## Conditions\n\nOne entry per type, in this order; reason and message are the \
          decision's, and `lastTransitionTime` only moves when the status changes.\n\n\
@@ -216,6 +219,63 @@ pub fn docs_page() -> String {
             .join(", ");
         let _ = writeln!(out, "| `{type_}` | {phases} |");
     }
-    out.push_str("\nIn `Unknown` every condition is `Unknown`.\n");
+    out.push_str("\nIn `Unknown` every condition is `Unknown`.\n\n");
+    for type_ in condition_types::REPLICATION {
+        let reasons = crate::conditions::replication_reasons(type_)
+            .iter()
+            .map(|reason| format!("`{reason}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "With pods, `{type_}` follows the replication topology instead; its reasons: {reasons}."
+        );
+    }
     out
+}
+
+/// Where a reason comes from: the inputs that can carry it and the conditions that can.
+fn sources(reason: Reason) -> Vec<String> {
+    let inputs = Input::ALL
+        .into_iter()
+        .filter(|input| input.reasons().contains(&reason))
+        .map(|input| format!("input `{input}`"));
+    let conditions = condition_types::REPLICATION
+        .into_iter()
+        .filter(|type_| crate::conditions::replication_reasons(type_).contains(&reason))
+        .map(|type_| format!("condition `{type_}`"));
+    inputs.chain(conditions).collect()
+}
+
+/// The table of every [`Reason`], where it comes from and what it means.
+fn reasons_section() -> String {
+    let mut out = String::from(
+        "\n## Reasons\n\nEvery reason the engine writes to `status.reason`, the history and the \
+         conditions. A phase transition's Event carries the same reason.\n\n\
+         | Reason | Carried by | Meaning |\n| --- | --- | --- |\n",
+    );
+    for &reason in Reason::ALL {
+        let _ = writeln!(
+            out,
+            "| `{reason}` | {} | {} |",
+            sources(reason).join(", "),
+            reason.description()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_comes_from_an_input_or_a_condition() {
+        for &reason in Reason::ALL {
+            assert!(
+                !sources(reason).is_empty(),
+                "{reason} is carried by no input and no condition: nothing can produce it"
+            );
+        }
+    }
 }

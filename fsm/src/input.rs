@@ -3,7 +3,7 @@
 use std::fmt;
 
 use crate::observation::{Change, Observation};
-use crate::reasons;
+use crate::reasons::Reason;
 
 /// What one reconcile amounts to, as far as the phase is concerned.
 ///
@@ -110,54 +110,53 @@ impl Input {
 
 impl Input {
     /// Every reason a decision driven by this input can carry, except from `Terminated`,
-    /// which always keeps [`reasons::DELETING`]. For [`Input::SpecInvalid`] the reason is the
-    /// [`crate::SpecProblem`]'s own; the well-known ones are listed.
-    pub fn reasons(self) -> &'static [&'static str] {
+    /// which always keeps [`Reason::Deleting`]. For [`Input::SpecInvalid`] and
+    /// [`Input::ManualInterventionNeeded`] the reason is the [`crate::SpecProblem`]'s own: one of these.
+    pub fn reasons(self) -> &'static [Reason] {
         match self {
-            Input::DeletionRequested => &[reasons::DELETING],
+            Input::DeletionRequested => &[Reason::Deleting],
             Input::SpecInvalid => &[
-                reasons::INVALID_SPEC,
-                reasons::STORAGE_SHRINK_REFUSED,
-                reasons::CHILD_CONFLICT,
-                reasons::CHANGE_NOT_CONVERGING,
-                reasons::AUTH_SECRET_INVALID,
-                reasons::TLS_SECRET_INVALID,
-                reasons::TLS_CHANGE_REFUSED,
+                Reason::InvalidSpec,
+                Reason::StorageChangeRefused,
+                Reason::ChildConflict,
+                Reason::ChangeNotConverging,
+                Reason::AuthSecretInvalid,
+                Reason::TlsSecretInvalid,
+                Reason::TlsChangeRefused,
             ],
-            Input::ChildMissing => &[reasons::CHILD_MISSING],
-            Input::ChildrenCreated => &[reasons::CREATING, reasons::STATEFULSET_RECREATED],
+            Input::ChildMissing => &[Reason::ChildMissing],
+            Input::ChildrenCreated => &[Reason::Creating, Reason::StatefulSetRecreated],
             Input::ChangeApplied => &[
-                reasons::STATEFULSET_UPDATE,
-                reasons::STATEFULSET_RESTART,
-                reasons::CONFIG_APPLIED_LIVE,
+                Reason::StatefulSetUpdate,
+                Reason::StatefulSetRestart,
+                Reason::ConfigAppliedLive,
             ],
-            Input::ManualInterventionNeeded => &[
-                reasons::NO_SAFE_FAILOVER_CANDIDATE,
-                reasons::DIVERGENT_HISTORIES,
-            ],
-            Input::FailingOver => &[reasons::FAILOVER, reasons::SWITCHOVER],
+            Input::ManualInterventionNeeded => {
+                &[Reason::NoSafeFailoverCandidate, Reason::DivergentHistories]
+            }
+            Input::FailingOver => &[Reason::Failover, Reason::Switchover],
             Input::StatefulSetNotObserved => &[
-                reasons::CREATING,
-                reasons::PODS_PENDING,
-                reasons::STATEFULSET_UPDATING,
+                Reason::Creating,
+                Reason::PodsPending,
+                Reason::StatefulSetUpdating,
             ],
-            Input::PodsFailing => &[reasons::PODS_FAILING],
+            Input::PodsFailing => &[Reason::PodsFailing],
             Input::RolloutProgressing => &[
-                reasons::CREATING,
-                reasons::STATEFULSET_UPDATING,
-                reasons::UPDATING_REPLICAS,
-                reasons::AWAITING_SWITCHOVER,
-                reasons::UPDATING_OLD_PRIMARY,
+                Reason::Creating,
+                Reason::StatefulSetUpdating,
+                Reason::UpdatingReplicas,
+                Reason::AwaitingSwitchover,
+                Reason::UpdatingOldPrimary,
             ],
-            Input::NoReplicasReady => &[reasons::PODS_PENDING],
+            Input::NoReplicasReady => &[Reason::PodsPending],
             Input::PartiallyReady => &[
-                reasons::PODS_PENDING,
-                reasons::STATEFULSET_UPDATING,
-                reasons::UPDATING_REPLICAS,
-                reasons::AWAITING_SWITCHOVER,
-                reasons::UPDATING_OLD_PRIMARY,
+                Reason::PodsPending,
+                Reason::StatefulSetUpdating,
+                Reason::UpdatingReplicas,
+                Reason::AwaitingSwitchover,
+                Reason::UpdatingOldPrimary,
             ],
-            Input::AllReplicasReady => &[reasons::ALL_REPLICAS_READY],
+            Input::AllReplicasReady => &[Reason::AllReplicasReady],
         }
     }
 }

@@ -7,7 +7,7 @@
 //! 2. the transition table, declared once with rust-fsm's `state_machine!` (see [`transition`]),
 //!    maps `(previous phase, input)` to the next phase; it is total, so every pair is either a
 //!    transition or an explicit no-op;
-//! 3. the [`Decision`] carries the next phase, a CamelCase reason (see [`reasons`]), a human message
+//! 3. the [`Decision`] carries the next phase, a CamelCase [`Reason`], a human message
 //!    and, only when the phase changed, a [`Transition`] for the bounded [`History`].
 //!
 //! [`conditions`] derives the `Ready`/`Progressing`/`Degraded` conditions from a decision, and
@@ -30,14 +30,15 @@ mod input;
 mod machine;
 mod observation;
 mod phase;
-pub mod reasons;
+mod reasons;
 mod replication;
 mod roles;
 mod rollout;
 mod topology;
 
 pub use conditions::{
-    condition_types, conditions, replication_conditions, Condition, ReplicationSummary,
+    condition_types, conditions, replication_conditions, replication_reasons, Condition,
+    ReplicationSummary,
 };
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
@@ -49,6 +50,7 @@ pub use observation::{
     Change, FailingPod, Observation, Progress, RolloutIncomplete, RolloutStatus, SpecProblem,
 };
 pub use phase::Phase;
+pub use reasons::Reason;
 pub use replication::{
     Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
     ServerState, Unobserved,

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::reasons::Reason;
+
 /// What the reconciler did to the StatefulSet in this very reconcile.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Change {
@@ -155,18 +157,18 @@ pub struct FailingPod {
 /// Why the spec cannot be applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SpecProblem {
-    /// A CamelCase reason, e.g. [`crate::reasons::INVALID_SPEC`] or
-    /// [`crate::reasons::STORAGE_SHRINK_REFUSED`].
-    pub reason: String,
+    /// The reason, one of those [`crate::Input::SpecInvalid`] lists (e.g. [`Reason::InvalidSpec`]) or, for
+    /// [`Observation::manual_intervention`], of [`crate::Input::ManualInterventionNeeded`].
+    pub reason: Reason,
     /// A human message naming the offending field.
     pub message: String,
 }
 
 /// A step of work in progress, as the reason and message of a phase.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Progress {
-    /// CamelCase reason, one of [`crate::reasons`].
-    pub reason: String,
+    /// The reason of the step.
+    pub reason: Reason,
     /// What is being done or waited for.
     pub message: String,
 }

@@ -1,71 +1,182 @@
 //! The CamelCase reasons the engine writes to status, transitions and conditions.
 //!
-//! The operator and the generated docs use these constants so the names cannot drift.
+//! One enum, so a reason the docs name is one the code can produce: the operator and the generated docs
+//! (`docs/fsm.md`) take every name from [`Reason`], and a claims test checks the hand-written docs against
+//! [`Reason::ALL`].
 
-/// The children are being created for the first time ([`crate::Phase::Creating`]).
-pub const CREATING: &str = "Creating";
-/// Not every replica is ready while no change is rolling out ([`crate::Phase::Pending`]).
-pub const PODS_PENDING: &str = "PodsPending";
-/// The rollout is complete and every replica is ready ([`crate::Phase::Running`]).
-pub const ALL_REPLICAS_READY: &str = "AllReplicasReady";
-/// The reconciler changed replicas, image or resources of the StatefulSet in place.
-pub const STATEFULSET_UPDATE: &str = "StatefulSetUpdate";
-/// The reconciler changed the configuration or storage, so pods restart.
-pub const STATEFULSET_RESTART: &str = "StatefulSetRestart";
-/// The configuration changed only in directives Redis sets at runtime: set on every pod, no restart.
-pub const CONFIG_APPLIED_LIVE: &str = "ConfigAppliedLive";
-/// The reconciler created the StatefulSet again for an instance that was already up.
-pub const STATEFULSET_RECREATED: &str = "StatefulSetRecreated";
-/// A StatefulSet rollout is observed in progress.
-pub const STATEFULSET_UPDATING: &str = "StatefulSetUpdating";
-/// A child that should exist is absent ([`crate::Phase::Failed`]).
-pub const CHILD_MISSING: &str = "ChildMissing";
-/// At least one pod is failing ([`crate::Phase::Failed`]).
-pub const PODS_FAILING: &str = "PodsFailing";
-/// Deletion was requested ([`crate::Phase::Terminated`]).
-pub const DELETING: &str = "Deleting";
-/// The spec is invalid; used when a [`crate::SpecProblem`] carries no reason of its own.
-pub const INVALID_SPEC: &str = "InvalidSpec";
-/// The spec asks to shrink storage, which cannot be applied (a [`crate::SpecProblem`] reason).
-pub const STORAGE_SHRINK_REFUSED: &str = "StorageShrinkRefused";
-/// A child's name is taken by an object this instance does not control; the operator leaves it untouched
-/// (a [`crate::SpecProblem`] reason).
-pub const CHILD_CONFLICT: &str = "ChildConflict";
-/// The application password's Secret is missing, lacks the key, or holds an empty password; nothing is
-/// changed until it is fixed (a [`crate::SpecProblem`] reason).
-pub const AUTH_SECRET_INVALID: &str = "AuthSecretInvalid";
-/// The TLS Secret (`spec.tls.secretName`) is missing, lacks `tls.crt`, `tls.key` or `ca.crt`, or holds PEM
-/// that does not parse, a key that does not match the certificate, or a certificate its CA did not sign;
-/// nothing is changed until it is fixed (a [`crate::SpecProblem`] reason).
-pub const TLS_SECRET_INVALID: &str = "TLSSecretInvalid";
-/// `spec.tls` changes in a way replicas cannot replicate across (TLS on or off, another CA) while the instance
-/// has more than one replica; nothing is changed (a [`crate::SpecProblem`] reason).
-pub const TLS_CHANGE_REFUSED: &str = "TLSChangeRefused";
-/// A change was applied but the API server keeps something else, so it is not applied again before a back-off
-/// delay (a [`crate::SpecProblem`] reason).
-pub const CHANGE_NOT_CONVERGING: &str = "ChangeNotConverging";
-/// A failover is in flight: the primary is being moved to another pod ([`crate::Phase::Updating`]).
-pub const FAILOVER: &str = "Failover";
-/// No pod can be promoted without losing confirmed writes ([`crate::Phase::Failed`]).
-pub const NO_SAFE_FAILOVER_CANDIDATE: &str = "NoSafeFailoverCandidate";
-/// Several pods hold data of different replication histories ([`crate::Phase::Failed`]).
-pub const DIVERGENT_HISTORIES: &str = "DivergentHistories";
-/// The `PrimaryAvailable` condition holds: the recorded primary answers as a master.
-pub const PRIMARY_CONFIRMED: &str = "PrimaryConfirmed";
-/// No pod is a confirmed primary (and no failover is in flight).
-pub const NO_CONFIRMED_PRIMARY: &str = "NoConfirmedPrimary";
-/// The `ReplicationHealthy` condition holds: every replica is linked to the primary and in sync.
-pub const REPLICAS_IN_SYNC: &str = "ReplicasInSync";
-/// A replica is syncing, lagging, parked or unreachable, or there is no confirmed primary.
-pub const REPLICAS_NOT_IN_SYNC: &str = "ReplicasNotInSync";
-/// A switchover is in flight: the healthy primary hands over to a caught-up replica with `FAILOVER TO`
-/// ([`crate::Phase::Updating`]).
-pub const SWITCHOVER: &str = "Switchover";
-/// A rolling update replaces the replicas one at a time ([`crate::Phase::Updating`]).
-pub const UPDATING_REPLICAS: &str = "UpdatingReplicas";
-/// A rolling update replaced every replica and waits for a requested switchover
-/// (`primaryUpdateStrategy: Supervised`, [`crate::Phase::Updating`]).
-pub const AWAITING_SWITCHOVER: &str = "AwaitingSwitchover";
-/// A rolling update replaces the old primary, a replica since the switchover
-/// ([`crate::Phase::Updating`]).
-pub const UPDATING_OLD_PRIMARY: &str = "UpdatingOldPrimary";
+use std::fmt;
+
+/// Declares [`Reason`] with its wire name and meaning in one place, so the enum, [`Reason::ALL`],
+/// [`Reason::as_str`] and [`Reason::description`] cannot disagree.
+macro_rules! reasons {
+    ($($variant:ident => $name:literal, $meaning:literal;)+) => {
+        /// A reason of a phase, a transition or a condition, as written to status (`status.reason`,
+        /// `status.history[].reason`, `status.conditions[].reason`).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Reason {
+            $(#[doc = $meaning] $variant,)+
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)+];
+
+            /// The CamelCase name written to status; it never changes for a variant.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $name,)+
+                }
+            }
+
+            /// What the reason means, for the generated docs.
+            pub fn description(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $meaning,)+
+                }
+            }
+        }
+    };
+}
+
+reasons! {
+    Creating => "Creating",
+        "The children are being created for the first time (`Creating`).";
+    PodsPending => "PodsPending",
+        "Not every replica is ready while no change is rolling out (`Pending`).";
+    AllReplicasReady => "AllReplicasReady",
+        "The rollout is complete, every replica is ready and serves its role (`Running`).";
+    StatefulSetUpdate => "StatefulSetUpdate",
+        "The reconciler changed replicas, image, resources or placement of the StatefulSet in place.";
+    StatefulSetRestart => "StatefulSetRestart",
+        "The reconciler changed the configuration or storage, so pods restart.";
+    ConfigAppliedLive => "ConfigAppliedLive",
+        "The configuration changed only in directives Redis sets at runtime: set on every pod, no restart.";
+    StatefulSetRecreated => "StatefulSetRecreated",
+        "The reconciler created the StatefulSet again for an instance that was already up.";
+    StatefulSetUpdating => "StatefulSetUpdating",
+        "A StatefulSet rollout is observed in progress.";
+    ChildMissing => "ChildMissing",
+        "A child that should exist is absent, or the API server refused to create or update it (`Failed`).";
+    PodsFailing => "PodsFailing",
+        "At least one pod is failing, or cannot be created (`Failed`).";
+    Deleting => "Deleting",
+        "Deletion was requested (`Terminated`).";
+    InvalidSpec => "InvalidSpec",
+        "The spec is invalid; nothing is changed (a spec problem).";
+    StorageChangeRefused => "StorageChangeRefused",
+        "The spec shrinks or removes storage, which cannot be applied; nothing is changed (a spec problem).";
+    ChildConflict => "ChildConflict",
+        "A child's name is taken by an object this instance does not control; the operator leaves it untouched \
+         (a spec problem).";
+    AuthSecretInvalid => "AuthSecretInvalid",
+        "The application password's Secret is missing, lacks the key, or holds an empty password; nothing is \
+         changed until it is fixed (a spec problem).";
+    TlsSecretInvalid => "TLSSecretInvalid",
+        "The TLS Secret (`spec.tls.secretName`) is missing, lacks `tls.crt`, `tls.key` or `ca.crt`, or holds \
+         PEM that does not parse, a key that does not match the certificate, or a certificate its CA did not \
+         sign; nothing is changed until it is fixed (a spec problem).";
+    TlsChangeRefused => "TLSChangeRefused",
+        "`spec.tls` changes in a way replicas cannot replicate across (TLS on or off, another CA) while the \
+         instance has more than one replica; nothing is changed (a spec problem).";
+    ChangeNotConverging => "ChangeNotConverging",
+        "A change was applied but the API server keeps something else, so it is not applied again before a \
+         back-off delay (a spec problem).";
+    Failover => "Failover",
+        "A failover is in flight: the primary is being moved to another pod (`Updating`, and condition \
+         `PrimaryAvailable` false).";
+    Switchover => "Switchover",
+        "A switchover is in flight: the healthy primary hands over to a caught-up replica with `FAILOVER TO` \
+         (`Updating`).";
+    NoSafeFailoverCandidate => "NoSafeFailoverCandidate",
+        "No pod can be promoted without losing confirmed writes; a person decides (`Failed`).";
+    DivergentHistories => "DivergentHistories",
+        "Several pods hold data of different replication histories; a person decides (`Failed`).";
+    UpdatingReplicas => "UpdatingReplicas",
+        "A rolling update replaces the replicas one at a time (`Updating`).";
+    AwaitingSwitchover => "AwaitingSwitchover",
+        "A rolling update replaced every replica and waits for a requested switchover \
+         (`primaryUpdateStrategy: Supervised`, `Updating`).";
+    UpdatingOldPrimary => "UpdatingOldPrimary",
+        "A rolling update replaces the old primary, a replica since the switchover (`Updating`).";
+    PrimaryConfirmed => "PrimaryConfirmed",
+        "Condition `PrimaryAvailable` holds: the recorded primary answers as a master.";
+    NoConfirmedPrimary => "NoConfirmedPrimary",
+        "Condition `PrimaryAvailable` does not hold: no pod is a confirmed primary and no failover is in flight.";
+    ReplicasInSync => "ReplicasInSync",
+        "Condition `ReplicationHealthy` holds: every replica is linked to the primary and in sync.";
+    ReplicasNotInSync => "ReplicasNotInSync",
+        "Condition `ReplicationHealthy` does not hold: a replica is syncing, lagging, parked or unreachable, or \
+         there is no confirmed primary.";
+}
+
+impl Reason {
+    /// The reason named `name` on the wire, if it is one.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.as_str() == name)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<Reason> for String {
+    fn from(reason: Reason) -> String {
+        reason.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for Reason {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Reason {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for Reason {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<Reason> for String {
+    fn eq(&self, other: &Reason) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Reason> for &str {
+    fn eq(&self, other: &Reason) -> bool {
+        *self == other.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_camel_case_and_round_trip() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &reason in Reason::ALL {
+            let name = reason.as_str();
+            assert!(seen.insert(name), "{name} named twice");
+            assert!(
+                name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{name} is not CamelCase"
+            );
+            assert_eq!(Reason::from_name(name), Some(reason));
+            assert_eq!(reason.to_string(), name);
+            assert!(!reason.description().is_empty());
+        }
+        assert_eq!(Reason::from_name("StorageShrinkRefused"), None);
+    }
+}

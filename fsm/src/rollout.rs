@@ -21,6 +21,7 @@
 //! `redis.github.com/switchover-to` annotation) or when its node is cordoned.
 
 use crate::election::rank;
+use crate::reasons::Reason;
 use crate::replication::PodReplication;
 use crate::topology::{
     find, RolloutPolicy, SwitchoverReason, Timestamp, TopologyAction, TopologyPolicy,
@@ -40,11 +41,11 @@ pub enum RolloutStep {
 
 impl RolloutStep {
     /// The CamelCase reason the phase engine reports for this step.
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> Reason {
         match self {
-            RolloutStep::UpdatingReplica => crate::reasons::UPDATING_REPLICAS,
-            RolloutStep::UpdatingOldPrimary => crate::reasons::UPDATING_OLD_PRIMARY,
-            RolloutStep::UpdatingOnlyPod => crate::reasons::STATEFULSET_UPDATING,
+            RolloutStep::UpdatingReplica => Reason::UpdatingReplicas,
+            RolloutStep::UpdatingOldPrimary => Reason::UpdatingOldPrimary,
+            RolloutStep::UpdatingOnlyPod => Reason::StatefulSetUpdating,
         }
     }
 }
@@ -271,7 +272,7 @@ pub fn progress(action: &TopologyAction) -> Option<crate::Progress> {
             reason: WaitReason::PodCatchingUp(pod),
         } => (
             // Outdated pods remain, so the pod catching up is not the rollout's old primary (replaced last).
-            crate::reasons::UPDATING_REPLICAS,
+            Reason::UpdatingReplicas,
             format!(
                 "Updating replicas one at a time, the primary last: {}",
                 WaitReason::PodCatchingUp(pod.clone())
@@ -279,28 +280,16 @@ pub fn progress(action: &TopologyAction) -> Option<crate::Progress> {
         ),
         TopologyAction::Wait {
             reason: reason @ WaitReason::OldPrimaryBeingReplaced(_),
-        } => (
-            crate::reasons::UPDATING_OLD_PRIMARY,
-            capitalised(&reason.to_string()),
-        ),
+        } => (Reason::UpdatingOldPrimary, capitalised(&reason.to_string())),
         TopologyAction::Wait {
             reason: reason @ WaitReason::SwitchoverNotRequested(_),
-        } => (
-            crate::reasons::AWAITING_SWITCHOVER,
-            capitalised(&reason.to_string()),
-        ),
+        } => (Reason::AwaitingSwitchover, capitalised(&reason.to_string())),
         TopologyAction::Wait {
             reason: reason @ (WaitReason::NoCaughtUpReplica | WaitReason::SwitchoverBackOff(_)),
-        } => (
-            crate::reasons::UPDATING_REPLICAS,
-            capitalised(&reason.to_string()),
-        ),
+        } => (Reason::UpdatingReplicas, capitalised(&reason.to_string())),
         _ => return None,
     };
-    Some(crate::Progress {
-        reason: reason.to_string(),
-        message,
-    })
+    Some(crate::Progress { reason, message })
 }
 
 fn capitalised(text: &str) -> String {

@@ -296,21 +296,6 @@ pub enum PrimaryFailure {
     TargetLost,
 }
 
-impl PrimaryFailure {
-    /// The CamelCase reason, for Events, conditions and history entries.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PrimaryFailure::PodMissing => "PrimaryPodMissing",
-            PrimaryFailure::Unreachable(_) => "PrimaryUnreachable",
-            PrimaryFailure::PodNotReady => "PrimaryPodNotReady",
-            PrimaryFailure::NodeNotReady => "PrimaryNodeNotReady",
-            PrimaryFailure::PodDeleting => "PrimaryPodDeleting",
-            PrimaryFailure::Restarted => "PrimaryRestarted",
-            PrimaryFailure::TargetLost => "FailoverTargetLost",
-        }
-    }
-}
-
 impl fmt::Display for PrimaryFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -447,10 +432,10 @@ pub enum StopReason {
 
 impl StopReason {
     /// The CamelCase reason, for the condition telling the user manual intervention is needed.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::Reason {
         match self {
-            StopReason::NoSafeCandidate(_) => "NoSafeFailoverCandidate",
-            StopReason::SeveralPodsHoldData(_) => "DivergentHistories",
+            StopReason::NoSafeCandidate(_) => crate::Reason::NoSafeFailoverCandidate,
+            StopReason::SeveralPodsHoldData(_) => crate::Reason::DivergentHistories,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Exact reasons and messages for representative observations.
 
 use redis_fsm::{
-    classify, reasons, step, Change, FailingPod, Input, Observation, Phase, RolloutStatus,
+    classify, step, Change, FailingPod, Input, Observation, Phase, Reason, RolloutStatus,
     SpecProblem,
 };
 
@@ -48,7 +48,7 @@ fn guard_priority_follows_the_documented_order() {
     o.failover = Some("promoting demo-1".into());
     assert_eq!(classify(&o), Input::FailingOver);
     o.manual_intervention = Some(SpecProblem {
-        reason: reasons::DIVERGENT_HISTORIES.into(),
+        reason: Reason::DivergentHistories,
         message: "choose which to keep".into(),
     });
     assert_eq!(classify(&o), Input::ManualInterventionNeeded);
@@ -59,7 +59,7 @@ fn guard_priority_follows_the_documented_order() {
     o.missing_child = Some("StatefulSet demo".into());
     assert_eq!(classify(&o), Input::ChildMissing);
     o.spec_problem = Some(SpecProblem {
-        reason: reasons::INVALID_SPEC.into(),
+        reason: Reason::InvalidSpec,
         message: "spec.replicas must be at least 1".into(),
     });
     assert_eq!(classify(&o), Input::SpecInvalid);
@@ -181,11 +181,11 @@ fn failures_name_their_cause() {
     );
 
     o.spec_problem = Some(SpecProblem {
-        reason: reasons::STORAGE_SHRINK_REFUSED.into(),
+        reason: Reason::StorageChangeRefused,
         message: "spec.storage.size cannot shrink from 10Gi to 5Gi".into(),
     });
     let spec = step(Phase::Running, &o, "t");
-    assert_eq!(spec.reason, "StorageShrinkRefused");
+    assert_eq!(spec.reason, "StorageChangeRefused");
     assert_eq!(
         spec.message,
         "spec.storage.size cannot shrink from 10Gi to 5Gi"
@@ -243,18 +243,18 @@ fn a_failover_is_an_update_and_a_stop_a_failure_with_the_topology_reason() {
     o.failover = Some("the primary's server restarted; promoting demo-1".into());
     let d = step(Phase::Running, &o, "t");
     assert_eq!(d.phase, Phase::Updating);
-    assert_eq!(d.reason, reasons::FAILOVER);
+    assert_eq!(d.reason, Reason::Failover);
     assert_eq!(
         d.message,
         "the primary's server restarted; promoting demo-1"
     );
     o.manual_intervention = Some(SpecProblem {
-        reason: reasons::NO_SAFE_FAILOVER_CANDIDATE.into(),
+        reason: Reason::NoSafeFailoverCandidate,
         message: "no pod can be promoted without losing data".into(),
     });
     let d = step(Phase::Updating, &o, "t");
     assert_eq!(d.phase, Phase::Failed);
-    assert_eq!(d.reason, reasons::NO_SAFE_FAILOVER_CANDIDATE);
+    assert_eq!(d.reason, Reason::NoSafeFailoverCandidate);
     assert_eq!(d.message, "no pod can be promoted without losing data");
 }
 
@@ -289,8 +289,8 @@ fn a_live_config_change_is_updating_and_not_running_until_every_pod_holds_it() {
     o.change_note = Some("maxmemory".into());
     let applied = step(Phase::Running, &o, "t");
     assert_eq!(
-        (applied.phase, applied.reason.as_str()),
-        (Phase::Updating, reasons::CONFIG_APPLIED_LIVE)
+        (applied.phase, applied.reason),
+        (Phase::Updating, Reason::ConfigAppliedLive)
     );
     assert_eq!(
         applied.message,

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use redis_fsm::{
-    condition_types, conditions, reasons, step, Change, Condition, FailingPod, History,
-    Observation, Phase, RolloutStatus, HISTORY_LIMIT,
+    condition_types, conditions, step, Change, Condition, FailingPod, History, Observation, Phase,
+    Reason, RolloutStatus, HISTORY_LIMIT,
 };
 
 #[derive(Clone, Debug)]
@@ -305,15 +305,15 @@ impl Cluster {
             Change::Created => assert_eq!(decision.phase, Phase::Creating),
             Change::RollingUpdate => {
                 assert_eq!(decision.phase, Phase::Updating);
-                assert_eq!(decision.reason, reasons::STATEFULSET_UPDATE);
+                assert_eq!(decision.reason, Reason::StatefulSetUpdate);
             }
             Change::Restart | Change::StorageChange => {
                 assert_eq!(decision.phase, Phase::Updating);
-                assert_eq!(decision.reason, reasons::STATEFULSET_RESTART);
+                assert_eq!(decision.reason, Reason::StatefulSetRestart);
             }
             Change::LiveConfig => {
                 assert_eq!(decision.phase, Phase::Updating);
-                assert_eq!(decision.reason, reasons::CONFIG_APPLIED_LIVE);
+                assert_eq!(decision.reason, Reason::ConfigAppliedLive);
             }
         }
         let failing = !observation.failing_pods.is_empty() && observation.change == Change::None;
@@ -370,7 +370,7 @@ proptest! {
         cluster.settle();
         let decision = cluster.reconcile();
         prop_assert_eq!(decision.phase, Phase::Running, "{:#?}", cluster);
-        prop_assert_eq!(decision.reason, reasons::ALL_REPLICAS_READY);
+        prop_assert_eq!(decision.reason, Reason::AllReplicasReady);
         prop_assert_eq!(ready_status(&cluster), "True");
         // Quiescent: nothing changes any more, not even condition times.
         let conditions_before = cluster.conditions.clone();
@@ -464,11 +464,11 @@ fn fresh_instance_walks_creating_pending_running() {
     cluster.act(&Action::EditImage);
     let updating = cluster.reconcile();
     assert_eq!(updating.phase, Phase::Updating);
-    assert_eq!(updating.reason, reasons::STATEFULSET_UPDATE);
+    assert_eq!(updating.reason, Reason::StatefulSetUpdate);
     cluster.act(&Action::ControllerObserves);
     cluster.act(&Action::ControllerStep);
     let rolling = cluster.reconcile();
-    assert_eq!(rolling.reason, reasons::STATEFULSET_UPDATING);
+    assert_eq!(rolling.reason, Reason::StatefulSetUpdating);
     assert_eq!(
         rolling.message,
         "StatefulSet is being updated. Updated: 1/2, Ready: 1/2"

@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 use redis_fsm::{
-    condition_types, conditions, is_noop, reasons, step, transition, Change, Condition, FailingPod,
-    History, Input, Observation, Phase, Progress, RolloutStatus, SpecProblem, Transition,
+    condition_types, conditions, is_noop, step, transition, Change, Condition, FailingPod, History,
+    Input, Observation, Phase, Progress, Reason, RolloutStatus, SpecProblem, Transition,
     HISTORY_LIMIT,
 };
 
@@ -91,14 +91,11 @@ fn observation() -> impl Strategy<Value = Observation> {
             proptest::bool::weighted(0.1),
             proptest::option::weighted(
                 0.1,
-                prop_oneof![
-                    Just(reasons::INVALID_SPEC),
-                    Just(reasons::STORAGE_SHRINK_REFUSED),
-                    Just("")
-                ]
-                .prop_map(|reason| SpecProblem {
-                    reason: reason.into(),
-                    message: "spec.storage.size: cannot shrink".into(),
+                proptest::sample::select(Input::SpecInvalid.reasons()).prop_map(|reason| {
+                    SpecProblem {
+                        reason,
+                        message: "spec.storage.size: cannot shrink".into(),
+                    }
                 }),
             ),
             proptest::option::weighted(0.1, Just("StatefulSet demo".to_owned())),
@@ -115,26 +112,24 @@ fn observation() -> impl Strategy<Value = Observation> {
                 proptest::option::weighted(
                     0.2,
                     prop_oneof![
-                        Just(reasons::UPDATING_REPLICAS),
-                        Just(reasons::AWAITING_SWITCHOVER),
-                        Just(reasons::UPDATING_OLD_PRIMARY)
+                        Just(Reason::UpdatingReplicas),
+                        Just(Reason::AwaitingSwitchover),
+                        Just(Reason::UpdatingOldPrimary)
                     ]
                     .prop_map(|reason| Progress {
-                        reason: reason.into(),
+                        reason,
                         message: "Replacing replica demo-2".into(),
                     }),
                 ),
             ),
             proptest::option::weighted(
                 0.05,
-                prop_oneof![
-                    Just(reasons::NO_SAFE_FAILOVER_CANDIDATE),
-                    Just(reasons::DIVERGENT_HISTORIES)
-                ]
-                .prop_map(|reason| SpecProblem {
-                    reason: reason.into(),
-                    message: "no pod can be promoted without losing data".into(),
-                }),
+                proptest::sample::select(Input::ManualInterventionNeeded.reasons()).prop_map(
+                    |reason| SpecProblem {
+                        reason,
+                        message: "no pod can be promoted without losing data".into(),
+                    },
+                ),
             ),
             proptest::option::weighted(
                 0.2,
@@ -193,7 +188,7 @@ fn transition_record(index: usize) -> Transition {
     Transition {
         from: Phase::Pending,
         to: Phase::Running,
-        reason: reasons::ALL_REPLICAS_READY.into(),
+        reason: Reason::AllReplicasReady.to_string(),
         message: format!("entry {index}"),
         time: format!("2024-01-01T00:00:{:02}Z", index % 60),
         generation: index as i64,
@@ -214,7 +209,7 @@ proptest! {
         let decision = step(Phase::Terminated, &observation, "now");
         prop_assert_eq!(decision.phase, Phase::Terminated);
         prop_assert!(decision.transition.is_none());
-        prop_assert_eq!(decision.reason, reasons::DELETING);
+        prop_assert_eq!(decision.reason, Reason::Deleting);
     }
 
     #[test]
@@ -252,9 +247,9 @@ proptest! {
         if from != Phase::Terminated {
             prop_assert_eq!(decision.phase, Phase::Updating);
             let expected = match change {
-                Change::RollingUpdate => reasons::STATEFULSET_UPDATE,
-                Change::LiveConfig => reasons::CONFIG_APPLIED_LIVE,
-                _ => reasons::STATEFULSET_RESTART,
+                Change::RollingUpdate => Reason::StatefulSetUpdate,
+                Change::LiveConfig => Reason::ConfigAppliedLive,
+                _ => Reason::StatefulSetRestart,
             };
             prop_assert_eq!(decision.reason, expected);
         }
@@ -281,7 +276,7 @@ proptest! {
                 prop_assert_eq!(t, &Transition {
                     from,
                     to: decision.phase,
-                    reason: decision.reason.clone(),
+                    reason: decision.reason.to_string(),
                     message: decision.message.clone(),
                     time: "2024-05-01T12:00:00Z".into(),
                     generation: observation.generation,
@@ -293,15 +288,14 @@ proptest! {
     #[test]
     fn reasons_are_the_documented_ones(from in phase(), observation in observation()) {
         let decision = step(from, &observation, "now");
-        prop_assert!(!decision.reason.is_empty() && !decision.message.is_empty());
+        prop_assert!(!decision.message.is_empty());
         if from == Phase::Terminated {
-            prop_assert_eq!(decision.reason, reasons::DELETING);
+            prop_assert_eq!(decision.reason, Reason::Deleting);
         } else if let (Input::SpecInvalid, Some(problem)) = (decision.input, &observation.spec_problem) {
-            let expected = if problem.reason.is_empty() { reasons::INVALID_SPEC } else { problem.reason.as_str() };
-            prop_assert_eq!(&decision.reason, expected);
+            prop_assert_eq!(decision.reason, problem.reason);
             prop_assert_eq!(&decision.message, &problem.message);
         } else {
-            prop_assert!(decision.input.reasons().contains(&decision.reason.as_str()),
+            prop_assert!(decision.input.reasons().contains(&decision.reason),
                 "{} not among the reasons of {}", decision.reason, decision.input);
         }
     }

@@ -1132,7 +1132,7 @@ fn a_rolling_update_replaces_replicas_then_switches_over_then_the_old_primary() 
     );
     assert_eq!(
         redis_fsm::rollout_progress(&waiting).map(|p| p.reason),
-        Some(redis_fsm::reasons::UPDATING_OLD_PRIMARY.to_string())
+        Some(redis_fsm::Reason::UpdatingOldPrimary)
     );
     // The primary was never the pod being deleted while it was primary.
     assert!(pods.iter().all(|p| !p.outdated));

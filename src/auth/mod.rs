@@ -32,6 +32,7 @@ use k8s_openapi::ByteString;
 use sha2::{Digest, Sha256};
 
 use crate::api::AuthSpec;
+use crate::names::{generated_secret_name, users_secret_name, AUTH_ANNOTATION};
 
 /// Where the `NAME-acl` Secret is mounted in the Redis container.
 pub const AUTH_DIR: &str = "/etc/redis-auth";
@@ -52,9 +53,6 @@ pub const REPLICATION_USER: &str = "replication";
 pub const PROBE_USER: &str = "probe";
 /// The metrics exporter's user.
 pub const EXPORTER_USER: &str = "exporter";
-/// Pod template annotation: `off`, or `on-<hash of the ACL rules>` (a rule change rolls the pods; a password
-/// change does not).
-pub const AUTH_ANNOTATION: &str = "redis.github.com/auth";
 const AUTH_VOLUME: &str = "auth";
 
 /// One of the operator's users: name, key of its password in `NAME-acl`, ACL rules.
@@ -69,8 +67,8 @@ const INTERNAL_USERS: [InternalUser; 4] = [
     InternalUser {
         name: OPERATOR_USER,
         key: "operator-password",
-        rules: "-@all +ping +info +role +replicaof +slaveof +config|get +config|set +failover \
-                +client|pause +client|unpause +wait +acl|getuser +acl|setuser",
+        rules: "-@all +ping +info +role +replicaof +config|get +config|set +failover +acl|getuser \
+                +acl|setuser",
     },
     InternalUser {
         name: REPLICATION_USER,
@@ -100,16 +98,6 @@ pub const EXPORTER_PASSWORDS: &str = "exporter-passwords.json";
 pub const EXPORTER_AUTH_DIR: &str = "/etc/redis-exporter";
 const EXPORTER_AUTH_VOLUME: &str = "exporter-auth";
 const EXPORTER_PASSWORDS_FILE: &str = "passwords.json";
-
-/// The Secret holding the generated application password, when `spec.auth.secretRef` is not set.
-pub fn generated_secret_name(instance: &str) -> String {
-    format!("{instance}-auth")
-}
-
-/// The Secret holding the operator's users and the files the pods read (`NAME-acl`).
-pub fn users_secret_name(instance: &str) -> String {
-    format!("{instance}-acl")
-}
 
 /// The Secret and key holding the application password.
 pub fn application_secret(instance: &str, spec: &AuthSpec) -> (String, String) {

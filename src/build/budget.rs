@@ -16,17 +16,7 @@ use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
 use crate::build::children::{metadata, selector_labels};
-use crate::converge::topology::ROLE_LABEL;
-
-/// Name of the budget that keeps the primary.
-pub fn primary_budget_name(instance: &str) -> String {
-    format!("{instance}-primary")
-}
-
-/// Name of the budget that keeps the replicas.
-pub fn replicas_budget_name(instance: &str) -> String {
-    format!("{instance}-replicas")
-}
+use crate::names::{primary_budget_name, replicas_budget_name, ROLE_LABEL};
 
 /// The two budgets of `ri`: the primary's, then the replicas'.
 pub fn budgets(ri: &RedisInstance, owner: &OwnerReference) -> [PodDisruptionBudget; 2] {

@@ -24,23 +24,11 @@ use crate::api::RedisInstance;
 use crate::build::exporter;
 use crate::build::placement::{self, ClientService};
 use crate::build::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
-use crate::converge::topology::ROLE_LABEL;
+use crate::names::{
+    config_map_name, headless_name, replicas_service_name, CONFIG_HASH_ANNOTATION, DATA_VOLUME,
+    INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ROLE_LABEL,
+};
 
-/// Pod template annotation carrying the SHA-256 of the restart-relevant part of `redis.conf`
-/// ([`redis_conf::restart_view`]): it changes, and the pods roll, only for a change Redis cannot take at runtime.
-pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
-/// Label naming the application.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-/// Label naming the owning instance.
-pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-/// Label naming the managing operator.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`] on everything this operator creates.
-pub const MANAGED_BY: &str = "redis-operator";
-/// Label selector matching everything the operator manages (used to scope the watches).
-pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=redis-operator";
-/// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
-pub const DATA_VOLUME: &str = "data";
 const CONFIG_VOLUME: &str = "config";
 /// Name of the Redis container.
 pub const CONTAINER: &str = "redis";
@@ -75,21 +63,6 @@ pub fn config_text(config_map: &ConfigMap) -> &str {
         .as_ref()
         .and_then(|data| data.get(CONFIG_FILE))
         .map_or("", String::as_str)
-}
-
-/// Names of an instance's children.
-pub fn config_map_name(instance: &str) -> String {
-    format!("{instance}-config")
-}
-
-/// Name of the headless Service governing the StatefulSet.
-pub fn headless_name(instance: &str) -> String {
-    format!("{instance}-headless")
-}
-
-/// Name of the Service selecting the in-sync replicas.
-pub fn replicas_service_name(instance: &str) -> String {
-    format!("{instance}-replicas")
 }
 
 /// The labels every child carries.

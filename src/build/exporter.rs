@@ -12,6 +12,7 @@ use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
 use crate::build::children::{metadata, selector_labels, CONTAINER};
+use crate::names::{metrics_service_name, COMPONENT_LABEL};
 
 /// Name of the exporter container.
 pub const EXPORTER_CONTAINER: &str = "metrics";
@@ -20,8 +21,6 @@ pub const EXPORTER_CONTAINER: &str = "metrics";
 pub const METRICS_PORT_NAME: &str = "http-metrics";
 /// The exporter's port (its usual one).
 pub const METRICS_PORT: i32 = 9121;
-/// Label on the `NAME-metrics` Service telling it apart from the client Services.
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Value of [`COMPONENT_LABEL`] on the `NAME-metrics` Service.
 pub const METRICS_COMPONENT: &str = "metrics";
 
@@ -32,11 +31,6 @@ pub const REDIS_SOCKET: &str = "/run/redis-socket/redis.sock";
 /// [`REDIS_SOCKET`] as the exporter names it (`REDIS_ADDR`, and the key of its password file).
 pub const REDIS_SOCKET_ADDR: &str = "unix:///run/redis-socket/redis.sock";
 const SOCKET_VOLUME: &str = "redis-socket";
-
-/// Name of the Service in front of the exporters.
-pub fn metrics_service_name(instance: &str) -> String {
-    format!("{instance}-metrics")
-}
 
 /// Adds the exporter container to the StatefulSet's pod template when the spec enables it.
 pub fn add_sidecar(exporter: &ExporterSpec, statefulset: &mut StatefulSet) {
@@ -159,7 +153,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::build::children::{build, tests::instance, INSTANCE_LABEL, MANAGED_BY_LABEL};
+    use crate::build::children::{build, tests::instance};
+    use crate::names::{INSTANCE_LABEL, MANAGED_BY_LABEL};
 
     #[test]
     fn off_by_default() {

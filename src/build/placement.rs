@@ -11,18 +11,12 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::api::{RedisInstanceSpec, SchedulingSpec, ServiceExposure};
-use crate::build::children::{selector_labels, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL};
+use crate::build::children::selector_labels;
 use crate::build::redis_conf::config_hash;
-use crate::converge::topology::ROLE_LABEL;
-
-/// Annotation holding the SHA-256 of the user's settings an object carries (pod template: scheduling, pod
-/// labels and annotations; Service: type and annotations). Whether a live object holds what would be applied is
-/// a subset comparison ([`crate::classify::diff`]), which cannot see a label, selector entry or annotation the user
-/// removed; the hash changes then, so the removal is applied (and, on the pod template, rolls the pods).
-pub const SETTINGS_HASH_ANNOTATION: &str = "redis.github.com/settings-hash";
-
-/// The key prefix the operator keeps for itself, on labels and annotations.
-pub const RESERVED_PREFIX: &str = "redis.github.com/";
+use crate::names::{
+    INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,
+    SETTINGS_HASH_ANNOTATION,
+};
 
 /// Node label the default anti-affinity spreads over.
 pub const HOSTNAME_TOPOLOGY_KEY: &str = "kubernetes.io/hostname";
@@ -156,7 +150,8 @@ mod tests {
 
     use super::*;
     use crate::api::{PodMetadataSpec, ReplicasServiceExposure, ServiceType};
-    use crate::build::children::{build, tests::instance, CONFIG_HASH_ANNOTATION};
+    use crate::build::children::{build, tests::instance};
+    use crate::names::CONFIG_HASH_ANNOTATION;
 
     fn pod_spec(spec: &RedisInstanceSpec) -> PodSpec {
         let mut ri = instance("cache");

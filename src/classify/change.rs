@@ -1,14 +1,10 @@
 //! Classifying a spec change into the least destructive way to roll it out.
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use redis_fsm::{Change, SpecProblem};
-
-use crate::build::children::CONFIG_HASH_ANNOTATION;
 use crate::classify::diff::is_applied;
+use crate::names::CONFIG_HASH_ANNOTATION;
 use crate::validate::quantity::Quantity;
-
-/// Reason reported when a storage change would lose data and is refused.
-pub const STORAGE_CHANGE_REFUSED: &str = "StorageChangeRefused";
+use k8s_openapi::api::apps::v1::StatefulSet;
+use redis_fsm::{Change, Reason, SpecProblem};
 
 /// How the StatefulSet must change to match the spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +87,7 @@ pub fn template_config_hash(sts: &StatefulSet) -> Option<&str> {
 
 fn refuse(message: String) -> StatefulSetChange {
     StatefulSetChange::Refused(SpecProblem {
-        reason: STORAGE_CHANGE_REFUSED.to_string(),
+        reason: Reason::StorageChangeRefused,
         message,
     })
 }
@@ -281,7 +277,8 @@ mod tests {
             let StatefulSetChange::Refused(problem) = &change else {
                 panic!("expected a refusal, got {change:?}");
             };
-            assert_eq!(problem.reason, STORAGE_CHANGE_REFUSED);
+            assert_eq!(problem.reason, Reason::StorageChangeRefused);
+            assert_eq!(problem.reason, "StorageChangeRefused");
             assert!(problem.message.starts_with("spec.storage"));
             assert_eq!(change.applied(), Change::None);
         }

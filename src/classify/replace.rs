@@ -10,9 +10,6 @@
 
 use std::time::Duration;
 
-/// The annotation on the RedisInstance holding the [`ReplaceRecord`].
-pub const REPLACE_ANNOTATION: &str = "redis.github.com/statefulset-replace";
-
 /// Delay before the second attempt for the same generation; it doubles with every further attempt.
 const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// Longest delay between two attempts for the same generation.

@@ -17,19 +17,16 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
+use redis_fsm::Reason;
 
-use crate::build::children::{config_text, Desired, CONFIG_HASH_ANNOTATION};
+use crate::build::children::{config_text, Desired};
 use crate::build::redis_conf::config_hash;
 use crate::classify::change::template_config_hash;
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
+use crate::events::EventReason;
+use crate::names::CONFIG_HASH_ANNOTATION;
 use crate::redis::{Access, RedisNode};
-
-/// Reason of the Event that says a configuration change was set at runtime, without restarts (also the
-/// phase reason, [`redis_fsm::reasons::CONFIG_APPLIED_LIVE`]).
-pub const CONFIG_APPLIED_LIVE: &str = redis_fsm::reasons::CONFIG_APPLIED_LIVE;
-/// Reason of the Event that says a configuration change restarts the pods, and which directives need it.
-pub const CONFIG_NEEDS_RESTART: &str = "ConfigNeedsRestart";
 
 /// How Redis parses a directive's value, and how `CONFIG GET` reports it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +270,7 @@ pub struct ConfigChange {
 impl ConfigChange {
     /// The Event reason and message that say which path the change took (`restarting`: the config hash of the
     /// pod template changed with it); `None` when no directive changed.
-    pub fn event(&self, restarting: bool) -> Option<(&'static str, String)> {
+    pub fn event(&self, restarting: bool) -> Option<(EventReason, String)> {
         let also_live = if self.live.is_empty() {
             String::new()
         } else {
@@ -281,7 +278,7 @@ impl ConfigChange {
         };
         if restarting && !self.restart.is_empty() {
             Some((
-                CONFIG_NEEDS_RESTART,
+                EventReason::ConfigNeedsRestart,
                 format!(
                     "Pods restart for the configuration change: {} cannot be set at runtime{also_live}",
                     self.restart.join(", ")
@@ -290,14 +287,14 @@ impl ConfigChange {
         } else if restarting && !self.live.is_empty() {
             // The pods were started by a release that hashed the whole file (see `carry_legacy_hash`).
             Some((
-                CONFIG_NEEDS_RESTART,
+                EventReason::ConfigNeedsRestart,
                 format!(
                     "Pods restart once to take up the config hash of this operator release{also_live}"
                 ),
             ))
         } else if !self.live.is_empty() {
             Some((
-                CONFIG_APPLIED_LIVE,
+                EventReason::Status(Reason::ConfigAppliedLive),
                 format!(
                     "Set at runtime on every pod, no restart: {}",
                     self.live.join(", ")
@@ -637,7 +634,7 @@ mod tests {
             "added, changed, removed"
         );
         let (reason, note) = change.event(true).unwrap();
-        assert_eq!(reason, CONFIG_NEEDS_RESTART);
+        assert_eq!(reason, EventReason::ConfigNeedsRestart);
         assert!(
             note.contains("appendonly, databases, hz cannot be set at runtime"),
             "{note}"
@@ -648,13 +645,14 @@ mod tests {
         assert_eq!(
             (reason, note.as_str()),
             (
-                CONFIG_APPLIED_LIVE,
+                EventReason::Status(Reason::ConfigAppliedLive),
                 "Set at runtime on every pod, no restart: maxmemory"
             )
         );
         let (reason, note) = live_only.event(true).unwrap();
         assert_eq!(
-            reason, CONFIG_NEEDS_RESTART,
+            reason,
+            EventReason::ConfigNeedsRestart,
             "a legacy hash rolls even a live change: {note}"
         );
         assert_eq!(classify_config_change(old, old).event(true), None);

@@ -11,9 +11,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::RedisInstance;
-
-/// The annotation naming the pod to switch the primary over to.
-pub const SWITCHOVER_ANNOTATION: &str = "redis.github.com/switchover-to";
+use crate::names::{pod_name, SWITCHOVER_ANNOTATION};
 
 /// The pod a request on `ri` names, if any (surrounding whitespace ignored).
 pub fn requested(ri: &RedisInstance) -> Option<String> {
@@ -29,7 +27,7 @@ pub fn refusal(ri: &RedisInstance, to: &str) -> Option<String> {
         .strip_prefix(name.as_str())
         .and_then(|rest| rest.strip_prefix('-'))
         .and_then(|n| n.parse::<u32>().ok())
-        .filter(|n| to == format!("{name}-{n}"));
+        .filter(|&n| to == pod_name(&name, n));
     if ri.spec.replicas < 2 {
         return Some(format!(
             "switchover to {to} refused: the instance has no replica (spec.replicas is {})",

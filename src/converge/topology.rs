@@ -18,10 +18,9 @@ use redis_fsm::{
 
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
 use crate::build::redis_conf::REDIS_PORT;
+use crate::names::{pod_name, ROLE_LABEL};
 use crate::redis::{Access, RedisError, RedisNode};
 
-/// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
-pub const ROLE_LABEL: &str = "redis.github.com/role";
 /// The value of `status.targetPrimary` while a failover has started and nobody is elected yet.
 pub const PENDING: &str = "Pending";
 /// Replicas at most this many bytes behind the primary count as in sync (`NAME-replicas`).
@@ -160,7 +159,7 @@ pub fn pod_replication(
         _ => false,
     };
     PodReplication {
-        pod: format!("{instance}-{ordinal}"),
+        pod: pod_name(instance, ordinal),
         ordinal,
         endpoint: pod.and_then(endpoint).unwrap_or(Endpoint {
             host: String::new(),
@@ -186,7 +185,7 @@ pub async fn observe(
     access: &Access,
 ) -> Vec<PodReplication> {
     let observations = (0..replicas).map(|ordinal| {
-        let name = format!("{instance}-{ordinal}");
+        let name = pod_name(instance, ordinal);
         let pod = pods.iter().find(|p| p.name_any() == name).cloned();
         async move {
             let server = match pod.as_deref().and_then(endpoint) {

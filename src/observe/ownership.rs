@@ -9,12 +9,12 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, PodSpec};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::build::children::{labels, DATA_VOLUME, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL};
-use crate::converge::topology::ROLE_LABEL;
+use crate::build::children::labels;
+use crate::names::{
+    DATA_VOLUME, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,
+};
 use crate::observe::rollout::REVISION_LABEL;
 
-/// The annotation prefix the operator reads on pods (how a pod was started: authentication, TLS).
-const OWN_ANNOTATIONS: &str = "redis.github.com/";
 /// The longest Event message kept (the StatefulSet controller's `FailedCreate` messages quote the API server's
 /// refusal; status and Events cut what they show shorter still).
 pub const EVENT_MESSAGE_LIMIT: usize = 4096;
@@ -102,7 +102,7 @@ pub fn trim_pod(pod: &mut Pod) {
     meta.annotations = meta
         .annotations
         .take()
-        .map(|annotations| keep_keys(annotations, |key| key.starts_with(OWN_ANNOTATIONS)));
+        .map(|annotations| keep_keys(annotations, |key| key.starts_with(RESERVED_PREFIX)));
 }
 
 /// What the claim cache keeps: name, labels, deletion state and the requested size.

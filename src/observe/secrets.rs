@@ -182,14 +182,6 @@ pub fn owning_instance(secret: &SecretMeta) -> Option<String> {
         .map(|o| o.name.clone())
 }
 
-/// The name of the instance a Secret named `name` would belong to, if it is named like `NAME-auth` or
-/// `NAME-acl`: a foreign Secret in that place blocks the instance, and its removal must reconcile it.
-pub fn instance_named_by(name: &str) -> Option<&str> {
-    name.strip_suffix("-auth")
-        .or_else(|| name.strip_suffix("-acl"))
-        .filter(|n| !n.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -261,13 +253,5 @@ mod tests {
         assert!(read.covers(Keys::Only(&["pw"])));
         assert!(!read.covers(Keys::Only(&["pw", "other"])));
         assert!(!read.covers(Keys::All));
-    }
-
-    #[test]
-    fn own_secrets_name_their_instance() {
-        assert_eq!(instance_named_by("cache-auth"), Some("cache"));
-        assert_eq!(instance_named_by("cache-acl"), Some("cache"));
-        assert_eq!(instance_named_by("-auth"), None);
-        assert_eq!(instance_named_by("cache-tls"), None);
     }
 }

@@ -20,15 +20,13 @@ use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
 use crate::api::{RedisInstance, RedisInstanceSpec, RedisInstanceStatus};
+use crate::events::EventReason;
 
 /// Delay before the first retry after a watch error.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Longest delay between two attempts while the API server keeps failing: after an API server restart the
 /// caches are listed again within this bound once it answers.
 pub const MAX_RETRY: Duration = Duration::from_secs(5);
-
-/// Reason of the Warning Event on an instance the operator cannot decode.
-pub const UNDECODABLE: &str = "Undecodable";
 
 /// The back-off of every watch: 0.5 s, 1 s, 2 s, 4 s, then 5 s between attempts; reset by any event.
 ///
@@ -140,7 +138,7 @@ impl Reporter {
         };
         let event = Event {
             type_: EventType::Warning,
-            reason: UNDECODABLE.into(),
+            reason: EventReason::Undecodable.to_string(),
             note: Some(format!(
                 "The operator cannot read this RedisInstance and leaves it and its children alone until it is \
                  fixed: {why}"

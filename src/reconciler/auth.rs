@@ -10,7 +10,7 @@ use kube::api::PostParams;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
-use redis_fsm::{reasons, SpecProblem};
+use redis_fsm::{Reason, SpecProblem};
 use tracing::{debug, info};
 
 use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
@@ -19,6 +19,8 @@ use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
 use crate::build::children;
 use crate::error::{Error, Result};
+use crate::events::EventReason;
+use crate::names::{users_secret_name, AUTH_ANNOTATION};
 use crate::observe::secrets::Keys;
 use crate::redis::Access;
 
@@ -46,7 +48,7 @@ pub(super) async fn prepare(
         .get(&namespace, &app_name, Keys::Only(&app_keys))
         .await
         .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
-    let users_name = auth::users_secret_name(&name);
+    let users_name = users_secret_name(&name);
     let users_secret = ctx
         .secrets
         .get(&namespace, &users_name, Keys::All)
@@ -54,7 +56,7 @@ pub(super) async fn prepare(
         .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
     if let Some(users) = users_secret.as_deref().filter(|s| !controlled_by(*s, ri)) {
         return Ok(Err(SpecProblem {
-            reason: reasons::CHILD_CONFLICT.to_string(),
+            reason: Reason::ChildConflict,
             message: format!(
                 "Secret {} already exists and does not belong to this instance; the operator leaves it \
                  untouched. Delete or rename it, or give the instance another name.",
@@ -70,7 +72,7 @@ pub(super) async fn prepare(
         .filter(|s| generated && !controlled_by(*s, ri))
     {
         return Ok(Err(SpecProblem {
-            reason: reasons::CHILD_CONFLICT.to_string(),
+            reason: Reason::ChildConflict,
             message: format!(
                 "Secret {} already exists and does not belong to this instance (the operator generates the \
                  password into it); the operator neither uses nor touches it. Delete or rename it, give the \
@@ -101,7 +103,7 @@ pub(super) async fn prepare(
         Ok(resolved) => resolved,
         Err(problem) => {
             return Ok(Err(SpecProblem {
-                reason: reasons::AUTH_SECRET_INVALID.to_string(),
+                reason: Reason::AuthSecretInvalid,
                 message: format!(
                     "{problem}; the operator changes nothing until it is fixed (spec.auth)"
                 ),
@@ -262,7 +264,7 @@ pub(super) async fn converge_pass(
                     ctx,
                     ri,
                     EventType::Normal,
-                    "PasswordInForce",
+                    EventReason::PasswordInForce,
                     "Authentication",
                     format!(
                         "the passwords of Secret {} (resourceVersion {}) are in force on every pod, without \
@@ -289,9 +291,7 @@ fn fingerprint(plan: &Plan, pods: &[Arc<k8s_openapi::api::core::v1::Pod>]) -> u6
     plan.replication_password.hash(&mut hasher);
     for pod in pods {
         pod.uid().hash(&mut hasher);
-        pod.annotations()
-            .get(auth::AUTH_ANNOTATION)
-            .hash(&mut hasher);
+        pod.annotations().get(AUTH_ANNOTATION).hash(&mut hasher);
         let status = pod.status.as_ref();
         status.and_then(|s| s.pod_ip.clone()).hash(&mut hasher);
         status

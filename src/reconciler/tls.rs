@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::EventType;
 use kube::ResourceExt;
-use redis_fsm::{reasons, SpecProblem};
+use redis_fsm::{Reason, SpecProblem};
 use rustls::pki_types::UnixTime;
 use tracing::{debug, info};
 
@@ -16,6 +16,7 @@ use super::{event, instance_objects, Context};
 use crate::api::{RedisInstance, TlsStatus};
 use crate::converge::topology::endpoint;
 use crate::error::Result;
+use crate::events::EventReason;
 use crate::observe::secrets::Keys;
 use crate::tls::connect::Trust;
 use crate::tls::{self, reload, Material};
@@ -71,7 +72,7 @@ pub(super) async fn prepare(
                 Ok(material) => Some(material),
                 Err(problem) => {
                     return Ok(Err(SpecProblem {
-                        reason: reasons::TLS_SECRET_INVALID.to_string(),
+                        reason: Reason::TlsSecretInvalid,
                         message: format!(
                             "{problem}; the operator changes nothing until it is fixed (spec.tls)"
                         ),
@@ -99,7 +100,7 @@ pub(super) async fn prepare(
     if let Some(message) = tls::change_problem(material.as_ref(), ri.spec.replicas, &started, ca_of)
     {
         return Ok(Err(SpecProblem {
-            reason: reasons::TLS_CHANGE_REFUSED.to_string(),
+            reason: Reason::TlsChangeRefused,
             message,
         }));
     }
@@ -180,7 +181,7 @@ pub(super) async fn reload_pass(
             ctx,
             ri,
             EventType::Normal,
-            "CertificateReloaded",
+            EventReason::CertificateReloaded,
             "TLS",
             note,
         )

@@ -213,25 +213,6 @@ pub enum RedisError {
     },
 }
 
-/// Server error codes that describe a passing state: loading the dataset, a busy script, a
-/// master that is down for a replica, a failover or pause in progress.
-const TRANSIENT_CODES: &[&str] = &["LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "NOMASTERLINK"];
-
-impl RedisError {
-    /// Whether the same call may succeed later without anything else changing: timeouts,
-    /// connection failures and transient server states are; refusals and unexpected or oversized replies
-    /// are not (retrying would send the same wrong command again).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            RedisError::ConnectTimeout { .. }
-            | RedisError::CommandTimeout { .. }
-            | RedisError::Connection { .. } => true,
-            RedisError::Server { code, .. } => TRANSIENT_CODES.contains(&code.as_str()),
-            RedisError::Reply { .. } | RedisError::TooLarge { .. } => false,
-        }
-    }
-}
-
 impl std::fmt::Debug for RedisError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RedisError({self})")
@@ -530,13 +511,6 @@ impl RedisNode {
             .await
     }
 
-    /// `INFO replication`, raw.
-    pub async fn info_replication(&self) -> Result<String, RedisError> {
-        let mut cmd = ::redis::cmd("INFO");
-        cmd.arg("replication");
-        self.command("INFO", Duration::ZERO, cmd).await
-    }
-
     /// `INFO section`, raw.
     async fn info_section(&self, section: &str) -> Result<String, RedisError> {
         let mut cmd = ::redis::cmd("INFO");
@@ -639,23 +613,6 @@ impl RedisNode {
         self.command::<()>("CONFIG SET", Duration::ZERO, cmd).await
     }
 
-    /// `CLIENT PAUSE ms WRITE`: refuse writes (reads still served) for at most `duration`.
-    pub async fn client_pause_write(&self, duration: Duration) -> Result<(), RedisError> {
-        let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
-        let mut cmd = ::redis::cmd("CLIENT");
-        cmd.arg("PAUSE").arg(millis).arg("WRITE");
-        self.command::<()>("CLIENT PAUSE", Duration::ZERO, cmd)
-            .await
-    }
-
-    /// `CLIENT UNPAUSE`.
-    pub async fn client_unpause(&self) -> Result<(), RedisError> {
-        let mut cmd = ::redis::cmd("CLIENT");
-        cmd.arg("UNPAUSE");
-        self.command::<()>("CLIENT UNPAUSE", Duration::ZERO, cmd)
-            .await
-    }
-
     /// `ACL GETUSER name`: the user's flags (`on`, `nopass`, ...) and password hashes, or `None` when
     /// the server has no such user.
     pub async fn acl_user(&self, name: &str) -> Result<Option<AclUser>, RedisError> {
@@ -671,49 +628,11 @@ impl RedisNode {
         cmd.arg("SETUSER").arg(name).arg(rules);
         self.command::<()>("ACL SETUSER", Duration::ZERO, cmd).await
     }
-
-    /// `WAIT numreplicas timeout`: how many replicas acknowledged this connection's writes.
-    /// The server may wait up to `timeout`, so the client allows that on top of the command bound.
-    pub async fn wait(&self, numreplicas: u32, timeout: Duration) -> Result<u32, RedisError> {
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut cmd = ::redis::cmd("WAIT");
-        cmd.arg(numreplicas).arg(millis);
-        self.command("WAIT", timeout, cmd).await
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server_error(code: &str) -> RedisError {
-        RedisError::Server {
-            endpoint: "10.0.0.1:6379".into(),
-            command: "REPLICAOF",
-            code: code.into(),
-            message: format!("{code} something"),
-        }
-    }
-
-    #[test]
-    fn transient_states_and_timeouts_are_retryable_refusals_are_not() {
-        assert!(server_error("LOADING").is_retryable());
-        assert!(server_error("MASTERDOWN").is_retryable());
-        assert!(!server_error("ERR").is_retryable());
-        assert!(!server_error("NOPERM").is_retryable());
-        assert!(RedisError::CommandTimeout {
-            endpoint: "10.0.0.1:6379".into(),
-            command: "INFO",
-            after: Duration::from_secs(2),
-        }
-        .is_retryable());
-        assert!(!RedisError::Reply {
-            endpoint: "10.0.0.1:6379".into(),
-            command: "ROLE",
-            source: ParseError::Role("empty reply"),
-        }
-        .is_retryable());
-    }
 
     #[test]
     fn a_failed_observation_becomes_an_unobserved_value() {

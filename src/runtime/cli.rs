@@ -268,7 +268,7 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Fsm { format } => {
             if format == "doc" {
-                print!("{}", redis_fsm::docs_page());
+                print!("{}", crate::events::fsm_docs_page());
             } else {
                 print!("{}", redis_fsm::render(format.parse()?));
             }

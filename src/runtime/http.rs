@@ -19,12 +19,12 @@ struct AppState {
     ready: watch::Receiver<bool>,
 }
 
+/// The media type `/metrics` answers with: the OpenMetrics text format `prometheus-client` encodes.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.encode(),
     )
 }

@@ -14,6 +14,7 @@ use prometheus_client::registry::Registry;
 use redis_fsm::Phase;
 
 use crate::error::Error;
+use crate::events::EventReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -43,11 +44,6 @@ struct InstancePhaseLabels {
     name: String,
     phase: String,
 }
-
-/// Reason of the topology Event that starts a failover; counted by `redis_operator_failovers_total`.
-pub const FAILOVER_STARTED: &str = "FailoverStarted";
-/// Reason of the topology Event that starts a switchover; counted by `redis_operator_switchovers_total`.
-pub const SWITCHOVER_STARTED: &str = "SwitchoverStarted";
 
 /// The names of every metric family the operator exports (after the `redis_operator_` prefix and with the
 /// `_total` suffix of counters), for checks of what dashboards and alert rules may name.
@@ -202,10 +198,10 @@ impl Metrics {
 
     /// Counts a failover or switchover from the reason of the topology Event reporting its start (other
     /// reasons are not counted).
-    pub fn record_topology_event(&self, namespace: &str, name: &str, reason: &str) {
+    pub fn record_topology_event(&self, namespace: &str, name: &str, reason: EventReason) {
         let family = match reason {
-            FAILOVER_STARTED => &self.failovers,
-            SWITCHOVER_STARTED => &self.switchovers,
+            EventReason::FailoverStarted => &self.failovers,
+            EventReason::SwitchoverStarted => &self.switchovers,
             _ => return,
         };
         let labels = InstanceLabels {
@@ -309,8 +305,8 @@ mod tests {
         metrics.record_reconcile(None);
         metrics.record_transition(Phase::Pending, Phase::Running);
         metrics.set_phases([("ns".into(), "a".into(), Phase::Running)].into_iter());
-        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
-        metrics.record_topology_event("ns", "a", SWITCHOVER_STARTED);
+        metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
+        metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
         metrics
             .api_errors
             .get_or_create(&ApiErrorLabels {
@@ -347,10 +343,10 @@ mod tests {
         let a = || ("ns".to_string(), "a".to_string(), Phase::Updating);
         let b = || ("ns".to_string(), "b".to_string(), Phase::Running);
         metrics.set_phases([a(), b()].into_iter());
-        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
-        metrics.record_topology_event("ns", "a", FAILOVER_STARTED);
-        metrics.record_topology_event("ns", "a", SWITCHOVER_STARTED);
-        metrics.record_topology_event("ns", "a", "PrimaryConfirmed");
+        metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
+        metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
+        metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
+        metrics.record_topology_event("ns", "a", redis_fsm::Reason::PrimaryConfirmed.into());
         let text = metrics.encode();
         let series = |name: &str, phase: &str| {
             format!("redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}}")

@@ -24,6 +24,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::api::{AuthSpec, ClientAuth, TlsSpec};
 use crate::build::redis_conf::REDIS_PORT;
+use crate::names::TLS_ANNOTATION;
 
 /// Where the TLS Secret is mounted in the Redis and exporter containers.
 pub const TLS_DIR: &str = "/etc/redis-tls";
@@ -33,9 +34,6 @@ pub const CERT_KEY: &str = "tls.crt";
 pub const KEY_KEY: &str = "tls.key";
 /// The CA certificate(s) that signed it, and that clients and replicas verify against.
 pub const CA_KEY: &str = "ca.crt";
-/// Pod template annotation, only with TLS on: `<clientAuth>/<secretName>` (e.g. `None/cache-tls`). It tells
-/// the operator which pods serve TLS, with which Secret, and whether they ask for a client certificate.
-pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
 const TLS_VOLUME: &str = "tls";
 
 impl ClientAuth {

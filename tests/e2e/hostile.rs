@@ -17,13 +17,15 @@ use kube::api::{
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, ResourceExt};
-use redis_fsm::{reasons, Phase};
+use redis_fsm::{Phase, Reason};
 use redis_operator::api::RedisInstance;
-use redis_operator::classify::replace::{ReplaceRecord, REPLACE_ANNOTATION};
+use redis_operator::classify::replace::ReplaceRecord;
+use redis_operator::events::EventReason;
 use serde_json::json;
 
 use super::{claims_of, storage, wait_event};
 use crate::harness::*;
+use redis_operator::names::REPLACE_ANNOTATION;
 
 /// A value no log line may contain: it stands for a password in an instance's configuration.
 const SECRET: &str = "hunter2-do-not-log";
@@ -139,7 +141,7 @@ async fn an_undecodable_instance_is_reported_and_the_others_are_still_managed() 
     let generation = env.patch_spec("good", json!({"replicas": 2})).await;
     let ri = env.wait_running("good").await;
     assert_eq!(ri.status.unwrap().observed_generation, Some(generation));
-    wait_event(&env, redis_operator::observe::watch::UNDECODABLE).await;
+    wait_event(&env, EventReason::Undecodable.as_str()).await;
 
     // The running operator meets one too, as a watch event.
     let later = write_undecodable(&env, "bad-later").await;
@@ -221,10 +223,10 @@ async fn a_foreign_object_in_a_childs_place_is_never_taken_over() {
         .unwrap();
 
     env.create("cache", spec(1)).await;
-    let ri = wait_failed(&env, "cache", reasons::CHILD_CONFLICT).await;
+    let ri = wait_failed(&env, "cache", Reason::ChildConflict.as_str()).await;
     let message = ri.status.unwrap().last_condition_message;
     assert!(message.contains("ConfigMap cache-config"), "{message}");
-    wait_event(&env, reasons::CHILD_CONFLICT).await;
+    wait_event(&env, Reason::ChildConflict.as_str()).await;
     let untouched = |cm: &ConfigMap, svc: &Service| {
         assert_eq!(
             cm.data.as_ref().unwrap().get("owner").map(String::as_str),
@@ -280,7 +282,7 @@ async fn a_foreign_object_in_a_childs_place_is_never_taken_over() {
         .await
         .is_ok()
     {
-        wait_failed(&env, "other", reasons::CHILD_CONFLICT).await;
+        wait_failed(&env, "other", Reason::ChildConflict.as_str()).await;
         services
             .delete("other", &DeleteParams::default())
             .await
@@ -348,7 +350,7 @@ async fn a_pod_the_statefulset_controller_cannot_create_is_reported() {
     let quotas = zero_quota(&env, "no-pods", "pods").await;
 
     env.create("cache", spec(1)).await;
-    let ri = wait_failed(&env, "cache", reasons::PODS_FAILING).await;
+    let ri = wait_failed(&env, "cache", Reason::PodsFailing.as_str()).await;
     let message = ri.status.unwrap().last_condition_message;
     assert!(
         message.contains("cache-0") && message.contains("FailedCreate"),
@@ -405,7 +407,7 @@ async fn a_replace_interrupted_by_an_operator_stop_is_recognised() {
     let first = log.first_for_generation(generation).await;
     assert_eq!(
         (first.status, first.reason.as_str()),
-        (Phase::Updating, reasons::STATEFULSET_RESTART),
+        (Phase::Updating, Reason::StatefulSetRestart.as_str()),
         "{first:#?}"
     );
     let phases = log.phases_since(generation);

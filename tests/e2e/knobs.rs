@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::{Api, ResourceExt};
-use redis_fsm::{reasons, Phase};
+use redis_fsm::{Phase, Reason};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -289,7 +289,7 @@ async fn an_operator_label_override_is_refused_and_touches_nothing() {
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
         .await;
     let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::INVALID_SPEC);
+    assert_eq!(status.reason, Reason::InvalidSpec.as_str());
     assert!(
         status
             .last_condition_message

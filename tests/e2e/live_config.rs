@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::{Api, ResourceExt};
-use redis_fsm::reasons;
-use redis_operator::converge::live_config::CONFIG_NEEDS_RESTART;
+use redis_fsm::Reason;
+use redis_operator::events::EventReason;
 use serde_json::json;
 
 use super::{expect_update, wait_event};
@@ -68,7 +68,7 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         &log,
         "cache",
         json!({"config": {"maxmemory": "200mb", "maxmemory-policy": "allkeys-lru"}}),
-        reasons::CONFIG_APPLIED_LIVE,
+        Reason::ConfigAppliedLive.as_str(),
     )
     .await;
     let maxmemory = config_values(&env, "cache", "maxmemory").await;
@@ -96,7 +96,7 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         file.contains("\nmaxmemory 200mb\n") && file.contains("\nmaxmemory-policy allkeys-lru\n"),
         "a restart must keep the live values: {file}"
     );
-    let note = wait_event(&env, reasons::CONFIG_APPLIED_LIVE).await;
+    let note = wait_event(&env, Reason::ConfigAppliedLive.as_str()).await;
     assert!(note.contains("maxmemory, maxmemory-policy"), "{note}");
 
     // `databases` cannot change at runtime: every pod restarts and comes back with the new value.
@@ -105,7 +105,7 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         &log,
         "cache",
         json!({"config": {"databases": "32"}}),
-        reasons::STATEFULSET_RESTART,
+        Reason::StatefulSetRestart.as_str(),
     )
     .await;
     let after = processes(&env, "cache").await;
@@ -122,7 +122,7 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         all(&maxmemory, "209715200"),
         "restarted pods read the file: {maxmemory:?}"
     );
-    let note = wait_event(&env, CONFIG_NEEDS_RESTART).await;
+    let note = wait_event(&env, EventReason::ConfigNeedsRestart.as_str()).await;
     assert!(
         note.contains("databases cannot be set at runtime"),
         "{note}"
@@ -133,7 +133,7 @@ async fn a_live_config_change_reaches_every_pod_without_a_restart_and_a_restart_
         .entries()
         .iter()
         .rev()
-        .find(|t| t.reason == reasons::STATEFULSET_RESTART)
+        .find(|t| t.reason == Reason::StatefulSetRestart.as_str())
         .expect("the restart is in the history");
     assert!(
         restart

@@ -21,7 +21,7 @@ use harness::*;
 use kube::api::{DeleteParams, ListParams};
 use kube::runtime::wait::await_condition;
 use kube::ResourceExt;
-use redis_fsm::{reasons, Phase};
+use redis_fsm::{Phase, Reason};
 use redis_operator::api::{ClaimDeletePolicy, StorageSpec};
 use serde_json::json;
 
@@ -155,7 +155,7 @@ async fn replicas_scale_up_and_down() {
         &log,
         "cache",
         json!({"replicas": 3}),
-        reasons::STATEFULSET_UPDATE,
+        Reason::StatefulSetUpdate.as_str(),
     )
     .await;
     assert_eq!(env.pods_of("cache").await.len(), 3);
@@ -169,7 +169,7 @@ async fn replicas_scale_up_and_down() {
         &log,
         "cache",
         json!({"replicas": 1}),
-        reasons::STATEFULSET_UPDATE,
+        Reason::StatefulSetUpdate.as_str(),
     )
     .await;
     let sts = env.statefulsets();
@@ -199,7 +199,7 @@ async fn image_change_rolls_the_pods() {
         &log,
         "cache",
         json!({"image": "redis:7.4"}),
-        reasons::STATEFULSET_UPDATE,
+        Reason::StatefulSetUpdate.as_str(),
     )
     .await;
     for pod in env.pods_of("cache").await {
@@ -222,7 +222,14 @@ async fn resources_change_rolls_the_pods() {
     env.wait_running("cache").await;
     let resources =
         json!({"resources": {"limits": {"memory": "256Mi"}, "requests": {"cpu": "100m"}}});
-    expect_update(&env, &log, "cache", resources, reasons::STATEFULSET_UPDATE).await;
+    expect_update(
+        &env,
+        &log,
+        "cache",
+        resources,
+        Reason::StatefulSetUpdate.as_str(),
+    )
+    .await;
     let pod = env.pods_of("cache").await.remove(0);
     let limits = pod.spec.unwrap().containers[0]
         .resources
@@ -252,7 +259,7 @@ async fn config_change_restarts_pods_with_the_new_value() {
         &log,
         "cache",
         json!({"config": {"databases": "32"}}),
-        reasons::STATEFULSET_RESTART,
+        Reason::StatefulSetRestart.as_str(),
     )
     .await;
     assert_eq!(
@@ -396,7 +403,7 @@ async fn storage_growth_expands_claims_and_keeps_pods_and_data() {
     let first = log.first_for_generation(generation).await;
     assert_eq!(
         (first.status, first.reason.as_str()),
-        (Phase::Updating, reasons::STATEFULSET_RESTART)
+        (Phase::Updating, Reason::StatefulSetRestart.as_str())
     );
     let sts = env.statefulsets().get("cache").await.unwrap();
     assert_ne!(sts.uid(), sts_uid, "the StatefulSet was replaced");
@@ -541,7 +548,7 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
             .wait_status(name, "Failed", |s| s.status == Phase::Failed)
             .await;
         let status = ri.status.unwrap();
-        assert_eq!(status.reason, reasons::INVALID_SPEC);
+        assert_eq!(status.reason, Reason::InvalidSpec.as_str());
         assert!(
             status
                 .last_condition_message
@@ -577,7 +584,7 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
         );
     }
     // An Event explains the failure.
-    wait_event(&env, reasons::INVALID_SPEC).await;
+    wait_event(&env, Reason::InvalidSpec.as_str()).await;
     // Fixing the spec recovers.
     env.patch_spec(
         "quantity",
@@ -598,7 +605,7 @@ async fn crashing_config_fails_and_recovers_when_fixed() {
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
         .await;
     let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::PODS_FAILING);
+    assert_eq!(status.reason, Reason::PodsFailing.as_str());
     assert!(
         status.last_condition_message.contains("cache-0"),
         "{status:#?}"
@@ -768,7 +775,7 @@ async fn a_refused_child_is_reported_in_status_and_recovers() {
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
         .await;
     let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::CHILD_MISSING);
+    assert_eq!(status.reason, Reason::ChildMissing.as_str());
     assert!(
         status.last_condition_message.contains("Service cache"),
         "{status:#?}"

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, ResourceExt};
-use redis_fsm::{reasons, Phase};
+use redis_fsm::{Phase, Reason};
 use redis_operator::api::{RedisInstanceStatus, SecretKeyRef};
 use serde_json::json;
 
@@ -54,12 +54,12 @@ async fn a_password_secret_someone_else_made_in_name_auths_place_is_refused_and_
         .wait_status(
             "cache",
             "Failed: NAME-auth is not its own",
-            failed_with(reasons::CHILD_CONFLICT),
+            failed_with(Reason::ChildConflict.as_str()),
         )
         .await;
     let message = ri.status.unwrap().last_condition_message;
     assert!(message.contains("Secret cache-auth"), "{message}");
-    let note = wait_event(&env, reasons::CHILD_CONFLICT).await;
+    let note = wait_event(&env, Reason::ChildConflict.as_str()).await;
     assert!(note.contains("Secret cache-auth"), "{note}");
 
     // Nothing was used or touched: no pods, no NAME-acl, the Secret as it was (not adopted, not rewritten).
@@ -107,7 +107,7 @@ async fn a_users_secret_someone_else_made_in_name_acls_place_blocks_the_instance
         .wait_status(
             "other",
             "Failed: NAME-acl is not its own",
-            failed_with(reasons::CHILD_CONFLICT),
+            failed_with(Reason::ChildConflict.as_str()),
         )
         .await;
     let message = ri.status.unwrap().last_condition_message;
@@ -148,7 +148,7 @@ async fn a_claim_someone_else_made_in_a_data_claims_place_is_refused_and_never_d
         .wait_status(
             "cache",
             "Failed: data-cache-0 is not its own",
-            failed_with(reasons::CHILD_CONFLICT),
+            failed_with(Reason::ChildConflict.as_str()),
         )
         .await;
     let message = ri.status.unwrap().last_condition_message;
@@ -156,7 +156,7 @@ async fn a_claim_someone_else_made_in_a_data_claims_place_is_refused_and_never_d
         message.contains("PersistentVolumeClaim data-cache-0"),
         "{message}"
     );
-    wait_event(&env, reasons::CHILD_CONFLICT).await;
+    wait_event(&env, Reason::ChildConflict.as_str()).await;
     // No pod was started on it.
     assert!(env.statefulsets().get_opt("cache").await.unwrap().is_none());
     assert!(env.pods_of("cache").await.is_empty());

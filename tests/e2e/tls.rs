@@ -10,12 +10,12 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use redis_fsm::{reasons, Phase};
+use redis_fsm::{Phase, Reason};
 use redis_operator::api::{ClientAuth, TlsSpec};
-use redis_operator::converge::topology::ROLE_LABEL;
 use serde_json::json;
 
 use crate::harness::*;
+use redis_operator::names::ROLE_LABEL;
 
 /// A scratch directory for one test's keys and certificates.
 fn scratch(test: &str) -> PathBuf {
@@ -327,7 +327,7 @@ async fn a_malformed_tls_secret_fails_touches_nothing_and_recovers_when_fixed() 
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
         .await;
     let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::TLS_SECRET_INVALID);
+    assert_eq!(status.reason, Reason::TlsSecretInvalid.as_str());
     assert!(
         status
             .last_condition_message
@@ -399,7 +399,7 @@ async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
         .wait_status("cache", "Failed", |s| s.status == Phase::Failed)
         .await;
     let status = ri.status.unwrap();
-    assert_eq!(status.reason, reasons::TLS_CHANGE_REFUSED);
+    assert_eq!(status.reason, Reason::TlsChangeRefused.as_str());
     assert!(
         status
             .last_condition_message
