@@ -164,8 +164,8 @@ fn other_names() -> BTreeSet<String> {
             names.insert(alert.trim().to_owned());
         }
     }
-    // Condition statuses, Event types, the Rust types that hold reasons, topology steps, and the StatefulSet
-    // controller's Event reason the operator reads.
+    // Condition statuses, Event types, the Rust types that hold reasons, topology steps, the StatefulSet
+    // controller's Event reason the operator reads, and the kubelet's and scheduler's reasons it quotes.
     for name in [
         "True",
         "False",
@@ -178,6 +178,12 @@ fn other_names() -> BTreeSet<String> {
         "Stop",
         "Wait",
         "FailedCreate",
+        // Kubernetes' own container and scheduling reasons, which the operator's messages quote.
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "OOMKilled",
+        "Unschedulable",
     ] {
         names.insert(name.to_owned());
     }
