@@ -50,7 +50,7 @@ pub use observation::{
 };
 pub use phase::Phase;
 pub use replication::{
-    Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
+    Endpoint, FailoverState, PodReplication, Refusal, ReplicaLink, ReplicationHistory, ServerRole,
     ServerState, Unobserved,
 };
 pub use roles::{
@@ -59,7 +59,7 @@ pub use roles::{
 };
 pub use rollout::{caught_up, progress as rollout_progress, RolloutStep};
 pub use topology::{
-    decide, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
+    decide, demoted_by, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
     SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyPolicy,
     TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
 };

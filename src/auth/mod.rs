@@ -69,8 +69,12 @@ const INTERNAL_USERS: [InternalUser; 4] = [
     InternalUser {
         name: OPERATOR_USER,
         key: "operator-password",
+        // `script|kill`, `function|kill`, `shutdown`: ending a busy primary's script, or stopping the server
+        // when the script wrote (the only fence a busy server accepts); `client|kill`: disconnecting the
+        // clients of a demoted primary. `HELLO` (the login) needs no rule: Redis lets every client send it.
         rules: "-@all +ping +info +role +replicaof +slaveof +config|get +config|set +failover \
-                +client|pause +client|unpause +wait +acl|getuser +acl|setuser",
+                +client|pause +client|unpause +client|kill +script|kill +function|kill +shutdown +wait \
+                +acl|getuser +acl|setuser",
     },
     InternalUser {
         name: REPLICATION_USER,

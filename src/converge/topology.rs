@@ -18,7 +18,7 @@ use redis_fsm::{
 
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
 use crate::build::redis_conf::REDIS_PORT;
-use crate::redis::{Access, RedisError, RedisNode};
+use crate::redis::{refusal_of, Access, RedisError, RedisNode};
 
 /// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
 pub const ROLE_LABEL: &str = "redis.github.com/role";
@@ -190,17 +190,25 @@ pub async fn observe(
         let pod = pods.iter().find(|p| p.name_any() == name).cloned();
         async move {
             let server = match pod.as_deref().and_then(endpoint) {
-                None => Err(Unobserved {
-                    reason: if pod.is_some() {
-                        "the pod has no IP yet".into()
-                    } else {
-                        "the pod does not exist".into()
-                    },
-                }),
-                Some(at) => match RedisNode::open(&at.host, at.port, access).await {
-                    Ok(node) => node.observe().await.map_err(|e| Unobserved::from(&e)),
-                    Err(e) => Err(Unobserved::from(&e)),
-                },
+                None => Err(Unobserved::unreachable(if pod.is_some() {
+                    "the pod has no IP yet"
+                } else {
+                    "the pod does not exist"
+                })),
+                Some(at) => {
+                    let observed = match RedisNode::open(&at.host, at.port, access).await {
+                        Ok(node) => node.observe().await,
+                        Err(e) => Err(e),
+                    };
+                    match observed {
+                        Ok(state) => Ok(state),
+                        // A live server that refuses (BUSY, maxclients) is not an unreachable one.
+                        Err(e) => Err(Unobserved {
+                            refusal: refusal_of(&e, &at.host, at.port, access).await,
+                            ..Unobserved::from(&e)
+                        }),
+                    }
+                }
             };
             pod_replication(instance, ordinal, pod.as_deref(), context, server)
         }
@@ -273,6 +281,20 @@ pub async fn execute(
                     .await?;
             }
         }
+        TopologyAction::KillScript { pod } => {
+            let at = endpoint_of(pod)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("SCRIPT KILL"));
+            }
+            node(at).await?.kill_script().await?;
+        }
+        TopologyAction::ShutDown { pod } => {
+            let at = endpoint_of(pod)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("SHUTDOWN NOSAVE"));
+            }
+            node(at).await?.shutdown_nosave().await?;
+        }
         TopologyAction::Switchover { from, to } => {
             let at = endpoint_of(from)?;
             let target = endpoint_of(to)?;
@@ -287,6 +309,47 @@ pub async fn execute(
         _ => {}
     }
     Ok(())
+}
+
+/// Disconnects the normal and Pub/Sub clients of `demoted` (see `redis_fsm::demoted_by`), after the command
+/// that demoted them was carried out: pooled connections reconnect to the new primary instead of getting
+/// `READONLY`. The connection sending the kill is spared (`SKIPME yes`), and replication links are other client
+/// types. Every pod is tried; the first failure is returned. Returns how many clients were disconnected.
+pub async fn disconnect_clients(
+    demoted: &[String],
+    pods: &[PodReplication],
+    access: &Access,
+    leading: impl Fn() -> bool,
+) -> Result<u64, CommandError> {
+    let mut killed = 0;
+    let mut first_error = None;
+    for name in demoted {
+        let Some(at) = pods
+            .iter()
+            .find(|p| p.pod == *name && !p.endpoint.host.is_empty())
+            .map(|p| p.endpoint.clone())
+        else {
+            first_error.get_or_insert(CommandError::NoAddress(name.clone()));
+            continue;
+        };
+        if !leading() {
+            return Err(CommandError::NotLeading("CLIENT KILL"));
+        }
+        let outcome = async {
+            let node = RedisNode::open(&at.host, at.port, access).await?;
+            Ok::<_, RedisError>(
+                node.client_kill_type("normal").await? + node.client_kill_type("pubsub").await?,
+            )
+        }
+        .await;
+        match outcome {
+            Ok(n) => killed += n,
+            Err(error) => {
+                first_error.get_or_insert(error.into());
+            }
+        }
+    }
+    first_error.map_or(Ok(killed), Err)
 }
 
 /// The role label a pod carries now.
@@ -566,9 +629,7 @@ mod tests {
             2,
             None,
             &PodContext::default(),
-            Err(Unobserved {
-                reason: "gone".into(),
-            }),
+            Err(Unobserved::unreachable("gone")),
         );
         assert_eq!(p.pod, "c-2");
         assert!(!p.is_observed() && !p.is_electable() && !p.pod_ready);
@@ -597,9 +658,7 @@ mod tests {
                 2,
                 None,
                 &PodContext::default(),
-                Err(Unobserved {
-                    reason: "refused".into(),
-                }),
+                Err(Unobserved::unreachable("refused")),
             ),
         ];
         let previous = vec![PodStatus {
