@@ -203,10 +203,15 @@ pub async fn observe(
                     match observed {
                         Ok(state) => Ok(state),
                         // A live server that refuses (BUSY, maxclients) is not an unreachable one.
-                        Err(e) => Err(Unobserved {
-                            refusal: refusal_of(&e, &at.host, at.port, access).await,
-                            ..Unobserved::from(&e)
-                        }),
+                        Err(e) => {
+                            let mut unobserved = Unobserved::from(&e);
+                            unobserved.refusal = refusal_of(&e, &at.host, at.port, access).await;
+                            if let (Some(refusal), None) = (unobserved.refusal, e.refusal()) {
+                                // Read from a second connection: say what the server said.
+                                unobserved.reason = format!("{}; {refusal}", unobserved.reason);
+                            }
+                            Err(unobserved)
+                        }
                     }
                 }
             };
