@@ -706,6 +706,11 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         .after(&action)
         .unwrap_or_else(|| persisted.clone());
     let mut requeue = topology::requeue_after(&action, now).unwrap_or(ctx.settings.resync);
+    if replicas >= 2 {
+        // The operator watches the primary itself, not only through pod events: a primary busy in a script or
+        // at maxclients keeps its readiness (see `readiness_script`), and must still be seen within the delay.
+        requeue = requeue.min(topology::watch_interval(policy.failover_delay));
+    }
     if let TopologyAction::DeletePod { pod, .. } = &action {
         replace_pod(ri, ctx, pod).await;
     } else if action.is_command() {

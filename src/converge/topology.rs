@@ -543,6 +543,12 @@ fn time_until(at: Timestamp, now: Timestamp) -> Duration {
     )
 }
 
+/// How often a replicated instance is observed while steady: the failover delay, at least 2 s and at most 5 s. A
+/// failing primary that no pod event announces (a busy primary keeps its readiness) is seen within that.
+pub fn watch_interval(failover_delay: Duration) -> Duration {
+    failover_delay.clamp(Duration::from_secs(2), Duration::from_secs(5))
+}
+
 /// How soon to look again after `action`: quickly while the topology moves, at the failover deadline
 /// while the delay runs, `None` (the normal resync) when steady.
 pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
@@ -752,6 +758,19 @@ mod tests {
         assert_eq!(scale_down_hold("c", 1, Some(3), &moving), Some(3));
         // Another instance's pod name with the same prefix is not an ordinal of this one.
         assert_eq!(scale_down_hold("c", 1, Some(3), &status("cache-2")), None);
+    }
+
+    #[test]
+    fn a_steady_replicated_instance_is_watched_within_the_failover_delay() {
+        assert_eq!(watch_interval(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(
+            watch_interval(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            watch_interval(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -214,8 +214,8 @@ async fn a_primary_busy_in_a_script_that_wrote_is_shut_down_and_acknowledges_not
     eprintln!("unkillable busy script: longest confirmed-write gap {gap:?}");
 }
 
-/// 80 idle unauthenticated connections to a primary with `maxclients 40` for 25 s (failover delay 2 s): the
-/// primary refuses new connections, the operator sees that refusal (alive), and does not fail over.
+/// Idle unauthenticated connections take every slot of a primary with `maxclients 40` for 25 s (failover delay
+/// 2 s): the primary refuses new connections, the operator sees that refusal (alive), and does not fail over.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_primary_whose_connection_slots_are_all_taken_is_not_failed_over() {
     let env = TestEnv::new("maxclients").await;
@@ -224,12 +224,38 @@ async fn a_primary_whose_connection_slots_are_all_taken_is_not_failed_over() {
     let (first, writer) = three_converged_with_a_writer(&env, s).await;
     let primary = first.current_primary.clone().unwrap();
     let ip = pod_ip(&env.pods().get(&primary).await.unwrap());
-    let mut held = Vec::new();
-    for _ in 0..80 {
-        if let Ok(stream) = tokio::net::TcpStream::connect((ip.as_str(), 6379)).await {
-            held.push(stream);
-        }
-    }
+    // 80 idle connections, and more whenever a slot frees (a close the server handles late, the writer's): every
+    // slot stays taken for 25 s.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let filler = {
+        let (ip, stop) = (ip.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut refused = 0;
+                while refused < 3 && held.len() < 400 {
+                    let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), 6379)).await
+                    else {
+                        break;
+                    };
+                    let _ = stream.write_all(b"PING\r\n").await;
+                    let mut reply = [0u8; 64];
+                    let n = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut reply))
+                        .await
+                        .map_or(0, |r| r.unwrap_or(0));
+                    if reply[..n].starts_with(b"-ERR max number of clients reached") {
+                        refused += 1;
+                    } else if n > 0 {
+                        // The reply (`NOAUTH` or `PONG`) shows the connection holds a slot.
+                        refused = 0;
+                        held.push(stream);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            held.len()
+        })
+    };
     let until = Instant::now() + Duration::from_secs(25);
     let mut seen_refusing = false;
     while Instant::now() < until {
@@ -250,11 +276,13 @@ async fn a_primary_whose_connection_slots_are_all_taken_is_not_failed_over() {
             .any(|p| p.name == primary && p.message.contains("max number of clients reached"));
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let held = filler.await.unwrap();
+    assert!(held >= 30, "only {held} connections held");
     assert!(
         seen_refusing,
         "the operator never saw the primary's refusal"
     );
-    drop(held);
     let status = wait_converged(&env, "cache", 3).await;
     assert_eq!(status.current_primary.as_deref(), Some(primary.as_str()));
     wait_writes(&writer, 20).await;
