@@ -716,16 +716,27 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         .after(&action)
         .unwrap_or_else(|| persisted.clone());
     let mut requeue = topology::requeue_after(&action, now).unwrap_or(ctx.settings.resync);
+    if replicas >= 2 {
+        // The operator watches the primary itself, not only through pod events: a primary busy in a script or
+        // at maxclients keeps its readiness (see `readiness_script`), and must still be seen within the delay.
+        requeue = requeue.min(topology::watch_interval(policy.failover_delay));
+    }
     if let TopologyAction::DeletePod { pod, .. } = &action {
         replace_pod(ri, ctx, pod).await;
     } else if action.is_command() {
         let leadership = ctx.leadership.clone();
         match topology::execute(&action, &observed, access, || leadership.is_held()).await {
-            Ok(()) => info!(?action, "topology command sent"),
+            Ok(()) => {
+                info!(?action, "topology command sent");
+                disconnect_demoted(&persisted, &action, &observed, ctx, access).await;
+            }
             Err(error) => warn!(%error, ?action, "topology command failed; observing again"),
         }
-    } else if action != TopologyAction::Steady {
-        debug!(?action, "topology step");
+    } else {
+        if action != TopologyAction::Steady {
+            debug!(?action, "topology step");
+        }
+        disconnect_demoted(&persisted, &action, &observed, ctx, access).await;
     }
     report_topology_action(ri, ctx, &persisted, &action).await;
     let roles = desired_roles(&next, &observed, topology::MAX_LAG_BYTES);
@@ -800,6 +811,30 @@ async fn topology_pass(ri: &RedisInstance, ctx: &Context, access: &Access) -> To
         status: next,
         roles,
         requeue,
+    }
+}
+
+/// Disconnects the clients of the servers `action` demoted (`redis_fsm::demoted_by`), once it is carried out.
+async fn disconnect_demoted(
+    persisted: &TopologyStatus,
+    action: &TopologyAction,
+    observed: &[PodReplication],
+    ctx: &Context,
+    access: &Access,
+) {
+    let demoted = redis_fsm::demoted_by(persisted, action, observed);
+    if demoted.is_empty() {
+        return;
+    }
+    let leadership = ctx.leadership.clone();
+    match topology::disconnect_clients(&demoted, observed, access, || leadership.is_held()).await {
+        Ok(clients) => info!(
+            ?demoted,
+            clients, "disconnected the clients of demoted servers"
+        ),
+        Err(error) => {
+            warn!(%error, ?demoted, "could not disconnect the clients of demoted servers")
+        }
     }
 }
 

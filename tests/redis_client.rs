@@ -958,3 +958,229 @@ async fn an_info_over_the_read_cap_is_refused_and_the_observation_still_reads_th
     assert!(state.keys >= 1);
     assert!(!state.run_id.is_empty());
 }
+
+/// A raw client that authenticates as `user` and sends `command` without waiting for its reply (a script that
+/// blocks the server). The connection is returned so it stays open.
+async fn send_raw(
+    port: u16,
+    user: &str,
+    password: &str,
+    command: &[&str],
+) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let resp = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        out
+    };
+    let mut stream = tokio::net::TcpStream::connect((HOST, port)).await.unwrap();
+    stream
+        .write_all(resp(&["AUTH", user, password]).as_bytes())
+        .await
+        .unwrap();
+    let mut ok = [0u8; 5];
+    stream.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    stream.write_all(resp(command).as_bytes()).await.unwrap();
+    stream
+}
+
+/// The operator's users on `server`, plus `app` (every command and key), and the operator's access.
+async fn operator_access(server: &Server) -> redis_operator::redis::Access {
+    use redis_operator::auth::{self, OPERATOR_USER};
+    let resolved = with_the_operators_users(server).await;
+    let access = redis_operator::redis::Access {
+        timeouts: Timeouts::default(),
+        login: auth::operator_login(&resolved),
+        tls: Default::default(),
+    };
+    assert_eq!(
+        access.login.as_ref().map(|l| l.username.as_str()),
+        Some(OPERATOR_USER)
+    );
+    let node = RedisNode::open(HOST, server.port, &access).await.unwrap();
+    let app = ["on", ">app-password", "+@all", "~*", "&*"].map(String::from);
+    node.acl_setuser("app", &app).await.unwrap();
+    access
+}
+
+/// A server busy in a script answers the operator's user (its login is `HELLO`, which a busy server accepts)
+/// with `BUSY`, seen as the refusal `Busy`, not as an unreachable server. The operator's user may kill a script
+/// that did not write; one that wrote is `UNKILLABLE`, and `SHUTDOWN NOSAVE NOW` then stops the server.
+#[tokio::test]
+async fn a_busy_server_is_seen_busy_and_its_script_is_killed_or_the_server_shut_down() {
+    use redis_fsm::Refusal;
+    let a = Server::start_with(&["--lua-time-limit", "300"]);
+    let access = operator_access(&a).await;
+    let observe = || async {
+        let node = RedisNode::open(HOST, a.port, &access).await?;
+        node.observe().await
+    };
+    let busy = || async {
+        until(Duration::from_secs(10), "BUSY", || async {
+            match observe().await {
+                Err(error) if error.refusal() == Some(Refusal::Busy) => Some(()),
+                _ => None,
+            }
+        })
+        .await
+    };
+
+    let _reader = send_raw(
+        a.port,
+        "app",
+        "app-password",
+        &["EVAL", "while true do end", "0"],
+    )
+    .await;
+    busy().await;
+    let unobserved = redis_fsm::Unobserved::from(&observe().await.unwrap_err());
+    assert_eq!(
+        unobserved.refusal,
+        Some(Refusal::Busy),
+        "{}",
+        unobserved.reason
+    );
+    let node = RedisNode::open(HOST, a.port, &access).await.unwrap();
+    assert!(node
+        .kill_script()
+        .await
+        .expect("the operator may kill a script"));
+    // The script stops at its next interrupt check.
+    until(
+        Duration::from_secs(5),
+        "an observation after the kill",
+        || async { observe().await.ok() },
+    )
+    .await;
+    assert!(!node.kill_script().await.unwrap(), "nothing runs any more");
+
+    let _writer = send_raw(
+        a.port,
+        "app",
+        "app-password",
+        &["EVAL", "redis.call('SET', 'k', 'v') while true do end", "0"],
+    )
+    .await;
+    busy().await;
+    let node = RedisNode::open(HOST, a.port, &access).await.unwrap();
+    let refused = node.kill_script().await.unwrap_err();
+    assert!(
+        matches!(&refused, RedisError::Server { code, .. } if code == "UNKILLABLE"),
+        "{refused}"
+    );
+    node.shutdown_nosave()
+        .await
+        .expect("SHUTDOWN NOSAVE in BUSY");
+    until(Duration::from_secs(10), "the server to stop", || async {
+        match RedisNode::open(HOST, a.port, &access).await {
+            Err(RedisError::Connection { .. }) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+}
+
+/// A server whose connection slots are all taken answers `ERR max number of clients reached`: the refusal
+/// `MaxClients` (alive), not an unreachable server, with or without the operator's login.
+#[tokio::test]
+async fn a_server_at_maxclients_is_seen_refusing_not_unreachable() {
+    use redis_fsm::Refusal;
+    use redis_operator::redis::refusal_of;
+    // With the operator's login (authentication on), and without (off).
+    let with_users = Server::start_with(&["--maxclients", "8"]);
+    let without = Server::start_with(&["--maxclients", "8"]);
+    let cases = [
+        (&with_users, operator_access(&with_users).await),
+        (&without, redis_operator::redis::Access::default()),
+    ];
+    for (server, access) in cases {
+        // Every slot taken by a client that answered: connect until three in a row are refused (a slot freed by
+        // a close the server handles late is taken by the next connection).
+        let mut held = Vec::new();
+        let mut refused = 0;
+        while refused < 3 {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect((HOST, server.port))
+                .await
+                .unwrap();
+            let _ = stream.write_all(b"PING\r\n").await;
+            let mut reply = [0u8; 64];
+            let n = stream.read(&mut reply).await.unwrap_or(0);
+            if reply[..n].starts_with(b"-ERR max number of clients reached") {
+                refused += 1;
+            } else {
+                refused = 0;
+                held.push(stream);
+            }
+        }
+        // Each time: the refusal is read as a reply, or the server closed the connection before the first
+        // command was read (then it is read from a connection that sends nothing).
+        for _ in 0..5 {
+            let error = match RedisNode::open(HOST, server.port, &access).await {
+                Ok(node) => node.observe().await.expect_err("refused"),
+                Err(error) => error,
+            };
+            let refusal = refusal_of(&error, HOST, server.port, &access).await;
+            assert_eq!(refusal, Some(Refusal::MaxClients), "{error}");
+        }
+        drop(held);
+        until(Duration::from_secs(10), "an observation", || async {
+            RedisNode::open(HOST, server.port, &access)
+                .await
+                .ok()?
+                .observe()
+                .await
+                .ok()
+        })
+        .await;
+    }
+    // A server that is gone is no refusal.
+    let port = with_users.port;
+    let access = redis_operator::redis::Access::default();
+    drop(with_users);
+    let error = RedisNode::open(HOST, port, &access).await.unwrap_err();
+    assert_eq!(
+        refusal_of(&error, HOST, port, &access).await,
+        None,
+        "{error}"
+    );
+}
+
+/// `CLIENT KILL TYPE normal` and `TYPE pubsub`, as the operator's user, disconnect data and Pub/Sub clients of a
+/// demoted server but neither the connection sending them nor its replication links.
+#[tokio::test]
+async fn client_kill_by_type_spares_the_sender_and_replication_links() {
+    let a = Server::start();
+    let b = Server::start();
+    b.node().await.replicaof(HOST, a.port).await.unwrap();
+    until(Duration::from_secs(10), "b linked to a", || async {
+        let info = b.node().await.info().await.ok()?;
+        info.contains("master_link_status:up").then_some(())
+    })
+    .await;
+    // The link is authenticated at connect time: it stays once `default` needs a password.
+    let access = operator_access(&a).await;
+    let mut data = redis::Client::open(format!("redis://app:app-password@{HOST}:{}", a.port))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: String = redis::cmd("PING").query_async(&mut data).await.unwrap();
+    let _subscriber = send_raw(a.port, "app", "app-password", &["SUBSCRIBE", "news"]).await;
+    let node = RedisNode::open(HOST, a.port, &access).await.unwrap();
+    assert!(
+        node.client_kill_type("normal")
+            .await
+            .expect("the operator may")
+            >= 1
+    );
+    assert_eq!(node.client_kill_type("pubsub").await.unwrap(), 1);
+    node.ping().await.expect("the sender is spared");
+    let dropped: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut data).await;
+    assert!(dropped.is_err(), "the data client was disconnected");
+    let info = node.info().await.unwrap();
+    assert!(info.contains("connected_slaves:1"), "{info}");
+}

@@ -290,9 +290,7 @@ mod tests {
     #[test]
     fn an_unobserved_replica_blocks_the_election() {
         let mut gone = replica(2, "A", 0);
-        gone.server = Err(Unobserved {
-            reason: "timeout".into(),
-        });
+        gone.server = Err(Unobserved::unreachable("timeout"));
         assert_eq!(
             elect(&history("A"), Some("r-0"), &[replica(1, "A", 5), gone]),
             Election::NoSafeCandidate(NoCandidate::Unobserved {
@@ -364,9 +362,7 @@ mod tests {
     fn a_pod_not_created_yet_blocks_one_never_listed_does_not() {
         let mut not_created = replica(2, "", 0);
         not_created.pod_ready = false;
-        not_created.server = Err(Unobserved {
-            reason: "pod does not exist".into(),
-        });
+        not_created.server = Err(Unobserved::unreachable("pod does not exist"));
         assert_eq!(
             elect(
                 &history("A"),

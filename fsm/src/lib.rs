@@ -52,7 +52,7 @@ pub use observation::{
 pub use phase::Phase;
 pub use reasons::Reason;
 pub use replication::{
-    Endpoint, FailoverState, PodReplication, ReplicaLink, ReplicationHistory, ServerRole,
+    Endpoint, FailoverState, PodReplication, Refusal, ReplicaLink, ReplicationHistory, ServerRole,
     ServerState, Unobserved,
 };
 pub use roles::{
@@ -61,7 +61,7 @@ pub use roles::{
 };
 pub use rollout::{caught_up, progress as rollout_progress, RolloutStep};
 pub use topology::{
-    decide, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
+    decide, demoted_by, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
     SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyPolicy,
     TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
 };

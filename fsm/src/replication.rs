@@ -29,6 +29,45 @@ impl fmt::Display for Endpoint {
 pub struct Unobserved {
     /// Human detail for status and logs, e.g. `"connect timed out after 2s"`.
     pub reason: String,
+    /// `Some` when the server *answered*, refusing to be observed: its process is alive. `None` when it
+    /// could not be reached at all (refused or timed-out connection, broken link, unreadable reply).
+    pub refusal: Option<Refusal>,
+}
+
+impl Unobserved {
+    /// A server that could not be reached.
+    pub fn unreachable(reason: impl Into<String>) -> Unobserved {
+        Unobserved {
+            reason: reason.into(),
+            refusal: None,
+        }
+    }
+}
+
+/// How a live server refused the operator's observation. A server that answers is not dead: a failover
+/// must not treat it like one that cannot be reached (see `docs/replication.md`, *A server that refuses*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// `BUSY`: it runs a script or function past `busy-reply-threshold` and serves nobody until that ends,
+    /// is killed (`SCRIPT KILL`, `FUNCTION KILL`) or, once the script wrote, the server is shut down.
+    Busy,
+    /// `ERR max number of clients reached`: every connection slot is taken. The clients it has are still
+    /// served; a new primary would be refused the same way.
+    MaxClients,
+}
+
+impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 2] = [Refusal::Busy, Refusal::MaxClients];
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::Busy => "busy running a script (BUSY)",
+            Refusal::MaxClients => "refusing new connections (max number of clients reached)",
+        })
+    }
 }
 
 /// A replica's view of its link to the server it replicates from (`INFO replication`).
@@ -204,6 +243,11 @@ impl PodReplication {
     /// readiness check, and it is exactly such a replica that a failover promotes.
     pub fn is_electable(&self) -> bool {
         self.is_observed() && !self.pod_deleting && self.node_ready
+    }
+
+    /// How the server refused this pass's observation, when it answered but would not be observed.
+    pub fn refusal(&self) -> Option<Refusal> {
+        self.server.as_ref().err().and_then(|u| u.refusal)
     }
 
     /// Whether the server holds any key.

@@ -184,9 +184,7 @@ mod tests {
     #[test]
     fn says_which_pod_waits_and_why_until_every_pod_serves() {
         let mut unreachable = pod(3, ServerRole::Master);
-        unreachable.server = Err(Unobserved {
-            reason: "timeout".into(),
-        });
+        unreachable.server = Err(Unobserved::unreachable("timeout"));
         let pods = [
             pod(0, ServerRole::Master),
             pod(1, replica_of("10.0.0.0", true, true)),

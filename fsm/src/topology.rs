@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::election::{elect, rank, Election, NoCandidate};
-use crate::replication::{FailoverState, PodReplication, ReplicationHistory};
+use crate::replication::{FailoverState, PodReplication, Refusal, ReplicationHistory};
 use crate::rollout::{self, RolloutStep};
 
 /// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
@@ -218,6 +218,8 @@ impl TopologyStatus {
             | TopologyAction::Wait { .. }
             | TopologyAction::WaitFailoverDelay { .. }
             | TopologyAction::Fence { .. }
+            | TopologyAction::KillScript { .. }
+            | TopologyAction::ShutDown { .. }
             | TopologyAction::Switchover { .. }
             | TopologyAction::Promote { .. }
             | TopologyAction::Repoint { .. }
@@ -246,6 +248,9 @@ pub struct TopologyPolicy {
     pub rollout: RolloutPolicy,
     /// A switchover a person asked for: the pod to make primary.
     pub switchover_request: Option<String>,
+    /// How long, once the failover delay has passed, the operator tries to end a busy primary's script
+    /// (`KillScript`) before it fails over and shuts the busy server down (`ShutDown`).
+    pub script_kill_grace: Duration,
 }
 
 impl Default for TopologyPolicy {
@@ -258,6 +263,7 @@ impl Default for TopologyPolicy {
             max_lag_bytes: 1024 * 1024,
             rollout: RolloutPolicy::default(),
             switchover_request: None,
+            script_kill_grace: Duration::from_secs(2),
         }
     }
 }
@@ -294,6 +300,10 @@ pub enum PrimaryFailure {
     Restarted,
     /// The elected target lost its data or became unelectable before its promotion.
     TargetLost,
+    /// The server answers `BUSY`: a script or function has run past `busy-reply-threshold`, and it
+    /// serves no client until that ends. Alive, not unreachable: after the delay its script is killed,
+    /// and only a script that cannot be killed (it wrote) leads to a failover that shuts it down.
+    Busy,
 }
 
 impl fmt::Display for PrimaryFailure {
@@ -311,6 +321,10 @@ impl fmt::Display for PrimaryFailure {
             PrimaryFailure::TargetLost => write!(
                 f,
                 "the elected replica lost its data or its node before it was promoted"
+            ),
+            PrimaryFailure::Busy => write!(
+                f,
+                "the primary is busy running a script (BUSY) and serves no client"
             ),
         }
     }
@@ -355,6 +369,9 @@ pub enum WaitReason {
     NoCaughtUpReplica,
     /// An earlier switchover was abandoned; the next one may start at this time.
     SwitchoverBackOff(Timestamp),
+    /// The primary answers, but refuses new connections (`maxclients` reached): it is alive and serves
+    /// the clients it has, so it is not failed over (a new primary would be refused the same way).
+    PrimaryRefusingConnections(String),
 }
 
 impl fmt::Display for WaitReason {
@@ -406,6 +423,11 @@ impl fmt::Display for WaitReason {
             WaitReason::NoCaughtUpReplica => write!(
                 f,
                 "the switchover waits for a replica to catch up with the primary"
+            ),
+            WaitReason::PrimaryRefusingConnections(primary) => write!(
+                f,
+                "the primary {primary} is alive but refuses new connections (max number of clients \
+                 reached); it is not failed over"
             ),
             WaitReason::SwitchoverBackOff(at) => write!(
                 f,
@@ -460,7 +482,7 @@ impl fmt::Display for StopReason {
 /// Status writes: `Bootstrap`, `MarkPrimaryFailing`, `ClearPrimaryFailing`, `StartFailover`,
 /// `SetTargetPrimary`, `StartSwitchover`, `AbortSwitchover`, `AbortFailover`, `ConfirmPrimary`
 /// ([`TopologyStatus::after`] computes the new status). Commands to servers: `Fence`,
-/// `Switchover`, `Promote`, `Repoint`. To the API: `DeletePod`. Nothing to do: `Steady`, `Wait`,
+/// `KillScript`, `ShutDown`, `Switchover`, `Promote`, `Repoint`. To the API: `DeletePod`. Nothing to do: `Steady`, `Wait`,
 /// `WaitFailoverDelay`, `Stop`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TopologyAction {
@@ -549,6 +571,20 @@ pub enum TopologyAction {
         /// The in-sync replica taking over.
         to: String,
     },
+    /// `SCRIPT KILL` (or `FUNCTION KILL`) on the busy primary, once the failover delay has passed:
+    /// a script that has not written ends, and the primary serves again without a failover.
+    KillScript {
+        /// The busy primary.
+        pod: String,
+    },
+    /// `SHUTDOWN NOSAVE NOW` on a busy server that a failover must fence: a script that wrote cannot
+    /// be killed, and a busy server accepts neither `REPLICAOF` nor `CLIENT KILL`, so stopping the
+    /// process is the only fence. Its container restarts parked (the boot guard); the script's writes,
+    /// never replicated nor acknowledged, are discarded.
+    ShutDown {
+        /// The busy server.
+        pod: String,
+    },
     /// `REPLICAOF NO ONE` on this pod.
     Promote {
         /// The pod to promote.
@@ -597,11 +633,42 @@ impl TopologyAction {
         matches!(
             self,
             TopologyAction::Fence { .. }
+                | TopologyAction::KillScript { .. }
+                | TopologyAction::ShutDown { .. }
                 | TopologyAction::Switchover { .. }
                 | TopologyAction::Promote { .. }
                 | TopologyAction::Repoint { .. }
                 | TopologyAction::DeletePod { .. }
         )
+    }
+}
+
+/// The servers `action` demotes from master, once it is carried out: the old primary a `Fence`
+/// parks, a returning master a `Repoint` brings under the primary, the primary a confirmed switchover
+/// handed over from. Their normal and Pub/Sub clients are disconnected then (`CLIENT KILL TYPE normal`,
+/// `TYPE pubsub`), so pooled connections reconnect through the `NAME` Service to the new primary
+/// instead of getting `READONLY` (or writing to a server about to be re-pointed). Replication links
+/// (`TYPE master`, `TYPE replica`) are other client types and stay.
+pub fn demoted_by(
+    status: &TopologyStatus,
+    action: &TopologyAction,
+    pods: &[PodReplication],
+) -> Vec<String> {
+    match action {
+        TopologyAction::Fence { pods: names } | TopologyAction::Repoint { pods: names, .. } => {
+            names
+                .iter()
+                .filter(|name| find(pods, name).is_some_and(PodReplication::is_master))
+                .cloned()
+                .collect()
+        }
+        TopologyAction::ConfirmPrimary { pod, .. } => status
+            .switchover_in_flight()
+            .map(|s| s.from.clone())
+            .filter(|from| from != pod)
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -728,6 +795,15 @@ fn to_fence(old: &str, exclude: Option<&str>, pods: &[PodReplication]) -> Vec<St
         .collect()
 }
 
+/// The old primary answers `BUSY`: it may still be a master, and a busy server accepts no
+/// `REPLICAOF`. Once its script ends (killed or not) it would accept writes again, so it is shut down
+/// before anyone is elected, and whenever it is seen busy again before the new primary is confirmed.
+fn busy_old_primary(old: &str, pods: &[PodReplication]) -> Option<TopologyAction> {
+    find(pods, old)
+        .filter(|p| p.refusal() == Some(Refusal::Busy))
+        .map(|p| TopologyAction::ShutDown { pod: p.pod.clone() })
+}
+
 /// Whether the recorded primary is still the same process with the same history: it lost nothing.
 fn is_intact(status: &TopologyStatus, pod: &PodReplication) -> bool {
     let (Some(run_id), Some(history)) = (&status.primary_run_id, &status.primary_history) else {
@@ -744,6 +820,9 @@ fn fence_and_elect(
     current: &str,
     pods: &[PodReplication],
 ) -> TopologyAction {
+    if let Some(busy) = busy_old_primary(current, pods) {
+        return busy;
+    }
     let fence = to_fence(current, None, pods);
     if !fence.is_empty() {
         return TopologyAction::Fence { pods: fence };
@@ -870,6 +949,9 @@ fn continue_failover(
             },
         };
     }
+    if let Some(busy) = busy_old_primary(current, pods) {
+        return busy;
+    }
     let fence = to_fence(current, Some(target), pods);
     if !fence.is_empty() {
         return TopologyAction::Fence { pods: fence };
@@ -910,6 +992,22 @@ fn watch_primary(
     let failure = match find(pods, current) {
         None => PrimaryFailure::PodMissing,
         Some(pod) => match &pod.server {
+            // Alive, serving the clients it has: no failover (a new primary would be refused the same
+            // way). Its readiness probe is refused too, so pod readiness is not held against it.
+            Err(unobserved) if unobserved.refusal == Some(Refusal::MaxClients) => {
+                if pod.pod_deleting {
+                    PrimaryFailure::PodDeleting
+                } else if !pod.node_ready {
+                    PrimaryFailure::NodeNotReady
+                } else if status.primary_failing_since.is_some() {
+                    return TopologyAction::ClearPrimaryFailing;
+                } else {
+                    return TopologyAction::Wait {
+                        reason: WaitReason::PrimaryRefusingConnections(current.to_string()),
+                    };
+                }
+            }
+            Err(unobserved) if unobserved.refusal == Some(Refusal::Busy) => PrimaryFailure::Busy,
             Err(unobserved) => PrimaryFailure::Unreachable(unobserved.reason.clone()),
             Ok(state) if state.loading => PrimaryFailure::Unreachable("loading its dataset".into()),
             Ok(state) => {
@@ -981,7 +1079,15 @@ fn watch_primary(
         },
         Some(since) => {
             let until = since.after(policy.failover_delay);
-            if now >= until {
+            if now >= until
+                && failure == PrimaryFailure::Busy
+                && now < until.after(policy.script_kill_grace)
+            {
+                // First try to end the script: a primary that serves again needs no failover.
+                TopologyAction::KillScript {
+                    pod: current.to_string(),
+                }
+            } else if now >= until {
                 TopologyAction::StartFailover { failure }
             } else {
                 TopologyAction::WaitFailoverDelay {

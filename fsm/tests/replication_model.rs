@@ -204,9 +204,7 @@ impl Cluster {
                         failover_state: FailoverState::None,
                     })
                 } else {
-                    Err(Unobserved {
-                        reason: "connection refused".into(),
-                    })
+                    Err(Unobserved::unreachable("connection refused"))
                 };
                 PodReplication {
                     pod: name(i),

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use redis_fsm::{
-    decide, desired_roles, elect, in_sync_replicas, label_patches, plan_scale_down, Election,
-    Endpoint, FailoverState, NoCandidate, PodReplication, PrimaryFailure, ReplicaLink,
-    ReplicationHistory, RoleLabel, RolloutPolicy, RolloutStep, ScaleDown, ServerRole, ServerState,
-    StopReason, SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction,
-    TopologyPolicy, TopologyStatus, Unobserved, WaitReason,
+    decide, demoted_by, desired_roles, elect, in_sync_replicas, label_patches, plan_scale_down,
+    Election, Endpoint, FailoverState, NoCandidate, PodReplication, PrimaryFailure, Refusal,
+    ReplicaLink, ReplicationHistory, RoleLabel, RolloutPolicy, RolloutStep, ScaleDown, ServerRole,
+    ServerState, StopReason, SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp,
+    TopologyAction, TopologyPolicy, TopologyStatus, Unobserved, WaitReason,
 };
 
 const IDS: [&str; 3] = ["A", "B", "C"];
@@ -78,6 +78,7 @@ fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
             proptest::option::weighted(0.85, server()),
             proptest::bool::weighted(0.1),
             proptest::bool::weighted(0.3),
+            proptest::option::weighted(0.4, proptest::sample::select(Refusal::ALL.to_vec())),
         ),
         1..5,
     )
@@ -86,7 +87,10 @@ fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
             .into_iter()
             .enumerate()
             .map(
-                |(i, (pod_ready, pod_deleting, node_ready, server, node_cordoned, outdated))| {
+                |(
+                    i,
+                    (pod_ready, pod_deleting, node_ready, server, node_cordoned, outdated, refusal),
+                )| {
                     let i = i as u32;
                     PodReplication {
                         pod: name(i),
@@ -99,6 +103,7 @@ fn pods() -> impl Strategy<Value = Vec<PodReplication>> {
                         outdated,
                         server: server.ok_or(Unobserved {
                             reason: "timeout".into(),
+                            refusal,
                         }),
                     }
                 },
@@ -224,6 +229,11 @@ fn reflect(pods: &mut [PodReplication], action: &TopologyAction) {
             }
         }
         TopologyAction::Promote { pod } => promote(pods, pod),
+        // The process stopped; its container restarts it later.
+        TopologyAction::ShutDown { pod } => {
+            let i = pod_index(pods, pod);
+            pods[i].server = Err(Unobserved::unreachable("connection refused"));
+        }
         TopologyAction::DeletePod { pod, .. } => {
             let i = pod_index(pods, pod);
             pods[i].pod_deleting = true;
@@ -285,9 +295,69 @@ proptest! {
         if let Some(next) = status.after(&action) {
             prop_assert!(action.is_status_write() && !action.is_command());
             prop_assert_ne!(decide(&next, &pods, &policy, now), action);
-        } else if action.is_command() {
+        } else if action.is_command() && !matches!(action, TopologyAction::KillScript { .. }) {
+            // `KillScript` is repeated while its grace runs: a script that wrote cannot be killed and
+            // leaves the observation as it was; the clock moves it on (see the busy-primary example).
             reflect(&mut pods, &action);
             prop_assert_ne!(decide(&status, &pods, &policy, now), action);
+        }
+    }
+
+    /// A busy old primary (it may still be a master, and accepts no `REPLICAOF`) is shut down before
+    /// anyone is elected, promoted or confirmed in its place.
+    #[test]
+    fn a_busy_old_primary_is_shut_down_before_another_pod_takes_over(
+        status in status(),
+        pods in pods(),
+        replicas in 1..4u32,
+        now in 0..60_000i64,
+    ) {
+        let action = decide(&status, &pods, &policy(replicas), Timestamp(now));
+        let busy_current = status.current_primary.as_deref().is_some_and(|current| {
+            pods.iter().any(|p| p.pod == current && p.refusal() == Some(Refusal::Busy))
+        });
+        if busy_current && status.failover_in_flight() {
+            prop_assert!(
+                !matches!(
+                    action,
+                    TopologyAction::SetTargetPrimary { .. }
+                        | TopologyAction::Promote { .. }
+                        | TopologyAction::ConfirmPrimary { .. }
+                        | TopologyAction::Switchover { .. }
+                ),
+                "{:?} while the old primary is busy",
+                action
+            );
+        }
+    }
+
+    /// A primary that refuses new connections (maxclients) is alive: no failover starts for it
+    /// unless its pod is being deleted or its node is not Ready.
+    #[test]
+    fn a_primary_at_maxclients_is_never_failed_over(
+        status in status(),
+        pods in pods(),
+        replicas in 1..4u32,
+        now in 0..60_000i64,
+    ) {
+        let action = decide(&status, &pods, &policy(replicas), Timestamp(now));
+        let refusing = status.current_primary.as_deref().and_then(|current| {
+            pods.iter().find(|p| p.pod == current && p.refusal() == Some(Refusal::MaxClients))
+        });
+        if let Some(primary) = refusing.filter(|p| !p.pod_deleting && p.node_ready) {
+            if !status.failover_in_flight() && stray_free(&pods) {
+                prop_assert!(
+                    !matches!(
+                        action,
+                        TopologyAction::MarkPrimaryFailing { .. }
+                            | TopologyAction::StartFailover { .. }
+                            | TopologyAction::KillScript { .. }
+                    ),
+                    "{:?} for {} at maxclients",
+                    action,
+                    primary.pod
+                );
+            }
         }
     }
 
@@ -346,6 +416,12 @@ proptest! {
         let primary_ok = pods[0].pod_ready && pods[0].node_ready;
         prop_assert_eq!(fails_over, !primary_ok && would_help, "{:?}", action);
     }
+}
+
+/// No replica follows an address that belongs to no pod (those are parked before anything else).
+fn stray_free(pods: &[PodReplication]) -> bool {
+    pods.iter()
+        .all(|p| p.replica_link().is_none() || pods.iter().any(|q| p.follows(&q.endpoint)))
 }
 
 // Worked examples.
@@ -515,9 +591,7 @@ fn every_pod_not_ready_while_the_servers_serve_keeps_the_primary() {
 #[test]
 fn an_unreachable_primary_fails_over_after_the_delay_from_the_persisted_since() {
     let (status, mut pods) = healthy();
-    pods[0].server = Err(Unobserved {
-        reason: "connection refused".into(),
-    });
+    pods[0].server = Err(Unobserved::unreachable("connection refused"));
     let failure = PrimaryFailure::Unreachable("connection refused".into());
     let mark = decide(&status, &pods, &policy(3), Timestamp(1_000));
     assert_eq!(
@@ -593,9 +667,7 @@ fn a_primary_that_restarted_empty_is_failed_over_at_once() {
 fn no_replica_with_the_primary_history_stops_for_manual_intervention() {
     let (mut status, mut pods) = healthy();
     status.target_primary = Some(TargetPrimary::Pending);
-    pods[0].server = Err(Unobserved {
-        reason: "timeout".into(),
-    });
+    pods[0].server = Err(Unobserved::unreachable("timeout"));
     pods[1].server = Ok(state("run-1", replica_of(1, false, 50), "B", 50, 5));
     pods[2].server = Ok(state("run-2", replica_of(2, false, 0), "C", 0, 0));
     assert_eq!(
@@ -607,9 +679,7 @@ fn no_replica_with_the_primary_history_stops_for_manual_intervention() {
         }
     );
     // An unobserved replica might hold the newest confirmed write: wait for it.
-    pods[1].server = Err(Unobserved {
-        reason: "timeout".into(),
-    });
+    pods[1].server = Err(Unobserved::unreachable("timeout"));
     assert_eq!(
         decide(&status, &pods, &policy(3), Timestamp(0)),
         TopologyAction::Wait {
@@ -633,12 +703,7 @@ fn before_any_primary_an_unobservable_outdated_pod_is_replaced_one_at_a_time() {
         )
     };
     let never_started = |i: u32| {
-        let mut p = pod(
-            i,
-            Err(Unobserved {
-                reason: "no address".into(),
-            }),
-        );
+        let mut p = pod(i, Err(Unobserved::unreachable("no address")));
         p.outdated = true;
         p
     };
@@ -758,9 +823,7 @@ fn an_aborted_failover_keeps_the_primary_run_id_and_history() {
     status.primary_failing_since = Some(Timestamp(0));
     // Fenced: the old primary and cache-2 are parked; cache-1 cannot be observed.
     pods[0].server = Ok(state("run-0", replica_of(0, false, 100), "A", 100, 10));
-    pods[1].server = Err(Unobserved {
-        reason: "timeout".into(),
-    });
+    pods[1].server = Err(Unobserved::unreachable("timeout"));
     pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
     let abort = decide(&status, &pods, &policy(3), Timestamp(0));
     assert_eq!(abort, TopologyAction::AbortFailover { primary: name(0) });
@@ -793,9 +856,7 @@ fn an_aborted_failover_keeps_the_primary_run_id_and_history() {
 fn failover_with_a_wiped_replica() -> (TopologyStatus, Vec<PodReplication>) {
     let (mut status, mut pods) = healthy();
     status.target_primary = Some(TargetPrimary::Pending);
-    pods[0].server = Err(Unobserved {
-        reason: "timeout".into(),
-    });
+    pods[0].server = Err(Unobserved::unreachable("timeout"));
     // Restarted empty and parked by the boot guard; cache-2 was fenced.
     pods[1].server = Ok(state("run-5", replica_of(1, false, 0), "Z", 0, 0));
     pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
@@ -867,9 +928,7 @@ fn a_failover_stops_when_the_old_primary_returns_without_the_writes_a_replica_lo
 fn a_failover_waits_for_a_more_advanced_replica_being_deleted() {
     let (mut status, mut pods) = healthy();
     status.target_primary = Some(TargetPrimary::Pending);
-    pods[0].server = Err(Unobserved {
-        reason: "timeout".into(),
-    });
+    pods[0].server = Err(Unobserved::unreachable("timeout"));
     pods[1].server = Ok(state("run-1", replica_of(1, false, 100), "A", 100, 10));
     pods[1].pod_deleting = true;
     pods[2].server = Ok(state("run-2", replica_of(2, false, 90), "A", 90, 9));
@@ -906,9 +965,7 @@ fn replicas_following_an_address_no_pod_has_are_parked_first() {
     );
     // The same when the pod is gone altogether (it is passed with no address).
     pods[0].endpoint.host = String::new();
-    pods[0].server = Err(Unobserved {
-        reason: "the pod does not exist".into(),
-    });
+    pods[0].server = Err(Unobserved::unreachable("the pod does not exist"));
     assert_eq!(
         decide(&status, &pods, &policy(3), Timestamp(0)),
         TopologyAction::Fence {
@@ -1184,9 +1241,7 @@ fn a_rolling_update_waits_for_the_replaced_replica_and_replaces_a_broken_one_fir
     );
     // cache-2, outdated, crash-loops: replacing it is what may repair it.
     pods[2].pod_ready = false;
-    pods[2].server = Err(Unobserved {
-        reason: "connection refused".into(),
-    });
+    pods[2].server = Err(Unobserved::unreachable("connection refused"));
     assert_eq!(
         decide(&status, &pods, &policy(3), Timestamp(0)),
         TopologyAction::DeletePod {
@@ -1297,4 +1352,159 @@ fn a_cordoned_primary_switches_over_once() {
         1,
         "{actions:?}"
     );
+}
+
+fn busy() -> Unobserved {
+    Unobserved {
+        reason: "INFO was refused: BUSY".into(),
+        refusal: Some(Refusal::Busy),
+    }
+}
+
+#[test]
+fn a_busy_primary_has_its_script_killed_after_the_delay_and_is_kept_when_that_works() {
+    let (status, mut pods) = healthy();
+    let running = pods[0].server.clone();
+    pods[0].server = Err(busy());
+    let mark = decide(&status, &pods, &policy(3), Timestamp(1_000));
+    assert_eq!(
+        mark,
+        TopologyAction::MarkPrimaryFailing {
+            since: Timestamp(1_000),
+            failure: PrimaryFailure::Busy
+        }
+    );
+    let status = status.after(&mark).expect("status write");
+    assert!(matches!(
+        decide(&status, &pods, &policy(3), Timestamp(10_999)),
+        TopologyAction::WaitFailoverDelay { .. }
+    ));
+    // The delay passed: the script is killed (repeatedly, while the grace of 2 s runs).
+    for now in [11_000, 12_999] {
+        assert_eq!(
+            decide(&status, &pods, &policy(3), Timestamp(now)),
+            TopologyAction::KillScript { pod: name(0) }
+        );
+    }
+    // Killed: the same process answers again, nothing moved.
+    pods[0].server = running;
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(11_500)),
+        TopologyAction::ClearPrimaryFailing
+    );
+}
+
+#[test]
+fn a_primary_busy_in_a_script_that_wrote_is_shut_down_before_a_replica_is_promoted() {
+    let (status, mut pods) = healthy();
+    pods[0].server = Err(busy());
+    let status = TopologyStatus {
+        primary_failing_since: Some(Timestamp(1_000)),
+        ..status
+    };
+    // The kill did not help within its grace: fail over.
+    let start = decide(&status, &pods, &policy(3), Timestamp(13_000));
+    assert_eq!(
+        start,
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::Busy
+        }
+    );
+    let status = status.after(&start).expect("status write");
+    // Nothing can park a busy server (REPLICAOF is refused): it is shut down, before anyone is elected.
+    let shut = decide(&status, &pods, &policy(3), Timestamp(13_100));
+    assert_eq!(shut, TopologyAction::ShutDown { pod: name(0) });
+    assert!(demoted_by(&status, &shut, &pods).is_empty());
+    pods[0].server = Err(Unobserved::unreachable("connection refused"));
+    // Then as for an unreachable primary: its replicas are parked, the most advanced is elected.
+    let fence = decide(&status, &pods, &policy(3), Timestamp(13_200));
+    assert_eq!(
+        fence,
+        TopologyAction::Fence {
+            pods: vec![name(1), name(2)]
+        }
+    );
+    reflect(&mut pods, &fence);
+    let elect = decide(&status, &pods, &policy(3), Timestamp(13_300));
+    assert_eq!(elect, TopologyAction::SetTargetPrimary { pod: name(1) });
+    let status = status.after(&elect).expect("status write");
+    // Busy again before the promotion (its container restarted and a script runs at once, or the first
+    // shutdown did not land): shut down again, never promote beside it.
+    pods[0].server = Err(busy());
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(13_400)),
+        TopologyAction::ShutDown { pod: name(0) }
+    );
+}
+
+#[test]
+fn a_primary_at_maxclients_is_alive_and_not_failed_over() {
+    let (status, mut pods) = healthy();
+    pods[0].server = Err(Unobserved {
+        reason: "INFO was refused: max number of clients reached".into(),
+        refusal: Some(Refusal::MaxClients),
+    });
+    // Its readiness probe is refused too: the pod turns not Ready. Still no failover.
+    pods[0].pod_ready = false;
+    let wait = TopologyAction::Wait {
+        reason: WaitReason::PrimaryRefusingConnections(name(0)),
+    };
+    assert_eq!(decide(&status, &pods, &policy(3), Timestamp(1_000)), wait);
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(1_000_000)),
+        wait
+    );
+    // A failing mark from before (it was unreachable a moment) is cleared: it answers.
+    let marked = TopologyStatus {
+        primary_failing_since: Some(Timestamp(0)),
+        ..status.clone()
+    };
+    assert_eq!(
+        decide(&marked, &pods, &policy(3), Timestamp(60_000)),
+        TopologyAction::ClearPrimaryFailing
+    );
+    // A pod being deleted is failed over as before, whatever its server answers.
+    pods[0].pod_deleting = true;
+    assert_eq!(
+        decide(&marked, &pods, &policy(3), Timestamp(60_000)),
+        TopologyAction::StartFailover {
+            failure: PrimaryFailure::PodDeleting
+        }
+    );
+}
+
+#[test]
+fn demoted_masters_are_the_fenced_or_repointed_masters_and_a_switchovers_old_primary() {
+    let (status, pods) = healthy();
+    let fence = TopologyAction::Fence {
+        pods: vec![name(0), name(1)],
+    };
+    // cache-1 was a replica already: its clients stay.
+    assert_eq!(demoted_by(&status, &fence, &pods), vec![name(0)]);
+    let repoint = TopologyAction::Repoint {
+        pods: vec![name(2)],
+        to: name(0),
+    };
+    assert!(demoted_by(&status, &repoint, &pods).is_empty());
+    let confirm = TopologyAction::ConfirmPrimary {
+        pod: name(1),
+        run_id: "run-1".into(),
+        history: ReplicationHistory {
+            replid: "P".into(),
+            replid2: Some("A".into()),
+            second_offset: Some(101),
+        },
+    };
+    // A failover's confirmation demotes nobody (the old primary was fenced); a switchover's demotes its source.
+    assert!(demoted_by(&status, &confirm, &pods).is_empty());
+    let switching = TopologyStatus {
+        target_primary: Some(TargetPrimary::Pod(name(1))),
+        switchover: Some(SwitchoverRecord {
+            from: name(0),
+            reason: SwitchoverReason::Requested,
+            since: Timestamp(0),
+        }),
+        ..status
+    };
+    assert_eq!(demoted_by(&switching, &confirm, &pods), vec![name(0)]);
 }

@@ -280,11 +280,17 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
 }
 
 /// The readiness probe's shell script, calling Redis with `cli` (`redis-cli` and its authentication options).
+///
+/// A server that answers `BUSY` (a script runs) or `max number of clients reached` is alive and keeps the
+/// readiness it had: the operator decides about it (it kills the script, or shuts a server whose script wrote
+/// down before a failover; it never fails over for full connection slots), and a pod that turned not Ready only
+/// because its probe was refused would be failed over as not Ready once the script is killed.
 pub fn readiness_script(cli: &str) -> String {
     format!(
-        "r=$({cli} -h \"$POD_IP\" -p {REDIS_PORT} info replication) || exit 1; case \"$r\" in \
+        "r=$({cli} -h \"$POD_IP\" -p {REDIS_PORT} info replication 2>&1); case \"$r\" in \
          *role:master*) exit 0 ;; *master_sync_in_progress:1*) exit 1 ;; \
-         *master_link_status:up*) exit 0 ;; esac; exit 1"
+         *master_link_status:up*) exit 0 ;; *BUSY*|*\"max number of clients reached\"*) exit 0 ;; \
+         esac; exit 1"
     )
 }
 

@@ -17,6 +17,11 @@ pub const DATA_DIR: &str = "/data";
 /// The port Redis listens on.
 pub const REDIS_PORT: i32 = 6379;
 
+/// The directive of the busy-reply default (see [`settings`]).
+pub const BUSY_REPLY_THRESHOLD_KEY: &str = "lua-time-limit";
+/// The default busy-reply threshold, in milliseconds: below the operator's 2 s command bound.
+pub const BUSY_REPLY_THRESHOLD_MS: u64 = 1000;
+
 /// Directives the operator sets itself: the pod layout and the replication topology depend on them, so users
 /// may not override them. `bind` is passed on the command line with the pod's own address (as are `replicaof`
 /// and `replica-announce-ip`, refused below as dangerous and managed); `min-replicas-*` come from
@@ -175,9 +180,25 @@ pub fn settings(
     user: &BTreeMap<String, String>,
     replication: &ReplicationSpec,
 ) -> Vec<(String, String)> {
+    // A script that blocks the server answers `BUSY` after this threshold, and waits silently before it. At
+    // 1 s, below the operator's command bound (2 s), a busy server is always seen as busy (alive: its script is
+    // killed, or it is shut down before a failover), never as a timeout (unreachable: failed over without being
+    // fenced). `lua-time-limit` is the name Redis 6 and 7 both read (7 calls it `busy-reply-threshold`); a value
+    // in `spec.config` under either name replaces this default.
+    let busy = ["lua-time-limit", "busy-reply-threshold"];
+    let busy_default = (!user
+        .keys()
+        .any(|key| busy.iter().any(|b| key.eq_ignore_ascii_case(b))))
+    .then(|| {
+        (
+            BUSY_REPLY_THRESHOLD_KEY.to_string(),
+            BUSY_REPLY_THRESHOLD_MS.to_string(),
+        )
+    });
     let owned = owned_settings(replication)
         .into_iter()
-        .map(|(key, value)| (key.to_string(), value));
+        .map(|(key, value)| (key.to_string(), value))
+        .chain(busy_default);
     let user = user.iter().map(|(key, value)| {
         let value = if value.is_empty() {
             "\"\"".to_string()
@@ -262,10 +283,17 @@ mod tests {
                 "supervised no",
                 "logfile \"\"",
                 "repl-diskless-sync-delay 0",
+                "lua-time-limit 1000",
                 "appendonly yes",
                 "maxmemory 100mb"
             ]
         );
+        // The busy threshold is a default: the user's value, under either name, replaces it.
+        for key in ["busy-reply-threshold", "LUA-TIME-LIMIT"] {
+            let rendered = render(&config(&[(key, "5000")]), &ReplicationSpec::default());
+            assert!(!rendered.contains("lua-time-limit 1000"), "{rendered}");
+            assert!(rendered.contains(&format!("{key} 5000")), "{rendered}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use redis_fsm::{
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
 use crate::build::redis_conf::REDIS_PORT;
 use crate::names::{pod_name, ROLE_LABEL};
-use crate::redis::{Access, RedisError, RedisNode};
+use crate::redis::{refusal_of, Access, RedisError, RedisNode};
 
 /// The value of `status.targetPrimary` while a failover has started and nobody is elected yet.
 pub const PENDING: &str = "Pending";
@@ -189,17 +189,30 @@ pub async fn observe(
         let pod = pods.iter().find(|p| p.name_any() == name).cloned();
         async move {
             let server = match pod.as_deref().and_then(endpoint) {
-                None => Err(Unobserved {
-                    reason: if pod.is_some() {
-                        "the pod has no IP yet".into()
-                    } else {
-                        "the pod does not exist".into()
-                    },
-                }),
-                Some(at) => match RedisNode::open(&at.host, at.port, access).await {
-                    Ok(node) => node.observe().await.map_err(|e| Unobserved::from(&e)),
-                    Err(e) => Err(Unobserved::from(&e)),
-                },
+                None => Err(Unobserved::unreachable(if pod.is_some() {
+                    "the pod has no IP yet"
+                } else {
+                    "the pod does not exist"
+                })),
+                Some(at) => {
+                    let observed = match RedisNode::open(&at.host, at.port, access).await {
+                        Ok(node) => node.observe().await,
+                        Err(e) => Err(e),
+                    };
+                    match observed {
+                        Ok(state) => Ok(state),
+                        // A live server that refuses (BUSY, maxclients) is not an unreachable one.
+                        Err(e) => {
+                            let mut unobserved = Unobserved::from(&e);
+                            unobserved.refusal = refusal_of(&e, &at.host, at.port, access).await;
+                            if let (Some(refusal), None) = (unobserved.refusal, e.refusal()) {
+                                // Read from a second connection: say what the server said.
+                                unobserved.reason = format!("{}; {refusal}", unobserved.reason);
+                            }
+                            Err(unobserved)
+                        }
+                    }
+                }
             };
             pod_replication(instance, ordinal, pod.as_deref(), context, server)
         }
@@ -272,6 +285,20 @@ pub async fn execute(
                     .await?;
             }
         }
+        TopologyAction::KillScript { pod } => {
+            let at = endpoint_of(pod)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("SCRIPT KILL"));
+            }
+            node(at).await?.kill_script().await?;
+        }
+        TopologyAction::ShutDown { pod } => {
+            let at = endpoint_of(pod)?;
+            if !leading() {
+                return Err(CommandError::NotLeading("SHUTDOWN NOSAVE"));
+            }
+            node(at).await?.shutdown_nosave().await?;
+        }
         TopologyAction::Switchover { from, to } => {
             let at = endpoint_of(from)?;
             let target = endpoint_of(to)?;
@@ -286,6 +313,47 @@ pub async fn execute(
         _ => {}
     }
     Ok(())
+}
+
+/// Disconnects the normal and Pub/Sub clients of `demoted` (see `redis_fsm::demoted_by`), after the command
+/// that demoted them was carried out: pooled connections reconnect to the new primary instead of getting
+/// `READONLY`. The connection sending the kill is spared (`SKIPME yes`), and replication links are other client
+/// types. Every pod is tried; the first failure is returned. Returns how many clients were disconnected.
+pub async fn disconnect_clients(
+    demoted: &[String],
+    pods: &[PodReplication],
+    access: &Access,
+    leading: impl Fn() -> bool,
+) -> Result<u64, CommandError> {
+    let mut killed = 0;
+    let mut first_error = None;
+    for name in demoted {
+        let Some(at) = pods
+            .iter()
+            .find(|p| p.pod == *name && !p.endpoint.host.is_empty())
+            .map(|p| p.endpoint.clone())
+        else {
+            first_error.get_or_insert(CommandError::NoAddress(name.clone()));
+            continue;
+        };
+        if !leading() {
+            return Err(CommandError::NotLeading("CLIENT KILL"));
+        }
+        let outcome = async {
+            let node = RedisNode::open(&at.host, at.port, access).await?;
+            Ok::<_, RedisError>(
+                node.client_kill_type("normal").await? + node.client_kill_type("pubsub").await?,
+            )
+        }
+        .await;
+        match outcome {
+            Ok(n) => killed += n,
+            Err(error) => {
+                first_error.get_or_insert(error.into());
+            }
+        }
+    }
+    first_error.map_or(Ok(killed), Err)
 }
 
 /// The role label a pod carries now.
@@ -474,6 +542,12 @@ fn time_until(at: Timestamp, now: Timestamp) -> Duration {
     )
 }
 
+/// How often a replicated instance is observed while steady: the failover delay, at least 2 s and at most 5 s. A
+/// failing primary that no pod event announces (a busy primary keeps its readiness) is seen within that.
+pub fn watch_interval(failover_delay: Duration) -> Duration {
+    failover_delay.clamp(Duration::from_secs(2), Duration::from_secs(5))
+}
+
 /// How soon to look again after `action`: quickly while the topology moves, at the failover deadline
 /// while the delay runs, `None` (the normal resync) when steady.
 pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
@@ -565,9 +639,7 @@ mod tests {
             2,
             None,
             &PodContext::default(),
-            Err(Unobserved {
-                reason: "gone".into(),
-            }),
+            Err(Unobserved::unreachable("gone")),
         );
         assert_eq!(p.pod, "c-2");
         assert!(!p.is_observed() && !p.is_electable() && !p.pod_ready);
@@ -596,9 +668,7 @@ mod tests {
                 2,
                 None,
                 &PodContext::default(),
-                Err(Unobserved {
-                    reason: "refused".into(),
-                }),
+                Err(Unobserved::unreachable("refused")),
             ),
         ];
         let previous = vec![PodStatus {
@@ -687,6 +757,19 @@ mod tests {
         assert_eq!(scale_down_hold("c", 1, Some(3), &moving), Some(3));
         // Another instance's pod name with the same prefix is not an ordinal of this one.
         assert_eq!(scale_down_hold("c", 1, Some(3), &status("cache-2")), None);
+    }
+
+    #[test]
+    fn a_steady_replicated_instance_is_watched_within_the_failover_delay() {
+        assert_eq!(watch_interval(Duration::ZERO), Duration::from_secs(2));
+        assert_eq!(
+            watch_interval(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            watch_interval(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

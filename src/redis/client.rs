@@ -23,7 +23,7 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
 use futures::FutureExt;
-use redis_fsm::{ServerState, Unobserved};
+use redis_fsm::{Refusal, ServerState, Unobserved};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -213,6 +213,22 @@ pub enum RedisError {
     },
 }
 
+impl RedisError {
+    /// How a live server refused: `BUSY` (a script or function runs past `busy-reply-threshold`), or
+    /// `ERR max number of clients reached`. `None` for every other failure, including an unreachable server.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            RedisError::Server { code, .. } if code == "BUSY" => Some(Refusal::Busy),
+            RedisError::Server { message, .. }
+                if message.contains("max number of clients reached") =>
+            {
+                Some(Refusal::MaxClients)
+            }
+            _ => None,
+        }
+    }
+}
+
 impl std::fmt::Debug for RedisError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "RedisError({self})")
@@ -225,8 +241,56 @@ impl From<&RedisError> for Unobserved {
     fn from(error: &RedisError) -> Self {
         Unobserved {
             reason: bounded_text(&error.to_string(), 2 * MAX_ERROR_TEXT),
+            refusal: error.refusal(),
         }
     }
+}
+
+/// The refusal behind `error` from a call to `host:port`, if any (see [`RedisError::refusal`]). A server at
+/// `maxclients` writes its refusal as soon as it accepts a connection and closes it, so the first command may
+/// meet a closed socket (broken pipe, reset, end of stream) instead of the reply. Then, and only then, one more
+/// plain connection sends nothing and reads what the server says unprompted, within the connect bound: a server
+/// says nothing to a new connection unless it refuses it. Over TLS the refusal is not readable: `None`.
+pub async fn refusal_of(
+    error: &RedisError,
+    host: &str,
+    port: u16,
+    access: &Access,
+) -> Option<Refusal> {
+    if let Some(refusal) = error.refusal() {
+        return Some(refusal);
+    }
+    let closed_after_connect =
+        matches!(error, RedisError::Connection { command, .. } if *command != "connect");
+    if !closed_after_connect || access.tls.contains_key(host) {
+        return None;
+    }
+    let _place = CONNECTIONS.clone().acquire_owned().await.ok()?;
+    let listen = async {
+        use tokio::io::AsyncReadExt;
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await.ok()?;
+        let mut said = Vec::new();
+        let mut buf = [0u8; 128];
+        // At most a few lines: the refusal is one short line.
+        while said.len() < 512 {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            said.extend_from_slice(&buf[..n]);
+            if said.ends_with(b"\r\n") {
+                break;
+            }
+        }
+        Some(said)
+    };
+    let said = tokio::time::timeout(access.timeouts.connect, listen)
+        .await
+        .ok()
+        .flatten()?;
+    String::from_utf8_lossy(&said)
+        .contains("max number of clients reached")
+        .then_some(Refusal::MaxClients)
 }
 
 /// A connection to one server. It holds one of the [`MAX_CONNECTIONS`] places while it lives.
@@ -289,10 +353,7 @@ impl RedisNode {
             return Self::connect_with(host, port, None, access.timeouts, tls).await;
         };
         match Self::connect_with(host, port, Some(login), access.timeouts, tls).await {
-            Err(RedisError::Connection { source, .. })
-                if source.kind() == ::redis::ErrorKind::AuthenticationFailed
-                    || source.code() == Some("WRONGPASS") =>
-            {
+            Err(RedisError::Server { code, .. }) if code == "WRONGPASS" => {
                 Self::connect_with(host, port, None, access.timeouts, tls).await
             }
             other => other,
@@ -325,6 +386,12 @@ impl RedisNode {
 
     /// Connects as `login`, over TLS with `tls`. Waits for one of the [`MAX_CONNECTIONS`] places first (not
     /// counted against the connect timeout: it is this process that is busy, not the server).
+    ///
+    /// The login is `HELLO 2 AUTH user password`, sent by this client rather than the library's `AUTH`: a
+    /// server busy in a script refuses `AUTH` (and, to an unauthenticated client, answers `NOAUTH` before
+    /// `BUSY`) but accepts `HELLO`, so the operator still gets in to see `BUSY` and to send `SCRIPT KILL`;
+    /// and the server's own refusal (`WRONGPASS`, `ERR max number of clients reached`) reaches the caller,
+    /// where the library reports every failed `AUTH` alike.
     async fn connect_with(
         host: &str,
         port: u16,
@@ -343,12 +410,7 @@ impl RedisNode {
             .acquire_owned()
             .await
             .expect("the connection semaphore is never closed");
-        let mut settings = RedisConnectionInfo::default().set_skip_set_lib_name();
-        if let Some(login) = login {
-            settings = settings
-                .set_username(&login.username)
-                .set_password(&login.password);
-        }
+        let settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         // The library's own response timeout is off: `run` bounds each command, and `WAIT` needs
         // a longer bound than the others.
         let config = AsyncConnectionConfig::new()
@@ -409,14 +471,23 @@ impl RedisNode {
             }
             other => other?,
         };
-        Ok(RedisNode {
+        let node = RedisNode {
             endpoint,
             timeouts,
             connection,
             served_certificate,
             exceeded,
             _place: place,
-        })
+        };
+        if let Some(login) = login {
+            let mut cmd = ::redis::cmd("HELLO");
+            cmd.arg(2)
+                .arg("AUTH")
+                .arg(&login.username)
+                .arg(&login.password);
+            node.command::<Value>("HELLO", Duration::ZERO, cmd).await?;
+        }
+        Ok(node)
     }
 
     /// `host:port` of the server.
@@ -611,6 +682,50 @@ impl RedisNode {
         let mut cmd = ::redis::cmd("CONFIG");
         cmd.arg("SET").arg(name).arg(value);
         self.command::<()>("CONFIG SET", Duration::ZERO, cmd).await
+    }
+
+    /// Ends the script or function the server is busy with: `SCRIPT KILL`, or `FUNCTION KILL` when the
+    /// server says a function runs. `Ok(true)`: killed; `Ok(false)`: none was running any more. A script that
+    /// already wrote cannot be killed: the server's `UNKILLABLE` refusal is returned as the error.
+    pub async fn kill_script(&self) -> Result<bool, RedisError> {
+        let mut cmd = ::redis::cmd("SCRIPT");
+        cmd.arg("KILL");
+        let outcome = match self.command::<()>("SCRIPT KILL", Duration::ZERO, cmd).await {
+            // `BUSY`: what runs is a function (`You can only call FUNCTION KILL ...`).
+            Err(RedisError::Server { code, .. }) if code == "BUSY" => {
+                let mut cmd = ::redis::cmd("FUNCTION");
+                cmd.arg("KILL");
+                self.command::<()>("FUNCTION KILL", Duration::ZERO, cmd)
+                    .await
+            }
+            other => other,
+        };
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(RedisError::Server { code, .. }) if code == "NOTBUSY" => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `SHUTDOWN NOSAVE NOW`: stops the server without saving and without waiting for replicas (the only
+    /// command besides the kills a server busy in a script accepts). The server closes the connection instead
+    /// of answering; that counts as done, and the next observation shows whether it is.
+    pub async fn shutdown_nosave(&self) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("SHUTDOWN");
+        cmd.arg("NOSAVE").arg("NOW");
+        match self.command::<()>("SHUTDOWN", Duration::ZERO, cmd).await {
+            Ok(()) | Err(RedisError::Connection { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `CLIENT KILL TYPE kind` (`normal`, `pubsub`): disconnects every client of that type but this
+    /// connection (`SKIPME yes` is the default). Replication links are the types `master` and `replica`. Returns
+    /// how many were disconnected.
+    pub async fn client_kill_type(&self, kind: &str) -> Result<u64, RedisError> {
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("KILL").arg("TYPE").arg(kind);
+        self.command("CLIENT KILL", Duration::ZERO, cmd).await
     }
 
     /// `ACL GETUSER name`: the user's flags (`on`, `nopass`, ...) and password hashes, or `None` when

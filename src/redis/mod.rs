@@ -6,5 +6,5 @@
 pub mod client;
 pub mod info;
 
-pub use client::{Access, Login, RedisError, RedisNode, Timeouts};
+pub use client::{refusal_of, Access, Login, RedisError, RedisNode, Timeouts};
 pub use info::{role_reply, server_state, AclSelector, AclUser, InfoFields, ParseError, RoleReply};

@@ -990,8 +990,12 @@ mod tests {
             lowercase.sort();
             lowercase.dedup();
             prop_assert_eq!(lowercase.len(), directives.len(), "{}", rendered);
-            // The operator's own settings (port, dir, daemonize, supervised, logfile, repl-diskless-sync-delay).
-            prop_assert_eq!(directives.len(), 6 + spec.config.len());
+            // The operator's own settings (port, dir, daemonize, supervised, logfile, repl-diskless-sync-delay),
+            // and the busy-reply threshold unless the user sets it.
+            let busy_default = !spec.config.keys().any(|key| {
+                key.eq_ignore_ascii_case("lua-time-limit") || key.eq_ignore_ascii_case("busy-reply-threshold")
+            });
+            prop_assert_eq!(directives.len(), 6 + usize::from(busy_default) + spec.config.len());
         }
     }
 }
