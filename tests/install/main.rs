@@ -957,4 +957,79 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
     .await
     .expect("the new leader scales the instance")
     .unwrap();
+
+    // The in-cluster operator fails over and rolls out: a key a replica confirmed survives a killed primary and
+    // an image change (replicas first, a switchover, the old primary last).
+    let pod_ip_of = |name: String| {
+        let redis_pods = redis_pods.clone();
+        async move { pod_ip(&redis_pods.get(&name).await.unwrap()) }
+    };
+    let current = |ri: &RedisInstance| ri.status.as_ref().and_then(|s| s.current_primary.clone());
+    let old = current(&instances.get("cache").await.unwrap()).expect("a primary");
+    let ip = pod_ip_of(old.clone()).await;
+    assert_eq!(redis_command(&ip, &["SET", "kept", "yes"]).await, "+OK\r\n");
+    let acknowledged = redis_command(&ip, &["WAIT", "2", "2000"]).await;
+    assert!(acknowledged.starts_with(":2"), "both replicas confirm: {acknowledged}");
+    let pid = container_pid(&redis_pods.get(&old).await.unwrap(), "redis");
+    run_ok(Command::new("kill").args(["-9", &pid.to_string()]), None);
+    let failed_over = {
+        let old = old.clone();
+        move |ri: Option<&RedisInstance>| {
+            running_with(3)(ri) && ri.and_then(current).is_some_and(|p| p != old)
+        }
+    };
+    let after_failover = tokio::time::timeout(
+        WAIT,
+        await_condition(instances.clone(), "cache", failed_over),
+    )
+    .await
+    .expect("the in-cluster operator fails over from the killed primary")
+    .unwrap()
+    .and_then(|ri| current(&ri))
+    .expect("a new primary");
+
+    instances
+        .patch(
+            "cache",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"image": "redis:7-rollout"}})),
+        )
+        .await
+        .unwrap();
+    let rolled = {
+        let redis_pods = redis_pods.clone();
+        move || {
+            let redis_pods = redis_pods.clone();
+            async move {
+                let pods = redis_pods.list(&Default::default()).await.ok()?;
+                let instance: Vec<_> = pods
+                    .items
+                    .iter()
+                    .filter(|p| p.name_any().starts_with("cache-"))
+                    .collect();
+                (instance.len() == 3
+                    && instance.iter().all(|p| {
+                        p.spec.as_ref().and_then(|s| s.containers[0].image.as_deref())
+                            == Some("redis:7-rollout")
+                    }))
+                .then_some(())
+            }
+        }
+    };
+    wait_for("every pod on the new image", WAIT, rolled).await;
+    let after_rollout = tokio::time::timeout(
+        WAIT,
+        await_condition(instances.clone(), "cache", running_with(3)),
+    )
+    .await
+    .expect("the rolling update completes")
+    .unwrap()
+    .and_then(|ri| current(&ri))
+    .expect("a primary");
+    assert_ne!(
+        after_rollout, after_failover,
+        "the primary was updated last, after a switchover to an updated replica"
+    );
+    let ip = pod_ip_of(after_rollout).await;
+    assert_eq!(redis_command(&ip, &["GET", "kept"]).await, "$3\r\nyes\r\n");
 }
