@@ -34,7 +34,10 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
     printcolumn = r#"{"name":"Ready Replicas","type":"integer","jsonPath":".status.readyReplicas","description":"Redis pods that are ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[x_kube(validation = admission::storage_not_removed())]
+#[x_kube(
+    validation = admission::storage_not_removed(),
+    validation = admission::no_unauthenticated_external_service()
+)]
 #[serde(rename_all = "camelCase")]
 pub struct RedisInstanceSpec {
     /// Container image running redis-server. Changing it rolls the pods one at a time.
@@ -463,11 +466,28 @@ pub struct ServiceExposure {
     /// Overrides for the read-only `NAME-replicas` Service; each field unset follows the read-write one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<ReplicasServiceExposure>,
+
+    /// Acknowledges exposing an instance without authentication (`auth.enabled: false`) outside the cluster
+    /// (`NodePort` or `LoadBalancer`, for either Service): without it, that combination is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose_without_auth: bool,
 }
 
 impl ServiceExposure {
     fn is_default(&self) -> bool {
         self == &Self::default()
+    }
+
+    /// Whether either client Service is reachable from outside the cluster (`NodePort` or `LoadBalancer`).
+    pub fn external(&self) -> bool {
+        let replicas = self
+            .replicas
+            .as_ref()
+            .and_then(|r| r.type_)
+            .unwrap_or(self.type_);
+        [self.type_, replicas]
+            .iter()
+            .any(|t| *t != ServiceType::ClusterIP)
     }
 }
 

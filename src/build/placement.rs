@@ -325,6 +325,7 @@ mod tests {
             type_: ServiceType::LoadBalancer,
             annotations: lb.clone().into(),
             replicas: None,
+            expose_without_auth: false,
         };
         let desired = build(&ri);
         for service in [&desired.service, &desired.replicas_service] {

@@ -110,6 +110,26 @@ pub fn storage_not_removed() -> Rule {
         .field_path(".storage")
 }
 
+/// Message of the rule refusing an unauthenticated instance behind a NodePort or LoadBalancer Service.
+pub const UNAUTHENTICATED_EXTERNAL: &str =
+    "auth.enabled: false with a NodePort or LoadBalancer Service lets anyone who reaches a node or the load \
+     balancer run every command: turn authentication on, keep the Services ClusterIP, or acknowledge it with \
+     service.exposeWithoutAuth: true";
+
+/// A rule on spec: no Service outside the cluster for an instance without authentication, unless
+/// acknowledged (`service.exposeWithoutAuth`).
+pub fn no_unauthenticated_external_service() -> Rule {
+    Rule::new(
+        "!has(self.auth) || !has(self.auth.enabled) || self.auth.enabled || !has(self.service) || \
+         (has(self.service.exposeWithoutAuth) && self.service.exposeWithoutAuth) || \
+         ((!has(self.service.type) || self.service.type == 'ClusterIP') && \
+          (!has(self.service.replicas) || !has(self.service.replicas.type) || \
+           self.service.replicas.type == 'ClusterIP'))",
+    )
+    .message(UNAUTHENTICATED_EXTERNAL)
+    .field_path(".service")
+}
+
 /// The image is one word without whitespace or control characters (`\pZ` and `\p{Cc}` are exactly what
 /// Rust's `char::is_whitespace` and `char::is_control` refuse in [`crate::validate`]).
 pub fn image_is_one_word() -> Rule {

@@ -88,6 +88,12 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
     if let Some(problem) = crate::auth::rules_problem(&spec.auth.default_user_rules) {
         errors.push(SpecError::new("spec.auth.defaultUserRules", problem));
     }
+    if !spec.auth.enabled && spec.service.external() && !spec.service.expose_without_auth {
+        errors.push(SpecError::new(
+            "spec.service",
+            admission::UNAUTHENTICATED_EXTERNAL,
+        ));
+    }
     if let Some(secret) = &spec.auth.secret_ref {
         if !is_dns_subdomain(&secret.name) {
             errors.push(SpecError::new(
@@ -668,6 +674,27 @@ mod tests {
                 "spec.priorityClassName",
             ]
         );
+    }
+
+    #[test]
+    fn an_unauthenticated_instance_outside_the_cluster_needs_the_acknowledgement() {
+        use crate::api::{ReplicasServiceExposure, ServiceType};
+        let mut spec = valid();
+        spec.auth.enabled = false;
+        assert!(validate(&spec).is_empty(), "ClusterIP only");
+        spec.service.replicas = Some(ReplicasServiceExposure {
+            type_: Some(ServiceType::NodePort),
+            annotations: None,
+        });
+        assert_eq!(fields(&spec), ["spec.service"]);
+        spec.service.replicas = None;
+        spec.service.type_ = ServiceType::LoadBalancer;
+        assert_eq!(fields(&spec), ["spec.service"]);
+        spec.service.expose_without_auth = true;
+        assert!(validate(&spec).is_empty(), "acknowledged");
+        spec.service.expose_without_auth = false;
+        spec.auth.enabled = true;
+        assert!(validate(&spec).is_empty(), "authenticated");
     }
 
     #[test]

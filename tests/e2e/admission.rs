@@ -143,6 +143,14 @@ async fn admission_refuses_invalid_specs_with_their_message() {
             "the system- PriorityClasses (system-cluster-critical, system-node-critical) are kept for cluster \
              components",
         ),
+        (
+            json!({"auth": {"enabled": false}, "service": {"type": "LoadBalancer"}}),
+            "acknowledge it with service.exposeWithoutAuth: true",
+        ),
+        (
+            json!({"auth": {"enabled": false}, "service": {"replicas": {"type": "NodePort"}}}),
+            "acknowledge it with service.exposeWithoutAuth: true",
+        ),
     ] {
         assert_refused(&env, "bad", spec, message);
     }
@@ -158,6 +166,9 @@ async fn admission_refuses_invalid_specs_with_their_message() {
         json!({"storage": {"size": "7Ei", "storageClassName": "fast.example-1"}}),
         json!({"storage": {"size": "0.5Gi", "whenDeleted": "Delete"}}),
         json!({"priorityClassName": "team-high"}),
+        json!({"auth": {"enabled": false}, "service": {"type": "NodePort", "exposeWithoutAuth": true}}),
+        json!({"auth": {"enabled": false}, "service": {"type": "ClusterIP"}}),
+        json!({"service": {"type": "LoadBalancer"}}),
     ] {
         admitted(&env, "good", spec.clone()).unwrap_or_else(|e| panic!("{spec} refused: {e}"));
     }

@@ -969,7 +969,10 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
     let ip = pod_ip_of(old.clone()).await;
     assert_eq!(redis_command(&ip, &["SET", "kept", "yes"]).await, "+OK\r\n");
     let acknowledged = redis_command(&ip, &["WAIT", "2", "2000"]).await;
-    assert!(acknowledged.starts_with(":2"), "both replicas confirm: {acknowledged}");
+    assert!(
+        acknowledged.starts_with(":2"),
+        "both replicas confirm: {acknowledged}"
+    );
     let pid = container_pid(&redis_pods.get(&old).await.unwrap(), "redis");
     run_ok(Command::new("kill").args(["-9", &pid.to_string()]), None);
     let failed_over = {
@@ -1009,7 +1012,9 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
                     .collect();
                 (instance.len() == 3
                     && instance.iter().all(|p| {
-                        p.spec.as_ref().and_then(|s| s.containers[0].image.as_deref())
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.containers[0].image.as_deref())
                             == Some("redis:7-rollout")
                     }))
                 .then_some(())
