@@ -338,6 +338,7 @@ generate_config() {
   [ -f "$DIR/cluster-id" ] || openssl rand -hex 6 >"$DIR/cluster-id"
   if [ "$NODE_MODE" = real ]; then generate_real_config; fi
   echo "$NODE_MODE" >"$DIR/node-mode"
+  if [ "$NODE_MODE" = real ]; then echo "$NETWORK_POLICY" >"$DIR/network-policy"; fi
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -414,7 +415,7 @@ cmd_up() {
   install_control_plane
   local bin=$DIR/bin
   build_agent
-  if [ "$NODE_MODE" = real ]; then install_crictl; fi
+  if [ "$NODE_MODE" = real ]; then install_crictl; install_kube_router; fi
   local cluster_id
   cluster_id=$(cat "$DIR/cluster-id")
 

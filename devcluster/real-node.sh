@@ -18,7 +18,9 @@
 #   DEVCLUSTER_BRIDGE        the cluster's bridge [dcbr0]
 #   DEVCLUSTER_POD_CIDR      pod range on the bridge; its first address is the node IP [10.244.0.0/16]
 #   DEVCLUSTER_KUBELET_PORT  kubelet API port on the node IP [10250]; healthz, kube-proxy and scheduler ports
-#                            are derived from it (+1, +2, +3, +4)
+#                            are derived from it (+1, +2, +3, +4; kube-router's health port +5)
+#   DEVCLUSTER_NETWORK_POLICY  none | kube-router: whether NetworkPolicies are enforced, by kube-router's network
+#                            policy controller alone (iptables and ipset; no routing, no service proxy) [none]
 
 BRIDGE=${DEVCLUSTER_BRIDGE:-dcbr0}
 POD_CIDR=${DEVCLUSTER_POD_CIDR:-10.244.0.0/16}
@@ -36,7 +38,18 @@ DNS_IP=$(
 RUNTIME_DIR=/run/redis-operator-devcluster/$(echo "$DIR" | sha256sum | cut -c1-12)
 CONTAINERD_SOCKET=$RUNTIME_DIR/containerd.sock
 
-real_components() { echo etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy node-agent; }
+NETWORK_POLICY=${DEVCLUSTER_NETWORK_POLICY:-$(cat "$DIR/network-policy" 2>/dev/null || echo none)}
+case "$NETWORK_POLICY" in none | kube-router) ;; *) echo "DEVCLUSTER_NETWORK_POLICY must be none or kube-router" >&2; exit 2 ;; esac
+# kube-router's release that the Go module proxy serves; v2.1.0 has reported security flaws, accepted here
+# because it runs only on this isolated test machine, as root beside the rest of the node, and enforces
+# policies for the tests (kube-network-policies needs the nfnetlink_queue module this kernel lacks).
+KUBE_ROUTER_VERSION=v2.1.0
+
+real_components() {
+  echo etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy node-agent
+  [ "$NETWORK_POLICY" = kube-router ] && echo kube-router
+  true
+}
 
 ctr_() { ctr --address "$CONTAINERD_SOCKET" "$@"; }
 crictl_() { "$DIR/bin/crictl" --runtime-endpoint "unix://$CONTAINERD_SOCKET" --timeout 30s "$@"; }
@@ -57,22 +70,53 @@ real_prerequisites() {
   [ -d /sys/fs/cgroup/memory ] || [ -f /sys/fs/cgroup/cgroup.controllers ] || die "no cgroup hierarchy under /sys/fs/cgroup"
 }
 
-install_crictl() {
-  [ -x "$DIR/bin/crictl" ] && return 0
-  local cache=$CACHE_ROOT/cri-tools-v1.37.0/crictl
+# Builds a Go command from the module proxy into the cache, once; copies it into the state directory.
+# Usage: install_go_command NAME MODULE@VERSION PACKAGE CACHE_SUBDIR
+install_go_command() {
+  local name=$1 module=$2 package=$3 cache=$CACHE_ROOT/$4/$1 work
+  [ -x "$DIR/bin/$name" ] && return 0
   if [ ! -x "$cache" ]; then
-    log "building crictl from Go modules"
-    local work
+    log "building $name from Go modules"
     work=$(mktemp -d)
-    (cd "$work" && go mod init devcluster/crictl >/dev/null 2>&1 &&
-      GOFLAGS=-mod=mod go get sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0 >&2 &&
+    (cd "$work" && go mod init "devcluster/$name" >/dev/null 2>&1 &&
+      GOFLAGS=-mod=mod go get "$module" >&2 &&
       mkdir -p "$(dirname "$cache")" &&
-      CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache.tmp" sigs.k8s.io/cri-tools/cmd/crictl >&2) ||
-      die "building crictl failed"
+      CGO_ENABLED=0 GOFLAGS=-mod=mod go build -trimpath -ldflags "-s -w" -o "$cache.tmp" "$package" >&2) ||
+      die "building $name failed"
     mv "$cache.tmp" "$cache"
     rm -rf "$work"
   fi
-  cp "$cache" "$DIR/bin/crictl"
+  cp "$cache" "$DIR/bin/$name"
+}
+
+install_kube_router() {
+  [ "$NETWORK_POLICY" = kube-router ] || return 0
+  install_packages ipset
+  install_go_command kube-router "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION" \
+    github.com/cloudnativelabs/kube-router/v2/cmd/kube-router "kube-router-$KUBE_ROUTER_VERSION"
+}
+
+# kube-router leaves its chains and sets behind when it stops (its --cleanup-config needs IPVS, which this
+# kernel lacks): remove them, so a node without policies forwards everything again.
+clean_kube_router_rules() {
+  local table rule chain set
+  for table in filter nat mangle; do
+    iptables -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) .*KUBE-(ROUTER|NWPLCY|POD-FW)' |
+      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done
+    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-(ROUTER|NWPLCY|POD-FW|SRC|DST)/ {print $2}'); do
+      iptables -t "$table" -F "$chain" 2>/dev/null || true
+    done
+    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-(ROUTER|NWPLCY|POD-FW|SRC|DST)/ {print $2}'); do
+      iptables -t "$table" -X "$chain" 2>/dev/null || true
+    done
+  done
+  if command -v ipset >/dev/null; then
+    for set in $(ipset list -n 2>/dev/null | grep -E '^KUBE-(SRC|DST|ROUTER)|^kube-router'); do ipset destroy "$set" 2>/dev/null || true; done
+  fi
+}
+
+install_crictl() {
+  install_go_command crictl sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0 sigs.k8s.io/cri-tools/cmd/crictl cri-tools-v1.37.0
 }
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -376,7 +420,19 @@ nodePortAddresses: ["$POD_CIDR"]
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
   start kube-proxy "$bin/kube-proxy" --config="$DIR/kube-proxy-config.yaml"
+
+  if [ "$NETWORK_POLICY" = kube-router ]; then
+    # Only its network policy controller: the bridge plugin stays the CNI, kube-proxy the service proxy, and
+    # nothing is masqueraded.
+    start kube-router "$bin/kube-router" --kubeconfig="$DIR/node-agent.kubeconfig" --hostname-override="$NODE_NAME" \
+      --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+      --enable-pod-egress=false --service-cluster-ip-range="$SERVICE_CIDR" --health-port=$((KUBELET_PORT + 5)) \
+      --iptables-sync-period=1m
+    wait_for "kube-router to enforce network policies" 60 kube_router_ready
+  fi
 }
+
+kube_router_ready() { curl -sf "http://127.0.0.1:$((KUBELET_PORT + 5))/healthz" >/dev/null; }
 
 real_addons() {
   wait_for "kube-proxy's Service rules" 120 kube_proxy_ready
@@ -393,6 +449,10 @@ stop_real_node() {
     crictl_ rmp --all --force >/dev/null 2>&1 || log "removing pod sandboxes failed; containerd's log: $LOGS/containerd.log"
   fi
   stop kube-proxy
+  if running_pid kube-router >/dev/null || [ "$NETWORK_POLICY" = kube-router ]; then
+    stop kube-router
+    clean_kube_router_rules
+  fi
   stop kube-scheduler
   stop containerd
   # Shims of containers that outlived containerd (an earlier crash).
