@@ -936,7 +936,7 @@ mod tests {
     fn crd_refuses_every_directive_validate_refuses() {
         let schema = schema();
         let config = rules(&schema["properties"]["spec"]["properties"]["config"]);
-        for (directives, why) in crate::build::redis_conf::REFUSED_DIRECTIVES {
+        for (directives, why) in crate::desired::redis_conf::REFUSED_DIRECTIVES {
             for directive in directives {
                 assert!(
                     config

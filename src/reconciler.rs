@@ -30,14 +30,14 @@ use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
-use crate::build::children::{self, Desired};
-use crate::build::redis_conf;
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::diff::is_applied;
 use crate::classify::replace::{decide_replace, ReplaceDecision, ReplaceRecord};
 use crate::converge::live_config;
 use crate::converge::switchover;
 use crate::converge::topology::{self};
+use crate::desired::children::{self, Desired};
+use crate::desired::redis_conf;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
 use crate::names::{
@@ -1875,7 +1875,7 @@ mod tests {
     use kube::runtime::finalizer::Error as FinalizerError;
 
     use super::*;
-    use crate::build::children::tests::instance;
+    use crate::desired::children::tests::instance;
 
     #[test]
     fn backoff_doubles_from_one_second_to_its_cap() {

@@ -372,7 +372,7 @@ pub fn render_auth_conf(replication_password: &str) -> String {
 /// redis_exporter looks a target's password up by its exact address, so every other target it is asked to
 /// scrape gets none.
 pub fn render_exporter_passwords(password: &str) -> String {
-    serde_json::json!({ crate::build::exporter::REDIS_SOCKET_ADDR: password }).to_string()
+    serde_json::json!({ crate::desired::exporter::REDIS_SOCKET_ADDR: password }).to_string()
 }
 
 /// The data of `NAME-acl`: the files the pods read and the operator's users' passwords. `None` when
@@ -470,7 +470,7 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         let redis = pod
             .containers
             .iter_mut()
-            .find(|c| c.name == crate::build::children::CONTAINER);
+            .find(|c| c.name == crate::desired::children::CONTAINER);
         if let Some(redis) = redis {
             let args = redis.args.get_or_insert_with(Vec::new);
             args.extend(["--protected-mode".to_string(), "no".to_string()]);
@@ -500,9 +500,9 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
     });
     let mut exporter = false;
     for container in &mut pod.containers {
-        if container.name == crate::build::children::CONTAINER {
+        if container.name == crate::desired::children::CONTAINER {
             add_to_redis(container);
-        } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
+        } else if container.name == crate::desired::exporter::EXPORTER_CONTAINER {
             add_to_exporter(container);
             exporter = true;
         }
@@ -546,7 +546,7 @@ fn add_to_redis(container: &mut Container) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::build::children::readiness_script(&probe_cli()),
+                    crate::desired::children::readiness_script(&probe_cli()),
                 ]),
             }),
             ..probe.clone()

@@ -170,7 +170,7 @@ fn classify_storage(want: Option<ClaimTemplate>, have: Option<ClaimTemplate>) ->
 mod tests {
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
-    use crate::build::children::{build, tests::instance};
+    use crate::desired::children::{build, tests::instance};
 
     fn with_storage(size: &str, class: Option<&str>) -> crate::api::RedisInstance {
         let mut ri = instance("cache");

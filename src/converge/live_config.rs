@@ -3,7 +3,7 @@
 //!
 //! A directive is *live* when it is on [`LIVE_DIRECTIVES`] and its value is one Redis parses the same way
 //! from the file and from `CONFIG SET` (checked by [`live_value`]). Live values are left out of the pod
-//! template's config hash ([`crate::build::redis_conf::restart_view`]), so changing them does not roll the pods:
+//! template's config hash ([`crate::desired::redis_conf::restart_view`]), so changing them does not roll the pods:
 //! the ConfigMap is updated (a restarted pod reads the new file) and [`converge`] sets them on every pod.
 //! Adding or removing a live directive changes the hash (its *name* is part of it) and restarts the pods:
 //! Redis has no "back to the default" command, and the defaults differ between images.
@@ -19,11 +19,11 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use redis_fsm::Reason;
 
-use crate::build::children::{config_text, Desired};
-use crate::build::redis_conf::config_hash;
 use crate::classify::change::template_config_hash;
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
+use crate::desired::children::{config_text, Desired};
+use crate::desired::redis_conf::config_hash;
 use crate::events::EventReason;
 use crate::names::CONFIG_HASH_ANNOTATION;
 use crate::redis::{Access, RedisNode};
@@ -660,8 +660,8 @@ mod tests {
 
     #[test]
     fn an_old_style_hash_is_kept_while_it_describes_the_file() {
-        use crate::build::children::{build, tests::instance};
         use crate::classify::change::{classify_change, StatefulSetChange};
+        use crate::desired::children::{build, tests::instance};
 
         let ri = instance("cache");
         let mut old = build(&ri).statefulset;
@@ -785,7 +785,7 @@ mod tests {
             databases in 1u32..64,
         ) {
             use crate::api::ReplicationSpec;
-            use crate::build::redis_conf::restart_view;
+            use crate::desired::redis_conf::restart_view;
 
             let spec = |memory: &str, policy: &str, databases: u32| -> BTreeMap<String, String> {
                 [("maxmemory", memory.to_string()), ("maxmemory-policy", policy.to_string()), ("databases", databases.to_string())]

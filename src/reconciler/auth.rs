@@ -17,7 +17,7 @@ use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
-use crate::build::children;
+use crate::desired::children;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
 use crate::names::{users_secret_name, AUTH_ANNOTATION};

@@ -23,7 +23,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 use crate::api::{AuthSpec, ClientAuth, TlsSpec};
-use crate::build::redis_conf::REDIS_PORT;
+use crate::desired::redis_conf::REDIS_PORT;
 use crate::names::TLS_ANNOTATION;
 
 /// Where the TLS Secret is mounted in the Redis and exporter containers.
@@ -153,9 +153,9 @@ pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut Stat
         }),
         ..Default::default()
     });
-    // The exporter reads its server over the pod's Unix socket (`crate::build::exporter`): no TLS, no key.
+    // The exporter reads its server over the pod's Unix socket (`crate::desired::exporter`): no TLS, no key.
     for container in &mut pod.containers {
-        if container.name == crate::build::children::CONTAINER {
+        if container.name == crate::desired::children::CONTAINER {
             add_to_redis(container, spec, auth);
         }
     }
@@ -190,7 +190,7 @@ fn add_to_redis(container: &mut Container, spec: &TlsSpec, auth: &AuthSpec) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::build::children::readiness_script(&format!(
+                    crate::desired::children::readiness_script(&format!(
                         "{cli} {}",
                         cli_options(spec)
                     )),

@@ -5,7 +5,7 @@
 
 use kube::core::{Message, Rule};
 
-use crate::build::redis_conf::{
+use crate::desired::redis_conf::{
     DANGEROUS_DIRECTIVES, MANAGED_DIRECTIVES, OWNED_DIRECTIVES, REFUSED_DIRECTIVES,
 };
 use crate::validate::quantity::Quantity;

@@ -13,8 +13,8 @@ use crate::validate::admission::{
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, WeightedPodAffinityTerm};
 
 use crate::api::{ExporterSpec, RedisInstanceSpec, SchedulingSpec, MAX_METADATA_ENTRIES};
-use crate::build::placement::{reserved_annotation, reserved_label};
-use crate::build::redis_conf::refusal;
+use crate::desired::placement::{reserved_annotation, reserved_label};
+use crate::desired::redis_conf::refusal;
 use crate::validate::quantity::Quantity;
 
 /// One reason a spec cannot be applied, naming the offending field.
@@ -502,7 +502,7 @@ mod tests {
 
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
-    use crate::build::redis_conf::render;
+    use crate::desired::redis_conf::render;
 
     fn valid() -> RedisInstanceSpec {
         RedisInstanceSpec {

@@ -21,9 +21,9 @@ use kube::{Resource, ResourceExt};
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
-use crate::build::exporter;
-use crate::build::placement::{self, ClientService};
-use crate::build::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
+use crate::desired::exporter;
+use crate::desired::placement::{self, ClientService};
+use crate::desired::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
 use crate::names::{
     config_map_name, headless_name, replicas_service_name, CONFIG_HASH_ANNOTATION, DATA_VOLUME,
     INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ROLE_LABEL,
@@ -52,7 +52,7 @@ pub struct Desired {
     pub metrics_service: Option<Service>,
     /// Hex SHA-256 of the restart-relevant configuration (the pod template's config hash).
     pub config_hash: String,
-    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::build::budget`]).
+    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::desired::budget`]).
     pub budgets: [PodDisruptionBudget; 2],
 }
 
@@ -157,7 +157,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
         service: primary,
         replicas_service,
         headless: service(ri, &owner, ServiceKind::Headless),
-        budgets: crate::build::budget::budgets(ri, &owner),
+        budgets: crate::desired::budget::budgets(ri, &owner),
         metrics_service: exporter::metrics_service(ri, &owner),
         config_hash,
     }

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
-use crate::build::children::{metadata, selector_labels, CONTAINER};
+use crate::desired::children::{metadata, selector_labels, CONTAINER};
 use crate::names::{metrics_service_name, COMPONENT_LABEL};
 
 /// Name of the exporter container.
@@ -112,7 +112,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
             ..Default::default()
         }]),
         resources: exporter.resources.clone(),
-        security_context: Some(crate::build::children::restricted_container()),
+        security_context: Some(crate::desired::children::restricted_container()),
         ..Default::default()
     }
 }
@@ -153,7 +153,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::build::children::{build, tests::instance};
+    use crate::desired::children::{build, tests::instance};
     use crate::names::{INSTANCE_LABEL, MANAGED_BY_LABEL};
 
     #[test]
