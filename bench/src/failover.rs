@@ -298,7 +298,10 @@ impl Observer {
                 if pod.metadata.uid != self.old_uid {
                     self.step("killed pod re-created and running", at);
                 } else if container_id(&pod) != self.old_container {
-                    self.step("killed server restarted in its pod (kubelet or node agent)", at);
+                    self.step(
+                        "killed server restarted in its pod (kubelet or node agent)",
+                        at,
+                    );
                 }
             }
         }

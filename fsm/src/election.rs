@@ -20,7 +20,7 @@
 use std::cmp::Reverse;
 use std::fmt;
 
-use crate::replication::{PodReplication, ReplicationHistory};
+use crate::model::{PodReplication, ReplicationHistory};
 
 /// Why no pod can be promoted safely.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,7 +192,7 @@ mod tests {
             second_offset: None,
         }
     }
-    use crate::replication::{test_pod, ReplicaLink, ServerRole, Unobserved};
+    use crate::model::replication::{test_pod, ReplicaLink, ServerRole, Unobserved};
 
     fn replica(ordinal: u32, replid: &str, offset: u64) -> PodReplication {
         let link = ServerRole::Replica(ReplicaLink {

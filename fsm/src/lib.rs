@@ -28,10 +28,10 @@ mod election;
 mod history;
 mod input;
 mod machine;
+mod model;
 mod observation;
 mod phase;
 mod reasons;
-mod replication;
 mod roles;
 mod rollout;
 mod topology;
@@ -46,15 +46,15 @@ pub use election::{elect, rank, Election, NoCandidate};
 pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};
+pub use model::{
+    Endpoint, FailoverState, PodReplication, Refusal, ReplicaLink, ReplicationHistory, ServerRole,
+    ServerState, Unobserved,
+};
 pub use observation::{
     Change, FailingPod, Observation, Progress, RolloutIncomplete, RolloutStatus, SpecProblem,
 };
 pub use phase::Phase;
 pub use reasons::Reason;
-pub use replication::{
-    Endpoint, FailoverState, PodReplication, Refusal, ReplicaLink, ReplicationHistory, ServerRole,
-    ServerState, Unobserved,
-};
 pub use roles::{
     confirmed_primary, desired_roles, in_sync_replicas, label_patches, replication_pending,
     RoleLabel,

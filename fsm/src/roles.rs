@@ -5,7 +5,7 @@
 //! as a master with the recorded `run_id`. So at most one pod is ever labelled primary, and a pod
 //! whose role is not confirmed is in no read-write endpoint.
 
-use crate::replication::{PodReplication, ServerRole};
+use crate::model::{PodReplication, ServerRole};
 use crate::topology::TopologyStatus;
 
 /// The value of the `redis.github.com/role` label.
@@ -165,7 +165,7 @@ fn why_not_serving(pod: &PodReplication) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::{test_pod, ReplicaLink, Unobserved};
+    use crate::model::replication::{test_pod, ReplicaLink, Unobserved};
 
     fn pod(ordinal: u32, role: ServerRole) -> PodReplication {
         test_pod(format!("cache-{ordinal}"), ordinal, role, "A", 100, 1)

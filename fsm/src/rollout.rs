@@ -21,8 +21,8 @@
 //! `redis.github.com/switchover-to` annotation) or when its node is cordoned.
 
 use crate::election::rank;
+use crate::model::PodReplication;
 use crate::reasons::Reason;
-use crate::replication::PodReplication;
 use crate::topology::{
     find, RolloutPolicy, SwitchoverReason, Timestamp, TopologyAction, TopologyPolicy,
     TopologyStatus, WaitReason,

@@ -29,7 +29,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::election::{elect, rank, Election, NoCandidate};
-use crate::replication::{FailoverState, PodReplication, Refusal, ReplicationHistory};
+use crate::model::{FailoverState, PodReplication, Refusal, ReplicationHistory};
 use crate::rollout::{self, RolloutStep};
 
 /// The default of `spec.replication.failoverDelaySeconds`, see `docs/replication.md`.
