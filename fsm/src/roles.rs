@@ -5,8 +5,7 @@
 //! as a master with the recorded `run_id`. So at most one pod is ever labelled primary, and a pod
 //! whose role is not confirmed is in no read-write endpoint.
 
-use crate::model::{PodReplication, ServerRole};
-use crate::topology::TopologyStatus;
+use crate::model::{PodReplication, ServerRole, TopologyStatus};
 
 /// The value of the `redis.github.com/role` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
