@@ -51,7 +51,6 @@ use crate::observe::rollout::{
 use crate::observe::secrets::{self, SecretMeta, Secrets};
 use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
-use crate::runtime::cli::RolloutMode;
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
 use crate::status::{next_status, now};
@@ -86,9 +85,19 @@ pub struct Settings {
     /// Name reported as the controller in Events.
     pub reporter: String,
     /// Who orders a rolling update's pod replacements.
-    pub rollout: crate::runtime::cli::RolloutMode,
+    pub rollout: RolloutMode,
     /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
     pub watch_nodes: bool,
+}
+
+/// Who orders the pod replacements of a rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolloutMode {
+    /// The operator: replicas one at a time, a switchover, the old primary last (StatefulSet `OnDelete`).
+    PrimaryLast,
+    /// The StatefulSet controller's own rolling update (highest ordinal first, whatever the roles). Only for
+    /// comparison: it restarts the primary mid-rollout.
+    Statefulset,
 }
 
 /// The watch caches every reconcile reads from.
