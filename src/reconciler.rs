@@ -1797,7 +1797,7 @@ pub async fn run(
                     let instance = ri.name_any();
                     own.as_deref() == Some(instance.as_str())
                         || named == Some(instance.as_str())
-                        || crate::auth::referenced_secrets(&ri.spec).contains(&name)
+                        || referenced_secrets(&ri.spec).contains(&name)
                 })
                 .map(|ri| ObjectRef::from_obj(&**ri))
                 .collect::<Vec<_>>()
@@ -1830,6 +1830,16 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
+fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
+    spec.auth
+        .secret_ref
+        .iter()
+        .map(|r| r.name.clone())
+        .chain(crate::tls::referenced_secret(spec))
+        .collect()
 }
 
 /// A watch of `K` that keeps a cache of the objects `keep` accepts (after `trim`) and yields every touched object

@@ -110,16 +110,6 @@ pub fn application_secret(instance: &str, spec: &AuthSpec) -> (String, String) {
     }
 }
 
-/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
-pub fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
-    spec.auth
-        .secret_ref
-        .iter()
-        .map(|r| r.name.clone())
-        .chain(crate::tls::referenced_secret(spec))
-        .collect()
-}
-
 /// Hex SHA-256 of a password: how Redis lists it (`ACL GETUSER`) and how the ACL file names it (`#<hash>`).
 pub fn password_hash(password: &[u8]) -> String {
     Sha256::digest(password)
