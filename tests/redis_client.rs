@@ -354,15 +354,16 @@ const LIVE_SAMPLES: &[(&str, &str)] = &[
 async fn every_live_directive_is_set_at_runtime_and_reads_back_as_planned() {
     let server = Server::start();
     let node = server.node().await;
-    let settings: Vec<(String, String)> = live_config::live_directives()
-        .map(|directive| {
-            let (_, value) = LIVE_SAMPLES
-                .iter()
-                .find(|(name, _)| *name == directive)
-                .unwrap_or_else(|| panic!("no sample value for {directive}"));
-            (directive.to_string(), value.to_string())
-        })
-        .collect();
+    let settings: Vec<(String, String)> =
+        redis_operator::desired::live_directives::live_directives()
+            .map(|directive| {
+                let (_, value) = LIVE_SAMPLES
+                    .iter()
+                    .find(|(name, _)| *name == directive)
+                    .unwrap_or_else(|| panic!("no sample value for {directive}"));
+                (directive.to_string(), value.to_string())
+            })
+            .collect();
     let desired = live_config::desired(&settings);
     assert_eq!(
         desired.len(),

@@ -4,5 +4,6 @@
 pub mod budget;
 pub mod children;
 pub mod exporter;
+pub mod live_directives;
 pub mod placement;
 pub mod redis_conf;

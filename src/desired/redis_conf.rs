@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use crate::api::ReplicationSpec;
-use crate::converge::live_config::live_value;
+use crate::desired::live_directives::live_value;
 
 /// Where the rendered configuration is mounted in the Redis container.
 pub const CONFIG_DIR: &str = "/etc/redis";
@@ -223,7 +223,7 @@ pub fn render(user: &BTreeMap<String, String>, replication: &ReplicationSpec) ->
 }
 
 /// What of the configuration needs a restart to change, as text to hash: every directive's name, and the
-/// value of every directive that cannot be set at runtime ([`crate::converge::live_config::live_value`]). A change of
+/// value of every directive that cannot be set at runtime ([`crate::desired::live_directives::live_value`]). A change of
 /// live values only leaves it equal, so the pods are not rolled; adding or removing a directive changes it.
 /// The first line marks the format, so it never equals a whole rendered file (the hash of older releases).
 pub fn restart_view(user: &BTreeMap<String, String>, replication: &ReplicationSpec) -> String {
