@@ -187,7 +187,7 @@ pub struct Context {
     acl_reported: Mutex<
         HashMap<
             ObjectRef<RedisInstance>,
-            std::collections::BTreeMap<String, crate::auth::converge::Reported>,
+            std::collections::BTreeMap<String, crate::converge::auth::Reported>,
         >,
     >,
 }

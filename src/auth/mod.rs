@@ -1,6 +1,6 @@
 //! Authentication: which Secrets hold the passwords, the Redis users (ACL) built from them, and what the pods
 //! need to use them. Everything here is pure; the reconciler reads the Secrets from its watch cache, applies
-//! what is built, and [`converge`] brings running servers to it without restarts.
+//! what is built, and [`crate::converge::auth`] brings running servers to it without restarts.
 //!
 //! Users (ACL, Redis 6+):
 //! - `default`, the application's: every client that only sends a password (`AUTH <password>`, `redis-cli -a`,
@@ -16,7 +16,6 @@
 //! the application password never touches replication (`masterauth` cannot drift). Redis only ever sees
 //! SHA-256 hashes of the application passwords (`#<hash>` in the ACL file and in `ACL SETUSER`).
 
-pub mod converge;
 pub mod rules;
 
 use std::collections::BTreeMap;
@@ -284,7 +283,7 @@ pub fn resolve(
 
 /// The ACL rule words of a user with exactly `hashes` as passwords, whatever it held before (passwords,
 /// `nopass`, keys, channels, commands and `skip-sanitize-payload` reset; selectors are cleared where a server
-/// has any, see [`converge::steps`]). No `reset`: applying them to a live user keeps its connections.
+/// has any, see [`crate::converge::auth::steps`]). No `reset`: applying them to a live user keeps its connections.
 pub fn user_rules(hashes: &[String], rules: &str) -> Vec<String> {
     let mut words = vec!["on".to_string(), "resetpass".to_string()];
     words.extend(hashes.iter().map(|h| format!("#{h}")));

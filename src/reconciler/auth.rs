@@ -15,8 +15,8 @@ use tracing::{debug, info};
 
 use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
 use crate::api::{AuthStatus, RedisInstance};
-use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
+use crate::converge::auth::{self as converge, Plan};
 use crate::desired::children;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
