@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod live_config;
 pub mod switchover;
+pub mod tls;
 pub mod topology;
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! TLS (`spec.tls`): what the pods need to serve the certificate of the user's `kubernetes.io/tls` Secret,
 //! whether that Secret is usable, and what the operator trusts when it connects. Everything here is pure; the
 //! reconciler reads the Secret from its watch cache, [`connect`] makes the operator's handshakes, and
-//! [`reload`] brings running servers to a renewed certificate without restarts.
+//! [`crate::converge::tls`] brings running servers to a renewed certificate without restarts.
 //!
 //! With TLS on, Redis listens with TLS only (`--port 0 --tls-port 6379`), replicas reach their primary over TLS
 //! (`tls-replication yes`, set when the operator points them at it) and verify it against `ca.crt`. Pods are
@@ -10,7 +10,6 @@
 //! Redis' own replication does not.
 
 pub mod connect;
-pub mod reload;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -4,9 +4,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Secret};
 use k8s_openapi::ByteString;
 
-use super::reload::{record, serves, Outcome};
 use super::*;
 use crate::api::{ExporterSpec, TlsStatus};
+use crate::converge::tls::{record, serves, Outcome};
 use crate::desired::children::{build, tests::instance};
 
 const CA: &str = include_str!("fixtures/ca.crt");
