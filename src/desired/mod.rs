@@ -7,3 +7,4 @@ pub mod exporter;
 pub mod live_directives;
 pub mod placement;
 pub mod redis_conf;
+pub mod tls;

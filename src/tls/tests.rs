@@ -8,6 +8,7 @@ use super::*;
 use crate::api::{ExporterSpec, TlsStatus};
 use crate::converge::tls::{record, serves, Outcome};
 use crate::desired::children::{build, tests::instance};
+use crate::desired::tls::{server_args, TLS_VOLUME};
 
 const CA: &str = include_str!("fixtures/ca.crt");
 const OTHER_CA: &str = include_str!("fixtures/other-ca.crt");
