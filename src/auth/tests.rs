@@ -3,6 +3,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
 use crate::api::SecretKeyRef;
+use crate::desired::auth::AUTH_VOLUME;
 
 fn secret(name: &str, version: &str, data: &[(&str, &str)]) -> Secret {
     Secret {

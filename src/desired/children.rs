@@ -141,7 +141,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
     let mut statefulset = statefulset(ri, &owner, &config_hash);
     placement::place_pods(&ri.spec, &name, &mut statefulset);
     exporter::add_sidecar(&ri.spec.monitoring.exporter, &mut statefulset);
-    crate::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
+    crate::desired::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
     crate::desired::tls::add_to_pod(ri.spec.tls.as_ref(), &ri.spec.auth, &mut statefulset);
     let mut primary = service(ri, &owner, ServiceKind::Primary);
     placement::expose(&ri.spec.service, ClientService::Primary, &mut primary);

@@ -81,7 +81,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
         value: Some(value),
         ..Default::default()
     };
-    // With authentication on, `crate::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
+    // With authentication on, `crate::desired::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
     // and its password file (mounted from NAME-acl, never a literal value).
     let env = vec![
         EnvVar {

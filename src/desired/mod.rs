@@ -1,6 +1,7 @@
 //! Step 3 of the pipeline, **build**: pure functions from a valid spec to the objects an instance owns. Nothing
 //! here reads a cache or talks to the API or to Redis.
 
+pub mod auth;
 pub mod budget;
 pub mod children;
 pub mod exporter;
