@@ -40,7 +40,7 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
         let redis = pod
             .containers
             .iter_mut()
-            .find(|c| c.name == crate::desired::children::CONTAINER);
+            .find(|c| c.name == crate::desired::container::CONTAINER);
         if let Some(redis) = redis {
             let args = redis.args.get_or_insert_with(Vec::new);
             args.extend(["--protected-mode".to_string(), "no".to_string()]);
@@ -70,7 +70,7 @@ pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet
     });
     let mut exporter = false;
     for container in &mut pod.containers {
-        if container.name == crate::desired::children::CONTAINER {
+        if container.name == crate::desired::container::CONTAINER {
             add_to_redis(container);
         } else if container.name == crate::desired::exporter::EXPORTER_CONTAINER {
             add_to_exporter(container);
@@ -116,7 +116,7 @@ fn add_to_redis(container: &mut Container) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::desired::children::readiness_script(&probe_cli()),
+                    crate::desired::container::readiness_script(&probe_cli()),
                 ]),
             }),
             ..probe.clone()

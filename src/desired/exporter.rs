@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
-use crate::desired::children::{metadata, selector_labels, CONTAINER};
+use crate::desired::container::CONTAINER;
+use crate::desired::metadata::{metadata, selector_labels};
 use crate::names::{metrics_service_name, COMPONENT_LABEL};
 
 /// Name of the exporter container.
@@ -112,7 +113,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
             ..Default::default()
         }]),
         resources: exporter.resources.clone(),
-        security_context: Some(crate::desired::children::restricted_container()),
+        security_context: Some(crate::desired::container::restricted_container()),
         ..Default::default()
     }
 }

@@ -4,8 +4,10 @@
 pub mod auth;
 pub mod budget;
 pub mod children;
+pub mod container;
 pub mod exporter;
 pub mod live_directives;
+pub mod metadata;
 pub mod placement;
 pub mod redis_conf;
 pub mod tls;

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::api::{RedisInstanceSpec, SchedulingSpec, ServiceExposure};
-use crate::desired::children::selector_labels;
+use crate::desired::metadata::selector_labels;
 use crate::desired::redis_conf::config_hash;
 use crate::names::{
     INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,

@@ -90,7 +90,7 @@ pub fn add_to_pod(tls: Option<&TlsSpec>, auth: &AuthSpec, statefulset: &mut Stat
     });
     // The exporter reads its server over the pod's Unix socket (`crate::desired::exporter`): no TLS, no key.
     for container in &mut pod.containers {
-        if container.name == crate::desired::children::CONTAINER {
+        if container.name == crate::desired::container::CONTAINER {
             add_to_redis(container, spec, auth);
         }
     }
@@ -125,7 +125,7 @@ fn add_to_redis(container: &mut Container, spec: &TlsSpec, auth: &AuthSpec) {
                 command: Some(vec![
                     "sh".into(),
                     "-c".into(),
-                    crate::desired::children::readiness_script(&format!(
+                    crate::desired::container::readiness_script(&format!(
                         "{cli} {}",
                         cli_options(spec)
                     )),

@@ -239,7 +239,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
         items,
         [(CERT_KEY, CERT_KEY), (KEY_KEY, KEY_KEY), (CA_KEY, CA_KEY)]
     );
-    let redis = container(&pod, crate::desired::children::CONTAINER);
+    let redis = container(&pod, crate::desired::container::CONTAINER);
     let mount = redis
         .volume_mounts
         .as_ref()
@@ -291,7 +291,7 @@ fn required_client_certificates_make_the_probe_present_the_pods_pair() {
     ri.spec.auth.enabled = false;
     ri.spec.monitoring.exporter.enabled = true;
     let pod = build(&ri).statefulset.spec.unwrap().template.spec.unwrap();
-    let script = probe_script(container(&pod, crate::desired::children::CONTAINER));
+    let script = probe_script(container(&pod, crate::desired::container::CONTAINER));
     assert!(
         script.starts_with(
             "r=$(redis-cli --tls --cacert /etc/redis-tls/ca.crt --cert /etc/redis-tls/tls.crt \
