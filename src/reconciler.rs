@@ -29,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
+use crate::api::quantity::Quantity;
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::diff::is_applied;
@@ -54,7 +55,6 @@ use crate::redis::{Access, Timeouts};
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
 use crate::status::{next_status, now};
-use crate::validate::quantity::Quantity;
 use crate::validate::validate;
 
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.

@@ -1,5 +1,8 @@
 //! The `RedisInstance` custom resource (`redis.github.com/v1`): spec, status and CRD generation.
 
+pub mod admission;
+pub mod quantity;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
@@ -10,13 +13,13 @@ use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::admission::{self, MAX_REPLICAS};
+use crate::api::admission::MAX_REPLICAS;
 
 /// The image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "redis:7.2";
 
 /// Desired state of a Redis instance.
-// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::validate::admission`, built from the same
+// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::api::admission`, built from the same
 // tables `crate::validate` checks.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -979,7 +982,7 @@ mod tests {
             .any(|(rule, _)| rule.contains("compareTo(quantity(oldSelf)) >= 0")));
         assert!(size
             .iter()
-            .any(|(rule, _)| rule.contains(crate::validate::quantity::Quantity::CEL_LIMIT)));
+            .any(|(rule, _)| rule.contains(crate::api::quantity::Quantity::CEL_LIMIT)));
         assert!(rules(spec)
             .iter()
             .any(|(rule, m)| rule.contains("oldSelf.storage") && m == admission::STORAGE_REMOVED));
