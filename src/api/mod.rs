@@ -1,6 +1,7 @@
 //! The `RedisInstance` custom resource (`redis.github.com/v1`): spec, status and CRD generation.
 
 pub mod admission;
+pub mod directives;
 pub mod quantity;
 
 use std::collections::BTreeMap;
@@ -934,12 +935,12 @@ mod tests {
     }
 
     /// The CRD's admission rules and `validate` must refuse the same directives: every refused directive of
-    /// `redis_conf::REFUSED_DIRECTIVES` is in a lowercase-comparing config rule carrying the same reason.
+    /// `directives::REFUSED_DIRECTIVES` is in a lowercase-comparing config rule carrying the same reason.
     #[test]
     fn crd_refuses_every_directive_validate_refuses() {
         let schema = schema();
         let config = rules(&schema["properties"]["spec"]["properties"]["config"]);
-        for (directives, why) in crate::desired::redis_conf::REFUSED_DIRECTIVES {
+        for (directives, why) in crate::api::directives::REFUSED_DIRECTIVES {
             for directive in directives {
                 assert!(
                     config

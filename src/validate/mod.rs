@@ -9,10 +9,10 @@ use crate::api::admission::{
 };
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, WeightedPodAffinityTerm};
 
+use crate::api::directives::refusal;
 use crate::api::quantity::Quantity;
 use crate::api::{ExporterSpec, RedisInstanceSpec, SchedulingSpec, MAX_METADATA_ENTRIES};
 use crate::desired::placement::{reserved_annotation, reserved_label};
-use crate::desired::redis_conf::refusal;
 
 /// One reason a spec cannot be applied, naming the offending field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
