@@ -3,17 +3,19 @@
 //!
 //! The modules follow the reconcile pipeline (see `docs/architecture.md`), which [`reconciler`] runs in order:
 //! [`observe::watch`] fills the caches every read comes from, [`validate`] checks the spec, [`auth`] and
-//! [`tls`] resolve the credentials and certificates, [`build`] produces the desired objects (pure),
+//! [`tls`] resolve the credentials and certificates, [`desired`] produces the desired objects (pure),
 //! [`classify`] finds the least destructive way to converge the live ones, the reconciler applies it,
 //! [`observe::rollout`] reads the rollout state, [`converge`] brings the Redis servers to their roles and
 //! configuration, the phase engine decides, and [`status`] turns the decision into the status written back.
-//! [`events`] names every Event reason; [`redis`] is the only code that speaks to Redis; [`runtime`] is the process around the pipeline.
+//! [`events`] names every Event reason; [`redis`] is the only code that speaks to Redis; [`runtime`] is the process
+//! around the pipeline, and [`cli`] the command line that starts it.
 
 pub mod api;
 pub mod auth;
-pub mod build;
 pub mod classify;
+pub mod cli;
 pub mod converge;
+pub mod desired;
 pub mod error;
 pub mod events;
 pub mod names;

@@ -1,5 +1,5 @@
 use clap::Parser;
-use redis_operator::runtime::cli::{execute, Cli};
+use redis_operator::cli::{execute, Cli};
 
 #[tokio::main]
 async fn main() {

@@ -29,15 +29,16 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tracing::{debug, info, instrument, warn};
 
+use crate::api::quantity::Quantity;
 use crate::api::{ClaimDeletePolicy, PrimaryUpdateStrategy, RedisInstance};
-use crate::build::children::{self, Desired};
-use crate::build::redis_conf;
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::diff::is_applied;
 use crate::classify::replace::{decide_replace, ReplaceDecision, ReplaceRecord};
 use crate::converge::live_config;
 use crate::converge::switchover;
 use crate::converge::topology::{self};
+use crate::desired::children::{self, Desired};
+use crate::desired::redis_conf;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
 use crate::names::{
@@ -51,11 +52,9 @@ use crate::observe::rollout::{
 use crate::observe::secrets::{self, SecretMeta, Secrets};
 use crate::observe::watch::{self, WatchBackoff};
 use crate::redis::{Access, Timeouts};
-use crate::runtime::cli::RolloutMode;
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
 use crate::status::{next_status, now};
-use crate::validate::quantity::Quantity;
 use crate::validate::validate;
 
 /// How long a storage change waits for the orphaning delete of the old StatefulSet within one reconcile.
@@ -86,9 +85,19 @@ pub struct Settings {
     /// Name reported as the controller in Events.
     pub reporter: String,
     /// Who orders a rolling update's pod replacements.
-    pub rollout: crate::runtime::cli::RolloutMode,
+    pub rollout: RolloutMode,
     /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
     pub watch_nodes: bool,
+}
+
+/// Who orders the pod replacements of a rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolloutMode {
+    /// The operator: replicas one at a time, a switchover, the old primary last (StatefulSet `OnDelete`).
+    PrimaryLast,
+    /// The StatefulSet controller's own rolling update (highest ordinal first, whatever the roles). Only for
+    /// comparison: it restarts the primary mid-rollout.
+    Statefulset,
 }
 
 /// The watch caches every reconcile reads from.
@@ -178,7 +187,7 @@ pub struct Context {
     acl_reported: Mutex<
         HashMap<
             ObjectRef<RedisInstance>,
-            std::collections::BTreeMap<String, crate::auth::converge::Reported>,
+            std::collections::BTreeMap<String, crate::converge::auth::Reported>,
         >,
     >,
 }
@@ -1788,7 +1797,7 @@ pub async fn run(
                     let instance = ri.name_any();
                     own.as_deref() == Some(instance.as_str())
                         || named == Some(instance.as_str())
-                        || crate::auth::referenced_secrets(&ri.spec).contains(&name)
+                        || referenced_secrets(&ri.spec).contains(&name)
                 })
                 .map(|ri| ObjectRef::from_obj(&**ri))
                 .collect::<Vec<_>>()
@@ -1821,6 +1830,16 @@ pub async fn run(
         })
         .await;
     info!("controller stopped");
+}
+
+/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
+fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
+    spec.auth
+        .secret_ref
+        .iter()
+        .map(|r| r.name.clone())
+        .chain(crate::tls::referenced_secret(spec))
+        .collect()
 }
 
 /// A watch of `K` that keeps a cache of the objects `keep` accepts (after `trim`) and yields every touched object
@@ -1875,7 +1894,7 @@ mod tests {
     use kube::runtime::finalizer::Error as FinalizerError;
 
     use super::*;
-    use crate::build::children::tests::instance;
+    use crate::desired::children::tests::instance;
 
     #[test]
     fn backoff_doubles_from_one_second_to_its_cap() {

@@ -657,8 +657,8 @@ fn the_docs_name_the_operators_own_names() {
 /// Numbers the prose states, next to the constant they are about.
 #[test]
 fn the_numbers_in_the_prose_are_the_codes() {
+    use redis_operator::cli::SHUTDOWN_DEADLINE;
     use redis_operator::reconciler::{BACKOFF_CAP, REPLACE_WAIT};
-    use redis_operator::runtime::cli::SHUTDOWN_DEADLINE;
     use redis_operator::runtime::http::METRICS_CONTENT_TYPE;
 
     let deployment: Value =

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
 use redis_operator::api::{AuthSpec, RedisInstance, RedisInstanceSpec};
 use redis_operator::auth;
-use redis_operator::build::children::build;
-use redis_operator::build::exporter::EXPORTER_CONTAINER;
+use redis_operator::desired::children::build;
+use redis_operator::desired::exporter::EXPORTER_CONTAINER;
 use redis_operator::names::users_secret_name;
 
 const REDIS_PORT: u16 = 6379;

@@ -354,15 +354,16 @@ const LIVE_SAMPLES: &[(&str, &str)] = &[
 async fn every_live_directive_is_set_at_runtime_and_reads_back_as_planned() {
     let server = Server::start();
     let node = server.node().await;
-    let settings: Vec<(String, String)> = live_config::live_directives()
-        .map(|directive| {
-            let (_, value) = LIVE_SAMPLES
-                .iter()
-                .find(|(name, _)| *name == directive)
-                .unwrap_or_else(|| panic!("no sample value for {directive}"));
-            (directive.to_string(), value.to_string())
-        })
-        .collect();
+    let settings: Vec<(String, String)> =
+        redis_operator::desired::live_directives::live_directives()
+            .map(|directive| {
+                let (_, value) = LIVE_SAMPLES
+                    .iter()
+                    .find(|(name, _)| *name == directive)
+                    .unwrap_or_else(|| panic!("no sample value for {directive}"));
+                (directive.to_string(), value.to_string())
+            })
+            .collect();
     let desired = live_config::desired(&settings);
     assert_eq!(
         desired.len(),
@@ -733,8 +734,8 @@ async fn no_internal_user_but_the_operators_reads_another_users_secret() {
 #[tokio::test]
 async fn widened_acl_rules_are_put_back_by_the_convergence_pass() {
     use redis_operator::api::AuthSpec;
-    use redis_operator::auth::converge::{converge_server, Plan, Reported};
     use redis_operator::auth::{self, OPERATOR_USER, REPLICATION_USER};
+    use redis_operator::converge::auth::{converge_server, Plan, Reported};
     use redis_operator::redis::{Access, Login};
 
     let a = Server::start();
@@ -834,8 +835,8 @@ async fn widened_acl_rules_are_put_back_by_the_convergence_pass() {
 #[tokio::test]
 async fn redis_spelling_of_every_kind_of_rule_holds_without_resetting_each_pass() {
     use redis_operator::api::AuthSpec;
-    use redis_operator::auth::converge::{converge_server, Plan, Reported};
     use redis_operator::auth::{self, password_hash, rules, user_rules, REPLICATION_USER};
+    use redis_operator::converge::auth::{converge_server, Plan, Reported};
     use redis_operator::redis::Access;
 
     let a = Server::start();

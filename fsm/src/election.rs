@@ -18,72 +18,8 @@
 //!   ([`NoCandidate::NewestUnelectable`]).
 
 use std::cmp::Reverse;
-use std::fmt;
 
-use crate::replication::{PodReplication, ReplicationHistory};
-
-/// Why no pod can be promoted safely.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum NoCandidate {
-    /// These pods did not answer (or are still loading): any of them may hold the most data.
-    Unobserved {
-        /// Pod names, in input order.
-        pods: Vec<String>,
-    },
-    /// Other pods share the recorded primary's history, but these observed pods hold none of it:
-    /// they restarted empty, are new and still in their initial synchronisation, or are an old
-    /// primary not resynced yet. One of them may have been the only replica that received a write
-    /// confirmed with `WAIT 1` before it lost its data, so the pods that do share the history may
-    /// lack that write.
-    NotResynced {
-        /// Pod names, in input order.
-        pods: Vec<String>,
-    },
-    /// These pods share the recorded primary's history and are more advanced than every pod that
-    /// may be promoted, but they may not be promoted themselves (being deleted, or on a node that
-    /// is not Ready): they may hold confirmed writes the others lack.
-    NewestUnelectable {
-        /// Pod names, in input order.
-        pods: Vec<String>,
-    },
-    /// No pod other than the excluded one holds the recorded primary's history.
-    NoSharedHistory {
-        /// The electable pods that hold data of another history, in input order.
-        divergent: Vec<String>,
-    },
-}
-
-impl fmt::Display for NoCandidate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            NoCandidate::Unobserved { pods } => write!(
-                f,
-                "pods {} could not be observed and may hold the newest writes",
-                pods.join(", ")
-            ),
-            NoCandidate::NotResynced { pods } => write!(
-                f,
-                "pods {} have not (re)synced the primary's replication history and may have lost \
-                 confirmed writes that the other replicas lack",
-                pods.join(", ")
-            ),
-            NoCandidate::NewestUnelectable { pods } => write!(
-                f,
-                "pods {} hold writes that no promotable replica has, but are being deleted or on a \
-                 node that is not Ready",
-                pods.join(", ")
-            ),
-            NoCandidate::NoSharedHistory { divergent } if divergent.is_empty() => {
-                write!(f, "no replica shares the primary's replication history")
-            }
-            NoCandidate::NoSharedHistory { divergent } => write!(
-                f,
-                "no replica shares the primary's replication history; {} hold data of another history",
-                divergent.join(", ")
-            ),
-        }
-    }
-}
+use crate::model::{NoCandidate, PodReplication, ReplicationHistory};
 
 /// The outcome of [`elect`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -192,7 +128,7 @@ mod tests {
             second_offset: None,
         }
     }
-    use crate::replication::{test_pod, ReplicaLink, ServerRole, Unobserved};
+    use crate::model::replication::{test_pod, ReplicaLink, ServerRole, Unobserved};
 
     fn replica(ordinal: u32, replid: &str, offset: u64) -> PodReplication {
         let link = ServerRole::Replica(ReplicaLink {

@@ -28,10 +28,10 @@ mod election;
 mod history;
 mod input;
 mod machine;
+mod model;
 mod observation;
 mod phase;
 mod reasons;
-mod replication;
 mod roles;
 mod rollout;
 mod topology;
@@ -42,26 +42,24 @@ pub use conditions::{
 };
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
-pub use election::{elect, rank, Election, NoCandidate};
+pub use election::{elect, rank, Election};
 pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};
+pub use model::{
+    Endpoint, FailoverState, NoCandidate, PodReplication, PrimaryFailure, Refusal, ReplicaLink,
+    ReplicationHistory, RolloutPolicy, RolloutStep, ServerRole, ServerState, StopReason,
+    SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyPolicy,
+    TopologyStatus, Unobserved, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
+};
 pub use observation::{
     Change, FailingPod, Observation, Progress, RolloutIncomplete, RolloutStatus, SpecProblem,
 };
 pub use phase::Phase;
 pub use reasons::Reason;
-pub use replication::{
-    Endpoint, FailoverState, PodReplication, Refusal, ReplicaLink, ReplicationHistory, ServerRole,
-    ServerState, Unobserved,
-};
 pub use roles::{
     confirmed_primary, desired_roles, in_sync_replicas, label_patches, replication_pending,
     RoleLabel,
 };
-pub use rollout::{caught_up, progress as rollout_progress, RolloutStep};
-pub use topology::{
-    decide, demoted_by, plan_scale_down, PrimaryFailure, RolloutPolicy, ScaleDown, StopReason,
-    SwitchoverReason, SwitchoverRecord, TargetPrimary, Timestamp, TopologyAction, TopologyPolicy,
-    TopologyStatus, WaitReason, DEFAULT_FAILOVER_DELAY_SECONDS,
-};
+pub use rollout::{caught_up, progress as rollout_progress};
+pub use topology::{decide, demoted_by, plan_scale_down, ScaleDown};

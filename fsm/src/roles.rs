@@ -5,8 +5,7 @@
 //! as a master with the recorded `run_id`. So at most one pod is ever labelled primary, and a pod
 //! whose role is not confirmed is in no read-write endpoint.
 
-use crate::replication::{PodReplication, ServerRole};
-use crate::topology::TopologyStatus;
+use crate::model::{PodReplication, ServerRole, TopologyStatus};
 
 /// The value of the `redis.github.com/role` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -165,7 +164,7 @@ fn why_not_serving(pod: &PodReplication) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::replication::{test_pod, ReplicaLink, Unobserved};
+    use crate::model::replication::{test_pod, ReplicaLink, Unobserved};
 
     fn pod(ordinal: u32, role: ServerRole) -> PodReplication {
         test_pod(format!("cache-{ordinal}"), ordinal, role, "A", 100, 1)

@@ -21,34 +21,11 @@
 //! `redis.github.com/switchover-to` annotation) or when its node is cordoned.
 
 use crate::election::rank;
-use crate::reasons::Reason;
-use crate::replication::PodReplication;
-use crate::topology::{
-    find, RolloutPolicy, SwitchoverReason, Timestamp, TopologyAction, TopologyPolicy,
-    TopologyStatus, WaitReason,
+use crate::model::{
+    find, PodReplication, RolloutPolicy, RolloutStep, SwitchoverReason, Timestamp, TopologyAction,
+    TopologyPolicy, TopologyStatus, WaitReason,
 };
-
-/// Which step of a rolling update a [`TopologyAction::DeletePod`] is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RolloutStep {
-    /// An outdated replica is replaced.
-    UpdatingReplica,
-    /// The old primary, a replica since the switchover, is replaced.
-    UpdatingOldPrimary,
-    /// The only pod of an instance without replicas is replaced (it cannot hand over).
-    UpdatingOnlyPod,
-}
-
-impl RolloutStep {
-    /// The CamelCase reason the phase engine reports for this step.
-    pub fn reason(self) -> Reason {
-        match self {
-            RolloutStep::UpdatingReplica => Reason::UpdatingReplicas,
-            RolloutStep::UpdatingOldPrimary => Reason::UpdatingOldPrimary,
-            RolloutStep::UpdatingOnlyPod => Reason::StatefulSetUpdating,
-        }
-    }
-}
+use crate::reasons::Reason;
 
 /// Whether `pod` is a replica of `primary` that has caught up: linked to it, not in a full
 /// synchronisation, at most `max_lag_bytes` behind, and not being deleted.

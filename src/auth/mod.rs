@@ -1,6 +1,6 @@
 //! Authentication: which Secrets hold the passwords, the Redis users (ACL) built from them, and what the pods
 //! need to use them. Everything here is pure; the reconciler reads the Secrets from its watch cache, applies
-//! what is built, and [`converge`] brings running servers to it without restarts.
+//! what is built, and [`crate::converge::auth`] brings running servers to it without restarts.
 //!
 //! Users (ACL, Redis 6+):
 //! - `default`, the application's: every client that only sends a password (`AUTH <password>`, `redis-cli -a`,
@@ -16,23 +16,18 @@
 //! the application password never touches replication (`masterauth` cannot drift). Redis only ever sees
 //! SHA-256 hashes of the application passwords (`#<hash>` in the ACL file and in `ACL SETUSER`).
 
-pub mod converge;
 pub mod rules;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{
-    Container, EnvVar, ExecAction, KeyToPath, Probe, Secret, SecretVolumeSource, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use sha2::{Digest, Sha256};
 
 use crate::api::AuthSpec;
-use crate::names::{generated_secret_name, users_secret_name, AUTH_ANNOTATION};
+use crate::names::{generated_secret_name, AUTH_ANNOTATION};
 
 /// Where the `NAME-acl` Secret is mounted in the Redis container.
 pub const AUTH_DIR: &str = "/etc/redis-auth";
@@ -53,7 +48,6 @@ pub const REPLICATION_USER: &str = "replication";
 pub const PROBE_USER: &str = "probe";
 /// The metrics exporter's user.
 pub const EXPORTER_USER: &str = "exporter";
-const AUTH_VOLUME: &str = "auth";
 
 /// One of the operator's users: name, key of its password in `NAME-acl`, ACL rules.
 struct InternalUser {
@@ -99,8 +93,6 @@ const INTERNAL_USERS: [InternalUser; 4] = [
 pub const EXPORTER_PASSWORDS: &str = "exporter-passwords.json";
 /// Where the exporter's password file is mounted.
 pub const EXPORTER_AUTH_DIR: &str = "/etc/redis-exporter";
-const EXPORTER_AUTH_VOLUME: &str = "exporter-auth";
-const EXPORTER_PASSWORDS_FILE: &str = "passwords.json";
 
 /// The Secret and key holding the application password.
 pub fn application_secret(instance: &str, spec: &AuthSpec) -> (String, String) {
@@ -108,16 +100,6 @@ pub fn application_secret(instance: &str, spec: &AuthSpec) -> (String, String) {
         Some(r) => (r.name.clone(), r.key.clone()),
         None => (generated_secret_name(instance), PASSWORD_KEY.to_string()),
     }
-}
-
-/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
-pub fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
-    spec.auth
-        .secret_ref
-        .iter()
-        .map(|r| r.name.clone())
-        .chain(crate::tls::referenced_secret(spec))
-        .collect()
 }
 
 /// Hex SHA-256 of a password: how Redis lists it (`ACL GETUSER`) and how the ACL file names it (`#<hash>`).
@@ -294,7 +276,7 @@ pub fn resolve(
 
 /// The ACL rule words of a user with exactly `hashes` as passwords, whatever it held before (passwords,
 /// `nopass`, keys, channels, commands and `skip-sanitize-payload` reset; selectors are cleared where a server
-/// has any, see [`converge::steps`]). No `reset`: applying them to a live user keeps its connections.
+/// has any, see [`crate::converge::auth::steps`]). No `reset`: applying them to a live user keeps its connections.
 pub fn user_rules(hashes: &[String], rules: &str) -> Vec<String> {
     let mut words = vec!["on".to_string(), "resetpass".to_string()];
     words.extend(hashes.iter().map(|h| format!("#{h}")));
@@ -372,7 +354,7 @@ pub fn render_auth_conf(replication_password: &str) -> String {
 /// redis_exporter looks a target's password up by its exact address, so every other target it is asked to
 /// scrape gets none.
 pub fn render_exporter_passwords(password: &str) -> String {
-    serde_json::json!({ crate::build::exporter::REDIS_SOCKET_ADDR: password }).to_string()
+    serde_json::json!({ crate::desired::exporter::REDIS_SOCKET_ADDR: password }).to_string()
 }
 
 /// The data of `NAME-acl`: the files the pods read and the operator's users' passwords. `None` when
@@ -438,6 +420,11 @@ pub fn pod_started_with_auth(annotations: &BTreeMap<String, String>) -> bool {
         .is_some_and(|v| v.starts_with("on"))
 }
 
+/// The key of `NAME-acl` holding the readiness probe's password.
+pub fn probe_password_key() -> &'static str {
+    INTERNAL_USERS[2].key
+}
+
 /// The readiness probe's `redis-cli`: the probe user, its password read from the mounted file into
 /// `REDISCLI_AUTH` (never on a command line).
 pub fn probe_cli() -> String {
@@ -445,138 +432,6 @@ pub fn probe_cli() -> String {
         "REDISCLI_AUTH=\"$(cat {AUTH_DIR}/{key})\" redis-cli --no-auth-warning --user {PROBE_USER}",
         key = INTERNAL_USERS[2].key
     )
-}
-
-/// Adds authentication to the pod template: the annotation, the `NAME-acl` volume with the ACL file,
-/// `auth.conf` and the probe's password; `--include auth.conf` on Redis' command line; the readiness probe as
-/// the probe user; the exporter as the exporter user (its password file from `NAME-acl`). With authentication
-/// off, the annotation and `--protected-mode no`: Redis 7 otherwise refuses every client but loopback ones
-/// when the `default` user has no password, replicas and the operator included (the user chose no
-/// authentication; the status says so).
-pub fn add_to_pod(instance: &str, spec: &AuthSpec, statefulset: &mut StatefulSet) {
-    let Some(template) = statefulset.spec.as_mut().map(|s| &mut s.template) else {
-        return;
-    };
-    template
-        .metadata
-        .get_or_insert_with(Default::default)
-        .annotations
-        .get_or_insert_with(Default::default)
-        .insert(AUTH_ANNOTATION.into(), template_annotation(spec));
-    let Some(pod) = template.spec.as_mut() else {
-        return;
-    };
-    if !spec.enabled {
-        let redis = pod
-            .containers
-            .iter_mut()
-            .find(|c| c.name == crate::build::children::CONTAINER);
-        if let Some(redis) = redis {
-            let args = redis.args.get_or_insert_with(Vec::new);
-            args.extend(["--protected-mode".to_string(), "no".to_string()]);
-        }
-        return;
-    }
-    let secret = users_secret_name(instance);
-    let item = |key: &str| KeyToPath {
-        key: key.into(),
-        path: key.into(),
-        ..Default::default()
-    };
-    pod.volumes.get_or_insert_with(Vec::new).push(Volume {
-        name: AUTH_VOLUME.into(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret.clone()),
-            items: Some(vec![
-                item(ACL_FILE),
-                item(AUTH_CONF),
-                item(INTERNAL_USERS[2].key),
-            ]),
-            // Readable by the redis group (fsGroup), nobody else.
-            default_mode: Some(0o440),
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let mut exporter = false;
-    for container in &mut pod.containers {
-        if container.name == crate::build::children::CONTAINER {
-            add_to_redis(container);
-        } else if container.name == crate::build::exporter::EXPORTER_CONTAINER {
-            add_to_exporter(container);
-            exporter = true;
-        }
-    }
-    if exporter {
-        // Only the exporter's password file: the exporter sees no other password and no hash.
-        pod.volumes.get_or_insert_with(Vec::new).push(Volume {
-            name: EXPORTER_AUTH_VOLUME.into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret),
-                items: Some(vec![KeyToPath {
-                    key: EXPORTER_PASSWORDS.into(),
-                    path: EXPORTER_PASSWORDS_FILE.into(),
-                    ..Default::default()
-                }]),
-                default_mode: Some(0o440),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-}
-
-fn add_to_redis(container: &mut Container) {
-    container
-        .args
-        .get_or_insert_with(Vec::new)
-        .extend(["--include".to_string(), format!("{AUTH_DIR}/{AUTH_CONF}")]);
-    container
-        .volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: AUTH_VOLUME.into(),
-            mount_path: AUTH_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
-    if let Some(probe) = container.readiness_probe.as_mut() {
-        *probe = Probe {
-            exec: Some(ExecAction {
-                command: Some(vec![
-                    "sh".into(),
-                    "-c".into(),
-                    crate::build::children::readiness_script(&probe_cli()),
-                ]),
-            }),
-            ..probe.clone()
-        };
-    }
-}
-
-/// The exporter's user, and its password as a file mapping its own server's socket to it (never
-/// `REDIS_PASSWORD`, which redis_exporter would send to any target a `/scrape?target=` names).
-fn add_to_exporter(container: &mut Container) {
-    let env = container.env.get_or_insert_with(Vec::new);
-    env.push(EnvVar {
-        name: "REDIS_USER".into(),
-        value: Some(EXPORTER_USER.into()),
-        ..Default::default()
-    });
-    env.push(EnvVar {
-        name: "REDIS_PASSWORD_FILE".into(),
-        value: Some(format!("{EXPORTER_AUTH_DIR}/{EXPORTER_PASSWORDS_FILE}")),
-        ..Default::default()
-    });
-    container
-        .volume_mounts
-        .get_or_insert_with(Vec::new)
-        .push(VolumeMount {
-            name: EXPORTER_AUTH_VOLUME.into(),
-            mount_path: EXPORTER_AUTH_DIR.into(),
-            read_only: Some(true),
-            ..Default::default()
-        });
 }
 
 /// Checks `spec.auth.defaultUserRules`: ACL rules only, without passwords or user state, which the operator owns.

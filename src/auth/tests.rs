@@ -3,6 +3,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::*;
 use crate::api::SecretKeyRef;
+use crate::desired::auth::AUTH_VOLUME;
 
 fn secret(name: &str, version: &str, data: &[(&str, &str)]) -> Secret {
     Secret {
@@ -161,9 +162,9 @@ fn the_files_hold_hashes_of_the_application_password_never_the_password() {
 
 #[test]
 fn the_pod_reads_the_files_and_the_probe_and_exporter_authenticate_without_a_literal_password() {
-    let mut ri = crate::build::children::tests::instance("cache");
+    let mut ri = crate::desired::children::tests::instance("cache");
     ri.spec.monitoring.exporter.enabled = true;
-    let sts = crate::build::children::build(&ri).statefulset;
+    let sts = crate::desired::children::build(&ri).statefulset;
     let text = serde_json::to_string(&sts).unwrap();
     let template = sts.spec.unwrap().template;
     assert!(template.metadata.unwrap().annotations.unwrap()[AUTH_ANNOTATION].starts_with("on-"));
@@ -263,9 +264,9 @@ fn the_exporters_password_file_names_only_its_own_servers_socket_and_its_user_re
 
 #[test]
 fn off_marks_the_template_and_lets_other_hosts_in() {
-    let mut ri = crate::build::children::tests::instance("cache");
+    let mut ri = crate::desired::children::tests::instance("cache");
     ri.spec.auth.enabled = false;
-    let pod = crate::build::children::build(&ri)
+    let pod = crate::desired::children::build(&ri)
         .statefulset
         .spec
         .unwrap()
@@ -281,7 +282,7 @@ fn off_marks_the_template_and_lets_other_hosts_in() {
     // Without a password Redis 7 would accept loopback clients only: replicas and the operator are not.
     assert!(args.ends_with("--protected-mode no"), "{args}");
     ri.spec.auth.enabled = true;
-    let on = crate::build::children::build(&ri)
+    let on = crate::desired::children::build(&ri)
         .statefulset
         .spec
         .unwrap()

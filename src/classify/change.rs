@@ -1,8 +1,8 @@
 //! Classifying a spec change into the least destructive way to roll it out.
 
+use crate::api::quantity::Quantity;
 use crate::classify::diff::is_applied;
 use crate::names::CONFIG_HASH_ANNOTATION;
-use crate::validate::quantity::Quantity;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use redis_fsm::{Change, Reason, SpecProblem};
 
@@ -170,7 +170,7 @@ fn classify_storage(want: Option<ClaimTemplate>, have: Option<ClaimTemplate>) ->
 mod tests {
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
-    use crate::build::children::{build, tests::instance};
+    use crate::desired::children::{build, tests::instance};
 
     fn with_storage(size: &str, class: Option<&str>) -> crate::api::RedisInstance {
         let mut ri = instance("cache");

@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::validate::quantity::Quantity;
+use crate::api::quantity::Quantity;
 
 /// Whether every field set in `desired` has the same value in `live`.
 pub fn is_applied<D: Serialize, L: Serialize>(desired: &D, live: &L) -> bool {

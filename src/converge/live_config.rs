@@ -1,9 +1,9 @@
 //! Configuration changes without restarts: which `redis.conf` directives Redis changes at runtime
 //! (`CONFIG SET`), what each pod must be sent to hold what `spec.config` says, and the pass that sends it.
 //!
-//! A directive is *live* when it is on [`LIVE_DIRECTIVES`] and its value is one Redis parses the same way
-//! from the file and from `CONFIG SET` (checked by [`live_value`]). Live values are left out of the pod
-//! template's config hash ([`crate::build::redis_conf::restart_view`]), so changing them does not roll the pods:
+//! A directive is *live* when it is on the list of [`crate::desired::live_directives`] and its value is one
+//! Redis parses the same way from the file and from `CONFIG SET` (checked by [`live_value`]). Live values are left out of the pod
+//! template's config hash ([`crate::desired::redis_conf::restart_view`]), so changing them does not roll the pods:
 //! the ConfigMap is updated (a restarted pod reads the new file) and [`converge`] sets them on every pod.
 //! Adding or removing a live directive changes the hash (its *name* is part of it) and restarts the pods:
 //! Redis has no "back to the default" command, and the defaults differ between images.
@@ -19,182 +19,15 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use redis_fsm::Reason;
 
-use crate::build::children::{config_text, Desired};
-use crate::build::redis_conf::config_hash;
 use crate::classify::change::template_config_hash;
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
+use crate::desired::children::{config_text, Desired};
+use crate::desired::live_directives::{kind, live_value, unquoted, Kind};
+use crate::desired::redis_conf::config_hash;
 use crate::events::EventReason;
 use crate::names::CONFIG_HASH_ANNOTATION;
 use crate::redis::{Access, RedisNode};
-
-/// How Redis parses a directive's value, and how `CONFIG GET` reports it back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// Bytes with Redis' units (`k` = 1000, `kb` = 1024, `m`, `mb`, `g`, `gb`, any case); read back in bytes.
-    Memory,
-    /// A decimal integer, written as Redis writes it (no sign for positives, no leading zeros).
-    Integer,
-    /// An integer Redis clamps to `min..=max` instead of refusing it (`hz`).
-    Clamped(i64, i64),
-    /// `yes` or `no`, any case; read back in lower case.
-    Bool,
-    /// One of these words, any case; read back in lower case.
-    Enum(&'static [&'static str]),
-    /// `save`: pairs of seconds and changes, or empty; read back single-spaced.
-    Save,
-    /// `notify-keyspace-events`: a set of class letters in any order, `A` standing for `g$lshzxetd`.
-    KeyspaceEvents,
-}
-
-const MAXMEMORY_POLICIES: &[&str] = &[
-    "volatile-lru",
-    "volatile-lfu",
-    "volatile-random",
-    "volatile-ttl",
-    "allkeys-lru",
-    "allkeys-lfu",
-    "allkeys-random",
-    "noeviction",
-];
-
-/// The directives the operator sets at runtime, each checked against Redis 7.0's `CONFIG SET` (the test
-/// `tests/redis_client.rs` sets every one on a real server and reads it back). Left out on purpose:
-/// `maxclients` (Redis refuses values above what the file-descriptor limit allows, which a restart would
-/// lower silently), anything with paths, ports or sockets, and aliases (`slave-*`): those roll the pods.
-/// `min-replicas-*` are rendered from `spec.replication`.
-const LIVE_DIRECTIVES: [(&str, Kind); 29] = [
-    ("active-expire-effort", Kind::Integer),
-    ("appendfsync", Kind::Enum(&["always", "everysec", "no"])),
-    ("appendonly", Kind::Bool),
-    ("dynamic-hz", Kind::Bool),
-    ("hz", Kind::Clamped(1, 500)),
-    ("latency-monitor-threshold", Kind::Integer),
-    ("lazyfree-lazy-eviction", Kind::Bool),
-    ("lazyfree-lazy-expire", Kind::Bool),
-    ("lazyfree-lazy-server-del", Kind::Bool),
-    ("lazyfree-lazy-user-del", Kind::Bool),
-    ("lazyfree-lazy-user-flush", Kind::Bool),
-    ("lfu-decay-time", Kind::Integer),
-    ("lfu-log-factor", Kind::Integer),
-    (
-        "loglevel",
-        Kind::Enum(&["debug", "verbose", "notice", "warning", "nothing"]),
-    ),
-    ("maxmemory", Kind::Memory),
-    ("maxmemory-eviction-tenacity", Kind::Integer),
-    ("maxmemory-policy", Kind::Enum(MAXMEMORY_POLICIES)),
-    ("maxmemory-samples", Kind::Integer),
-    ("min-replicas-max-lag", Kind::Integer),
-    ("min-replicas-to-write", Kind::Integer),
-    ("notify-keyspace-events", Kind::KeyspaceEvents),
-    ("repl-backlog-size", Kind::Memory),
-    ("repl-backlog-ttl", Kind::Integer),
-    ("repl-timeout", Kind::Integer),
-    ("replica-lazy-flush", Kind::Bool),
-    ("save", Kind::Save),
-    ("slowlog-log-slower-than", Kind::Integer),
-    ("slowlog-max-len", Kind::Integer),
-    ("timeout", Kind::Integer),
-];
-
-/// The names of the directives that can change without a restart, for docs and tests.
-pub fn live_directives() -> impl Iterator<Item = &'static str> {
-    LIVE_DIRECTIVES.iter().map(|(name, _)| *name)
-}
-
-fn kind(directive: &str) -> Option<Kind> {
-    let directive = directive.to_ascii_lowercase();
-    LIVE_DIRECTIVES
-        .iter()
-        .find(|(name, _)| *name == directive)
-        .map(|(_, kind)| *kind)
-}
-
-/// The value as Redis reads it from the file: `render` writes an empty value as `""`.
-fn unquoted(value: &str) -> &str {
-    if value == "\"\"" {
-        ""
-    } else {
-        value
-    }
-}
-
-/// Redis' form of a plain integer (`string2ll`): `0`, or an optional `-` and digits without a leading zero.
-fn integer(value: &str) -> Option<i64> {
-    let parsed: i64 = value.parse().ok()?;
-    (parsed.to_string() == value).then_some(parsed)
-}
-
-/// Bytes of a memory value as Redis' `memtoull` reads it: digits, then an optional unit.
-fn memory(value: &str) -> Option<u64> {
-    let lower = value.to_ascii_lowercase();
-    let digits_end = lower
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(lower.len());
-    let (digits, unit) = lower.split_at(digits_end);
-    if digits.is_empty() {
-        return None;
-    }
-    let factor: u64 = match unit {
-        "" | "b" => 1,
-        "k" => 1000,
-        "kb" => 1024,
-        "m" => 1000 * 1000,
-        "mb" => 1024 * 1024,
-        "g" => 1000 * 1000 * 1000,
-        "gb" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    digits.parse::<u64>().ok()?.checked_mul(factor)
-}
-
-/// The keyspace-event classes Redis knows, and what `A` stands for.
-const KEYSPACE_CLASSES: &str = "KEg$lshzxetmdn";
-const KEYSPACE_ALL: &str = "g$lshzxetd";
-
-fn normalize(kind: Kind, value: &str) -> Option<String> {
-    let value = unquoted(value);
-    match kind {
-        Kind::Memory => memory(value).map(|bytes| bytes.to_string()),
-        Kind::Integer => integer(value).map(|n| n.to_string()),
-        Kind::Clamped(min, max) => integer(value).map(|n| n.clamp(min, max).to_string()),
-        Kind::Bool => {
-            let lower = value.to_ascii_lowercase();
-            matches!(lower.as_str(), "yes" | "no").then_some(lower)
-        }
-        Kind::Enum(words) => {
-            let lower = value.to_ascii_lowercase();
-            words.contains(&lower.as_str()).then_some(lower)
-        }
-        Kind::Save => {
-            let words: Vec<&str> = value.split_whitespace().collect();
-            let valid = words.len().is_multiple_of(2)
-                && words.iter().all(|w| integer(w).is_some_and(|n| n >= 0));
-            valid.then(|| words.join(" "))
-        }
-        Kind::KeyspaceEvents => {
-            let mut classes = std::collections::BTreeSet::new();
-            for c in value.chars() {
-                match c {
-                    'A' => classes.extend(KEYSPACE_ALL.chars()),
-                    c if KEYSPACE_CLASSES.contains(c) => {
-                        classes.insert(c);
-                    }
-                    _ => return None,
-                }
-            }
-            Some(classes.into_iter().collect())
-        }
-    }
-}
-
-/// The value `directive value` means at runtime, in the form `CONFIG GET` reports it, when the directive can
-/// be set live with that value; `None` when changing it needs a restart (not on the list, or a value the
-/// operator does not read exactly as Redis does, which then fails loudly at the restart instead).
-pub fn live_value(directive: &str, value: &str) -> Option<String> {
-    normalize(kind(directive)?, value)
-}
 
 /// One directive to hold at runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -481,6 +314,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::desired::live_directives::MAXMEMORY_POLICIES;
 
     fn setting(directive: &str, value: &str) -> LiveSetting {
         desired(&[(directive.to_string(), value.to_string())])
@@ -660,8 +494,8 @@ mod tests {
 
     #[test]
     fn an_old_style_hash_is_kept_while_it_describes_the_file() {
-        use crate::build::children::{build, tests::instance};
         use crate::classify::change::{classify_change, StatefulSetChange};
+        use crate::desired::children::{build, tests::instance};
 
         let ri = instance("cache");
         let mut old = build(&ri).statefulset;
@@ -785,7 +619,7 @@ mod tests {
             databases in 1u32..64,
         ) {
             use crate::api::ReplicationSpec;
-            use crate::build::redis_conf::restart_view;
+            use crate::desired::redis_conf::restart_view;
 
             let spec = |memory: &str, policy: &str, databases: u32| -> BTreeMap<String, String> {
                 [("maxmemory", memory.to_string()), ("maxmemory-policy", policy.to_string()), ("databases", databases.to_string())]

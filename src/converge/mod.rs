@@ -3,8 +3,10 @@
 //! Lease: the replication topology (failover, switchover, primary-last rollouts), switchover requests, and
 //! configuration set at runtime.
 
+pub mod auth;
 pub mod live_config;
 pub mod switchover;
+pub mod tls;
 pub mod topology;
 
 use std::future::Future;

@@ -72,7 +72,7 @@ pub async fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::children::tests::instance;
+    use crate::desired::children::tests::instance;
 
     #[test]
     fn only_a_pod_of_the_instance_with_replicas_may_be_requested() {

@@ -17,7 +17,7 @@ use redis_fsm::{
 };
 
 use crate::api::{PodStatus, RedisInstanceStatus, SwitchoverStatus, MAX_STATUS_INTEGER};
-use crate::build::redis_conf::REDIS_PORT;
+use crate::desired::redis_conf::REDIS_PORT;
 use crate::names::{pod_name, ROLE_LABEL};
 use crate::redis::{refusal_of, Access, RedisError, RedisNode};
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim, Pod, PodSpec};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 
-use crate::build::children::labels;
+use crate::desired::metadata::labels;
 use crate::names::{
     DATA_VOLUME, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,
 };

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, Event, Pod};
 use kube::ResourceExt;
 use redis_fsm::{FailingPod, RolloutStatus};
 
-use crate::build::redis_conf::redact_secrets;
+use crate::desired::redis_conf::redact_secrets;
 
 /// Container waiting reasons that mean the pod cannot start as specified.
 const FAILING_WAITING_REASONS: [&str; 7] = [

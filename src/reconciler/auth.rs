@@ -15,9 +15,9 @@ use tracing::{debug, info};
 
 use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
 use crate::api::{AuthStatus, RedisInstance};
-use crate::auth::converge::{self, Plan};
 use crate::auth::{self, Resolved};
-use crate::build::children;
+use crate::converge::auth::{self as converge, Plan};
+use crate::desired::metadata;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
 use crate::names::{users_secret_name, AUTH_ANNOTATION};
@@ -115,7 +115,7 @@ pub(super) async fn prepare(
         .expect("instances read from the API have a name and uid");
     if let Some(password) = &resolved.create_application_secret {
         let secret = Secret {
-            metadata: children::metadata(ri, app_name.clone(), &owner),
+            metadata: metadata::metadata(ri, app_name.clone(), &owner),
             type_: Some("Opaque".into()),
             string_data: Some([(auth::PASSWORD_KEY.to_string(), password.clone())].into()),
             ..Default::default()
@@ -135,7 +135,7 @@ pub(super) async fn prepare(
     }
     if let Some(data) = auth::users_secret_data(spec, &resolved) {
         let secret = Secret {
-            metadata: children::metadata(ri, users_name, &owner),
+            metadata: metadata::metadata(ri, users_name, &owner),
             type_: Some("Opaque".into()),
             data: Some(data),
             ..Default::default()

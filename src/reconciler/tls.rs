@@ -14,12 +14,13 @@ use tracing::{debug, info};
 
 use super::{event, instance_objects, Context};
 use crate::api::{RedisInstance, TlsStatus};
+use crate::converge::tls as reload;
 use crate::converge::topology::endpoint;
 use crate::error::Result;
 use crate::events::EventReason;
 use crate::observe::secrets::Keys;
 use crate::tls::connect::Trust;
-use crate::tls::{self, reload, Material};
+use crate::tls::{self, Material};
 
 /// The checked TLS Secret, and the operator's trust by pod address.
 pub(super) struct Prepared {

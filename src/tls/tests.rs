@@ -4,10 +4,11 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Secret};
 use k8s_openapi::ByteString;
 
-use super::reload::{record, serves, Outcome};
 use super::*;
 use crate::api::{ExporterSpec, TlsStatus};
-use crate::build::children::{build, tests::instance};
+use crate::converge::tls::{record, serves, Outcome};
+use crate::desired::children::{build, tests::instance};
+use crate::desired::tls::{server_args, TLS_VOLUME};
 
 const CA: &str = include_str!("fixtures/ca.crt");
 const OTHER_CA: &str = include_str!("fixtures/other-ca.crt");
@@ -238,7 +239,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
         items,
         [(CERT_KEY, CERT_KEY), (KEY_KEY, KEY_KEY), (CA_KEY, CA_KEY)]
     );
-    let redis = container(&pod, crate::build::children::CONTAINER);
+    let redis = container(&pod, crate::desired::container::CONTAINER);
     let mount = redis
         .volume_mounts
         .as_ref()
@@ -263,7 +264,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
     );
     assert!(!script.contains("--cert "), "{script}");
     // The exporter reads its own server over the pod's Unix socket: no TLS settings, no key mounted.
-    let exporter = container(&pod, crate::build::exporter::EXPORTER_CONTAINER);
+    let exporter = container(&pod, crate::desired::exporter::EXPORTER_CONTAINER);
     let env: BTreeMap<&str, Option<&str>> = exporter
         .env
         .as_ref()
@@ -273,7 +274,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
         .collect();
     assert_eq!(
         env["REDIS_ADDR"],
-        Some(crate::build::exporter::REDIS_SOCKET_ADDR)
+        Some(crate::desired::exporter::REDIS_SOCKET_ADDR)
     );
     assert!(!env.keys().any(|k| k.contains("TLS")), "{env:?}");
     assert!(!exporter
@@ -290,7 +291,7 @@ fn required_client_certificates_make_the_probe_present_the_pods_pair() {
     ri.spec.auth.enabled = false;
     ri.spec.monitoring.exporter.enabled = true;
     let pod = build(&ri).statefulset.spec.unwrap().template.spec.unwrap();
-    let script = probe_script(container(&pod, crate::build::children::CONTAINER));
+    let script = probe_script(container(&pod, crate::desired::container::CONTAINER));
     assert!(
         script.starts_with(
             "r=$(redis-cli --tls --cacert /etc/redis-tls/ca.crt --cert /etc/redis-tls/tls.crt \
@@ -299,7 +300,7 @@ fn required_client_certificates_make_the_probe_present_the_pods_pair() {
         "{script}"
     );
     // The exporter does not need one: it reads over the pod's Unix socket.
-    let exporter = container(&pod, crate::build::exporter::EXPORTER_CONTAINER);
+    let exporter = container(&pod, crate::desired::exporter::EXPORTER_CONTAINER);
     assert!(!exporter
         .env
         .iter()

@@ -1,21 +1,18 @@
 //! Validation of a spec before anything is touched. The CRD schema catches what it can; this catches the
 //! rest (and everything again, for objects written before the schema was tightened).
 
-pub mod admission;
-pub mod quantity;
-
 use std::collections::BTreeMap;
 
-use crate::validate::admission::{
-    BAD_DIRECTIVE_NAME, BAD_STORAGE_CLASS, DUPLICATE_DIRECTIVE, MAX_CONFIG_ENTRIES,
+use crate::api::admission::{
+    self, BAD_DIRECTIVE_NAME, BAD_STORAGE_CLASS, DUPLICATE_DIRECTIVE, MAX_CONFIG_ENTRIES,
     MAX_CONFIG_VALUE_LEN, MAX_DIRECTIVE_LEN, MAX_IMAGE_LEN, MAX_REPLICAS,
 };
 use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, WeightedPodAffinityTerm};
 
+use crate::api::directives::refusal;
+use crate::api::quantity::Quantity;
 use crate::api::{ExporterSpec, RedisInstanceSpec, SchedulingSpec, MAX_METADATA_ENTRIES};
-use crate::build::placement::{reserved_annotation, reserved_label};
-use crate::build::redis_conf::refusal;
-use crate::validate::quantity::Quantity;
+use crate::desired::placement::{reserved_annotation, reserved_label};
 
 /// One reason a spec cannot be applied, naming the offending field.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +34,7 @@ impl SpecError {
 }
 
 /// Checks a spec; returns every problem found (empty when the spec is valid). It refuses what the CRD's
-/// admission rules ([`crate::validate::admission`]) refuse, and more (resource quantities, which the CRD schema takes
+/// admission rules ([`crate::api::admission`]) refuse, and more (resource quantities, which the CRD schema takes
 /// from Kubernetes as it is).
 pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
     let mut errors = Vec::new();
@@ -502,7 +499,7 @@ mod tests {
 
     use super::*;
     use crate::api::{ClaimDeletePolicy, StorageSpec};
-    use crate::build::redis_conf::render;
+    use crate::desired::redis_conf::render;
 
     fn valid() -> RedisInstanceSpec {
         RedisInstanceSpec {

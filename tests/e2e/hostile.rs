@@ -529,7 +529,7 @@ async fn sigterm_ends_an_operator_that_cannot_list_its_instances() {
         Command::new("kill").args(["-TERM", &child.id().to_string()]),
         None,
     );
-    let bound = redis_operator::runtime::cli::SHUTDOWN_DEADLINE + Duration::from_secs(5);
+    let bound = redis_operator::cli::SHUTDOWN_DEADLINE + Duration::from_secs(5);
     loop {
         if child.try_wait().unwrap().is_some() {
             break;

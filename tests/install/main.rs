@@ -251,7 +251,7 @@ fn monitoring_overlays_select_the_instances_exporters() {
     let mut ri = RedisInstance::new("cache", spec);
     ri.metadata.namespace = Some("apps".into());
     ri.metadata.uid = Some("uid-1".into());
-    let desired = redis_operator::build::children::build(&ri);
+    let desired = redis_operator::desired::children::build(&ri);
     let service = serde_yaml::to_value(desired.metrics_service.expect("NAME-metrics")).unwrap();
     let template = serde_yaml::to_value(desired.statefulset.spec.unwrap().template).unwrap();
     let selects = |selector: &Value, labels: &Value| {

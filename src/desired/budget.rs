@@ -15,7 +15,7 @@ use kube::ResourceExt;
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
-use crate::build::children::{metadata, selector_labels};
+use crate::desired::metadata::{metadata, selector_labels};
 use crate::names::{primary_budget_name, replicas_budget_name, ROLE_LABEL};
 
 /// The two budgets of `ri`: the primary's, then the replicas'.
@@ -67,7 +67,7 @@ mod tests {
     use kube::Resource;
 
     use super::*;
-    use crate::build::children::tests::instance;
+    use crate::desired::children::tests::instance;
 
     fn spec(pdb: &PodDisruptionBudget) -> &PodDisruptionBudgetSpec {
         pdb.spec.as_ref().unwrap()

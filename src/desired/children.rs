@@ -1,16 +1,14 @@
 //! Pure builders of the objects an instance owns: ConfigMap, StatefulSet, client and headless Services.
 //! Nothing here talks to the API; the reconciler decides whether and how to apply what is built.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{
     RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-    EnvVar, EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
+    ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ExecAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+    Service, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
     VolumeResourceRequirements,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -21,17 +19,17 @@ use kube::{Resource, ResourceExt};
 use redis_fsm::RoleLabel;
 
 use crate::api::RedisInstance;
-use crate::build::exporter;
-use crate::build::placement::{self, ClientService};
-use crate::build::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
+use crate::desired::container::{readiness_script, restricted_container, CONTAINER};
+use crate::desired::exporter;
+use crate::desired::metadata::{labels, metadata, selector_labels};
+use crate::desired::placement::{self, ClientService};
+use crate::desired::redis_conf::{self, CONFIG_DIR, CONFIG_FILE, DATA_DIR, REDIS_PORT};
 use crate::names::{
     config_map_name, headless_name, replicas_service_name, CONFIG_HASH_ANNOTATION, DATA_VOLUME,
-    INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL, ROLE_LABEL,
+    ROLE_LABEL,
 };
 
 const CONFIG_VOLUME: &str = "config";
-/// Name of the Redis container.
-pub const CONTAINER: &str = "redis";
 /// UID and GID of the `redis` user in the official images.
 const REDIS_UID: i64 = 999;
 
@@ -52,7 +50,7 @@ pub struct Desired {
     pub metrics_service: Option<Service>,
     /// Hex SHA-256 of the restart-relevant configuration (the pod template's config hash).
     pub config_hash: String,
-    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::build::budget`]).
+    /// `NAME-primary` and `NAME-replicas`, the PodDisruptionBudgets (see [`crate::desired::budget`]).
     pub budgets: [PodDisruptionBudget; 2],
 }
 
@@ -65,36 +63,6 @@ pub fn config_text(config_map: &ConfigMap) -> &str {
         .map_or("", String::as_str)
 }
 
-/// The labels every child carries.
-pub fn labels(instance: &str) -> BTreeMap<String, String> {
-    [
-        (NAME_LABEL, "redis"),
-        (INSTANCE_LABEL, instance),
-        (MANAGED_BY_LABEL, MANAGED_BY),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
-}
-
-/// The labels selecting every pod of `instance`.
-pub fn selector_labels(instance: &str) -> BTreeMap<String, String> {
-    let mut labels = labels(instance);
-    labels.remove(MANAGED_BY_LABEL);
-    labels
-}
-
-/// Metadata of a child named `name`: the operator's labels and the instance as controller owner.
-pub fn metadata(ri: &RedisInstance, name: String, owner: &OwnerReference) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name),
-        namespace: ri.namespace(),
-        labels: Some(labels(&ri.name_any())),
-        owner_references: Some(vec![owner.clone()]),
-        ..Default::default()
-    }
-}
-
 /// The update strategy of the StatefulSet controller's own rolling update (highest ordinal first, whatever
 /// the roles), used instead of `OnDelete` only when the operator runs with `REDIS_OPERATOR_ROLLOUT=statefulset`
 /// (the baseline of the rolling-update benchmark).
@@ -105,20 +73,6 @@ pub fn controller_rolling_update() -> StatefulSetUpdateStrategy {
             partition: Some(0),
             ..Default::default()
         }),
-    }
-}
-
-/// The security context of every container the operator runs: no privilege escalation, a read-only root
-/// filesystem, all capabilities dropped.
-pub fn restricted_container() -> SecurityContext {
-    SecurityContext {
-        allow_privilege_escalation: Some(false),
-        read_only_root_filesystem: Some(true),
-        capabilities: Some(Capabilities {
-            drop: Some(vec!["ALL".into()]),
-            ..Default::default()
-        }),
-        ..Default::default()
     }
 }
 
@@ -141,8 +95,8 @@ pub fn build(ri: &RedisInstance) -> Desired {
     let mut statefulset = statefulset(ri, &owner, &config_hash);
     placement::place_pods(&ri.spec, &name, &mut statefulset);
     exporter::add_sidecar(&ri.spec.monitoring.exporter, &mut statefulset);
-    crate::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
-    crate::tls::add_to_pod(ri.spec.tls.as_ref(), &ri.spec.auth, &mut statefulset);
+    crate::desired::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
+    crate::desired::tls::add_to_pod(ri.spec.tls.as_ref(), &ri.spec.auth, &mut statefulset);
     let mut primary = service(ri, &owner, ServiceKind::Primary);
     placement::expose(&ri.spec.service, ClientService::Primary, &mut primary);
     let mut replicas_service = service(ri, &owner, ServiceKind::Replicas);
@@ -157,7 +111,7 @@ pub fn build(ri: &RedisInstance) -> Desired {
         service: primary,
         replicas_service,
         headless: service(ri, &owner, ServiceKind::Headless),
-        budgets: crate::build::budget::budgets(ri, &owner),
+        budgets: crate::desired::budget::budgets(ri, &owner),
         metrics_service: exporter::metrics_service(ri, &owner),
         config_hash,
     }
@@ -279,21 +233,6 @@ fn statefulset(ri: &RedisInstance, owner: &OwnerReference, config_hash: &str) ->
     }
 }
 
-/// The readiness probe's shell script, calling Redis with `cli` (`redis-cli` and its authentication options).
-///
-/// A server that answers `BUSY` (a script runs) or `max number of clients reached` is alive and keeps the
-/// readiness it had: the operator decides about it (it kills the script, or shuts a server whose script wrote
-/// down before a failover; it never fails over for full connection slots), and a pod that turned not Ready only
-/// because its probe was refused would be failed over as not Ready once the script is killed.
-pub fn readiness_script(cli: &str) -> String {
-    format!(
-        "r=$({cli} -h \"$POD_IP\" -p {REDIS_PORT} info replication 2>&1); case \"$r\" in \
-         *role:master*) exit 0 ;; *master_sync_in_progress:1*) exit 1 ;; \
-         *master_link_status:up*) exit 0 ;; *BUSY*|*\"max number of clients reached\"*) exit 0 ;; \
-         esac; exit 1"
-    )
-}
-
 fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
     // Ready: a master (the operator only labels the one it confirmed), or a replica whose link to its primary is
     // up with no full sync running. A parked pod (a replica of itself) and a replica still loading its first
@@ -393,6 +332,7 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
 pub(crate) mod tests {
     use super::*;
     use crate::api::{ClaimDeletePolicy, RedisInstanceSpec, StorageSpec};
+    use crate::names::{INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL};
 
     /// A test fixture: an instance as read from the API.
     pub fn instance(name: &str) -> RedisInstance {

@@ -9,7 +9,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
-use crate::reconciler::{self, Settings};
+use crate::reconciler::{self, RolloutMode, Settings};
 use crate::runtime::leader::{self, Election, LeaseSettings};
 use crate::runtime::metrics::Metrics;
 
@@ -51,16 +51,6 @@ pub enum Command {
         #[arg(long, env = "KUBE_CONTEXT")]
         context: Option<String>,
     },
-}
-
-/// Who orders the pod replacements of a rolling update.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum RolloutMode {
-    /// The operator: replicas one at a time, a switchover, the old primary last (StatefulSet `OnDelete`).
-    PrimaryLast,
-    /// The StatefulSet controller's own rolling update (highest ordinal first, whatever the roles). Only for
-    /// comparison: it restarts the primary mid-rollout.
-    Statefulset,
 }
 
 /// Log output format.

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sha2::{Digest, Sha256};
 
 use crate::api::ReplicationSpec;
-use crate::converge::live_config::live_value;
+use crate::desired::live_directives::live_value;
 
 /// Where the rendered configuration is mounted in the Redis container.
 pub const CONFIG_DIR: &str = "/etc/redis";
@@ -21,82 +21,6 @@ pub const REDIS_PORT: i32 = 6379;
 pub const BUSY_REPLY_THRESHOLD_KEY: &str = "lua-time-limit";
 /// The default busy-reply threshold, in milliseconds: below the operator's 2 s command bound.
 pub const BUSY_REPLY_THRESHOLD_MS: u64 = 1000;
-
-/// Directives the operator sets itself: the pod layout and the replication topology depend on them, so users
-/// may not override them. `bind` is passed on the command line with the pod's own address (as are `replicaof`
-/// and `replica-announce-ip`, refused below as dangerous and managed); `min-replicas-*` come from
-/// `spec.replication`.
-pub const OWNED_DIRECTIVES: [&str; 13] = [
-    "bind",
-    "daemonize",
-    "dir",
-    "include",
-    "logfile",
-    "pidfile",
-    "port",
-    "supervised",
-    "min-replicas-to-write",
-    "min-replicas-max-lag",
-    "min-slaves-to-write",
-    "min-slaves-max-lag",
-    "repl-diskless-sync-delay",
-];
-
-/// Directives that would turn Redis into a file-write or code-load primitive for anyone who can reach it
-/// (modules, `DEBUG`, protected `CONFIG SET` of paths, replicating from an arbitrary host, renamed commands
-/// that hide what runs, a socket outside the data directory). Never allowed.
-pub const DANGEROUS_DIRECTIVES: [&str; 10] = [
-    "enable-debug-command",
-    "enable-module-command",
-    "enable-protected-configs",
-    "loadmodule",
-    "protected-mode",
-    "rename-command",
-    "replicaof",
-    "slaveof",
-    "unixsocket",
-    "unixsocketperm",
-];
-
-/// Replication and authentication directives: the operator manages them (replication and credentials
-/// are its job), so `spec.config` may not set them.
-pub const MANAGED_DIRECTIVES: [&str; 9] = [
-    "aclfile",
-    "masterauth",
-    "masteruser",
-    "replica-announce-ip",
-    "replica-announce-port",
-    "requirepass",
-    "slave-announce-ip",
-    "slave-announce-port",
-    "user",
-];
-
-/// Every group of directives `spec.config` may not set, with the reason shown to the user. The CRD's
-/// admission rules and [`crate::validate`] are both generated from this table, so they cannot disagree.
-pub const REFUSED_DIRECTIVES: [(&[&str], &str); 3] = [
-    (
-        &OWNED_DIRECTIVES,
-        "is set by the operator and cannot be overridden",
-    ),
-    (
-        &DANGEROUS_DIRECTIVES,
-        "is refused: it would let clients write files, load code or take over the server",
-    ),
-    (
-        &MANAGED_DIRECTIVES,
-        "is managed by the operator (replication and authentication) and cannot be set in spec.config",
-    ),
-];
-
-/// Why `directive` may not appear in `spec.config` (directive names are case-insensitive in Redis).
-pub fn refusal(directive: &str) -> Option<&'static str> {
-    let directive = directive.to_ascii_lowercase();
-    REFUSED_DIRECTIVES
-        .iter()
-        .find(|(names, _)| names.contains(&directive.as_str()))
-        .map(|(_, why)| *why)
-}
 
 /// Directives whose arguments are secrets (passwords, ACL rules with `>password`).
 const SECRET_DIRECTIVES: [&str; 5] = [
@@ -223,7 +147,7 @@ pub fn render(user: &BTreeMap<String, String>, replication: &ReplicationSpec) ->
 }
 
 /// What of the configuration needs a restart to change, as text to hash: every directive's name, and the
-/// value of every directive that cannot be set at runtime ([`crate::converge::live_config::live_value`]). A change of
+/// value of every directive that cannot be set at runtime ([`crate::desired::live_directives::live_value`]). A change of
 /// live values only leaves it equal, so the pods are not rolled; adding or removing a directive changes it.
 /// The first line marks the format, so it never equals a whole rendered file (the hash of older releases).
 pub fn restart_view(user: &BTreeMap<String, String>, replication: &ReplicationSpec) -> String {
@@ -259,6 +183,7 @@ pub fn config_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::directives::{refusal, OWNED_DIRECTIVES};
 
     fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

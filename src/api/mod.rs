@@ -1,5 +1,9 @@
 //! The `RedisInstance` custom resource (`redis.github.com/v1`): spec, status and CRD generation.
 
+pub mod admission;
+pub mod directives;
+pub mod quantity;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
@@ -10,13 +14,13 @@ use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::validate::admission::{self, MAX_REPLICAS};
+use crate::api::admission::MAX_REPLICAS;
 
 /// The image used when `spec.image` is not set.
 pub const DEFAULT_IMAGE: &str = "redis:7.2";
 
 /// Desired state of a Redis instance.
-// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::validate::admission`, built from the same
+// The CEL admission rules (`x_kube(validation = ...)`) come from `crate::api::admission`, built from the same
 // tables `crate::validate` checks.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
@@ -931,12 +935,12 @@ mod tests {
     }
 
     /// The CRD's admission rules and `validate` must refuse the same directives: every refused directive of
-    /// `redis_conf::REFUSED_DIRECTIVES` is in a lowercase-comparing config rule carrying the same reason.
+    /// `directives::REFUSED_DIRECTIVES` is in a lowercase-comparing config rule carrying the same reason.
     #[test]
     fn crd_refuses_every_directive_validate_refuses() {
         let schema = schema();
         let config = rules(&schema["properties"]["spec"]["properties"]["config"]);
-        for (directives, why) in crate::build::redis_conf::REFUSED_DIRECTIVES {
+        for (directives, why) in crate::api::directives::REFUSED_DIRECTIVES {
             for directive in directives {
                 assert!(
                     config
@@ -979,7 +983,7 @@ mod tests {
             .any(|(rule, _)| rule.contains("compareTo(quantity(oldSelf)) >= 0")));
         assert!(size
             .iter()
-            .any(|(rule, _)| rule.contains(crate::validate::quantity::Quantity::CEL_LIMIT)));
+            .any(|(rule, _)| rule.contains(crate::api::quantity::Quantity::CEL_LIMIT)));
         assert!(rules(spec)
             .iter()
             .any(|(rule, m)| rule.contains("oldSelf.storage") && m == admission::STORAGE_REMOVED));

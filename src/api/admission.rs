@@ -5,10 +5,10 @@
 
 use kube::core::{Message, Rule};
 
-use crate::build::redis_conf::{
+use crate::api::directives::{
     DANGEROUS_DIRECTIVES, MANAGED_DIRECTIVES, OWNED_DIRECTIVES, REFUSED_DIRECTIVES,
 };
-use crate::validate::quantity::Quantity;
+use crate::api::quantity::Quantity;
 
 /// The most Redis pods one instance may ask for. Each pod is a Redis server (the primary or a replica) with
 /// its own claim; an instance that needs more is better split, and the bound keeps a typo (`10000000000`) from

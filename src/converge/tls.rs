@@ -11,11 +11,11 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 use crate::api::{ClientAuth, TlsStatus};
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::redis::{Access, RedisNode};
+use crate::tls::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 
 /// The outcome of one pass.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -127,7 +127,7 @@ pub fn record(
     let previous_version = previous
         .filter(|p| p.secret_name == material.secret)
         .and_then(|p| p.served_secret_version.clone());
-    let mut message = super::status_message(material, client_auth);
+    let mut message = crate::tls::status_message(material, client_auth);
     let everywhere = outcome.pending.is_empty() && outcome.serving.len() >= replicas;
     let mut event = None;
     let served_secret_version = if everywhere {

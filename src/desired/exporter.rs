@@ -11,7 +11,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 use crate::api::{ExporterSpec, RedisInstance};
-use crate::build::children::{metadata, selector_labels, CONTAINER};
+use crate::desired::container::CONTAINER;
+use crate::desired::metadata::{metadata, selector_labels};
 use crate::names::{metrics_service_name, COMPONENT_LABEL};
 
 /// Name of the exporter container.
@@ -81,7 +82,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
         value: Some(value),
         ..Default::default()
     };
-    // With authentication on, `crate::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
+    // With authentication on, `crate::desired::auth::add_to_pod` adds the exporter's least-privilege user as REDIS_USER
     // and its password file (mounted from NAME-acl, never a literal value).
     let env = vec![
         EnvVar {
@@ -112,7 +113,7 @@ fn sidecar(exporter: &ExporterSpec) -> Container {
             ..Default::default()
         }]),
         resources: exporter.resources.clone(),
-        security_context: Some(crate::build::children::restricted_container()),
+        security_context: Some(crate::desired::container::restricted_container()),
         ..Default::default()
     }
 }
@@ -153,7 +154,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     use super::*;
-    use crate::build::children::{build, tests::instance};
+    use crate::desired::children::{build, tests::instance};
     use crate::names::{INSTANCE_LABEL, MANAGED_BY_LABEL};
 
     #[test]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
+use crate::auth::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
 use crate::converge::each_live_pod;
 use crate::converge::topology::endpoint;
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
@@ -49,7 +49,7 @@ pub struct Observed {
 
 /// Per user: the words the operator last set it with on one server, and what that server reported for it right
 /// after. Redis spells some rules its own way (it expands overlapping categories into single commands), so a
-/// later report equal to this one holds those words even where [`super::rules::holds`] cannot tell.
+/// later report equal to this one holds those words even where [`crate::auth::rules::holds`] cannot tell.
 pub type Reported = BTreeMap<String, (Vec<String>, AclUser)>;
 
 /// One command to send.
@@ -142,7 +142,7 @@ pub fn steps(
     let live = |user: &DesiredUser| observed.users.get(user.name).cloned().flatten();
     let holds = |user: &DesiredUser| {
         live(user).is_some_and(|u| {
-            super::rules::holds(&user.rules, &user.hashes, &u)
+            crate::auth::rules::holds(&user.rules, &user.hashes, &u)
                 || reported
                     .get(user.name)
                     .is_some_and(|(words, after)| *words == user.rules && *after == u)

@@ -1,6 +1,6 @@
 //! Pure builders for where the pods run and how the instance is reached: the scheduling fields (with a default
 //! soft anti-affinity), the user's pod labels and annotations, and the client Services' type and annotations.
-//! [`crate::build::children`] builds the objects and calls these on them.
+//! [`crate::desired::children`] builds the objects and calls these on them.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use crate::api::{RedisInstanceSpec, SchedulingSpec, ServiceExposure};
-use crate::build::children::selector_labels;
-use crate::build::redis_conf::config_hash;
+use crate::desired::metadata::selector_labels;
+use crate::desired::redis_conf::config_hash;
 use crate::names::{
     INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,
     SETTINGS_HASH_ANNOTATION,
@@ -150,7 +150,7 @@ mod tests {
 
     use super::*;
     use crate::api::{PodMetadataSpec, ReplicasServiceExposure, ServiceType};
-    use crate::build::children::{build, tests::instance};
+    use crate::desired::children::{build, tests::instance};
     use crate::names::CONFIG_HASH_ANNOTATION;
 
     fn pod_spec(spec: &RedisInstanceSpec) -> PodSpec {
