@@ -109,6 +109,13 @@ pub fn instance_named_by(name: &str) -> Option<&str> {
         .filter(|instance| !instance.is_empty())
 }
 
+/// The directory (an emptyDir shared by the Redis and exporter containers only) holding Redis' Unix socket.
+pub const SOCKET_DIR: &str = "/run/redis-socket";
+/// Redis' Unix socket, the one address the exporter scrapes.
+pub const REDIS_SOCKET: &str = "/run/redis-socket/redis.sock";
+/// [`REDIS_SOCKET`] as the exporter names it (`REDIS_ADDR`, and the key of its password file).
+pub const REDIS_SOCKET_ADDR: &str = "unix:///run/redis-socket/redis.sock";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -354,7 +354,7 @@ pub fn render_auth_conf(replication_password: &str) -> String {
 /// redis_exporter looks a target's password up by its exact address, so every other target it is asked to
 /// scrape gets none.
 pub fn render_exporter_passwords(password: &str) -> String {
-    serde_json::json!({ crate::desired::exporter::REDIS_SOCKET_ADDR: password }).to_string()
+    serde_json::json!({ crate::names::REDIS_SOCKET_ADDR: password }).to_string()
 }
 
 /// The data of `NAME-acl`: the files the pods read and the operator's users' passwords. `None` when

@@ -25,12 +25,7 @@ pub const METRICS_PORT: i32 = 9121;
 /// Value of [`COMPONENT_LABEL`] on the `NAME-metrics` Service.
 pub const METRICS_COMPONENT: &str = "metrics";
 
-/// The directory (an emptyDir shared by the Redis and exporter containers only) holding Redis' Unix socket.
-pub const SOCKET_DIR: &str = "/run/redis-socket";
-/// Redis' Unix socket, the one address the exporter scrapes.
-pub const REDIS_SOCKET: &str = "/run/redis-socket/redis.sock";
-/// [`REDIS_SOCKET`] as the exporter names it (`REDIS_ADDR`, and the key of its password file).
-pub const REDIS_SOCKET_ADDR: &str = "unix:///run/redis-socket/redis.sock";
+pub use crate::names::{REDIS_SOCKET, REDIS_SOCKET_ADDR, SOCKET_DIR};
 const SOCKET_VOLUME: &str = "redis-socket";
 
 /// Adds the exporter container to the StatefulSet's pod template when the spec enables it.

@@ -272,10 +272,7 @@ fn the_pod_mounts_the_secret_and_speaks_tls_everywhere() {
         .iter()
         .map(|v| (v.name.as_str(), v.value.as_deref()))
         .collect();
-    assert_eq!(
-        env["REDIS_ADDR"],
-        Some(crate::desired::exporter::REDIS_SOCKET_ADDR)
-    );
+    assert_eq!(env["REDIS_ADDR"], Some(crate::names::REDIS_SOCKET_ADDR));
     assert!(!env.keys().any(|k| k.contains("TLS")), "{env:?}");
     assert!(!exporter
         .volume_mounts
