@@ -4,5 +4,6 @@
 pub mod budget;
 pub mod children;
 pub mod exporter;
+pub mod network_policy;
 pub mod placement;
 pub mod redis_conf;

@@ -217,6 +217,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         reporter: args.reporter.clone(),
         rollout: args.rollout,
         watch_nodes: args.watch_nodes.unwrap_or(args.namespace.is_none()),
+        operator_namespace: args.pod_namespace.clone(),
     };
     let operate = async {
         if !args.leader_election {
