@@ -108,7 +108,8 @@ pub struct RunArgs {
     /// Holder identity in the Lease, unique per process (default: `<hostname>-<pid>`).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Namespace the operator's pod runs in (downward API); the default namespace of the Lease.
+    /// Namespace the operator's pod runs in (downward API); the default namespace of the Lease, and where the
+    /// instances' NetworkPolicies let the operator's pods reach Redis from.
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
     /// Who orders a rolling update's pod replacements (`statefulset` only to compare with the operator's order).
@@ -207,6 +208,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         reporter: args.reporter.clone(),
         rollout: args.rollout,
         watch_nodes: args.watch_nodes.unwrap_or(args.namespace.is_none()),
+        operator_namespace: args.pod_namespace.clone(),
     };
     let operate = async {
         if !args.leader_election {

@@ -20,6 +20,9 @@ pub const MANAGED_BY: &str = "redis-operator";
 /// Label selector matching everything the operator manages (used to scope the watches):
 /// [`MANAGED_BY_LABEL`]`=`[`MANAGED_BY`].
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=redis-operator";
+/// The [`NAME_LABEL`] of the operator's own pods (`deploy/base/deployment.yaml`): the instances'
+/// NetworkPolicies let pods with it, in the operator's namespace, reach Redis.
+pub const OPERATOR_NAME: &str = "redis-operator";
 /// Label on the `NAME-metrics` Service telling it apart from the client Services.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
@@ -78,6 +81,11 @@ pub fn primary_budget_name(instance: &str) -> String {
 /// The PodDisruptionBudget that keeps the replicas.
 pub fn replicas_budget_name(instance: &str) -> String {
     format!("{instance}-replicas")
+}
+
+/// The NetworkPolicy limiting who reaches the pods (the instance's own name).
+pub fn network_policy_name(instance: &str) -> String {
+    instance.to_string()
 }
 
 /// The Secret holding the generated application password, when `spec.auth.secretRef` is not set.

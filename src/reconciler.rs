@@ -11,6 +11,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, Service,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -38,12 +39,13 @@ use crate::converge::live_config;
 use crate::converge::switchover;
 use crate::converge::topology::{self};
 use crate::desired::children::{self, Desired};
+use crate::desired::network_policy::network_policy;
 use crate::desired::redis_conf;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
 use crate::names::{
-    claim_name, instance_named_by, metrics_service_name, FIELD_MANAGER, FINALIZER, INSTANCE_LABEL,
-    MANAGED_SELECTOR, REPLACE_ANNOTATION, ROLE_LABEL,
+    claim_name, instance_named_by, metrics_service_name, network_policy_name, FIELD_MANAGER,
+    FINALIZER, INSTANCE_LABEL, MANAGED_SELECTOR, REPLACE_ANNOTATION, ROLE_LABEL,
 };
 use crate::observe::ownership;
 use crate::observe::rollout::{
@@ -88,6 +90,9 @@ pub struct Settings {
     pub rollout: RolloutMode,
     /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
     pub watch_nodes: bool,
+    /// The namespace the operator's pods run in (`POD_NAMESPACE`): the instances' NetworkPolicies let its pods
+    /// reach Redis. `None` outside the cluster.
+    pub operator_namespace: Option<String>,
 }
 
 /// Who orders the pod replacements of a rolling update.
@@ -119,6 +124,8 @@ pub struct Stores {
     pub create_failures: Store<CoreEvent>,
     /// Owned PodDisruptionBudgets.
     pub budgets: Store<PodDisruptionBudget>,
+    /// Owned NetworkPolicies.
+    pub network_policies: Store<NetworkPolicy>,
     /// Every Secret of the namespace(s), metadata only: whether one exists and at which version (their content
     /// is read by name, see [`Secrets`]).
     pub secrets: Store<SecretMeta>,
@@ -138,6 +145,7 @@ impl Stores {
         ready(&self.pods, "Pod").await?;
         ready(&self.claims, "PersistentVolumeClaim").await?;
         ready(&self.budgets, "PodDisruptionBudget").await?;
+        ready(&self.network_policies, "NetworkPolicy").await?;
         ready(&self.secrets, "Secret").await?;
         if let Some(nodes) = &self.nodes {
             ready(nodes, "Node").await?;
@@ -321,7 +329,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         debug!(hold, "scale-down held: it would remove the primary");
         spec.replicas = Some(hold);
     }
-    if let Some(child) = foreign_child(ri, ctx, &desired).await? {
+    let policy = network_policy(ri, ctx.settings.operator_namespace.as_deref());
+    if let Some(child) = foreign_child(ri, ctx, &desired, policy.as_ref()).await? {
         // Never adopt, overwrite or (through an owner reference) garbage-collect what someone else made.
         observation.spec_problem = Some(SpecProblem {
             reason: Reason::ChildConflict,
@@ -433,7 +442,22 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
         for budget in &desired.budgets {
             apply_unless_current(ctx, &namespace, budget, &ctx.stores.budgets).await?;
         }
-        sync_metrics_service(ri, ctx, desired.metrics_service.as_ref()).await?;
+        sync_optional_child(
+            ri,
+            ctx,
+            &metrics_service_name(&name),
+            desired.metrics_service.as_ref(),
+            &ctx.stores.services,
+        )
+        .await?;
+        sync_optional_child(
+            ri,
+            ctx,
+            &network_policy_name(&name),
+            policy.as_ref(),
+            &ctx.stores.network_policies,
+        )
+        .await?;
 
         let previous = ri.phase();
         match &change {
@@ -1035,6 +1059,7 @@ async fn foreign_child(
     ri: &RedisInstance,
     ctx: &Context,
     desired: &Desired,
+    policy: Option<&NetworkPolicy>,
 ) -> Result<Option<String>> {
     let namespace = ri.namespace().unwrap_or_default();
     let stores = &ctx.stores;
@@ -1063,6 +1088,11 @@ async fn foreign_child(
     }
     for budget in &desired.budgets {
         if let Some(child) = foreign(ri, ctx, &namespace, budget, &stores.budgets).await? {
+            return Ok(Some(child));
+        }
+    }
+    if let Some(policy) = policy {
+        if let Some(child) = foreign(ri, ctx, &namespace, policy, &stores.network_policies).await? {
             return Ok(Some(child));
         }
     }
@@ -1281,29 +1311,39 @@ where
     Ok(())
 }
 
-/// Applies `NAME-metrics` while the exporter is on; once it is off, deletes the one this instance owns (the
-/// cache holds only the operator's labelled Services, and a foreign one is never touched).
-async fn sync_metrics_service(
+/// Applies a child that an instance has only while a setting is on (`NAME-metrics` while the exporter runs,
+/// the NetworkPolicy `NAME` while `networkPolicy.enabled`); once it is off, deletes the one named `name` this
+/// instance controls (the cache holds only the operator's own objects, and a foreign one is never touched).
+async fn sync_optional_child<K>(
     ri: &RedisInstance,
     ctx: &Context,
-    desired: Option<&Service>,
-) -> Result<()> {
+    name: &str,
+    desired: Option<&K>,
+    store: &Store<K>,
+) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+        + 'static,
+{
     let namespace = ri.namespace().unwrap_or_default();
-    if let Some(service) = desired {
-        return apply_unless_current(ctx, &namespace, service, &ctx.stores.services)
+    if let Some(child) = desired {
+        return apply_unless_current(ctx, &namespace, child, store)
             .await
             .map(drop);
     }
-    let name = metrics_service_name(&ri.name_any());
-    let Some(live) = lookup(&ctx.stores.services, &name, &namespace) else {
+    let Some(live) = lookup(store, name, &namespace) else {
         return Ok(());
     };
-    if !controlled_by(&*live, ri) || live.metadata.deletion_timestamp.is_some() {
+    if !controlled_by(&*live, ri) || live.meta().deletion_timestamp.is_some() {
         return Ok(());
     }
-    let api: Api<Service> = Api::namespaced(ctx.client.clone(), &namespace);
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => info!(%name, "deleted the metrics Service: the exporter is off"),
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => info!(kind = %K::kind(&()), %name, "deleted: turned off in the spec"),
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => {
             ctx.metrics.record_api_error("delete", &e);
@@ -1681,6 +1721,12 @@ pub async fn run(
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
+    let (network_policies, network_policy_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
     let (nodes, node_stream) = if settings.watch_nodes {
         let (store, stream) = cached_watch(
             Api::<Node>::all(client.clone()),
@@ -1738,6 +1784,7 @@ pub async fn run(
         claims,
         create_failures,
         budgets,
+        network_policies,
         secrets,
         nodes,
     };
@@ -1806,6 +1853,7 @@ pub async fn run(
         .owns_stream(cm_stream)
         .owns_stream(svc_stream)
         .owns_stream(budget_stream)
+        .owns_stream(network_policy_stream)
         .watches_stream(pod_stream, map_to_instance)
         .watches_stream(claim_stream, map_to_instance)
         .watches_stream(failure_stream, |event: CoreEvent| {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use kube::{CustomResource, KubeSchema};
 use redis_fsm::{Condition, History, Phase};
 use schemars::JsonSchema;
@@ -120,6 +121,12 @@ pub struct RedisInstanceSpec {
     /// in the Secret is reloaded without restarts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// The NetworkPolicy `NAME` that limits who reaches the pods (on by default): port 6379 from the
+    /// `clients` peers (default: every pod of the instance's namespace) and from the operator, the exporter's
+    /// port 9121 only from the `metrics` peers. Egress is not limited.
+    #[serde(default, skip_serializing_if = "NetworkPolicySettings::is_default")]
+    pub network_policy: NetworkPolicySettings,
 }
 
 impl Default for RedisInstanceSpec {
@@ -138,6 +145,7 @@ impl Default for RedisInstanceSpec {
             monitoring: MonitoringSpec::default(),
             auth: AuthSpec::default(),
             tls: None,
+            network_policy: NetworkPolicySettings::default(),
         }
     }
 }
@@ -217,6 +225,45 @@ impl Default for AuthSpec {
 }
 
 impl AuthSpec {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// The instance's NetworkPolicy (`spec.networkPolicy`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySettings {
+    /// Whether the operator keeps the NetworkPolicy `NAME` (default true). `false` deletes the one it made.
+    /// Enforcement needs a network plugin that enforces NetworkPolicies.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Who may connect to Redis (port 6379), as NetworkPolicy peers (`podSelector`, `namespaceSelector`,
+    /// `ipBlock`; at most 32). Empty (default): every pod in the instance's namespace. The instance's own pods
+    /// (replication) and the operator are always allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_METADATA_ENTRIES))]
+    pub clients: Vec<NetworkPolicyPeer>,
+
+    /// Who may scrape the exporter (port 9121, with `monitoring.exporter.enabled`), as NetworkPolicy peers (at
+    /// most 32). Empty (default): nobody, so name your Prometheus here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_METADATA_ENTRIES))]
+    pub metrics: Vec<NetworkPolicyPeer>,
+}
+
+impl Default for NetworkPolicySettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            clients: Vec::new(),
+            metrics: Vec::new(),
+        }
+    }
+}
+
+impl NetworkPolicySettings {
     fn is_default(&self) -> bool {
         self == &Self::default()
     }

@@ -8,6 +8,7 @@ pub mod container;
 pub mod exporter;
 pub mod live_directives;
 pub mod metadata;
+pub mod network_policy;
 pub mod placement;
 pub mod redis_conf;
 pub mod tls;

@@ -9,6 +9,7 @@ mod harness;
 mod hostile;
 mod knobs;
 mod live_config;
+mod network_policy;
 mod real_node;
 mod replication;
 mod rollout;

@@ -616,6 +616,7 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["update", "nodes"],
         vec!["patch", "nodes"],
         vec!["delete", "poddisruptionbudgets.policy", "-n", ns],
+        vec!["update", "networkpolicies.networking.k8s.io", "-n", ns],
         vec!["create", "persistentvolumeclaims", "-n", ns],
         vec!["update", "configmaps", "-n", ns],
         vec!["delete", "redisinstances.redis.github.com", "-n", ns],
@@ -640,6 +641,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         // A rolling update replaces pods one at a time, primary last.
         vec!["delete", "pods", "-n", ns],
         vec!["patch", "poddisruptionbudgets.policy", "-n", ns],
+        vec!["watch", "networkpolicies.networking.k8s.io", "-n", ns],
+        // The NetworkPolicy NAME, once spec.networkPolicy.enabled is false.
+        vec!["delete", "networkpolicies.networking.k8s.io", "-n", ns],
         vec!["watch", "nodes"],
         vec!["watch", "events", "-n", ns],
         // The generated password and the Redis users; a user's password Secret is read.

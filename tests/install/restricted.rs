@@ -8,6 +8,7 @@
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use redis_operator::api::{ClaimDeletePolicy, StorageSpec};
@@ -383,6 +384,27 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
         deleted.is_err_and(|e| e.contains("may only")),
         "foreign Service deleted"
     );
+    let policies: Api<NetworkPolicy> = Api::namespaced(admin.clone(), &ns);
+    let their_policy: NetworkPolicy = serde_json::from_value(json!({
+        "metadata": {"name": "theirs"},
+        "spec": {"podSelector": {"matchLabels": {"app": "theirs"}}, "policyTypes": ["Ingress"]},
+    }))
+    .unwrap();
+    policies
+        .create(&PostParams::default(), &their_policy)
+        .await
+        .unwrap();
+    let deleted = kubectl_as(
+        info,
+        &user,
+        &["-n", &ns, "delete", "networkpolicy", "theirs"],
+        None,
+    );
+    assert!(
+        deleted.is_err_and(|e| e.contains("may only")),
+        "foreign NetworkPolicy deleted"
+    );
+    assert!(policies.get_opt("theirs").await.unwrap().is_some());
     assert_eq!(
         config_maps.get("theirs").await.unwrap().data.unwrap()["owner"],
         "someone else"
@@ -459,6 +481,19 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
         uids.iter().all(|uid| !now.contains(uid)),
         "every pod was replaced"
     );
+    // Its own NetworkPolicy is applied, and deleted once turned off.
+    assert!(policies.get_opt("cache").await.unwrap().is_some());
+    env.patch_spec("cache", json!({"networkPolicy": {"enabled": false}}))
+        .await;
+    wait_for("the NetworkPolicy to go", WAIT, || async {
+        policies
+            .get_opt("cache")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
     env.delete_and_wait_gone("cache").await;
     let claims = env.claims();
     wait_for("the claims to go", WAIT, || async {
