@@ -19,8 +19,8 @@
 #   DEVCLUSTER_POD_CIDR      pod range on the bridge; its first address is the node IP [10.244.0.0/16]
 #   DEVCLUSTER_KUBELET_PORT  kubelet API port on the node IP [10250]; healthz, kube-proxy and scheduler ports
 #                            are derived from it (+1, +2, +3, +4; kube-router's health port +5)
-#   DEVCLUSTER_NETWORK_POLICY  none | kube-router: whether NetworkPolicies are enforced, by kube-router's network
-#                            policy controller alone (iptables and ipset; no routing, no service proxy) [none]
+#   DEVCLUSTER_NETWORK_POLICY  kube-router | none: whether NetworkPolicies are enforced, by kube-router's network
+#                            policy controller alone (iptables and ipset; no routing, no service proxy) [kube-router]
 
 BRIDGE=${DEVCLUSTER_BRIDGE:-dcbr0}
 POD_CIDR=${DEVCLUSTER_POD_CIDR:-10.244.0.0/16}
@@ -38,7 +38,7 @@ DNS_IP=$(
 RUNTIME_DIR=/run/redis-operator-devcluster/$(echo "$DIR" | sha256sum | cut -c1-12)
 CONTAINERD_SOCKET=$RUNTIME_DIR/containerd.sock
 
-NETWORK_POLICY=${DEVCLUSTER_NETWORK_POLICY:-$(cat "$DIR/network-policy" 2>/dev/null || echo none)}
+NETWORK_POLICY=${DEVCLUSTER_NETWORK_POLICY:-$(cat "$DIR/network-policy" 2>/dev/null || echo kube-router)}
 case "$NETWORK_POLICY" in none | kube-router) ;; *) echo "DEVCLUSTER_NETWORK_POLICY must be none or kube-router" >&2; exit 2 ;; esac
 # kube-router's release that the Go module proxy serves; v2.1.0 has reported security flaws, accepted here
 # because it runs only on this isolated test machine, as root beside the rest of the node, and enforces

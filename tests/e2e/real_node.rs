@@ -466,3 +466,93 @@ async fn an_unschedulable_pod_is_pending_with_the_schedulers_reason_until_the_sp
     .await;
     env.wait_running("cache").await;
 }
+
+/// A one-off pod in `namespace` that runs `script` (busybox and redis-cli of the Redis image) and exits.
+fn probe_pod(name: &str, script: &str) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "probe",
+                "image": "redis:7.2",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
+        }
+    }))
+    .expect("a probe pod")
+}
+
+/// Runs `script` in a one-off pod of `namespace` and returns what it printed.
+async fn probe_from(env: &TestEnv, namespace: &str, name: &str, script: &str) -> String {
+    let pods: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), namespace);
+    pods.create(&PostParams::default(), &probe_pod(name, script))
+        .await
+        .expect("the probe pod is created");
+    let done = await_condition(pods.clone(), name, |pod: Option<&Pod>| {
+        matches!(
+            pod.and_then(|p| p.status.as_ref()?.phase.clone()).as_deref(),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    tokio::time::timeout(WAIT, done)
+        .await
+        .expect("the probe finishes")
+        .unwrap();
+    let out = run_ok(kubectl(env.info).args(["-n", namespace, "logs", name]), None);
+    pods.delete(name, &DeleteParams::default()).await.ok();
+    out
+}
+
+/// The instance's NetworkPolicy as an enforcing CNI applies it (the real node with kube-router's policy
+/// controller): a pod of the instance's namespace reaches Redis through the Service, a pod of another namespace
+/// is refused, and the exporter's port admits nobody the spec does not name. The operator, on the node, keeps
+/// managing the instance (the rest of the suite runs with these policies too).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() {
+    require_real_node();
+    let enforcer = std::fs::read_to_string(devcluster_dir().join("network-policy")).unwrap_or_default();
+    assert_eq!(
+        enforcer.trim(),
+        "kube-router",
+        "needs NetworkPolicies enforced: DEVCLUSTER_NETWORK_POLICY=kube-router"
+    );
+    let env = TestEnv::new("netpol").await;
+    let mut s = spec(2);
+    s.monitoring.exporter.enabled = true;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let host = format!("cache.{}.svc.cluster.local", env.ns);
+    let ping = format!("timeout 5 redis-cli -h {host} PING 2>&1; echo exit=$?");
+    let inside = probe_from(&env, &env.ns, "inside", &ping).await;
+    assert!(inside.contains("NOAUTH"), "the namespace's pod reaches Redis: {inside}");
+
+    let other = format!("{}-other", env.ns);
+    run_ok(kubectl(env.info).args(["create", "namespace", &other]), None);
+    let outside = probe_from(&env, &other, "outside", &ping).await;
+    run_ok(
+        kubectl(env.info).args(["delete", "namespace", &other, "--wait=false"]),
+        None,
+    );
+    assert!(
+        !outside.contains("NOAUTH") && !outside.contains("PONG"),
+        "a pod of another namespace is refused: {outside}"
+    );
+
+    let pod = env.pods().get("cache-0").await.unwrap();
+    let metrics = format!(
+        "timeout 5 wget -q -O- http://{}:9121/metrics >/dev/null 2>&1; echo exit=$?",
+        pod_ip(&pod)
+    );
+    let scraped = probe_from(&env, &env.ns, "scraper", &metrics).await;
+    assert!(
+        !scraped.contains("exit=0"),
+        "the exporter's port admits nobody unnamed: {scraped}"
+    );
+}
