@@ -102,7 +102,7 @@ clean_kube_router_rules() {
   local table rule chain set
   for table in filter nat mangle; do
     iptables -t "$table" -S 2>/dev/null | grep -E '^-A (INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) .*KUBE-(ROUTER|NWPLCY|POD-FW)' |
-      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done
+      sed 's/^-A/-D/' | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null || true; done || true
     for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-(ROUTER|NWPLCY|POD-FW|SRC|DST)/ {print $2}'); do
       iptables -t "$table" -F "$chain" 2>/dev/null || true
     done
