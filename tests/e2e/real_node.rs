@@ -496,7 +496,8 @@ async fn probe_from(env: &TestEnv, namespace: &str, name: &str, script: &str) ->
         .expect("the probe pod is created");
     let done = await_condition(pods.clone(), name, |pod: Option<&Pod>| {
         matches!(
-            pod.and_then(|p| p.status.as_ref()?.phase.clone()).as_deref(),
+            pod.and_then(|p| p.status.as_ref()?.phase.clone())
+                .as_deref(),
             Some("Succeeded" | "Failed")
         )
     });
@@ -504,7 +505,10 @@ async fn probe_from(env: &TestEnv, namespace: &str, name: &str, script: &str) ->
         .await
         .expect("the probe finishes")
         .unwrap();
-    let out = run_ok(kubectl(env.info).args(["-n", namespace, "logs", name]), None);
+    let out = run_ok(
+        kubectl(env.info).args(["-n", namespace, "logs", name]),
+        None,
+    );
     pods.delete(name, &DeleteParams::default()).await.ok();
     out
 }
@@ -517,7 +521,8 @@ async fn probe_from(env: &TestEnv, namespace: &str, name: &str, script: &str) ->
 #[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
 async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() {
     require_real_node();
-    let enforcer = std::fs::read_to_string(devcluster_dir().join("network-policy")).unwrap_or_default();
+    let enforcer =
+        std::fs::read_to_string(devcluster_dir().join("network-policy")).unwrap_or_default();
     assert_eq!(
         enforcer.trim(),
         "kube-router",
@@ -531,10 +536,16 @@ async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() 
     let host = format!("cache.{}.svc.cluster.local", env.ns);
     let ping = format!("timeout 5 redis-cli -h {host} PING 2>&1; echo exit=$?");
     let inside = probe_from(&env, &env.ns, "inside", &ping).await;
-    assert!(inside.contains("NOAUTH"), "the namespace's pod reaches Redis: {inside}");
+    assert!(
+        inside.contains("NOAUTH"),
+        "the namespace's pod reaches Redis: {inside}"
+    );
 
     let other = format!("{}-other", env.ns);
-    run_ok(kubectl(env.info).args(["create", "namespace", &other]), None);
+    run_ok(
+        kubectl(env.info).args(["create", "namespace", &other]),
+        None,
+    );
     let outside = probe_from(&env, &other, "outside", &ping).await;
     run_ok(
         kubectl(env.info).args(["delete", "namespace", &other, "--wait=false"]),
