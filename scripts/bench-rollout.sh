@@ -48,16 +48,7 @@ fi
 # shellcheck disable=SC2206
 [ -n "${BENCH_EXTRA_ARGS:-}" ] && ARGS+=($BENCH_EXTRA_ARGS)
 
-# What the pods and the node are, for the report.
-if [ "$DEVCLUSTER_NODE" = real ]; then
-  NODE_DESCRIBE=(--describe "node=real: kubelet, kube-proxy (iptables) and kube-scheduler $SERVER_VERSION, containerd $(containerd --version | cut -d' ' -f3), runc; pods are containers of the locally built image (Debian's redis-server $(dpkg-query -W -f='${Version}' redis-server)); the kubelet's exec readiness probe every 5 s"
-    --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/)")
-else
-  NODE_DESCRIBE=(--describe "pod mode=process (each pod is a real redis-server, $(redis-server --version | cut -d' ' -f1-3), whatever the image tag)"
-    --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback"
-    --describe "node agent=readiness PING every 1 s; first restart of a killed server after ${DEVCLUSTER_RESTART_BACKOFF} s (DEVCLUSTER_RESTART_BACKOFF)")
-fi
-NODE_DESCRIBE+=(--describe "writer=${BENCH_VIA:-pod-ip}: SET + WAIT 1 1000 to the pod carrying the primary label$([ "${BENCH_VIA:-pod-ip}" = service ] && echo ", through the instance's Service (ClusterIP, kube-proxy)" || echo ", by its IP")")
+node_describe
 wait_heavy_lock "measuring"
 mkdir -p "$REPO/target"
 log "running: $TRIALS trials of $ROLLOUTS, node agent restart back-off ${DEVCLUSTER_RESTART_BACKOFF}s"
