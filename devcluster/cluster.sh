@@ -478,7 +478,7 @@ cmd_up() {
   fi
   wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
   wait_for "node $NODE_NAME to be Ready" 120 node_ready
-  if [ "$NODE_MODE" = real ]; then real_addons; fi
+  if [ "$NODE_MODE" = real ]; then start_network_policy; real_addons; fi
   trap - EXIT
   log "cluster is up"
   cmd_env

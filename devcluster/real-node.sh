@@ -420,16 +420,17 @@ nodePortAddresses: ["$POD_CIDR"]
 conntrack: {maxPerCore: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
   start kube-proxy "$bin/kube-proxy" --config="$DIR/kube-proxy-config.yaml"
+}
 
-  if [ "$NETWORK_POLICY" = kube-router ]; then
-    # Only its network policy controller: the bridge plugin stays the CNI, kube-proxy the service proxy, and
-    # nothing is masqueraded.
-    start kube-router "$bin/kube-router" --kubeconfig="$DIR/node-agent.kubeconfig" --hostname-override="$NODE_NAME" \
-      --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
-      --enable-pod-egress=false --service-cluster-ip-range="$SERVICE_CIDR" --health-port=$((KUBELET_PORT + 5)) \
-      --iptables-sync-period=1m
-    wait_for "kube-router to enforce network policies" 60 kube_router_ready
-  fi
+# kube-router, once the node is registered (it exits when it cannot find its Node): only its network policy
+# controller; the bridge plugin stays the CNI, kube-proxy the service proxy, and nothing is masqueraded.
+start_network_policy() {
+  [ "$NETWORK_POLICY" = kube-router ] || return 0
+  start kube-router "$DIR/bin/kube-router" --kubeconfig="$DIR/node-agent.kubeconfig" --hostname-override="$NODE_NAME" \
+    --run-firewall=true --run-router=false --run-service-proxy=false --enable-cni=false \
+    --enable-pod-egress=false --service-cluster-ip-range="$SERVICE_CIDR" --health-port=$((KUBELET_PORT + 5)) \
+    --iptables-sync-period=1m
+  wait_for "kube-router to enforce network policies" 60 kube_router_ready
 }
 
 kube_router_ready() { curl -sf "http://127.0.0.1:$((KUBELET_PORT + 5))/healthz" >/dev/null; }
