@@ -372,9 +372,13 @@ async fn assert_rejoined_as_replica(env: &TestEnv, old: &str) {
 
 /// Reads key `k<n>` through `cache-replicas` from a one-off pod, as an application's read path would.
 async fn exec_client_read(env: &TestEnv, n: u64) -> (bool, String) {
+    // A new pod's first connections may be refused until the NetworkPolicy enforcer has its address (kube-router
+    // follows pod events): it retries, as an application does.
     let script = format!(
-        "pw=$(cat /etc/app/password); printf 'AUTH %s\\nGET app{n}\\n' \"$pw\" | \
-         redis-cli -h cache-replicas.{ns}.svc.cluster.local --no-auth-warning",
+        "pw=$(cat /etc/app/password); i=0; while [ $i -lt 30 ]; do i=$((i+1)); \
+         out=$(printf 'AUTH %s\\nGET app{n}\\n' \"$pw\" | \
+               timeout 3 redis-cli -h cache-replicas.{ns}.svc.cluster.local --no-auth-warning 2>&1); \
+         case \"$out\" in OK*) echo \"$out\"; exit 0;; esac; sleep 0.5; done; echo \"$out\"; exit 1",
         ns = env.ns
     );
     let mut pod = client_pod("reader", "unused", "cache-auth");
@@ -534,7 +538,12 @@ async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() 
     env.create("cache", s).await;
     env.wait_running("cache").await;
     let host = format!("cache.{}.svc.cluster.local", env.ns);
-    let ping = format!("timeout 5 redis-cli -h {host} PING 2>&1; echo exit=$?");
+    // Each probe tries for about 15 s: a new pod's first connections may be refused until kube-router, which
+    // follows pod events, has its address; the pod of the instance's namespace gets in within that time.
+    let ping = format!(
+        "i=0; while [ $i -lt 30 ]; do i=$((i+1)); out=$(timeout 2 redis-cli -h {host} PING 2>&1); \
+         case \"$out\" in *NOAUTH*|*PONG*) echo \"$out\"; exit 0;; esac; sleep 0.5; done; echo \"$out\""
+    );
     let inside = probe_from(&env, &env.ns, "inside", &ping).await;
     assert!(
         inside.contains("NOAUTH"),
@@ -558,7 +567,9 @@ async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() 
 
     let pod = env.pods().get("cache-0").await.unwrap();
     let metrics = format!(
-        "timeout 5 wget -q -O- http://{}:9121/metrics >/dev/null 2>&1; echo exit=$?",
+        "i=0; while [ $i -lt 20 ]; do i=$((i+1)); \
+         if timeout 2 wget -q -O- http://{}:9121/metrics >/dev/null 2>&1; then echo exit=0; exit 0; fi; \
+         sleep 0.5; done; echo exit=1",
         pod_ip(&pod)
     );
     let scraped = probe_from(&env, &env.ns, "scraper", &metrics).await;
