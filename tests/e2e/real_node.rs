@@ -131,7 +131,13 @@ fn client_pod(name: &str, host: &str, secret: &str) -> Pod {
                timeout 3 redis-cli -h {host} --no-auth-warning 2>&1 | tr '\\n' ' '); \
          read up rest </proc/uptime; echo \"$i $up $out\"; done; echo done"
     );
-    serde_json::from_value(serde_json::json!({
+    one_off_pod(name, &script, Some(secret))
+}
+
+/// A pod that runs `script` once (the Redis image: busybox and `redis-cli`) as an unprivileged application,
+/// with the Secret `secret`, if any, mounted at `/etc/app`.
+fn one_off_pod(name: &str, script: &str, secret: Option<&str>) -> Pod {
+    let mut pod = serde_json::json!({
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
@@ -143,13 +149,45 @@ fn client_pod(name: &str, host: &str, secret: &str) -> Pod {
                 "image": "redis:7.2",
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", script],
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
-                "volumeMounts": [{"name": "password", "mountPath": "/etc/app", "readOnly": true}]
-            }],
-            "volumes": [{"name": "password", "secret": {"secretName": secret}}]
+                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
+            }]
         }
-    }))
-    .expect("a client pod")
+    });
+    if let Some(secret) = secret {
+        pod["spec"]["containers"][0]["volumeMounts"] =
+            serde_json::json!([{"name": "password", "mountPath": "/etc/app", "readOnly": true}]);
+        pod["spec"]["volumes"] =
+            serde_json::json!([{"name": "password", "secret": {"secretName": secret}}]);
+    }
+    serde_json::from_value(pod).expect("a one-off pod")
+}
+
+/// Creates `pod` in `namespace`, waits until it has finished, and returns its phase and its output; the pod is
+/// deleted afterwards.
+async fn run_to_completion(env: &TestEnv, namespace: &str, pod: &Pod) -> (Option<String>, String) {
+    let name = pod.name_any();
+    let pods: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), namespace);
+    pods.create(&PostParams::default(), pod)
+        .await
+        .expect("the one-off pod is created");
+    let done = await_condition(pods.clone(), &name, |pod: Option<&Pod>| {
+        matches!(
+            pod.and_then(|p| p.status.as_ref()?.phase.clone())
+                .as_deref(),
+            Some("Succeeded" | "Failed")
+        )
+    });
+    let phase = tokio::time::timeout(WAIT, done)
+        .await
+        .expect("the one-off pod finishes")
+        .unwrap()
+        .and_then(|p| p.status?.phase);
+    let out = run_ok(
+        kubectl(env.info).args(["-n", namespace, "logs", &name]),
+        None,
+    );
+    pods.delete(&name, &DeleteParams::default()).await.ok();
+    (phase, out)
 }
 
 /// What a client pod printed: the keys it saw confirmed and the longest time between two confirmed writes.
@@ -381,25 +419,8 @@ async fn exec_client_read(env: &TestEnv, n: u64) -> (bool, String) {
          case \"$out\" in OK*) echo \"$out\"; exit 0;; esac; sleep 0.5; done; echo \"$out\"; exit 1",
         ns = env.ns
     );
-    let mut pod = client_pod("reader", "unused", "cache-auth");
-    if let Some(spec) = pod.spec.as_mut() {
-        spec.containers[0].command = Some(vec!["sh".into(), "-c".into(), script]);
-    }
-    let pods = env.pods();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    let done = await_condition(pods.clone(), "reader", |pod: Option<&Pod>| {
-        matches!(
-            pod.and_then(|p| p.status.as_ref()?.phase.clone())
-                .as_deref(),
-            Some("Succeeded" | "Failed")
-        )
-    });
-    let phase = tokio::time::timeout(WAIT, done)
-        .await
-        .expect("the reader finishes")
-        .unwrap()
-        .and_then(|p| p.status?.phase);
-    let out = pod_log(env, "reader");
+    let pod = one_off_pod("reader", &script, Some("cache-auth"));
+    let (phase, out) = run_to_completion(env, &env.ns, &pod).await;
     let ok = phase.as_deref() == Some("Succeeded") && out.lines().nth(1) == Some(&n.to_string());
     (ok, out)
 }
@@ -471,50 +492,11 @@ async fn an_unschedulable_pod_is_pending_with_the_schedulers_reason_until_the_sp
     env.wait_running("cache").await;
 }
 
-/// A one-off pod in `namespace` that runs `script` (busybox and redis-cli of the Redis image) and exits.
-fn probe_pod(name: &str, script: &str) -> Pod {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "securityContext": {"runAsNonRoot": true, "runAsUser": 1000, "runAsGroup": 1000,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "probe",
-                "image": "redis:7.2",
-                "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
-                "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}
-            }]
-        }
-    }))
-    .expect("a probe pod")
-}
-
 /// Runs `script` in a one-off pod of `namespace` and returns what it printed.
 async fn probe_from(env: &TestEnv, namespace: &str, name: &str, script: &str) -> String {
-    let pods: kube::Api<Pod> = kube::Api::namespaced(env.client.clone(), namespace);
-    pods.create(&PostParams::default(), &probe_pod(name, script))
+    run_to_completion(env, namespace, &one_off_pod(name, script, None))
         .await
-        .expect("the probe pod is created");
-    let done = await_condition(pods.clone(), name, |pod: Option<&Pod>| {
-        matches!(
-            pod.and_then(|p| p.status.as_ref()?.phase.clone())
-                .as_deref(),
-            Some("Succeeded" | "Failed")
-        )
-    });
-    tokio::time::timeout(WAIT, done)
-        .await
-        .expect("the probe finishes")
-        .unwrap();
-    let out = run_ok(
-        kubectl(env.info).args(["-n", namespace, "logs", name]),
-        None,
-    );
-    pods.delete(name, &DeleteParams::default()).await.ok();
-    out
+        .1
 }
 
 /// The instance's NetworkPolicy as an enforcing CNI applies it (the real node with kube-router's policy
