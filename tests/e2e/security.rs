@@ -267,7 +267,7 @@ async fn rotation_keeps_the_previous_password_until_withdrawn_without_restarts_o
     let before = incarnations(&env, old).await;
     let links = resyncs(&primary_ip, old).await;
     // A client writing with the old password the whole time (a new connection, so a new AUTH, per write).
-    let writer = Writer::start(env.pods());
+    let writer = Writer::start_logging_in_per_write(env.pods());
     wait_writes(&writer, 20).await;
 
     // Rotate: the new password, the old one kept as previousPassword.
