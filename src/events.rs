@@ -44,6 +44,9 @@ macro_rules! event_reasons {
 }
 
 event_reasons! {
+    ExposedWithoutTLS => "ExposedWithoutTLS",
+        "Warning: a client Service is `NodePort` or `LoadBalancer` while TLS is off, so passwords and data cross \
+         the network in clear text; the status carries the condition `ExposedWithoutTLS` as long as it lasts.";
     FailoverStarted => "FailoverStarted",
         "Warning: a failover starts; the note names the old primary and why it failed (counted by \
          `redis_operator_failovers_total`).";

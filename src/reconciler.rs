@@ -1547,6 +1547,25 @@ async fn publish_status_with(
             &now,
         ));
     }
+    let previous_conditions = ri
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let exposure = crate::status::exposure_condition(
+        &ri.name_any(),
+        &ri.spec,
+        previous_conditions,
+        observation.generation,
+        &now,
+    );
+    let newly_exposed = exposure.as_ref().filter(|_| {
+        !previous_conditions
+            .iter()
+            .any(|c| c.type_ == crate::status::EXPOSED_WITHOUT_TLS)
+    });
+    let exposure_note = newly_exposed.map(|c| c.message.clone());
+    status.conditions.extend(exposure);
     if let Some(auth) = auth {
         status.auth = Some(auth.clone());
     }
@@ -1582,6 +1601,17 @@ async fn publish_status_with(
             ctx.metrics.record_api_error("replace_status", &e);
             return Err(e.into());
         }
+    }
+    if let Some(note) = exposure_note {
+        event(
+            ctx,
+            ri,
+            EventType::Warning,
+            EventReason::ExposedWithoutTLS,
+            "CheckExposure",
+            note,
+        )
+        .await;
     }
     if let Some(transition) = &decision.transition {
         ctx.metrics

@@ -1,8 +1,8 @@
 //! Turning the phase engine's decision into the instance's status.
 
-use redis_fsm::{conditions, Decision, Phase, RolloutStatus};
+use redis_fsm::{conditions, Condition, Decision, Phase, RolloutStatus};
 
-use crate::api::RedisInstanceStatus;
+use crate::api::{RedisInstanceSpec, RedisInstanceStatus, ServiceType};
 
 /// The status to write for a decision, keeping the previous status's history and condition times.
 /// Equal inputs give an equal status, so a converged instance never needs a status write.
@@ -49,6 +49,71 @@ pub fn next_status(
         tls: previous.and_then(|s| s.tls.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
+}
+
+/// The condition type that warns of a client Service reachable from outside the cluster without TLS.
+pub const EXPOSED_WITHOUT_TLS: &str = "ExposedWithoutTLS";
+
+/// The Services of `spec` that reach the pods from outside the cluster (`NodePort` or `LoadBalancer`)
+/// while the servers speak plain text, as `NAME (Type)`; empty with TLS on or with ClusterIP Services only.
+pub fn plain_text_exposure(instance: &str, spec: &RedisInstanceSpec) -> Vec<String> {
+    if spec.tls.is_some() {
+        return Vec::new();
+    }
+    let service = &spec.service;
+    let replicas = service
+        .replicas
+        .as_ref()
+        .and_then(|r| r.type_)
+        .unwrap_or(service.type_);
+    let mut exposed = Vec::new();
+    for (name, type_) in [
+        (instance.to_string(), service.type_),
+        (crate::names::replicas_service_name(instance), replicas),
+    ] {
+        if type_ != ServiceType::ClusterIP {
+            exposed.push(format!("{name} ({})", type_.as_str()));
+        }
+    }
+    exposed
+}
+
+/// The `ExposedWithoutTLS` condition (status `True`) while a client Service of `instance` reaches the pods
+/// from outside the cluster in plain text, `None` otherwise (the condition is then removed). Its
+/// `lastTransitionTime` is kept from `previous`.
+pub fn exposure_condition(
+    instance: &str,
+    spec: &RedisInstanceSpec,
+    previous: &[Condition],
+    generation: i64,
+    now: &str,
+) -> Option<Condition> {
+    let exposed = plain_text_exposure(instance, spec);
+    if exposed.is_empty() {
+        return None;
+    }
+    let credentials = if spec.auth.enabled {
+        "passwords and data"
+    } else {
+        "data (and authentication is off)"
+    };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == EXPOSED_WITHOUT_TLS && c.status == "True")
+        .map_or_else(|| now.to_owned(), |c| c.last_transition_time.clone());
+    Some(Condition {
+        type_: EXPOSED_WITHOUT_TLS.to_owned(),
+        status: "True".to_owned(),
+        reason: EXPOSED_WITHOUT_TLS.to_owned(),
+        message: format!(
+            "{} reach{} Redis from outside the cluster without TLS: {credentials} cross the network in \
+             clear text; set spec.tls, or use a ClusterIP Service",
+            exposed.join(" and "),
+            if exposed.len() == 1 { "es" } else { "" }
+        ),
+        last_transition_time,
+        observed_generation: Some(generation),
+    })
 }
 
 /// The current time as the API server writes it (RFC 3339, seconds).
@@ -136,6 +201,53 @@ mod tests {
             (2, 2, 2)
         );
         assert_eq!(status.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_plain_text_service_outside_the_cluster_is_warned_of_until_tls_or_cluster_ip() {
+        let mut spec = RedisInstanceSpec::default();
+        assert_eq!(exposure_condition("c", &spec, &[], 1, "t0"), None);
+        spec.service.type_ = ServiceType::NodePort;
+        let first = exposure_condition("c", &spec, &[], 1, "t0").expect("a warning");
+        assert_eq!(
+            (first.type_.as_str(), first.status.as_str()),
+            (EXPOSED_WITHOUT_TLS, "True")
+        );
+        // The read-only Service follows the type unless it says otherwise.
+        assert!(
+            first
+                .message
+                .starts_with("c (NodePort) and c-replicas (NodePort) reach Redis"),
+            "{}",
+            first.message
+        );
+        assert!(
+            first.message.contains("passwords and data"),
+            "{}",
+            first.message
+        );
+        // The time of the first warning stays.
+        let again = exposure_condition("c", &spec, std::slice::from_ref(&first), 2, "t1");
+        assert_eq!(again.unwrap().last_transition_time, "t0");
+        // Only the read-only Service outside.
+        spec.service.type_ = ServiceType::ClusterIP;
+        spec.service.replicas = Some(crate::api::ReplicasServiceExposure {
+            type_: Some(ServiceType::LoadBalancer),
+            ..Default::default()
+        });
+        let replicas = exposure_condition("c", &spec, &[], 1, "t").unwrap();
+        assert!(
+            replicas
+                .message
+                .starts_with("c-replicas (LoadBalancer) reaches"),
+            "{}",
+            replicas.message
+        );
+        spec.tls = Some(crate::api::TlsSpec {
+            secret_name: "c-tls".into(),
+            client_auth: Default::default(),
+        });
+        assert_eq!(exposure_condition("c", &spec, &[], 1, "t"), None);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The NetworkPolicy `NAME` (issue 19, item 6): created with the expected rules, kept in sync with the spec,
 //! re-created when deleted, removed when turned off, and never taken over when someone else's is in its place.
+//! And the status warning for a client Service outside the cluster without TLS.
 //! Objects only: whether a network plugin enforces it is another test's (on a real node).
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -188,4 +189,79 @@ async fn a_network_policy_someone_else_made_in_names_place_is_refused_and_left_a
         })
     })
     .await;
+}
+
+/// A client Service outside the cluster without TLS (issue 19, item 6): the status carries the condition
+/// `ExposedWithoutTLS` naming the Services, one Warning Event says so when it starts, and the condition goes
+/// once the Services are inside the cluster again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_text_service_outside_the_cluster_is_warned_of_in_status_and_an_event() {
+    let env = TestEnv::new("exposed").await;
+    let mut s = spec(1);
+    s.service.type_ = redis_operator::api::ServiceType::NodePort;
+    env.create("cache", s).await;
+    let exposed = |s: &redis_operator::api::RedisInstanceStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "ExposedWithoutTLS")
+            .cloned()
+    };
+    let ri = env
+        .wait_status("cache", "warning of the plain-text NodePort", |s| {
+            exposed(s).is_some()
+        })
+        .await;
+    let condition = exposed(ri.status.as_ref().unwrap()).unwrap();
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition
+            .message
+            .starts_with("cache (NodePort) and cache-replicas (NodePort) reach Redis from outside"),
+        "{}",
+        condition.message
+    );
+    assert!(
+        condition.message.contains("set spec.tls"),
+        "{}",
+        condition.message
+    );
+    let note = wait_event(&env, "ExposedWithoutTLS").await;
+    assert_eq!(note, condition.message);
+    env.wait_running("cache").await;
+
+    // Only the read-only Service outside.
+    env.patch_spec(
+        "cache",
+        json!({"service": {"type": "ClusterIP", "replicas": {"type": "LoadBalancer"}}}),
+    )
+    .await;
+    env.wait_status("cache", "warning of the read-only Service only", |s| {
+        exposed(s).is_some_and(|c| {
+            c.message
+                .starts_with("cache-replicas (LoadBalancer) reaches")
+        })
+    })
+    .await;
+    // Both inside: the condition goes.
+    let generation = env
+        .patch_spec("cache", json!({"service": {"replicas": null}}))
+        .await;
+    env.wait_status("cache", "no warning with ClusterIP Services", move |s| {
+        s.observed_generation >= Some(generation) && exposed(s).is_none()
+    })
+    .await;
+    // The warning was published once, not on every reconcile of the exposed instance (it stayed exposed
+    // through the instance becoming Running and a spec change).
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    let warnings = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ExposedWithoutTLS"))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum::<i32>();
+    assert_eq!(warnings, 1, "one ExposedWithoutTLS Event");
 }
