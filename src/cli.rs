@@ -9,7 +9,8 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tracing_subscriber::EnvFilter;
 
-use crate::reconciler::{self, RolloutMode, Settings};
+use crate::controller;
+use crate::reconciler::{RolloutMode, Settings};
 use crate::runtime::leader::{self, Election, LeaseSettings};
 use crate::runtime::metrics::Metrics;
 
@@ -212,7 +213,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let operate = async {
         if !args.leader_election {
-            reconciler::run(
+            controller::run(
                 client,
                 settings,
                 metrics,
@@ -229,7 +230,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             ready_tx,
             termination_signal(),
             |ready, stop, leadership| {
-                reconciler::run(client, settings, metrics, ready, leadership, stop.wait())
+                controller::run(client, settings, metrics, ready, leadership, stop.wait())
             },
         )
         .await

@@ -14,6 +14,7 @@ pub mod api;
 pub mod auth;
 pub mod classify;
 pub mod cli;
+pub mod controller;
 pub mod converge;
 pub mod desired;
 pub mod error;

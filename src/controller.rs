@@ -1,0 +1,306 @@
+//! Wiring: the watch caches (only objects an instance owns), the controller and what triggers a reconcile.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Node};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{debug, info};
+
+use crate::api::RedisInstance;
+use crate::error::Result;
+use crate::names::{instance_named_by, INSTANCE_LABEL, MANAGED_SELECTOR};
+use crate::observe::ownership;
+use crate::observe::rollout::FAILED_CREATE;
+use crate::observe::secrets::{self, SecretMeta};
+use crate::observe::watch::{self, WatchBackoff};
+use crate::reconciler::{error_policy, reconcile, Context, Settings, Stores};
+use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::Metrics;
+
+pub(crate) fn api_for<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Builds the watch caches and the controller, and runs it until `shutdown` resolves. Topology commands are
+/// sent to Redis servers only while `leadership` is held.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: tokio::sync::watch::Sender<bool>,
+    leadership: Leadership,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = settings.namespace.as_deref();
+    let labelled = watcher::Config::default()
+        .labels(MANAGED_SELECTOR)
+        .any_semantic();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: settings.reporter.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+
+    let (instance_store, instance_writer) = reflector::store();
+    let instance_stream = watch::instances(client.clone(), ns, recorder.clone())
+        .backoff(WatchBackoff::default())
+        .modify(drop_managed_fields)
+        .reflect(instance_writer)
+        .applied_objects();
+    // Anyone may label an object: of the labelled ones, only those an instance owns are kept (see
+    // `observe::ownership`), and of those only what is read.
+    let (statefulsets, sts_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (config_maps, cm_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (services, svc_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (pods, pod_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::pod_of_an_instance,
+        ownership::trim_pod,
+    );
+    let (budgets, budget_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (network_policies, network_policy_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::controlled_by_an_instance,
+        drop_managed_fields,
+    );
+    let (nodes, node_stream) = if settings.watch_nodes {
+        let (store, stream) = cached_watch(
+            Api::<Node>::all(client.clone()),
+            &watcher::Config::default().any_semantic(),
+            |_| true,
+            |node: &mut Node| {
+                // Only `spec.unschedulable` is read.
+                node.status = None;
+                node.metadata.annotations = None;
+                node.metadata.labels = None;
+                drop_managed_fields(node);
+            },
+        );
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
+    let (claims, claim_stream) = cached_watch(
+        api_for(&client, ns),
+        &labelled,
+        ownership::claim_of_an_instance,
+        ownership::trim_claim,
+    );
+    // Every Secret, metadata only: a user's password or TLS Secret carries no label of ours, and its content
+    // is read by name when an instance that names it is reconciled.
+    // (A watch of `PartialObjectMeta` asks the API server for metadata only.)
+    let (secrets, secret_stream) = cached_watch(
+        api_for::<SecretMeta>(&client, ns),
+        &watcher::Config::default().any_semantic(),
+        |_| true,
+        secrets::trim_metadata,
+    );
+    let refused_pods = watcher::Config::default()
+        .fields(&format!(
+            "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
+        ))
+        .any_semantic();
+    let (create_failures, failure_stream) = cached_watch(
+        api_for(&client, ns),
+        &refused_pods,
+        |_| true,
+        ownership::trim_event,
+    );
+
+    // The controller backs off its merged trigger streams on any error, by default growing to minutes: after an
+    // API server restart that, not the watches' own back-off, kept status stale (each stream's 410 grew it).
+    let controller = Controller::for_stream(instance_stream, instance_store)
+        .trigger_backoff(WatchBackoff::default());
+    let stores = Stores {
+        instances: controller.store(),
+        statefulsets,
+        config_maps,
+        services,
+        pods,
+        claims,
+        create_failures,
+        budgets,
+        network_policies,
+        secrets,
+        nodes,
+    };
+    let ctx = Arc::new(Context::new(
+        client,
+        recorder,
+        stores.clone(),
+        metrics.clone(),
+        settings,
+        leadership,
+    ));
+    let readiness = stores.clone();
+    tokio::spawn(async move {
+        if readiness.wait_ready().await.is_ok() {
+            info!("watch caches synced");
+            let _ = ready.send(true);
+        }
+    });
+    let state_metrics = metrics.clone();
+    let phase_stores = stores.instances.clone();
+    let node_pods = stores.pods.clone();
+    let controller = match node_stream {
+        // A cordoned node concerns the instances with a pod on it.
+        Some(stream) => controller.watches_stream(stream, move |node: Node| {
+            let node = node.name_any();
+            node_pods
+                .state()
+                .into_iter()
+                .filter(|pod| pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&node))
+                .filter_map(|pod| map_to_instance((*pod).clone()))
+                .collect::<Vec<_>>()
+        }),
+        None => controller,
+    };
+    let secret_users = stores.instances.clone();
+    controller
+        .watches_stream(secret_stream, move |secret: SecretMeta| {
+            // Every instance that names it, and the one it belongs to: by its owner reference, or by its name
+            // (`NAME-auth`, `NAME-acl`), so that a foreign Secret in such a place unblocks the instance once it
+            // goes.
+            let Some(namespace) = secret.namespace() else {
+                return Vec::new();
+            };
+            let name = secret.name_any();
+            let own = secrets::owning_instance(&secret);
+            let named = instance_named_by(&name);
+            secret_users
+                .state()
+                .iter()
+                .filter(|ri| ri.namespace().as_deref() == Some(namespace.as_str()))
+                .filter(|ri| {
+                    let instance = ri.name_any();
+                    own.as_deref() == Some(instance.as_str())
+                        || named == Some(instance.as_str())
+                        || referenced_secrets(&ri.spec).contains(&name)
+                })
+                .map(|ri| ObjectRef::from_obj(&**ri))
+                .collect::<Vec<_>>()
+        })
+        .owns_stream(sts_stream)
+        .owns_stream(cm_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(budget_stream)
+        .owns_stream(network_policy_stream)
+        .watches_stream(pod_stream, map_to_instance)
+        .watches_stream(claim_stream, map_to_instance)
+        .watches_stream(failure_stream, |event: CoreEvent| {
+            // A StatefulSet has its instance's name.
+            let sts = event.involved_object;
+            Some(ObjectRef::new(&sts.name?).within(&sts.namespace?))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| {
+            if let Err(error) = result {
+                debug!(%error, "reconcile loop error");
+            }
+            state_metrics.set_phases(phase_stores.state().iter().map(|ri| {
+                (
+                    ri.namespace().unwrap_or_default(),
+                    ri.name_any(),
+                    ri.phase(),
+                )
+            }));
+            std::future::ready(())
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// The Secrets of the user's that an instance reads (a change of one reconciles it), the TLS Secret included.
+pub(crate) fn referenced_secrets(spec: &crate::api::RedisInstanceSpec) -> Vec<String> {
+    spec.auth
+        .secret_ref
+        .iter()
+        .map(|r| r.name.clone())
+        .chain(crate::tls::referenced_secret(spec))
+        .collect()
+}
+
+/// A watch of `K` that keeps a cache of the objects `keep` accepts (after `trim`) and yields every touched object
+/// it accepts.
+pub(crate) fn cached_watch<K>(
+    api: Api<K>,
+    config: &watcher::Config,
+    keep: fn(&K) -> bool,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = watcher(api, config.clone())
+        .backoff(WatchBackoff::default())
+        .filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(event) => ownership::only_kept(event, keep).map(Ok),
+                Err(error) => Some(Err(error)),
+            })
+        })
+        .modify(trim)
+        .reflect(writer)
+        .touched_objects()
+        .try_filter(move |object| std::future::ready(keep(object)));
+    (store, stream)
+}
+
+/// Server-side apply bookkeeping is never read by the reconciler and is much of an object's size.
+pub(crate) fn drop_managed_fields<K: Resource>(object: &mut K) {
+    object.meta_mut().managed_fields = None;
+}
+
+pub(crate) fn map_to_instance<K: Resource>(object: K) -> Option<ObjectRef<RedisInstance>> {
+    let name = object.labels().get(INSTANCE_LABEL)?;
+    Some(ObjectRef::new(name).within(&object.namespace()?))
+}

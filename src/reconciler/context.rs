@@ -1,0 +1,192 @@
+//! What every reconcile shares: the settings, the watch caches and their readers, and per-instance memory.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Event as CoreEvent, Node, PersistentVolumeClaim, Pod, Service,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::api::RedisInstance;
+use crate::error::{Error, Result};
+use crate::names::INSTANCE_LABEL;
+use crate::observe::secrets::{SecretMeta, Secrets};
+use crate::redis::Timeouts;
+use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::Metrics;
+
+/// Operator settings that reconciles need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Only watch this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// How often a healthy instance is reconciled again without any event.
+    pub resync: Duration,
+    /// Name reported as the controller in Events.
+    pub reporter: String,
+    /// Who orders a rolling update's pod replacements.
+    pub rollout: RolloutMode,
+    /// Whether to watch Nodes, to switch over off a cordoned node (needs cluster-wide `list`/`watch` on Nodes).
+    pub watch_nodes: bool,
+    /// The namespace the operator's pods run in (`POD_NAMESPACE`): the instances' NetworkPolicies let its pods
+    /// reach Redis. `None` outside the cluster.
+    pub operator_namespace: Option<String>,
+}
+
+/// Who orders the pod replacements of a rolling update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum RolloutMode {
+    /// The operator: replicas one at a time, a switchover, the old primary last (StatefulSet `OnDelete`).
+    PrimaryLast,
+    /// The StatefulSet controller's own rolling update (highest ordinal first, whatever the roles). Only for
+    /// comparison: it restarts the primary mid-rollout.
+    Statefulset,
+}
+
+/// The watch caches every reconcile reads from.
+#[derive(Clone)]
+pub struct Stores {
+    /// RedisInstances (the controller's own cache).
+    pub instances: Store<RedisInstance>,
+    /// Owned StatefulSets.
+    pub statefulsets: Store<StatefulSet>,
+    /// Owned ConfigMaps.
+    pub config_maps: Store<ConfigMap>,
+    /// Owned Services.
+    pub services: Store<Service>,
+    /// Redis pods (labelled by the operator).
+    pub pods: Store<Pod>,
+    /// Data claims (labelled by the claim template).
+    pub claims: Store<PersistentVolumeClaim>,
+    /// `FailedCreate` Events of StatefulSets: pods their controller could not create.
+    pub create_failures: Store<CoreEvent>,
+    /// Owned PodDisruptionBudgets.
+    pub budgets: Store<PodDisruptionBudget>,
+    /// Owned NetworkPolicies.
+    pub network_policies: Store<NetworkPolicy>,
+    /// Every Secret of the namespace(s), metadata only: whether one exists and at which version (their content
+    /// is read by name, see [`Secrets`]).
+    pub secrets: Store<SecretMeta>,
+    /// Nodes (whether they are cordoned), when the operator watches every namespace; a namespaced install has
+    /// no cluster-wide permission, and then does not switch over off cordoned nodes.
+    pub nodes: Option<Store<Node>>,
+}
+
+impl Stores {
+    /// Waits until every cache has completed its initial list, so no reconcile mistakes an unlisted child for
+    /// a missing one.
+    pub async fn wait_ready(&self) -> Result<()> {
+        ready(&self.instances, "RedisInstance").await?;
+        ready(&self.statefulsets, "StatefulSet").await?;
+        ready(&self.config_maps, "ConfigMap").await?;
+        ready(&self.services, "Service").await?;
+        ready(&self.pods, "Pod").await?;
+        ready(&self.claims, "PersistentVolumeClaim").await?;
+        ready(&self.budgets, "PodDisruptionBudget").await?;
+        ready(&self.network_policies, "NetworkPolicy").await?;
+        ready(&self.secrets, "Secret").await?;
+        if let Some(nodes) = &self.nodes {
+            ready(nodes, "Node").await?;
+        }
+        ready(&self.create_failures, "Event").await
+    }
+}
+
+pub(super) async fn ready<K>(store: &Store<K>, kind: &'static str) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    // A store's readiness signal keeps only the waker of its most recent waiter, so with several waiters
+    // (the controller, the readiness probe, concurrent reconciles) some would never be woken: wait in short
+    // rounds so that every waiter polls again.
+    loop {
+        let round = tokio::time::timeout(Duration::from_millis(100), store.wait_until_ready());
+        if let Ok(result) = round.await {
+            return result.map_err(|_| Error::CacheUnavailable(kind));
+        }
+    }
+}
+
+/// Shared state of all reconciles.
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Watch caches.
+    pub stores: Stores,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub settings: Settings,
+    /// Whether this process may send topology commands to Redis servers (the Lease holder only).
+    pub leadership: Leadership,
+    /// Bounds of every call to a Redis server.
+    pub redis_timeouts: Timeouts,
+    /// The content of the Secrets instances name, read by name.
+    pub secrets: Secrets,
+    /// Consecutive failures per instance, for exponential back-off.
+    pub(super) failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
+    /// Per instance, what its servers were last all found holding, and when (see `auth::converge_pass`).
+    pub(super) auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, (u64, std::time::Instant)>>,
+    /// Per instance and pod, what each server reported for its users after the operator set them.
+    pub(super) acl_reported: Mutex<
+        HashMap<
+            ObjectRef<RedisInstance>,
+            std::collections::BTreeMap<String, crate::converge::auth::Reported>,
+        >,
+    >,
+}
+
+impl Context {
+    /// The shared state of the reconciles over `stores`, with no failures or verified servers remembered yet.
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        stores: Stores,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+        leadership: Leadership,
+    ) -> Context {
+        Context {
+            secrets: Secrets::new(client.clone(), stores.secrets.clone()),
+            client,
+            recorder,
+            stores,
+            metrics,
+            settings,
+            leadership,
+            redis_timeouts: Timeouts::default(),
+            failures: Mutex::default(),
+            auth_verified: Mutex::default(),
+            acl_reported: Mutex::default(),
+        }
+    }
+}
+
+pub(crate) fn lookup<K>(store: &Store<K>, name: &str, namespace: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store.get(&ObjectRef::new(name).within(namespace))
+}
+
+/// Objects of the given kind that carry this instance's label, from a watch cache.
+pub(crate) fn instance_objects<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
+        .collect()
+}

@@ -1,0 +1,43 @@
+//! The live-configuration pass: directives that can be set at runtime are set on every pod that lacks them.
+
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
+use tracing::{debug, info};
+
+use super::context::{instance_objects, Context};
+use super::events::event;
+use crate::api::RedisInstance;
+use crate::converge::live_config;
+use crate::desired::redis_conf;
+use crate::events::EventReason;
+use crate::redis::Access;
+
+/// Sets the live configuration values on every pod that lacks them (see [`live_config`]), and reports which
+/// path a configuration change applied in this reconcile took. Returns what is still not applied, for the phase
+/// engine.
+pub(super) async fn live_config_pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    access: &Access,
+    change_event: Option<(EventReason, String)>,
+) -> Option<String> {
+    let name = ri.name_any();
+    let namespace = ri.namespace().unwrap_or_default();
+    let settings =
+        live_config::desired(&redis_conf::settings(&ri.spec.config, &ri.spec.replication));
+    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let leadership = ctx.leadership.clone();
+    let (unapplied, set) =
+        live_config::converge(&pods, &settings, access, || leadership.is_held()).await;
+    for (pod, directives) in &set {
+        info!(%pod, directives = %directives.join(","), "configuration set at runtime");
+    }
+    if let Some((reason, note)) = change_event {
+        event(ctx, ri, EventType::Normal, reason, "ConfigChange", note).await;
+    }
+    let pending = live_config::pending_message(&unapplied);
+    if let Some(pending) = &pending {
+        debug!(%pending, "live configuration not applied everywhere");
+    }
+    pending
+}
