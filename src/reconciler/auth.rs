@@ -13,7 +13,8 @@ use kube::{Api, Resource, ResourceExt};
 use redis_fsm::{Reason, SpecProblem};
 use tracing::{debug, info};
 
-use super::{apply_unless_held, controlled_by, event, instance_objects, Context};
+use super::context::Snapshot;
+use super::{apply_unless_held, controlled_by, event, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::{self, Resolved};
 use crate::converge::auth::{self as converge, Plan};
@@ -23,6 +24,11 @@ use crate::events::EventReason;
 use crate::names::{users_secret_name, AUTH_ANNOTATION};
 use crate::observe::secrets::Keys;
 use crate::redis::Access;
+
+/// How often the users of an instance with authentication on are read back from every server even though
+/// nothing the operator watches changed: rules widened through an administrative connection
+/// (`ACL SETUSER exporter +@all`) change without any watch event, and are put back within this long.
+pub(super) const AUTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The outcome of resolving: the passwords and how the operator reaches the servers.
 pub(super) struct Prepared {
@@ -152,15 +158,14 @@ pub(super) async fn prepare(
 }
 
 /// Brings running servers to the users and replication credentials, unless nothing changed since every pod
-/// was last found holding them, less than [`super::AUTH_RECHECK`] ago (a converged instance sends no
+/// was last found holding them, less than [`AUTH_RECHECK`] ago (a converged instance sends no
 /// command, only reads its users back that often). Returns the status to record.
 pub(super) async fn converge_pass(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
     prepared: &Prepared,
 ) -> AuthStatus {
-    let name = ri.name_any();
-    let namespace = ri.namespace().unwrap_or_default();
     let spec = &ri.spec.auth;
     let resolved = &prepared.resolved;
     let plan = Plan {
@@ -185,16 +190,15 @@ pub(super) async fn converge_pass(
             .filter(|_| app.is_some()),
         message: auth::status_message(app),
     };
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let pods = &snapshot.pods;
     let key = ObjectRef::from_obj(ri);
-    let fingerprint = fingerprint(&plan, &pods);
+    let fingerprint = fingerprint(&plan, pods);
     let verified = ctx
         .auth_verified
         .lock()
         .map(|v| {
-            v.get(&key).is_some_and(|(held, at)| {
-                *held == fingerprint && at.elapsed() < super::AUTH_RECHECK
-            })
+            v.get(&key)
+                .is_some_and(|(held, at)| *held == fingerprint && at.elapsed() < AUTH_RECHECK)
         })
         .unwrap_or(false);
     if !verified {
@@ -205,7 +209,7 @@ pub(super) async fn converge_pass(
             .map(|r| r.get(&key).cloned().unwrap_or_default())
             .unwrap_or_default();
         let outcome = converge::converge(
-            &pods,
+            pods,
             &plan,
             &prepared.access,
             || leadership.is_held(),

@@ -9,7 +9,7 @@ use redis_fsm::Observation;
 
 use super::context::Context;
 use super::events::event;
-use super::publish::publish_status;
+use super::publish::{publish_status, Passes};
 use super::reset_backoff;
 use super::storage::data_claims;
 use crate::api::{ClaimDeletePolicy, RedisInstance};
@@ -26,7 +26,7 @@ pub(super) async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action>
         spec_replicas: ri.spec.replicas,
         ..Default::default()
     };
-    publish_status(ri, ctx, &observation).await?;
+    publish_status(ri, ctx, &observation, &Passes::default()).await?;
     let delete_claims = ri
         .spec
         .storage

@@ -190,3 +190,32 @@ where
         .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
         .collect()
 }
+
+/// What one reconcile reads of the instance's own objects from the watch caches, once at its start: every step
+/// sees the same StatefulSet and pods.
+pub(super) struct Snapshot {
+    /// The instance's StatefulSet.
+    pub(super) statefulset: Option<Arc<StatefulSet>>,
+    /// The instance's pods (every pod with its instance label that the cache keeps).
+    pub(super) pods: Vec<Arc<Pod>>,
+}
+
+impl Snapshot {
+    /// Reads the instance's StatefulSet and pods from `stores`.
+    pub(super) fn read(ri: &RedisInstance, stores: &Stores) -> Snapshot {
+        let name = ri.name_any();
+        let namespace = ri.namespace().unwrap_or_default();
+        Snapshot {
+            statefulset: lookup(&stores.statefulsets, &name, &namespace),
+            pods: instance_objects(&stores.pods, &name, &namespace),
+        }
+    }
+
+    /// The pod named `name`, as this reconcile read it.
+    pub(super) fn pod(&self, name: &str) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .map(Arc::as_ref)
+            .find(|pod| pod.metadata.name.as_deref() == Some(name))
+    }
+}

@@ -3,9 +3,7 @@
 use kube::api::PostParams;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
-use redis_fsm::{
-    replication_conditions, step, Decision, Observation, Phase, ReplicationSummary, RoleLabel,
-};
+use redis_fsm::{replication_conditions, step, Observation, Phase, ReplicationSummary, RoleLabel};
 use tracing::{debug, info};
 
 use super::context::Context;
@@ -17,29 +15,34 @@ use crate::error::Result;
 use crate::events::EventReason;
 use crate::status::{next_status, now};
 
-/// Runs the phase engine on an observation and writes the resulting status if it differs from the cached one.
-/// The write is synchronous and guarded by the cached resourceVersion: a stale view gets a conflict instead of
-/// overwriting newer status, and the watch event that made it stale triggers the next reconcile.
+/// What the passes on the pods found, for the status (`None`: not run in this reconcile, the status keeps what
+/// it had).
+#[derive(Default)]
+pub(super) struct Passes {
+    /// The replication topology.
+    pub(super) topology: Option<TopologyPass>,
+    /// Authentication.
+    pub(super) auth: Option<crate::api::AuthStatus>,
+    /// TLS (`Some(None)`: TLS is off).
+    pub(super) tls: Option<Option<crate::api::TlsStatus>>,
+}
+
+/// The one status write of a reconcile: runs the phase engine on `observation`, assembles the status with what
+/// `passes` found, and writes it if it differs from the cached one. The write is synchronous and guarded by
+/// the cached resourceVersion: a stale view gets a conflict instead of overwriting newer status, and the watch
+/// event that made it stale triggers the next reconcile. Says whether the status now holds what was computed
+/// (written, or already equal), which is what label moves must wait for.
 pub(super) async fn publish_status(
     ri: &RedisInstance,
     ctx: &Context,
     observation: &Observation,
-) -> Result<Decision> {
-    Ok(publish_status_with(ri, ctx, observation, None, None, None)
-        .await?
-        .0)
-}
-
-/// [`publish_status`] with this pass's topology; also says whether the status now holds what was computed
-/// (written, or already equal), which is what label moves must wait for.
-pub(super) async fn publish_status_with(
-    ri: &RedisInstance,
-    ctx: &Context,
-    observation: &Observation,
-    topology: Option<&TopologyPass>,
-    auth: Option<&crate::api::AuthStatus>,
-    tls: Option<&Option<crate::api::TlsStatus>>,
-) -> Result<(Decision, bool)> {
+    passes: &Passes,
+) -> Result<bool> {
+    let (topology, auth, tls) = (
+        passes.topology.as_ref(),
+        passes.auth.as_ref(),
+        passes.tls.as_ref(),
+    );
     let previous = ri.phase();
     let now = now();
     let decision = step(previous, observation, &now);
@@ -105,7 +108,7 @@ pub(super) async fn publish_status_with(
         == Some(topology::without_volatile(&status))
     {
         debug!("status unchanged");
-        return Ok((decision, true));
+        return Ok(true);
     }
     let api: Api<RedisInstance> =
         Api::namespaced(ctx.client.clone(), &ri.namespace().unwrap_or_default());
@@ -119,11 +122,11 @@ pub(super) async fn publish_status_with(
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
             debug!("status write conflicted with a newer version; the next event reconciles again");
-            return Ok((decision, false));
+            return Ok(false);
         }
         Err(kube::Error::Api(e)) if e.code == 404 && observation.deletion_requested => {
             debug!("instance was deleted before its status was written");
-            return Ok((decision, false));
+            return Ok(false);
         }
         Err(e) => {
             ctx.metrics.record_api_error("replace_status", &e);
@@ -163,5 +166,5 @@ pub(super) async fn publish_status_with(
         )
         .await;
     }
-    Ok((decision, true))
+    Ok(true)
 }

@@ -14,7 +14,7 @@ use redis_fsm::{
 };
 use tracing::{debug, info, warn};
 
-use super::context::{instance_objects, lookup, Context, RolloutMode};
+use super::context::{Context, RolloutMode, Snapshot};
 use super::events::event;
 use crate::api::{PrimaryUpdateStrategy, RedisInstance};
 use crate::converge::switchover;
@@ -51,22 +51,21 @@ pub(super) struct TopologyPass {
 pub(super) async fn topology_pass(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
     access: &Access,
 ) -> TopologyPass {
     let name = ri.name_any();
-    let namespace = ri.namespace().unwrap_or_default();
     let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let pods = &snapshot.pods;
     // Every pod the StatefulSet keeps (more than spec.replicas while a scale-down is held) is observed.
-    let live_sts = lookup(&ctx.stores.statefulsets, &name, &namespace);
+    let live_sts = snapshot.statefulset.as_ref();
     let kept = live_sts
-        .as_deref()
         .and_then(|sts| sts.spec.as_ref()?.replicas)
         .and_then(|r| u32::try_from(r).ok())
         .unwrap_or(replicas)
         .max(replicas);
     let context = topology::PodContext {
-        update_revision: live_sts.as_deref().and_then(|sts| {
+        update_revision: live_sts.and_then(|sts| {
             let status = sts.status.as_ref()?;
             // A revision from before the controller saw the latest template would call updated pods outdated.
             (status.observed_generation >= sts.metadata.generation)
@@ -82,7 +81,7 @@ pub(super) async fn topology_pass(
                 .collect()
         }),
     };
-    let observed = topology::observe(&name, kept, &pods, &context, access).await;
+    let observed = topology::observe(&name, kept, pods, &context, access).await;
     let persisted = topology::topology_status(ri.status.as_ref());
     let request = switchover::requested(ri);
     let refused = request
@@ -137,7 +136,7 @@ pub(super) async fn topology_pass(
         requeue = requeue.min(topology::watch_interval(policy.failover_delay));
     }
     if let TopologyAction::DeletePod { pod, .. } = &action {
-        replace_pod(ri, ctx, pod).await;
+        replace_pod(ri, ctx, snapshot, pod).await;
     } else if action.is_command() {
         let leadership = ctx.leadership.clone();
         match topology::execute(&action, &observed, access, || leadership.is_held()).await {
@@ -331,13 +330,13 @@ pub(super) async fn report_topology_action(
 /// Deletes `pod` (one step of an operator-ordered rolling update) so its StatefulSet re-creates it at the update
 /// revision. Only while leading, and only the pod the decision saw (its uid as precondition): a pod re-created
 /// meanwhile is left alone. Failures are logged; the next pass decides again.
-pub(super) async fn replace_pod(ri: &RedisInstance, ctx: &Context, pod: &str) {
+pub(super) async fn replace_pod(ri: &RedisInstance, ctx: &Context, snapshot: &Snapshot, pod: &str) {
     let namespace = ri.namespace().unwrap_or_default();
     if !ctx.leadership.is_held() {
         warn!(%pod, "not deleting: leadership of the operator is not proven");
         return;
     }
-    let uid = lookup(&ctx.stores.pods, pod, &namespace).and_then(|p| p.metadata.uid.clone());
+    let uid = snapshot.pod(pod).and_then(|p| p.metadata.uid.clone());
     let params = DeleteParams {
         preconditions: uid.map(|uid| Preconditions {
             uid: Some(uid),
@@ -383,11 +382,11 @@ pub(super) async fn remove_switchover_request(ri: &RedisInstance, ctx: &Context)
 pub(super) async fn move_labels(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
     desired: &[(String, Option<RoleLabel>)],
 ) -> Result<()> {
-    let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let pods = &snapshot.pods;
     // Every labelled pod, including those beyond spec.replicas, so a stale primary label is removed too.
     let live: Vec<(String, Option<RoleLabel>)> = pods
         .iter()

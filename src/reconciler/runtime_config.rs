@@ -1,10 +1,9 @@
 //! The live-configuration pass: directives that can be set at runtime are set on every pod that lacks them.
 
 use kube::runtime::events::EventType;
-use kube::ResourceExt;
 use tracing::{debug, info};
 
-use super::context::{instance_objects, Context};
+use super::context::{Context, Snapshot};
 use super::events::event;
 use crate::api::RedisInstance;
 use crate::converge::live_config;
@@ -18,17 +17,16 @@ use crate::redis::Access;
 pub(super) async fn live_config_pass(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
     access: &Access,
     change_event: Option<(EventReason, String)>,
 ) -> Option<String> {
-    let name = ri.name_any();
-    let namespace = ri.namespace().unwrap_or_default();
     let settings =
         live_config::desired(&redis_conf::settings(&ri.spec.config, &ri.spec.replication));
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let pods = &snapshot.pods;
     let leadership = ctx.leadership.clone();
     let (unapplied, set) =
-        live_config::converge(&pods, &settings, access, || leadership.is_held()).await;
+        live_config::converge(pods, &settings, access, || leadership.is_held()).await;
     for (pod, directives) in &set {
         info!(%pod, directives = %directives.join(","), "configuration set at runtime");
     }

@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPoli
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use super::context::{instance_objects, lookup, Context};
+use super::context::{instance_objects, Context};
 use super::events::event;
 use super::owned::apply_object;
 use super::REPLACE_WAIT;
@@ -75,6 +75,7 @@ pub(super) fn data_claims(
 pub(super) async fn replace_for_storage(
     ri: &RedisInstance,
     ctx: &Context,
+    live: Option<&StatefulSet>,
     desired: &Desired,
     expand_to: Option<&str>,
 ) -> Result<()> {
@@ -84,16 +85,12 @@ pub(super) async fn replace_for_storage(
         expand_claims(ri, ctx, size).await?;
     }
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
-    let live = lookup(&ctx.stores.statefulsets, &name, &namespace);
-    if live
-        .as_ref()
-        .is_some_and(|s| s.metadata.deletion_timestamp.is_none())
-    {
+    if live.is_some_and(|s| s.metadata.deletion_timestamp.is_none()) {
         let params = DeleteParams {
             propagation_policy: Some(PropagationPolicy::Orphan),
             // Only the StatefulSet this reconcile looked at: a stale cache must not delete its replacement.
             preconditions: Some(Preconditions {
-                uid: live.as_ref().and_then(|s| s.metadata.uid.clone()),
+                uid: live.and_then(|s| s.metadata.uid.clone()),
                 resource_version: None,
             }),
             ..Default::default()

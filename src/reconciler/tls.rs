@@ -12,7 +12,8 @@ use redis_fsm::{Reason, SpecProblem};
 use rustls::pki_types::UnixTime;
 use tracing::{debug, info};
 
-use super::{event, instance_objects, Context};
+use super::context::Snapshot;
+use super::{event, Context};
 use crate::api::{RedisInstance, TlsStatus};
 use crate::converge::tls as reload;
 use crate::converge::topology::endpoint;
@@ -37,11 +38,11 @@ const TLS_KEYS: [&str; 3] = [tls::CERT_KEY, tls::KEY_KEY, tls::CA_KEY];
 pub(super) async fn prepare(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
 ) -> Result<std::result::Result<Prepared, SpecProblem>> {
-    let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
     let now = UnixTime::now();
-    let pods = instance_objects(&ctx.stores.pods, &name, &namespace);
+    let pods = &snapshot.pods;
     // Every TLS Secret this pass may read: the spec's, and those running pods were started with.
     let mut secrets: BTreeMap<String, Option<Arc<Secret>>> = BTreeMap::new();
     let wanted = ri
@@ -111,7 +112,7 @@ pub(super) async fn prepare(
     let mut trust = BTreeMap::new();
     for pod in pods {
         let (Some((client_auth, secret)), Some(at)) =
-            (tls::pod_started_with(pod.annotations()), endpoint(&pod))
+            (tls::pod_started_with(pod.annotations()), endpoint(pod))
         else {
             continue;
         };
@@ -146,19 +147,16 @@ pub(super) async fn prepare(
 pub(super) async fn reload_pass(
     ri: &RedisInstance,
     ctx: &Context,
+    snapshot: &Snapshot,
     prepared: &Prepared,
     access: &crate::redis::Access,
 ) -> (Option<TlsStatus>, bool) {
     let (Some(material), Some(spec)) = (&prepared.material, &ri.spec.tls) else {
         return (None, false);
     };
-    let pods = instance_objects(
-        &ctx.stores.pods,
-        &ri.name_any(),
-        &ri.namespace().unwrap_or_default(),
-    );
+    let pods = &snapshot.pods;
     let leadership = ctx.leadership.clone();
-    let outcome = reload::converge(&pods, material, access, || leadership.is_held()).await;
+    let outcome = reload::converge(pods, material, access, || leadership.is_held()).await;
     for pod in &outcome.reloaded {
         info!(%pod, secret = %material.secret, "TLS certificate reloaded");
     }

@@ -1,0 +1,48 @@
+//! The first step: the spec, then the TLS and password Secrets. A problem refuses the change before anything
+//! is applied.
+
+use redis_fsm::{Reason, SpecProblem};
+
+use super::auth;
+use super::context::{Context, Snapshot};
+use super::report::{refuse, Next, Report};
+use super::tls;
+use crate::api::RedisInstance;
+use crate::error::Result;
+use crate::validate::validate;
+
+/// The spec, then the TLS and password Secrets: any problem refuses the change before anything is applied.
+pub(super) async fn check(
+    ri: &RedisInstance,
+    ctx: &Context,
+    snapshot: &Snapshot,
+    report: &mut Report,
+) -> Result<Next<(tls::Prepared, auth::Prepared)>> {
+    let errors = validate(&ri.spec);
+    if !errors.is_empty() {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let problem = SpecProblem {
+            reason: Reason::InvalidSpec,
+            message,
+        };
+        // Nothing to retry until the user changes the object.
+        return Ok(refuse(snapshot, problem, report));
+    }
+    // Before anything is applied: a bad TLS Secret leaves everything as it is.
+    let tls = match tls::prepare(ri, ctx, snapshot).await? {
+        Ok(tls) => tls,
+        // The Secret's watch event brings the next reconcile.
+        Err(problem) => return Ok(refuse(snapshot, problem, report)),
+    };
+    let mut prepared = match auth::prepare(ri, ctx).await? {
+        Ok(prepared) => prepared,
+        // The Secret's watch event brings the next reconcile.
+        Err(problem) => return Ok(refuse(snapshot, problem, report)),
+    };
+    prepared.access.tls = tls.trust.clone();
+    Ok(Next::Go((tls, prepared)))
+}
