@@ -14,115 +14,28 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
 use futures::FutureExt;
-use redis_fsm::{Refusal, ServerState, Unobserved};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use redis_fsm::{Refusal, ServerState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::capped::Capped;
+pub use super::capped::MAX_READ_BYTES;
+pub use super::error::{bounded_text, RedisError, MAX_ERROR_TEXT};
 use super::info::{self, AclUser, ParseError, RoleReply};
-
-/// What one connection may read from its server in all, 1 MiB. The operator's connections are short (one pass
-/// on one server: an `INFO`, a few `CONFIG GET`s or `ACL GETUSER`s), and a real server's replies to them are a
-/// few kilobytes; an `INFO` whose keyspace lists some 25 000 non-empty databases would be over it, and that
-/// server is then reported as unreadable. A connection that reaches the cap is closed.
-pub const MAX_READ_BYTES: usize = 1024 * 1024;
 
 /// How many servers the operator talks to at once (connections open in this process). More wait for one to
 /// close; the waiting does not count against a server's time bounds. With [`MAX_READ_BYTES`], what is read from
 /// servers at a time is bounded by 64 MiB (parsed replies of many small elements take a few times their bytes).
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// The longest text from a server (an error reply) kept in an error, in characters.
-pub const MAX_ERROR_TEXT: usize = 200;
-
 static CONNECTIONS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONNECTIONS)));
-
-/// `text` for a status, Event or log line: control characters replaced, at most `max` characters.
-pub fn bounded_text(text: &str, max: usize) -> String {
-    let mut out: String = text
-        .chars()
-        .take(max)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if text.chars().nth(max).is_some() {
-        out.push('…');
-    }
-    out
-}
-
-/// A stream that fails once more than [`MAX_READ_BYTES`] have been read from it, and says so in `exceeded`.
-struct Capped<S> {
-    inner: S,
-    read: usize,
-    exceeded: Arc<AtomicBool>,
-}
-
-impl<S> Capped<S> {
-    fn new(inner: S, exceeded: &Arc<AtomicBool>) -> Self {
-        Capped {
-            inner,
-            read: 0,
-            exceeded: exceeded.clone(),
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        if this.read >= MAX_READ_BYTES {
-            this.exceeded.store(true, Ordering::SeqCst);
-            return Poll::Ready(Err(std::io::Error::other(
-                "the server sent more than the operator reads from one connection",
-            )));
-        }
-        // Never ask for more than the cap leaves, so what the library buffers stays within it.
-        let room = MAX_READ_BYTES - this.read;
-        if buf.remaining() <= room {
-            let before = buf.filled().len();
-            let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-            this.read += buf.filled().len() - before;
-            return polled;
-        }
-        let mut scratch = vec![0u8; room];
-        let mut limited = ReadBuf::new(&mut scratch);
-        let polled = Pin::new(&mut this.inner).poll_read(cx, &mut limited);
-        buf.put_slice(limited.filled());
-        this.read += limited.filled().len();
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
 
 /// Time bounds for talking to one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,108 +53,6 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(2),
             command: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Why a call to a server failed. Every text in it that came from the server is bounded
-/// ([`MAX_ERROR_TEXT`]); `Debug` shows what `Display` shows.
-#[derive(thiserror::Error)]
-pub enum RedisError {
-    /// The connection was not established within the connect timeout.
-    #[error("connecting to {endpoint} timed out after {after:?}")]
-    ConnectTimeout {
-        /// `host:port`.
-        endpoint: String,
-        /// The bound that expired.
-        after: Duration,
-    },
-    /// The server did not answer within the command timeout.
-    #[error("{command} on {endpoint} timed out after {after:?}")]
-    CommandTimeout {
-        /// `host:port`.
-        endpoint: String,
-        /// The command name.
-        command: &'static str,
-        /// The bound that expired.
-        after: Duration,
-    },
-    /// The server could not be reached or the connection broke.
-    #[error("{command} on {endpoint}: {}", bounded_text(&source.to_string(), MAX_ERROR_TEXT))]
-    Connection {
-        /// `host:port`.
-        endpoint: String,
-        /// The command name (`connect` for the connection itself).
-        command: &'static str,
-        /// The client library's error.
-        #[source]
-        source: ::redis::RedisError,
-    },
-    /// The server answered with an error reply, e.g. `ERR FAILOVER target HOST and PORT is not a
-    /// replica.` or `LOADING`.
-    #[error("{command} on {endpoint} was refused: {message}")]
-    Server {
-        /// `host:port`.
-        endpoint: String,
-        /// The command name.
-        command: &'static str,
-        /// The error code, e.g. `ERR`, `LOADING`, `BUSY` (at most 32 characters).
-        code: String,
-        /// The error as the client library renders it, cut to [`MAX_ERROR_TEXT`] characters.
-        message: String,
-    },
-    /// The server sent more than [`MAX_READ_BYTES`] on this connection: a reply no real server sends.
-    #[error("{command} on {endpoint}: unreadable, the server sent more than {limit} bytes")]
-    TooLarge {
-        /// `host:port`.
-        endpoint: String,
-        /// The command name.
-        command: &'static str,
-        /// The cap.
-        limit: usize,
-    },
-    /// The server answered something the operator does not understand (never copied: see [`ParseError`]).
-    #[error("unreadable reply to {command} from {endpoint}: {source}")]
-    Reply {
-        /// `host:port`.
-        endpoint: String,
-        /// The command name.
-        command: &'static str,
-        /// What was wrong with it.
-        #[source]
-        source: ParseError,
-    },
-}
-
-impl RedisError {
-    /// How a live server refused: `BUSY` (a script or function runs past `busy-reply-threshold`), or
-    /// `ERR max number of clients reached`. `None` for every other failure, including an unreachable server.
-    pub fn refusal(&self) -> Option<Refusal> {
-        match self {
-            RedisError::Server { code, .. } if code == "BUSY" => Some(Refusal::Busy),
-            RedisError::Server { message, .. }
-                if message.contains("max number of clients reached") =>
-            {
-                Some(Refusal::MaxClients)
-            }
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Debug for RedisError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RedisError({self})")
-    }
-}
-
-impl From<&RedisError> for Unobserved {
-    /// An observation that failed becomes part of the observation, not an abort. Its text goes into the
-    /// status: bounded.
-    fn from(error: &RedisError) -> Self {
-        Unobserved {
-            reason: bounded_text(&error.to_string(), 2 * MAX_ERROR_TEXT),
-            refusal: error.refusal(),
         }
     }
 }
@@ -742,22 +553,5 @@ impl RedisNode {
         let mut cmd = ::redis::cmd("ACL");
         cmd.arg("SETUSER").arg(name).arg(rules);
         self.command::<()>("ACL SETUSER", Duration::ZERO, cmd).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_failed_observation_becomes_an_unobserved_value() {
-        let error = RedisError::ConnectTimeout {
-            endpoint: "10.0.0.1:6379".into(),
-            after: Duration::from_secs(2),
-        };
-        assert_eq!(
-            Unobserved::from(&error).reason,
-            "connecting to 10.0.0.1:6379 timed out after 2s"
-        );
     }
 }

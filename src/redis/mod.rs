@@ -3,7 +3,9 @@
 //! Reads (`INFO`, `ROLE`) are observation; `REPLICAOF`, `FAILOVER`, `CONFIG SET` and pauses are
 //! actions, which the caller sends only while it holds the leader Lease.
 
+mod capped;
 pub mod client;
+mod error;
 pub mod info;
 
 pub use client::{refusal_of, Access, Login, RedisError, RedisNode, Timeouts};
