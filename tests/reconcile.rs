@@ -412,7 +412,11 @@ async fn a_created_instance_records_its_first_observation_then_writes_nothing() 
 #[tokio::test]
 async fn a_converged_instance_makes_no_request() {
     // Without pods the instance stays Creating; with pods that have no address yet, Pending.
-    for (replicas, pods, phase) in [(1, false, Phase::Creating), (1, true, Phase::Pending)] {
+    for (replicas, pods, phase) in [
+        (1, false, Phase::Creating),
+        (1, true, Phase::Pending),
+        (3, true, Phase::Pending),
+    ] {
         let mut world = converged(spec(replicas), pods).await;
 
         for _ in 0..3 {
@@ -425,6 +429,32 @@ async fn a_converged_instance_makes_no_request() {
         }
         assert_eq!(world.phase().0, phase, "replicas {replicas}, pods {pods}");
     }
+}
+
+#[tokio::test]
+async fn a_restarted_operator_writes_nothing_to_a_converged_instance() {
+    let world = converged(spec(3), true).await;
+    let mut restarted = World::over(world.api.clone());
+
+    let requests = restarted.reconcile().await;
+
+    assert_eq!(
+        writes(&requests),
+        Writes {
+            requests: vec![],
+            events: vec![]
+        }
+    );
+    // Only the content of the instance's own Secrets is read again (their metadata is in the caches).
+    let reads: Vec<String> = requests.iter().map(Recorded::line).collect();
+    assert_eq!(
+        reads,
+        [
+            format!("GET {}", path::<Secret>("cache-auth")),
+            format!("GET {}", path::<Secret>("cache-acl")),
+        ]
+    );
+    assert_eq!(restarted.converge(0).await, 0);
 }
 
 #[tokio::test]
@@ -454,6 +484,31 @@ async fn scaling_up_applies_the_statefulset_and_the_primary_budget_and_writes_st
 }
 
 #[tokio::test]
+async fn scaling_within_replicated_sizes_applies_only_the_statefulset() {
+    let mut world = converged(spec(3), true).await;
+    let mut ri = world.instance();
+    ri.spec.replicas = 5;
+    world.api.update(&ri);
+
+    let requests = world.reconcile().await;
+
+    assert_eq!(
+        writes(&requests),
+        Writes {
+            requests: vec![apply::<StatefulSet>("cache"), status_write()],
+            events: vec!["StatefulSetUpdate".into()],
+        }
+    );
+    world.run_statefulset_controller();
+    assert_eq!(
+        world.converge(2).await,
+        1,
+        "one status write records the new pods, then nothing"
+    );
+    assert_eq!(world.api.list::<Pod>(NAMESPACE).len(), 5);
+}
+
+#[tokio::test]
 async fn an_invalid_new_instance_gets_one_status_write_and_nothing_else() {
     let mut invalid = spec(1);
     invalid.config = BTreeMap::from([("port".to_string(), "7000".to_string())]);
@@ -477,6 +532,36 @@ async fn an_invalid_new_instance_gets_one_status_write_and_nothing_else() {
     assert_eq!(world.converge(0).await, 0, "the refusal waits for a change");
 }
 
+#[tokio::test]
+async fn an_invalid_change_of_a_converged_instance_applies_nothing() {
+    let mut world = converged(spec(3), true).await;
+    let mut ri = world.instance();
+    ri.spec.replication.failover_delay_seconds = -1;
+    ri.spec.image = "redis:7.4".into();
+    world.api.update(&ri);
+
+    let requests = world.reconcile().await;
+
+    assert_eq!(
+        writes(&requests),
+        Writes {
+            requests: vec![status_write()],
+            events: vec!["InvalidSpec".into()],
+        }
+    );
+    assert_eq!(world.phase(), (Phase::Failed, "InvalidSpec".into()));
+    let sts: StatefulSet = world.api.get(NAMESPACE, NAME).expect("kept");
+    let image = sts.spec.unwrap().template.spec.unwrap().containers[0]
+        .image
+        .clone();
+    assert_eq!(
+        image.as_deref(),
+        Some("redis:7.2"),
+        "the valid part of the change is not applied either"
+    );
+    assert_eq!(world.converge(0).await, 0, "the refusal waits for a change");
+}
+
 /// A ConfigMap `cache-config` someone else made: no owner reference, none of the operator's labels (so no watch
 /// of the operator's delivers it).
 fn foreign_config_map() -> ConfigMap {
@@ -492,6 +577,37 @@ fn foreign_config_map() -> ConfigMap {
         )])),
         ..Default::default()
     }
+}
+
+#[tokio::test]
+async fn a_foreign_config_map_in_a_converged_instance_s_place_blocks_it_untouched() {
+    let mut world = converged(spec(3), true).await;
+    world.api.delete::<ConfigMap>(NAMESPACE, "cache-config");
+    world.api.insert(&foreign_config_map());
+
+    let requests = world.reconcile().await;
+
+    assert_eq!(
+        writes(&requests),
+        Writes {
+            requests: vec![status_write()],
+            events: vec!["ChildConflict".into()],
+        }
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.line() == format!("GET {}", path::<ConfigMap>("cache-config"))),
+        "the missing child is read from the API"
+    );
+    assert_eq!(world.phase(), (Phase::Failed, "ChildConflict".into()));
+    let config: ConfigMap = world.api.get(NAMESPACE, "cache-config").expect("kept");
+    assert_eq!(config, {
+        let mut stored = foreign_config_map();
+        stored.metadata = config.metadata.clone();
+        stored
+    });
+    assert!(config.owner_references().is_empty(), "not adopted");
 }
 
 #[tokio::test]
