@@ -178,17 +178,21 @@ where
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
-/// Objects of the given kind that carry this instance's label, from a watch cache.
+/// Objects of the given kind that carry this instance's label, from a watch cache, by name. A cache is a hash
+/// map whose order changes with every re-list (and differs in a restarted operator): what is built from these
+/// lists (the status names pods in their order) must not change with it.
 pub(crate) fn instance_objects<K>(store: &Store<K>, name: &str, namespace: &str) -> Vec<Arc<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    store
+    let mut objects: Vec<Arc<K>> = store
         .state()
         .into_iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
         .filter(|o| o.labels().get(INSTANCE_LABEL).map(String::as_str) == Some(name))
-        .collect()
+        .collect();
+    objects.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+    objects
 }
 
 /// What one reconcile reads of the instance's own objects from the watch caches, once at its start: every step
