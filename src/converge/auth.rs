@@ -6,14 +6,15 @@
 //! the steps, only while leading.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::auth::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
-use crate::converge::each_live_pod;
-use crate::converge::topology::endpoint;
+use redis_fsm::Endpoint;
+
+use crate::converge::{address_of, each_live_pod, login, PassOutcome, Pending};
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
 
 /// What every server of the instance should hold. `Debug` shows no password.
@@ -187,12 +188,8 @@ pub fn steps(
 /// The outcome of one pass.
 #[derive(Debug, Default)]
 pub struct Outcome {
-    /// Pods whose servers hold the plan (checked or set in this pass).
-    pub in_force: Vec<String>,
-    /// Pods that could not be checked or set, with why (no address, not answering, refused).
-    pub not_in_force: Vec<(String, String)>,
-    /// What was set, per pod.
-    pub set: Vec<(String, Vec<String>)>,
+    /// Per pod: holding the plan (checked or set in this pass) with what was set, or why not.
+    pub pass: PassOutcome<Vec<String>>,
     /// Per pod, what its server reported after the operator's `ACL SETUSER`s (the input's, plus this pass's).
     pub reported: BTreeMap<String, Reported>,
 }
@@ -238,41 +235,37 @@ pub async fn converge(
     reported: &BTreeMap<String, Reported>,
 ) -> Outcome {
     let leading = &leading;
-    let passes = each_live_pod(pods, |pod| async move {
-        let mut known = reported.get(&pod.name_any()).cloned().unwrap_or_default();
-        let Some(at) = endpoint(pod) else {
-            return (Err("no address yet".to_string()), known);
-        };
-        let started_with_auth = pod_started_with_auth(pod.annotations());
-        let result = converge_server(
-            &at.host,
-            at.port,
-            plan,
-            started_with_auth,
-            access,
-            leading,
-            &mut known,
-        )
-        .await
-        .map_err(|e| e.0);
-        (result, known)
-    });
-    let mut outcome = Outcome::default();
-    for (pod, (result, known)) in passes.await {
-        if !known.is_empty() {
-            outcome.reported.insert(pod.clone(), known);
-        }
-        match result {
-            Ok(set) => {
-                outcome.in_force.push(pod.clone());
-                if !set.is_empty() {
-                    outcome.set.push((pod, set));
-                }
+    let known = Mutex::new(BTreeMap::new());
+    let known = &known;
+    let pass = each_live_pod(pods, |pod| async move {
+        let name = pod.name_any();
+        let mut reported_here = reported.get(&name).cloned().unwrap_or_default();
+        let result = match address_of(pod) {
+            Ok(at) => {
+                let started_with_auth = pod_started_with_auth(pod.annotations());
+                converge_server(
+                    &at.host,
+                    at.port,
+                    plan,
+                    started_with_auth,
+                    access,
+                    leading,
+                    &mut reported_here,
+                )
+                .await
             }
-            Err(why) => outcome.not_in_force.push((pod, why)),
+            Err(why) => Err(why),
+        };
+        if !reported_here.is_empty() {
+            if let Ok(mut known) = known.lock() {
+                known.insert(name, reported_here);
+            }
         }
-    }
-    outcome
+        result
+    })
+    .await;
+    let reported = known.lock().map(|k| k.clone()).unwrap_or_default();
+    Outcome { pass, reported }
 }
 
 /// One server's pass of [`converge`]: observe, send [`steps`] while `leading()`, observe again through a new
@@ -285,8 +278,12 @@ pub async fn converge_server(
     access: &Access,
     leading: impl Fn() -> bool,
     reported: &mut Reported,
-) -> Result<Vec<String>, PassError> {
-    let node = RedisNode::open(host, port, access).await?;
+) -> Result<Vec<String>, Pending> {
+    let at = Endpoint {
+        host: host.to_string(),
+        port,
+    };
+    let node = login(&at, access).await?;
     let todo = steps(
         plan,
         started_with_auth,
@@ -297,7 +294,7 @@ pub async fn converge_server(
         return Ok(Vec::new());
     }
     if !leading() {
-        return Err(PassError(
+        return Err(Pending::NotYet(
             "not sent: leadership of the operator is not proven".into(),
         ));
     }
@@ -307,7 +304,7 @@ pub async fn converge_server(
     // Look again through a new login: the operator's user may have just been created. One connection at a
     // time (the client bounds how many are open at once).
     drop(node);
-    let node = RedisNode::open(host, port, access).await?;
+    let node = login(&at, access).await?;
     let observed = observe(&node, plan).await?;
     for step in &todo {
         let Step::SetUser { name, .. } = step else {
@@ -323,17 +320,9 @@ pub async fn converge_server(
     if again.is_empty() {
         Ok(todo.iter().map(Step::describe).collect())
     } else {
-        Err(PassError(format!("still differs after setting: {again:?}")))
-    }
-}
-
-/// A failed pass on one server, as text for the status.
-#[derive(Debug)]
-pub struct PassError(pub String);
-
-impl From<RedisError> for PassError {
-    fn from(error: RedisError) -> Self {
-        PassError(error.to_string())
+        Err(Pending::NotYet(format!(
+            "still differs after setting: {again:?}"
+        )))
     }
 }
 

@@ -20,8 +20,7 @@ use kube::ResourceExt;
 use redis_fsm::Reason;
 
 use crate::classify::change::template_config_hash;
-use crate::converge::each_live_pod;
-use crate::converge::topology::endpoint;
+use crate::converge::{address_of, each_live_pod, login, PassOutcome, Pending};
 use crate::desired::children::{config_text, Desired};
 use crate::desired::live_directives::{kind, live_value, unquoted, Kind};
 use crate::desired::redis_conf::config_hash;
@@ -220,42 +219,53 @@ pub fn pending_message(unapplied: &[Unapplied]) -> Option<String> {
     ))
 }
 
+/// What one pass of [`converge`] found: per pod holding every live setting, the directives this pass set
+/// there; per pod that does not, the settings it lacks and why (or that it could not be reached).
+pub type Outcome = PassOutcome<Vec<String>, Vec<Unapplied>>;
+
 /// Brings every pod's server to the live settings: reads each with `CONFIG GET`, sends the `CONFIG SET`s that
-/// [`plan`] asks for (only while `leading()`, asked before each), and reads them back. Pods without an address,
-/// being deleted or not answering are skipped (readiness covers them; they are set once they answer, and a
-/// restarted pod reads the file anyway). Returns what is still not applied, and what was set (pod, directives).
+/// [`plan`] asks for (only while `leading()`, asked before each), and reads them back. Pods being deleted are
+/// left out; pods without an address or not answering are [`Pending::Unreachable`], which [`unapplied`] leaves
+/// out (readiness covers them; they are set once they answer, and a restarted pod reads the file anyway).
 pub async fn converge(
     pods: &[Arc<Pod>],
     desired: &[LiveSetting],
     access: &Access,
     leading: impl Fn() -> bool,
-) -> (Vec<Unapplied>, Vec<(String, Vec<String>)>) {
+) -> Outcome {
     if desired.is_empty() {
-        return (Vec::new(), Vec::new());
+        return Outcome::default();
     }
     let leading = &leading;
-    let passes = each_live_pod(pods, |pod| async move {
-        let at = endpoint(pod)?;
-        let node = RedisNode::open(&at.host, at.port, access).await.ok()?;
-        Some(converge_pod(&pod.name_any(), &node, desired, leading).await)
-    });
-    let mut unapplied = Vec::new();
-    let mut set = Vec::new();
-    for (missing, sent) in passes.await.into_iter().filter_map(|(_, done)| done) {
-        unapplied.extend(missing);
-        set.extend(sent);
-    }
-    unapplied.sort_by(|a, b| (&a.pod, &a.directive).cmp(&(&b.pod, &b.directive)));
-    set.sort();
-    (unapplied, set)
+    each_live_pod(pods, |pod| async move {
+        let node = login(&address_of(pod)?, access).await?;
+        converge_pod(&pod.name_any(), &node, desired, leading).await
+    })
+    .await
 }
 
+/// What the reachable pods lack, by pod and directive, for [`pending_message`].
+pub fn unapplied(outcome: &Outcome) -> Vec<Unapplied> {
+    let mut unapplied: Vec<Unapplied> = outcome
+        .pending
+        .iter()
+        .filter_map(|(_, pending)| match pending {
+            Pending::NotYet(missing) => Some(missing.iter().cloned()),
+            Pending::Unreachable(_) => None,
+        })
+        .flatten()
+        .collect();
+    unapplied.sort_by(|a, b| (&a.pod, &a.directive).cmp(&(&b.pod, &b.directive)));
+    unapplied
+}
+
+/// One pod's pass: the directives it was sent, or what it still lacks (it may have been sent some).
 async fn converge_pod(
     pod: &str,
     node: &RedisNode,
     desired: &[LiveSetting],
     leading: &impl Fn() -> bool,
-) -> (Vec<Unapplied>, Option<(String, Vec<String>)>) {
+) -> Result<Vec<String>, Pending<Vec<Unapplied>>> {
     let unapplied = |setting: &LiveSetting, why: String| Unapplied {
         pod: pod.to_string(),
         directive: setting.directive.clone(),
@@ -272,7 +282,7 @@ async fn converge_pod(
         }
     }
     if !missing.is_empty() {
-        return (missing, None);
+        return Err(Pending::NotYet(missing));
     }
     let mut sent = Vec::new();
     for setting in plan(desired, &observed) {
@@ -305,8 +315,14 @@ async fn converge_pod(
             Err(error) => missing.push(unapplied(setting, error.to_string())),
         }
     }
-    let sent = (!sent.is_empty()).then(|| (pod.to_string(), sent));
-    (missing, sent)
+    if !sent.is_empty() {
+        tracing::info!(%pod, directives = %sent.join(","), "configuration set at runtime");
+    }
+    if missing.is_empty() {
+        Ok(sent)
+    } else {
+        Err(Pending::NotYet(missing))
+    }
 }
 
 #[cfg(test)]

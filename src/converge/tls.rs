@@ -12,21 +12,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
 use crate::api::{ClientAuth, TlsStatus};
-use crate::converge::each_live_pod;
-use crate::converge::topology::endpoint;
-use crate::redis::{Access, RedisNode};
+use redis_fsm::Endpoint;
+
+use crate::converge::{address_of, each_live_pod, login, PassOutcome, Pending};
+use crate::redis::Access;
 use crate::tls::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 
-/// The outcome of one pass.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Outcome {
-    /// Pods whose servers serve the Secret's certificate.
-    pub serving: Vec<String>,
-    /// Pods that do not (yet), with why.
-    pub pending: Vec<(String, String)>,
-    /// Pods reloaded in this pass.
-    pub reloaded: Vec<String>,
-}
+/// The outcome of one pass: per pod that serves the certificate, whether this pass reloaded it.
+pub type Outcome = PassOutcome<bool>;
 
 /// Whether a pod's server serves the Secret's certificate: what it presented equals `tls.crt`'s leaf.
 pub fn serves(material: &Material, served: Option<&[u8]>) -> bool {
@@ -42,65 +35,55 @@ pub async fn converge(
     leading: impl Fn() -> bool,
 ) -> Outcome {
     let leading = &leading;
-    let passes = each_live_pod(pods, |pod| async move {
+    each_live_pod(pods, |pod| async move {
         match pod_started_with(pod.annotations()) {
-            None => Err("started without TLS; the rolling update replaces it".to_string()),
-            Some((_, secret)) if secret != material.secret => Err(format!(
-                "started with Secret {secret}; the rolling update replaces it"
+            None => Err(Pending::NotYet(
+                "started without TLS; the rolling update replaces it".to_string(),
             )),
-            Some(_) => match endpoint(pod) {
-                None => Err("no address yet".to_string()),
-                Some(at) => converge_server(&at.host, at.port, material, access, leading).await,
-            },
+            Some((_, secret)) if secret != material.secret => Err(Pending::NotYet(format!(
+                "started with Secret {secret}; the rolling update replaces it"
+            ))),
+            Some(_) => converge_server(&address_of(pod)?, material, access, leading).await,
         }
-    });
-    let mut outcome = Outcome::default();
-    for (pod, result) in passes.await {
-        match result {
-            Ok(reloaded) => {
-                if reloaded {
-                    outcome.reloaded.push(pod.clone());
-                }
-                outcome.serving.push(pod);
-            }
-            Err(why) => outcome.pending.push((pod, why)),
-        }
-    }
-    outcome
+    })
+    .await
 }
 
 /// Returns whether the server was reloaded, or why it does not serve the certificate.
 async fn converge_server(
-    host: &str,
-    port: u16,
+    at: &Endpoint,
     material: &Material,
     access: &Access,
     leading: impl Fn() -> bool,
-) -> Result<bool, String> {
-    let node = RedisNode::open(host, port, access)
-        .await
-        .map_err(|e| e.to_string())?;
+) -> Result<bool, Pending> {
+    let node = login(at, access).await?;
     if serves(material, node.served_certificate().map(AsRef::as_ref)) {
         return Ok(false);
     }
     if !leading() {
-        return Err("not reloaded: leadership of the operator is not proven".into());
+        return Err(Pending::NotYet(
+            "not reloaded: leadership of the operator is not proven".into(),
+        ));
     }
     // Refused while the files in the pod do not match (a new certificate beside the old key): Redis keeps
     // serving the old pair, and the next pass tries again.
     node.config_set("tls-cert-file", &format!("{TLS_DIR}/{CERT_KEY}"))
         .await
-        .map_err(|e| format!("reload refused ({e}); the files in the pod may lag the Secret"))?;
+        .map_err(|e| {
+            Pending::NotYet(format!(
+                "reload refused ({e}); the files in the pod may lag the Secret"
+            ))
+        })?;
     // The certificate applies to new connections: look through a new one (after closing this one: the client
     // holds a bounded number of connections at once, and a pass never waits for a second while holding one).
     drop(node);
-    let node = RedisNode::open(host, port, access)
-        .await
-        .map_err(|e| e.to_string())?;
+    let node = login(at, access).await?;
     if serves(material, node.served_certificate().map(AsRef::as_ref)) {
         Ok(true)
     } else {
-        Err("serves an older certificate: the files in the pod lag the Secret".into())
+        Err(Pending::NotYet(
+            "serves an older certificate: the files in the pod lag the Secret".into(),
+        ))
     }
 }
 
@@ -128,7 +111,7 @@ pub fn record(
         .filter(|p| p.secret_name == material.secret)
         .and_then(|p| p.served_secret_version.clone());
     let mut message = crate::tls::status_message(material, client_auth);
-    let everywhere = outcome.pending.is_empty() && outcome.serving.len() >= replicas;
+    let everywhere = outcome.everywhere() && outcome.done.len() >= replicas;
     let mut event = None;
     let served_secret_version = if everywhere {
         if previous_version.is_some() && previous_version != material.version {
@@ -141,10 +124,9 @@ pub fn record(
         material.version.clone()
     } else {
         if !outcome.pending.is_empty() {
-            let pods: Vec<&str> = outcome.pending.iter().map(|(p, _)| p.as_str()).collect();
             message.push_str(&format!(
                 "; not serving the current certificate yet: {}",
-                pods.join(", ")
+                outcome.pending_pods().join(", ")
             ));
         }
         previous_version

@@ -219,10 +219,10 @@ pub(super) async fn converge_pass(
         if let Ok(mut r) = ctx.acl_reported.lock() {
             r.insert(key.clone(), outcome.reported.clone());
         }
-        for (pod, set) in &outcome.set {
+        for (pod, set) in outcome.pass.done.iter().filter(|(_, set)| !set.is_empty()) {
             info!(%pod, set = %set.join(", "), "authentication set at runtime");
         }
-        let all = outcome.not_in_force.is_empty()
+        let all = outcome.pass.everywhere()
             && pods.len() >= usize::try_from(ri.spec.replicas).unwrap_or(0);
         if all {
             if let Ok(mut v) = ctx.auth_verified.lock() {
@@ -230,21 +230,17 @@ pub(super) async fn converge_pass(
             }
         } else {
             let pending: Vec<String> = outcome
-                .not_in_force
+                .pass
+                .pending
                 .iter()
-                .map(|(pod, why)| format!("{pod}: {why}"))
+                .map(|(pod, why)| format!("{pod}: {}", why.why()))
                 .collect();
             debug!(pending = %pending.join("; "), "authentication not in force everywhere");
             if app.is_some() && !pending.is_empty() {
                 status.message = format!(
                     "{}; not yet in force on {}",
                     status.message,
-                    outcome
-                        .not_in_force
-                        .iter()
-                        .map(|(pod, _)| pod.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    outcome.pass.pending_pods().join(", ")
                 );
             }
             return status;

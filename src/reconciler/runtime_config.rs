@@ -1,12 +1,12 @@
 //! The live-configuration pass: directives that can be set at runtime are set on every pod that lacks them.
 
 use kube::runtime::events::EventType;
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::context::{Context, Snapshot};
 use super::events::event;
 use crate::api::RedisInstance;
-use crate::converge::live_config;
+use crate::converge::{live_config, Pending};
 use crate::desired::redis_conf;
 use crate::events::EventReason;
 use crate::redis::Access;
@@ -25,15 +25,16 @@ pub(super) async fn live_config_pass(
         live_config::desired(&redis_conf::settings(&ri.spec.config, &ri.spec.replication));
     let pods = &snapshot.pods;
     let leadership = ctx.leadership.clone();
-    let (unapplied, set) =
-        live_config::converge(pods, &settings, access, || leadership.is_held()).await;
-    for (pod, directives) in &set {
-        info!(%pod, directives = %directives.join(","), "configuration set at runtime");
+    let outcome = live_config::converge(pods, &settings, access, || leadership.is_held()).await;
+    for (pod, pending) in &outcome.pending {
+        if let Pending::Unreachable(why) = pending {
+            debug!(%pod, %why, "live configuration not checked: the pod cannot be reached");
+        }
     }
     if let Some((reason, note)) = change_event {
         event(ctx, ri, EventType::Normal, reason, "ConfigChange", note).await;
     }
-    let pending = live_config::pending_message(&unapplied);
+    let pending = live_config::pending_message(&live_config::unapplied(&outcome));
     if let Some(pending) = &pending {
         debug!(%pending, "live configuration not applied everywhere");
     }

@@ -157,14 +157,14 @@ pub(super) async fn reload_pass(
     let pods = &snapshot.pods;
     let leadership = ctx.leadership.clone();
     let outcome = reload::converge(pods, material, access, || leadership.is_held()).await;
-    for pod in &outcome.reloaded {
+    for (pod, _) in outcome.done.iter().filter(|(_, reloaded)| *reloaded) {
         info!(%pod, secret = %material.secret, "TLS certificate reloaded");
     }
-    if !outcome.pending.is_empty() {
+    if !outcome.everywhere() {
         let pending: Vec<String> = outcome
             .pending
             .iter()
-            .map(|(pod, why)| format!("{pod}: {why}"))
+            .map(|(pod, why)| format!("{pod}: {}", why.why()))
             .collect();
         debug!(pending = %pending.join("; "), "TLS certificate not served everywhere");
     }

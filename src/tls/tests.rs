@@ -7,6 +7,7 @@ use k8s_openapi::ByteString;
 use super::*;
 use crate::api::{ExporterSpec, TlsStatus};
 use crate::converge::tls::{record, serves, Outcome};
+use crate::converge::Pending;
 use crate::desired::children::{build, tests::instance};
 use crate::desired::tls::{server_args, TLS_VOLUME};
 
@@ -337,12 +338,11 @@ fn annotations_that_are_not_ours_mean_plain_text() {
 
 fn outcome(serving: &[&str], pending: &[&str]) -> Outcome {
     Outcome {
-        serving: serving.iter().map(ToString::to_string).collect(),
+        done: serving.iter().map(|p| (p.to_string(), false)).collect(),
         pending: pending
             .iter()
-            .map(|p| (p.to_string(), "lags".to_string()))
+            .map(|p| (p.to_string(), Pending::NotYet("lags".to_string())))
             .collect(),
-        reloaded: Vec::new(),
     }
 }
 

@@ -321,3 +321,23 @@ proptest! {
         prop_assert_ne!(hash(&before), hash(&spec(&a, "noeviction", databases + 1)));
     }
 }
+
+#[test]
+fn unreachable_pods_are_left_out_of_what_is_unapplied() {
+    let missing = Unapplied {
+        pod: "cache-2".into(),
+        directive: "maxmemory".into(),
+        why: "refused".into(),
+    };
+    let outcome = Outcome {
+        done: vec![("cache-0".into(), vec!["maxmemory".into()])],
+        pending: vec![
+            (
+                "cache-1".into(),
+                Pending::Unreachable("no address yet".into()),
+            ),
+            ("cache-2".into(), Pending::NotYet(vec![missing.clone()])),
+        ],
+    };
+    assert_eq!(unapplied(&outcome), vec![missing]);
+}
