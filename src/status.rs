@@ -116,11 +116,9 @@ pub fn exposure_condition(
     })
 }
 
-/// The current time as the API server writes it (RFC 3339, seconds).
-pub fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+/// A time as the API server writes it (RFC 3339, seconds).
+pub fn rfc3339(time: k8s_openapi::jiff::Timestamp) -> String {
+    time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 #[cfg(test)]
@@ -252,7 +250,7 @@ mod tests {
 
     #[test]
     fn now_is_rfc3339_seconds() {
-        let now = now();
+        let now = rfc3339(k8s_openapi::jiff::Timestamp::now());
         assert_eq!(now.len(), 20, "{now}");
         assert!(now.ends_with('Z'));
     }

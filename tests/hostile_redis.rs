@@ -85,7 +85,10 @@ async fn a_huge_bulk_reply_stops_at_the_cap_long_before_the_timeout() {
     .await;
     let node = node(port).await;
     let started = Instant::now();
-    let error = node.info().await.expect_err("no reply of 256 MiB is read");
+    let error = node
+        .observe()
+        .await
+        .expect_err("no reply of 256 MiB is read");
     let took = started.elapsed();
     assert!(matches!(error, RedisError::TooLarge { .. }), "{error}");
     assert!(took < Duration::from_secs(2), "took {took:?}: {error}");
@@ -128,7 +131,7 @@ async fn an_endless_line_or_array_stops_at_the_cap() {
         .await;
         let node = node(port).await;
         let started = Instant::now();
-        let error = node.ping().await.expect_err("an endless reply");
+        let error = node.role().await.expect_err("an endless reply");
         assert!(matches!(error, RedisError::TooLarge { .. }), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2), "{error}");
         drop(node);
@@ -164,7 +167,7 @@ async fn an_endless_header_or_a_slow_drip_ends_at_the_command_timeout() {
             .await
             .unwrap();
         let started = Instant::now();
-        let error = node.info().await.expect_err("never a whole reply");
+        let error = node.observe().await.expect_err("never a whole reply");
         assert!(
             matches!(error, RedisError::CommandTimeout { .. }),
             "{error}"
@@ -185,7 +188,7 @@ async fn error_texts_are_cut_and_an_unreadable_reply_is_not_copied() {
     .await;
     let error = node(long_error)
         .await
-        .ping()
+        .role()
         .await
         .expect_err("an error reply");
     assert!(matches!(error, RedisError::Server { .. }), "{error}");
@@ -245,7 +248,7 @@ async fn at_most_max_connections_servers_are_talked_to_at_once() {
         .map(|_| {
             tokio::spawn(async move {
                 let node = RedisNode::connect(HOST, port, None, timeouts).await?;
-                node.ping().await
+                node.role().await.map(|_| ())
             })
         })
         .collect();

@@ -64,7 +64,7 @@ const INTERNAL_USERS: [InternalUser; 4] = [
         // `script|kill`, `function|kill`, `shutdown`: ending a busy primary's script, or stopping the server
         // when the script wrote (the only fence a busy server accepts); `client|kill`: disconnecting the
         // clients of a demoted primary. `HELLO` (the login) needs no rule: Redis lets every client send it.
-        rules: "-@all +ping +info +role +replicaof +config|get +config|set +failover +client|kill \
+        rules: "-@all +info +role +replicaof +config|get +config|set +failover +client|kill \
                 +script|kill +function|kill +shutdown +acl|getuser +acl|setuser",
     },
     InternalUser {

@@ -111,9 +111,9 @@ fn parse_time(text: &str) -> Option<Timestamp> {
         .map(|t| Timestamp(t.as_millisecond()))
 }
 
-/// The current time for the decision core.
-pub fn now() -> Timestamp {
-    Timestamp(k8s_openapi::jiff::Timestamp::now().as_millisecond())
+/// A time as the decision core takes it (milliseconds since the Unix epoch).
+pub fn at(time: k8s_openapi::jiff::Timestamp) -> Timestamp {
+    Timestamp(time.as_millisecond())
 }
 
 /// The address the operator reaches a pod's server at, and the one replicas are pointed at: the pod

@@ -12,7 +12,7 @@ use super::context::{lookup, Context, RolloutMode, Snapshot};
 use super::owned::{apply_object, apply_unless_current, foreign_child, sync_optional_child};
 use super::passes::CONFLICT_RECHECK;
 use super::report::{refuse, Next, Report};
-use super::storage::{record_replace, replace_for_storage, unix_now, unix_time_text};
+use super::storage::{record_replace, replace_for_storage, unix_time_text};
 use crate::api::RedisInstance;
 use crate::classify::change::{classify_change, storage_request, StatefulSetChange};
 use crate::classify::replace::{decide_replace, ReplaceDecision, ReplaceRecord};
@@ -123,7 +123,7 @@ pub(super) async fn classify(
         let decision = decide_replace(
             replace_record.as_ref(),
             observation.generation,
-            unix_now(),
+            snapshot.now.as_second(),
             live_created_at,
         );
         match decision {
@@ -147,7 +147,7 @@ pub(super) async fn classify(
                 });
                 observation.statefulset = Some(rollout_status(live));
                 report.publish = true;
-                let wait = u64::try_from(retry_at - unix_now()).unwrap_or_default();
+                let wait = u64::try_from(retry_at - snapshot.now.as_second()).unwrap_or_default();
                 return Ok(Next::Stop(Action::requeue(Duration::from_secs(
                     wait.max(1),
                 ))));

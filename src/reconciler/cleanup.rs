@@ -26,7 +26,14 @@ pub(super) async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action>
         spec_replicas: ri.spec.replicas,
         ..Default::default()
     };
-    publish_status(ri, ctx, &observation, &Passes::default()).await?;
+    publish_status(
+        ri,
+        ctx,
+        &observation,
+        &Passes::default(),
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .await?;
     let delete_claims = ri
         .spec
         .storage

@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -202,6 +203,9 @@ pub(super) struct Snapshot {
     pub(super) statefulset: Option<Arc<StatefulSet>>,
     /// The instance's pods (every pod with its instance label that the cache keeps).
     pub(super) pods: Vec<Arc<Pod>>,
+    /// The time of this reconcile, read once: every deadline, timestamp and certificate check of one
+    /// reconcile uses it, so its steps agree on what "now" is.
+    pub(super) now: Timestamp,
 }
 
 impl Snapshot {
@@ -212,6 +216,7 @@ impl Snapshot {
         Snapshot {
             statefulset: lookup(&stores.statefulsets, &name, &namespace),
             pods: instance_objects(&stores.pods, &name, &namespace),
+            now: Timestamp::now(),
         }
     }
 

@@ -138,7 +138,8 @@ async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     let next = steps(ri, ctx, &snapshot, &mut report).await;
     if report.publish {
         let ri = report.recorded.as_ref().unwrap_or(ri);
-        let written = publish_status(ri, ctx, &report.observation, &report.passes).await?;
+        let written =
+            publish_status(ri, ctx, &report.observation, &report.passes, snapshot.now).await?;
         if let (true, Some(pass)) = (written, &report.passes.topology) {
             // Labels follow the status as persisted: only now may a pod gain (or must it lose) a role.
             move_labels(ri, ctx, &snapshot, &pass.roles).await?;

@@ -13,7 +13,7 @@ use crate::api::RedisInstance;
 use crate::converge::topology::{self};
 use crate::error::Result;
 use crate::events::EventReason;
-use crate::status::{next_status, now};
+use crate::status::{next_status, rfc3339};
 
 /// What the passes on the pods found, for the status (`None`: not run in this reconcile, the status keeps what
 /// it had).
@@ -31,12 +31,14 @@ pub(super) struct Passes {
 /// `passes` found, and writes it if it differs from the cached one. The write is synchronous and guarded by
 /// the cached resourceVersion: a stale view gets a conflict instead of overwriting newer status, and the watch
 /// event that made it stale triggers the next reconcile. Says whether the status now holds what was computed
-/// (written, or already equal), which is what label moves must wait for.
+/// (written, or already equal), which is what label moves must wait for. `at` is the reconcile's time
+/// (`Snapshot::now`): conditions change and history entries are stamped with it.
 pub(super) async fn publish_status(
     ri: &RedisInstance,
     ctx: &Context,
     observation: &Observation,
     passes: &Passes,
+    at: k8s_openapi::jiff::Timestamp,
 ) -> Result<bool> {
     let (topology, auth, tls) = (
         passes.topology.as_ref(),
@@ -44,7 +46,7 @@ pub(super) async fn publish_status(
         passes.tls.as_ref(),
     );
     let previous = ri.phase();
-    let now = now();
+    let now = rfc3339(at);
     let decision = step(previous, observation, &now);
     let mut status = next_status(
         ri.status.as_ref(),

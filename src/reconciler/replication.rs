@@ -106,7 +106,7 @@ pub(super) async fn topology_pass(
         switchover_request: request.clone().filter(|_| refused.is_none()),
         ..TopologyPolicy::default()
     };
-    let now = topology::now();
+    let now = topology::at(snapshot.now);
     let action = decide(&persisted, &observed, &policy, now);
     if matches!(
         action,
@@ -220,7 +220,7 @@ pub(super) async fn topology_pass(
             &observed,
             &roles,
             primary_offset,
-            &crate::status::now(),
+            &crate::status::rfc3339(snapshot.now),
         ),
         status: next,
         roles,

@@ -44,11 +44,6 @@ pub(super) async fn record_replace(
     Ok(written)
 }
 
-/// Seconds since the Unix epoch.
-pub(super) fn unix_now() -> i64 {
-    k8s_openapi::jiff::Timestamp::now().as_second()
-}
-
 /// A Unix time as RFC 3339 (seconds).
 pub(super) fn unix_time_text(seconds: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_second(seconds)

@@ -41,7 +41,9 @@ pub(super) async fn prepare(
     snapshot: &Snapshot,
 ) -> Result<std::result::Result<Prepared, SpecProblem>> {
     let namespace = ri.namespace().unwrap_or_default();
-    let now = UnixTime::now();
+    let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+        u64::try_from(snapshot.now.as_second()).unwrap_or_default(),
+    ));
     let pods = &snapshot.pods;
     // Every TLS Secret this pass may read: the spec's, and those running pods were started with.
     let mut secrets: BTreeMap<String, Option<Arc<Secret>>> = BTreeMap::new();

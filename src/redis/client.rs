@@ -375,24 +375,6 @@ impl RedisNode {
         }
     }
 
-    /// `PING`.
-    pub async fn ping(&self) -> Result<(), RedisError> {
-        let reply: String = self
-            .command("PING", Duration::ZERO, ::redis::cmd("PING"))
-            .await?;
-        if reply == "PONG" {
-            Ok(())
-        } else {
-            Err(self.reply_error("PING", ParseError::NotPong))
-        }
-    }
-
-    /// `INFO` (the default sections: server, replication, persistence, keyspace, ...), raw.
-    pub async fn info(&self) -> Result<String, RedisError> {
-        self.command("INFO", Duration::ZERO, ::redis::cmd("INFO"))
-            .await
-    }
-
     /// `INFO section`, raw.
     async fn info_section(&self, section: &str) -> Result<String, RedisError> {
         let mut cmd = ::redis::cmd("INFO");

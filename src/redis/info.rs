@@ -26,9 +26,6 @@ pub enum ParseError {
     /// The `ACL GETUSER` reply has an unexpected shape.
     #[error("ACL GETUSER reply: {0}")]
     Acl(&'static str),
-    /// `PING` was answered with something other than `PONG`.
-    #[error("PING was not answered with PONG")]
-    NotPong,
 }
 
 /// The `field:value` lines of an `INFO` reply (section headers and blank lines skipped).
