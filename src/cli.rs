@@ -195,6 +195,12 @@ pub async fn termination_signal() {
 /// process holds the Lease (see [`leader`]). Ends with an error when leadership is lost.
 pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     init_tracing(&args);
+    // Kept Redis connections are open files (see `redis::pool`): the soft limit is raised to the hard one, as
+    // the Go runtime does for every Kubernetes component.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(files) => tracing::debug!(files, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "the open-file limit could not be raised"),
+    }
     let client = client(args.context.as_deref()).await?;
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);

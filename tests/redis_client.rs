@@ -1084,7 +1084,8 @@ async fn a_busy_server_is_seen_busy_and_its_script_is_killed_or_the_server_shut_
 }
 
 /// A server whose connection slots are all taken answers `ERR max number of clients reached`: the refusal
-/// `MaxClients` (alive), not an unreachable server, with or without the operator's login.
+/// `MaxClients` (alive), not an unreachable server, with or without the operator's login, to a new connection.
+/// A connection the operator kept from before (see `redis::pool`) is still served.
 #[tokio::test]
 async fn a_server_at_maxclients_is_seen_refusing_not_unreachable() {
     use redis_fsm::Refusal;
@@ -1097,6 +1098,13 @@ async fn a_server_at_maxclients_is_seen_refusing_not_unreachable() {
         (&without, redis_operator::redis::Access::default()),
     ];
     for (server, access) in cases {
+        // One pass before the slots are taken: its connection is kept.
+        RedisNode::open(HOST, server.port, &access)
+            .await
+            .unwrap()
+            .role()
+            .await
+            .unwrap();
         // Every slot taken by a client that answered: connect until three in a row are refused (a slot freed by
         // a close the server handles late is taken by the next connection).
         let mut held = Vec::new();
@@ -1118,14 +1126,18 @@ async fn a_server_at_maxclients_is_seen_refusing_not_unreachable() {
         }
         // Each time: the refusal is read as a reply, or the server closed the connection before the first
         // command was read (then it is read from a connection that sends nothing).
+        // A new connection is refused (a connection kept from before the slots were taken is no new one).
         for _ in 0..5 {
-            let error = match RedisNode::open(HOST, server.port, &access).await {
+            let error = match RedisNode::open_fresh(HOST, server.port, &access).await {
                 Ok(node) => node.observe().await.expect_err("refused"),
                 Err(error) => error,
             };
             let refusal = refusal_of(&error, HOST, server.port, &access).await;
             assert_eq!(refusal, Some(Refusal::MaxClients), "{error}");
         }
+        let kept = RedisNode::open(HOST, server.port, &access).await.unwrap();
+        kept.observe().await.expect("the kept connection is served");
+        drop(kept);
         drop(held);
         until(Duration::from_secs(10), "an observation", || async {
             RedisNode::open(HOST, server.port, &access)
@@ -1188,4 +1200,71 @@ async fn client_kill_by_type_spares_the_sender_and_replication_links() {
         RoleReply::Master { replicas, .. } => assert_eq!(replicas.len(), 1, "{replicas:?}"),
         other => panic!("a is the primary, got {other:?}"),
     }
+}
+
+/// The server's count of connections it accepted (INFO stats), read through `data`.
+async fn connections_received(data: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let stats: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(data)
+        .await
+        .expect("INFO stats");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("total_connections_received")
+}
+
+/// A pass's connection is kept for the next pass to the same server: three passes cost the server one
+/// connection. A kept connection the server closed is never handed out again: the next pass opens a new one
+/// and is served.
+#[tokio::test]
+async fn a_pass_takes_the_kept_connection_and_never_a_closed_one() {
+    use redis_operator::redis::pool;
+    use redis_operator::redis::Access;
+
+    let a = Server::start();
+    let endpoint = format!("{HOST}:{}", a.port);
+    let access = Access::default();
+    let mut data = a.data().await;
+    let before = connections_received(&mut data).await;
+    for _ in 0..3 {
+        let node = RedisNode::open(HOST, a.port, &access).await.expect("open");
+        node.role().await.expect("ROLE");
+    }
+    assert_eq!(connections_received(&mut data).await, before + 1);
+    assert_eq!(pool::kept_for(&endpoint), 1);
+
+    // The server closes every client but the sender (the data connection).
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut data)
+        .await
+        .expect("CLIENT KILL");
+    assert_eq!(killed, 1);
+    until(Duration::from_secs(5), "the kept connection seen closed", || async {
+        (pool::kept_for(&endpoint) == 0).then_some(())
+    })
+    .await;
+    let node = RedisNode::open(HOST, a.port, &access).await.expect("open");
+    node.role().await.expect("served through a new connection");
+    drop(node);
+    assert_eq!(connections_received(&mut data).await, before + 2);
+
+    // A command that times out spoils the connection: it is closed, not kept.
+    let node = RedisNode::open(HOST, a.port, &access).await.expect("open");
+    a.signal("-STOP");
+    let stalled = node.role().await;
+    a.signal("-CONT");
+    assert!(
+        matches!(stalled, Err(RedisError::CommandTimeout { .. })),
+        "{stalled:?}"
+    );
+    drop(node);
+    assert_eq!(pool::kept_for(&endpoint), 0);
 }

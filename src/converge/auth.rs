@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use crate::auth::{pod_started_with_auth, DesiredUser, REPLICATION_USER};
 use redis_fsm::Endpoint;
 
-use crate::converge::{address_of, each_live_pod, login, PassOutcome, Pending};
+use crate::converge::{address_of, each_live_pod, login, login_fresh, PassOutcome, Pending};
 use crate::redis::{Access, AclUser, RedisError, RedisNode};
 
 /// What every server of the instance should hold. `Debug` shows no password.
@@ -304,7 +304,7 @@ pub async fn converge_server(
     // Look again through a new login: the operator's user may have just been created. One connection at a
     // time (the client bounds how many are open at once).
     drop(node);
-    let node = login(&at, access).await?;
+    let node = login_fresh(&at, access).await?;
     let observed = observe(&node, plan).await?;
     for step in &todo {
         let Step::SetUser { name, .. } = step else {

@@ -124,12 +124,22 @@ pub fn address_of<P>(pod: &Pod) -> Result<redis_fsm::Endpoint, Pending<P>> {
     topology::endpoint(pod).ok_or_else(|| Pending::Unreachable("no address yet".into()))
 }
 
-/// A login to the pod's server, or [`Pending::Unreachable`] with why.
+/// A login to the pod's server (a kept connection when there is one), or [`Pending::Unreachable`] with why.
 pub async fn login<P>(
     at: &redis_fsm::Endpoint,
     access: &crate::redis::Access,
 ) -> Result<crate::redis::RedisNode, Pending<P>> {
     crate::redis::RedisNode::open(&at.host, at.port, access)
+        .await
+        .map_err(|e| Pending::Unreachable(e.to_string()))
+}
+
+/// A new connection and login to the pod's server, to see what it presents and accepts now.
+pub async fn login_fresh<P>(
+    at: &redis_fsm::Endpoint,
+    access: &crate::redis::Access,
+) -> Result<crate::redis::RedisNode, Pending<P>> {
+    crate::redis::RedisNode::open_fresh(&at.host, at.port, access)
         .await
         .map_err(|e| Pending::Unreachable(e.to_string()))
 }

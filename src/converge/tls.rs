@@ -14,7 +14,7 @@ use kube::ResourceExt;
 use crate::api::{ClientAuth, TlsStatus};
 use redis_fsm::Endpoint;
 
-use crate::converge::{address_of, each_live_pod, login, PassOutcome, Pending};
+use crate::converge::{address_of, each_live_pod, login, login_fresh, PassOutcome, Pending};
 use crate::redis::Access;
 use crate::tls::{pod_started_with, Material, CERT_KEY, TLS_DIR};
 
@@ -60,6 +60,12 @@ async fn converge_server(
     if serves(material, node.served_certificate().map(AsRef::as_ref)) {
         return Ok(false);
     }
+    // A kept connection shows the certificate of its own handshake: look through a new one before reloading.
+    drop(node);
+    let node = login_fresh(at, access).await?;
+    if serves(material, node.served_certificate().map(AsRef::as_ref)) {
+        return Ok(false);
+    }
     if !leading() {
         return Err(Pending::NotYet(
             "not reloaded: leadership of the operator is not proven".into(),
@@ -77,7 +83,7 @@ async fn converge_server(
     // The certificate applies to new connections: look through a new one (after closing this one: the client
     // holds a bounded number of connections at once, and a pass never waits for a second while holding one).
     drop(node);
-    let node = login(at, access).await?;
+    let node = login_fresh(at, access).await?;
     if serves(material, node.served_certificate().map(AsRef::as_ref)) {
         Ok(true)
     } else {

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -28,9 +28,11 @@ use super::capped::Capped;
 pub use super::capped::MAX_READ_BYTES;
 pub use super::error::{bounded_text, RedisError, MAX_ERROR_TEXT};
 use super::info::{self, AclUser, ParseError, RoleReply};
+use super::pool::{self, Kept, Key};
 
-/// How many servers the operator talks to at once (connections open in this process). More wait for one to
-/// close; the waiting does not count against a server's time bounds. With [`MAX_READ_BYTES`], what is read from
+/// How many servers the operator talks to at once (connections in use by a pass in this process; kept idle
+/// connections do not count, see [`super::pool`]). More wait for one to be done; the waiting does not count
+/// against a server's time bounds. With [`MAX_READ_BYTES`], what is read from
 /// servers at a time is bounded by 64 MiB (parsed replies of many small elements take a few times their bytes).
 pub const MAX_CONNECTIONS: usize = 64;
 
@@ -104,15 +106,29 @@ pub async fn refusal_of(
         .then_some(Refusal::MaxClients)
 }
 
-/// A connection to one server. It holds one of the [`MAX_CONNECTIONS`] places while it lives.
+/// A connection to one server. It holds one of the [`MAX_CONNECTIONS`] places while it lives. One opened with
+/// [`RedisNode::open`] is kept for the next pass when dropped (see [`super::pool`]), unless a command on it
+/// failed other than by the server's refusal.
 pub struct RedisNode {
     endpoint: String,
     timeouts: Timeouts,
-    connection: MultiplexedConnection,
-    served_certificate: Option<rustls::pki_types::CertificateDer<'static>>,
-    /// Set once the server sent more than [`MAX_READ_BYTES`].
-    exceeded: Arc<AtomicBool>,
+    /// The connection; taken out only on drop.
+    kept: Option<Kept>,
+    /// Where it is kept when dropped; `None` for connections that are closed instead.
+    key: Option<Key>,
+    /// A command timed out, the connection broke or read too much: it is closed, not kept.
+    spoiled: AtomicBool,
     _place: OwnedSemaphorePermit,
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        if let (Some(key), Some(kept)) = (self.key.take(), self.kept.take()) {
+            if !self.spoiled.load(Ordering::SeqCst) {
+                pool::put(key, kept);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for RedisNode {
@@ -158,17 +174,76 @@ impl RedisNode {
     /// has not created yet, or one started after it was turned off) is tried once more without it: such a
     /// server accepts unauthenticated clients anyway, so nothing is opened that was closed.
     /// Over TLS when `access` has a trust for `host`.
+    ///
+    /// A connection kept from an earlier pass to the same server, as the same user with the same password and
+    /// transport, is taken again when there is one (see [`super::pool`]); the fallback without login is
+    /// never kept.
     pub async fn open(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
         let tls = access.tls.get(host);
+        let key = Key::new(
+            &format!("{host}:{port}"),
+            access.login.as_ref(),
+            tls.is_some(),
+        );
+        let place = Self::place().await;
+        if let Some(kept) = pool::take(&key) {
+            return Ok(RedisNode {
+                endpoint: format!("{host}:{port}"),
+                timeouts: access.timeouts,
+                kept: Some(kept),
+                key: Some(key),
+                spoiled: AtomicBool::new(false),
+                _place: place,
+            });
+        }
+        Self::open_new(host, port, access, place).await
+    }
+
+    /// As [`RedisNode::open`], through a new connection and login: what the server presents and accepts now
+    /// (a reloaded certificate, a user just set), not what it did when a kept connection was opened.
+    pub async fn open_fresh(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
+        let place = Self::place().await;
+        Self::open_new(host, port, access, place).await
+    }
+
+    async fn open_new(
+        host: &str,
+        port: u16,
+        access: &Access,
+        place: OwnedSemaphorePermit,
+    ) -> Result<Self, RedisError> {
+        let tls = access.tls.get(host);
+        let key = Key::new(
+            &format!("{host}:{port}"),
+            access.login.as_ref(),
+            tls.is_some(),
+        );
         let Some(login) = &access.login else {
-            return Self::connect_with(host, port, None, access.timeouts, tls).await;
+            let mut node =
+                Self::connect_with(host, port, None, access.timeouts, tls, place).await?;
+            node.key = Some(key);
+            return Ok(node);
         };
-        match Self::connect_with(host, port, Some(login), access.timeouts, tls).await {
+        match Self::connect_with(host, port, Some(login), access.timeouts, tls, place).await {
             Err(RedisError::Server { code, .. }) if code == "WRONGPASS" => {
-                Self::connect_with(host, port, None, access.timeouts, tls).await
+                let place = Self::place().await;
+                Self::connect_with(host, port, None, access.timeouts, tls, place).await
+            }
+            Ok(mut node) => {
+                node.key = Some(key);
+                Ok(node)
             }
             other => other,
         }
+    }
+
+    /// One of the [`MAX_CONNECTIONS`] places (waited for, not counted against any time bound).
+    async fn place() -> OwnedSemaphorePermit {
+        CONNECTIONS
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the connection semaphore is never closed")
     }
 
     /// Connects to `host:port`, authenticating with `password` when given (the `default` user).
@@ -192,11 +267,12 @@ impl RedisNode {
         login: Option<&Login>,
         timeouts: Timeouts,
     ) -> Result<Self, RedisError> {
-        Self::connect_with(host, port, login, timeouts, None).await
+        let place = Self::place().await;
+        Self::connect_with(host, port, login, timeouts, None, place).await
     }
 
-    /// Connects as `login`, over TLS with `tls`. Waits for one of the [`MAX_CONNECTIONS`] places first (not
-    /// counted against the connect timeout: it is this process that is busy, not the server).
+    /// Connects as `login`, over TLS with `tls`, in `place` (one of the [`MAX_CONNECTIONS`], waited for before:
+    /// not counted against the connect timeout, it is this process that is busy, not the server).
     ///
     /// The login is `HELLO 2 AUTH user password`, sent by this client rather than the library's `AUTH`: a
     /// server busy in a script refuses `AUTH` (and, to an unauthenticated client, answers `NOAUTH` before
@@ -209,6 +285,7 @@ impl RedisNode {
         login: Option<&Login>,
         timeouts: Timeouts,
         tls: Option<&crate::tls::connect::Trust>,
+        place: OwnedSemaphorePermit,
     ) -> Result<Self, RedisError> {
         let endpoint = format!("{host}:{port}");
         let connection_error = |source: ::redis::RedisError| RedisError::Connection {
@@ -216,11 +293,6 @@ impl RedisNode {
             command: "connect",
             source,
         };
-        let place = CONNECTIONS
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the connection semaphore is never closed");
         let settings = RedisConnectionInfo::default().set_skip_set_lib_name();
         // The library's own response timeout is off: `run` bounds each command, and `WAIT` needs
         // a longer bound than the others.
@@ -228,6 +300,7 @@ impl RedisNode {
             .set_connection_timeout(Some(timeouts.connect))
             .set_response_timeout(None);
         let exceeded = Arc::new(AtomicBool::new(false));
+        let read = Arc::new(AtomicUsize::new(0));
         // The streams are the operator's own (the TLS handshake too, see `crate::tls::connect`), each read
         // through `Capped`; the library speaks Redis over them.
         let connecting = async {
@@ -239,7 +312,7 @@ impl RedisNode {
                         .map_err(|e| connection_error(e.into()))?;
                     let (connection, driver) = MultiplexedConnection::new_with_config(
                         &settings,
-                        Capped::new(stream, &exceeded),
+                        Capped::new(stream, &exceeded, &read),
                         config,
                     )
                     .await
@@ -255,7 +328,7 @@ impl RedisNode {
                         .map_err(|e| connection_error(e.into()))?;
                     let (connection, driver) = MultiplexedConnection::new_with_config(
                         &settings,
-                        Capped::new(stream, &exceeded),
+                        Capped::new(stream, &exceeded, &read),
                         config,
                     )
                     .await
@@ -263,8 +336,7 @@ impl RedisNode {
                     (connection, driver.boxed(), None)
                 }
             };
-            tokio::spawn(driver);
-            Ok((connection, served))
+            Ok((connection, tokio::spawn(driver), served))
         };
         let outcome = tokio::time::timeout(timeouts.connect, connecting)
             .await
@@ -272,7 +344,7 @@ impl RedisNode {
                 endpoint: endpoint.clone(),
                 after: timeouts.connect,
             })?;
-        let (connection, served_certificate) = match outcome {
+        let (connection, driver, served_certificate) = match outcome {
             Err(_) if exceeded.load(Ordering::SeqCst) => {
                 return Err(RedisError::TooLarge {
                     endpoint,
@@ -282,12 +354,19 @@ impl RedisNode {
             }
             other => other?,
         };
+        super::cost::CONNECTIONS.inc();
         let node = RedisNode {
             endpoint,
             timeouts,
-            connection,
-            served_certificate,
-            exceeded,
+            kept: Some(Kept {
+                connection,
+                served_certificate,
+                exceeded,
+                read,
+                driver,
+            }),
+            key: None,
+            spoiled: AtomicBool::new(false),
             _place: place,
         };
         if let Some(login) = login {
@@ -308,7 +387,13 @@ impl RedisNode {
 
     /// Over TLS: the certificate the server presented in this connection's handshake.
     pub fn served_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
-        self.served_certificate.as_ref()
+        self.kept().served_certificate.as_ref()
+    }
+
+    fn kept(&self) -> &Kept {
+        self.kept
+            .as_ref()
+            .expect("the connection is taken out only on drop")
     }
 
     /// Sends `command` and waits at most the command timeout plus `extra` (the time the server
@@ -318,8 +403,14 @@ impl RedisNode {
         F: Future<Output = ::redis::RedisResult<T>>,
     {
         let after = self.timeouts.command + extra;
+        super::cost::COMMANDS.inc();
         let outcome = tokio::time::timeout(after, send).await;
-        if outcome.as_ref().is_ok_and(Result::is_err) && self.exceeded.load(Ordering::SeqCst) {
+        // Anything but a reply or the server's refusal leaves the connection unfit to keep.
+        if !matches!(&outcome, Ok(Ok(_))) && !matches!(&outcome, Ok(Err(e)) if e.code().is_some()) {
+            self.spoiled.store(true, Ordering::SeqCst);
+        }
+        if outcome.as_ref().is_ok_and(Result::is_err) && self.kept().exceeded.load(Ordering::SeqCst)
+        {
             return Err(RedisError::TooLarge {
                 endpoint: self.endpoint.clone(),
                 command: name,
@@ -360,7 +451,7 @@ impl RedisNode {
         extra: Duration,
         cmd: ::redis::Cmd,
     ) -> Result<T, RedisError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.kept().connection.clone();
         self.run(name, extra, async move {
             cmd.query_async(&mut connection).await
         })
@@ -452,7 +543,7 @@ impl RedisNode {
     /// event loop could answer) for `repl-syncio-timeout` again and again, answering nobody meanwhile. Towards
     /// itself nothing is replicated anyway.
     async fn tls_replication(&self, yes: bool) -> Result<(), RedisError> {
-        if self.served_certificate.is_none() {
+        if self.served_certificate().is_none() {
             return Ok(());
         }
         self.config_set("tls-replication", if yes { "yes" } else { "no" })

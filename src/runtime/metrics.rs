@@ -56,6 +56,10 @@ pub const EXPORTED: &[&str] = &[
     "redis_operator_instance_phase",
     "redis_operator_failovers_total",
     "redis_operator_switchovers_total",
+    "redis_operator_redis_connections_opened_total",
+    "redis_operator_redis_commands_total",
+    "redis_operator_redis_read_bytes_total",
+    "redis_operator_redis_idle_connections",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -129,6 +133,26 @@ impl Default for Metrics {
             "switchovers",
             "Switchovers started, per RedisInstance",
             switchovers.clone(),
+        );
+        registry.register(
+            "redis_connections_opened",
+            "Connections the operator opened to Redis servers (kept connections taken again are not counted)",
+            crate::redis::cost::CONNECTIONS.clone(),
+        );
+        registry.register(
+            "redis_commands",
+            "Commands the operator sent to Redis servers, logins included",
+            crate::redis::cost::COMMANDS.clone(),
+        );
+        registry.register(
+            "redis_read_bytes",
+            "Bytes the operator read from Redis servers",
+            crate::redis::cost::READ_BYTES.clone(),
+        );
+        registry.register(
+            "redis_idle_connections",
+            "Connections to Redis servers kept open for the next pass",
+            crate::redis::pool::IDLE_GAUGE.clone(),
         );
         Self {
             registry,
