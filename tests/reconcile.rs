@@ -30,7 +30,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::ObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Resource, ResourceExt};
-use redis_fsm::Phase;
+use redis_fsm::{Phase, ServerRole};
 use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 use redis_operator::names::{FINALIZER, ROLE_LABEL};
 use redis_operator::observe::rollout::REVISION_LABEL;
@@ -1137,4 +1137,94 @@ async fn a_killed_primary_is_failed_over_to_a_replica_that_holds_every_confirmed
     assert_eq!(steps, rejoined(new, other, true));
     assert_holds_confirmed(&world, "cache-0").await;
     assert_idle(&mut world, 3).await;
+}
+
+/// The old primary `cache-0` is killed and restarted by the kubelet as its pod starts it (parked, a replica
+/// of itself), with an empty data directory and one more restart, at its address; when `seen_down`, one
+/// reconcile sees it unreachable in between. The failover delay is an hour: only the restart (a new run id)
+/// lets the operator fail over at once.
+async fn fail_over_a_primary_restarted_empty(seen_down: bool) {
+    let (mut world, _) = running(replicated(3, 3600)).await;
+    write_confirmed(&world, "cache-0").await;
+
+    world.kill_container("cache-0");
+    let (new, other) = most_advanced_replica(&world).await;
+    let mut start = Vec::new();
+    if seen_down {
+        assert_eq!(
+            world.step().await,
+            wrote(
+                &[
+                    status_write(),
+                    label("cache-0"),
+                    label("cache-1"),
+                    label("cache-2")
+                ],
+                &["PodsPending"]
+            ),
+            "marked failing, labels removed"
+        );
+        assert_eq!(world.topology(), recorded("cache-0", "cache-0", true));
+        start.push((
+            wrote(&[status_write()], &["FailoverStarted", "Failover"]),
+            recorded("cache-0", "Pending", true),
+        ));
+    } else {
+        start.push((
+            wrote(
+                &[
+                    status_write(),
+                    label("cache-0"),
+                    label("cache-1"),
+                    label("cache-2"),
+                ],
+                &["FailoverStarted", "Failover"],
+            ),
+            recorded("cache-0", "Pending", false),
+        ));
+    }
+    world.restart_container("cache-0").await;
+    let ip = world.ip("cache-0");
+    let restarted = servers::observe(&ip).await.expect("cache-0 answers");
+    assert_eq!(restarted.keys, 0, "restarted empty");
+    assert!(
+        matches!(&restarted.role, ServerRole::Replica(link) if link.master_host == ip && !link.link_up),
+        "parked: {:?}",
+        restarted.role
+    );
+    let steps = world
+        .step_until(12, |w| w.settled_primary().is_some_and(|p| p != "cache-0"))
+        .await;
+
+    let failing = seen_down;
+    let mut expected = start;
+    expected.extend([
+        (wrote(&[], &[]), recorded("cache-0", "Pending", failing)),
+        (
+            wrote(&[status_write()], &[]),
+            recorded("cache-0", new, failing),
+        ),
+        (wrote(&[], &[]), recorded("cache-0", new, failing)),
+        (
+            wrote(&[status_write(), label(new)], &["PrimaryConfirmed"]),
+            recorded(new, new, false),
+        ),
+    ]);
+    assert_eq!(steps, expected);
+    assert_holds_confirmed(&world, new).await;
+
+    let steps = world.step_until(12, World::is_running).await;
+    assert_eq!(steps, rejoined(new, other, false));
+    assert_holds_confirmed(&world, "cache-0").await;
+    assert_idle(&mut world, 3).await;
+}
+
+#[tokio::test]
+async fn a_primary_restarted_empty_at_its_address_is_failed_over_at_once() {
+    fail_over_a_primary_restarted_empty(false).await;
+}
+
+#[tokio::test]
+async fn a_primary_seen_down_then_restarted_empty_is_failed_over_at_once() {
+    fail_over_a_primary_restarted_empty(true).await;
 }
