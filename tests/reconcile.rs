@@ -760,9 +760,14 @@ impl World {
     /// same arguments (so it boots parked), an empty data directory, one more restart.
     async fn restart_container(&mut self, pod: &str) {
         let (args, conf) = self.pod_command();
+        self.restart_container_with(pod, &args, &conf).await;
+    }
+
+    /// [`World::restart_container`] with the container arguments `args` and the configuration `conf`.
+    async fn restart_container_with(&mut self, pod: &str, args: &[String], conf: &str) {
         let container = self.containers.get_mut(pod).expect("a container");
         assert!(container.server.is_none(), "{pod} still runs");
-        let server = servers::Server::start(&container.ip, &args, &conf)
+        let server = servers::Server::start(&container.ip, args, conf)
             .await
             .unwrap_or_else(|| panic!("{pod} could not start again at {}", container.ip));
         container.server = Some(server);
@@ -1227,4 +1232,72 @@ async fn a_primary_restarted_empty_at_its_address_is_failed_over_at_once() {
 #[tokio::test]
 async fn a_primary_seen_down_then_restarted_empty_is_failed_over_at_once() {
     fail_over_a_primary_restarted_empty(true).await;
+}
+
+/// The control experiment of the two tests above: the same restart without the boot guard (no `--replicaof
+/// $(POD_IP) 6379`, which the pod template always passes). The empty server comes back as a master at the address
+/// its replicas still follow, and they resynchronise from it (a full sync: its history is new) before the
+/// operator looks. The failover then finds no pod that shares the recorded history and no data anywhere, and
+/// can only start again from the lowest ordinal: `cache-0` is confirmed again, and the confirmed writes are gone.
+/// This is why every pod boots parked.
+#[tokio::test]
+async fn without_the_boot_guard_a_primary_restarted_empty_empties_its_replicas_first() {
+    let (mut world, _) = running(replicated(3, 3600)).await;
+    write_confirmed(&world, "cache-0").await;
+    world.kill_container("cache-0");
+    let (mut args, conf) = world.pod_command();
+    let guard = args
+        .iter()
+        .position(|a| a == "--replicaof")
+        .expect("the boot guard");
+    args.drain(guard..guard + 3);
+    world.restart_container_with("cache-0", &args, &conf).await;
+    servers::settle(&world.live_ips()).await;
+    for pod in ["cache-1", "cache-2"] {
+        let state = servers::observe(&world.ip(pod)).await.expect("answers");
+        assert_eq!(state.keys, 0, "{pod} copied the empty dataset");
+    }
+
+    let steps = world.step_until(12, World::is_running).await;
+
+    assert_eq!(
+        steps,
+        [
+            (
+                wrote(
+                    &[
+                        status_write(),
+                        label("cache-0"),
+                        label("cache-1"),
+                        label("cache-2")
+                    ],
+                    &["FailoverStarted", "Failover"]
+                ),
+                recorded("cache-0", "Pending", false)
+            ),
+            // cache-0 (a master) and the replicas following it are parked.
+            (wrote(&[], &[]), recorded("cache-0", "Pending", false)),
+            // No pod shares the recorded history, none holds data: start from the lowest ordinal.
+            (
+                wrote(&[status_write()], &["PodsPending"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(
+                    &[status_write(), label("cache-1"), label("cache-2")],
+                    &["AllReplicasReady"]
+                ),
+                recorded("cache-0", "cache-0", false)
+            ),
+        ]
+    );
+    for key in CONFIRMED {
+        assert_eq!(servers::get(&world.ip("cache-0"), key).await, None, "{key}");
+    }
 }
