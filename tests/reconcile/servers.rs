@@ -77,13 +77,8 @@ impl Server {
                 // Most likely the address is taken.
                 return None;
             }
-            if let Ok(node) = connect(ip).await {
-                let pid = node
-                    .info()
-                    .await
-                    .ok()
-                    .and_then(|text| field(&text, "process_id").map(str::to_string));
-                return (pid == Some(server.child.id().to_string())).then_some(server);
+            if let Some(pid) = process_id(ip).await {
+                return (pid == server.child.id().to_string()).then_some(server);
             }
             assert!(
                 Instant::now() < deadline,
@@ -108,10 +103,21 @@ impl Drop for Server {
     }
 }
 
-fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+/// The `process_id` of the server answering at `ip`, `None` while nothing answers there.
+async fn process_id(ip: &str) -> Option<String> {
+    let mut connection = redis::Client::open(format!("redis://{ip}:{PORT}"))
+        .ok()?
+        .get_multiplexed_async_connection()
+        .await
+        .ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut connection)
+        .await
+        .ok()?;
     info.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .map(|pid| pid.trim().to_string())
 }
 
 /// The operator's own client, unauthenticated (the tests' instances run without authentication).
