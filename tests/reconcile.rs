@@ -4,10 +4,13 @@
 //! cluster. Each test names the exact write set of one reconcile: every request but a GET, as `METHOD path?query`
 //! (a POST also names what it creates), with the Events it published counted apart by reason.
 //!
-//! Nothing answers at the pods' addresses here: pods are absent or have no `podIP` (unobserved), which is what
-//! a cluster shows while the pods are being created.
+//! In most tests nothing answers at the pods' addresses: pods are absent or have no `podIP` (unobserved), which
+//! is what a cluster shows while the pods are being created. The replication tests at the end run a real
+//! `redis-server` per pod ([`servers`]), started as the pod template starts it, and play the kubelet.
 
 mod fake_api;
+#[path = "reconcile/servers.rs"]
+mod servers;
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::BTreeMap;
@@ -17,16 +20,19 @@ use std::time::Duration;
 
 use http::Method;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
+    Pod, PodCondition, PodStatus, Secret, Service,
+};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::ObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Resource, ResourceExt};
-use redis_fsm::Phase;
+use redis_fsm::{Phase, ServerRole};
 use redis_operator::api::{RedisInstance, RedisInstanceSpec};
-use redis_operator::names::FINALIZER;
+use redis_operator::names::{FINALIZER, ROLE_LABEL};
 use redis_operator::observe::rollout::REVISION_LABEL;
 use redis_operator::reconciler::{reconcile, Context, RolloutMode, Settings};
 use redis_operator::runtime::leader::Leadership;
@@ -53,6 +59,8 @@ struct World {
     caches: Caches,
     /// The operator's shared context, as `controller::run` builds it.
     ctx: Arc<Context>,
+    /// The containers the kubelet runs, by pod name (only in the tests with real servers).
+    containers: BTreeMap<String, Container>,
 }
 
 impl World {
@@ -92,6 +100,7 @@ impl World {
             api,
             caches,
             ctx: Arc::new(ctx),
+            containers: BTreeMap::new(),
         }
     }
 
@@ -655,4 +664,640 @@ async fn a_foreign_users_secret_blocks_a_new_instance_before_anything_is_written
         }
     );
     assert_eq!(world.phase(), (Phase::Failed, "ChildConflict".into()));
+}
+
+// Replication with real servers: one `redis-server` per pod, at the pod's address.
+
+/// The topology a status records: `currentPrimary`, `targetPrimary`, and whether `primaryFailingSince` is set.
+#[derive(Debug, PartialEq)]
+struct Topology {
+    current: Option<String>,
+    target: Option<String>,
+    failing: bool,
+}
+
+/// The recorded topology `current`/`target`, with `failing` as said.
+fn recorded(current: &str, target: &str, failing: bool) -> Topology {
+    Topology {
+        current: Some(current.into()),
+        target: Some(target.into()),
+        failing,
+    }
+}
+
+/// A pod's container as the kubelet runs it.
+struct Container {
+    /// The pod's address (`status.podIP`), kept across container restarts.
+    ip: String,
+    /// The running server; `None` once it was killed.
+    server: Option<servers::Server>,
+    /// `restartCount`: how often the kubelet restarted the container.
+    restarts: i32,
+}
+
+/// A pod's `Ready` condition.
+fn ready_condition(ready: bool) -> PodCondition {
+    PodCondition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        ..Default::default()
+    }
+}
+
+/// A time of the kubelet's reports.
+fn time(text: &str) -> Time {
+    Time(text.parse().expect("an RFC 3339 time"))
+}
+
+impl World {
+    /// The Redis container's arguments in the StatefulSet's pod template, and the `redis.conf` its ConfigMap
+    /// renders: how a pod starts its server.
+    fn pod_command(&self) -> (Vec<String>, String) {
+        let sts: StatefulSet = self
+            .api
+            .get(NAMESPACE, NAME)
+            .expect("the StatefulSet exists");
+        let pod = sts.spec.and_then(|s| s.template.spec).expect("a pod spec");
+        let args = pod.containers[0].args.clone().expect("arguments");
+        let config: ConfigMap = self
+            .api
+            .get(NAMESPACE, "cache-config")
+            .expect("the ConfigMap exists");
+        let conf = config
+            .data
+            .and_then(|d| d.get("redis.conf").cloned())
+            .expect("redis.conf");
+        (args, conf)
+    }
+
+    /// Plays the kubelet starting pod `pod`'s container for the first time: its server at a new address.
+    async fn start_container(&mut self, pod: &str) {
+        let (args, conf) = self.pod_command();
+        for _ in 0..20 {
+            let ip = servers::next_address();
+            if let Some(server) = servers::Server::start(&ip, &args, &conf).await {
+                self.containers.insert(
+                    pod.to_string(),
+                    Container {
+                        ip,
+                        server: Some(server),
+                        restarts: 0,
+                    },
+                );
+                return;
+            }
+        }
+        panic!("no free loopback address for {pod}");
+    }
+
+    /// Kills pod `pod`'s server with SIGKILL (the process is gone when this returns).
+    fn kill_container(&mut self, pod: &str) {
+        let container = self.containers.get_mut(pod).expect("a running container");
+        container.server.take().expect("a running server").kill();
+    }
+
+    /// Plays the kubelet restarting pod `pod`'s container after its server was killed: the same address, the
+    /// same arguments (so it boots parked), an empty data directory, one more restart.
+    async fn restart_container(&mut self, pod: &str) {
+        let (args, conf) = self.pod_command();
+        self.restart_container_with(pod, &args, &conf).await;
+    }
+
+    /// [`World::restart_container`] with the container arguments `args` and the configuration `conf`.
+    async fn restart_container_with(&mut self, pod: &str, args: &[String], conf: &str) {
+        let container = self.containers.get_mut(pod).expect("a container");
+        assert!(container.server.is_none(), "{pod} still runs");
+        let server = servers::Server::start(&container.ip, args, conf)
+            .await
+            .unwrap_or_else(|| panic!("{pod} could not start again at {}", container.ip));
+        container.server = Some(server);
+        container.restarts += 1;
+    }
+
+    /// The address of pod `pod`.
+    fn ip(&self, pod: &str) -> String {
+        self.containers[pod].ip.clone()
+    }
+
+    /// The addresses of every pod's server that runs.
+    fn live_ips(&self) -> Vec<String> {
+        self.containers
+            .values()
+            .filter(|c| c.server.is_some())
+            .map(|c| c.ip.clone())
+            .collect()
+    }
+
+    /// Plays the kubelet's status reports: every pod with a container is Running at its address, Ready as its
+    /// readiness probe says, with its container's state and restart count; the StatefulSet counts the ready
+    /// pods.
+    async fn report_pods(&self) {
+        let mut ready_pods = 0;
+        for (name, container) in &self.containers {
+            let mut pod: Pod = self.api.get(NAMESPACE, name).expect("the pod exists");
+            let running = container.server.is_some();
+            let ready = running && servers::ready(&container.ip).await;
+            ready_pods += i32::from(ready);
+            let state = if running {
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(time("2024-01-01T02:00:00Z")),
+                    }),
+                    ..Default::default()
+                }
+            } else {
+                ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code: 137,
+                        reason: Some("Error".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            };
+            // A server that served for an hour and was killed: a restart, not a crash.
+            let last_state = (container.restarts > 0).then(|| ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: 137,
+                    reason: Some("Error".into()),
+                    started_at: Some(time("2024-01-01T00:00:00Z")),
+                    finished_at: Some(time("2024-01-01T01:00:00Z")),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            pod.status = Some(PodStatus {
+                phase: Some("Running".into()),
+                pod_ip: Some(container.ip.clone()),
+                conditions: Some(vec![ready_condition(ready)]),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "redis".into(),
+                    image: "redis:7.2".into(),
+                    image_id: "redis@sha256:0".into(),
+                    ready,
+                    started: Some(running),
+                    restart_count: container.restarts,
+                    state: Some(state),
+                    last_state,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            self.api.update_status(&pod);
+        }
+        let mut sts: StatefulSet = self
+            .api
+            .get(NAMESPACE, NAME)
+            .expect("the StatefulSet exists");
+        if let Some(status) = sts.status.as_mut() {
+            status.ready_replicas = Some(ready_pods);
+            status.available_replicas = Some(ready_pods);
+        }
+        self.api.update_status(&sts);
+    }
+
+    /// One step of the cluster with real servers: the servers settle after what the last reconcile told them,
+    /// the kubelet reports the pods, then one reconcile; returns what it wrote.
+    async fn step(&mut self) -> Writes {
+        servers::settle(&self.live_ips()).await;
+        self.report_pods().await;
+        writes(&self.reconcile().await)
+    }
+
+    /// Steps until `done` holds after a step, at most `bound` steps; returns what each step wrote and the
+    /// topology it recorded.
+    async fn step_until(
+        &mut self,
+        bound: usize,
+        done: impl Fn(&World) -> bool,
+    ) -> Vec<(Writes, Topology)> {
+        let mut steps = Vec::new();
+        while steps.is_empty() || !done(self) {
+            assert!(
+                steps.len() < bound,
+                "not done after {bound} steps: {steps:#?}\nstatus: {:#?}",
+                self.instance().status
+            );
+            let writes = self.step().await;
+            steps.push((writes, self.topology()));
+        }
+        steps
+    }
+
+    /// The topology the status records.
+    fn topology(&self) -> Topology {
+        let status = self.instance().status.unwrap_or_default();
+        Topology {
+            current: status.current_primary,
+            target: status.target_primary,
+            failing: status.primary_failing_since.is_some(),
+        }
+    }
+
+    /// Whether the instance is `Running`.
+    fn is_running(&self) -> bool {
+        self.instance()
+            .status
+            .is_some_and(|s| s.status == Phase::Running)
+    }
+
+    /// The recorded current primary, when no failover is in flight.
+    fn settled_primary(&self) -> Option<String> {
+        let status = self.instance().status?;
+        let current = status.current_primary?;
+        (status.target_primary.as_deref() == Some(current.as_str())).then_some(current)
+    }
+
+    /// The role label of pod `pod`.
+    fn role_label(&self, pod: &str) -> Option<String> {
+        let pod: Pod = self.api.get(NAMESPACE, pod).expect("the pod exists");
+        pod.labels().get(ROLE_LABEL).cloned()
+    }
+}
+
+/// The spec of the replication tests: `replicas` pods, no authentication, and the shortest failover delay
+/// unless `delay` says otherwise.
+fn replicated(replicas: i32, delay: i32) -> RedisInstanceSpec {
+    let mut spec = spec(replicas);
+    spec.auth.enabled = false;
+    spec.replication.failover_delay_seconds = delay;
+    spec
+}
+
+/// A world whose instance with `spec` runs a real server in every pod, stepped until it is `Running`; returns
+/// the steps after the pods started.
+async fn running(spec: RedisInstanceSpec) -> (World, Vec<(Writes, Topology)>) {
+    let mut world = World::new();
+    world.api.insert(&instance(spec));
+    // The finalizer, then the children.
+    world.reconcile().await;
+    world.reconcile().await;
+    world.run_statefulset_controller();
+    for pod in world.api.list::<Pod>(NAMESPACE) {
+        world.start_container(&pod.name_any()).await;
+    }
+    let steps = world.step_until(12, World::is_running).await;
+    (world, steps)
+}
+
+/// The merge patch of pod `pod`'s role label.
+fn label(pod: &str) -> String {
+    format!("PATCH {}?", path::<Pod>(pod))
+}
+
+/// A step's write set: `requests` in order, then the Events by reason.
+fn wrote(requests: &[String], events: &[&str]) -> Writes {
+    Writes {
+        requests: requests.to_vec(),
+        events: events.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// Keys written on the primary, each confirmed by a replica (`WAIT 1`).
+const CONFIRMED: [&str; 5] = ["k0", "k1", "k2", "k3", "k4"];
+
+/// Writes [`CONFIRMED`] on the primary `primary`, then waits until every replica has them too (so which replica
+/// is the most advanced does not depend on timing).
+async fn write_confirmed(world: &World, primary: &str) {
+    let ip = world.ip(primary);
+    for key in CONFIRMED {
+        servers::set_confirmed(&ip, key, &format!("{key}-value")).await;
+    }
+    servers::settle(&world.live_ips()).await;
+}
+
+/// Asserts that pod `pod`'s server holds every key of [`CONFIRMED`].
+async fn assert_holds_confirmed(world: &World, pod: &str) {
+    for key in CONFIRMED {
+        assert_eq!(
+            servers::get(&world.ip(pod), key).await,
+            Some(format!("{key}-value")),
+            "{key} on {pod}"
+        );
+    }
+}
+
+/// The replica a failover away from `cache-0` must elect: the most advanced of `cache-1` and `cache-2`, the
+/// lower ordinal on a tie.
+async fn most_advanced_replica(world: &World) -> (&'static str, &'static str) {
+    let offset = |pod: &str| {
+        let ip = world.ip(pod);
+        async move {
+            servers::observe(&ip)
+                .await
+                .expect("the replica answers")
+                .repl_offset
+        }
+    };
+    if offset("cache-2").await > offset("cache-1").await {
+        ("cache-2", "cache-1")
+    } else {
+        ("cache-1", "cache-2")
+    }
+}
+
+/// `reconciles` reconciles (after the servers settled and the kubelet reported) make no request at all, and
+/// leave every server as it was.
+async fn assert_idle(world: &mut World, reconciles: usize) {
+    let before: Vec<_> = {
+        let mut states = Vec::new();
+        for ip in world.live_ips() {
+            states.push(servers::observe(&ip).await.expect("answers").run_id);
+        }
+        states
+    };
+    for round in 0..reconciles {
+        servers::settle(&world.live_ips()).await;
+        world.report_pods().await;
+        let requests = world.reconcile().await;
+        assert_eq!(
+            requests.iter().map(Recorded::line).collect::<Vec<_>>(),
+            Vec::<String>::new(),
+            "reconcile {round} of a converged instance"
+        );
+    }
+    let mut after = Vec::new();
+    for ip in world.live_ips() {
+        after.push(servers::observe(&ip).await.expect("answers").run_id);
+    }
+    assert_eq!(before, after, "no server restarted");
+    assert!(world.is_running());
+}
+
+/// The last steps of a failover once the old primary `cache-0` runs again (restarted, parked, empty): it and
+/// `other` are pointed at `primary` (a command; the status is written only when it recorded `cache-0` as
+/// unreachable, `was_down`), then labelled replicas once in sync, and the instance is `Running`.
+fn rejoined(primary: &str, other: &str, was_down: bool) -> Vec<(Writes, Topology)> {
+    let repoint = if was_down {
+        wrote(&[status_write()], &[])
+    } else {
+        wrote(&[], &[])
+    };
+    vec![
+        (repoint, recorded(primary, primary, false)),
+        (
+            wrote(
+                &[status_write(), label("cache-0"), label(other)],
+                &["AllReplicasReady"],
+            ),
+            recorded(primary, primary, false),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn real_servers_get_one_confirmed_primary_and_then_no_request() {
+    let (mut world, steps) = running(replicated(3, 0)).await;
+
+    // Every pod boots parked: the lowest ordinal is recorded, promoted, confirmed (and labelled) once it
+    // answers as a master, the others are pointed at it and labelled once in sync.
+    assert_eq!(
+        steps,
+        [
+            (
+                wrote(&[status_write()], &["PodsPending"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(
+                    &[status_write(), label("cache-1"), label("cache-2")],
+                    &["AllReplicasReady"]
+                ),
+                recorded("cache-0", "cache-0", false)
+            ),
+        ]
+    );
+    assert_eq!(world.role_label("cache-0").as_deref(), Some("primary"));
+    assert_eq!(world.role_label("cache-1").as_deref(), Some("replica"));
+    assert_eq!(world.role_label("cache-2").as_deref(), Some("replica"));
+    let status = world.instance().status.expect("written");
+    assert_eq!(
+        status.primary_run_id,
+        servers::observe(&world.ip("cache-0"))
+            .await
+            .map(|s| s.run_id)
+    );
+
+    assert_idle(&mut world, 3).await;
+}
+
+#[tokio::test]
+async fn a_killed_primary_is_failed_over_to_a_replica_that_holds_every_confirmed_write() {
+    let (mut world, _) = running(replicated(3, 0)).await;
+    write_confirmed(&world, "cache-0").await;
+
+    world.kill_container("cache-0");
+    let (new, other) = most_advanced_replica(&world).await;
+    let steps = world
+        .step_until(12, |w| w.settled_primary().is_some_and(|p| p != "cache-0"))
+        .await;
+
+    let every_label = [
+        status_write(),
+        label("cache-0"),
+        label("cache-1"),
+        label("cache-2"),
+    ];
+    assert_eq!(
+        steps,
+        [
+            // Unreachable: marked failing, and no pod keeps a role label (none is confirmed).
+            (
+                wrote(&every_label, &["PodsPending"]),
+                recorded("cache-0", "cache-0", true)
+            ),
+            // failoverDelaySeconds: 0 has passed at the next look.
+            (
+                wrote(&[status_write()], &["FailoverStarted", "Failover"]),
+                recorded("cache-0", "Pending", true)
+            ),
+            // The replicas that followed it are parked (commands only).
+            (wrote(&[], &[]), recorded("cache-0", "Pending", true)),
+            (
+                wrote(&[status_write()], &[]),
+                recorded("cache-0", new, true)
+            ),
+            // REPLICAOF NO ONE.
+            (wrote(&[], &[]), recorded("cache-0", new, true)),
+            (
+                wrote(&[status_write(), label(new)], &["PrimaryConfirmed"]),
+                recorded(new, new, false)
+            ),
+        ]
+    );
+    assert_holds_confirmed(&world, new).await;
+    assert_eq!(world.role_label(new).as_deref(), Some("primary"));
+    assert_eq!(world.role_label("cache-0"), None);
+    assert_eq!(world.role_label(other), None);
+
+    // The kubelet restarts the killed container: parked and empty, it rejoins as a replica of the new primary.
+    world.restart_container("cache-0").await;
+    let steps = world.step_until(12, World::is_running).await;
+    assert_eq!(steps, rejoined(new, other, true));
+    assert_holds_confirmed(&world, "cache-0").await;
+    assert_idle(&mut world, 3).await;
+}
+
+/// The old primary `cache-0` is killed and restarted by the kubelet as its pod starts it (parked, a replica
+/// of itself), with an empty data directory and one more restart, at its address; when `seen_down`, one
+/// reconcile sees it unreachable in between. The failover delay is an hour: only the restart (a new run id)
+/// lets the operator fail over at once.
+async fn fail_over_a_primary_restarted_empty(seen_down: bool) {
+    let (mut world, _) = running(replicated(3, 3600)).await;
+    write_confirmed(&world, "cache-0").await;
+
+    world.kill_container("cache-0");
+    let (new, other) = most_advanced_replica(&world).await;
+    let mut start = Vec::new();
+    if seen_down {
+        assert_eq!(
+            world.step().await,
+            wrote(
+                &[
+                    status_write(),
+                    label("cache-0"),
+                    label("cache-1"),
+                    label("cache-2")
+                ],
+                &["PodsPending"]
+            ),
+            "marked failing, labels removed"
+        );
+        assert_eq!(world.topology(), recorded("cache-0", "cache-0", true));
+        start.push((
+            wrote(&[status_write()], &["FailoverStarted", "Failover"]),
+            recorded("cache-0", "Pending", true),
+        ));
+    } else {
+        start.push((
+            wrote(
+                &[
+                    status_write(),
+                    label("cache-0"),
+                    label("cache-1"),
+                    label("cache-2"),
+                ],
+                &["FailoverStarted", "Failover"],
+            ),
+            recorded("cache-0", "Pending", false),
+        ));
+    }
+    world.restart_container("cache-0").await;
+    let ip = world.ip("cache-0");
+    let restarted = servers::observe(&ip).await.expect("cache-0 answers");
+    assert_eq!(restarted.keys, 0, "restarted empty");
+    assert!(
+        matches!(&restarted.role, ServerRole::Replica(link) if link.master_host == ip && !link.link_up),
+        "parked: {:?}",
+        restarted.role
+    );
+    let steps = world
+        .step_until(12, |w| w.settled_primary().is_some_and(|p| p != "cache-0"))
+        .await;
+
+    let failing = seen_down;
+    let mut expected = start;
+    expected.extend([
+        (wrote(&[], &[]), recorded("cache-0", "Pending", failing)),
+        (
+            wrote(&[status_write()], &[]),
+            recorded("cache-0", new, failing),
+        ),
+        (wrote(&[], &[]), recorded("cache-0", new, failing)),
+        (
+            wrote(&[status_write(), label(new)], &["PrimaryConfirmed"]),
+            recorded(new, new, false),
+        ),
+    ]);
+    assert_eq!(steps, expected);
+    assert_holds_confirmed(&world, new).await;
+
+    let steps = world.step_until(12, World::is_running).await;
+    assert_eq!(steps, rejoined(new, other, false));
+    assert_holds_confirmed(&world, "cache-0").await;
+    assert_idle(&mut world, 3).await;
+}
+
+#[tokio::test]
+async fn a_primary_restarted_empty_at_its_address_is_failed_over_at_once() {
+    fail_over_a_primary_restarted_empty(false).await;
+}
+
+#[tokio::test]
+async fn a_primary_seen_down_then_restarted_empty_is_failed_over_at_once() {
+    fail_over_a_primary_restarted_empty(true).await;
+}
+
+/// The control experiment of the two tests above: the same restart without the boot guard (no `--replicaof
+/// $(POD_IP) 6379`, which the pod template always passes). The empty server comes back as a master at the address
+/// its replicas still follow, and they resynchronise from it (a full sync: its history is new) before the
+/// operator looks. The failover then finds no pod that shares the recorded history and no data anywhere, and
+/// can only start again from the lowest ordinal: `cache-0` is confirmed again, and the confirmed writes are gone.
+/// This is why every pod boots parked.
+#[tokio::test]
+async fn without_the_boot_guard_a_primary_restarted_empty_empties_its_replicas_first() {
+    let (mut world, _) = running(replicated(3, 3600)).await;
+    write_confirmed(&world, "cache-0").await;
+    world.kill_container("cache-0");
+    let (mut args, conf) = world.pod_command();
+    let guard = args
+        .iter()
+        .position(|a| a == "--replicaof")
+        .expect("the boot guard");
+    args.drain(guard..guard + 3);
+    world.restart_container_with("cache-0", &args, &conf).await;
+    servers::settle(&world.live_ips()).await;
+    for pod in ["cache-1", "cache-2"] {
+        let state = servers::observe(&world.ip(pod)).await.expect("answers");
+        assert_eq!(state.keys, 0, "{pod} copied the empty dataset");
+    }
+
+    let steps = world.step_until(12, World::is_running).await;
+
+    assert_eq!(
+        steps,
+        [
+            (
+                wrote(
+                    &[
+                        status_write(),
+                        label("cache-0"),
+                        label("cache-1"),
+                        label("cache-2")
+                    ],
+                    &["FailoverStarted", "Failover"]
+                ),
+                recorded("cache-0", "Pending", false)
+            ),
+            // cache-0 (a master) and the replicas following it are parked.
+            (wrote(&[], &[]), recorded("cache-0", "Pending", false)),
+            // No pod shares the recorded history, none holds data: start from the lowest ordinal.
+            (
+                wrote(&[status_write()], &["PodsPending"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
+                recorded("cache-0", "cache-0", false)
+            ),
+            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+            (
+                wrote(
+                    &[status_write(), label("cache-1"), label("cache-2")],
+                    &["AllReplicasReady"]
+                ),
+                recorded("cache-0", "cache-0", false)
+            ),
+        ]
+    );
+    for key in CONFIRMED {
+        assert_eq!(servers::get(&world.ip("cache-0"), key).await, None, "{key}");
+    }
 }
