@@ -1247,9 +1247,11 @@ async fn a_pass_takes_the_kept_connection_and_never_a_closed_one() {
         .await
         .expect("CLIENT KILL");
     assert_eq!(killed, 1);
-    until(Duration::from_secs(5), "the kept connection seen closed", || async {
-        (pool::kept_for(&endpoint) == 0).then_some(())
-    })
+    until(
+        Duration::from_secs(5),
+        "the kept connection seen closed",
+        || async { (pool::kept_for(&endpoint) == 0).then_some(()) },
+    )
     .await;
     let node = RedisNode::open(HOST, a.port, &access).await.expect("open");
     node.role().await.expect("served through a new connection");

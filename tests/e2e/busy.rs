@@ -274,8 +274,9 @@ async fn a_primary_whose_connection_slots_are_all_taken_is_not_failed_over() {
         );
         let seen = status.pods.iter().find(|p| p.name == primary);
         assert!(
-            seen.is_some_and(|p| p.role == "master"
-                || p.message.contains("max number of clients reached")),
+            seen.is_some_and(
+                |p| p.role == "master" || p.message.contains("max number of clients reached")
+            ),
             "the primary was neither observed nor seen refusing: {seen:?}"
         );
         samples += 1;
