@@ -12,7 +12,6 @@
 //! to [`MAX_ERROR_TEXT`] characters; a reply the operator cannot parse is reported as unreadable, without its
 //! content.
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -24,6 +23,7 @@ use futures::FutureExt;
 use redis_fsm::{Refusal, ServerState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use super::access::{Access, Login, Timeouts};
 use super::capped::Capped;
 pub use super::capped::MAX_READ_BYTES;
 pub use super::error::{bounded_text, RedisError, MAX_ERROR_TEXT};
@@ -38,26 +38,6 @@ pub const MAX_CONNECTIONS: usize = 64;
 
 static CONNECTIONS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONNECTIONS)));
-
-/// Time bounds for talking to one server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Establishing the TCP connection and the handshake.
-    pub connect: Duration,
-    /// One command's round trip.
-    pub command: Duration,
-}
-
-impl Default for Timeouts {
-    /// Two seconds each: a healthy server on the cluster network answers in milliseconds, and the
-    /// failover delay (10 s by default) must cover several observation attempts.
-    fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(2),
-            command: Duration::from_secs(2),
-        }
-    }
-}
 
 /// The refusal behind `error` from a call to `host:port`, if any (see [`RedisError::refusal`]). A server at
 /// `maxclients` writes its refusal as soon as it accepts a connection and closes it, so the first command may
@@ -138,34 +118,6 @@ impl std::fmt::Debug for RedisNode {
             .field("timeouts", &self.timeouts)
             .finish_non_exhaustive()
     }
-}
-
-/// A Redis user and password. `Debug` never shows the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Login {
-    /// The ACL user.
-    pub username: String,
-    /// Its password.
-    pub password: String,
-}
-
-impl std::fmt::Debug for Login {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Login")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
-
-/// How the operator reaches the servers of one instance: time bounds, the operator's own login, and TLS.
-#[derive(Clone, Debug, Default)]
-pub struct Access {
-    /// Bounds of every call.
-    pub timeouts: Timeouts,
-    /// The operator's user, when the instance has one (see [`RedisNode::open`]).
-    pub login: Option<Login>,
-    /// By host (pod address): the TLS trust of the servers started with TLS; the others speak plain text.
-    pub tls: BTreeMap<String, crate::tls::connect::Trust>,
 }
 
 impl RedisNode {

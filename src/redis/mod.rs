@@ -3,6 +3,7 @@
 //! Reads (`INFO`, `ROLE`) are observation; `REPLICAOF`, `FAILOVER`, `CONFIG SET` and pauses are
 //! actions, which the caller sends only while it holds the leader Lease.
 
+mod access;
 mod capped;
 pub mod client;
 mod error;

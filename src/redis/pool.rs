@@ -2,7 +2,7 @@
 //! open, log in on and close one connection per pod; a kept connection is taken again by the next pass to the
 //! same server as the same user, so an idle instance costs its servers commands, not connections.
 //!
-//! A kept connection holds none of the [`super::client::MAX_CONNECTIONS`] places (those bound the passes
+//! A kept connection holds none of the `MAX_CONNECTIONS` (the client's) places (those bound the passes
 //! running at once) and may read [`super::capped::MAX_READ_BYTES`] again in each pass that takes it. One is
 //! taken again only if its connection is still open (the task reading it has not ended: a restarted or killed
 //! server closed it), it was idle less than [`IDLE_TIMEOUT`], and no command on it failed other than by the
@@ -18,7 +18,7 @@ use ::redis::aio::MultiplexedConnection;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::client::Login;
+use super::access::Login;
 
 /// How long a connection may wait unused before it is closed: a steady replicated instance is observed every
 /// 2–5 s and a single pod at least every resync, and a server that went away closes its connection anyway.
