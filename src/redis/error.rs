@@ -69,7 +69,7 @@ pub enum RedisError {
         /// The error as the client library renders it, cut to [`MAX_ERROR_TEXT`] characters.
         message: String,
     },
-    /// The server sent more than [`MAX_READ_BYTES`] on this connection: a reply no real server sends.
+    /// The server sent more than [`super::capped::MAX_READ_BYTES`] in one pass on this connection: a reply no real server sends.
     #[error("{command} on {endpoint}: unreadable, the server sent more than {limit} bytes")]
     TooLarge {
         /// `host:port`.
