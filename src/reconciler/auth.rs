@@ -13,7 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use redis_fsm::{Reason, SpecProblem};
 use tracing::{debug, info};
 
-use super::context::Snapshot;
+use super::context::{hash_pods, Snapshot, Verified};
 use super::{apply_unless_held, controlled_by, event, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::{self, Resolved};
@@ -21,14 +21,9 @@ use crate::converge::auth::{self as converge, Plan};
 use crate::desired::metadata;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
-use crate::names::{users_secret_name, AUTH_ANNOTATION};
+use crate::names::users_secret_name;
 use crate::observe::secrets::Keys;
 use crate::redis::Access;
-
-/// How often the users of an instance with authentication on are read back from every server even though
-/// nothing the operator watches changed: rules widened through an administrative connection
-/// (`ACL SETUSER exporter +@all`) change without any watch event, and are put back within this long.
-pub(super) const AUTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The outcome of resolving: the passwords and how the operator reaches the servers.
 pub(super) struct Prepared {
@@ -158,7 +153,7 @@ pub(super) async fn prepare(
 }
 
 /// Brings running servers to the users and replication credentials, unless nothing changed since every pod
-/// was last found holding them, less than [`AUTH_RECHECK`] ago (a converged instance sends no
+/// was last found holding them, less than [`super::context::CONVERGED_RECHECK`] ago (a converged instance sends no
 /// command, only reads its users back that often). Returns the status to record.
 pub(super) async fn converge_pass(
     ri: &RedisInstance,
@@ -193,15 +188,7 @@ pub(super) async fn converge_pass(
     let pods = &snapshot.pods;
     let key = ObjectRef::from_obj(ri);
     let fingerprint = fingerprint(&plan, pods);
-    let verified = ctx
-        .auth_verified
-        .lock()
-        .map(|v| {
-            v.get(&key)
-                .is_some_and(|(held, at)| *held == fingerprint && at.elapsed() < AUTH_RECHECK)
-        })
-        .unwrap_or(false);
-    if !verified {
+    if !ctx.verified(ri, Verified::Auth, fingerprint) {
         let leadership = ctx.leadership.clone();
         let reported = ctx
             .acl_reported
@@ -225,9 +212,7 @@ pub(super) async fn converge_pass(
         let all = outcome.pass.everywhere()
             && pods.len() >= usize::try_from(ri.spec.replicas).unwrap_or(0);
         if all {
-            if let Ok(mut v) = ctx.auth_verified.lock() {
-                v.insert(key, (fingerprint, std::time::Instant::now()));
-            }
+            ctx.record_verified(ri, Verified::Auth, fingerprint);
         } else {
             let pending: Vec<String> = outcome
                 .pass
@@ -280,8 +265,7 @@ pub(super) async fn converge_pass(
     status
 }
 
-/// What the pass depends on: the plan and, per pod, its identity, restarts, address and template's auth mode.
-/// A restarted server (it read the files again) or a new pod changes it.
+/// What the pass depends on: the plan and the pods (see [`hash_pods`]).
 fn fingerprint(plan: &Plan, pods: &[Arc<k8s_openapi::api::core::v1::Pod>]) -> u64 {
     let mut hasher = DefaultHasher::new();
     for user in &plan.users {
@@ -289,16 +273,6 @@ fn fingerprint(plan: &Plan, pods: &[Arc<k8s_openapi::api::core::v1::Pod>]) -> u6
         user.rules.hash(&mut hasher);
     }
     plan.replication_password.hash(&mut hasher);
-    for pod in pods {
-        pod.uid().hash(&mut hasher);
-        pod.annotations().get(AUTH_ANNOTATION).hash(&mut hasher);
-        let status = pod.status.as_ref();
-        status.and_then(|s| s.pod_ip.clone()).hash(&mut hasher);
-        status
-            .and_then(|s| s.container_statuses.as_ref())
-            .map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
-            .hash(&mut hasher);
-        pod.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    }
+    hash_pods(pods, &mut hasher);
     hasher.finish()
 }

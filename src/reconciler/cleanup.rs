@@ -67,5 +67,6 @@ pub(super) async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action>
         }
     }
     reset_backoff(ri, ctx);
+    ctx.forget(ri);
     Ok(Action::await_change())
 }

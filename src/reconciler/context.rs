@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{
@@ -135,8 +135,8 @@ pub struct Context {
     pub secrets: Secrets,
     /// Consecutive failures per instance, for exponential back-off.
     pub(super) failures: Mutex<HashMap<ObjectRef<RedisInstance>, u32>>,
-    /// Per instance, what its servers were last all found holding, and when (see `auth::converge_pass`).
-    pub(super) auth_verified: Mutex<HashMap<ObjectRef<RedisInstance>, (u64, std::time::Instant)>>,
+    /// Per instance and pass, what its servers were last all found holding, and when (see [`Verified`]).
+    pub(super) verified: Mutex<HashMap<(ObjectRef<RedisInstance>, Verified), VerifiedAt>>,
     /// Per instance and pod, what each server reported for its users after the operator set them.
     pub(super) acl_reported: Mutex<
         HashMap<
@@ -166,9 +166,82 @@ impl Context {
             leadership,
             redis_timeouts: Timeouts::default(),
             failures: Mutex::default(),
-            auth_verified: Mutex::default(),
+            verified: Mutex::default(),
             acl_reported: Mutex::default(),
         }
+    }
+}
+
+/// A pass's fingerprint of what every pod held, and when it was found.
+pub(super) type VerifiedAt = (u64, Instant);
+
+/// The passes that are skipped while nothing they depend on changed since every pod was found holding what
+/// they bring, less than [`CONVERGED_RECHECK`] ago: a converged instance sends them no command.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(super) enum Verified {
+    /// The users and replication credentials (`auth::converge_pass`).
+    Auth,
+    /// The live configuration (`runtime_config::live_config_pass`).
+    LiveConfig,
+}
+
+/// How often a pass whose servers held everything is run anyway: values changed through an administrative
+/// connection (`ACL SETUSER exporter +@all`, `CONFIG SET maxmemory 1`) change without any watch event, and are
+/// put back within this long.
+pub(super) const CONVERGED_RECHECK: Duration = Duration::from_secs(30);
+
+impl Context {
+    /// Whether `pass` found every pod of `ri` holding `fingerprint` less than [`CONVERGED_RECHECK`] ago.
+    pub(super) fn verified(&self, ri: &RedisInstance, pass: Verified, fingerprint: u64) -> bool {
+        let key = (ObjectRef::from_obj(ri), pass);
+        self.verified
+            .lock()
+            .map(|v| {
+                v.get(&key).is_some_and(|(held, at)| {
+                    *held == fingerprint && at.elapsed() < CONVERGED_RECHECK
+                })
+            })
+            .unwrap_or(false)
+    }
+
+    /// Records that `pass` found every pod of `ri` holding `fingerprint` now.
+    pub(super) fn record_verified(&self, ri: &RedisInstance, pass: Verified, fingerprint: u64) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(
+                (ObjectRef::from_obj(ri), pass),
+                (fingerprint, Instant::now()),
+            );
+        }
+    }
+
+    /// Forgets what is remembered of an instance that is gone.
+    pub(super) fn forget(&self, ri: &RedisInstance) {
+        let key = ObjectRef::from_obj(ri);
+        if let Ok(mut v) = self.verified.lock() {
+            v.retain(|(instance, _), _| *instance != key);
+        }
+        if let Ok(mut r) = self.acl_reported.lock() {
+            r.remove(&key);
+        }
+    }
+}
+
+/// Hashes what a pass on the pods depends on, besides its plan: each pod's identity, restarts, address,
+/// template auth mode and deletion. A restarted server (it read its files again) or a new pod changes it.
+pub(super) fn hash_pods(pods: &[Arc<Pod>], hasher: &mut impl std::hash::Hasher) {
+    use std::hash::Hash;
+    for pod in pods {
+        pod.uid().hash(hasher);
+        pod.annotations()
+            .get(crate::names::AUTH_ANNOTATION)
+            .hash(hasher);
+        let status = pod.status.as_ref();
+        status.and_then(|s| s.pod_ip.clone()).hash(hasher);
+        status
+            .and_then(|s| s.container_statuses.as_ref())
+            .map(|cs| cs.iter().map(|c| c.restart_count).sum::<i32>())
+            .hash(hasher);
+        pod.metadata.deletion_timestamp.is_some().hash(hasher);
     }
 }
 

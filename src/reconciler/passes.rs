@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::auth::{self, AUTH_RECHECK};
+use super::auth;
+use super::context::CONVERGED_RECHECK;
 use super::context::{Context, Snapshot};
 use super::publish::Passes;
 use super::replication::topology_pass;
@@ -71,7 +72,7 @@ pub(super) async fn pod_passes(
         requeue = requeue.min(TLS_RECHECK);
     }
     if auth_status.enabled {
-        requeue = requeue.min(AUTH_RECHECK);
+        requeue = requeue.min(CONVERGED_RECHECK);
     }
     report.passes = Passes {
         topology,
