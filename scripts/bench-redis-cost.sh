@@ -71,7 +71,7 @@ done | kc apply -f - >/dev/null
 log "waiting for every instance to be Running"
 deadline=$((SECONDS + 600))
 while :; do
-  running=$(kc -n "$NS" get redisinstances -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c '^Running$' || true)
+  running=$(kc -n "$NS" get redisinstances -o jsonpath='{range .items[*]}{.status.status}{"\n"}{end}' | grep -c '^Running$' || true)
   [ "$running" -ge "$N" ] && break
   [ $SECONDS -lt $deadline ] || { log "only $running of $N Running after 600 s"; exit 1; }
   sleep 2
