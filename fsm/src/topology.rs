@@ -380,7 +380,7 @@ fn watch_primary(
         Some(pod) => match &pod.server {
             // Alive, serving the clients it has: no failover (a new primary would be refused the same
             // way). Its readiness probe is refused too, so pod readiness is not held against it.
-            Err(unobserved) if unobserved.refusal == Some(Refusal::MaxClients) => {
+            Err(unobserved) if unobserved.refusal.is_some_and(Refusal::presumed_alive) => {
                 if pod.pod_deleting {
                     PrimaryFailure::PodDeleting
                 } else if !pod.node_ready {
@@ -389,7 +389,11 @@ fn watch_primary(
                     return TopologyAction::ClearPrimaryFailing;
                 } else {
                     return TopologyAction::Wait {
-                        reason: WaitReason::PrimaryRefusingConnections(current.to_string()),
+                        reason: if unobserved.refusal == Some(Refusal::MaxClients) {
+                            WaitReason::PrimaryRefusingConnections(current.to_string())
+                        } else {
+                            WaitReason::OperatorCannotConnect(current.to_string())
+                        },
                     };
                 }
             }

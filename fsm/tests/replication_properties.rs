@@ -331,8 +331,9 @@ proptest! {
         }
     }
 
-    /// A primary that refuses new connections (maxclients) is alive: no failover starts for it
-    /// unless its pod is being deleted or its node is not Ready.
+    /// A primary that refuses new connections (maxclients), or that the operator cannot connect to for a
+    /// reason of its own host, counts as alive: no failover starts for it unless its pod is being deleted or
+    /// its node is not Ready.
     #[test]
     fn a_primary_at_maxclients_is_never_failed_over(
         status in status(),
@@ -342,7 +343,8 @@ proptest! {
     ) {
         let action = decide(&status, &pods, &policy(replicas), Timestamp(now));
         let refusing = status.current_primary.as_deref().and_then(|current| {
-            pods.iter().find(|p| p.pod == current && p.refusal() == Some(Refusal::MaxClients))
+            pods.iter()
+                .find(|p| p.pod == current && p.refusal().is_some_and(Refusal::presumed_alive))
         });
         if let Some(primary) = refusing.filter(|p| !p.pod_deleting && p.node_ready) {
             if !status.failover_in_flight() && stray_free(&pods) {
@@ -1471,6 +1473,34 @@ fn a_primary_at_maxclients_is_alive_and_not_failed_over() {
             failure: PrimaryFailure::PodDeleting
         }
     );
+}
+
+/// The operator's own host refusing it a socket (`EADDRNOTAVAIL` after tens of thousands of sockets in
+/// `TIME_WAIT`) says nothing of the primary: it waits, however long, and never fails it over for that.
+#[test]
+fn a_primary_the_operator_cannot_open_a_socket_to_is_not_failed_over() {
+    let (status, mut pods) = healthy();
+    pods[0].server = Err(Unobserved {
+        reason: "connecting to 10.0.0.1:6379: the operator's own host refused a socket".into(),
+        refusal: Some(Refusal::OperatorCannotConnect),
+    });
+    let wait = TopologyAction::Wait {
+        reason: WaitReason::OperatorCannotConnect(name(0)),
+    };
+    assert_eq!(decide(&status, &pods, &policy(3), Timestamp(1_000)), wait);
+    assert_eq!(
+        decide(&status, &pods, &policy(3), Timestamp(1_000_000)),
+        wait
+    );
+    // Without that refusal, the same error is an unreachable primary: marked failing, then failed over.
+    pods[0].server = Err(Unobserved {
+        reason: "connecting to 10.0.0.1:6379: connection refused".into(),
+        refusal: None,
+    });
+    assert!(matches!(
+        decide(&status, &pods, &policy(3), Timestamp(1_000)),
+        TopologyAction::MarkPrimaryFailing { .. }
+    ));
 }
 
 #[test]

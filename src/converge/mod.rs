@@ -44,9 +44,10 @@ impl From<crate::redis::RedisError> for Pending {
     fn from(error: crate::redis::RedisError) -> Self {
         use crate::redis::RedisError as E;
         match error {
-            E::ConnectTimeout { .. } | E::CommandTimeout { .. } | E::Connection { .. } => {
-                Pending::Unreachable(error.to_string())
-            }
+            E::ConnectTimeout { .. }
+            | E::CommandTimeout { .. }
+            | E::Connection { .. }
+            | E::Local { .. } => Pending::Unreachable(error.to_string()),
             E::Server { .. } | E::TooLarge { .. } | E::Reply { .. } => {
                 Pending::NotYet(error.to_string())
             }

@@ -26,7 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use super::access::{Access, Login, Timeouts};
 use super::capped::Capped;
 pub use super::capped::MAX_READ_BYTES;
-pub use super::error::{bounded_text, RedisError, MAX_ERROR_TEXT};
+pub use super::error::{bounded_text, is_local, RedisError, MAX_ERROR_TEXT};
 use super::info::{self, AclUser, ParseError, RoleReply};
 use super::pool::{self, Kept, Key};
 
@@ -255,13 +255,22 @@ impl RedisNode {
         let read = Arc::new(AtomicUsize::new(0));
         // The streams are the operator's own (the TLS handshake too, see `crate::tls::connect`), each read
         // through `Capped`; the library speaks Redis over them.
+        // The operator's own host refusing a socket says nothing of the server (see `RedisError::Local`).
+        let socket_error = |e: std::io::Error| {
+            if is_local(&e) {
+                RedisError::Local {
+                    endpoint: endpoint.clone(),
+                    source: e,
+                }
+            } else {
+                connection_error(e.into())
+            }
+        };
         let connecting = async {
             let (connection, driver, served) = match tls {
                 Some(trust) => {
-                    let (stream, served) = trust
-                        .handshake(host, port)
-                        .await
-                        .map_err(|e| connection_error(e.into()))?;
+                    let (stream, served) =
+                        trust.handshake(host, port).await.map_err(socket_error)?;
                     let (connection, driver) = MultiplexedConnection::new_with_config(
                         &settings,
                         Capped::new(stream, &exceeded, &read),
@@ -274,7 +283,7 @@ impl RedisNode {
                 None => {
                     let stream = tokio::net::TcpStream::connect((host, port))
                         .await
-                        .map_err(|e| connection_error(e.into()))?;
+                        .map_err(socket_error)?;
                     stream
                         .set_nodelay(true)
                         .map_err(|e| connection_error(e.into()))?;

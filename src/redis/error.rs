@@ -56,6 +56,17 @@ pub enum RedisError {
         #[source]
         source: ::redis::RedisError,
     },
+    /// The operator could not open a socket for a reason of its own host: no local port left
+    /// (`EADDRNOTAVAIL`, e.g. tens of thousands of sockets in `TIME_WAIT`), no file descriptor (`EMFILE`,
+    /// `ENFILE`), no buffer or memory (`ENOBUFS`, `ENOMEM`). Says nothing of the server.
+    #[error("connecting to {endpoint}: the operator's own host refused a socket: {source}")]
+    Local {
+        /// `host:port`.
+        endpoint: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The server answered with an error reply, e.g. `ERR FAILOVER target HOST and PORT is not a
     /// replica.` or `LOADING`.
     #[error("{command} on {endpoint} was refused: {message}")]
@@ -94,9 +105,11 @@ pub enum RedisError {
 
 impl RedisError {
     /// How a live server refused: `BUSY` (a script or function runs past `busy-reply-threshold`), or
-    /// `ERR max number of clients reached`. `None` for every other failure, including an unreachable server.
+    /// `ERR max number of clients reached`; or that the operator could not open a socket at all
+    /// ([`RedisError::Local`]). `None` for every other failure, including an unreachable server.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {
+            RedisError::Local { .. } => Some(Refusal::OperatorCannotConnect),
             RedisError::Server { code, .. } if code == "BUSY" => Some(Refusal::Busy),
             RedisError::Server { message, .. }
                 if message.contains("max number of clients reached") =>
@@ -106,6 +119,13 @@ impl RedisError {
             _ => None,
         }
     }
+}
+
+/// Whether `error`, from opening a socket, is the operator's own host refusing it (see [`RedisError::Local`]).
+pub fn is_local(error: &std::io::Error) -> bool {
+    // Linux errno values: EADDRNOTAVAIL, EMFILE, ENFILE, ENOBUFS, ENOMEM.
+    matches!(error.raw_os_error(), Some(99 | 24 | 23 | 105 | 12))
+        || error.kind() == std::io::ErrorKind::AddrNotAvailable
 }
 
 impl std::fmt::Debug for RedisError {
@@ -128,6 +148,32 @@ impl From<&RedisError> for Unobserved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operators_own_host_refusing_a_socket_is_no_unreachable_server() {
+        for errno in [99, 24, 23, 105, 12] {
+            assert!(
+                is_local(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        // ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH: the server or the path to it.
+        for errno in [111, 110, 113, 101] {
+            assert!(
+                !is_local(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        let error = RedisError::Local {
+            endpoint: "10.0.0.1:6379".into(),
+            source: std::io::Error::from_raw_os_error(99),
+        };
+        assert_eq!(error.refusal(), Some(Refusal::OperatorCannotConnect));
+        assert_eq!(
+            Unobserved::from(&error).refusal,
+            Some(Refusal::OperatorCannotConnect)
+        );
+    }
 
     #[test]
     fn a_failed_observation_becomes_an_unobserved_value() {

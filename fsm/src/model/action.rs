@@ -184,6 +184,10 @@ pub enum WaitReason {
     /// The primary answers, but refuses new connections (`maxclients` reached): it is alive and serves
     /// the clients it has, so it is not failed over (a new primary would be refused the same way).
     PrimaryRefusingConnections(String),
+    /// The operator could not open a connection to the primary for a reason of its own host (no local port
+    /// or file descriptor left): nothing is known of the primary, and a failover could not be carried out
+    /// either, so it waits.
+    OperatorCannotConnect(String),
 }
 
 impl fmt::Display for WaitReason {
@@ -240,6 +244,11 @@ impl fmt::Display for WaitReason {
                 f,
                 "the primary {primary} is alive but refuses new connections (max number of clients \
                  reached); it is not failed over"
+            ),
+            WaitReason::OperatorCannotConnect(primary) => write!(
+                f,
+                "the operator cannot open connections (its own host is out of local ports or files), so it \
+                 cannot observe the primary {primary}; it is not failed over for that"
             ),
             WaitReason::SwitchoverBackOff(at) => write!(
                 f,

@@ -54,11 +54,25 @@ pub enum Refusal {
     /// `ERR max number of clients reached`: every connection slot is taken. The clients it has are still
     /// served; a new primary would be refused the same way.
     MaxClients,
+    /// Not the server's answer: the operator could not open a socket at all (no local port or file
+    /// descriptor left, `EADDRNOTAVAIL`, `EMFILE`). Nothing is known of the server, and the operator could not
+    /// carry out a failover either, so it is treated as alive until the operator can look again.
+    OperatorCannotConnect,
 }
 
 impl Refusal {
     /// Every refusal.
-    pub const ALL: [Refusal; 2] = [Refusal::Busy, Refusal::MaxClients];
+    pub const ALL: [Refusal; 3] = [
+        Refusal::Busy,
+        Refusal::MaxClients,
+        Refusal::OperatorCannotConnect,
+    ];
+
+    /// Whether a primary that refuses this way counts as alive (no failure, no failover): it serves the
+    /// clients it has, or the operator cannot tell.
+    pub fn presumed_alive(self) -> bool {
+        matches!(self, Refusal::MaxClients | Refusal::OperatorCannotConnect)
+    }
 }
 
 impl fmt::Display for Refusal {
@@ -66,6 +80,9 @@ impl fmt::Display for Refusal {
         f.write_str(match self {
             Refusal::Busy => "busy running a script (BUSY)",
             Refusal::MaxClients => "refusing new connections (max number of clients reached)",
+            Refusal::OperatorCannotConnect => {
+                "not observed: the operator could not open a connection (its own host is out of ports or files)"
+            }
         })
     }
 }
