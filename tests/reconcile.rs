@@ -626,16 +626,11 @@ async fn a_foreign_config_map_blocks_a_new_instance_before_any_child_is_applied(
 
     let requests = world.reconcile().await;
 
-    // The authentication step, which runs before the children are checked, makes the instance's own Secrets
-    // (owned by the instance, they go with it); no other child is applied.
+    // Nothing is created, not even the instance's own Secrets: only the refusal is written.
     assert_eq!(
         writes(&requests),
         Writes {
-            requests: vec![
-                create_secret("cache-auth"),
-                apply::<Secret>("cache-acl"),
-                status_write()
-            ],
+            requests: vec![status_write()],
             events: vec!["ChildConflict".into()],
         }
     );

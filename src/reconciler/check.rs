@@ -1,5 +1,5 @@
-//! The first step: the spec, then the TLS and password Secrets. A problem refuses the change before anything
-//! is applied.
+//! The first steps: the spec ([`check_spec`]); then, once no foreign object holds a child's name, the TLS and
+//! password Secrets ([`check_secrets`]). A problem refuses the change before anything is applied.
 
 use redis_fsm::{Reason, SpecProblem};
 
@@ -11,13 +11,8 @@ use crate::api::RedisInstance;
 use crate::error::Result;
 use crate::validate::validate;
 
-/// The spec, then the TLS and password Secrets: any problem refuses the change before anything is applied.
-pub(super) async fn check(
-    ri: &RedisInstance,
-    ctx: &Context,
-    snapshot: &Snapshot,
-    report: &mut Report,
-) -> Result<Next<(tls::Prepared, auth::Prepared)>> {
+/// The spec: a problem refuses the change before anything is built or applied.
+pub(super) fn check_spec(ri: &RedisInstance, snapshot: &Snapshot, report: &mut Report) -> Next<()> {
     let errors = validate(&ri.spec);
     if !errors.is_empty() {
         let message = errors
@@ -30,8 +25,19 @@ pub(super) async fn check(
             message,
         };
         // Nothing to retry until the user changes the object.
-        return Ok(refuse(snapshot, problem, report));
+        return refuse(snapshot, problem, report);
     }
+    Next::Go(())
+}
+
+/// The TLS and password Secrets (the generated ones are created here): a problem refuses the change before
+/// any other child is applied.
+pub(super) async fn check_secrets(
+    ri: &RedisInstance,
+    ctx: &Context,
+    snapshot: &Snapshot,
+    report: &mut Report,
+) -> Result<Next<(tls::Prepared, auth::Prepared)>> {
     // Before anything is applied: a bad TLS Secret leaves everything as it is.
     let tls = match tls::prepare(ri, ctx, snapshot).await? {
         Ok(tls) => tls,

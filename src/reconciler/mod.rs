@@ -12,7 +12,7 @@ use kube::{Api, ResourceExt};
 use redis_fsm::Observation;
 use tracing::{debug, instrument, warn};
 
-use self::check::check;
+use self::check::{check_secrets, check_spec};
 use self::children::{apply_children, classify, desired_objects, refuse_foreign};
 use self::cleanup::cleanup;
 use self::context::Snapshot;
@@ -162,9 +162,11 @@ async fn steps(
     snapshot: &Snapshot,
     report: &mut Report,
 ) -> Result<Action> {
-    let (tls, prepared) = go!(check(ri, ctx, snapshot, report).await?);
+    go!(check_spec(ri, snapshot, report));
     let desired = desired_objects(ri, ctx, snapshot);
+    // Before the Secrets: an instance blocked by a foreign object creates nothing, not even its own Secrets.
     go!(refuse_foreign(ri, ctx, &desired, report).await?);
+    let (tls, prepared) = go!(check_secrets(ri, ctx, snapshot, report).await?);
     let mut change = go!(classify(ri, ctx, snapshot, &desired.children, report).await?);
     let recorded = report.recorded.clone();
     let ri = recorded.as_ref().unwrap_or(ri);
