@@ -131,12 +131,7 @@ impl RedisNode {
     /// transport, is taken again when there is one (see [`super::pool`]); the fallback without login is
     /// never kept.
     pub async fn open(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
-        let tls = access.tls.get(host);
-        let key = Key::new(
-            &format!("{host}:{port}"),
-            access.login.as_ref(),
-            tls.is_some(),
-        );
+        let key = Key::of(host, port, access);
         let place = Self::place().await;
         if let Some(kept) = pool::take(&key) {
             return Ok(RedisNode {
@@ -148,28 +143,26 @@ impl RedisNode {
                 _place: place,
             });
         }
-        Self::open_new(host, port, access, place).await
+        Self::open_new(host, port, access, key, place).await
     }
 
     /// As [`RedisNode::open`], through a new connection and login: what the server presents and accepts now
     /// (a reloaded certificate, a user just set), not what it did when a kept connection was opened.
     pub async fn open_fresh(host: &str, port: u16, access: &Access) -> Result<Self, RedisError> {
         let place = Self::place().await;
-        Self::open_new(host, port, access, place).await
+        Self::open_new(host, port, access, Key::of(host, port, access), place).await
     }
 
+    /// A new connection as [`RedisNode::open`] makes it, kept under `key` when dropped (the fallback without
+    /// login is not kept).
     async fn open_new(
         host: &str,
         port: u16,
         access: &Access,
+        key: Key,
         place: OwnedSemaphorePermit,
     ) -> Result<Self, RedisError> {
         let tls = access.tls.get(host);
-        let key = Key::new(
-            &format!("{host}:{port}"),
-            access.login.as_ref(),
-            tls.is_some(),
-        );
         let Some(login) = &access.login else {
             let mut node =
                 Self::connect_with(host, port, None, access.timeouts, tls, place).await?;

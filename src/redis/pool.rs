@@ -18,7 +18,7 @@ use ::redis::aio::MultiplexedConnection;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::access::Login;
+use super::access::{Access, Login};
 
 /// How long a connection may wait unused before it is closed: a steady replicated instance is observed every
 /// 2–5 s and a single pod at least every resync, and a server that went away closes its connection anyway.
@@ -47,6 +47,15 @@ pub(super) struct Key {
 }
 
 impl Key {
+    /// The key of the operator's connections to `host:port` through `access`.
+    pub(super) fn of(host: &str, port: u16, access: &Access) -> Self {
+        Key::new(
+            &format!("{host}:{port}"),
+            access.login.as_ref(),
+            access.tls.contains_key(host),
+        )
+    }
+
     pub(super) fn new(endpoint: &str, login: Option<&Login>, tls: bool) -> Self {
         Key {
             endpoint: endpoint.to_string(),
