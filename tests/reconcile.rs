@@ -1040,34 +1040,36 @@ fn rejoined(primary: &str, other: &str, was_down: bool) -> Vec<(Writes, Topology
     ]
 }
 
+/// The steps of a bootstrap from parked pods with real servers: the lowest ordinal is recorded, promoted,
+/// confirmed (and labelled) once it answers as a master; the others are pointed at it and labelled once in sync.
+fn bootstrap_of_cache_0() -> Vec<(Writes, Topology)> {
+    vec![
+        (
+            wrote(&[status_write()], &["PodsPending"]),
+            recorded("cache-0", "cache-0", false),
+        ),
+        (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+        (
+            wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
+            recorded("cache-0", "cache-0", false),
+        ),
+        (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
+        (
+            wrote(
+                &[status_write(), label("cache-1"), label("cache-2")],
+                &["AllReplicasReady"],
+            ),
+            recorded("cache-0", "cache-0", false),
+        ),
+    ]
+}
+
 #[tokio::test]
 async fn real_servers_get_one_confirmed_primary_and_then_no_request() {
     let (mut world, steps) = running(replicated(3, 0)).await;
 
-    // Every pod boots parked: the lowest ordinal is recorded, promoted, confirmed (and labelled) once it
-    // answers as a master, the others are pointed at it and labelled once in sync.
-    assert_eq!(
-        steps,
-        [
-            (
-                wrote(&[status_write()], &["PodsPending"]),
-                recorded("cache-0", "cache-0", false)
-            ),
-            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
-            (
-                wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
-                recorded("cache-0", "cache-0", false)
-            ),
-            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
-            (
-                wrote(
-                    &[status_write(), label("cache-1"), label("cache-2")],
-                    &["AllReplicasReady"]
-                ),
-                recorded("cache-0", "cache-0", false)
-            ),
-        ]
-    );
+    // Every pod boots parked.
+    assert_eq!(steps, bootstrap_of_cache_0());
     assert_eq!(world.role_label("cache-0").as_deref(), Some("primary"));
     assert_eq!(world.role_label("cache-1").as_deref(), Some("replica"));
     assert_eq!(world.role_label("cache-2").as_deref(), Some("replica"));
@@ -1272,25 +1274,11 @@ async fn without_the_boot_guard_a_primary_restarted_empty_empties_its_replicas_f
             ),
             // cache-0 (a master) and the replicas following it are parked.
             (wrote(&[], &[]), recorded("cache-0", "Pending", false)),
-            // No pod shares the recorded history, none holds data: start from the lowest ordinal.
-            (
-                wrote(&[status_write()], &["PodsPending"]),
-                recorded("cache-0", "cache-0", false)
-            ),
-            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
-            (
-                wrote(&[status_write(), label("cache-0")], &["PrimaryConfirmed"]),
-                recorded("cache-0", "cache-0", false)
-            ),
-            (wrote(&[], &[]), recorded("cache-0", "cache-0", false)),
-            (
-                wrote(
-                    &[status_write(), label("cache-1"), label("cache-2")],
-                    &["AllReplicasReady"]
-                ),
-                recorded("cache-0", "cache-0", false)
-            ),
         ]
+        .into_iter()
+        // No pod shares the recorded history, none holds data: start from the lowest ordinal.
+        .chain(bootstrap_of_cache_0())
+        .collect::<Vec<_>>()
     );
     for key in CONFIRMED {
         assert_eq!(servers::get(&world.ip("cache-0"), key).await, None, "{key}");
