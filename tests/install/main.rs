@@ -303,12 +303,21 @@ fn monitoring_overlays_select_the_instances_exporters() {
     assert!(find(&docs, "PrometheusRule", "redis-instances").is_some());
 }
 
+/// `kubectl apply` as the install tests use it: server-side, so that tests applying the same shared objects (the
+/// namespace, the leader-election Role) at the same time never fail with AlreadyExists, as two client-side applies
+/// creating one object do.
+fn apply(info: &ClusterInfo) -> std::process::Command {
+    let mut cmd = kubectl(info);
+    cmd.args(["apply", "--server-side", "--force-conflicts"]);
+    cmd
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_passes_server_side_dry_run() {
     let info = cluster();
     // A server-side dry run does not create the namespace, so the namespaced objects need it to exist.
     run_ok(
-        kubectl(info).args(["apply", "-f", &format!("{REPO}/deploy/base/namespace.yaml")]),
+        apply(info).args(["-f", &format!("{REPO}/deploy/base/namespace.yaml")]),
         None,
     );
     let out = run_ok(
@@ -365,7 +374,7 @@ async fn service_account_kubeconfig(info: &ClusterInfo, client: &Client) -> Path
         .map(|d| serde_yaml::to_string(d).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
-    run_ok(kubectl(info).args(["apply", "-f", "-"]), Some(&manifest));
+    run_ok(apply(info).args(["-f", "-"]), Some(&manifest));
     token_kubeconfig(info, client, "redis-operator").await
 }
 
@@ -808,10 +817,7 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
         .collect::<Vec<_>>()
         .join("---\n");
     let _guard = InClusterOperator;
-    run_ok(
-        kubectl(info).args(["apply", "--server-side", "--force-conflicts", "-f", "-"]),
-        Some(&manifest),
-    );
+    run_ok(apply(info).args(["-f", "-"]), Some(&manifest));
     run_ok(
         kubectl(info).args([
             "-n",

@@ -20,7 +20,7 @@ use super::*;
 /// Creates ServiceAccount `name` in the namespace `redis-operator` (which the install creates).
 fn service_account(info: &ClusterInfo, name: &str) {
     run_ok(
-        kubectl(info).args(["apply", "-f", &format!("{REPO}/deploy/base/namespace.yaml")]),
+        apply(info).args(["-f", &format!("{REPO}/deploy/base/namespace.yaml")]),
         None,
     );
     let manifest = json!({
@@ -28,10 +28,7 @@ fn service_account(info: &ClusterInfo, name: &str) {
         "kind": "ServiceAccount",
         "metadata": {"name": name, "namespace": "redis-operator"},
     });
-    run_ok(
-        kubectl(info).args(["apply", "-f", "-"]),
-        Some(&manifest.to_string()),
-    );
+    run_ok(apply(info).args(["-f", "-"]), Some(&manifest.to_string()));
 }
 
 fn apply_documents(info: &ClusterInfo, docs: &[Value]) {
@@ -40,7 +37,7 @@ fn apply_documents(info: &ClusterInfo, docs: &[Value]) {
         .map(|d| serde_yaml::to_string(d).unwrap())
         .collect::<Vec<_>>()
         .join("---\n");
-    run_ok(kubectl(info).args(["apply", "-f", "-"]), Some(&manifest));
+    run_ok(apply(info).args(["-f", "-"]), Some(&manifest));
 }
 
 fn delete_documents(info: &ClusterInfo, docs: &[Value]) {
