@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# The benchmark (docs/benchmarks.md): brings up a private cluster in simulated pod mode (the node agent reports
-# pods Running/Ready without starting redis-server), installs the CRD, builds the operator and the benchmark
-# with --release, runs every measurement against the operator as a separate process, prints the markdown
-# report (also written to target/bench-report.md), and tears the cluster down.
+# The benchmark (docs/benchmarks.md): brings up a private cluster in process pod mode (every pod is a real
+# redis-server, authentication on as by default), installs the CRD, builds the operator and the benchmark with
+# --release, runs every measurement against the operator as a separate process — reaction latency against the
+# floor, reaction after API server outages, convergence of N instances with their API and Redis-side cost, an
+# idle window and a restart — prints the markdown report with each target met or missed (also written to
+# target/bench-report.md), and tears the cluster down; then the failover and rolling-update benchmarks.
 #
 # Usage: scripts/bench.sh
 #
 # Env (defaults in brackets):
-#   BENCH_SIZES            instance counts of the convergence runs [10,100,500]
+#   BENCH_SIZES            instance counts of the convergence runs, one pod each [10,100,1000]
+#   BENCH_REPLICATED       instance counts of the replicated runs, 3 pods each [300]
+#   BENCH_CONFIG           spec.config of every instance, comma-separated key=value [hz=1]
+#   BENCH_IDLE_SECONDS     how long each converged size is watched idle [300]
 #   BENCH_SAMPLES          spec changes of the latency run [100]
-#   BENCH_RESYNC_SECONDS   --resync-seconds of the operator; the idle resync is waited for [20]
+#   BENCH_OUTAGES          API server outages (kill -9, 15 s down, restart) after the latency run [3]
+#   BENCH_RESYNC_SECONDS   --resync-seconds of the operator [300, its default]
 #   BENCH_KEEP_CLUSTER     set to keep the cluster (and its state dir) afterwards for inspection
 #   BENCH_SKIP_FAILOVER    set to leave out the failover benchmark (scripts/bench-failover.sh) run afterwards
 #   BENCH_SKIP_ROLLOUT     set to leave out the rolling-update benchmark (scripts/bench-rollout.sh) run after that
@@ -23,29 +29,41 @@ REPO=$PWD
 LOG_TAG=bench.sh
 # shellcheck source=scripts/lib/bench-cluster.sh
 . scripts/lib/bench-cluster.sh
-private_cluster /tmp/redis-operator-bench-cluster 22379 22380 26443 30257 127.3 simulated
+private_cluster /tmp/redis-operator-bench-cluster 22379 22380 26443 30257 127.3 process
 # One ClusterIP Service per instance: the default /24 runs out after ~250 instances ("range is full").
 export DEVCLUSTER_SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/16}
 
-SIZES=${BENCH_SIZES:-10,100,500}
+SIZES=${BENCH_SIZES:-10,100,1000}
+REPLICATED=${BENCH_REPLICATED:-300}
+IDLE_SECONDS=${BENCH_IDLE_SECONDS:-300}
 SAMPLES=${BENCH_SAMPLES:-100}
-RESYNC_SECONDS=${BENCH_RESYNC_SECONDS:-20}
+OUTAGES=${BENCH_OUTAGES:-3}
+RESYNC_SECONDS=${BENCH_RESYNC_SECONDS:-300}
+CONFIG_ARGS=()
+IFS=, read -ra entries <<<"${BENCH_CONFIG-hz=1}"
+for entry in "${entries[@]}"; do CONFIG_ARGS+=(--config "$entry"); done
 REPORT=$REPO/target/bench-report.md
 
 build_release
 trap stop_cluster EXIT
 start_cluster
 
-log "running: sizes $SIZES, $SAMPLES latency samples, resync every ${RESYNC_SECONDS}s"
+REPLICATED_ARGS=()
+[ -n "$REPLICATED" ] && REPLICATED_ARGS=(--replicated-sizes "$REPLICATED")
+log "running: sizes $SIZES (1 pod), replicated $REPLICATED (3 pods), config ${BENCH_CONFIG-hz=1}, $SAMPLES latency samples, $OUTAGES outages, idle ${IDLE_SECONDS}s, resync every ${RESYNC_SECONDS}s"
 "$DEVCLUSTER_DIR/bin/redis-operator-bench" \
   --kubeconfig "$KUBECONFIG_FILE" \
   --audit-log "$DEVCLUSTER_DIR/audit.log" \
   --operator "$DEVCLUSTER_DIR/bin/redis-operator" \
-  --sizes "$SIZES" --samples "$SAMPLES" --resync-seconds "$RESYNC_SECONDS" \
+  --sizes "$SIZES" "${REPLICATED_ARGS[@]}" --samples "$SAMPLES" --resync-seconds "$RESYNC_SECONDS" \
+  --idle-seconds "$IDLE_SECONDS" "${CONFIG_ARGS[@]}" \
+  --outage-trials "$OUTAGES" --outage-pid-file "$DEVCLUSTER_DIR/run/kube-apiserver.pid" \
+  --outage-restart "bash $REPO/devcluster/cluster.sh up" \
   --log-dir "$REPO/target/bench-logs" \
-  --describe "pod mode=simulated (node agent reports pods Ready without starting redis-server)" \
+  --describe "pod mode=process (each pod is a real redis-server, $(redis-server --version | cut -d' ' -f1-3), started by the node agent, readiness PING every 1 s; authentication on, the default)" \
+  --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback" \
   --describe "operator build=release (target/release/redis-operator)" \
-  --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback, audit log at Metadata level" \
+  --describe "audit log=Metadata level (the operator's API requests are counted from it)" \
   --output "$REPORT"
 log "report written to $REPORT"
 

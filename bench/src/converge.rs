@@ -1,6 +1,6 @@
 //! Convergence of N instances created at once, the API cost of it and of idle resyncs, and the footprint.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use futures::{stream, StreamExt};
@@ -12,7 +12,7 @@ use redis_fsm::Phase;
 use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 
 use crate::audit::{AuditLog, RequestCounts};
-use crate::operator::{Footprint, Launch, Operator};
+use crate::operator::{Footprint, Launch, Operator, RedisCost};
 use crate::watch::Watch;
 
 /// The audited user name of the operator (the `redis-operator` context of the devcluster kubeconfig).
@@ -31,8 +31,13 @@ pub struct Setup<'a> {
     pub create_concurrency: usize,
     /// Longest wait for convergence.
     pub timeout: Duration,
-    /// Namespaces are called `<prefix>-n<N>`.
+    /// Namespaces are called `<prefix>-n<N>` (`<prefix>-n<N>x<replicas>` for more than one pod each).
     pub namespace_prefix: &'a str,
+    /// `spec.config` of every instance (e.g. `hz 1` for a crowded host, as a user would tune it).
+    pub config: BTreeMap<String, String>,
+    /// How long a converged operator is watched idle (API writes, CPU, Redis-side cost); at least one timer
+    /// resync of every instance is waited for as well.
+    pub idle: Duration,
 }
 
 /// When (since the first create) every instance had reached a milestone, and per-instance delays.
@@ -61,6 +66,16 @@ pub struct Milestones {
 pub struct SizeResult {
     /// Number of instances.
     pub n: usize,
+    /// Pods per instance (`spec.replicas`).
+    pub replicas: i32,
+    /// The operator's Redis-side cost from the first create to convergence.
+    pub redis_converge: RedisCost,
+    /// The operator's Redis-side cost over the idle window.
+    pub redis_idle: RedisCost,
+    /// The idle window measured.
+    pub idle_window: Duration,
+    /// Operator CPU seconds over the idle window.
+    pub idle_cpu_seconds: f64,
     /// Convergence timeline.
     pub milestones: Milestones,
     /// Seconds spent in reconciles during convergence (histogram sum).
@@ -200,10 +215,19 @@ async fn audit_settle() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Runs one size: create N instances at once in a fresh namespace, wait for convergence, measure an idle
-/// timer resync and a restart of the operator.
-pub async fn measure(setup: &Setup<'_>, n: usize) -> Result<SizeResult, String> {
-    let ns = format!("{}-n{n}", setup.namespace_prefix);
+/// Runs one size: create N instances of `replicas` pods at once in a fresh namespace, wait for convergence,
+/// watch the idle operator (at least one timer resync of every instance) and a restart of the operator.
+pub async fn measure(setup: &Setup<'_>, n: usize, replicas: i32) -> Result<SizeResult, String> {
+    let ns = if replicas == 1 {
+        format!("{}-n{n}", setup.namespace_prefix)
+    } else {
+        format!("{}-n{n}x{replicas}", setup.namespace_prefix)
+    };
+    let spec = RedisInstanceSpec {
+        replicas,
+        config: setup.config.clone(),
+        ..RedisInstanceSpec::default()
+    };
     create_namespace(setup.client, &ns).await?;
     let instances: Api<RedisInstance> = Api::namespaced(setup.client.clone(), &ns);
     let mut instance_watch = Watch::start(instances.clone()).await;
@@ -213,23 +237,23 @@ pub async fn measure(setup: &Setup<'_>, n: usize) -> Result<SizeResult, String> 
     let operator = Operator::start(setup.launch, &ns).await?;
     let mut result = SizeResult {
         n,
+        replicas,
         ..Default::default()
     };
 
-    eprintln!("[bench] N={n}: creating {n} instances in {ns}");
+    eprintln!("[bench] N={n}: creating {n} instances of {replicas} pods in {ns}");
     let cpu_before = operator.footprint().cpu_seconds;
+    let redis_before = operator.metrics().await.redis_cost();
     let start_mark = setup.audit.mark();
     let start = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("r{i:04}")).collect();
     let mut creates = stream::iter(names.iter().cloned())
         .map(|name| {
             let api = instances.clone();
+            let spec = spec.clone();
             async move {
                 let created = api
-                    .create(
-                        &PostParams::default(),
-                        &RedisInstance::new(&name, RedisInstanceSpec::default()),
-                    )
+                    .create(&PostParams::default(), &RedisInstance::new(&name, spec))
                     .await;
                 (name, created.map(|_| Instant::now()))
             }
@@ -297,6 +321,7 @@ pub async fn measure(setup: &Setup<'_>, n: usize) -> Result<SizeResult, String> 
     result.reconciles = metrics.reconciles();
     result.failed_reconciles = metrics.failed_reconciles();
     result.converge_cpu_seconds = operator.footprint().cpu_seconds - cpu_before;
+    result.redis_converge = metrics.redis_cost().since(redis_before);
     drop((instance_watch, sts_watch, pod_watch));
 
     // Late events of the converge (e.g. StatefulSet status after readiness) still belong to it.
@@ -307,13 +332,25 @@ pub async fn measure(setup: &Setup<'_>, n: usize) -> Result<SizeResult, String> 
         .audit
         .count(start_mark, converged_mark, OPERATOR_USER, &ns)?;
 
-    eprintln!("[bench] N={n}: waiting for the timer resync of all {n} instances");
-    let before = operator.metrics().await.reconciles();
+    eprintln!(
+        "[bench] N={n}: watching the idle operator for {} s (and the timer resync of all {n} instances)",
+        setup.idle.as_secs()
+    );
+    let idle_start = Instant::now();
+    let idle_metrics = operator.metrics().await;
+    let idle_cpu = operator.footprint().cpu_seconds;
+    let before = idle_metrics.reconciles();
     let resync_limit = Duration::from_secs(setup.launch.resync_seconds * 2 + 60);
-    let after = wait_reconciles(&operator, before + n as f64, resync_limit).await?;
+    wait_reconciles(&operator, before + n as f64, resync_limit).await?;
+    // The rest of the window is measurement time: nothing is waited for, the idle operator is watched.
+    tokio::time::sleep(setup.idle.saturating_sub(idle_start.elapsed())).await;
+    let idle_end = operator.metrics().await;
+    result.idle_window = idle_start.elapsed();
+    result.idle_cpu_seconds = operator.footprint().cpu_seconds - idle_cpu;
+    result.redis_idle = idle_end.redis_cost().since(idle_metrics.redis_cost());
     audit_settle().await;
     let idle_mark = setup.audit.mark();
-    result.idle_reconciles = after - before;
+    result.idle_reconciles = idle_end.reconciles() - before;
     result.idle_requests = setup
         .audit
         .count(converged_mark, idle_mark, OPERATOR_USER, &ns)?;

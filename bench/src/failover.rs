@@ -607,6 +607,23 @@ pub fn markdown(environment: &[(String, String)], results: &[ConfigResult]) -> S
             }
         }
     }
+    for ours in results.iter().filter(|r| r.system == System::Operator) {
+        let p99 = percentile(&ours.failovers(), 99.0);
+        let bound = ours.delay + Duration::from_millis(500);
+        let complete = !ours.trials.is_empty();
+        let _ = writeln!(
+            out,
+            "| operator p99 ≤ failoverDelaySeconds + 0.5 s ({} s) | {:.2} s over {} trials | {} |",
+            ours.delay.as_secs(),
+            p99.as_secs_f64(),
+            ours.trials.len(),
+            match (complete, p99 <= bound) {
+                (false, _) => "**not measured**",
+                (true, true) => "met",
+                (true, false) => "**missed**",
+            }
+        );
+    }
     for r in results {
         let lost = r.lost();
         let _ = writeln!(

@@ -1,4 +1,4 @@
-//! Reaction latency: spec patch accepted → `Updating` for the new generation on the benchmark's watch, measured
+//! Reaction latency: spec patch accepted → a status for the new generation on the benchmark's watch, measured
 //! side by side with the floor: a status patch by the benchmark itself coming back on its own watch.
 
 use std::time::{Duration, Instant};
@@ -16,22 +16,22 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(120);
 /// Latency samples of one run.
 #[derive(Debug, Default)]
 pub struct LatencyResult {
-    /// Spec patch response → `Updating` with the new `observedGeneration` arrives.
+    /// Spec patch response → a status with the new `observedGeneration` arrives.
     pub reaction: Vec<Duration>,
-    /// Spec patch sent → `Updating` with the new `observedGeneration` arrives.
+    /// Spec patch sent → a status with the new `observedGeneration` arrives.
     pub reaction_from_send: Vec<Duration>,
     /// Status patch response → the patched object arrives (often before the response: zero).
     pub floor: Vec<Duration>,
     /// Status patch sent → the patched object arrives: one write plus one watch delivery.
     pub floor_from_send: Vec<Duration>,
-    /// Spec patch response → `Running` and ready for the new generation (the whole simulated restart).
+    /// Spec patch response → `Running` and ready for the new generation (the live config change applied).
     pub settle: Vec<Duration>,
     /// Samples whose watch event arrived before the patch response (recorded as zero from the response).
     pub early_events: usize,
 }
 
 /// Waits for the first watched version of `name` that satisfies `done`, returning its arrival time.
-async fn wait_for(
+pub async fn wait_for(
     watch: &mut Watch<RedisInstance>,
     name: &str,
     what: &str,
@@ -48,7 +48,7 @@ async fn wait_for(
     }
 }
 
-fn is_running_at(ri: &RedisInstance, generation: i64) -> bool {
+pub fn is_running_at(ri: &RedisInstance, generation: i64) -> bool {
     ri.status.as_ref().is_some_and(|s| {
         s.status == Phase::Running
             && s.ready == "True"
@@ -119,23 +119,12 @@ pub async fn measure(
             .push(arrived.saturating_duration_since(sent));
 
         watch.drain();
-        // A config change restarts the pod: the operator reports `Updating` in the reconcile that applies it.
-        let patch =
-            serde_json::json!({"spec": {"config": {"maxmemory": format!("{}mb", 100 + i)}}});
+        // `maxmemory` is set live (CONFIG SET): the status of the reconcile that applies it carries the new
+        // generation.
         let sent = Instant::now();
-        let patched = instances
-            .patch(name, &params, &Patch::Merge(&patch))
-            .await
-            .map_err(|e| format!("spec patch of {name}: {e}"))?;
+        let generation = patch_maxmemory(&instances, name, 100 + i).await?;
         let accepted = Instant::now();
-        let generation = patched.metadata.generation.unwrap_or_default();
-        let updating = wait_for(&mut watch, name, "Updating", |ri| {
-            ri.status.as_ref().is_some_and(|s| {
-                s.status == Phase::Updating
-                    && s.observed_generation.is_some_and(|g| g >= generation)
-            })
-        })
-        .await?;
+        let updating = wait_observed(&mut watch, name, generation).await?;
         result
             .reaction
             .push(since(accepted, updating, &mut result.early_events));
@@ -151,4 +140,32 @@ pub async fn measure(
             .push(since(accepted, running, &mut result.early_events));
     }
     Ok(result)
+}
+
+/// Patches `spec.config.maxmemory` of `name` to `mb` megabytes (a live change); returns the new generation.
+pub async fn patch_maxmemory(
+    instances: &Api<RedisInstance>,
+    name: &str,
+    mb: usize,
+) -> Result<i64, String> {
+    let patch = serde_json::json!({"spec": {"config": {"maxmemory": format!("{mb}mb")}}});
+    let patched = instances
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| format!("spec patch of {name}: {e}"))?;
+    Ok(patched.metadata.generation.unwrap_or_default())
+}
+
+/// Waits for a status of `name` that reports `generation` (or later) as observed.
+pub async fn wait_observed(
+    watch: &mut Watch<RedisInstance>,
+    name: &str,
+    generation: i64,
+) -> Result<Instant, String> {
+    wait_for(watch, name, "observed at the new generation", |ri| {
+        ri.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation.is_some_and(|g| g >= generation))
+    })
+    .await
 }

@@ -11,6 +11,7 @@ mod failover;
 mod instance;
 mod latency;
 mod operator;
+mod outage;
 mod report;
 mod resp;
 mod rollout;
@@ -77,7 +78,7 @@ struct RolloutArgs {
     #[arg(long, value_enum, default_value = "pod-ip")]
     via: instance::Via,
     /// Rolling updates per configuration; the configurations take turns.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     trials: usize,
     /// The configurations, comma-separated.
     #[arg(
@@ -105,8 +106,8 @@ struct RolloutArgs {
     /// Longest wait from the image change to the instance settled at the new image, seconds.
     #[arg(long, default_value_t = 300)]
     rollout_timeout: u64,
-    /// The target for the longest write gap, ms.
-    #[arg(long, default_value_t = 1000)]
+    /// The target for the write gap p99, ms.
+    #[arg(long, default_value_t = 500)]
     gap_target_ms: u64,
     /// Prefix of the trials' namespaces.
     #[arg(long, default_value = "bench-rollout")]
@@ -230,8 +231,36 @@ struct Args {
     #[arg(long, required = true)]
     operator: Option<PathBuf>,
     /// Instance counts of the convergence runs, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
     sizes: Vec<usize>,
+    /// Pods per instance (`spec.replicas`) of those runs.
+    #[arg(long, default_value_t = 1)]
+    pods: i32,
+    /// Instance counts of the replicated runs (after the others), comma-separated; empty for none.
+    #[arg(long, value_delimiter = ',')]
+    replicated_sizes: Vec<usize>,
+    /// Pods per instance of the replicated runs.
+    #[arg(long, default_value_t = 3)]
+    replicated_pods: i32,
+    /// `spec.config` entries of every instance, `key=value` (e.g. `hz=1` for a crowded host).
+    #[arg(long = "config", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// Seconds a converged operator is watched idle (at least one timer resync of every instance).
+    #[arg(long, default_value_t = 300)]
+    idle_seconds: u64,
+    /// Pid file of kube-apiserver: with `--outage-restart`, API server outages are measured after the latency
+    /// run.
+    #[arg(long)]
+    outage_pid_file: Option<PathBuf>,
+    /// Shell command that restarts kube-apiserver and returns once it is ready.
+    #[arg(long)]
+    outage_restart: Option<String>,
+    /// Seconds the API server stays down in each outage.
+    #[arg(long, default_value_t = 15)]
+    outage_seconds: u64,
+    /// Outages to measure.
+    #[arg(long, default_value_t = 3)]
+    outage_trials: usize,
     /// Spec changes (and floor samples) of the latency run; 0 skips it.
     #[arg(long, default_value_t = 100)]
     samples: usize,
@@ -326,6 +355,7 @@ async fn run(args: Args) -> Result<String, String> {
     };
 
     let mut problems = Vec::new();
+    let mut outages = Vec::new();
     let latency = if args.samples > 0 {
         let ns = format!("{}-latency", args.namespace_prefix);
         let floor_ns = format!("{}-floor", args.namespace_prefix);
@@ -338,6 +368,20 @@ async fn run(args: Args) -> Result<String, String> {
             operator.pid()
         );
         let result = latency::measure(&client, &ns, &floor_ns, args.samples).await;
+        if let (Ok(_), Some(pid_file), Some(restart)) =
+            (&result, &args.outage_pid_file, &args.outage_restart)
+        {
+            let plan = outage::Outage {
+                pid_file: pid_file.clone(),
+                restart: restart.clone(),
+                down: Duration::from_secs(args.outage_seconds),
+                trials: args.outage_trials,
+            };
+            match outage::measure(&client, &ns, "latency", &plan).await {
+                Ok(trials) => outages = trials,
+                Err(e) => problems.push(format!("API server outage run failed: {e}")),
+            }
+        }
         operator.stop().await;
         result
             .map_err(|e| problems.push(format!("latency run failed: {e}")))
@@ -353,11 +397,18 @@ async fn run(args: Args) -> Result<String, String> {
         create_concurrency: args.create_concurrency,
         timeout: Duration::from_secs(args.converge_timeout),
         namespace_prefix: &args.namespace_prefix,
+        config: args.config.iter().cloned().collect(),
+        idle: Duration::from_secs(args.idle_seconds),
     };
     let mut sizes = Vec::new();
-    for &n in &args.sizes {
+    let runs = args.sizes.iter().map(|&n| (n, args.pods)).chain(
+        args.replicated_sizes
+            .iter()
+            .map(|&n| (n, args.replicated_pods)),
+    );
+    for (n, pods) in runs {
         // A failed size ends the run, but everything measured so far is still reported.
-        match converge::measure(&setup, n).await {
+        match converge::measure(&setup, n, pods).await {
             Ok(result) => sizes.push(result),
             Err(e) => {
                 eprintln!("[bench] N={n} failed: {e}");
@@ -370,6 +421,27 @@ async fn run(args: Args) -> Result<String, String> {
     let mut environment = machine();
     environment.push(("Kubernetes".into(), version.git_version.clone()));
     environment.extend(args.describe.iter().cloned());
+    let config = args
+        .config
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    environment.push((
+        "instances".into(),
+        format!(
+            "spec.replicas {} (sizes {:?}){}; spec.config {{{config}}}; auth on (the default); {} creates in flight; idle window {} s",
+            args.pods,
+            args.sizes,
+            if args.replicated_sizes.is_empty() {
+                String::new()
+            } else {
+                format!(", {} (sizes {:?})", args.replicated_pods, args.replicated_sizes)
+            },
+            args.create_concurrency,
+            args.idle_seconds
+        ),
+    ));
     environment.push((
         "operator".into(),
         format!(
@@ -381,6 +453,7 @@ async fn run(args: Args) -> Result<String, String> {
     let report = Report {
         environment,
         latency: latency.as_ref(),
+        outages: &outages,
         sizes: &sizes,
     };
     let mut markdown = report.markdown();

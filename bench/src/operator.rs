@@ -251,4 +251,47 @@ impl Metrics {
         self.samples("redis_operator_reconcile_duration_seconds_sum")
             .sum()
     }
+
+    /// The operator's Redis-side cost so far: connections opened, commands sent, reply bytes read.
+    pub fn redis_cost(&self) -> RedisCost {
+        let sum = |name| self.samples(name).sum::<f64>();
+        RedisCost {
+            connections: sum("redis_operator_redis_connections_opened_total"),
+            commands: sum("redis_operator_redis_commands_total"),
+            read_bytes: sum("redis_operator_redis_read_bytes_total"),
+        }
+    }
+}
+
+/// What the operator cost the Redis servers (its own counters): connections opened, commands sent, reply bytes
+/// read; a difference of two scrapes is the cost of the time between them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RedisCost {
+    /// Connections opened.
+    pub connections: f64,
+    /// Commands sent.
+    pub commands: f64,
+    /// Reply bytes read.
+    pub read_bytes: f64,
+}
+
+impl RedisCost {
+    /// The cost between `earlier` and this scrape.
+    pub fn since(self, earlier: RedisCost) -> RedisCost {
+        RedisCost {
+            connections: self.connections - earlier.connections,
+            commands: self.commands - earlier.commands,
+            read_bytes: self.read_bytes - earlier.read_bytes,
+        }
+    }
+
+    /// This cost per instance and minute, over `n` instances and `window`.
+    pub fn per_instance_minute(self, n: usize, window: std::time::Duration) -> RedisCost {
+        let scale = n.max(1) as f64 * (window.as_secs_f64() / 60.0).max(1e-9);
+        RedisCost {
+            connections: self.connections / scale,
+            commands: self.commands / scale,
+            read_bytes: self.read_bytes / scale,
+        }
+    }
 }

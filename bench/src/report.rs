@@ -5,10 +5,19 @@ use std::time::Duration;
 
 use crate::converge::SizeResult;
 use crate::latency::LatencyResult;
+use crate::operator::RedisCost;
+use crate::outage::OutageTrial;
 
-/// Writes that converging one instance cannot do without: create ConfigMap, StatefulSet and two Services, add
-/// the finalizer, and two status writes (`Creating` once the children exist, `Running` once ready).
-pub const MINIMUM_WRITES_PER_INSTANCE: u64 = 4 + 1 + 2;
+/// Writes that converging one instance cannot do without, besides one role label per pod: apply the ConfigMap,
+/// the StatefulSet, three Services (`NAME`, `NAME-replicas`, `NAME-headless`), two PodDisruptionBudgets, the
+/// NetworkPolicy and two Secrets (password, internal users), add the finalizer, and two status writes
+/// (`Creating` once the children exist, `Running` once ready).
+pub const MINIMUM_WRITES_PER_INSTANCE: u64 = 10 + 1 + 2;
+
+/// The minimum writes of one instance of `r`'s size: [`MINIMUM_WRITES_PER_INSTANCE`] and a label per pod.
+fn minimum_writes(r: &SizeResult) -> u64 {
+    MINIMUM_WRITES_PER_INSTANCE + u64::try_from(r.replicas.max(0)).unwrap_or(0)
+}
 
 /// Everything the report shows.
 pub struct Report<'a> {
@@ -16,6 +25,8 @@ pub struct Report<'a> {
     pub environment: Vec<(String, String)>,
     /// Latency run, if it was measured.
     pub latency: Option<&'a LatencyResult>,
+    /// API server outages, if they were measured.
+    pub outages: &'a [OutageTrial],
     /// One result per size.
     pub sizes: &'a [SizeResult],
 }
@@ -63,9 +74,13 @@ impl Report<'_> {
         if let Some(latency) = self.latency {
             latency_section(&mut out, latency);
         }
+        if !self.outages.is_empty() {
+            outage_section(&mut out, self.outages);
+        }
         if !self.sizes.is_empty() {
             convergence_section(&mut out, self.sizes);
             cost_section(&mut out, self.sizes);
+            redis_cost_section(&mut out, self.sizes);
             footprint_section(&mut out, self.sizes);
         }
         self.targets_section(&mut out);
@@ -91,38 +106,91 @@ impl Report<'_> {
             let ratio = p99 / floor.max(1e-9);
             let _ = writeln!(
                 out,
-                "| reaction p99 ≤ 3× floor p99 (both from sending the patch) | {:.1} ms vs {:.1} ms floor = {ratio:.2}× | {} |",
+                "| reaction p99 ≤ 1.5× floor p99 (both from sending the patch) | {:.1} ms vs {:.1} ms floor = {ratio:.2}× | {} |",
                 p99 * 1000.0,
                 floor * 1000.0,
-                verdict(ratio <= 3.0)
+                verdict(ratio <= 1.5)
+            );
+        }
+        if !self.outages.is_empty() {
+            let worst = self
+                .outages
+                .iter()
+                .map(|t| t.reaction)
+                .max()
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| after an API server outage, a patch is reflected within 5 s | max {} s over {} outages | {} |",
+                s(worst),
+                self.outages.len(),
+                verdict(worst <= Duration::from_secs(5))
             );
         }
         if let Some(largest) = self.sizes.iter().max_by_key(|r| r.n) {
-            let busy =
-                largest.reconcile_seconds / largest.milestones.running.as_secs_f64().max(1e-9);
-            let operator_tail = largest
-                .milestones
-                .running
-                .saturating_sub(largest.milestones.statefulsets_ready);
+            let m = &largest.milestones;
+            let create = percentile(&m.create_to_statefulset, 99.0);
+            let tail = percentile(&m.ready_to_running, 99.0);
             let _ = writeln!(
                 out,
-                "| convergence of {} bound by the API server / controllers, not the operator | all StatefulSets ready at {} s, all Running at {} s (operator tail {} s); time in reconciles {:.1} s over {} s wall ({busy:.2} reconciles in flight on average) | see below |",
+                "| operator create → StatefulSet p99 ≤ 2 s (N={}) | {} s | {} |",
                 largest.n,
-                s(largest.milestones.statefulsets_ready),
-                s(largest.milestones.running),
-                s(operator_tail),
-                largest.reconcile_seconds,
-                s(largest.milestones.running),
+                s(create),
+                verdict(create <= Duration::from_secs(2))
+            );
+            let _ = writeln!(
+                out,
+                "| operator StatefulSet ready → `Running` p99 ≤ 1 s (N={}) | {} s | {} |",
+                largest.n,
+                s(tail),
+                verdict(tail <= Duration::from_secs(1))
+            );
+            let peak = largest
+                .footprint
+                .peak_rss_kib
+                .max(largest.restart_footprint.peak_rss_kib);
+            let _ = writeln!(
+                out,
+                "| RSS ≤ 48 MiB at N={} converged and idle | {} MiB (peak {} MiB){} | {} |",
+                largest.n,
+                mib(largest.footprint.rss_kib),
+                mib(peak),
+                growth(self.sizes).map_or(String::new(), |kib| format!(
+                    "; growth {kib:.1} KiB per instance"
+                )),
+                verdict(largest.footprint.rss_kib <= 48 * 1024)
+            );
+            let cpu = idle_cpu_percent(largest);
+            let _ = writeln!(
+                out,
+                "| idle operator CPU ≤ 5 % of one core (N={}) | {cpu:.2} % over {} s | {} |",
+                largest.n,
+                largest.idle_window.as_secs(),
+                verdict(cpu <= 5.0)
             );
         }
         for r in self.sizes {
             let writes = r.idle_requests.object_writes() + r.idle_requests.event_writes();
             let _ = writeln!(
                 out,
-                "| 0 writes on idle resync (N={}) | {writes} writes over {} reconciles | {} |",
-                r.n,
+                "| 0 API writes while idle (N={}) | {writes} writes over {} s and {} reconciles | {} |",
+                label(r),
+                r.idle_window.as_secs(),
                 r.idle_reconciles,
                 verdict(writes == 0)
+            );
+        }
+        for r in self.sizes {
+            let idle = r.redis_idle.per_instance_minute(r.n, r.idle_window);
+            let pods = f64::from(r.replicas.max(1));
+            let _ = writeln!(
+                out,
+                "| idle Redis polling over kept connections: ≤ 1 new connection per pod per minute (N={}) | {:.2} connections, {:.1} commands, {} read per pod per minute | {} |",
+                label(r),
+                idle.connections / pods,
+                idle.commands / pods,
+                bytes(idle.read_bytes / pods),
+                verdict(idle.connections / pods <= 1.0)
             );
         }
         for r in self.sizes {
@@ -130,32 +198,110 @@ impl Report<'_> {
             let _ = writeln!(
                 out,
                 "| write ratio ≤ 1.2 (N={}) | {ratio:.2} | {} |",
-                r.n,
+                label(r),
                 verdict(ratio <= 1.2)
-            );
-        }
-        if let Some(largest) = self.sizes.iter().max_by_key(|r| r.n) {
-            let peak = largest
-                .footprint
-                .peak_rss_kib
-                .max(largest.restart_footprint.peak_rss_kib);
-            let _ = writeln!(
-                out,
-                "| RSS ≤ 64 MiB at {} | {} MiB (peak {} MiB) | {} |",
-                largest.n,
-                mib(largest.footprint.rss_kib),
-                mib(peak),
-                verdict(largest.footprint.rss_kib <= 64 * 1024)
             );
         }
         out.push('\n');
     }
 }
 
+/// `N` or `NxR` for instances of R pods.
+fn label(r: &SizeResult) -> String {
+    if r.replicas == 1 {
+        r.n.to_string()
+    } else {
+        format!("{}×{}", r.n, r.replicas)
+    }
+}
+
+fn bytes(b: f64) -> String {
+    if b >= 1024.0 {
+        format!("{:.1} KiB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+/// Operator CPU over the idle window, in percent of one core.
+pub fn idle_cpu_percent(r: &SizeResult) -> f64 {
+    100.0 * r.idle_cpu_seconds / r.idle_window.as_secs_f64().max(1e-9)
+}
+
+/// RSS growth per instance between the smallest and the largest run of one pod per instance, KiB.
+pub fn growth(sizes: &[SizeResult]) -> Option<f64> {
+    let single = || sizes.iter().filter(|r| r.replicas == 1);
+    let small = single().min_by_key(|r| r.n)?;
+    let large = single().max_by_key(|r| r.n)?;
+    (large.n > small.n).then(|| {
+        (large.footprint.rss_kib as f64 - small.footprint.rss_kib as f64)
+            / (large.n - small.n) as f64
+    })
+}
+
+fn outage_section(out: &mut String, trials: &[OutageTrial]) {
+    let _ = writeln!(
+        out,
+        "### Reaction after an API server outage (kill -9, restart, then a spec patch)\n\n\
+         | outage | kill → API server answers s | patch → its status on a new watch s | patch → `Running` s |\n\
+         |---|---|---|---|"
+    );
+    for (i, t) in trials.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            i + 1,
+            s(t.unavailable),
+            s(t.reaction),
+            s(t.settle)
+        );
+    }
+    out.push('\n');
+}
+
+fn redis_cost_section(out: &mut String, sizes: &[SizeResult]) {
+    let _ = writeln!(
+        out,
+        "### Redis-side cost (the operator's own counters)\n\n\
+         | N | pods / instance | converging: connections / commands / read per instance | converging: per instance per minute | idle: connections / commands / read per instance per minute | idle window s | idle reconciles |\n\
+         |---|---|---|---|---|---|---|"
+    );
+    let triple = |c: RedisCost| {
+        format!(
+            "{:.2} / {:.1} / {}",
+            c.connections,
+            c.commands,
+            bytes(c.read_bytes)
+        )
+    };
+    for r in sizes {
+        let n = r.n.max(1) as f64;
+        let total = RedisCost {
+            connections: r.redis_converge.connections / n,
+            commands: r.redis_converge.commands / n,
+            read_bytes: r.redis_converge.read_bytes / n,
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            r.n,
+            r.replicas,
+            triple(total),
+            triple(
+                r.redis_converge
+                    .per_instance_minute(r.n, r.milestones.running)
+            ),
+            triple(r.redis_idle.per_instance_minute(r.n, r.idle_window)),
+            r.idle_window.as_secs(),
+            r.idle_reconciles
+        );
+    }
+    out.push('\n');
+}
+
 /// Operator writes (Events excluded) to converge, over the minimum a converge needs.
 pub fn write_ratio(r: &SizeResult) -> f64 {
-    r.converge_requests.object_writes() as f64
-        / (MINIMUM_WRITES_PER_INSTANCE * r.n.max(1) as u64) as f64
+    r.converge_requests.object_writes() as f64 / (minimum_writes(r) * r.n.max(1) as u64) as f64
 }
 
 fn latency_section(out: &mut String, l: &LatencyResult) {
@@ -176,12 +322,12 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
     };
     row(
         out,
-        "spec patch response → `Updating` on our watch",
+        "spec patch response → status of the new generation on our watch",
         &l.reaction,
     );
     row(
         out,
-        "spec patch sent → `Updating` on our watch",
+        "spec patch sent → status of the new generation on our watch",
         &l.reaction_from_send,
     );
     row(out, "floor: status patch response → on our watch", &l.floor);
@@ -192,7 +338,7 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
     );
     row(
         out,
-        "spec patch response → `Running` again (simulated restart)",
+        "spec patch response → `Running` again (maxmemory set live)",
         &l.settle,
     );
     let ratio = |reaction: &[Duration], floor: &[Duration], p: f64| {
@@ -234,7 +380,7 @@ fn convergence_section(out: &mut String, sizes: &[SizeResult]) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | **{}** | {} | {} | {} | {:.0} ({:.0}) | {:.2} s | {:.2} | {:.2} |",
-            r.n,
+            label(r),
             s(m.created),
             s(m.statefulsets),
             s(m.pods_ready),
@@ -257,7 +403,7 @@ fn cost_section(out: &mut String, sizes: &[SizeResult]) {
     let _ = writeln!(
         out,
         "### API cost (operator requests from the audit log)\n\n\
-         | N | requests / instance to converge | get | list | watch | create | patch | update | delete | object writes / instance | Events / instance | write ratio (min {MINIMUM_WRITES_PER_INSTANCE}/instance) | idle resync: reconciles / writes / Events / reads | restart: reconciles / writes / Events / reads |\n\
+         | N | requests / instance to converge | get | list | watch | create | patch | update | delete | object writes / instance | Events / instance | write ratio (min {MINIMUM_WRITES_PER_INSTANCE} + 1 per pod) | idle window: reconciles / writes / Events / reads | restart: reconciles / writes / Events / reads |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in sizes {
@@ -267,7 +413,7 @@ fn cost_section(out: &mut String, sizes: &[SizeResult]) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} / {} / {} / {} | {} / {} / {} / {} |",
-            r.n,
+            label(r),
             per(c.total(), r.n),
             c.verb("get"),
             c.verb("list"),
@@ -333,17 +479,18 @@ fn footprint_section(out: &mut String, sizes: &[SizeResult]) {
     let _ = writeln!(
         out,
         "### Footprint (operator process, /proc)\n\n\
-         | N | RSS after converge + idle resync MiB | peak RSS (VmHWM) MiB | CPU s (converge + resync, process total) | restarted: RSS MiB | restarted: peak MiB | restarted: CPU s |\n\
-         |---|---|---|---|---|---|---|"
+         | N | RSS after converge + idle window MiB | peak RSS (VmHWM) MiB | CPU s (converge + idle, process total) | idle CPU % of one core | restarted: RSS MiB | restarted: peak MiB | restarted: CPU s |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     for r in sizes {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} | {} | {} | {:.2} |",
-            r.n,
+            "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {:.2} |",
+            label(r),
             mib(r.footprint.rss_kib),
             mib(r.footprint.peak_rss_kib),
             r.footprint.cpu_seconds,
+            idle_cpu_percent(r),
             mib(r.restart_footprint.rss_kib),
             mib(r.restart_footprint.peak_rss_kib),
             r.restart_footprint.cpu_seconds,
