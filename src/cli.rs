@@ -166,7 +166,24 @@ fn init_tracing(args: &RunArgs) {
 }
 
 async fn client(context: Option<&str>) -> Result<Client, Box<dyn std::error::Error>> {
-    let config = match context {
+    Ok(Client::try_from(config(context).await?)?)
+}
+
+/// The clients of the controller: requests retry as kube's client does (429/503/504, honouring `Retry-After`);
+/// watches do not, since each backs off on its own (see `observe::watch`), and an API server that is starting
+/// answers `503 Retry-After: 5` for a while, which kept the caches stale for seconds after it served again.
+async fn clients(context: Option<&str>) -> Result<controller::Clients, Box<dyn std::error::Error>> {
+    let config = config(context).await?;
+    let mut watch_config = config.clone();
+    watch_config.default_retry = false;
+    Ok(controller::Clients {
+        requests: Client::try_from(config)?,
+        watches: Client::try_from(watch_config)?,
+    })
+}
+
+async fn config(context: Option<&str>) -> Result<Config, Box<dyn std::error::Error>> {
+    Ok(match context {
         Some(context) => {
             let options = KubeConfigOptions {
                 context: Some(context.to_string()),
@@ -175,8 +192,7 @@ async fn client(context: Option<&str>) -> Result<Client, Box<dyn std::error::Err
             Config::from_custom_kubeconfig(Kubeconfig::read()?, &options).await?
         }
         None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
+    })
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT.
@@ -201,7 +217,8 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         Ok(files) => tracing::debug!(files, "open-file limit"),
         Err(error) => tracing::warn!(%error, "the open-file limit could not be raised"),
     }
-    let client = client(args.context.as_deref()).await?;
+    let clients = clients(args.context.as_deref()).await?;
+    let client = clients.requests.clone();
     let metrics = Arc::new(Metrics::default());
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn(crate::runtime::http::serve(
@@ -220,7 +237,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
     let operate = async {
         if !args.leader_election {
             controller::run(
-                client,
+                clients,
                 settings,
                 metrics,
                 ready_tx,
@@ -236,7 +253,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
             ready_tx,
             termination_signal(),
             |ready, stop, leadership| {
-                controller::run(client, settings, metrics, ready, leadership, stop.wait())
+                controller::run(clients, settings, metrics, ready, leadership, stop.wait())
             },
         )
         .await

@@ -35,16 +35,29 @@ where
     }
 }
 
+/// The API clients of the controller: `requests` for reads and writes, `watches` for the watches behind the
+/// caches (no retry of its own: each watch backs off itself).
+pub struct Clients {
+    /// Reads and writes.
+    pub requests: Client,
+    /// The watches.
+    pub watches: Client,
+}
+
 /// Builds the watch caches and the controller, and runs it until `shutdown` resolves. Topology commands are
 /// sent to Redis servers only while `leadership` is held.
 pub async fn run(
-    client: Client,
+    clients: Clients,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: tokio::sync::watch::Sender<bool>,
     leadership: Leadership,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let Clients {
+        requests: client,
+        watches,
+    } = clients;
     let ns = settings.namespace.as_deref();
     let labelled = watcher::Config::default()
         .labels(MANAGED_SELECTOR)
@@ -58,52 +71,53 @@ pub async fn run(
     );
 
     let (instance_store, instance_writer) = reflector::store();
-    let instance_stream = watch::instances(client.clone(), ns, recorder.clone())
+    let instance_stream = watch::instances(watches.clone(), ns, recorder.clone())
         .backoff(WatchBackoff::default())
         .modify(drop_managed_fields)
         .reflect(instance_writer)
-        .applied_objects();
+        .applied_objects()
+        .filter_map(settled_errors);
     // Anyone may label an object: of the labelled ones, only those an instance owns are kept (see
     // `observe::ownership`), and of those only what is read.
     let (statefulsets, sts_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
     let (config_maps, cm_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
     let (services, svc_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
     let (pods, pod_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::pod_of_an_instance,
         ownership::trim_pod,
     );
     let (budgets, budget_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
     let (network_policies, network_policy_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
     let (nodes, node_stream) = if settings.watch_nodes {
         let (store, stream) = cached_watch(
-            Api::<Node>::all(client.clone()),
+            Api::<Node>::all(watches.clone()),
             &watcher::Config::default().any_semantic(),
             |_| true,
             |node: &mut Node| {
@@ -119,7 +133,7 @@ pub async fn run(
         (None, None)
     };
     let (claims, claim_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &labelled,
         ownership::claim_of_an_instance,
         ownership::trim_claim,
@@ -128,7 +142,7 @@ pub async fn run(
     // is read by name when an instance that names it is reconciled.
     // (A watch of `PartialObjectMeta` asks the API server for metadata only.)
     let (secrets, secret_stream) = cached_watch(
-        api_for::<SecretMeta>(&client, ns),
+        api_for::<SecretMeta>(&watches, ns),
         &watcher::Config::default().any_semantic(),
         |_| true,
         secrets::trim_metadata,
@@ -139,14 +153,16 @@ pub async fn run(
         ))
         .any_semantic();
     let (create_failures, failure_stream) = cached_watch(
-        api_for(&client, ns),
+        api_for(&watches, ns),
         &refused_pods,
         |_| true,
         ownership::trim_event,
     );
 
-    // The controller backs off its merged trigger streams on any error, by default growing to minutes: after an
-    // API server restart that, not the watches' own back-off, kept status stale (each stream's 410 grew it).
+    // The controller backs off its merged trigger streams on any error: one back-off for every watch, so after an
+    // API server outage each watch's failed attempt paused all of them again, one watch after another (65 s to
+    // reflect a change with a dozen watches). Each watch backs off on its own, and no error reaches the merged
+    // stream (`settled_errors`); this back-off stays for anything else.
     let controller = Controller::for_stream(instance_stream, instance_store)
         .trigger_backoff(WatchBackoff::default());
     let stores = Stores {
@@ -280,7 +296,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watcher(api, config.clone())
+    let stream = watch::relist_at_once(watcher(api, config.clone()))
         .backoff(WatchBackoff::default())
         .filter_map(move |event| {
             std::future::ready(match event {
@@ -291,8 +307,23 @@ where
         .modify(trim)
         .reflect(writer)
         .touched_objects()
-        .try_filter(move |object| std::future::ready(keep(object)));
+        .try_filter(move |object| std::future::ready(keep(object)))
+        .filter_map(settled_errors);
     (store, stream)
+}
+
+/// Drops a watch's error from its trigger stream: the watch has already backed off on its own (see
+/// [`WatchBackoff`]) and kube's client logged it; passed on, it would pause every other watch too.
+fn settled_errors<K>(
+    item: Result<K, watcher::Error>,
+) -> std::future::Ready<Option<Result<K, watcher::Error>>> {
+    std::future::ready(match item {
+        Ok(object) => Some(Ok(object)),
+        Err(error) => {
+            debug!(%error, "watch error, retried by the watch's own back-off");
+            None
+        }
+    })
 }
 
 /// Server-side apply bookkeeping is never read by the reconciler and is much of an object's size.
