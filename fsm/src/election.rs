@@ -39,7 +39,7 @@ fn offset(pod: &PodReplication) -> u64 {
 ///
 /// One ranking serves failover, scale-down and switchover targets. It says nothing about the pods
 /// it leaves out: a failover must also check them ([`elect`] does), a switchover need not, because
-/// the reachable primary (`FAILOVER TO`) waits for its target to catch up.
+/// the reachable primary's handover waits for its target to catch up.
 pub fn rank<'a>(
     anchor: &ReplicationHistory,
     excluded: Option<&str>,

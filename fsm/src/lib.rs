@@ -25,6 +25,7 @@ mod conditions;
 mod decision;
 mod diagram;
 mod election;
+mod handover;
 mod history;
 mod input;
 mod machine;
@@ -43,6 +44,10 @@ pub use conditions::{
 pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
 pub use election::{elect, rank, Election};
+pub use handover::{
+    handover_step, HandoverGiveUp, HandoverLimits, HandoverPoll, HandoverStep, PrimaryPoll,
+    TargetPoll,
+};
 pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};
 pub use machine::{is_noop, phase_machine, transition};

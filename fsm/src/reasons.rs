@@ -85,8 +85,8 @@ reasons! {
         "A failover is in flight: the primary is being moved to another pod (`Updating`, and condition \
          `PrimaryAvailable` false).";
     Switchover => "Switchover",
-        "A switchover is in flight: the healthy primary hands over to a caught-up replica with `FAILOVER TO` \
-         (`Updating`).";
+        "A switchover is in flight: the healthy primary hands over to a caught-up replica, writes paused until it \
+         holds every one (`Updating`).";
     NoSafeFailoverCandidate => "NoSafeFailoverCandidate",
         "No pod can be promoted without losing confirmed writes; a person decides (`Failed`).";
     DivergentHistories => "DivergentHistories",

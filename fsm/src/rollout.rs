@@ -10,7 +10,7 @@
 //!                                    replica is caught up with the primary
 //! every replica updated              StartSwitchover to the most advanced caught-up replica
 //!                                    (Supervised: only once a person asks for it)
-//!                                    -> Switchover (FAILOVER TO: writes paused until it caught up)
+//!                                    -> Switchover (handover: writes paused until it caught up)
 //!                                    -> ConfirmPrimary
 //! the old primary, now a replica     DeletePod, like any outdated replica
 //! ```

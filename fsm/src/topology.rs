@@ -286,9 +286,9 @@ fn continue_failover(
     let old_intact = find(pods, current).filter(|old| old.is_master() && is_intact(status, old));
     let switchover = status.switchover_in_flight();
     if let (Some(old), Some(record)) = (old_intact, switchover) {
-        // Redis gives up a FAILOVER that does not finish within its timeout, and writes resume on
-        // the old primary: give up too (whatever became of the target), and try again later rather
-        // than force it.
+        // A handover gives up when the target does not catch up in time, and writes resume on the
+        // old primary: past the deadline give up the switchover too (whatever became of the target,
+        // promoted by a cut handover or not), and try again later rather than force it.
         if now >= record.since.after(policy.switchover_timeout)
             && old
                 .state()
@@ -300,6 +300,21 @@ fn continue_failover(
             };
         }
     }
+    if switchover.is_some() && old_intact.is_none() {
+        // The old primary failed (or left the history) during a switchover. Its target was chosen as caught up
+        // within `max_lag_bytes`, not as holding every confirmed write, and after a cut handover the old
+        // primary may have taken writes once its pause ended: only a handover seen complete (the target a
+        // master, the old primary following it) is confirmed; anything else is a failover, whose election
+        // finds the pod that holds the most.
+        let handed_over = find(pods, target).is_some_and(|t| t.is_master())
+            && find(pods, current)
+                .is_some_and(|old| find(pods, target).is_some_and(|t| old.follows(&t.endpoint)));
+        if !handed_over {
+            return TopologyAction::StartFailover {
+                failure: PrimaryFailure::SwitchoverInterrupted,
+            };
+        }
+    }
     let Some(target_pod) = find(pods, target).filter(|p| p.is_observed()) else {
         return TopologyAction::Wait {
             reason: WaitReason::TargetUnobserved(target.to_string()),
@@ -307,8 +322,8 @@ fn continue_failover(
     };
     if let Some(old) = old_intact {
         // The old primary is healthy (a switchover, or a failed primary that came back intact): hand
-        // over with FAILOVER TO, which loses nothing, never by fencing it and promoting a target
-        // that may lag behind it.
+        // over (writes paused until the target holds them all), which loses nothing, never by fencing
+        // it and promoting a target that may lag behind it.
         if old
             .state()
             .is_some_and(|s| s.failover_state != FailoverState::None)
@@ -533,7 +548,7 @@ fn healthy(
         };
     }
     // A scale-down would remove the primary: record the switchover first (persisted intent, like
-    // a failover's), then `continue_failover` hands over with FAILOVER TO.
+    // a failover's), then `continue_failover` hands over.
     if let ScaleDown::SwitchoverFirst { to } = plan_scale_down(status, pods, policy.replicas) {
         return rollout::switch_over(status, to, SwitchoverReason::ScaleDown, now);
     }

@@ -3,7 +3,9 @@
 //! confirms writes with `WAIT 1` and keeps its connection until it fails, role labels, and an
 //! operator whose only memory is the persisted `TopologyStatus`: every pass starts from status
 //! and a fresh observation, and a pass may crash half-way through its commands or before its
-//! status write.
+//! status write. Requested switchovers run the operator's handover (pause the primary's writes, promote the
+//! caught-up target, demote the old primary, unpause), which a crash may cut after any of its commands; a
+//! pause then ends by itself with time.
 //!
 //! Checked after every step: at most one pod carries the primary label; a promoted pod holds every
 //! confirmed write that still exists anywhere; a full resynchronisation never wipes a confirmed
@@ -46,12 +48,19 @@ enum Action {
     Kill(usize),
     Start(usize),
     Partition(usize),
+    /// A person asks for a switchover to this pod.
+    Request(usize),
+    /// This replica's replication stream is held back, or flows again (its link stays up: a busy replica).
+    Stall(usize),
 }
+
+/// How long the handover pauses the primary's writes (`CLIENT PAUSE`), ms.
+const PAUSE_MS: i64 = 10_000;
 
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         20 => Just(Action::Operate),
-        6 => (0..3usize).prop_map(Action::OperateCrash),
+        6 => (0..4usize).prop_map(Action::OperateCrash),
         8 => (1..15_000i64).prop_map(Action::Tick),
         20 => Just(Action::Write),
         10 => Just(Action::Confirm),
@@ -60,6 +69,8 @@ fn action() -> impl Strategy<Value = Action> {
         3 => (0..PODS).prop_map(Action::Kill),
         6 => (0..PODS).prop_map(Action::Start),
         3 => (0..PODS).prop_map(Action::Partition),
+        8 => (0..PODS).prop_map(Action::Request),
+        4 => (0..PODS).prop_map(Action::Stall),
     ]
 }
 
@@ -77,6 +88,10 @@ struct Server {
     second_offset: Option<u64>,
     /// The dataset as a log of write numbers; the replication offset is its length.
     data: Vec<u32>,
+    /// Writes are held back until this time (`CLIENT PAUSE ... WRITE`), ms.
+    paused_until: i64,
+    /// Its replication stream is held back (the link stays up).
+    stalled: bool,
 }
 
 impl Server {
@@ -98,6 +113,8 @@ struct Cluster {
     confirmed: BTreeSet<u32>,
     /// Confirmed writes whose every copy was destroyed by restarts: no operator can save those.
     lost: BTreeSet<u32>,
+    /// A switchover a person asked for (the annotation), until the operator records it.
+    request: Option<usize>,
 }
 
 fn name(i: usize) -> String {
@@ -130,6 +147,7 @@ impl Cluster {
             unconfirmed: Vec::new(),
             confirmed: BTreeSet::new(),
             lost: BTreeSet::new(),
+            request: None,
         };
         for i in 0..PODS {
             let server = cluster.fresh_server(i);
@@ -162,6 +180,8 @@ impl Cluster {
             replid2: None,
             second_offset: None,
             data: Vec::new(),
+            paused_until: 0,
+            stalled: false,
         }
     }
 
@@ -285,6 +305,7 @@ impl Cluster {
         let policy = TopologyPolicy {
             replicas: PODS as u32,
             failover_delay: DELAY,
+            switchover_request: self.request.map(name),
             ..TopologyPolicy::default()
         };
         let action = decide(&self.status, &pods, &policy, Timestamp(self.now));
@@ -293,6 +314,20 @@ impl Cluster {
                 return action;
             }
             self.status = next;
+        }
+        // The request is consumed once recorded as intent (or once moot), as the reconciler removes the
+        // annotation.
+        if self.status.switchover.is_some()
+            || self.request.map(name).as_deref() == self.status.current_primary.as_deref()
+        {
+            self.request = None;
+        }
+        if let TopologyAction::Switchover { from, to } = &action {
+            self.hand_over(index(from), index(to), crash_after.unwrap_or(usize::MAX));
+            if crash_after.is_none() {
+                self.set_labels(&pods);
+            }
+            return action;
         }
         let targets: Vec<(usize, Option<usize>)> = match &action {
             TopologyAction::Fence { pods } => pods.iter().map(|p| (index(p), None)).collect(),
@@ -317,6 +352,49 @@ impl Cluster {
             self.set_labels(&pods);
         }
         action
+    }
+
+    fn paused(&self, i: usize) -> bool {
+        self.now < self.servers[i].paused_until
+    }
+
+    /// The operator's handover from `f` to `t`, cut short after `limit` commands: pause `f`'s writes, poll
+    /// until `t` has processed `f`'s offset (replication goes on meanwhile) or give up and unpause, promote
+    /// `t`, demote `f` to a replica of `t`, unpause `f`.
+    fn hand_over(&mut self, f: usize, t: usize, limit: usize) {
+        if limit == 0 || !self.answers(f) {
+            return;
+        }
+        self.servers[f].paused_until = self.now + PAUSE_MS;
+        // The polls: the target's link goes on delivering what `f` took.
+        for _ in 0..=self.servers[f].data.len() {
+            self.replicate(t);
+        }
+        let (from, to) = (&self.servers[f], &self.servers[t]);
+        let caught_up = from.master
+            && self.answers(t)
+            && !to.master
+            && to.follows == f
+            && to.link_up
+            && to.offset() == from.offset();
+        if !caught_up {
+            if limit > 1 {
+                self.servers[f].paused_until = 0;
+            }
+            return;
+        }
+        if limit == 1 {
+            return;
+        }
+        self.promote(t);
+        if limit == 2 || !self.answers(f) {
+            return;
+        }
+        self.make_replica(f, t);
+        if limit == 3 {
+            return;
+        }
+        self.servers[f].paused_until = 0;
     }
 
     fn sync(&mut self, i: usize) {
@@ -369,6 +447,9 @@ impl Cluster {
             self.servers[i].link_up = false;
             return;
         }
+        if self.servers[i].stalled {
+            return;
+        }
         let len = self.servers[i].data.len();
         if let Some(&next) = self.servers[m].data.get(len) {
             self.servers[i].data.push(next);
@@ -376,6 +457,14 @@ impl Cluster {
     }
 
     fn write(&mut self) {
+        // A paused server holds the write back on the kept connection: it is taken once the pause ends if
+        // the server is still a master (READONLY otherwise), so nothing is written now and the connection stays.
+        if self
+            .writer_conn
+            .is_some_and(|c| self.answers(c) && self.servers[c].master && self.paused(c))
+        {
+            return;
+        }
         let usable = |c: &Cluster, i: usize| c.answers(i) && c.servers[i].master;
         if !self.writer_conn.is_some_and(|c| usable(self, c)) {
             // The connection failed: resolve the `NAME` Service again.
@@ -472,6 +561,8 @@ impl Cluster {
             Action::Kill(i) => self.kill(i),
             Action::Start(i) => self.start(i),
             Action::Partition(i) => self.partition(i),
+            Action::Request(i) => self.request = Some(i),
+            Action::Stall(i) => self.servers[i].stalled = !self.servers[i].stalled,
         }
     }
 
@@ -481,7 +572,9 @@ impl Cluster {
         for i in 0..PODS {
             self.start(i);
             self.servers[i].reachable = true;
+            self.servers[i].stalled = false;
         }
+        self.request = None;
         for _ in 0..200 {
             let action = self.operate(None);
             if action == TopologyAction::Steady
@@ -498,6 +591,10 @@ impl Cluster {
             if matches!(action, TopologyAction::WaitFailoverDelay { .. }) {
                 self.now += DELAY.as_millis() as i64;
             }
+            // A switchover's deadline and back-off, and a pause left by a cut handover, pass with time.
+            if matches!(action, TopologyAction::Wait { .. }) {
+                self.now += 1_000;
+            }
             for i in 0..PODS {
                 self.sync(i);
             }
@@ -507,6 +604,23 @@ impl Cluster {
             "no steady state (last action {last:?}): status {:?}, servers {:?}",
             self.status, self.servers
         );
+    }
+
+    /// Lets the operator carry out the pending request, then settles.
+    fn settle_with_request(&mut self) -> Settled {
+        for _ in 0..20 {
+            if self.request.is_none() && self.status.switchover.is_none() {
+                break;
+            }
+            if matches!(self.operate(None), TopologyAction::Wait { .. }) {
+                self.now += 1_000;
+            }
+            for i in 0..PODS {
+                self.sync(i);
+                self.replicate(i);
+            }
+        }
+        self.settle()
     }
 
     /// A stop must be justified: every pod it names as divergent really holds data, so promoting any pod
@@ -687,4 +801,63 @@ fn primary_killed_without_persistence_fails_over_and_rejoins() {
         .expect("a primary");
     assert_ne!(now_primary, first);
     assert_eq!(cluster.servers[first].data.len(), 5);
+}
+
+/// A requested switchover hands over without losing a confirmed write; one cut right after the target's
+/// promotion leaves two masters, of which only the old primary carries the label and takes writes once its
+/// pause ends; the switchover is abandoned at its deadline and the target follows the old primary again.
+#[test]
+fn a_handover_completes_or_is_abandoned_after_a_cut_without_losing_a_confirmed_write() {
+    let mut cluster = Cluster::new();
+    assert_eq!(cluster.settle(), Settled::Steady);
+    let confirm_some = |cluster: &mut Cluster, n: usize| {
+        for _ in 0..n {
+            cluster.write();
+            for i in 0..PODS {
+                cluster.replicate(i);
+            }
+            cluster.confirm();
+        }
+    };
+    confirm_some(&mut cluster, 3);
+    let first = cluster.servers.iter().position(|s| s.master).unwrap();
+    let target = (first + 1) % PODS;
+
+    // Cut after the promotion: the old primary is still a paused master.
+    cluster.request = Some(target);
+    assert!(matches!(
+        cluster.operate(None),
+        TopologyAction::StartSwitchover { .. }
+    ));
+    assert!(matches!(
+        cluster.operate(Some(2)),
+        TopologyAction::Switchover { .. }
+    ));
+    assert!(cluster.servers[target].master && cluster.servers[first].master);
+    assert!(cluster.paused(first));
+    cluster.write();
+    assert!(
+        cluster.unconfirmed.is_empty(),
+        "a paused primary took a write"
+    );
+    // The pause ends: writes go on at the labelled old primary, confirmed by the third pod.
+    cluster.now += PAUSE_MS;
+    confirm_some(&mut cluster, 3);
+    assert_eq!(cluster.confirmed.len(), 6);
+    cluster.now += 15_000;
+    assert!(matches!(
+        cluster.operate(None),
+        TopologyAction::AbortSwitchover { .. }
+    ));
+    assert_eq!(cluster.settle(), Settled::Steady);
+    cluster.check_converged();
+    assert!(cluster.servers[first].master);
+
+    // Uncut, after the back-off: the target takes over with every confirmed write, the old primary follows.
+    cluster.now += 60_000;
+    cluster.request = Some(target);
+    assert_eq!(cluster.settle_with_request(), Settled::Steady);
+    cluster.check_converged();
+    assert!(cluster.servers[target].master);
+    assert_eq!(cluster.servers[first].follows, target);
 }

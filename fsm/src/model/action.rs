@@ -112,6 +112,8 @@ pub enum PrimaryFailure {
     Restarted,
     /// The elected target lost its data or became unelectable before its promotion.
     TargetLost,
+    /// The primary failed or left the history during a switchover, before the handover was seen complete.
+    SwitchoverInterrupted,
     /// The server answers `BUSY`: a script or function has run past `busy-reply-threshold`, and it
     /// serves no client until that ends. Alive, not unreachable: after the delay its script is killed,
     /// and only a script that cannot be killed (it wrote) leads to a failover that shuts it down.
@@ -133,6 +135,10 @@ impl fmt::Display for PrimaryFailure {
             PrimaryFailure::TargetLost => write!(
                 f,
                 "the elected replica lost its data or its node before it was promoted"
+            ),
+            PrimaryFailure::SwitchoverInterrupted => write!(
+                f,
+                "the primary failed during a switchover, before the handover was seen complete"
             ),
             PrimaryFailure::Busy => write!(
                 f,
@@ -164,7 +170,7 @@ pub enum WaitReason {
     /// These pods hold more of the primary's history than any pod that may be promoted, but are
     /// being deleted or on a node that is not Ready.
     NewestPodsUnelectable(Vec<String>),
-    /// The primary is already running a `FAILOVER` (writes paused, roles being swapped).
+    /// The primary is already running a `FAILOVER` someone else started (writes paused, roles being swapped).
     SwitchoverRunning(String),
     /// A rolling update waits for this pod: it is being re-created, or it is not yet a caught-up
     /// replica of the primary.
@@ -350,7 +356,7 @@ pub enum TopologyAction {
         pod: String,
     },
     /// Record a switchover from the healthy primary to `to` (target primary and the
-    /// [`SwitchoverRecord`]); `Switchover` then hands over with `FAILOVER TO`.
+    /// [`SwitchoverRecord`]); `Switchover` then hands over.
     StartSwitchover {
         /// The caught-up replica taking over.
         to: String,
@@ -359,9 +365,9 @@ pub enum TopologyAction {
         /// `now` of the pass that decided it.
         at: Timestamp,
     },
-    /// The switchover did not complete in time (the target could not catch up, or Redis rolled
-    /// the `FAILOVER` back): the current primary stays, and no switchover starts before
-    /// `retry_at`.
+    /// The switchover did not complete in time (the target could not catch up, or a handover was
+    /// cut after promoting it): the current primary stays, the target follows it again, and no
+    /// switchover starts before `retry_at`.
     AbortSwitchover {
         /// The pod that was to take over.
         to: String,
@@ -383,9 +389,11 @@ pub enum TopologyAction {
         /// Pod names.
         pods: Vec<String>,
     },
-    /// `FAILOVER TO <to> TIMEOUT ..` on `from`, the healthy primary: Redis pauses writes until `to`
-    /// has caught up, then swaps the roles, so no acknowledged write is lost; on a timeout it rolls
-    /// back and `from` stays the primary (the next pass tries again).
+    /// The operator's handover from `from`, the healthy primary, to `to` (see [`crate::handover_step`]):
+    /// writes paused on `from` until `to` has processed every one, `to` promoted, `from` demoted to its
+    /// replica, writes unpaused (answered `READONLY` by `from`), so no acknowledged write is lost; if
+    /// `to` does not catch up in time nothing changes and `from` stays the primary (the next pass tries
+    /// again until the switchover's deadline).
     Switchover {
         /// The current primary.
         from: String,

@@ -13,7 +13,7 @@ pub struct TopologyPolicy {
     /// How long the primary must be failing before a failover starts.
     pub failover_delay: Duration,
     /// How long a switchover may take, from its record to the target's confirmation, before it
-    /// is abandoned (Redis's own `FAILOVER` timeout plus slack for the passes around it).
+    /// is abandoned (two handovers' wait plus slack for the passes around them).
     pub switchover_timeout: Duration,
     /// How long to wait after an abandoned switchover before starting another.
     pub switchover_retry: Duration,

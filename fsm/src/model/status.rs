@@ -98,7 +98,7 @@ impl fmt::Display for SwitchoverReason {
     }
 }
 
-/// A switchover, as persisted before its `FAILOVER TO` is sent.
+/// A switchover, as persisted before its handover starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwitchoverRecord {
     /// The primary handing over.
