@@ -35,8 +35,8 @@ pub enum Command {
         #[arg(long, default_value = "mermaid")]
         format: String,
     },
-    /// Ask the operator to switch the primary of an instance over to one of its replicas (with
-    /// `FAILOVER TO`: writes pause until it caught up, nothing is lost). Writes the
+    /// Ask the operator to switch the primary of an instance over to one of its replicas (writes pause
+    /// until it caught up, nothing is lost). Writes the
     /// `redis.github.com/switchover-to` annotation; the operator removes it once the switchover is
     /// recorded. Also resumes a rolling update that waits for it (`primaryUpdateStrategy: Supervised`).
     Switchover {

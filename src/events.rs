@@ -51,7 +51,8 @@ event_reasons! {
         "Warning: a failover starts; the note names the old primary and why it failed (counted by \
          `redis_operator_failovers_total`).";
     SwitchoverStarted => "SwitchoverStarted",
-        "A switchover of the healthy primary starts with `FAILOVER TO`; the note names both pods and why (counted \
+        "A switchover of the healthy primary starts (writes pause until the target holds every one, then the roles \
+         swap); the note names both pods and why (counted \
          by `redis_operator_switchovers_total`).";
     SwitchoverAbandoned => "SwitchoverAbandoned",
         "Warning: a switchover did not complete in time; writes continue on the old primary, and the note says \

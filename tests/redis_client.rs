@@ -1,5 +1,5 @@
 //! The Redis client against real `redis-server` processes on 127.0.0.1 (Debian's `redis-server`
-//! package): replication, promotion, parking, `FAILOVER TO`, configuration, write pauses, `WAIT`,
+//! package): replication, promotion, parking, the operator's handover, configuration, write pauses, `WAIT`,
 //! and that a stopped server makes calls fail within their bound instead of hanging.
 
 use std::net::TcpListener;
@@ -7,8 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use redis_fsm::{FailoverState, ServerRole, ServerState};
+use redis_fsm::{Endpoint, ServerRole, ServerState};
+use redis_operator::converge::handover::{hand_over, limits};
 use redis_operator::converge::live_config;
+use redis_operator::converge::topology::CommandError;
 use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
 
 const HOST: &str = "127.0.0.1";
@@ -227,8 +229,38 @@ async fn replicaof_role_info_and_wait_against_a_real_pair() {
     assert_eq!(acked, 1);
 }
 
+fn at(port: u16) -> Endpoint {
+    Endpoint {
+        host: HOST.into(),
+        port,
+    }
+}
+
+/// Writes `SET hN N` to `server` one after another until told to stop; returns the writes that were answered
+/// OK (each by the server they were sent to).
+async fn keep_writing(port: u16, stop: tokio::sync::watch::Receiver<bool>) -> Vec<u64> {
+    let client = redis::Client::open(format!("redis://{HOST}:{port}/")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut taken = Vec::new();
+    let mut n = 0u64;
+    while !*stop.borrow() {
+        n += 1;
+        let reply: redis::RedisResult<()> = redis::cmd("SET")
+            .arg(format!("h{n}"))
+            .arg(n)
+            .query_async(&mut conn)
+            .await;
+        match reply {
+            Ok(()) => taken.push(n),
+            Err(e) if e.code() == Some("READONLY") => break,
+            Err(e) => panic!("write {n}: {e}"),
+        }
+    }
+    taken
+}
+
 #[tokio::test]
-async fn promote_park_and_failover_to() {
+async fn promote_park_and_hand_over() {
     let (a, b) = (Server::start(), Server::start());
     let (na, nb) = (a.node().await, b.node().await);
     set(&a, "k", "v").await;
@@ -240,37 +272,102 @@ async fn promote_park_and_failover_to() {
     until_listed(&na, b.port).await;
     let history = na.observe().await.expect("observe").replid;
 
-    // FAILOVER TO the replica: roles swap, the new master keeps the old history as replid2.
-    na.failover_to(HOST, b.port, Duration::from_secs(5))
-        .await
-        .expect("failover");
-    let promoted = until(Duration::from_secs(10), "b promoted", || async {
-        let state = nb.observe().await.ok()?;
-        (state.role == ServerRole::Master && state.failover_state == FailoverState::None)
-            .then_some(state)
+    // The handover under a writer: roles swap, the new master keeps the old history as replid2, every write
+    // a took is on b, and the writer's next write is refused READONLY by a (held back by the pause, never
+    // taken).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(keep_writing(a.port, stopped));
+    until(Duration::from_secs(10), "writes on a", || async {
+        (na.replication().await.ok()?.1 > 1000).then_some(())
     })
     .await;
+    let limits = limits(Duration::from_secs(5), Timeouts::default().command);
+    let held = hand_over(&na, &nb, &at(a.port), &at(b.port), limits, || true)
+        .await
+        .expect("handover");
+    assert!(held < Duration::from_secs(1), "writes paused for {held:?}");
+    let _ = stop.send(true);
+    let taken = writer.await.unwrap();
+    assert!(!taken.is_empty());
+    let promoted = nb.observe().await.expect("observe b");
+    assert_eq!(promoted.role, ServerRole::Master);
     assert_eq!(promoted.replid2.as_deref(), Some(history.as_str()));
+    let mut data = b.data().await;
+    let on_b: Vec<Option<u64>> = redis::cmd("MGET")
+        .arg(taken.iter().map(|n| format!("h{n}")).collect::<Vec<_>>())
+        .query_async(&mut data)
+        .await
+        .unwrap();
+    assert!(
+        on_b.iter().all(Option::is_some),
+        "a write a took is missing on b"
+    );
+    // a resumes from b with a partial resynchronisation (no full sync: its data stays its own history).
     until(Duration::from_secs(10), "a follows b", || {
         in_sync_replica(&na)
     })
     .await;
-
-    // A FAILOVER whose target is not a replica is refused.
-    let refused = nb
-        .failover_to(HOST, 1, Duration::from_secs(1))
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut b.data().await)
         .await
-        .expect_err("not a replica");
-    assert!(matches!(refused, RedisError::Server { .. }), "{refused}");
+        .unwrap();
+    assert!(info.contains("sync_full:0"), "a full resync: {info}");
+
+    // A target that cannot catch up (its replication stream held back by a write pause of its own): the
+    // handover gives up within its wait, and writes go on at the primary, which never changed.
+    na.replicaof_no_one().await.expect("a back to master");
+    nb.replicaof(HOST, a.port).await.expect("b follows a");
+    until(Duration::from_secs(10), "b in sync again", || {
+        in_sync_replica(&nb)
+    })
+    .await;
+    nb.client_pause_write(Duration::from_secs(30))
+        .await
+        .expect("pause b");
+    set(&a, "behind", "1").await;
+    let short = limits_with_wait(Duration::from_millis(500));
+    let started = Instant::now();
+    let gave_up = hand_over(&na, &nb, &at(a.port), &at(b.port), short, || true)
+        .await
+        .expect_err("b never catches up");
+    assert!(
+        matches!(&gave_up, CommandError::SwitchoverGaveUp(why) if why.contains("bytes behind")),
+        "{gave_up}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(na.replication().await.unwrap().0, ServerRole::Master);
+    set(&a, "after", "1").await;
+    nb.client_unpause().await.expect("unpause b");
+    until(Duration::from_secs(10), "b catches up", || {
+        in_sync_replica(&nb)
+    })
+    .await;
+    assert!(matches!(
+        nb.replication().await.unwrap().0,
+        ServerRole::Replica(_)
+    ));
+
+    // A target that is no replica of the primary is never promoted.
+    let refused = hand_over(&nb, &na, &at(b.port), &at(a.port), short, || true)
+        .await
+        .expect_err("b is no master");
+    assert!(
+        matches!(&refused, CommandError::SwitchoverGaveUp(why) if why.contains("no master")),
+        "{refused}"
+    );
 
     // Park a: a replica of itself keeps its data, stays read-only and replicates from nobody.
+    let before = na.observe().await.expect("observe");
+    let keys = before.keys;
+    assert!(keys > 1);
     na.replicaof(HOST, a.port).await.expect("park");
     let parked = na.observe().await.expect("observe");
     let ServerRole::Replica(link) = &parked.role else {
         panic!("parked server is a replica")
     };
     assert!(!link.link_up);
-    assert_eq!(parked.keys, 1);
+    assert_eq!(parked.keys, keys);
     let mut data = a.data().await;
     let write: redis::RedisResult<()> = redis::cmd("SET")
         .arg("x")
@@ -283,10 +380,7 @@ async fn promote_park_and_failover_to() {
     na.replicaof_no_one().await.expect("promote");
     let repromoted = na.observe().await.expect("observe");
     assert_eq!(repromoted.role, ServerRole::Master);
-    assert_eq!(
-        repromoted.replid2.as_deref(),
-        Some(promoted.replid.as_str())
-    );
+    assert_eq!(repromoted.replid2.as_deref(), Some(before.replid.as_str()));
     assert!(repromoted.second_repl_offset.is_some());
 }
 
@@ -559,13 +653,11 @@ async fn the_operators_acl_users_allow_exactly_what_the_operator_sends() {
     )
     .await;
     until_listed(&na, b.port).await;
-    na.failover_to(HOST, b.port, Duration::from_secs(5))
+    let limits = limits(Duration::from_secs(5), Timeouts::default().command);
+    hand_over(&na, &nb, &at(a.port), &at(b.port), limits, || true)
         .await
-        .expect("FAILOVER");
-    until(Duration::from_secs(10), "b promoted", || async {
-        (nb.observe().await.ok()?.role == ServerRole::Master).then_some(())
-    })
-    .await;
+        .expect("CLIENT PAUSE, INFO, REPLICAOF NO ONE, REPLICAOF, CLIENT UNPAUSE");
+    assert_eq!(nb.replication().await.unwrap().0, ServerRole::Master);
     nb.replicaof_no_one().await.expect("REPLICAOF NO ONE");
 
     // The application user (the generated password) may not do the same.
@@ -844,8 +936,8 @@ async fn redis_spelling_of_every_kind_of_rule_holds_without_resetting_each_pass(
     let node = a.node().await;
     let hashes = vec![password_hash(b"pw")];
     let recognised = [
-        "-@all +ping +info +role +replicaof +config|get +config|set +failover +acl|getuser \
-         +acl|setuser",
+        "-@all +info +role +replicaof +config|get +config|set +client|pause +client|unpause \
+         +client|kill +acl|getuser +acl|setuser",
         "-@all +psync +replconf +ping",
         "-@all +ping +info +slowlog|len +latency|latest +select +dbsize +cluster|info",
         redis_operator::api::DEFAULT_USER_RULES,
@@ -1269,4 +1361,9 @@ async fn a_pass_takes_the_kept_connection_and_never_a_closed_one() {
     );
     drop(node);
     assert_eq!(pool::kept_for(&endpoint), 0);
+}
+
+/// Handover limits with a short `wait`, for a give-up within a test.
+fn limits_with_wait(wait: Duration) -> redis_fsm::HandoverLimits {
+    limits(wait, Duration::from_millis(500))
 }

@@ -136,7 +136,8 @@ pub struct TlsStatus {
     pub message: String,
 }
 
-/// A switchover of a healthy primary to a caught-up replica (`FAILOVER TO`).
+/// A switchover of a healthy primary to a caught-up replica (the operator's handover: writes paused until the
+/// replica has every one of them).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchoverStatus {

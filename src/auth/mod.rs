@@ -63,8 +63,9 @@ const INTERNAL_USERS: [InternalUser; 4] = [
         key: "operator-password",
         // `script|kill`, `function|kill`, `shutdown`: ending a busy primary's script, or stopping the server
         // when the script wrote (the only fence a busy server accepts); `client|kill`: disconnecting the
-        // clients of a demoted primary. `HELLO` (the login) needs no rule: Redis lets every client send it.
-        rules: "-@all +info +role +replicaof +config|get +config|set +failover +client|kill \
+        // clients of a demoted primary; `client|pause`, `client|unpause`: holding writes back during a switchover
+        // (see `converge::handover`). `HELLO` (the login) needs no rule: Redis lets every client send it.
+        rules: "-@all +info +role +replicaof +config|get +config|set +client|pause +client|unpause +client|kill \
                 +script|kill +function|kill +shutdown +acl|getuser +acl|setuser",
     },
     InternalUser {

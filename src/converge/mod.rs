@@ -4,6 +4,7 @@
 //! configuration set at runtime.
 
 pub mod auth;
+pub mod handover;
 pub mod live_config;
 pub mod switchover;
 pub mod tls;

@@ -25,8 +25,8 @@ use crate::redis::{refusal_of, Access, RedisError, RedisNode};
 pub const PENDING: &str = "Pending";
 /// Replicas at most this many bytes behind the primary count as in sync (`NAME-replicas`).
 pub const MAX_LAG_BYTES: u64 = 1024 * 1024;
-/// How long a switchover (`FAILOVER TO`) may pause writes while the target catches up before Redis
-/// rolls it back.
+/// How long a switchover may pause writes while the target catches up before the operator gives it up
+/// (see [`super::handover`]).
 pub const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The persisted topology fields of `status`, as the decision core reads them.
@@ -232,6 +232,9 @@ pub enum CommandError {
     /// The server refused or did not answer.
     #[error(transparent)]
     Redis(#[from] RedisError),
+    /// A switchover gave up before promoting anyone: the primary was unpaused and nothing changed.
+    #[error("switchover given up, nothing changed: {0}")]
+    SwitchoverGaveUp(String),
 }
 
 /// Sends the servers the command of `action` (`Fence`, `Promote` or `Repoint`); other actions send
@@ -300,15 +303,12 @@ pub async fn execute(
             node(at).await?.shutdown_nosave().await?;
         }
         TopologyAction::Switchover { from, to } => {
-            let at = endpoint_of(from)?;
-            let target = endpoint_of(to)?;
-            if !leading() {
-                return Err(CommandError::NotLeading("FAILOVER TO"));
-            }
-            node(at)
-                .await?
-                .failover_to(&target.host, target.port, SWITCHOVER_TIMEOUT)
-                .await?;
+            let (from_at, to_at) = (endpoint_of(from)?, endpoint_of(to)?);
+            let (old, new) = (node(from_at.clone()).await?, node(to_at.clone()).await?);
+            let limits = super::handover::limits(SWITCHOVER_TIMEOUT, access.timeouts.command);
+            let held =
+                super::handover::hand_over(&old, &new, &from_at, &to_at, limits, &leading).await?;
+            tracing::info!(from = %from, to = %to, writes_paused_ms = held.as_millis() as u64, "switched over");
         }
         _ => {}
     }
@@ -566,8 +566,8 @@ pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration
             reason: WaitReason::SwitchoverRunning(_),
         } => Some(Duration::from_millis(100)),
         TopologyAction::Wait { .. } => Some(Duration::from_secs(2)),
-        // FAILOVER swaps the roles within milliseconds once the target caught up, and no pod changes meanwhile (no
-        // watch event): while it runs nobody carries the primary label, so confirm the new primary promptly.
+        // The handover swaps the roles within milliseconds once the target caught up, and no pod changes meanwhile
+        // (no watch event): while it runs nobody carries the primary label, so confirm the new primary promptly.
         TopologyAction::Switchover { .. } => Some(Duration::from_millis(100)),
         _ => Some(Duration::from_millis(500)),
     }

@@ -246,7 +246,7 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
             // Listen on the pod's own address only. Boot guard: every server starts parked (a replica of
             // itself: read-only, data kept, replicating from nobody) and never makes itself primary; the
             // operator promotes or re-points it. Replicas announce the pod address, which is what the
-            // operator points them at and what `FAILOVER TO` matches.
+            // operator points them at.
             args: Some(vec![
                 format!("{CONFIG_DIR}/{CONFIG_FILE}"),
                 "--bind".into(),

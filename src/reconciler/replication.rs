@@ -272,8 +272,8 @@ pub(super) async fn report_topology_action(
             EventType::Normal,
             EventReason::SwitchoverStarted,
             format!(
-                "Switching over from {} to {to} ({reason}) with FAILOVER TO: writes pause until {to} has \
-                 caught up",
+                "Switching over from {} to {to} ({reason}): writes pause until {to} holds every one, then \
+                 the roles swap",
                 persisted.current_primary.as_deref().unwrap_or("(none)")
             ),
         ),
@@ -281,8 +281,8 @@ pub(super) async fn report_topology_action(
             EventType::Warning,
             EventReason::SwitchoverAbandoned,
             format!(
-                "The switchover from {} to {to} did not complete in time ({to} did not catch up, or Redis \
-                 rolled the FAILOVER back); writes continue on {}. Next attempt after {}",
+                "The switchover from {} to {to} did not complete in time ({to} did not catch up, or was not \
+                 reachable); writes continue on {}. Next attempt after {}",
                 persisted.current_primary.as_deref().unwrap_or("(none)"),
                 persisted.current_primary.as_deref().unwrap_or("(none)"),
                 topology::format_time(*retry_at)

@@ -20,7 +20,7 @@ use std::time::Duration;
 use ::redis::aio::MultiplexedConnection;
 use ::redis::{AsyncConnectionConfig, RedisConnectionInfo, Value};
 use futures::FutureExt;
-use redis_fsm::{Refusal, ServerState};
+use redis_fsm::{Refusal, ServerRole, ServerState};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use super::access::{Access, Login, Timeouts};
@@ -450,6 +450,31 @@ impl RedisNode {
         Ok(state)
     }
 
+    /// The role and the replication offset, from `INFO replication` alone (see [`info::replication_view`]).
+    pub async fn replication(&self) -> Result<(ServerRole, u64), RedisError> {
+        let text = self.info_section("replication").await?;
+        info::replication_view(&text).map_err(|e| self.reply_error("INFO", e))
+    }
+
+    /// `CLIENT PAUSE ms WRITE`: hold back every write (and expiry and eviction) for `pause`, or until
+    /// [`RedisNode::client_unpause`]; reads and replication go on.
+    pub async fn client_pause_write(&self, pause: Duration) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("PAUSE")
+            .arg(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX))
+            .arg("WRITE");
+        self.command::<()>("CLIENT PAUSE", Duration::ZERO, cmd)
+            .await
+    }
+
+    /// `CLIENT UNPAUSE`: the clients held back by [`RedisNode::client_pause_write`] go on.
+    pub async fn client_unpause(&self) -> Result<(), RedisError> {
+        let mut cmd = ::redis::cmd("CLIENT");
+        cmd.arg("UNPAUSE");
+        self.command::<()>("CLIENT UNPAUSE", Duration::ZERO, cmd)
+            .await
+    }
+
     /// `ROLE`, parsed.
     pub async fn role(&self) -> Result<RoleReply, RedisError> {
         let value: Value = self
@@ -470,26 +495,11 @@ impl RedisNode {
 
     /// `REPLICAOF NO ONE`: promote to master, starting a new replication id.
     pub async fn replicaof_no_one(&self) -> Result<(), RedisError> {
-        // A primary demoted by `FAILOVER` replicates from its successor over TLS.
+        // A primary demoted by a switchover replicates from its successor over TLS.
         self.tls_replication(true).await?;
         let mut cmd = ::redis::cmd("REPLICAOF");
         cmd.arg("NO").arg("ONE");
         self.command::<()>("REPLICAOF", Duration::ZERO, cmd).await
-    }
-
-    /// `FAILOVER TO host port TIMEOUT ms` (never `FORCE`): starts a coordinated switchover to the
-    /// replica `host:port` (as this master sees it in `INFO replication`). Returns once started;
-    /// the outcome shows in `master_failover_state` and the roles. On timeout Redis rolls back.
-    pub async fn failover_to(
-        &self,
-        host: &str,
-        port: u16,
-        timeout: Duration,
-    ) -> Result<(), RedisError> {
-        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut cmd = ::redis::cmd("FAILOVER");
-        cmd.arg("TO").arg(host).arg(port).arg("TIMEOUT").arg(millis);
-        self.command::<()>("FAILOVER", Duration::ZERO, cmd).await
     }
 
     /// Over TLS, `CONFIG SET tls-replication`: yes towards another server; no towards itself (parked), since a

@@ -67,8 +67,8 @@ pub enum RedisError {
         #[source]
         source: std::io::Error,
     },
-    /// The server answered with an error reply, e.g. `ERR FAILOVER target HOST and PORT is not a
-    /// replica.` or `LOADING`.
+    /// The server answered with an error reply, e.g. `NOPERM` (an ACL without the command) or
+    /// `LOADING`.
     #[error("{command} on {endpoint} was refused: {message}")]
     Server {
         /// `host:port`.

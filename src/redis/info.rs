@@ -145,6 +145,13 @@ pub fn server_state(info: &str) -> Result<ServerState, ParseError> {
     })
 }
 
+/// The role and the replication offset (`master_repl_offset`) from `INFO replication` alone: what a
+/// handover polls.
+pub fn replication_view(info: &str) -> Result<(ServerRole, u64), ParseError> {
+    let fields = InfoFields::parse(info);
+    Ok((fields.role()?, fields.number("master_repl_offset")?))
+}
+
 /// The reply of `ROLE`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoleReply {

@@ -1,6 +1,6 @@
 //! The Redis edge: [`client`] is the only code that talks to Redis servers (bounded by timeouts,
 //! typed errors), [`info`] parses what they report into the phase engine's replication types.
-//! Reads (`INFO`, `ROLE`) are observation; `REPLICAOF`, `FAILOVER`, `CONFIG SET` and pauses are
+//! Reads (`INFO`, `ROLE`) are observation; `REPLICAOF`, `CONFIG SET`, `CLIENT PAUSE` and `CLIENT KILL` are
 //! actions, which the caller sends only while it holds the leader Lease.
 
 mod access;

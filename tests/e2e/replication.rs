@@ -707,7 +707,7 @@ async fn an_operator_killed_mid_failover_resumes_to_exactly_one_primary() {
     finish_and_check(&env, writer, "operator killed mid-failover").await;
 }
 
-/// Scaling down past the primary's ordinal switches over first (`FAILOVER TO`: writes paused until the target
+/// Scaling down past the primary's ordinal switches over first (the handover: writes paused until the target
 /// caught up), then removes the old primary's pod: the instance keeps one primary and loses no confirmed write.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_scale_down_that_removes_the_primary_switches_over_first() {

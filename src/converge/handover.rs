@@ -1,0 +1,122 @@
+//! The operator's own switchover, the act behind `TopologyAction::Switchover`: pause the primary's writes,
+//! promote the target once it has processed every one of them, demote the old primary while still paused,
+//! unpause. The steps, their order and their guarantees are in `redis_fsm::handover_step`'s module; this is
+//! the I/O around that pure decision.
+
+use std::time::{Duration, Instant};
+
+use redis_fsm::{
+    handover_step, Endpoint, HandoverGiveUp, HandoverLimits, HandoverPoll, HandoverStep,
+    PrimaryPoll, ServerRole, TargetPoll,
+};
+
+use super::topology::CommandError;
+use crate::redis::{RedisError, RedisNode};
+
+/// The limits the operator hands over with: the target has `wait` (the switchover timeout `FAILOVER TO` had)
+/// to catch up, and the pause covers that plus the two commands that finish the handover, each at most a
+/// command timeout.
+pub fn limits(wait: Duration, command_timeout: Duration) -> HandoverLimits {
+    let finish = command_timeout * 2;
+    HandoverLimits {
+        pause: wait + finish + Duration::from_secs(1),
+        wait,
+        finish,
+    }
+}
+
+/// Between two polls of a handover: the target usually has caught up at the first one already.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+fn target_poll(
+    reply: Result<(ServerRole, u64), RedisError>,
+    from: &Endpoint,
+) -> Option<TargetPoll> {
+    match reply.ok()? {
+        (ServerRole::Replica(link), _) => Some(TargetPoll {
+            linked: link.master_host == from.host
+                && link.master_port == from.port
+                && link.link_up
+                && !link.sync_in_progress,
+            offset: link.replica_offset,
+        }),
+        (ServerRole::Master, offset) => Some(TargetPoll {
+            linked: false,
+            offset,
+        }),
+    }
+}
+
+/// Hands `from`'s primary role over to `to` (reached at `to_at`; `from` is at `from_at`). `leading` is asked
+/// before every command that changes a role. Returns the time writes were paused.
+pub async fn hand_over(
+    from: &RedisNode,
+    to: &RedisNode,
+    from_at: &Endpoint,
+    to_at: &Endpoint,
+    limits: HandoverLimits,
+    leading: impl Fn() -> bool,
+) -> Result<Duration, CommandError> {
+    if !leading() {
+        return Err(CommandError::NotLeading("CLIENT PAUSE"));
+    }
+    from.client_pause_write(limits.pause).await?;
+    let paused = Instant::now();
+    let step = loop {
+        let primary = from
+            .replication()
+            .await
+            .ok()
+            .map(|(role, offset)| PrimaryPoll {
+                master: role == ServerRole::Master,
+                offset,
+            });
+        let target = target_poll(to.replication().await, from_at);
+        let poll = HandoverPoll {
+            elapsed: paused.elapsed(),
+            primary,
+            target,
+        };
+        match handover_step(&poll, &limits) {
+            HandoverStep::Poll => tokio::time::sleep(POLL_INTERVAL).await,
+            step => break step,
+        }
+    };
+    if let HandoverStep::GiveUp(why) = step {
+        // The pause ends by itself should this fail too.
+        let _ = from.client_unpause().await;
+        return Err(CommandError::SwitchoverGaveUp(match why {
+            HandoverGiveUp::NotCaughtUp {
+                behind: Some(bytes),
+            } => format!(
+                "the target was still {bytes} bytes behind after {:?}",
+                paused.elapsed()
+            ),
+            HandoverGiveUp::NotCaughtUp { behind: None } => format!(
+                "the target could not be read as a linked replica within {:?}",
+                paused.elapsed()
+            ),
+            HandoverGiveUp::PrimaryDemoted => "the primary is no master any more".into(),
+        }));
+    }
+    if !leading() {
+        let _ = from.client_unpause().await;
+        return Err(CommandError::NotLeading("REPLICAOF NO ONE"));
+    }
+    if let Err(error) = to.replicaof_no_one().await {
+        // The target may have been promoted even so; it took no write (the label stays on `from`), and the
+        // switchover's deadline points it back.
+        let _ = from.client_unpause().await;
+        return Err(error.into());
+    }
+    // From here on `from` stays paused on any failure: it must not take a write beside the new master. Its
+    // pause ends by itself; by then the next pass has demoted it, or abandoned the switchover.
+    if !leading() {
+        return Err(CommandError::NotLeading("REPLICAOF"));
+    }
+    from.replicaof(&to_at.host, to_at.port).await?;
+    let held = paused.elapsed();
+    // Writes held back are answered READONLY now: `from` is a replica.
+    let _ = from.client_unpause().await;
+    Ok(held)
+}
