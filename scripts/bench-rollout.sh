@@ -10,7 +10,7 @@
 # Usage: scripts/bench-rollout.sh
 #
 # Env (defaults in brackets):
-#   BENCH_TRIALS              rolling updates per configuration [10]
+#   BENCH_TRIALS              rolling updates per configuration [20]
 #   BENCH_ROLLOUTS            configurations, comma-separated [primary-last,statefulset]
 #   BENCH_RESTART_BACKOFF     the node agent's first restart delay, seconds [1]: close to a kubelet's immediate
 #                             first restart, so the failovers that move the primary take the restart path
@@ -32,7 +32,7 @@ LOG_TAG=bench-rollout.sh
 private_cluster /tmp/redis-operator-rollout-bench 52379 52380 56443 60257 127.8 process
 export DEVCLUSTER_RESTART_BACKOFF=${BENCH_RESTART_BACKOFF:-1}
 
-TRIALS=${BENCH_TRIALS:-10}
+TRIALS=${BENCH_TRIALS:-20}
 ROLLOUTS=${BENCH_ROLLOUTS:-primary-last,statefulset}
 REPORT=${BENCH_REPORT:-$REPO/target/bench-rollout-report.md}
 

@@ -368,20 +368,6 @@ async fn run(args: Args) -> Result<String, String> {
             operator.pid()
         );
         let result = latency::measure(&client, &ns, &floor_ns, args.samples).await;
-        if let (Ok(_), Some(pid_file), Some(restart)) =
-            (&result, &args.outage_pid_file, &args.outage_restart)
-        {
-            let plan = outage::Outage {
-                pid_file: pid_file.clone(),
-                restart: restart.clone(),
-                down: Duration::from_secs(args.outage_seconds),
-                trials: args.outage_trials,
-            };
-            match outage::measure(&client, &ns, "latency", &plan).await {
-                Ok(trials) => outages = trials,
-                Err(e) => problems.push(format!("API server outage run failed: {e}")),
-            }
-        }
         operator.stop().await;
         result
             .map_err(|e| problems.push(format!("latency run failed: {e}")))
@@ -416,6 +402,26 @@ async fn run(args: Args) -> Result<String, String> {
                 break;
             }
         }
+    }
+
+    // Last: an API server outage disturbs the controllers (kube-controller-manager loses its lease and restarts),
+    // which would slow any convergence measured after it.
+    if let (Some(_), Some(pid_file), Some(restart)) =
+        (&latency, &args.outage_pid_file, &args.outage_restart)
+    {
+        let ns = format!("{}-latency", args.namespace_prefix);
+        let plan = outage::Outage {
+            pid_file: pid_file.clone(),
+            restart: restart.clone(),
+            down: Duration::from_secs(args.outage_seconds),
+            trials: args.outage_trials,
+        };
+        let operator = operator::Operator::start(&launch, &ns).await?;
+        match outage::measure(&client, &ns, "latency", &plan).await {
+            Ok(trials) => outages = trials,
+            Err(e) => problems.push(format!("API server outage run failed: {e}")),
+        }
+        operator.stop().await;
     }
 
     let mut environment = machine();
