@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// Seconds between periodic resyncs of a healthy instance.
     #[arg(long, env = "RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+    /// Reconciles running at once, each of a different instance (1 to 1000). Bounds the operator's memory and
+    /// its load on the API server when many instances change at once.
+    #[arg(long, env = "MAX_CONCURRENT_RECONCILES", default_value_t = 32,
+          value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_concurrent_reconciles: u16,
     /// Controller name reported in Events.
     #[arg(long, env = "REPORTER", default_value = "redis-operator")]
     pub reporter: String,
@@ -233,6 +238,7 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
         rollout: args.rollout,
         watch_nodes: args.watch_nodes.unwrap_or(args.namespace.is_none()),
         operator_namespace: args.pod_namespace.clone(),
+        concurrency: args.max_concurrent_reconciles,
     };
     let operate = async {
         if !args.leader_election {

@@ -178,6 +178,7 @@ pub async fn run(
         secrets,
         nodes,
     };
+    let settings_concurrency = settings.concurrency;
     let ctx = Arc::new(Context::new(
         client,
         recorder,
@@ -246,6 +247,7 @@ pub async fn run(
             let sts = event.involved_object;
             Some(ObjectRef::new(&sts.name?).within(&sts.namespace?))
         })
+        .with_config(kube::runtime::controller::Config::default().concurrency(settings_concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

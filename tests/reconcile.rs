@@ -87,6 +87,7 @@ impl World {
             rollout: RolloutMode::PrimaryLast,
             watch_nodes: false,
             operator_namespace: Some("redis-operator".into()),
+            concurrency: 32,
         };
         let ctx = Context::new(
             client,

@@ -39,6 +39,8 @@ pub struct Settings {
     /// The namespace the operator's pods run in (`POD_NAMESPACE`): the instances' NetworkPolicies let its pods
     /// reach Redis. `None` outside the cluster.
     pub operator_namespace: Option<String>,
+    /// Reconciles running at once (different instances; one instance is never reconciled twice at once).
+    pub concurrency: u16,
 }
 
 /// Who orders the pod replacements of a rolling update.

@@ -209,6 +209,12 @@ pub(super) async fn topology_pass(
         // and stays so until it is re-pointed): look again soon until every pod serves its role.
         requeue = requeue.min(Duration::from_secs(2));
     }
+    if observed.iter().all(|p| p.endpoint.host.is_empty()) {
+        // No pod has started (none has an address): nothing changes on a server before a pod event announces
+        // it, so no timer either. 1,000 new instances requeued every 2 s kept the controller busy re-reading
+        // instances that waited for the node, and new instances waited behind them.
+        requeue = ctx.settings.resync;
+    }
     TopologyPass {
         pending,
         rollout: rollout_progress(&action),
