@@ -10,7 +10,7 @@ use redis_fsm::{
     PrimaryPoll, ServerRole, TargetPoll,
 };
 
-use super::topology::CommandError;
+use super::command::CommandError;
 use crate::redis::{RedisError, RedisNode};
 
 /// The limits the operator hands over with: the target has `wait` (the switchover timeout `FAILOVER TO` had)

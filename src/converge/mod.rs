@@ -4,6 +4,7 @@
 //! configuration set at runtime.
 
 pub mod auth;
+pub mod command;
 pub mod handover;
 pub mod live_config;
 pub mod switchover;

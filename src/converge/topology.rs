@@ -220,22 +220,7 @@ pub async fn observe(
     join_all(observations).await
 }
 
-/// Why a topology command was not (fully) sent.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// This process cannot prove it holds the leader Lease.
-    #[error("not sending {0}: leadership of the operator is not proven")]
-    NotLeading(&'static str),
-    /// The pod to command has no address.
-    #[error("pod {0} has no address")]
-    NoAddress(String),
-    /// The server refused or did not answer.
-    #[error(transparent)]
-    Redis(#[from] RedisError),
-    /// A switchover gave up before promoting anyone: the primary was unpaused and nothing changed.
-    #[error("switchover given up, nothing changed: {0}")]
-    SwitchoverGaveUp(String),
-}
+pub use super::command::CommandError;
 
 /// Sends the servers the command of `action` (`Fence`, `Promote` or `Repoint`); other actions send
 /// nothing. `leading` is asked before every single command, so a leader that lost its Lease stops
