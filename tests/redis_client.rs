@@ -240,7 +240,13 @@ fn at(port: u16) -> Endpoint {
 /// OK (each by the server they were sent to).
 async fn keep_writing(port: u16, stop: tokio::sync::watch::Receiver<bool>) -> Vec<u64> {
     let client = redis::Client::open(format!("redis://{HOST}:{port}/")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // A write held back by the handover's pause waits as long as the pause: no response timeout of the
+    // client's own (its default, 500 ms, is shorter than a pause on a loaded machine).
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap();
     let mut taken = Vec::new();
     let mut n = 0u64;
     while !*stop.borrow() {
