@@ -178,7 +178,6 @@ pub async fn run(
         secrets,
         nodes,
     };
-    let settings_concurrency = settings.concurrency;
     let ctx = Arc::new(Context::new(
         client,
         recorder,
@@ -247,7 +246,9 @@ pub async fn run(
             let sts = event.involved_object;
             Some(ObjectRef::new(&sts.name?).within(&sts.namespace?))
         })
-        .with_config(kube::runtime::controller::Config::default().concurrency(settings_concurrency))
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| {

@@ -42,8 +42,9 @@ pub fn confirmed_primary<'a>(
     })
 }
 
-/// The replicas `NAME-replicas` should select: linked to the confirmed primary, not in a full
-/// synchronisation, and at most `max_lag_bytes` behind it. In `pods` order.
+/// The replicas `NAME-replicas` should select: caught up with the confirmed primary (linked to it, not in a
+/// full synchronisation, at most `max_lag_bytes` behind it, not being deleted; see [`crate::caught_up`]). In
+/// `pods` order.
 pub fn in_sync_replicas<'a>(
     status: &TopologyStatus,
     pods: &'a [PodReplication],
@@ -52,15 +53,8 @@ pub fn in_sync_replicas<'a>(
     let Some(primary) = confirmed_primary(status, pods) else {
         return Vec::new();
     };
-    let primary_offset = primary.state().map_or(0, |s| s.repl_offset);
     pods.iter()
-        .filter(|p| p.pod != primary.pod && !p.pod_deleting && p.linked_to(&primary.endpoint))
-        .filter(|p| {
-            p.replica_link().is_some_and(|link| {
-                !link.sync_in_progress
-                    && primary_offset.saturating_sub(link.replica_offset) <= max_lag_bytes
-            })
-        })
+        .filter(|p| crate::rollout::caught_up(p, primary, max_lag_bytes))
         .collect()
 }
 

@@ -33,11 +33,10 @@ pub fn caught_up(pod: &PodReplication, primary: &PodReplication, max_lag_bytes: 
     let primary_offset = primary.state().map_or(0, |s| s.repl_offset);
     pod.pod != primary.pod
         && !pod.pod_deleting
-        && pod.linked_to(&primary.endpoint)
-        && pod.replica_link().is_some_and(|link| {
-            !link.sync_in_progress
-                && primary_offset.saturating_sub(link.replica_offset) <= max_lag_bytes
-        })
+        && pod.streams_from(&primary.endpoint)
+        && pod
+            .replica_link()
+            .is_some_and(|link| primary_offset.saturating_sub(link.replica_offset) <= max_lag_bytes)
 }
 
 /// `StartSwitchover` to `to`, unless an abandoned switchover's back-off still runs.

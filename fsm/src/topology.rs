@@ -332,10 +332,7 @@ fn continue_failover(
                 reason: WaitReason::SwitchoverRunning(current.to_string()),
             };
         }
-        let caught_up = target_pod.linked_to(&old.endpoint)
-            && target_pod
-                .replica_link()
-                .is_some_and(|link| !link.sync_in_progress);
+        let caught_up = target_pod.streams_from(&old.endpoint);
         return match (caught_up, switchover) {
             (true, _) => TopologyAction::Switchover {
                 from: current.to_string(),
@@ -590,11 +587,7 @@ pub fn plan_scale_down(
     };
     rank(anchor, Some(current), pods)
         .into_iter()
-        .find(|p| {
-            p.ordinal < replicas
-                && p.linked_to(&primary.endpoint)
-                && p.replica_link().is_some_and(|l| !l.sync_in_progress)
-        })
+        .find(|p| p.ordinal < replicas && p.streams_from(&primary.endpoint))
         .map_or(ScaleDown::Blocked, |p| ScaleDown::SwitchoverFirst {
             to: p.pod.clone(),
         })

@@ -34,10 +34,7 @@ fn target_poll(
 ) -> Option<TargetPoll> {
     match reply.ok()? {
         (ServerRole::Replica(link), _) => Some(TargetPoll {
-            linked: link.master_host == from.host
-                && link.master_port == from.port
-                && link.link_up
-                && !link.sync_in_progress,
+            linked: link.streams_from(from),
             offset: link.replica_offset,
         }),
         (ServerRole::Master, offset) => Some(TargetPoll {

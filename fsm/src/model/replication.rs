@@ -102,6 +102,19 @@ pub struct ReplicaLink {
     pub replica_offset: u64,
 }
 
+impl ReplicaLink {
+    /// Whether this replica was told to replicate from `endpoint` (whatever its link state).
+    pub fn follows(&self, endpoint: &Endpoint) -> bool {
+        self.master_host == endpoint.host && self.master_port == endpoint.port
+    }
+
+    /// Whether it receives `endpoint`'s replication stream as it comes: told to follow it, link up, and
+    /// no full synchronisation running.
+    pub fn streams_from(&self, endpoint: &Endpoint) -> bool {
+        self.follows(endpoint) && self.link_up && !self.sync_in_progress
+    }
+}
+
 /// The role a server reports (`role:` in `INFO replication`, first element of `ROLE`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerRole {
@@ -244,8 +257,14 @@ impl PodReplication {
 
     /// Whether the server is a replica told to replicate from `endpoint` (whatever its link state).
     pub fn follows(&self, endpoint: &Endpoint) -> bool {
+        self.replica_link().is_some_and(|l| l.follows(endpoint))
+    }
+
+    /// Whether the server is a replica receiving `endpoint`'s stream as it comes (see
+    /// [`ReplicaLink::streams_from`]).
+    pub fn streams_from(&self, endpoint: &Endpoint) -> bool {
         self.replica_link()
-            .is_some_and(|l| l.master_host == endpoint.host && l.master_port == endpoint.port)
+            .is_some_and(|l| l.streams_from(endpoint))
     }
 
     /// Whether the server is a replica with a live link to `endpoint`, i.e. it still receives
