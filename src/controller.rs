@@ -72,7 +72,6 @@ pub async fn run(
 
     let (instance_store, instance_writer) = reflector::store();
     let instance_stream = watch::instances(watches.clone(), ns, recorder.clone())
-        .backoff(WatchBackoff::default())
         .modify(drop_managed_fields)
         .reflect(instance_writer)
         .applied_objects()
@@ -299,8 +298,7 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = watch::relist_at_once(watcher(api, config.clone()))
-        .backoff(WatchBackoff::default())
+    let stream = watch::retried(watcher(api, config.clone()))
         .filter_map(move |event| {
             std::future::ready(match event {
                 Ok(event) => ownership::only_kept(event, keep).map(Ok),

@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::utils::Backoff;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use tracing::warn;
 
@@ -58,6 +58,14 @@ impl Backoff for WatchBackoff {
     fn reset(&mut self) {
         self.next = FIRST_RETRY;
     }
+}
+
+/// A watch as every cache of the operator runs it: a `410 Gone` relists at once ([`relist_at_once`]), any other
+/// error waits for [`WatchBackoff`].
+pub fn retried<T: Send>(
+    watch: impl Stream<Item = Result<T, watcher::Error>> + Send,
+) -> impl Stream<Item = Result<T, watcher::Error>> + Send {
+    relist_at_once(watch).backoff(WatchBackoff::default())
 }
 
 /// Lets a watch relist at once after `410 Gone` (its resource version expired, as every watch's does when the API
@@ -171,7 +179,8 @@ impl Reporter {
 }
 
 /// The RedisInstance watch: untyped objects converted one by one. An undecodable object is reported and
-/// never reaches the cache or the controller (a modification that makes one undecodable removes it).
+/// never reaches the cache or the controller (a modification that makes one undecodable removes it). Retried as
+/// every watch is ([`retried`]).
 pub fn instances(
     client: Client,
     namespace: Option<&str>,
@@ -186,7 +195,7 @@ pub fn instances(
         recorder,
         reported: HashSet::new(),
     }));
-    relist_at_once(watcher(api, watcher::Config::default().any_semantic()))
+    retried(watcher(api, watcher::Config::default().any_semantic()))
         .then(move |event| {
             let reporter = reporter.clone();
             async move {
