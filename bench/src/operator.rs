@@ -285,13 +285,23 @@ impl RedisCost {
         }
     }
 
+    /// This cost divided by `by`.
+    fn divided(self, by: f64) -> RedisCost {
+        RedisCost {
+            connections: self.connections / by,
+            commands: self.commands / by,
+            read_bytes: self.read_bytes / by,
+        }
+    }
+
+    /// This cost per instance, over `n` instances.
+    pub fn per_instance(self, n: usize) -> RedisCost {
+        self.divided(n.max(1) as f64)
+    }
+
     /// This cost per instance and minute, over `n` instances and `window`.
     pub fn per_instance_minute(self, n: usize, window: std::time::Duration) -> RedisCost {
-        let scale = n.max(1) as f64 * (window.as_secs_f64() / 60.0).max(1e-9);
-        RedisCost {
-            connections: self.connections / scale,
-            commands: self.commands / scale,
-            read_bytes: self.read_bytes / scale,
-        }
+        self.per_instance(n)
+            .divided((window.as_secs_f64() / 60.0).max(1e-9))
     }
 }

@@ -275,12 +275,7 @@ fn redis_cost_section(out: &mut String, sizes: &[SizeResult]) {
         )
     };
     for r in sizes {
-        let n = r.n.max(1) as f64;
-        let total = RedisCost {
-            connections: r.redis_converge.connections / n,
-            commands: r.redis_converge.commands / n,
-            read_bytes: r.redis_converge.read_bytes / n,
-        };
+        let total = r.redis_converge.per_instance(r.n);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
