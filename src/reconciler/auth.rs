@@ -44,17 +44,13 @@ pub(super) async fn prepare(
     let spec = &ri.spec.auth;
     let (app_name, app_key) = auth::application_secret(&name, spec);
     let app_keys = [app_key.as_str(), auth::PREVIOUS_PASSWORD_KEY];
-    let app_secret = ctx
-        .secrets
-        .get(&namespace, &app_name, Keys::Only(&app_keys))
-        .await
-        .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
     let users_name = users_secret_name(&name);
-    let users_secret = ctx
-        .secrets
-        .get(&namespace, &users_name, Keys::All)
-        .await
-        .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
+    let (app_secret, users_secret) = futures::try_join!(
+        ctx.secrets
+            .get(&namespace, &app_name, Keys::Only(&app_keys)),
+        ctx.secrets.get(&namespace, &users_name, Keys::All),
+    )
+    .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
     if let Some(users) = users_secret.as_deref().filter(|s| !controlled_by(*s, ri)) {
         return Ok(Err(SpecProblem {
             reason: Reason::ChildConflict,
@@ -114,7 +110,11 @@ pub(super) async fn prepare(
     let owner = ri
         .controller_owner_ref(&())
         .expect("instances read from the API have a name and uid");
-    if let Some(password) = &resolved.create_application_secret {
+    // The generated password's Secret and the users' Secret go out together.
+    let create_application = async {
+        let Some(password) = &resolved.create_application_secret else {
+            return Ok(());
+        };
         let secret = Secret {
             metadata: metadata::metadata(ri, app_name.clone(), &owner),
             type_: Some("Opaque".into()),
@@ -123,26 +123,33 @@ pub(super) async fn prepare(
         };
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
         match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => info!(secret = %app_name, "generated the application password"),
+            Ok(_) => {
+                info!(secret = %app_name, "generated the application password");
+                Ok(())
+            }
             // The cache has not seen it yet: its watch event brings the next reconcile.
             Err(kube::Error::Api(e)) if e.code == 409 => {
-                return Err(Error::CacheStale(format!("Secret {app_name}")))
+                Err(Error::CacheStale(format!("Secret {app_name}")))
             }
             Err(e) => {
                 ctx.metrics.record_api_error("create", &e);
-                return Err(e.into());
+                Err(e.into())
             }
         }
-    }
-    if let Some(data) = auth::users_secret_data(spec, &resolved) {
+    };
+    let apply_users = async {
+        let Some(data) = auth::users_secret_data(spec, &resolved) else {
+            return Ok(false);
+        };
         let secret = Secret {
-            metadata: metadata::metadata(ri, users_name, &owner),
+            metadata: metadata::metadata(ri, users_name.clone(), &owner),
             type_: Some("Opaque".into()),
             data: Some(data),
             ..Default::default()
         };
-        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await?;
-    }
+        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await
+    };
+    futures::try_join!(create_application, apply_users)?;
     let access = Access {
         timeouts: ctx.redis_timeouts,
         login: auth::operator_login(&resolved),

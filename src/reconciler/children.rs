@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use futures::future::{try_join_all, BoxFuture};
+use futures::{FutureExt, TryFutureExt};
 use kube::runtime::controller::Action;
 use kube::ResourceExt;
 use redis_fsm::{Phase, Reason, SpecProblem};
@@ -20,7 +22,7 @@ use crate::converge::live_config;
 use crate::converge::topology;
 use crate::desired::children::{self, Desired};
 use crate::desired::network_policy::network_policy;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::names::{metrics_service_name, network_policy_name, REPLACE_ANNOTATION};
 use crate::observe::rollout::rollout_status;
 
@@ -182,7 +184,8 @@ pub(super) async fn apply_children(
     applied
 }
 
-/// [`apply_children`], until the first error.
+/// [`apply_children`], until the first error (the children other than the StatefulSet are applied together: one
+/// may be applied while another failed).
 async fn apply_each(
     ri: &RedisInstance,
     ctx: &Context,
@@ -196,55 +199,57 @@ async fn apply_each(
     let observation = &mut report.observation;
     let policy = desired.policy.as_ref();
     let desired = &desired.children;
-    let mut config_change = None;
-    let previous_config = lookup(
-        &ctx.stores.config_maps,
-        &desired.config_map.name_any(),
-        &namespace,
-    );
-    if apply_unless_current(
-        ctx,
-        &namespace,
-        &desired.config_map,
-        &ctx.stores.config_maps,
-    )
-    .await?
-    {
-        config_change = previous_config.map(|previous| {
+    // Every child but the StatefulSet goes out together; the StatefulSet follows once they are all applied
+    // (its pods mount the ConfigMap and are selected by the Services).
+    let config_map = async {
+        let previous_config = lookup(
+            &ctx.stores.config_maps,
+            &desired.config_map.name_any(),
+            &namespace,
+        );
+        let applied = apply_unless_current(
+            ctx,
+            &namespace,
+            &desired.config_map,
+            &ctx.stores.config_maps,
+        )
+        .await?;
+        Ok::<_, Error>(previous_config.filter(|_| applied).map(|previous| {
             live_config::classify_config_change(
                 children::config_text(&previous),
                 children::config_text(&desired.config_map),
             )
-        });
-    }
-    apply_unless_current(ctx, &namespace, &desired.service, &ctx.stores.services).await?;
-    apply_unless_current(
-        ctx,
-        &namespace,
+        }))
+    };
+    let (metrics_name, policy_name) = (metrics_service_name(&name), network_policy_name(&name));
+    let mut others: Vec<BoxFuture<'_, Result<bool>>> = [
+        &desired.service,
         &desired.replicas_service,
-        &ctx.stores.services,
-    )
-    .await?;
-    apply_unless_current(ctx, &namespace, &desired.headless, &ctx.stores.services).await?;
+        &desired.headless,
+    ]
+    .into_iter()
+    .map(|service| apply_unless_current(ctx, &namespace, service, &ctx.stores.services).boxed())
+    .collect();
     for budget in &desired.budgets {
-        apply_unless_current(ctx, &namespace, budget, &ctx.stores.budgets).await?;
+        others.push(apply_unless_current(ctx, &namespace, budget, &ctx.stores.budgets).boxed());
     }
-    sync_optional_child(
-        ri,
-        ctx,
-        &metrics_service_name(&name),
-        desired.metrics_service.as_ref(),
-        &ctx.stores.services,
-    )
-    .await?;
-    sync_optional_child(
-        ri,
-        ctx,
-        &network_policy_name(&name),
-        policy,
-        &ctx.stores.network_policies,
-    )
-    .await?;
+    others.push(
+        sync_optional_child(
+            ri,
+            ctx,
+            &metrics_name,
+            desired.metrics_service.as_ref(),
+            &ctx.stores.services,
+        )
+        .map_ok(|()| true)
+        .boxed(),
+    );
+    others.push(
+        sync_optional_child(ri, ctx, &policy_name, policy, &ctx.stores.network_policies)
+            .map_ok(|()| true)
+            .boxed(),
+    );
+    let (config_change, _) = futures::try_join!(config_map, try_join_all(others))?;
 
     let previous = ri.phase();
     let replace_record = ri

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use futures::future::{try_join_all, BoxFuture};
+use futures::FutureExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -30,9 +32,10 @@ pub(crate) fn controlled_by(object: &impl Resource, ri: &RedisInstance) -> bool 
         .any(|owner| owner.controller == Some(true) && owner.uid == uid)
 }
 
-/// The first child that exists but is not controlled by this instance, as `"Kind name"`. The caches only hold
-/// objects with the operator's labels, so a child they lack is read from the API server: only then, when the
-/// operator is about to create it, which keeps a converged instance at zero requests here.
+/// The first child (in the order below) that exists but is not controlled by this instance, as `"Kind name"`.
+/// The caches only hold objects with the operator's labels, so a child they lack is read from the API server:
+/// only then, when the operator is about to create it, which keeps a converged instance at zero requests here.
+/// Those reads go out together (a new instance lacks all of its children: one round trip, not one per child).
 pub(super) async fn foreign_child(
     ri: &RedisInstance,
     ctx: &Context,
@@ -40,18 +43,10 @@ pub(super) async fn foreign_child(
     policy: Option<&NetworkPolicy>,
 ) -> Result<Option<String>> {
     let namespace = ri.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
     let stores = &ctx.stores;
-    if let Some(child) = foreign(
-        ri,
-        ctx,
-        &namespace,
-        &desired.config_map,
-        &stores.config_maps,
-    )
-    .await?
-    {
-        return Ok(Some(child));
-    }
+    let mut checks: Vec<BoxFuture<'_, Result<Option<String>>>> =
+        vec![foreign(ri, ctx, namespace, &desired.config_map, &stores.config_maps).boxed()];
     for service in [
         &desired.service,
         &desired.replicas_service,
@@ -60,32 +55,27 @@ pub(super) async fn foreign_child(
     .into_iter()
     .chain(desired.metrics_service.as_ref())
     {
-        if let Some(child) = foreign(ri, ctx, &namespace, service, &stores.services).await? {
-            return Ok(Some(child));
-        }
+        checks.push(foreign(ri, ctx, namespace, service, &stores.services).boxed());
     }
     for budget in &desired.budgets {
-        if let Some(child) = foreign(ri, ctx, &namespace, budget, &stores.budgets).await? {
-            return Ok(Some(child));
-        }
+        checks.push(foreign(ri, ctx, namespace, budget, &stores.budgets).boxed());
     }
     if let Some(policy) = policy {
-        if let Some(child) = foreign(ri, ctx, &namespace, policy, &stores.network_policies).await? {
-            return Ok(Some(child));
-        }
+        checks.push(foreign(ri, ctx, namespace, policy, &stores.network_policies).boxed());
     }
-    if let Some(child) = foreign(
-        ri,
-        ctx,
-        &namespace,
-        &desired.statefulset,
-        &stores.statefulsets,
-    )
-    .await?
-    {
-        return Ok(Some(child));
-    }
-    foreign_claim(ri, ctx, desired).await
+    checks.push(
+        foreign(
+            ri,
+            ctx,
+            namespace,
+            &desired.statefulset,
+            &stores.statefulsets,
+        )
+        .boxed(),
+    );
+    checks.push(foreign_claim(ri, ctx, desired).boxed());
+    let found = try_join_all(checks).await?;
+    Ok(found.into_iter().flatten().next())
 }
 
 /// The first data claim a pod of the StatefulSet would use (`data-NAME-N` for every ordinal it keeps) that
@@ -106,21 +96,26 @@ pub(super) async fn foreign_claim(
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
-    for ordinal in 0..spec.replicas.unwrap_or_default().max(0) {
-        let claim_name = claim_name(&name, ordinal);
-        let live = match lookup(&ctx.stores.claims, &claim_name, &namespace) {
-            Some(cached) => Some(cached),
-            None => api
-                .get_opt(&claim_name)
-                .await
-                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
-                .map(Arc::new),
-        };
-        if live.is_some_and(|claim| !ownership::from_claim_template(&claim, &name)) {
-            return Ok(Some(format!("PersistentVolumeClaim {claim_name}")));
+    let checks = (0..spec.replicas.unwrap_or_default().max(0)).map(|ordinal| {
+        let (api, namespace, name) = (&api, &namespace, &name);
+        async move {
+            let claim_name = claim_name(name, ordinal);
+            let live = match lookup(&ctx.stores.claims, &claim_name, namespace) {
+                Some(cached) => Some(cached),
+                None => api
+                    .get_opt(&claim_name)
+                    .await
+                    .inspect_err(|e| ctx.metrics.record_api_error("get", e))?
+                    .map(Arc::new),
+            };
+            Ok::<_, Error>(
+                live.filter(|claim| !ownership::from_claim_template(claim, name))
+                    .map(|_| format!("PersistentVolumeClaim {claim_name}")),
+            )
         }
-    }
-    Ok(None)
+    });
+    let found = try_join_all(checks).await?;
+    Ok(found.into_iter().flatten().next())
 }
 
 pub(super) async fn foreign<K>(
