@@ -146,6 +146,8 @@ pub struct Context {
             std::collections::BTreeMap<String, crate::converge::auth::Reported>,
         >,
     >,
+    /// Status writes and role labels the watch caches have not seen yet.
+    pub(super) own_writes: super::own_writes::OwnWrites,
 }
 
 impl Context {
@@ -170,6 +172,7 @@ impl Context {
             failures: Mutex::default(),
             verified: Mutex::default(),
             acl_reported: Mutex::default(),
+            own_writes: Default::default(),
         }
     }
 }
@@ -225,6 +228,7 @@ impl Context {
         if let Ok(mut r) = self.acl_reported.lock() {
             r.remove(&key);
         }
+        self.own_writes.forget(&key);
     }
 }
 

@@ -35,6 +35,7 @@ mod cleanup;
 mod context;
 mod events;
 mod observe;
+mod own_writes;
 mod owned;
 mod passes;
 mod publish;
@@ -120,10 +121,24 @@ macro_rules! go {
     };
 }
 
+/// How soon a reconcile that found its own status write not yet cached looks again, should the write's watch
+/// event not come.
+const UNSEEN_WRITE_RECHECK: Duration = Duration::from_secs(2);
+
 /// One reconcile of an instance that is not being deleted: read the caches once, run the steps in order,
 /// write the status once, then do what may only follow a written status (role labels, the switchover
 /// request).
 async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
+    if ctx
+        .own_writes
+        .status_unseen(ObjectRef::from_obj(ri), ri.resource_version().as_deref())
+    {
+        // The cache holds the instance as it was before this process last wrote its status: the write's watch
+        // event reconciles again, with what it wrote (this one would only conflict). The requeue is a
+        // fallback should that event be lost.
+        debug!("the cache has not seen the last status write yet");
+        return Ok(Action::requeue(UNSEEN_WRITE_RECHECK));
+    }
     let snapshot = Snapshot::read(ri, &ctx.stores);
     let mut report = Report {
         observation: Observation {

@@ -2,6 +2,7 @@
 
 use kube::api::PostParams;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use redis_fsm::{replication_conditions, step, Observation, Phase, ReplicationSummary, RoleLabel};
 use tracing::{debug, info};
@@ -121,7 +122,9 @@ pub(super) async fn publish_status(
         .replace_status(&ri.name_any(), &PostParams::default(), &updated)
         .await
     {
-        Ok(_) => {}
+        Ok(_) => ctx
+            .own_writes
+            .status_written(ObjectRef::from_obj(ri), ri.resource_version()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             debug!("status write conflicted with a newer version; the next event reconciles again");
             return Ok(false);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use redis_fsm::{
     confirmed_primary, decide, desired_roles, label_patches, replication_pending, rollout_progress,
@@ -212,8 +213,10 @@ pub(super) async fn topology_pass(
     if observed.iter().all(|p| p.endpoint.host.is_empty()) {
         // No pod has started (none has an address): nothing changes on a server before a pod event announces
         // it, so no timer either. 1,000 new instances requeued every 2 s kept the controller busy re-reading
-        // instances that waited for the node, and new instances waited behind them.
-        requeue = ctx.settings.resync;
+        // instances that waited for the node, and new instances waited behind them. A deadline of the decision
+        // itself (the failover delay running out) still brings the reconcile that acts on it.
+        requeue = topology::deadline_after(&action, now)
+            .map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
     }
     TopologyPass {
         pending,
@@ -394,9 +397,27 @@ pub(super) async fn move_labels(
     let namespace = ri.namespace().unwrap_or_default();
     let pods = &snapshot.pods;
     // Every labelled pod, including those beyond spec.replicas, so a stale primary label is removed too.
+    // A label this process set that the cache has not seen yet counts as set.
+    let instance = ObjectRef::from_obj(ri);
+    let version = |pod: &str| {
+        snapshot
+            .pod(pod)
+            .and_then(|p| p.metadata.resource_version.clone())
+    };
     let live: Vec<(String, Option<RoleLabel>)> = pods
         .iter()
-        .map(|pod| (pod.name_any(), topology::live_role(pod)))
+        .map(|pod| {
+            let name = pod.name_any();
+            let role = ctx
+                .own_writes
+                .unseen_label(
+                    instance.clone(),
+                    &name,
+                    pod.metadata.resource_version.as_deref(),
+                )
+                .unwrap_or_else(|| topology::live_role(pod));
+            (name, role)
+        })
         .collect();
     let mut desired: Vec<(String, Option<RoleLabel>)> = desired
         .iter()
@@ -416,7 +437,11 @@ pub(super) async fn move_labels(
             .patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => info!(%pod, role = role.map_or("none", RoleLabel::as_str), "role label set"),
+            Ok(_) => {
+                ctx.own_writes
+                    .label_set(instance.clone(), &pod, version(&pod), role);
+                info!(%pod, role = role.map_or("none", RoleLabel::as_str), "role label set");
+            }
             // The pod went away meanwhile; its replacement is labelled by a later pass.
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => {
