@@ -533,20 +533,31 @@ pub fn watch_interval(failover_delay: Duration) -> Duration {
     failover_delay.clamp(Duration::from_secs(2), Duration::from_secs(5))
 }
 
+/// How long until a deadline the decision waits for runs out (the failover delay, a switchover's back-off); `None`
+/// when it waits for none.
+pub fn deadline_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
+    match action {
+        TopologyAction::WaitFailoverDelay { until, .. } => Some(time_until(*until, now)),
+        TopologyAction::Wait {
+            reason: WaitReason::SwitchoverBackOff(at),
+        } => Some(time_until(*at, now)),
+        _ => None,
+    }
+}
+
 /// How soon to look again after `action`: quickly while the topology moves, at the failover deadline
 /// while the delay runs, `None` (the normal resync) when steady.
 pub fn requeue_after(action: &TopologyAction, now: Timestamp) -> Option<Duration> {
+    if let Some(deadline) = deadline_after(action, now) {
+        return Some(deadline);
+    }
     match action {
         TopologyAction::Steady => None,
-        TopologyAction::WaitFailoverDelay { until, .. } => Some(time_until(*until, now)),
         TopologyAction::Stop { .. } => Some(Duration::from_secs(10)),
         // Only a request (an instance change, which is watched) moves a supervised rollout on.
         TopologyAction::Wait {
             reason: WaitReason::SwitchoverNotRequested(_),
         } => None,
-        TopologyAction::Wait {
-            reason: WaitReason::SwitchoverBackOff(at),
-        } => Some(time_until(*at, now)),
         TopologyAction::Wait {
             reason: WaitReason::SwitchoverRunning(_),
         } => Some(Duration::from_millis(100)),

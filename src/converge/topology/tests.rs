@@ -237,3 +237,31 @@ fn requeue_is_quick_while_moving_and_at_the_deadline_while_waiting() {
     };
     assert_eq!(requeue_after(&back_off, now), Some(Duration::from_secs(30)));
 }
+
+#[test]
+fn only_the_failover_delay_and_a_switchover_back_off_are_deadlines() {
+    let now = Timestamp(10_000);
+    let wait = TopologyAction::WaitFailoverDelay {
+        since: Timestamp(0),
+        until: Timestamp(13_000),
+        failure: redis_fsm::PrimaryFailure::PodNotReady,
+    };
+    assert_eq!(deadline_after(&wait, now), Some(Duration::from_secs(3)));
+    let back_off = TopologyAction::Wait {
+        reason: WaitReason::SwitchoverBackOff(Timestamp(40_000)),
+    };
+    assert_eq!(
+        deadline_after(&back_off, now),
+        Some(Duration::from_secs(30))
+    );
+    // Waits that a pod event ends are no deadline: with no pod started they bring no timer.
+    let running = TopologyAction::Wait {
+        reason: WaitReason::SwitchoverRunning("c-0".into()),
+    };
+    assert_eq!(deadline_after(&running, now), None);
+    assert_eq!(deadline_after(&TopologyAction::Steady, now), None);
+    assert_eq!(
+        deadline_after(&TopologyAction::Promote { pod: "c-1".into() }, now),
+        None
+    );
+}
