@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::time::Duration;
 
+use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 
 /// The audit log file; positions are byte offsets, so a window is "everything appended between two offsets".
@@ -20,6 +22,10 @@ pub struct Mark(u64);
 struct AuditEvent {
     stage: String,
     verb: String,
+    #[serde(rename = "requestReceivedTimestamp")]
+    received: Option<Timestamp>,
+    #[serde(rename = "stageTimestamp")]
+    at: Option<Timestamp>,
     user: AuditUser,
     #[serde(rename = "objectRef")]
     object_ref: Option<ObjectRef>,
@@ -42,6 +48,10 @@ struct ObjectRef {
 pub struct RequestCounts {
     /// (verb, resource) → number of requests.
     pub by_verb_resource: BTreeMap<(String, String), u64>,
+    /// How long the API server took over each of these requests but watches (received → response complete).
+    pub latencies: Vec<Duration>,
+    /// Requests but watches of every client, in every namespace, in the window: the API server's load.
+    pub all_clients: u64,
 }
 
 const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
@@ -139,6 +149,9 @@ impl AuditLog {
             } else {
                 "ResponseComplete"
             };
+            if event.stage == "ResponseComplete" && event.verb != "watch" {
+                counts.all_clients += 1;
+            }
             if event.user.username != user || event.stage != counted_stage {
                 continue;
             }
@@ -147,6 +160,13 @@ impl AuditLog {
             };
             if object.namespace.as_deref() != Some(namespace) {
                 continue;
+            }
+            if let (Some(received), Some(at), false) =
+                (event.received, event.at, event.verb == "watch")
+            {
+                counts
+                    .latencies
+                    .push(Duration::try_from(at - received).unwrap_or_default());
             }
             let mut resource = object.resource.unwrap_or_default();
             if let Some(sub) = object.subresource {

@@ -1,5 +1,8 @@
 //! Reaction latency: spec patch accepted → a status for the new generation on the benchmark's watch, measured
-//! side by side with the floor: a status patch by the benchmark itself coming back on its own watch.
+//! side by side with two floors: a status patch by the benchmark itself coming back on its own watch (one write,
+//! one watch delivery), and the reaction of a controller that does nothing but answer (the spec patch delivered
+//! to its watch, one status write, that delivered to the benchmark's watch: what any controller's reaction
+//! costs before it does any work).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,8 @@ pub struct LatencyResult {
     pub floor: Vec<Duration>,
     /// Status patch sent → the patched object arrives: one write plus one watch delivery.
     pub floor_from_send: Vec<Duration>,
+    /// Spec patch sent → the do-nothing controller's status for the new generation arrives (see [`spawn_echo`]).
+    pub echo_from_send: Vec<Duration>,
     /// Spec patch response → `Running` and ready for the new generation (the live config change applied).
     pub settle: Vec<Duration>,
     /// Samples whose watch event arrived before the patch response (recorded as zero from the response).
@@ -77,6 +82,7 @@ pub async fn measure(
     let mut floor_watch = Watch::start(floor_objects.clone()).await;
     let name = "latency";
     let floor_name = "floor";
+    let echo_name = "echo";
     let create = |api: &Api<RedisInstance>, name: &str| {
         let api = api.clone();
         let object = RedisInstance::new(name, RedisInstanceSpec::default());
@@ -88,6 +94,8 @@ pub async fn measure(
     };
     let created = create(&instances, name).await?;
     create(&floor_objects, floor_name).await?;
+    create(&floor_objects, echo_name).await?;
+    let echo = spawn_echo(floor_objects.clone(), echo_name);
     let generation = created.metadata.generation.unwrap_or(1);
     wait_for(&mut watch, name, "Running", |ri| {
         is_running_at(ri, generation)
@@ -118,6 +126,14 @@ pub async fn measure(
             .floor_from_send
             .push(arrived.saturating_duration_since(sent));
 
+        floor_watch.drain();
+        let sent = Instant::now();
+        let generation = patch_maxmemory(&floor_objects, echo_name, 100 + i).await?;
+        let answered = wait_observed(&mut floor_watch, echo_name, generation).await?;
+        result
+            .echo_from_send
+            .push(answered.saturating_duration_since(sent));
+
         watch.drain();
         // `maxmemory` is set live (CONFIG SET): the status of the reconcile that applies it carries the new
         // generation.
@@ -139,7 +155,30 @@ pub async fn measure(
             .settle
             .push(since(accepted, running, &mut result.early_events));
     }
+    echo.abort();
     Ok(result)
+}
+
+/// A controller that does nothing but answer: for each generation of `name` its own watch delivers that its
+/// status has not observed, it writes a status observing it.
+fn spawn_echo(api: Api<RedisInstance>, name: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut watch = Watch::start(api.clone()).await;
+        while let Some((_, ri)) = watch.events.recv().await {
+            let generation = ri.metadata.generation.unwrap_or_default();
+            let observed = ri.status.as_ref().and_then(|s| s.observed_generation);
+            if ri.name_any() != name || observed >= Some(generation) {
+                continue;
+            }
+            let patch = serde_json::json!({"status": {"observedGeneration": generation}});
+            if let Err(e) = api
+                .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                eprintln!("echo controller: status patch of {name}: {e}");
+            }
+        }
+    })
 }
 
 /// Patches `spec.config.maxmemory` of `name` to `mb` megabytes (a live change); returns the new generation.
