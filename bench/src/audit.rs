@@ -39,8 +39,38 @@ struct AuditUser {
 #[derive(Deserialize)]
 struct ObjectRef {
     resource: Option<String>,
+    name: Option<String>,
     namespace: Option<String>,
     subresource: Option<String>,
+}
+
+/// One completed request, as the audit log has it.
+#[derive(Clone, Debug)]
+pub struct Logged {
+    /// Who sent it.
+    pub user: String,
+    /// Its verb.
+    pub verb: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    /// The object's name.
+    pub name: String,
+    /// When the API server received it.
+    pub received: Timestamp,
+    /// When its response was complete.
+    pub done: Timestamp,
+}
+
+impl Logged {
+    /// How long the API server took over it.
+    pub fn took(&self) -> Duration {
+        since(self.received, self.done)
+    }
+}
+
+/// `to - from`, zero when negative.
+pub fn since(from: Timestamp, to: Timestamp) -> Duration {
+    Duration::try_from(to - from).unwrap_or_default()
 }
 
 /// Requests counted by verb and resource (`resource` or `resource/subresource`).
@@ -116,15 +146,8 @@ impl AuditLog {
         )
     }
 
-    /// Requests of `user` in `namespace` logged between `from` and `to`. A watch counts once, when it starts
-    /// (its `ResponseComplete` only comes when it ends); every other request counts at `ResponseComplete`.
-    pub fn count(
-        &self,
-        from: Mark,
-        to: Mark,
-        user: &str,
-        namespace: &str,
-    ) -> Result<RequestCounts, String> {
+    /// What was logged between `from` and `to`.
+    fn window(&self, from: Mark, to: Mark) -> Result<String, String> {
         if to.0 < from.0 {
             return Err(format!(
                 "{} was rotated during the measurement",
@@ -139,6 +162,55 @@ impl AuditLog {
         file.take(to.0 - from.0)
             .read_to_string(&mut text)
             .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        Ok(text)
+    }
+
+    /// Every completed request but watches in `namespace` logged between `from` and `to`, in the order the API
+    /// server received them.
+    pub fn requests(&self, from: Mark, to: Mark, namespace: &str) -> Result<Vec<Logged>, String> {
+        let mut requests = Vec::new();
+        for line in self.window(from, to)?.lines() {
+            let Ok(event) = serde_json::from_str::<AuditEvent>(line) else {
+                continue;
+            };
+            let (Some(object), Some(received), Some(done)) =
+                (event.object_ref, event.received, event.at)
+            else {
+                continue;
+            };
+            if event.stage != "ResponseComplete"
+                || event.verb == "watch"
+                || object.namespace.as_deref() != Some(namespace)
+            {
+                continue;
+            }
+            let mut resource = object.resource.unwrap_or_default();
+            if let Some(sub) = object.subresource {
+                resource = format!("{resource}/{sub}");
+            }
+            requests.push(Logged {
+                user: event.user.username,
+                verb: event.verb,
+                resource,
+                name: object.name.unwrap_or_default(),
+                received,
+                done,
+            });
+        }
+        requests.sort_by_key(|r| r.received);
+        Ok(requests)
+    }
+
+    /// Requests of `user` in `namespace` logged between `from` and `to`. A watch counts once, when it starts
+    /// (its `ResponseComplete` only comes when it ends); every other request counts at `ResponseComplete`.
+    pub fn count(
+        &self,
+        from: Mark,
+        to: Mark,
+        user: &str,
+        namespace: &str,
+    ) -> Result<RequestCounts, String> {
+        let text = self.window(from, to)?;
         let mut counts = RequestCounts::default();
         for line in text.lines() {
             let Ok(event) = serde_json::from_str::<AuditEvent>(line) else {
@@ -164,9 +236,7 @@ impl AuditLog {
             if let (Some(received), Some(at), false) =
                 (event.received, event.at, event.verb == "watch")
             {
-                counts
-                    .latencies
-                    .push(Duration::try_from(at - received).unwrap_or_default());
+                counts.latencies.push(since(received, at));
             }
             let mut resource = object.resource.unwrap_or_default();
             if let Some(sub) = object.subresource {

@@ -11,6 +11,7 @@ use kube::{Api, Client, ResourceExt};
 use redis_fsm::Phase;
 use redis_operator::api::{RedisInstance, RedisInstanceSpec};
 
+use crate::audit::{self, Logged};
 use crate::watch::Watch;
 
 /// Longest wait for one status.
@@ -33,6 +34,67 @@ pub struct LatencyResult {
     pub settle: Vec<Duration>,
     /// Samples whose watch event arrived before the patch response (recorded as zero from the response).
     pub early_events: usize,
+    /// Where each reaction's time went, from the audit log (see [`traces`]).
+    pub traces: Vec<ReactionTrace>,
+}
+
+/// Where one reaction's time went, from the API server's audit log: the requests of the reconcile that applied a
+/// `maxmemory` change (its ConfigMap apply and its status write) against the spec patch.
+#[derive(Clone, Debug)]
+pub struct ReactionTrace {
+    /// The spec patch in the API server (received → response complete).
+    pub spec_patch: Duration,
+    /// Spec patch complete → the operator's ConfigMap apply received: the watch delivery to the operator and its
+    /// reconcile up to that request (zero when the watch event overtook the response).
+    pub to_apply: Duration,
+    /// The ConfigMap apply in the API server.
+    pub apply: Duration,
+    /// ConfigMap apply complete → the status write received: the passes on the server (`CONFIG SET` and its check,
+    /// the observation) and the status computed.
+    pub passes: Duration,
+    /// The status write in the API server.
+    pub status: Duration,
+}
+
+/// The trace of every spec patch of `name` by anyone but `operator` in `requests` (one namespace, in the order
+/// received) that the operator answered with a ConfigMap apply and a status write before the next spec patch.
+pub fn traces(requests: &[Logged], operator: &str, name: &str) -> Vec<ReactionTrace> {
+    let is_spec_patch = |r: &Logged| {
+        r.user != operator && r.verb == "patch" && r.resource == "redisinstances" && r.name == name
+    };
+    let patches: Vec<usize> = (0..requests.len())
+        .filter(|&i| is_spec_patch(&requests[i]))
+        .collect();
+    let by_operator = |r: &Logged, verb: &str, resource: &str| {
+        r.user == operator && r.verb == verb && r.resource == resource
+    };
+    let mut traces = Vec::new();
+    for (k, &i) in patches.iter().enumerate() {
+        let end = patches.get(k + 1).copied().unwrap_or(requests.len());
+        let window = &requests[i + 1..end];
+        let spec = &requests[i];
+        let Some(apply) = window
+            .iter()
+            .find(|r| by_operator(r, "patch", "configmaps"))
+        else {
+            continue;
+        };
+        let Some(status) = window
+            .iter()
+            .filter(|r| r.received >= apply.done)
+            .find(|r| by_operator(r, "update", "redisinstances/status"))
+        else {
+            continue;
+        };
+        traces.push(ReactionTrace {
+            spec_patch: spec.took(),
+            to_apply: audit::since(spec.done, apply.received),
+            apply: apply.took(),
+            passes: audit::since(apply.done, status.received),
+            status: status.took(),
+        });
+    }
+    traces
 }
 
 /// Waits for the first watched version of `name` that satisfies `done`, returning its arrival time.
@@ -207,4 +269,56 @@ pub async fn wait_observed(
             .is_some_and(|s| s.observed_generation.is_some_and(|g| g >= generation))
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+
+    fn logged(user: &str, verb: &str, resource: &str, received_ms: i64, done_ms: i64) -> Logged {
+        let at = |ms| Timestamp::from_millisecond(ms).unwrap();
+        Logged {
+            user: user.into(),
+            verb: verb.into(),
+            resource: resource.into(),
+            name: "latency".into(),
+            received: at(received_ms),
+            done: at(done_ms),
+        }
+    }
+
+    #[test]
+    fn a_trace_follows_each_spec_patch_to_the_operators_apply_and_status_write() {
+        let op = "redis-operator";
+        let requests = vec![
+            logged("admin", "patch", "redisinstances", 0, 4),
+            logged(op, "patch", "configmaps", 9, 15),
+            logged(op, "update", "redisinstances/status", 18, 25),
+            // Answered with no ConfigMap apply: no trace.
+            logged("admin", "patch", "redisinstances", 100, 103),
+            logged(op, "update", "redisinstances/status", 110, 115),
+            logged("admin", "patch", "redisinstances", 200, 205),
+            logged(op, "patch", "configmaps", 203, 210),
+            logged(op, "update", "redisinstances/status", 211, 219),
+        ];
+        let traces = traces(&requests, op, "latency");
+        let ms = Duration::from_millis;
+        assert_eq!(traces.len(), 2);
+        let first = &traces[0];
+        assert_eq!(
+            [
+                first.spec_patch,
+                first.to_apply,
+                first.apply,
+                first.passes,
+                first.status
+            ],
+            [ms(4), ms(5), ms(6), ms(3), ms(7)]
+        );
+        // The watch event overtook the spec patch's response: zero, not negative.
+        assert_eq!(traces[1].to_apply, Duration::ZERO);
+        assert_eq!(traces[1].passes, ms(1));
+    }
 }

@@ -367,7 +367,14 @@ async fn run(args: Args) -> Result<String, String> {
             args.samples,
             operator.pid()
         );
-        let result = latency::measure(&client, &ns, &floor_ns, args.samples).await;
+        let from = audit.mark();
+        let result = latency::measure(&client, &ns, &floor_ns, args.samples)
+            .await
+            .and_then(|mut result| {
+                let requests = audit.requests(from, audit.mark(), &ns)?;
+                result.traces = latency::traces(&requests, converge::OPERATOR_USER, "latency");
+                Ok(result)
+            });
         operator.stop().await;
         result
             .map_err(|e| problems.push(format!("latency run failed: {e}")))

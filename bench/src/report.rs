@@ -378,6 +378,32 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
             ratio(reaction, floor, 99.0)
         );
     }
+    if !l.traces.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWhere a reaction's time goes ({} of the samples traced in the API server's audit log; each stage's \
+             own percentiles):\n\n| stage | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---|---|---|",
+            l.traces.len()
+        );
+        let stages: [(&str, fn(&crate::latency::ReactionTrace) -> Duration); 5] = [
+            ("the spec patch in the API server", |t| t.spec_patch),
+            ("spec patch done → the operator's ConfigMap apply arrives (watch delivery, reconcile up to it)", |t| t.to_apply),
+            ("the ConfigMap apply in the API server", |t| t.apply),
+            ("ConfigMap applied → the status write arrives (CONFIG SET and its check, the observation)", |t| t.passes),
+            ("the status write in the API server", |t| t.status),
+        ];
+        for (what, stage) in stages {
+            let samples: Vec<Duration> = l.traces.iter().map(stage).collect();
+            let _ = writeln!(
+                out,
+                "| {what} | {} | {} | {} | {} |",
+                ms(percentile(&samples, 50.0)),
+                ms(percentile(&samples, 95.0)),
+                ms(percentile(&samples, 99.0)),
+                ms(percentile(&samples, 100.0))
+            );
+        }
+    }
     if l.early_events > 0 {
         let _ = writeln!(
             out,

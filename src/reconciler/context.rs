@@ -148,6 +148,9 @@ pub struct Context {
     >,
     /// Status writes and role labels the watch caches have not seen yet.
     pub(super) own_writes: super::own_writes::OwnWrites,
+    /// Per instance, the last topology command sent to its servers, and when (see [`Context::command_is_new`]).
+    pub(super) commands:
+        Mutex<HashMap<ObjectRef<RedisInstance>, (redis_fsm::TopologyAction, Instant)>>,
 }
 
 impl Context {
@@ -173,6 +176,7 @@ impl Context {
             verified: Mutex::default(),
             acl_reported: Mutex::default(),
             own_writes: Default::default(),
+            commands: Mutex::default(),
         }
     }
 }
@@ -188,6 +192,19 @@ pub(super) enum Verified {
     Auth,
     /// The live configuration (`runtime_config::live_config_pass`).
     LiveConfig,
+}
+
+/// A topology command sent again within this long (a server that answered it without carrying it out) is
+/// observed again at the pass's usual pace, not at once.
+pub(super) const REPEATED_COMMAND: Duration = Duration::from_secs(2);
+
+/// Whether `action` repeats `previous` (the last command sent and when) within [`REPEATED_COMMAND`] of `now`.
+fn repeats(
+    previous: Option<&(redis_fsm::TopologyAction, Instant)>,
+    action: &redis_fsm::TopologyAction,
+    now: Instant,
+) -> bool {
+    previous.is_some_and(|(sent, at)| sent == action && now.duration_since(*at) < REPEATED_COMMAND)
 }
 
 /// How often a pass whose servers held everything is run anyway: values changed through an administrative
@@ -219,6 +236,19 @@ impl Context {
         }
     }
 
+    /// Records that `action`'s command was sent to the servers of `ri`; says whether it differs from the last
+    /// command sent there less than [`REPEATED_COMMAND`] ago.
+    pub(super) fn command_is_new(
+        &self,
+        ri: &RedisInstance,
+        action: &redis_fsm::TopologyAction,
+    ) -> bool {
+        let mut commands = self.commands.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let previous = commands.insert(ObjectRef::from_obj(ri), (action.clone(), now));
+        !repeats(previous.as_ref(), action, now)
+    }
+
     /// Forgets what is remembered of an instance that is gone.
     pub(super) fn forget(&self, ri: &RedisInstance) {
         let key = ObjectRef::from_obj(ri);
@@ -229,6 +259,9 @@ impl Context {
             r.remove(&key);
         }
         self.own_writes.forget(&key);
+        if let Ok(mut c) = self.commands.lock() {
+            c.remove(&key);
+        }
     }
 }
 
@@ -305,5 +338,35 @@ impl Snapshot {
             .iter()
             .map(Arc::as_ref)
             .find(|pod| pod.metadata.name.as_deref() == Some(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redis_fsm::TopologyAction;
+
+    use super::*;
+
+    #[test]
+    fn a_command_repeats_only_the_same_command_sent_shortly_before() {
+        let promote = |pod: &str| TopologyAction::Promote { pod: pod.into() };
+        let sent = Instant::now();
+        let previous = (promote("c-1"), sent);
+        assert!(!repeats(None, &promote("c-1"), sent));
+        assert!(repeats(
+            Some(&previous),
+            &promote("c-1"),
+            sent + Duration::from_millis(20)
+        ));
+        assert!(!repeats(
+            Some(&previous),
+            &promote("c-2"),
+            sent + Duration::from_millis(20)
+        ));
+        assert!(!repeats(
+            Some(&previous),
+            &promote("c-1"),
+            sent + REPEATED_COMMAND
+        ));
     }
 }

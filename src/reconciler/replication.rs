@@ -143,6 +143,12 @@ pub(super) async fn topology_pass(
         match topology::execute(&action, &observed, access, || leadership.is_held()).await {
             Ok(()) => {
                 info!(?action, "topology command sent");
+                if ctx.command_is_new(ri, &action) {
+                    // A server answers once the command is carried out, and nothing announces that by a watch
+                    // event: observe the outcome now rather than at the requeue's pace (which paced each failover
+                    // step by 0.5 s).
+                    requeue = requeue.min(AFTER_COMMAND);
+                }
                 disconnect_demoted(&persisted, &action, &observed, ctx, access).await;
             }
             Err(error) => warn!(%error, ?action, "topology command failed; observing again"),
@@ -236,6 +242,9 @@ pub(super) async fn topology_pass(
         requeue,
     }
 }
+
+/// How soon the pass after a topology command observes its outcome.
+const AFTER_COMMAND: Duration = Duration::from_millis(10);
 
 /// Disconnects the clients of the servers `action` demoted (`redis_fsm::demoted_by`), once it is carried out.
 pub(super) async fn disconnect_demoted(
