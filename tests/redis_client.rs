@@ -288,10 +288,15 @@ async fn promote_park_and_hand_over() {
     })
     .await;
     let limits = limits(Duration::from_secs(5), Timeouts::default().command);
-    let held = hand_over(&na, &nb, &at(a.port), &at(b.port), limits, || true)
+    let done = hand_over(&na, &nb, &at(a.port), &at(b.port), limits, || true)
         .await
         .expect("handover");
-    assert!(held < Duration::from_secs(1), "writes paused for {held:?}");
+    assert!(
+        done.held < Duration::from_secs(1),
+        "writes paused for {:?}",
+        done.held
+    );
+    assert!(done.polls >= 1 && done.first.primary.is_some_and(|p| p.master));
     let _ = stop.send(true);
     let taken = writer.await.unwrap();
     assert!(!taken.is_empty());

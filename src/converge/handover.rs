@@ -44,8 +44,19 @@ fn target_poll(
     }
 }
 
+/// What a handover that went through took.
+#[derive(Clone, Copy, Debug)]
+pub struct HandedOver {
+    /// How long writes were paused.
+    pub held: Duration,
+    /// Polls until the target had caught up.
+    pub polls: u32,
+    /// What the first poll found: how far behind the target was when writes stopped.
+    pub first: HandoverPoll,
+}
+
 /// Hands `from`'s primary role over to `to` (reached at `to_at`; `from` is at `from_at`). `leading` is asked
-/// before every command that changes a role. Returns the time writes were paused.
+/// before every command that changes a role.
 pub async fn hand_over(
     from: &RedisNode,
     to: &RedisNode,
@@ -53,12 +64,13 @@ pub async fn hand_over(
     to_at: &Endpoint,
     limits: HandoverLimits,
     leading: impl Fn() -> bool,
-) -> Result<Duration, CommandError> {
+) -> Result<HandedOver, CommandError> {
     if !leading() {
         return Err(CommandError::NotLeading("CLIENT PAUSE"));
     }
     from.client_pause_write(limits.pause).await?;
     let paused = Instant::now();
+    let (mut polls, mut first) = (0, None);
     let step = loop {
         let primary = from
             .replication()
@@ -74,6 +86,8 @@ pub async fn hand_over(
             primary,
             target,
         };
+        polls += 1;
+        first.get_or_insert(poll);
         match handover_step(&poll, &limits) {
             HandoverStep::Poll => tokio::time::sleep(POLL_INTERVAL).await,
             step => break step,
@@ -115,5 +129,9 @@ pub async fn hand_over(
     let held = paused.elapsed();
     // Writes held back are answered READONLY now: `from` is a replica.
     let _ = from.client_unpause().await;
-    Ok(held)
+    Ok(HandedOver {
+        held,
+        polls,
+        first: first.expect("the loop polls at least once"),
+    })
 }

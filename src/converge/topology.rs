@@ -291,9 +291,16 @@ pub async fn execute(
             let (from_at, to_at) = (endpoint_of(from)?, endpoint_of(to)?);
             let (old, new) = (node(from_at.clone()).await?, node(to_at.clone()).await?);
             let limits = super::handover::limits(SWITCHOVER_TIMEOUT, access.timeouts.command);
-            let held =
+            let done =
                 super::handover::hand_over(&old, &new, &from_at, &to_at, limits, &leading).await?;
-            tracing::info!(from = %from, to = %to, writes_paused_ms = held.as_millis() as u64, "switched over");
+            tracing::info!(
+                from = %from,
+                to = %to,
+                writes_paused_ms = done.held.as_millis() as u64,
+                polls = done.polls,
+                first_poll = ?done.first,
+                "switched over"
+            );
         }
         _ => {}
     }
