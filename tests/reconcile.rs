@@ -324,6 +324,26 @@ fn create_secret(name: &str) -> String {
 
 /// Every child the operator applies to a new instance with the default spec, in the order it applies them:
 /// the users Secret, the ConfigMap, the Services, the PodDisruptionBudgets, the NetworkPolicy, the StatefulSet.
+/// The children are applied at once, so their order varies: `requests` must be `expected` in some order that has
+/// the ConfigMap and the NetworkPolicy (when applied) before the StatefulSet, and ends with `last` (kept in
+/// place). Returns `requests` with that order checked and the rest sorted as `expected` is.
+fn concurrently_applied(requests: &[String], expected: &[String]) -> Vec<String> {
+    let at = |line: &str| requests.iter().position(|r| r == line);
+    if let Some(sts) = at(&apply::<StatefulSet>("cache")) {
+        for before in [
+            apply::<ConfigMap>("cache-config"),
+            apply::<NetworkPolicy>("cache"),
+        ] {
+            if let Some(i) = at(&before) {
+                assert!(i < sts, "{before} after the StatefulSet in {requests:#?}");
+            }
+        }
+    }
+    let mut sorted = requests.to_vec();
+    sorted.sort_by_key(|r| expected.iter().position(|e| e == r).unwrap_or(usize::MAX));
+    sorted
+}
+
 fn children_applied() -> Vec<String> {
     vec![
         apply::<Secret>("cache-acl"),
@@ -374,8 +394,17 @@ async fn a_new_instance_with_its_finalizer_gets_every_child_and_one_status_write
         let mut expected = vec![create_secret("cache-auth")];
         expected.extend(children_applied());
         expected.push(status_write());
+        let written = writes(&requests);
         assert_eq!(
-            writes(&requests),
+            written.requests.last(),
+            Some(&status_write()),
+            "replicas: {replicas}"
+        );
+        assert_eq!(
+            Writes {
+                requests: concurrently_applied(&written.requests, &expected),
+                events: written.events,
+            },
             Writes {
                 requests: expected,
                 events: vec!["Creating".into()],
@@ -477,8 +506,18 @@ async fn scaling_up_applies_the_statefulset_and_the_primary_budget_and_writes_st
     let requests = world.reconcile().await;
 
     // With replicas the primary's budget keeps it (minAvailable 1) where a single server could be evicted.
+    let written = writes(&requests);
+    let expected = vec![
+        apply::<PodDisruptionBudget>("cache-primary"),
+        apply::<StatefulSet>("cache"),
+        status_write(),
+    ];
+    assert_eq!(written.requests.last(), Some(&status_write()));
     assert_eq!(
-        writes(&requests),
+        Writes {
+            requests: concurrently_applied(&written.requests, &expected),
+            events: written.events,
+        },
         Writes {
             requests: vec![
                 apply::<PodDisruptionBudget>("cache-primary"),
