@@ -497,7 +497,8 @@ fn cost_section(out: &mut String, sizes: &[SizeResult]) {
     // it took over each of the operator's requests (received → response complete, from the audit log).
     let _ = writeln!(
         out,
-        "\nThe API server while converging (from the audit log; requests but watches):\n\n         | N | requests of every client | per second | the operator's requests | their time in the API server p50 / p99 / max ms |\n\
+        "\nThe API server while converging (from the audit log; requests but watches):\n\n\
+         | N | requests of every client | per second | the operator's requests | their time in the API server p50 / p99 / max ms |\n\
          |---|---|---|---|---|"
     );
     for r in sizes {
