@@ -37,6 +37,25 @@ pub struct TrialSettings {
     pub failover_timeout: Duration,
     /// Longest wait for the topology to converge (before the first trial, and for the rejoin).
     pub converge_timeout: Duration,
+    /// Stall trials after the kills (operator only): the primary's server stopped (`SIGSTOP`) for
+    /// [`STALL_SHARE`] of the delay while the host is busy, then continued. None should fail over.
+    pub stalls: usize,
+}
+
+/// How much of the detection delay a stall trial stops the primary's server for.
+pub const STALL_SHARE: f64 = 0.8;
+/// Busy loops run on the host during a stall trial (one per core of the benchmark machine).
+pub const STALL_BUSY_LOOPS: usize = 2;
+
+/// One stall of the primary's server shorter than the delay, and what followed.
+#[derive(Clone, Debug, Default)]
+pub struct Stall {
+    /// How long the server was stopped.
+    pub stopped: Duration,
+    /// Whether another pod took over the primary role (a false failover).
+    pub failed_over: bool,
+    /// Last confirmed write before the stop → first confirmed write after it.
+    pub gap: Duration,
 }
 
 /// One kill and what followed.
@@ -80,6 +99,8 @@ pub struct ConfigResult {
     pub setting: String,
     /// Completed trials.
     pub trials: Vec<Trial>,
+    /// Completed stall trials.
+    pub stalls: Vec<Stall>,
     /// The writer's counters over the whole configuration.
     pub writer: WriterStats,
     /// Confirmed writes over the whole configuration.
@@ -100,6 +121,7 @@ impl ConfigResult {
             delay,
             setting,
             trials: Vec::new(),
+            stalls: Vec::new(),
             writer: WriterStats::default(),
             confirmed: 0,
             lost_final: None,
@@ -522,7 +544,132 @@ async fn trials(
         result.trials.push(trial);
         primary = next;
     }
+    for i in 0..settings.stalls {
+        let stall = stall_trial(
+            setup,
+            instances,
+            pods,
+            writer,
+            observer,
+            &primary,
+            result.delay,
+        )
+        .await?;
+        eprintln!(
+            "[bench] stall trial {}/{}: {primary} stopped {:.2} s, {}, write gap {:.2} s",
+            i + 1,
+            settings.stalls,
+            stall.stopped.as_secs_f64(),
+            if stall.failed_over {
+                "FAILED OVER"
+            } else {
+                "kept its role"
+            },
+            stall.gap.as_secs_f64()
+        );
+        let failed_over = stall.failed_over;
+        result.stalls.push(stall);
+        if failed_over {
+            primary = wait_converged(
+                instances,
+                pods,
+                writer,
+                observer,
+                3,
+                settings.converge_timeout,
+            )
+            .await?;
+        }
+    }
     Ok(())
+}
+
+/// Sends `signal` (`STOP`, `CONT`) to `pid`.
+fn signal(pid: u32, signal: &str) -> Result<(), String> {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .map_err(|e| format!("kill: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("kill -{signal} {pid} failed ({status})"))
+}
+
+/// Stops the primary's server for [`STALL_SHARE`] of `delay` with [`STALL_BUSY_LOOPS`] busy loops on the host,
+/// continues it, and watches until the delay and 5 s more have passed since the stop: a failover then is a false
+/// one (the server came back before the delay ran out).
+async fn stall_trial(
+    setup: &OperatorSetup<'_>,
+    instances: &Api<RedisInstance>,
+    pods: &Api<Pod>,
+    writer: &Writer,
+    observer: &mut Observer,
+    primary: &str,
+    delay: Duration,
+) -> Result<Stall, String> {
+    let pod = pods
+        .get(primary)
+        .await
+        .map_err(|e| format!("get {primary}: {e}"))?;
+    let pid = process_id(&pod)?;
+    let stop_for = delay.mul_f64(STALL_SHARE);
+    let mut busy: Vec<std::process::Child> = (0..STALL_BUSY_LOOPS)
+        .filter_map(|_| {
+            std::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .ok()
+        })
+        .collect();
+    let last_before = writer.last().map(|c| c.at);
+    let from = writer.count();
+    let stopped = Instant::now();
+    let outcome = async {
+        signal(pid, "STOP")?;
+        tokio::time::sleep(stop_for).await;
+        signal(pid, "CONT")?;
+        Ok::<_, String>(())
+    }
+    .await;
+    if outcome.is_err() {
+        let _ = signal(pid, "CONT");
+    }
+    for child in &mut busy {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    outcome?;
+    let mut failed_over = false;
+    while stopped.elapsed() < delay + Duration::from_secs(5) {
+        observer.pump();
+        if primary_target(pods)
+            .await
+            .is_some_and(|t| t.name != primary)
+        {
+            failed_over = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = wait_converged(
+        instances,
+        pods,
+        writer,
+        observer,
+        3,
+        setup.settings.converge_timeout,
+    )
+    .await?;
+    failed_over |= after != primary;
+    let first_after = writer.since(from).first().map(|c| c.at);
+    Ok(Stall {
+        stopped: stop_for,
+        failed_over,
+        gap: match (last_before, first_after) {
+            (Some(before), Some(after)) => after.duration_since(before),
+            _ => Duration::ZERO,
+        },
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -641,6 +788,29 @@ pub fn markdown(environment: &[(String, String)], results: &[ConfigResult]) -> S
                 "**missed**"
             }
         );
+    }
+
+    if results.iter().any(|r| !r.stalls.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n### False failovers: the primary's server stopped (`SIGSTOP`) for {:.0} % of the delay with {STALL_BUSY_LOOPS} \
+             busy loops on the host, then continued\n\n\
+             | system | detection delay setting | stalls | server stopped s | failed over | longest write gap s |\n\
+             |---|---|---|---|---|---|",
+            STALL_SHARE * 100.0
+        );
+        for r in results.iter().filter(|r| !r.stalls.is_empty()) {
+            let gap = r.stalls.iter().map(|s| s.gap).max().unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| operator | {} | {} | {} | **{}** | {} |",
+                r.setting,
+                r.stalls.len(),
+                secs(r.stalls[0].stopped),
+                r.stalls.iter().filter(|s| s.failed_over).count(),
+                secs(gap),
+            );
+        }
     }
 
     for r in results {

@@ -385,7 +385,8 @@ fn latency_section(out: &mut String, l: &LatencyResult) {
              own percentiles):\n\n| stage | p50 ms | p95 ms | p99 ms | max ms |\n|---|---|---|---|---|",
             l.traces.len()
         );
-        let stages: [(&str, fn(&crate::latency::ReactionTrace) -> Duration); 5] = [
+        type Stage = fn(&crate::latency::ReactionTrace) -> Duration;
+        let stages: [(&str, Stage); 5] = [
             ("the spec patch in the API server", |t| t.spec_patch),
             ("spec patch done → the operator's ConfigMap apply arrives (watch delivery, reconcile up to it)", |t| t.to_apply),
             ("the ConfigMap apply in the API server", |t| t.apply),
