@@ -10,6 +10,8 @@
 #
 # Env (defaults in brackets):
 #   BENCH_TRIALS                 kills per configuration [20]
+#   BENCH_STALLS                 stall trials of the operator per delay, after its kills [5]: the primary's server
+#                                stopped (SIGSTOP) for 80 % of the delay on a busy host; a failover is a false one
 #   BENCH_DELAYS                 failoverDelaySeconds values, comma-separated [10]
 #   BENCH_SENTINEL_DOWN_AFTER    Sentinel down-after-milliseconds values [30000 and each delay in ms]
 #   BENCH_REJOIN                 delete | restart: how the killed pod comes back [delete]
@@ -73,7 +75,7 @@ build_release
 trap teardown EXIT
 start_cluster
 
-ARGS=(--trials "$TRIALS" --delays "$DELAYS" --rejoin "$REJOIN")
+ARGS=(--trials "$TRIALS" --stalls "${BENCH_STALLS:-5}" --delays "$DELAYS" --rejoin "$REJOIN")
 [ -n "$DOWN_AFTER" ] && ARGS+=(--sentinel-down-after "$DOWN_AFTER")
 # shellcheck disable=SC2206
 [ -n "${BENCH_EXTRA_ARGS:-}" ] && ARGS+=($BENCH_EXTRA_ARGS)
