@@ -44,6 +44,23 @@ struct ObjectRef {
     subresource: Option<String>,
 }
 
+impl ObjectRef {
+    /// `resource` or `resource/subresource`.
+    fn path(&self) -> String {
+        let resource = self.resource.as_deref().unwrap_or_default();
+        match &self.subresource {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource.to_string(),
+        }
+    }
+}
+
+/// The audit events in `text` (JSON lines; a line that is no event is skipped).
+fn events(text: &str) -> impl Iterator<Item = AuditEvent> + '_ {
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<AuditEvent>(line).ok())
+}
+
 /// One completed request, as the audit log has it.
 #[derive(Clone, Debug)]
 pub struct Logged {
@@ -169,10 +186,7 @@ impl AuditLog {
     /// server received them.
     pub fn requests(&self, from: Mark, to: Mark, namespace: &str) -> Result<Vec<Logged>, String> {
         let mut requests = Vec::new();
-        for line in self.window(from, to)?.lines() {
-            let Ok(event) = serde_json::from_str::<AuditEvent>(line) else {
-                continue;
-            };
+        for event in events(&self.window(from, to)?) {
             let (Some(object), Some(received), Some(done)) =
                 (event.object_ref, event.received, event.at)
             else {
@@ -184,10 +198,7 @@ impl AuditLog {
             {
                 continue;
             }
-            let mut resource = object.resource.unwrap_or_default();
-            if let Some(sub) = object.subresource {
-                resource = format!("{resource}/{sub}");
-            }
+            let resource = object.path();
             requests.push(Logged {
                 user: event.user.username,
                 verb: event.verb,
@@ -210,12 +221,8 @@ impl AuditLog {
         user: &str,
         namespace: &str,
     ) -> Result<RequestCounts, String> {
-        let text = self.window(from, to)?;
         let mut counts = RequestCounts::default();
-        for line in text.lines() {
-            let Ok(event) = serde_json::from_str::<AuditEvent>(line) else {
-                continue;
-            };
+        for event in events(&self.window(from, to)?) {
             let counted_stage = if event.verb == "watch" {
                 "ResponseStarted"
             } else {
@@ -238,10 +245,7 @@ impl AuditLog {
             {
                 counts.latencies.push(since(received, at));
             }
-            let mut resource = object.resource.unwrap_or_default();
-            if let Some(sub) = object.subresource {
-                resource = format!("{resource}/{sub}");
-            }
+            let resource = object.path();
             *counts
                 .by_verb_resource
                 .entry((event.verb, resource))

@@ -210,15 +210,7 @@ pub async fn check_lost(
 
 /// Sends SIGKILL to `pid`.
 pub fn kill9(pid: u32) -> Result<(), String> {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .map_err(|e| format!("kill: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("kill -9 {pid} failed ({status})"))
-    }
+    signal(pid, "9")
 }
 
 /// How the killed primary's pod comes back.
@@ -584,7 +576,7 @@ async fn trials(
     Ok(())
 }
 
-/// Sends `signal` (`STOP`, `CONT`) to `pid`.
+/// Sends `signal` (`9`, `STOP`, `CONT`) to `pid`.
 fn signal(pid: u32, signal: &str) -> Result<(), String> {
     let status = std::process::Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
