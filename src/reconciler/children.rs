@@ -184,8 +184,8 @@ pub(super) async fn apply_children(
     applied
 }
 
-/// [`apply_children`], until the first error (the children other than the StatefulSet are applied together: one
-/// may be applied while another failed).
+/// [`apply_children`], until the first error (the children are applied together, the StatefulSet once the
+/// ConfigMap and the NetworkPolicy are: one may be applied while another failed).
 async fn apply_each(
     ri: &RedisInstance,
     ctx: &Context,

@@ -131,7 +131,7 @@ const UNSEEN_WRITE_RECHECK: Duration = Duration::from_secs(2);
 async fn apply(ri: &RedisInstance, ctx: &Context) -> Result<Action> {
     if ctx
         .own_writes
-        .status_unseen(ObjectRef::from_obj(ri), ri.resource_version().as_deref())
+        .status_unseen(&ObjectRef::from_obj(ri), ri.resource_version().as_deref())
     {
         // The cache holds the instance as it was before this process last wrote its status: the write's watch
         // event reconciles again, with what it wrote (this one would only conflict). The requeue is a

@@ -29,18 +29,18 @@ struct Written {
 
 impl OwnWrites {
     /// Records that the status of `instance` was written over version `over`.
-    pub(super) fn status_written(&self, instance: ObjectRef<RedisInstance>, over: Option<String>) {
-        self.with(instance, |w| w.status_over = over);
+    pub(super) fn status_written(&self, instance: &ObjectRef<RedisInstance>, over: Option<String>) {
+        self.record(instance, |w| w.status_over = over);
     }
 
     /// Whether the cached `version` of `instance` is the one this process last wrote its status over: the cache
     /// has not seen that write yet (its watch event brings the next reconcile).
     pub(super) fn status_unseen(
         &self,
-        instance: ObjectRef<RedisInstance>,
+        instance: &ObjectRef<RedisInstance>,
         version: Option<&str>,
     ) -> bool {
-        self.with(instance, |w| {
+        self.check(instance, |w| {
             let unseen = version.is_some() && w.status_over.as_deref() == version;
             if !unseen {
                 w.status_over = None;
@@ -52,12 +52,12 @@ impl OwnWrites {
     /// Records that pod `pod` of `instance`, cached at `over`, was labelled `role`.
     pub(super) fn label_set(
         &self,
-        instance: ObjectRef<RedisInstance>,
+        instance: &ObjectRef<RedisInstance>,
         pod: &str,
         over: Option<String>,
         role: Option<RoleLabel>,
     ) {
-        self.with(instance, |w| match over {
+        self.record(instance, |w| match over {
             Some(over) => {
                 w.labels.insert(pod.to_owned(), (over, role));
             }
@@ -71,11 +71,11 @@ impl OwnWrites {
     /// version (`version`) that patch replaced; `None` when the cache holds the pod as it is.
     pub(super) fn unseen_label(
         &self,
-        instance: ObjectRef<RedisInstance>,
+        instance: &ObjectRef<RedisInstance>,
         pod: &str,
         version: Option<&str>,
     ) -> Option<Option<RoleLabel>> {
-        self.with(instance, |w| match w.labels.get(pod) {
+        self.check(instance, |w| match w.labels.get(pod) {
             Some((over, role)) if Some(over.as_str()) == version => Some(*role),
             Some(_) => {
                 w.labels.remove(pod);
@@ -92,15 +92,44 @@ impl OwnWrites {
         }
     }
 
-    fn with<T>(&self, instance: ObjectRef<RedisInstance>, f: impl FnOnce(&mut Written) -> T) -> T {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let written = map.entry(instance.clone()).or_default();
+    /// Records a write of `instance`'s.
+    fn record(&self, instance: &ObjectRef<RedisInstance>, f: impl FnOnce(&mut Written)) {
+        let mut map = self.lock();
+        f(map.entry(instance.clone()).or_default());
+        prune(&mut map, instance);
+    }
+
+    /// Checks `instance`'s writes; `T::default()` when none is remembered (what every reconcile of a converged
+    /// instance finds: nothing is added to the map then).
+    fn check<T: Default>(
+        &self,
+        instance: &ObjectRef<RedisInstance>,
+        f: impl FnOnce(&mut Written) -> T,
+    ) -> T {
+        let mut map = self.lock();
+        let Some(written) = map.get_mut(instance) else {
+            return T::default();
+        };
         let result = f(written);
-        if written.status_over.is_none() && written.labels.is_empty() {
-            // Only instances with a write in flight are kept.
-            map.remove(&instance);
-        }
+        prune(&mut map, instance);
         result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<RedisInstance>, Written>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Only instances with a write in flight are kept.
+fn prune(
+    map: &mut HashMap<ObjectRef<RedisInstance>, Written>,
+    instance: &ObjectRef<RedisInstance>,
+) {
+    if map
+        .get(instance)
+        .is_some_and(|w| w.status_over.is_none() && w.labels.is_empty())
+    {
+        map.remove(instance);
     }
 }
 
@@ -115,13 +144,15 @@ mod tests {
     #[test]
     fn a_status_write_is_unseen_only_while_the_cache_holds_the_version_it_replaced() {
         let writes = OwnWrites::default();
-        assert!(!writes.status_unseen(instance(), Some("5")));
-        writes.status_written(instance(), Some("5".into()));
-        assert!(writes.status_unseen(instance(), Some("5")));
-        assert!(writes.status_unseen(instance(), Some("5")));
+        assert!(!writes.status_unseen(&instance(), Some("5")));
+        // A check of an instance with nothing remembered adds nothing.
+        assert!(writes.0.lock().unwrap().is_empty());
+        writes.status_written(&instance(), Some("5".into()));
+        assert!(writes.status_unseen(&instance(), Some("5")));
+        assert!(writes.status_unseen(&instance(), Some("5")));
         // The cache moved on (to our write or anyone's): forgotten, even if "5" came back.
-        assert!(!writes.status_unseen(instance(), Some("6")));
-        assert!(!writes.status_unseen(instance(), Some("5")));
+        assert!(!writes.status_unseen(&instance(), Some("6")));
+        assert!(!writes.status_unseen(&instance(), Some("5")));
         assert!(writes.0.lock().unwrap().is_empty());
     }
 
@@ -129,25 +160,25 @@ mod tests {
     fn a_label_counts_as_set_until_the_cache_holds_another_version_of_the_pod() {
         let writes = OwnWrites::default();
         writes.label_set(
-            instance(),
+            &instance(),
             "cache-0",
             Some("7".into()),
             Some(RoleLabel::Primary),
         );
-        writes.label_set(instance(), "cache-1", Some("8".into()), None);
+        writes.label_set(&instance(), "cache-1", Some("8".into()), None);
         assert_eq!(
-            writes.unseen_label(instance(), "cache-0", Some("7")),
+            writes.unseen_label(&instance(), "cache-0", Some("7")),
             Some(Some(RoleLabel::Primary))
         );
         assert_eq!(
-            writes.unseen_label(instance(), "cache-1", Some("8")),
+            writes.unseen_label(&instance(), "cache-1", Some("8")),
             Some(None)
         );
-        assert_eq!(writes.unseen_label(instance(), "cache-2", Some("7")), None);
-        assert_eq!(writes.unseen_label(instance(), "cache-0", Some("9")), None);
-        assert_eq!(writes.unseen_label(instance(), "cache-0", Some("7")), None);
+        assert_eq!(writes.unseen_label(&instance(), "cache-2", Some("7")), None);
+        assert_eq!(writes.unseen_label(&instance(), "cache-0", Some("9")), None);
+        assert_eq!(writes.unseen_label(&instance(), "cache-0", Some("7")), None);
         writes.forget(&instance());
-        assert_eq!(writes.unseen_label(instance(), "cache-1", Some("8")), None);
+        assert_eq!(writes.unseen_label(&instance(), "cache-1", Some("8")), None);
         assert!(writes.0.lock().unwrap().is_empty());
     }
 }

@@ -124,7 +124,7 @@ pub(super) async fn publish_status(
     {
         Ok(_) => ctx
             .own_writes
-            .status_written(ObjectRef::from_obj(ri), ri.resource_version()),
+            .status_written(&ObjectRef::from_obj(ri), ri.resource_version()),
         Err(kube::Error::Api(e)) if e.code == 409 => {
             debug!("status write conflicted with a newer version; the next event reconciles again");
             return Ok(false);

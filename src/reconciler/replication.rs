@@ -419,11 +419,7 @@ pub(super) async fn move_labels(
             let name = pod.name_any();
             let role = ctx
                 .own_writes
-                .unseen_label(
-                    instance.clone(),
-                    &name,
-                    pod.metadata.resource_version.as_deref(),
-                )
+                .unseen_label(&instance, &name, pod.metadata.resource_version.as_deref())
                 .unwrap_or_else(|| topology::live_role(pod));
             (name, role)
         })
@@ -448,7 +444,7 @@ pub(super) async fn move_labels(
         {
             Ok(_) => {
                 ctx.own_writes
-                    .label_set(instance.clone(), &pod, version(&pod), role);
+                    .label_set(&instance, &pod, version(&pod), role);
                 info!(%pod, role = role.map_or("none", RoleLabel::as_str), "role label set");
             }
             // The pod went away meanwhile; its replacement is labelled by a later pass.
