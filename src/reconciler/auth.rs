@@ -110,7 +110,9 @@ pub(super) async fn prepare(
     let owner = ri
         .controller_owner_ref(&())
         .expect("instances read from the API have a name and uid");
-    // The generated password's Secret and the users' Secret go out together.
+    // The generated password's Secret is created before the users' Secret is applied, never beside it: a
+    // reconcile whose cache has not seen the Secrets it created a moment ago gets a conflict here and stops, instead
+    // of overwriting `NAME-acl` with passwords generated anew (which the servers already started with do not hold).
     let create_application = async {
         let Some(password) = &resolved.create_application_secret else {
             return Ok(());
@@ -149,7 +151,8 @@ pub(super) async fn prepare(
         };
         apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await
     };
-    futures::try_join!(create_application, apply_users)?;
+    create_application.await?;
+    apply_users.await?;
     let access = Access {
         timeouts: ctx.redis_timeouts,
         login: auth::operator_login(&resolved),
