@@ -470,6 +470,36 @@ async fn a_converged_instance_makes_no_request() {
     }
 }
 
+/// A reconcile whose Secret cache holds the generated `NAME-auth` but not yet `NAME-acl` (created a moment later)
+/// stops, and leaves `NAME-acl` with the internal passwords the servers start with.
+#[tokio::test]
+async fn a_cache_without_the_users_secret_does_not_overwrite_its_passwords() {
+    let mut world = World::new();
+    world.api.insert(&instance(spec(1)));
+    while world.api.get::<Secret>(NAMESPACE, "cache-acl").is_none() {
+        world.reconcile().await;
+    }
+    let created: Secret = world.api.get(NAMESPACE, "cache-acl").expect("created");
+    world.caches.sync(&world.api, NAMESPACE);
+    world.caches.lag_secret(&world.api, NAMESPACE, "cache-acl");
+    world.api.take_requests();
+
+    let result = reconcile(Arc::new(world.instance()), world.ctx.clone()).await;
+
+    let requests = world.api.take_requests();
+    assert!(
+        result.is_err(),
+        "the stale reconcile went on: {requests:#?}"
+    );
+    assert_eq!(writes(&requests).requests, Vec::<String>::new());
+    let now: Secret = world.api.get(NAMESPACE, "cache-acl").expect("kept");
+    assert_eq!(now.data, created.data, "the internal passwords changed");
+    // Once the cache has caught up, the instance converges with the passwords it had.
+    world.converge(ROUNDS_TO_CONVERGE).await;
+    let now: Secret = world.api.get(NAMESPACE, "cache-acl").expect("kept");
+    assert_eq!(now.data, created.data, "the internal passwords changed");
+}
+
 #[tokio::test]
 async fn a_restarted_operator_writes_nothing_to_a_converged_instance() {
     let world = converged(spec(3), true).await;

@@ -113,46 +113,38 @@ pub(super) async fn prepare(
     // The generated password's Secret is created before the users' Secret is applied, never beside it: a
     // reconcile whose cache has not seen the Secrets it created a moment ago gets a conflict here and stops, instead
     // of overwriting `NAME-acl` with passwords generated anew (which the servers already started with do not hold).
-    let create_application = async {
-        let Some(password) = &resolved.create_application_secret else {
-            return Ok(());
-        };
+    if let Some(password) = &resolved.create_application_secret {
         let secret = Secret {
             metadata: metadata::metadata(ri, app_name.clone(), &owner),
             type_: Some("Opaque".into()),
             string_data: Some([(auth::PASSWORD_KEY.to_string(), password.clone())].into()),
             ..Default::default()
         };
-        let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-        match api.create(&PostParams::default(), &secret).await {
-            Ok(_) => {
-                info!(secret = %app_name, "generated the application password");
-                Ok(())
-            }
-            // The cache has not seen it yet: its watch event brings the next reconcile.
-            Err(kube::Error::Api(e)) if e.code == 409 => {
-                Err(Error::CacheStale(format!("Secret {app_name}")))
-            }
-            Err(e) => {
-                ctx.metrics.record_api_error("create", &e);
-                Err(e.into())
+        create_secret(ctx, &namespace, &secret).await?;
+        info!(secret = %app_name, "generated the application password");
+    }
+    if let Some(data) = auth::users_secret_data(spec, &resolved) {
+        // Without `NAME-acl` in the cache the internal passwords were generated just now. The cache may only lag
+        // (it can hold `NAME-auth`, created first, and not yet `NAME-acl`): the API server is asked, and a
+        // `NAME-acl` it holds is never overwritten with new passwords.
+        if users_secret.is_none() {
+            let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+            let live = api
+                .get_metadata_opt(&users_name)
+                .await
+                .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
+            if live.is_some() {
+                return Err(Error::CacheStale(format!("Secret {users_name}")));
             }
         }
-    };
-    let apply_users = async {
-        let Some(data) = auth::users_secret_data(spec, &resolved) else {
-            return Ok(false);
-        };
         let secret = Secret {
             metadata: metadata::metadata(ri, users_name.clone(), &owner),
             type_: Some("Opaque".into()),
             data: Some(data),
             ..Default::default()
         };
-        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await
-    };
-    create_application.await?;
-    apply_users.await?;
+        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await?;
+    }
     let access = Access {
         timeouts: ctx.redis_timeouts,
         login: auth::operator_login(&resolved),
@@ -160,6 +152,22 @@ pub(super) async fn prepare(
         tls: Default::default(),
     };
     Ok(Ok(Prepared { resolved, access }))
+}
+
+/// Creates `secret`; one that exists already (the cache has not seen it yet) is [`Error::CacheStale`]: its watch
+/// event brings the next reconcile.
+async fn create_secret(ctx: &Context, namespace: &str, secret: &Secret) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    match api.create(&PostParams::default(), secret).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            Err(Error::CacheStale(format!("Secret {}", secret.name_any())))
+        }
+        Err(e) => {
+            ctx.metrics.record_api_error("create", &e);
+            Err(e.into())
+        }
+    }
 }
 
 /// Brings running servers to the users and replication credentials, unless nothing changed since every pod

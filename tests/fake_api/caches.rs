@@ -133,6 +133,17 @@ impl Caches {
     }
 }
 
+impl Caches {
+    /// The Secret watch has not delivered Secret `name` yet (a lagging cache): it is dropped from the cache.
+    pub fn lag_secret(&mut self, api: &FakeApi, namespace: &str, name: &str) {
+        let secret: Secret = api.get(namespace, name).expect("the Secret exists");
+        let mut meta: SecretMeta = secret.metadata.into_response_partial();
+        trim_metadata(&mut meta);
+        self.secrets
+            .apply_watcher_event(&watcher::Event::Delete(meta));
+    }
+}
+
 /// Every object of kind `K` in `namespace`, without server-side apply bookkeeping (which the watches drop).
 fn everything<K>(api: &FakeApi, namespace: &str) -> Vec<K>
 where
