@@ -325,8 +325,9 @@ async fn promote_park_and_hand_over() {
         .unwrap();
     assert!(info.contains("sync_full:0"), "a full resync: {info}");
 
-    // A target that cannot catch up (its replication stream held back by a write pause of its own): the
-    // handover gives up within its wait, and writes go on at the primary, which never changed.
+    // A target that does not receive the stream (held back by a write pause of its own): the handover gives up
+    // within its wait, before pausing the primary's writes: a write sent meanwhile is answered before the
+    // handover ends, and the primary never changed.
     na.replicaof_no_one().await.expect("a back to master");
     nb.replicaof(HOST, a.port).await.expect("b follows a");
     until(Duration::from_secs(10), "b in sync again", || {
@@ -337,16 +338,30 @@ async fn promote_park_and_hand_over() {
         .await
         .expect("pause b");
     set(&a, "behind", "1").await;
-    let short = limits_with_wait(Duration::from_millis(500));
+    let short = limits_with_wait(Duration::from_millis(1500));
     let started = Instant::now();
-    let gave_up = hand_over(&na, &nb, &at(a.port), &at(b.port), short, || true)
-        .await
-        .expect_err("b never catches up");
+    let (gave_up, written) = tokio::join!(
+        async {
+            let result = hand_over(&na, &nb, &at(a.port), &at(b.port), short, || true).await;
+            (result, Instant::now())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            set(&a, "during", "1").await;
+            Instant::now()
+        }
+    );
+    let (gave_up, ended) = (gave_up.0.expect_err("b never catches up"), gave_up.1);
     assert!(
-        matches!(&gave_up, CommandError::SwitchoverGaveUp(why) if why.contains("bytes behind")),
+        matches!(&gave_up, CommandError::SwitchoverGaveUp(why)
+            if why.contains("bytes behind") && why.contains("before pausing writes")),
         "{gave_up}"
     );
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        written < ended,
+        "a write waited for the handover: it paused the primary"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(na.replication().await.unwrap().0, ServerRole::Master);
     set(&a, "after", "1").await;
     nb.client_unpause().await.expect("unpause b");
@@ -1376,5 +1391,8 @@ async fn a_pass_takes_the_kept_connection_and_never_a_closed_one() {
 
 /// Handover limits with a short `wait`, for a give-up within a test.
 fn limits_with_wait(wait: Duration) -> redis_fsm::HandoverLimits {
-    limits(wait, Duration::from_millis(500))
+    redis_fsm::HandoverLimits {
+        stream_wait: wait,
+        ..limits(wait, Duration::from_millis(500))
+    }
 }

@@ -5,6 +5,12 @@
 //! even when the target had long caught up. The operator hands over itself instead, reading the target's
 //! offset directly:
 //!
+//! 0. before any pause, poll both servers until the target is seen receiving the primary's stream
+//!    ([`stream_check`]): it reached the offset the primary had at the first poll. A replica that has just
+//!    finished a full synchronisation can be linked, at the primary's offset, and still receive nothing for up
+//!    to a second (the primary starts its command stream only at the replica's next `REPLCONF ACK`); pausing
+//!    writes then would stall them that long. A target that is not seen receiving within `stream_wait` is
+//!    given up before any write was paused;
 //! 1. `CLIENT PAUSE <pause> WRITE` on the primary: no write is accepted from here on, and the pause ends by
 //!    itself if the operator dies mid-way;
 //! 2. poll both servers (`INFO replication`) and ask [`handover_step`] until it says `Promote` or `GiveUp`;
@@ -28,6 +34,8 @@ use std::time::Duration;
 /// The time limits of one handover.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HandoverLimits {
+    /// How long the target may take, before the pause, to be seen receiving the primary's stream.
+    pub stream_wait: Duration,
     /// How long the primary's writes are paused (`CLIENT PAUSE`): the longest write stall should the operator
     /// die mid-way.
     pub pause: Duration,
@@ -113,11 +121,48 @@ pub fn handover_step(poll: &HandoverPoll, limits: &HandoverLimits) -> HandoverSt
     }
 }
 
+/// The step before the pause: what [`stream_check`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamCheck {
+    /// The target receives the stream: pause the primary's writes.
+    Pause,
+    /// Poll again (writes are not paused).
+    Poll,
+    /// Leave the roles as they are; no write was paused.
+    GiveUp(HandoverGiveUp),
+}
+
+/// Decides, before the pause, from one poll (`elapsed` since the first) and `mark`, the primary's offset at the
+/// first poll that reached it (`None`: none did yet): the target is seen receiving the stream once it is linked
+/// and has processed `mark` (at once when no write is in flight). Within `stream_wait`; a demoted primary ends
+/// it.
+pub fn stream_check(
+    mark: Option<u64>,
+    poll: &HandoverPoll,
+    limits: &HandoverLimits,
+) -> StreamCheck {
+    if poll.primary.is_some_and(|p| !p.master) {
+        return StreamCheck::GiveUp(HandoverGiveUp::PrimaryDemoted);
+    }
+    match (mark, poll.target) {
+        (Some(mark), Some(t)) if t.linked && t.offset >= mark => StreamCheck::Pause,
+        _ if poll.elapsed >= limits.stream_wait => {
+            StreamCheck::GiveUp(HandoverGiveUp::NotCaughtUp {
+                behind: mark
+                    .zip(poll.target.filter(|t| t.linked))
+                    .map(|(mark, t)| mark.saturating_sub(t.offset)),
+            })
+        }
+        _ => StreamCheck::Poll,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LIMITS: HandoverLimits = HandoverLimits {
+        stream_wait: Duration::from_secs(2),
         pause: Duration::from_secs(10),
         wait: Duration::from_secs(5),
         finish: Duration::from_secs(4),
@@ -194,6 +239,51 @@ mod tests {
         assert_eq!(
             handover_step(&demoted, &LIMITS),
             HandoverStep::GiveUp(HandoverGiveUp::PrimaryDemoted)
+        );
+    }
+
+    #[test]
+    fn the_pause_waits_for_a_target_seen_receiving_the_stream() {
+        // At the primary's offset when the check starts (no write in flight): pause at once.
+        assert_eq!(
+            stream_check(Some(100), &poll(0, 100, 100, true), &LIMITS),
+            StreamCheck::Pause
+        );
+        // Linked at an older offset that does not move (just synchronised, stream not started): no pause yet,
+        // then a give-up without any pause.
+        assert_eq!(
+            stream_check(Some(150), &poll(900, 180, 100, true), &LIMITS),
+            StreamCheck::Poll
+        );
+        assert_eq!(
+            stream_check(Some(150), &poll(2_000, 200, 100, true), &LIMITS),
+            StreamCheck::GiveUp(HandoverGiveUp::NotCaughtUp { behind: Some(50) })
+        );
+        // Past the mark, although the primary moved on since: it receives the stream.
+        assert_eq!(
+            stream_check(Some(150), &poll(40, 190, 160, true), &LIMITS),
+            StreamCheck::Pause
+        );
+        // Not before the primary was read once; never while unlinked; a demoted primary ends it.
+        let unread = HandoverPoll {
+            primary: None,
+            ..poll(40, 0, 160, true)
+        };
+        assert_eq!(stream_check(None, &unread, &LIMITS), StreamCheck::Poll);
+        assert_eq!(
+            stream_check(Some(150), &poll(40, 190, 160, false), &LIMITS),
+            StreamCheck::Poll
+        );
+        let demoted = HandoverPoll {
+            primary: Some(PrimaryPoll {
+                master: false,
+                offset: 100,
+            }),
+            ..poll(3, 100, 100, true)
+        };
+        assert_eq!(
+            stream_check(Some(100), &demoted, &LIMITS),
+            StreamCheck::GiveUp(HandoverGiveUp::PrimaryDemoted)
         );
     }
 }

@@ -45,8 +45,8 @@ pub use decision::{step, Decision};
 pub use diagram::{docs_page, render, DiagramFormat, UnknownDiagramFormat};
 pub use election::{elect, rank, Election};
 pub use handover::{
-    handover_step, HandoverGiveUp, HandoverLimits, HandoverPoll, HandoverStep, PrimaryPoll,
-    TargetPoll,
+    handover_step, stream_check, HandoverGiveUp, HandoverLimits, HandoverPoll, HandoverStep,
+    PrimaryPoll, StreamCheck, TargetPoll,
 };
 pub use history::{History, Transition, HISTORY_LIMIT, MAX_GENERATION};
 pub use input::{classify, Input};

@@ -6,12 +6,17 @@
 use std::time::{Duration, Instant};
 
 use redis_fsm::{
-    handover_step, Endpoint, HandoverGiveUp, HandoverLimits, HandoverPoll, HandoverStep,
-    PrimaryPoll, ServerRole, TargetPoll,
+    handover_step, stream_check, Endpoint, HandoverGiveUp, HandoverLimits, HandoverPoll,
+    HandoverStep, PrimaryPoll, ServerRole, StreamCheck, TargetPoll,
 };
 
 use super::command::CommandError;
 use crate::redis::{RedisError, RedisNode};
+
+/// How long a target may take, before writes are paused, to be seen receiving the primary's stream: two of the
+/// intervals at which a replica acknowledges (`REPLCONF ACK`, once a second), the second of which starts the
+/// stream of one that has just synchronised.
+pub const STREAM_WAIT: Duration = Duration::from_secs(2);
 
 /// The limits the operator hands over with: the target has `wait` (the switchover timeout `FAILOVER TO` had)
 /// to catch up, and the pause covers that plus the two commands that finish the handover, each at most a
@@ -19,6 +24,7 @@ use crate::redis::{RedisError, RedisNode};
 pub fn limits(wait: Duration, command_timeout: Duration) -> HandoverLimits {
     let finish = command_timeout * 2;
     HandoverLimits {
+        stream_wait: STREAM_WAIT,
         pause: wait + finish + Duration::from_secs(1),
         wait,
         finish,
@@ -44,6 +50,70 @@ fn target_poll(
     }
 }
 
+/// Reads both servers once, the primary first.
+async fn poll(
+    from: &RedisNode,
+    to: &RedisNode,
+    from_at: &Endpoint,
+    since: Instant,
+) -> HandoverPoll {
+    let primary = from
+        .replication()
+        .await
+        .ok()
+        .map(|(role, offset)| PrimaryPoll {
+            master: role == ServerRole::Master,
+            offset,
+        });
+    let target = target_poll(to.replication().await, from_at);
+    HandoverPoll {
+        elapsed: since.elapsed(),
+        primary,
+        target,
+    }
+}
+
+fn gave_up(why: HandoverGiveUp, since: Instant, before_pause: bool) -> CommandError {
+    let when = if before_pause {
+        " (before pausing writes)"
+    } else {
+        ""
+    };
+    CommandError::SwitchoverGaveUp(match why {
+        HandoverGiveUp::NotCaughtUp {
+            behind: Some(bytes),
+        } => format!(
+            "the target was still {bytes} bytes behind after {:?}{when}",
+            since.elapsed()
+        ),
+        HandoverGiveUp::NotCaughtUp { behind: None } => format!(
+            "the target could not be read as a linked replica within {:?}{when}",
+            since.elapsed()
+        ),
+        HandoverGiveUp::PrimaryDemoted => "the primary is no master any more".into(),
+    })
+}
+
+/// Polls until the target is seen receiving `from`'s stream ([`stream_check`]); no write is paused.
+async fn await_stream(
+    from: &RedisNode,
+    to: &RedisNode,
+    from_at: &Endpoint,
+    limits: &HandoverLimits,
+) -> Result<(), CommandError> {
+    let started = Instant::now();
+    let mut mark = None;
+    loop {
+        let poll = poll(from, to, from_at, started).await;
+        mark = mark.or(poll.primary.map(|p| p.offset));
+        match stream_check(mark, &poll, limits) {
+            StreamCheck::Pause => return Ok(()),
+            StreamCheck::Poll => tokio::time::sleep(POLL_INTERVAL).await,
+            StreamCheck::GiveUp(why) => return Err(gave_up(why, started, true)),
+        }
+    }
+}
+
 /// What a handover that went through took.
 #[derive(Clone, Copy, Debug)]
 pub struct HandedOver {
@@ -65,6 +135,7 @@ pub async fn hand_over(
     limits: HandoverLimits,
     leading: impl Fn() -> bool,
 ) -> Result<HandedOver, CommandError> {
+    await_stream(from, to, from_at, &limits).await?;
     if !leading() {
         return Err(CommandError::NotLeading("CLIENT PAUSE"));
     }
@@ -72,20 +143,7 @@ pub async fn hand_over(
     let paused = Instant::now();
     let (mut polls, mut first) = (0, None);
     let step = loop {
-        let primary = from
-            .replication()
-            .await
-            .ok()
-            .map(|(role, offset)| PrimaryPoll {
-                master: role == ServerRole::Master,
-                offset,
-            });
-        let target = target_poll(to.replication().await, from_at);
-        let poll = HandoverPoll {
-            elapsed: paused.elapsed(),
-            primary,
-            target,
-        };
+        let poll = poll(from, to, from_at, paused).await;
         polls += 1;
         first.get_or_insert(poll);
         match handover_step(&poll, &limits) {
@@ -96,19 +154,7 @@ pub async fn hand_over(
     if let HandoverStep::GiveUp(why) = step {
         // The pause ends by itself should this fail too.
         let _ = from.client_unpause().await;
-        return Err(CommandError::SwitchoverGaveUp(match why {
-            HandoverGiveUp::NotCaughtUp {
-                behind: Some(bytes),
-            } => format!(
-                "the target was still {bytes} bytes behind after {:?}",
-                paused.elapsed()
-            ),
-            HandoverGiveUp::NotCaughtUp { behind: None } => format!(
-                "the target could not be read as a linked replica within {:?}",
-                paused.elapsed()
-            ),
-            HandoverGiveUp::PrimaryDemoted => "the primary is no master any more".into(),
-        }));
+        return Err(gave_up(why, paused, false));
     }
     if !leading() {
         let _ = from.client_unpause().await;
