@@ -49,6 +49,14 @@ pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
 pub const REPLACE_ANNOTATION: &str = "redis.github.com/statefulset-replace";
 /// The annotation on the RedisInstance naming the pod to switch the primary over to.
 pub const SWITCHOVER_ANNOTATION: &str = "redis.github.com/switchover-to";
+/// The annotation on the RedisInstance naming the pod to start from when several pods hold data and no
+/// primary is recorded (an instance re-created over claims the operator did not mark, see
+/// [`PRIMARY_EPOCH_ANNOTATION`]).
+pub const BOOTSTRAP_PRIMARY_ANNOTATION: &str = "redis.github.com/bootstrap-primary";
+/// The annotation on a data claim whose pod was confirmed primary: a number one higher than any other claim of
+/// the instance carried then. The claims outlive the instance, so an instance re-created over them starts from
+/// the pod whose claim carries the highest.
+pub const PRIMARY_EPOCH_ANNOTATION: &str = "redis.github.com/primary-epoch";
 
 /// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
 pub const DATA_VOLUME: &str = "data";
@@ -144,6 +152,8 @@ mod tests {
             TLS_ANNOTATION,
             REPLACE_ANNOTATION,
             SWITCHOVER_ANNOTATION,
+            BOOTSTRAP_PRIMARY_ANNOTATION,
+            PRIMARY_EPOCH_ANNOTATION,
         ] {
             assert!(key.starts_with(RESERVED_PREFIX), "{key}");
         }

@@ -90,7 +90,7 @@ reasons! {
     NoSafeFailoverCandidate => "NoSafeFailoverCandidate",
         "No pod can be promoted without losing confirmed writes; a person decides (`Failed`).";
     DivergentHistories => "DivergentHistories",
-        "Several pods hold data of different replication histories; a person decides (`Failed`).";
+        "Several pods hold data and none is recorded as the last primary; a person chooses one (`Failed`).";
     UpdatingReplicas => "UpdatingReplicas",
         "A rolling update replaces the replicas one at a time (`Updating`).";
     AwaitingSwitchover => "AwaitingSwitchover",

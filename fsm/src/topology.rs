@@ -75,7 +75,7 @@ pub fn decide(
     }
     let Some(current) = status.current_primary.as_deref() else {
         return replace_before_any_primary(pods, policy)
-            .unwrap_or_else(|| choose_from_scratch(pods));
+            .unwrap_or_else(|| choose_from_scratch(pods, policy));
     };
     match &status.target_primary {
         Some(TargetPrimary::Pending) => fence_and_elect(status, current, pods),
@@ -111,8 +111,10 @@ fn replace_before_any_primary(
 }
 
 /// No usable primary history: an empty instance starts from its lowest ordinal, the only pod with
-/// data is adopted, several pods with data need a person.
-fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
+/// data is adopted. Of several pods with data, the one a person chose is taken, or else the one whose claim
+/// records it was the confirmed primary last (an instance re-created over its claims: the others were its
+/// replicas); without either, a person must choose.
+fn choose_from_scratch(pods: &[PodReplication], policy: &TopologyPolicy) -> TopologyAction {
     if pods.is_empty() {
         return TopologyAction::Wait {
             reason: WaitReason::NoPods,
@@ -139,11 +141,23 @@ fn choose_from_scratch(pods: &[PodReplication]) -> TopologyAction {
         [only] => TopologyAction::Bootstrap {
             primary: only.pod.clone(),
         },
-        several => TopologyAction::Stop {
-            reason: StopReason::SeveralPodsHoldData(
-                several.iter().map(|p| p.pod.clone()).collect(),
-            ),
-        },
+        several => {
+            let holder = |name: &Option<String>| {
+                several
+                    .iter()
+                    .find(|p| name.as_deref() == Some(p.pod.as_str()))
+            };
+            match holder(&policy.chosen_primary).or_else(|| holder(&policy.recorded_primary)) {
+                Some(pod) => TopologyAction::Bootstrap {
+                    primary: pod.pod.clone(),
+                },
+                None => TopologyAction::Stop {
+                    reason: StopReason::SeveralPodsHoldData(
+                        several.iter().map(|p| p.pod.clone()).collect(),
+                    ),
+                },
+            }
+        }
     }
 }
 
@@ -267,8 +281,11 @@ fn fence_and_elect(
                     }
                 }
                 // Nobody else holds data: start again from the only data left (the old primary
-                // restarted with persistence), or from scratch when every pod is empty.
-                NoCandidate::NoSharedHistory { .. } => choose_from_scratch(pods),
+                // restarted with persistence), or from scratch when every pod is empty. (A person's or the
+                // claims' choice is for an instance without a recorded primary, not for a failover.)
+                NoCandidate::NoSharedHistory { .. } => {
+                    choose_from_scratch(pods, &TopologyPolicy::default())
+                }
             }
         }
     }

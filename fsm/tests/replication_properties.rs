@@ -559,6 +559,69 @@ fn several_pods_with_data_and_no_recorded_primary_need_a_person() {
     );
 }
 
+/// An instance re-created over its claims: every pod holds data and no primary is recorded. The pod a person
+/// chose is started from, else the one whose claim records it was the primary last; one that holds no data is
+/// never taken for either; then it is promoted and the others follow it.
+#[test]
+fn of_several_pods_with_data_the_chosen_or_recorded_primary_is_started_from() {
+    // Every server boots parked (a replica of itself), its data loaded.
+    let parked = |i: u32, replid: &str, keys: u64| {
+        pod(
+            i,
+            Ok(state(
+                &format!("run-{i}"),
+                replica_of(i, false, 9),
+                replid,
+                9,
+                keys,
+            )),
+        )
+    };
+    let pods = vec![parked(0, "X", 5), parked(1, "X", 7), parked(2, "Y", 0)];
+    let with = |chosen: Option<u32>, recorded: Option<u32>| TopologyPolicy {
+        chosen_primary: chosen.map(name),
+        recorded_primary: recorded.map(name),
+        ..policy(3)
+    };
+    let status = TopologyStatus::default();
+    let decided = |policy: &TopologyPolicy| decide(&status, &pods, policy, Timestamp(0));
+    assert_eq!(
+        decided(&with(None, Some(1))),
+        TopologyAction::Bootstrap { primary: name(1) }
+    );
+    assert_eq!(
+        decided(&with(Some(0), Some(1))),
+        TopologyAction::Bootstrap { primary: name(0) },
+        "a person's choice comes first"
+    );
+    // A chosen or recorded pod without data (or no pod of the instance) is no choice.
+    for policy in [
+        with(Some(2), None),
+        with(None, Some(2)),
+        with(Some(7), None),
+    ] {
+        assert_eq!(
+            decided(&policy),
+            TopologyAction::Stop {
+                reason: StopReason::SeveralPodsHoldData(vec![name(0), name(1)])
+            }
+        );
+    }
+    assert_eq!(
+        decided(&with(Some(2), Some(1))),
+        TopologyAction::Bootstrap { primary: name(1) }
+    );
+    let policy = with(None, Some(1));
+    let status = status
+        .after(&decided(&policy))
+        .expect("Bootstrap is a status write");
+    assert_eq!(status.current_primary.as_deref(), Some(name(1).as_str()));
+    assert_eq!(
+        decide(&status, &pods, &policy, Timestamp(0)),
+        TopologyAction::Promote { pod: name(1) }
+    );
+}
+
 /// The node's kubelet stopped: every pod turns not ready, every server serves on. The primary stays, and a
 /// failing mark from before is cleared; once a replica is ready again while the primary's pod is not, the
 /// failover goes ahead as before.

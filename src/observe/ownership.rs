@@ -11,7 +11,8 @@ use kube::{Resource, ResourceExt};
 
 use crate::desired::metadata::labels;
 use crate::names::{
-    DATA_VOLUME, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, RESERVED_PREFIX, ROLE_LABEL,
+    DATA_VOLUME, INSTANCE_LABEL, MANAGED_BY_LABEL, NAME_LABEL, PRIMARY_EPOCH_ANNOTATION,
+    RESERVED_PREFIX, ROLE_LABEL,
 };
 use crate::observe::rollout::REVISION_LABEL;
 
@@ -105,11 +106,16 @@ pub fn trim_pod(pod: &mut Pod) {
         .map(|annotations| keep_keys(annotations, |key| key.starts_with(RESERVED_PREFIX)));
 }
 
-/// What the claim cache keeps: name, labels, deletion state and the requested size.
+/// What the claim cache keeps: name, labels, the primary's mark, deletion state and the requested size.
 pub fn trim_claim(claim: &mut PersistentVolumeClaim) {
     let meta = claim.meta_mut();
     meta.managed_fields = None;
-    meta.annotations = None;
+    // Of the annotations, only the primary's mark is read.
+    meta.annotations = meta
+        .annotations
+        .take()
+        .map(|annotations| keep_keys(annotations, |key| key == PRIMARY_EPOCH_ANNOTATION))
+        .filter(|kept| !kept.is_empty());
     claim.spec =
         claim.spec.take().map(
             |spec| k8s_openapi::api::core::v1::PersistentVolumeClaimSpec {

@@ -22,7 +22,7 @@ use crate::converge::switchover;
 use crate::converge::topology::{self};
 use crate::error::Result;
 use crate::events::EventReason;
-use crate::names::ROLE_LABEL;
+use crate::names::{BOOTSTRAP_PRIMARY_ANNOTATION, ROLE_LABEL};
 use crate::redis::Access;
 
 /// One pass of the replication topology: what was observed, decided and done, and what to record.
@@ -105,8 +105,27 @@ pub(super) async fn topology_pass(
             (_, PrimaryUpdateStrategy::Unsupervised) => RolloutPolicy::PrimaryLast,
         },
         switchover_request: request.clone().filter(|_| refused.is_none()),
+        chosen_primary: ri
+            .annotations()
+            .get(BOOTSTRAP_PRIMARY_ANNOTATION)
+            .map(|pod| pod.trim().to_string()),
+        recorded_primary: super::storage::recorded_primary(
+            ctx,
+            &name,
+            &ri.namespace().unwrap_or_default(),
+        ),
         ..TopologyPolicy::default()
     };
+    // The confirmed primary's claim records it, for an instance re-created over the claims.
+    if let Some(primary) = persisted.current_primary.as_deref().filter(|current| {
+        replicas >= 2
+            && persisted.primary_history.is_some()
+            && persisted.target_primary.as_ref().is_none_or(
+                |target| matches!(target, redis_fsm::TargetPrimary::Pod(pod) if pod == current),
+            )
+    }) {
+        super::storage::mark_primary(ri, ctx, primary).await;
+    }
     let now = topology::at(snapshot.now);
     let action = decide(&persisted, &observed, &policy, now);
     if matches!(

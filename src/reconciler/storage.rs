@@ -19,7 +19,7 @@ use crate::classify::replace::ReplaceRecord;
 use crate::desired::children::Desired;
 use crate::error::{Error, Result};
 use crate::events::EventReason;
-use crate::names::{claim_name, REPLACE_ANNOTATION};
+use crate::names::{claim_name, DATA_VOLUME, PRIMARY_EPOCH_ANNOTATION, REPLACE_ANNOTATION};
 
 /// Writes the replace record on the instance (a metadata patch, before the orphaning delete); returns the
 /// instance as written, whose resourceVersion the status write of this reconcile must use.
@@ -149,4 +149,111 @@ pub(super) async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str)
         .await;
     }
     Ok(())
+}
+
+/// The primary's mark of each data claim (`(pod, epoch)`, see [`PRIMARY_EPOCH_ANNOTATION`]), from the cache;
+/// claims without one or with an unreadable one are left out.
+fn primary_marks(ctx: &Context, name: &str, namespace: &str) -> Vec<(String, u64)> {
+    data_claims(ctx, name, namespace)
+        .iter()
+        .filter_map(|claim| {
+            let epoch = claim
+                .annotations()
+                .get(PRIMARY_EPOCH_ANNOTATION)?
+                .parse()
+                .ok()?;
+            let pod = pod_of_claim(&claim.name_any())?.to_string();
+            Some((pod, epoch))
+        })
+        .collect()
+}
+
+/// The pod a data claim belongs to: `data-NAME-ORDINAL` is the claim of pod `NAME-ORDINAL`.
+fn pod_of_claim(claim: &str) -> Option<&str> {
+    claim
+        .strip_prefix(DATA_VOLUME)?
+        .strip_prefix('-')
+        .filter(|pod| !pod.is_empty())
+}
+
+/// The pod whose claim carries the highest mark: the primary confirmed last.
+fn highest(marks: &[(String, u64)]) -> Option<&(String, u64)> {
+    marks
+        .iter()
+        .max_by_key(|(pod, epoch)| (*epoch, pod.clone()))
+}
+
+/// The pod recorded as the instance's last confirmed primary in its data claims, if any.
+pub(super) fn recorded_primary(ctx: &Context, name: &str, namespace: &str) -> Option<String> {
+    highest(&primary_marks(ctx, name, namespace)).map(|(pod, _)| pod.clone())
+}
+
+/// The mark `primary`'s claim is to carry, or `None` when it carries the highest already.
+fn mark_for(primary: &str, marks: &[(String, u64)]) -> Option<u64> {
+    match highest(marks) {
+        Some((pod, _)) if pod == primary => None,
+        Some((_, epoch)) => Some(epoch.saturating_add(1)),
+        None => Some(1),
+    }
+}
+
+/// Marks the claim of `primary`, the confirmed primary, as the last primary's (one write when the primary
+/// changed, none otherwise), so that the instance, deleted and re-created over its claims, starts from its data.
+/// A failure is logged: the next pass tries again.
+pub(super) async fn mark_primary(ri: &RedisInstance, ctx: &Context, primary: &str) {
+    let (name, namespace) = (ri.name_any(), ri.namespace().unwrap_or_default());
+    let marks = primary_marks(ctx, &name, &namespace);
+    let Some(epoch) = mark_for(primary, &marks) else {
+        return;
+    };
+    let ordinal = primary
+        .strip_prefix(&format!("{name}-"))
+        .unwrap_or_default();
+    let claim = claim_name(&name, ordinal);
+    let exists = data_claims(ctx, &name, &namespace)
+        .iter()
+        .any(|c| c.name_any() == claim);
+    if !exists {
+        return;
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {PRIMARY_EPOCH_ANNOTATION: epoch.to_string()}}
+    });
+    match api
+        .patch(&claim, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => tracing::info!(%claim, epoch, "marked the primary's claim"),
+        Err(error) => {
+            ctx.metrics.record_api_error("patch", &error);
+            tracing::warn!(%claim, %error, "could not mark the primary's claim");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn marks(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+        list.iter().map(|(p, e)| (p.to_string(), *e)).collect()
+    }
+
+    #[test]
+    fn a_data_claim_names_its_pod() {
+        assert_eq!(pod_of_claim(&claim_name("cache", 2)), Some("cache-2"));
+        assert_eq!(pod_of_claim("data-"), None);
+        assert_eq!(pod_of_claim("other-cache-2"), None);
+    }
+
+    #[test]
+    fn the_highest_mark_names_the_last_primary_and_a_new_primary_gets_one_more() {
+        assert_eq!(mark_for("cache-0", &[]), Some(1));
+        let two = marks(&[("cache-0", 1), ("cache-2", 2)]);
+        assert_eq!(highest(&two).map(|(p, _)| p.as_str()), Some("cache-2"));
+        assert_eq!(mark_for("cache-2", &two), None, "marked already");
+        assert_eq!(mark_for("cache-0", &two), Some(3));
+        assert_eq!(mark_for("cache-1", &two), Some(3));
+    }
 }

@@ -757,3 +757,132 @@ async fn a_scale_down_that_removes_the_primary_switches_over_first() {
         usize::try_from(ordinal).unwrap()
     );
 }
+
+/// Waits until no pod of `cache` is left (the StatefulSet of a deleted instance is collected with its pods).
+async fn wait_no_pods(env: &TestEnv) {
+    let deadline = Instant::now() + WAIT;
+    while !env.pods_of("cache").await.is_empty() {
+        assert!(Instant::now() < deadline, "pods of cache still there");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The pod whose data claim carries the highest primary mark.
+async fn marked_primary(env: &TestEnv) -> Option<String> {
+    let claims = env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    claims
+        .iter()
+        .filter_map(|claim| {
+            let epoch: u64 = claim
+                .annotations()
+                .get("redis.github.com/primary-epoch")?
+                .parse()
+                .ok()?;
+            Some((epoch, claim.name_any().strip_prefix("data-")?.to_string()))
+        })
+        .max()
+        .map(|(_, pod)| pod)
+}
+
+/// An instance deleted and re-created over its retained claims (every pod holds data, no primary recorded)
+/// starts from the pod that was its primary, whose claim carries the operator's mark, not from the lowest
+/// ordinal, and keeps every confirmed write. Without the marks it stops and says how to choose; the annotation
+/// its message names resolves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_re_created_over_its_claims_starts_from_its_last_primary() {
+    let env = TestEnv::with_operator_args("recreate", &["--resync-seconds", "1"]).await;
+    let mut s = spec(3);
+    s.storage = crate::storage("1Gi", None);
+    let (first, writer) = three_converged_with_a_writer(&env, s.clone()).await;
+    // Move the primary off the lowest ordinal: a failover.
+    let old = kill_primary_server(&env).await;
+    assert_eq!(Some(old.as_str()), first.current_primary.as_deref());
+    let primary = wait_failed_over(&env, &old, "failed over")
+        .await
+        .status
+        .unwrap()
+        .current_primary
+        .unwrap();
+    wait_converged(&env, "cache", 3).await;
+    wait_writes(&writer, 20).await;
+    let (confirmed, _) = writer.finish().await;
+    let deadline = Instant::now() + WAIT;
+    while marked_primary(&env).await.as_deref() != Some(primary.as_str()) {
+        assert!(
+            Instant::now() < deadline,
+            "the claim of {primary} never marked"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    env.delete_and_wait_gone("cache").await;
+    wait_no_pods(&env).await;
+    env.create("cache", s.clone()).await;
+    let status = wait_converged(&env, "cache", 3).await;
+    assert_eq!(status.current_primary.as_deref(), Some(primary.as_str()));
+    assert_confirmed_keys_on_the_primary(&env, "k", &confirmed).await;
+    assert_one_master(&env).await;
+    // The mark is written once per primary change: none while converged.
+    crate::assert_idle_resyncs_write_nothing(&env).await;
+
+    // Claims without the marks (an instance of an older operator): it stops, saying how to choose.
+    env.delete_and_wait_gone("cache").await;
+    wait_no_pods(&env).await;
+    for claim in env
+        .claims()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        env.claims()
+            .patch(
+                &claim.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({
+                    "metadata": {"annotations": {"redis.github.com/primary-epoch": null}}
+                })),
+            )
+            .await
+            .unwrap();
+    }
+    env.create("cache", s).await;
+    let stopped = env
+        .wait_status("cache", "stopped for a person to choose", |s| {
+            s.reason == "DivergentHistories"
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(stopped.status, redis_fsm::Phase::Failed);
+    let message = &stopped.last_condition_message;
+    assert!(
+        message.contains("redis.github.com/bootstrap-primary=POD"),
+        "{message}"
+    );
+    for pod in env.pods_of("cache").await {
+        assert!(
+            !matches!(role_of(&pod).await, RoleReply::Master { .. }),
+            "{} was promoted while stopped",
+            pod.name_any()
+        );
+    }
+    env.instances()
+        .patch(
+            "cache",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"redis.github.com/bootstrap-primary": primary}}
+            })),
+        )
+        .await
+        .unwrap();
+    let status = wait_converged(&env, "cache", 3).await;
+    assert_eq!(status.current_primary.as_deref(), Some(primary.as_str()));
+    assert_confirmed_keys_on_the_primary(&env, "k", &confirmed).await;
+}

@@ -297,7 +297,9 @@ impl fmt::Display for StopReason {
             }
             StopReason::SeveralPodsHoldData(pods) => write!(
                 f,
-                "pods {} hold data of different replication histories; choose which to keep",
+                "pods {} hold data and none is recorded as the last primary; choose the one to keep with \
+                 the annotation redis.github.com/bootstrap-primary=POD on the instance (the others are \
+                 emptied and replicate from it)",
                 pods.join(", ")
             ),
         }

@@ -26,6 +26,12 @@ pub struct TopologyPolicy {
     /// How long, once the failover delay has passed, the operator tries to end a busy primary's script
     /// (`KillScript`) before it fails over and shuts the busy server down (`ShutDown`).
     pub script_kill_grace: Duration,
+    /// With no primary recorded and several pods holding data (an instance re-created over its retained
+    /// claims): the pod a person chose to start from (the `redis.github.com/bootstrap-primary` annotation).
+    pub chosen_primary: Option<String>,
+    /// Likewise, the pod whose data claim the operator marked last as the confirmed primary's: taken when no
+    /// person chose.
+    pub recorded_primary: Option<String>,
 }
 
 impl Default for TopologyPolicy {
@@ -39,6 +45,8 @@ impl Default for TopologyPolicy {
             rollout: RolloutPolicy::default(),
             switchover_request: None,
             script_kill_grace: Duration::from_secs(2),
+            chosen_primary: None,
+            recorded_primary: None,
         }
     }
 }
