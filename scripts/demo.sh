@@ -15,9 +15,9 @@ cargo build --quiet --bin redis-operator
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "installing the CRD"
-kubectl apply -f crds/redisinstance.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis.github.com
+step "installing the CRDs"
+kubectl apply -f crds/redisinstance.yaml -f crds/redisbackup.yaml
+kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis.github.com crd/redisbackups.redis.github.com
 
 step "starting the operator (log: $STATE/logs/operator-demo.log)"
 ./target/debug/redis-operator run --metrics-address 127.0.0.1:0 --context redis-operator --leader-election=false \

@@ -27,8 +27,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the operator.
     Run(Box<RunArgs>),
-    /// Print the RedisInstance CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the RedisInstance CustomResourceDefinition as YAML (`--backup`: the RedisBackup one).
+    Crd {
+        /// Print the RedisBackup CustomResourceDefinition instead.
+        #[arg(long)]
+        backup: bool,
+    },
     /// Print the phase state machine as a diagram or table.
     Fsm {
         /// mermaid, dot, markdown, or doc (the whole docs/fsm.md page).
@@ -45,6 +49,21 @@ pub enum Command {
         /// The pod to make primary, e.g. `cache-1`.
         #[arg(long)]
         to: String,
+        /// Namespace of the instance (default: the kubeconfig context's namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
+    /// Take a base backup of an instance now: creates a `RedisBackup` (named `NAME-<UTC time>` unless
+    /// `--backup-name` is given) and prints its name; the instance's `spec.backup` says where it goes.
+    Backup {
+        /// The RedisInstance.
+        name: String,
+        /// The RedisBackup's name.
+        #[arg(long)]
+        backup_name: Option<String>,
         /// Namespace of the instance (default: the kubeconfig context's namespace).
         #[arg(long, short = 'n')]
         namespace: Option<String>,
@@ -284,8 +303,12 @@ pub async fn run(args: RunArgs) -> Result<(), Box<dyn std::error::Error>> {
 pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Run(args) => run(*args).await,
-        Command::Crd => {
-            print!("{}", crate::api::crd_yaml());
+        Command::Crd { backup } => {
+            if backup {
+                print!("{}", crate::api::backup_crd_yaml());
+            } else {
+                print!("{}", crate::api::crd_yaml());
+            }
             Ok(())
         }
         Command::Fsm { format } => {
@@ -308,6 +331,40 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!(
                 "switchover of {namespace}/{name} to {to} requested; watch `kubectl get redisinstance {name} -n \
                  {namespace}` (phase Updating, reason Switchover) and its Events"
+            );
+            Ok(())
+        }
+        Command::Backup {
+            name,
+            backup_name,
+            namespace,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let backup_name = backup_name.unwrap_or_else(|| {
+                let at = k8s_openapi::jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S");
+                format!("{name}-{at}")
+            });
+            let backups: kube::Api<crate::api::RedisBackup> =
+                kube::Api::namespaced(client.clone(), &namespace);
+            let instances: kube::Api<crate::api::RedisInstance> =
+                kube::Api::namespaced(client, &namespace);
+            instances.get(&name).await?;
+            backups
+                .create(
+                    &kube::api::PostParams::default(),
+                    &crate::api::RedisBackup::new(
+                        &backup_name,
+                        crate::api::RedisBackupSpec {
+                            instance: name.clone(),
+                        },
+                    ),
+                )
+                .await?;
+            println!(
+                "{backup_name}: backup of {namespace}/{name} requested; watch `kubectl get redisbackup {backup_name} \
+                 -n {namespace}`"
             );
             Ok(())
         }

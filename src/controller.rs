@@ -114,6 +114,7 @@ pub async fn run(
         ownership::controlled_by_an_instance,
         drop_managed_fields,
     );
+    let shutdown = futures::FutureExt::shared(shutdown);
     let (nodes, node_stream) = if settings.watch_nodes {
         let (store, stream) = cached_watch(
             Api::<Node>::all(watches.clone()),
@@ -192,6 +193,27 @@ pub async fn run(
             let _ = ready.send(true);
         }
     });
+    // Backups: their own controller over `RedisBackup`, sharing the instances' context.
+    let backups = Controller::new(
+        api_for::<crate::api::RedisBackup>(&watches, ctx.settings.namespace.as_deref()),
+        watcher::Config::default().any_semantic(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        crate::backup::controller::reconcile,
+        crate::backup::controller::error_policy,
+        Arc::new(crate::backup::controller::BackupContext {
+            instances: ctx.clone(),
+            backups: Default::default(),
+        }),
+    )
+    .for_each(|result| {
+        if let Err(error) = result {
+            debug!(%error, "backup reconcile loop error");
+        }
+        std::future::ready(())
+    });
+    let backups = tokio::spawn(backups);
     let state_metrics = metrics.clone();
     let phase_stores = stores.instances.clone();
     let node_pods = stores.pods.clone();
@@ -264,6 +286,7 @@ pub async fn run(
             std::future::ready(())
         })
         .await;
+    let _ = backups.await;
     info!("controller stopped");
 }
 

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod classify;
 pub mod cli;
 pub mod controller;

@@ -164,6 +164,14 @@ fn other_names() -> BTreeSet<String> {
             names.insert(alert.trim().to_owned());
         }
     }
+    // A backup's reasons and Events, and its kind.
+    names.extend(
+        redis_operator::backup::controller::REASONS
+            .iter()
+            .chain(&redis_operator::backup::controller::EVENT_REASONS)
+            .map(|r| r.to_string()),
+    );
+    names.insert("RedisBackup".to_owned());
     // Condition statuses, Event types, the Rust types that hold reasons, topology steps, the StatefulSet
     // controller's Event reason the operator reads, and the kubelet's and scheduler's reasons it quotes.
     for name in [
@@ -606,6 +614,8 @@ fn the_docs_name_the_operators_own_names() {
         names::TLS_ANNOTATION,
         names::REPLACE_ANNOTATION,
         names::SWITCHOVER_ANNOTATION,
+        names::BOOTSTRAP_PRIMARY_ANNOTATION,
+        names::PRIMARY_EPOCH_ANNOTATION,
         names::NAME_LABEL,
         names::INSTANCE_LABEL,
         names::MANAGED_BY_LABEL,

@@ -19,6 +19,21 @@ fn committed_crd_is_current() {
     );
 }
 
+/// Likewise `crds/redisbackup.yaml`: `cargo run -- crd --backup > crds/redisbackup.yaml`.
+#[test]
+fn committed_backup_crd_is_current() {
+    const BACKUP: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/redisbackup.yaml");
+    let generated = backup_crd_yaml();
+    if std::env::var_os("REDIS_OPERATOR_BLESS").is_some() {
+        std::fs::write(BACKUP, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(BACKUP).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "crds/redisbackup.yaml is stale: run `cargo run -- crd --backup > crds/redisbackup.yaml`"
+    );
+}
+
 fn schema() -> serde_json::Value {
     crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
 }

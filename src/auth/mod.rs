@@ -402,6 +402,19 @@ pub fn operator_login(resolved: &Resolved) -> Option<crate::redis::Login> {
         })
 }
 
+/// The replication user's login (what a replica, and a backup, reads a server's data with), when authentication
+/// is on.
+pub fn replication_login(resolved: &Resolved) -> Option<crate::redis::Login> {
+    resolved.application.as_ref()?;
+    resolved
+        .internal
+        .get(REPLICATION_USER)
+        .map(|password| crate::redis::Login {
+            username: REPLICATION_USER.into(),
+            password: password.clone(),
+        })
+}
+
 /// The value of [`AUTH_ANNOTATION`] for `spec`.
 pub fn template_annotation(spec: &AuthSpec) -> String {
     if !spec.enabled {

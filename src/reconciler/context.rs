@@ -151,6 +151,9 @@ pub struct Context {
     /// Per instance, the last topology command sent to its servers, and when (see [`Context::command_is_new`]).
     pub(super) commands:
         Mutex<HashMap<ObjectRef<RedisInstance>, (redis_fsm::TopologyAction, Instant)>>,
+    /// Per instance, how a backup reaches its servers (the replication user's login, TLS), as of its last
+    /// reconcile.
+    pub(super) access: Mutex<HashMap<ObjectRef<RedisInstance>, crate::redis::Access>>,
 }
 
 impl Context {
@@ -177,7 +180,23 @@ impl Context {
             acl_reported: Mutex::default(),
             own_writes: Default::default(),
             commands: Mutex::default(),
+            access: Mutex::default(),
         }
+    }
+
+    /// How a backup reaches the servers of `ri` (the replication user's login), as of its last reconcile in this
+    /// process.
+    pub fn last_access(&self, ri: &RedisInstance) -> Option<crate::redis::Access> {
+        self.access
+            .lock()
+            .ok()?
+            .get(&ObjectRef::from_obj(ri))
+            .cloned()
+    }
+
+    /// The pods of instance `namespace/name`, from the watch cache.
+    pub fn instance_pods(&self, name: &str, namespace: &str) -> Vec<Arc<Pod>> {
+        instance_objects(&self.stores.pods, name, namespace)
     }
 }
 
@@ -261,6 +280,9 @@ impl Context {
         self.own_writes.forget(&key);
         if let Ok(mut c) = self.commands.lock() {
             c.remove(&key);
+        }
+        if let Ok(mut a) = self.access.lock() {
+            a.remove(&key);
         }
     }
 }

@@ -39,6 +39,16 @@ pub(super) async fn pod_passes(
     report: &mut Report,
 ) -> Duration {
     let live = snapshot.statefulset.is_some();
+    // A backup reads a server's data as a replica does: with the replication user's login.
+    if let Ok(mut access) = ctx.access.lock() {
+        access.insert(
+            kube::runtime::reflector::ObjectRef::from_obj(ri),
+            crate::redis::Access {
+                login: crate::auth::replication_login(&prepared.resolved),
+                ..prepared.access.clone()
+            },
+        );
+    }
     let auth_status = auth::converge_pass(ri, ctx, snapshot, prepared).await;
     let (tls_status, tls_pending) =
         tls::reload_pass(ri, ctx, snapshot, tls, &prepared.access).await;

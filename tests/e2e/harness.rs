@@ -99,30 +99,34 @@ pub fn cluster() -> &'static ClusterInfo {
     })
 }
 
-/// Applies `crds/redisinstance.yaml` and waits until the API server serves it.
+/// Applies `crds/redisinstance.yaml` and `crds/redisbackup.yaml` and waits until the API server serves them.
 pub fn install_crd(info: &ClusterInfo) {
-    let crd = format!("{REPO}/crds/redisinstance.yaml");
-    run_ok(kubectl(info).args(["apply", "-f", &crd]), None);
+    for crd in ["redisinstance", "redisbackup"] {
+        let file = format!("{REPO}/crds/{crd}.yaml");
+        run_ok(kubectl(info).args(["apply", "-f", &file]), None);
+    }
     // Polled rather than `kubectl wait`, which fails at once while a new CRD has no conditions yet.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let established = run_captured(
-            kubectl(info).args([
-                "get",
-                "crd/redisinstances.redis.github.com",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-            ]),
-            None,
-        );
-        if String::from_utf8_lossy(&established.stdout).trim() == "True" {
-            break;
+    for crd in ["redisinstances", "redisbackups"] {
+        loop {
+            let established = run_captured(
+                kubectl(info).args([
+                    "get",
+                    &format!("crd/{crd}.redis.github.com"),
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+                ]),
+                None,
+            );
+            if String::from_utf8_lossy(&established.stdout).trim() == "True" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the CRD {crd} was not Established within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the CRD was not Established within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
     }
     wait_published(info);
 }

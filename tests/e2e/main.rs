@@ -2,6 +2,7 @@
 //! Each test has its own namespace and operator, so they run in parallel.
 
 mod admission;
+mod backup;
 mod busy;
 mod cluster;
 mod exclusive;

@@ -126,14 +126,15 @@ async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<St
 }
 
 #[test]
-fn crd_copy_in_deploy_equals_the_generated_crd() {
-    let generated = std::fs::read(format!("{REPO}/crds/redisinstance.yaml")).unwrap();
-    let copy = std::fs::read(format!("{REPO}/deploy/base/crd/redisinstance.yaml")).unwrap();
-    assert!(
-        generated == copy,
-        "deploy/base/crd/redisinstance.yaml differs from crds/redisinstance.yaml: \
-         cp crds/redisinstance.yaml deploy/base/crd/redisinstance.yaml"
-    );
+fn crd_copies_in_deploy_equal_the_generated_crds() {
+    for crd in ["redisinstance.yaml", "redisbackup.yaml"] {
+        let generated = std::fs::read(format!("{REPO}/crds/{crd}")).unwrap();
+        let copy = std::fs::read(format!("{REPO}/deploy/base/crd/{crd}")).unwrap();
+        assert!(
+            generated == copy,
+            "deploy/base/crd/{crd} differs from crds/{crd}: cp crds/{crd} deploy/base/crd/{crd}"
+        );
+    }
 }
 
 #[test]
@@ -630,6 +631,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["update", "configmaps", "-n", ns],
         vec!["delete", "redisinstances.redis.github.com", "-n", ns],
         vec!["update", "redisinstances.redis.github.com", "-n", ns],
+        // Backups are the user's: the operator writes their status only.
+        vec!["patch", "redisbackups.redis.github.com", "-n", ns],
+        vec!["delete", "redisbackups.redis.github.com", "-n", ns],
         vec!["create", "leases.coordination.k8s.io", "-n", ns],
         vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
     ] {
@@ -662,6 +666,14 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec![
             "update",
             "redisinstances.redis.github.com",
+            "--subresource=status",
+            "-n",
+            ns,
+        ],
+        vec!["watch", "redisbackups.redis.github.com", "-n", ns],
+        vec![
+            "patch",
+            "redisbackups.redis.github.com",
             "--subresource=status",
             "-n",
             ns,

@@ -1,0 +1,107 @@
+//! Backups: where an instance's backups go (`spec.backup` of a `RedisInstance`) and the `RedisBackup` resource,
+//! one base backup taken on demand.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where an instance's backups go (`spec.backup`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// An S3-compatible bucket.
+    pub s3: S3Target,
+}
+
+/// An S3-compatible bucket (`spec.backup.s3`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Target {
+    /// The endpoint's URL, e.g. `https://s3.eu-west-1.amazonaws.com` or `http://minio.storage:9000`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: String,
+
+    /// The bucket, which must exist.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+
+    /// The prefix of every object of this instance, without a leading slash (default: `NAMESPACE/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512), regex(pattern = r"^[^/\s][^\s]*$"))]
+    pub prefix: Option<String>,
+
+    /// The region signed for (default `us-east-1`, which most S3-compatible servers accept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+
+    /// A Secret in the instance's namespace with the keys `accessKeyId` and `secretAccessKey`.
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: String,
+}
+
+/// One base backup of an instance, taken once (`kubectl create` it, or `redis-operator backup NAME`). It is
+/// read from a replica when the instance has one, streamed compressed to the instance's `spec.backup` bucket,
+/// and never changed afterwards; deleting it leaves the object in the bucket.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[kube(
+    group = "redis.github.com",
+    version = "v1",
+    kind = "RedisBackup",
+    plural = "redisbackups",
+    shortname = "rb",
+    namespaced,
+    status = "RedisBackupStatus",
+    printcolumn = r#"{"name":"Instance","type":"string","jsonPath":".spec.instance","description":"The instance backed up"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Running, Completed or Failed"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.size","description":"Bytes stored (compressed)"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisBackupSpec {
+    /// The `RedisInstance` of this namespace to back up.
+    #[schemars(length(min = 1, max = 63))]
+    pub instance: String,
+}
+
+/// What a backup did, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RedisBackupStatus {
+    /// `Running`, `Completed` or `Failed` (absent until the operator takes it up).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// Why it failed (CamelCase), e.g. `BucketUnreachable`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// What happened, in words.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// When the operator started reading the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When the object was complete in the bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+    /// The pod the data was read from.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    /// The replication id of the history the backup belongs to.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub replication_id: String,
+    /// The replication offset the backup holds every write up to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_offset: Option<u64>,
+    /// Where it is: `s3://BUCKET/KEY`.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub object: String,
+    /// Bytes stored (the compressed object).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Bytes of the snapshot (the RDB file, uncompressed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_size: Option<u64>,
+    /// SHA-256 of the snapshot (uncompressed), checked when it is restored.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+}
