@@ -4,7 +4,8 @@
 # processes with their state in one directory. The node is a real one by default: containerd, kubelet,
 # kube-proxy, kube-scheduler and CoreDNS on a bridge of the cluster's own (real-node.sh); or, with
 # DEVCLUSTER_NODE=agent, the devcluster node agent (pods as host processes on loopback addresses: fast, and what
-# the scale benchmark's simulated pods need).
+# the scale benchmark's simulated pods need). Beside them an S3-compatible object store: SeaweedFS (`weed server`:
+# master, volume server, filer and S3 gateway in one process, built by build-s3.sh), with authentication on.
 #
 # Usage: devcluster/cluster.sh up|down [--purge]|stop COMPONENT|env|status
 #
@@ -23,9 +24,15 @@
 #   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
 #   DEVCLUSTER_K8S               newest | oldest supported Kubernetes release [newest]
 #   DEVCLUSTER_K8S_VERSION       an exact release instead, e.g. v1.36.3
-#   DEVCLUSTER_CACHE             control plane build cache [/var/cache/redis-operator-devcluster]
+#   DEVCLUSTER_CACHE             control plane and SeaweedFS build cache [/var/cache/redis-operator-devcluster]
+#   DEVCLUSTER_S3_PORT           the S3 endpoint's port [the API server port + 1100, 7543 by default]; SeaweedFS takes
+#                                the seven after it too: PORT+1..+3 its master, volume server and filer, PORT+4..+7
+#                                the gRPC ports of the S3 gateway, master, volume server and filer. The S3 port and
+#                                its gRPC port listen on the API server's address (the node's bridge address with a
+#                                real node, so pods reach it; 127.0.0.1 with the agent), the rest on 127.0.0.1.
 # A second cluster side by side needs its own DEVCLUSTER_DIR, all four ports and a pod CIDR prefix (a real
-# node also its own bridge, pod and Service ranges and kubelet port: see real-node.sh).
+# node also its own bridge, pod and Service ranges and kubelet port: see real-node.sh); its own API server port
+# moves its S3 ports along unless DEVCLUSTER_S3_PORT is set.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,6 +66,16 @@ if [ "$NODE_MODE" = real ]; then
   read -r -a COMPONENTS <<<"$(real_components)"
   # Pods reach the API server through the `kubernetes` Service: it listens on the node's bridge address.
   API_HOST=$NODE_IP
+fi
+# The S3 endpoint: where the API server listens, which host processes and pods both reach.
+COMPONENTS+=(s3)
+S3_HOST=$API_HOST
+S3_PORT=${DEVCLUSTER_S3_PORT:-$((APISERVER_PORT + 1100))}
+S3_REGION=us-east-1
+S3_DIR=$DIR/s3
+case "$S3_PORT" in '' | *[!0-9]*) echo "DEVCLUSTER_S3_PORT must be a port number" >&2; exit 2 ;; esac
+if [ "$S3_PORT" -lt 1024 ] || [ $((S3_PORT + 7)) -gt 65535 ]; then
+  echo "the S3 ports $S3_PORT..$((S3_PORT + 7)) must lie within 1024..65535: set DEVCLUSTER_S3_PORT" >&2; exit 2
 fi
 
 log() { echo "[devcluster] $*" >&2; }
@@ -158,7 +175,8 @@ stop_package_services() {
   done
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_busy PORT [HOST, 127.0.0.1 by default]
+port_busy() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 # Before starting a component: its port must be free (a system service may hold it).
 ensure_port_free() {
@@ -336,6 +354,7 @@ generate_config() {
   write_kubeconfig "$DIR/node-agent.kubeconfig" node-agent node-agent
   write_kubeconfig "$DIR/controller-manager.kubeconfig" controller-manager controller-manager
   [ -f "$DIR/cluster-id" ] || openssl rand -hex 6 >"$DIR/cluster-id"
+  generate_s3_config
   if [ "$NODE_MODE" = real ]; then generate_real_config; fi
   echo "$NODE_MODE" >"$DIR/node-mode"
   if [ "$NODE_MODE" = real ]; then echo "$NETWORK_POLICY" >"$DIR/network-policy"; fi
@@ -388,6 +407,117 @@ all_running() {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
+# The S3 store: SeaweedFS's `weed server` with its master, one volume server, the filer (its metadata in LevelDB)
+# and the S3 gateway in one process, data under $S3_DIR, one admin identity whose keys are generated once.
+
+# Writes stdin to FILE, readable by its owner only, in one rename.
+write_private() {
+  (umask 077 && cat >"$1.tmp") && chmod 600 "$1.tmp" && mv "$1.tmp" "$1"
+}
+
+generate_s3_config() {
+  mkdir -p "$S3_DIR/data"
+  chmod 700 "$S3_DIR"
+  if [ ! -f "$S3_DIR/credentials" ]; then
+    log "generating S3 credentials"
+    echo "$(openssl rand -hex 10 | tr a-f A-F) $(openssl rand -hex 20)" | write_private "$S3_DIR/credentials"
+  fi
+  local key secret
+  read -r key secret <"$S3_DIR/credentials"
+  # SeaweedFS's static identities (-s3.config): with one configured, every request must be signed by it.
+  [ -f "$S3_DIR/identities.json" ] || write_private "$S3_DIR/identities.json" <<EOF
+{
+  "identities": [
+    {
+      "name": "devcluster-admin",
+      "credentials": [{"accessKey": "$key", "secretKey": "$secret"}],
+      "actions": ["Admin", "Read", "List", "Tagging", "Write"]
+    }
+  ]
+}
+EOF
+  # One volume per new collection (each bucket is one) instead of seven.
+  printf '[master.volume_growth]\ncopy_1 = 1\n' >"$S3_DIR/master.toml"
+  # Rewritten every time: the address or port may differ from the previous run. `env` prints it.
+  write_private "$S3_DIR/env" <<EOF
+DEVCLUSTER_S3_ENDPOINT=http://$S3_HOST:$S3_PORT
+DEVCLUSTER_S3_ACCESS_KEY_ID=$key
+DEVCLUSTER_S3_SECRET_ACCESS_KEY=$secret
+DEVCLUSTER_S3_REGION=$S3_REGION
+EOF
+}
+
+# The S3 port and the S3 gateway's gRPC port (PORT+4) listen on $S3_HOST, the others on 127.0.0.1.
+s3_port_host() { case $1 in 0 | 4) echo "$S3_HOST" ;; *) echo 127.0.0.1 ;; esac; }
+
+ensure_s3_ports_free() {
+  running_pid s3 >/dev/null && return 0
+  local i
+  for i in 0 1 2 3 4 5 6 7; do
+    ! port_busy $((S3_PORT + i)) "$(s3_port_host $i)" ||
+      die "port $((S3_PORT + i)) on $(s3_port_host $i), needed by s3 (it takes DEVCLUSTER_S3_PORT..+7, now $S3_PORT..$((S3_PORT + 7))), is in use; choose others with DEVCLUSTER_S3_PORT"
+  done
+}
+
+# Small and quiet: no preallocation, 64 MB volumes, one volume server, no telemetry, no Iceberg or Lance
+# endpoints; GOMEMLIMIT keeps the Go heap near 64 MiB (idle RSS otherwise doubles after a few uploads).
+start_s3() {
+  local weed=$1
+  ensure_s3_ports_free
+  start s3 env GOMEMLIMIT=64MiB "$weed" -config_dir="$S3_DIR" server -dir="$S3_DIR/data" \
+    -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.ip.bind="$S3_HOST" \
+    -master.port=$((S3_PORT + 1)) -master.port.grpc=$((S3_PORT + 5)) \
+    -volume.port=$((S3_PORT + 2)) -volume.port.grpc=$((S3_PORT + 6)) \
+    -filer.port=$((S3_PORT + 3)) -filer.port.grpc=$((S3_PORT + 7)) \
+    -s3 -s3.port="$S3_PORT" -s3.port.grpc=$((S3_PORT + 4)) -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.config="$S3_DIR/identities.json" \
+    -master.volumeSizeLimitMB=64 -master.volumePreallocate=false -volume.max=0 -volume.preStopSeconds=0 \
+    -master.telemetry=false -metricsPort=0
+}
+
+# The HTTP status of a ListBuckets request signed with the admin keys (handed to curl on stdin, not on its
+# command line).
+s3_status() {
+  local key secret
+  read -r key secret <"$S3_DIR/credentials" || return 1
+  curl -s -o /dev/null -w '%{http_code}' --max-time 2 --aws-sigv4 "aws:amz:$S3_REGION:s3" -K - \
+    "http://$S3_HOST:$S3_PORT/" <<<"user = \"$key:$secret\"" || true
+}
+s3_ready() { [ "$(s3_status)" = 200 ]; }
+
+s3_failed() {
+  log "s3 $1; the end of $LOGS/s3.log:"
+  tail -n 30 "$LOGS/s3.log" >&2 || true
+  die "the S3 store is not ready (http://$S3_HOST:$S3_PORT)"
+}
+
+# Until a signed request is answered (the gateway starts a few seconds after the process, once the filer runs),
+# and an unsigned one refused.
+wait_s3_ready() {
+  local deadline=$((SECONDS + 60))
+  until s3_ready; do
+    running_pid s3 >/dev/null || s3_failed "exited"
+    [ $SECONDS -lt $deadline ] || s3_failed "answered no signed request within 60 s (last status: $(s3_status))"
+    sleep 0.2
+  done
+  local anonymous
+  anonymous=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$S3_HOST:$S3_PORT/" || true)
+  [ "$anonymous" = 403 ] || s3_failed "answered an unsigned request with $anonymous, not 403"
+}
+
+# weed's shutdown stops its volume server first; a filer with metadata-log entries not yet flushed (it flushes
+# once a minute) then retries for 15 s before it gives up. Objects and metadata are on disk already (LevelDB's
+# journal), so the wait is cut short. The unix sockets it keeps in /tmp (named by its ports) go with it.
+stop_s3() {
+  stop s3 5
+  local name
+  for name in s3-$S3_PORT filer-$((S3_PORT + 3)) s3-grpc-$((S3_PORT + 4)) master-grpc-$((S3_PORT + 5)) \
+    volume-grpc-$((S3_PORT + 6)) filer-grpc-$((S3_PORT + 7)); do
+    rm -f "/tmp/seaweedfs-$name.sock"
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------------------
 # Commands.
 
 cmd_up() {
@@ -416,6 +546,8 @@ cmd_up() {
   local bin=$DIR/bin
   build_agent
   if [ "$NODE_MODE" = real ]; then install_crictl; install_kube_router; fi
+  local weed
+  weed=$("$REPO/devcluster/build-s3.sh")
   local cluster_id
   cluster_id=$(cat "$DIR/cluster-id")
 
@@ -453,6 +585,8 @@ cmd_up() {
     --audit-log-maxsize=200 --audit-log-maxbackup=2 \
     --profiling=false
   wait_for kube-apiserver 120 apiserver_ready
+  # Independent of the rest; it is waited for at the end.
+  start_s3 "$weed"
 
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig="$DIR/controller-manager.kubeconfig" \
@@ -479,6 +613,7 @@ cmd_up() {
   wait_for "the default ServiceAccount and its token" 120 default_service_account_ready
   wait_for "node $NODE_NAME to be Ready" 120 node_ready
   if [ "$NODE_MODE" = real ]; then start_network_policy; real_addons; fi
+  wait_s3_ready
   trap - EXIT
   log "cluster is up"
   cmd_env
@@ -488,10 +623,14 @@ cmd_down() {
   local purge=${1:-}
   stop node-agent
   if [ "$NODE_MODE" = real ]; then stop_real_node; else stop_pod_processes; fi
+  # Beside the control plane: its stop can take its whole grace period.
+  stop_s3 &
+  local s3_stopping=$!
   stop kube-controller-manager
   # Its graceful shutdown waits up to a minute for open watches; etcd holds all state, so cut it short.
   stop kube-apiserver 5
   stop etcd
+  wait "$s3_stopping" || true
   if [ "$purge" = --purge ]; then
     if [ "$NODE_MODE" = real ]; then real_network_down; fi
     log "deleting $DIR"
@@ -499,7 +638,11 @@ cmd_down() {
   fi
 }
 
-cmd_env() { echo "export KUBECONFIG=$KUBECONFIG_FILE PATH=$DIR/bin:\$PATH"; }
+cmd_env() {
+  echo "export KUBECONFIG=$KUBECONFIG_FILE PATH=$DIR/bin:\$PATH"
+  # The S3 store's endpoint and keys, as `up` last wrote them.
+  if [ -f "$S3_DIR/env" ]; then sed 's/^/export /' "$S3_DIR/env"; fi
+}
 
 cmd_status() {
   local c pid state=0
@@ -512,6 +655,7 @@ cmd_status() {
     fi
   done
   if apiserver_ready; then echo "apiserver: https://$API_HOST:$APISERVER_PORT ready"; fi
+  if [ -f "$S3_DIR/credentials" ] && s3_ready; then echo "s3: http://$S3_HOST:$S3_PORT ready (keys: $S3_DIR/env)"; fi
   echo "state dir: $DIR"
   return $state
 }
@@ -520,7 +664,10 @@ cmd_status() {
 cmd_stop() {
   local c
   for c in "${COMPONENTS[@]}"; do
-    if [ "$c" = "${1:-}" ]; then stop "$c"; return 0; fi
+    if [ "$c" = "${1:-}" ]; then
+      if [ "$c" = s3 ]; then stop_s3; else stop "$c"; fi
+      return 0
+    fi
   done
   die "no component ${1:-} (one of: ${COMPONENTS[*]})"
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end check of a running devcluster: a 2-replica Redis StatefulSet with persistent volumes becomes
-# ready, serves SET/GET on its pod addresses, rolls on an image change, keeps its data across a pod deletion,
-# grows its volume, and everything goes away with the namespace.
+# End-to-end check of a running devcluster: the S3 store answers (smoke-s3.sh), a 2-replica Redis StatefulSet
+# with persistent volumes becomes ready, serves SET/GET on its pod addresses, rolls on an image change, keeps its
+# data across a pod deletion, grows its volume, and everything goes away with the namespace.
 #
 # Usage: devcluster/smoke.sh        (after `devcluster/cluster.sh up`; honours DEVCLUSTER_DIR)
 set -euo pipefail
@@ -44,6 +44,8 @@ if ! namespace_gone; then
 fi
 
 step "readyz: $(kubectl get --raw /readyz)"
+step "the S3 store"
+bash "$REPO/devcluster/smoke-s3.sh" || fail "the S3 store's check failed"
 kubectl create namespace "$NS" >/dev/null
 kubectl -n "$NS" apply -f - >/dev/null <<'YAML'
 apiVersion: v1
