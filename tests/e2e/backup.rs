@@ -163,6 +163,10 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
         String::from_utf8_lossy(&cli.stderr)
     );
     let status = finished(&env, "first").await;
+    eprintln!(
+        "first backup: {status:?}, {} confirmed writes",
+        confirmed.len()
+    );
     assert_eq!(status.phase, "Completed", "{status:?}");
     let replica = labelled(&env, "cache", "replica").await[0].name_any();
     assert_eq!(status.pod, replica, "read from the replica");
