@@ -147,6 +147,12 @@ pub async fn run(
         |_| true,
         secrets::trim_metadata,
     );
+    let (backups, backup_stream) = cached_watch(
+        api_for::<crate::api::RedisBackup>(&watches, ns),
+        &watcher::Config::default().any_semantic(),
+        |_| true,
+        drop_managed_fields,
+    );
     let refused_pods = watcher::Config::default()
         .fields(&format!(
             "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
@@ -177,6 +183,7 @@ pub async fn run(
         network_policies,
         secrets,
         nodes,
+        backups,
     };
     let ctx = Arc::new(Context::new(
         client,
@@ -261,6 +268,10 @@ pub async fn run(
         .owns_stream(budget_stream)
         .owns_stream(network_policy_stream)
         .watches_stream(pod_stream, map_to_instance)
+        // A backup that finished changes its instance's `status.backup`.
+        .watches_stream(backup_stream, |backup: crate::api::RedisBackup| {
+            Some(ObjectRef::new(&backup.spec.instance).within(&backup.namespace()?))
+        })
         .watches_stream(claim_stream, map_to_instance)
         .watches_stream(failure_stream, |event: CoreEvent| {
             // A StatefulSet has its instance's name.

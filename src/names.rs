@@ -57,6 +57,8 @@ pub const BOOTSTRAP_PRIMARY_ANNOTATION: &str = "redis.github.com/bootstrap-prima
 /// the instance carried then. The claims outlive the instance, so an instance re-created over them starts from
 /// the pod whose claim carries the highest.
 pub const PRIMARY_EPOCH_ANNOTATION: &str = "redis.github.com/primary-epoch";
+/// The annotation on a scheduled `RedisBackup`: the schedule time it was made for (Unix seconds).
+pub const SCHEDULED_FOR_ANNOTATION: &str = "redis.github.com/scheduled-for";
 
 /// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
 pub const DATA_VOLUME: &str = "data";
@@ -154,6 +156,7 @@ mod tests {
             SWITCHOVER_ANNOTATION,
             BOOTSTRAP_PRIMARY_ANNOTATION,
             PRIMARY_EPOCH_ANNOTATION,
+            SCHEDULED_FOR_ANNOTATION,
         ] {
             assert!(key.starts_with(RESERVED_PREFIX), "{key}");
         }

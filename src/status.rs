@@ -47,6 +47,8 @@ pub fn next_status(
         auth: previous.and_then(|s| s.auth.clone()),
         // The TLS pass's (see `reconciler::tls`); other writes keep it.
         tls: previous.and_then(|s| s.tls.clone()),
+        // The backup pass's (see `backup::pass`); other writes keep it.
+        backup: previous.and_then(|s| s.backup.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }

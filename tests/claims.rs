@@ -616,6 +616,7 @@ fn the_docs_name_the_operators_own_names() {
         names::SWITCHOVER_ANNOTATION,
         names::BOOTSTRAP_PRIMARY_ANNOTATION,
         names::PRIMARY_EPOCH_ANNOTATION,
+        names::SCHEDULED_FOR_ANNOTATION,
         names::NAME_LABEL,
         names::INSTANCE_LABEL,
         names::MANAGED_BY_LABEL,

@@ -11,6 +11,46 @@ use serde::{Deserialize, Serialize};
 pub struct BackupSpec {
     /// An S3-compatible bucket.
     pub s3: S3Target,
+
+    /// When backups are taken by themselves: five cron fields in UTC (minute hour day-of-month month
+    /// day-of-week), as a CronJob's, e.g. `0 3 * * *`. Each run creates a `RedisBackup` named `NAME-<time>`; a
+    /// run missed by more than 5 minutes (the operator was down) is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 9, max = 128))]
+    pub schedule: Option<String>,
+
+    /// How many completed scheduled backups are kept (default 7; the newest is always kept); older ones are
+    /// deleted, their objects first. Backups made by hand are never deleted.
+    #[serde(default = "default_keep")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub keep: i32,
+
+    /// Completed scheduled backups older than this many days are deleted too (the newest never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 36500))]
+    pub max_age_days: Option<i32>,
+}
+
+fn default_keep() -> i32 {
+    7
+}
+
+/// What the instance's status says of its backups (`status.backup`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct InstanceBackupStatus {
+    /// The newest completed `RedisBackup` of the instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_completed: Option<String>,
+    /// When it completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_completed_at: Option<String>,
+    /// The schedule's next run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_at: Option<String>,
+    /// Why scheduled backups are not taken (an unusable schedule).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// An S3-compatible bucket (`spec.backup.s3`).

@@ -10,7 +10,9 @@ pub mod directives;
 pub mod quantity;
 mod status;
 
-pub use self::backup::{BackupSpec, RedisBackup, RedisBackupSpec, RedisBackupStatus, S3Target};
+pub use self::backup::{
+    BackupSpec, InstanceBackupStatus, RedisBackup, RedisBackupSpec, RedisBackupStatus, S3Target,
+};
 pub use self::status::{
     AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus, MAX_STATUS_INTEGER,
 };

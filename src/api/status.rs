@@ -96,6 +96,10 @@ pub struct RedisInstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
 
+    /// Backups: the newest completed one and the schedule's next run (with `spec.backup`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<crate::api::InstanceBackupStatus>,
+
     /// Per pod: its replication role, link state, lag and when it was last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]

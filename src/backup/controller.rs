@@ -67,9 +67,11 @@ pub struct BackupContext {
 
 /// Why a backup cannot be taken (recorded as `Failed` with this reason).
 #[derive(Debug, PartialEq, Eq)]
-struct Refusal {
-    reason: &'static str,
-    message: String,
+pub struct Refusal {
+    /// The reason.
+    pub reason: &'static str,
+    /// What is wrong, in words.
+    pub message: String,
 }
 
 fn refusal(reason: &'static str, message: impl Into<String>) -> Refusal {
@@ -216,6 +218,56 @@ async fn prepare(
             format!("RedisInstance {name} has no spec.backup: set spec.backup.s3 to say where backups go"),
         ));
     };
+    let (bucket, _) = bucket_for(ctx, ri).await?;
+    let Some(access) = ctx.last_access(ri) else {
+        return Ok(None);
+    };
+    // A replica in sync when there is one (the primary's latency does not move), else the primary.
+    let pods = ctx.instance_pods(&name, &namespace);
+    let role =
+        |pod: &Pod, wanted: &str| pod.labels().get(ROLE_LABEL).map(String::as_str) == Some(wanted);
+    let source = pods
+        .iter()
+        .find(|p| role(p, "replica"))
+        .or_else(|| pods.iter().find(|p| role(p, "primary")));
+    let Some((pod, at)) = source.and_then(|p| Some((p.name_any(), endpoint(p)?))) else {
+        return Ok(None);
+    };
+    let prefix = target
+        .s3
+        .prefix
+        .clone()
+        .unwrap_or_else(|| format!("{namespace}/{name}"));
+    let uid = backup.uid().unwrap_or_default();
+    let key = format!(
+        "{}/base/{}-{}.rdb.zst",
+        prefix.trim_end_matches('/'),
+        backup.name_any(),
+        uid.get(..8).unwrap_or(&uid)
+    );
+    Ok(Some(Job {
+        pod,
+        host: at.host,
+        port: at.port,
+        access,
+        bucket,
+        bucket_name: target.s3.bucket.clone(),
+        key,
+    }))
+}
+
+/// A client of the bucket `ri`'s `spec.backup` names, with its credentials read from their Secret now.
+pub async fn bucket_for(
+    ctx: &Context,
+    ri: &RedisInstance,
+) -> Result<(Arc<dyn object_store::ObjectStore>, String), Refusal> {
+    let (name, namespace) = (ri.name_any(), ri.namespace().unwrap_or_default());
+    let Some(target) = &ri.spec.backup else {
+        return Err(refusal(
+            NO_BACKUP_TARGET,
+            format!("RedisInstance {name} has no spec.backup: set spec.backup.s3 to say where backups go"),
+        ));
+    };
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let secret = secrets
         .get_opt(&target.s3.credentials_secret)
@@ -255,41 +307,7 @@ async fn prepare(
     };
     let bucket = store::bucket(&target.s3, &credentials)
         .map_err(|e| refusal(BUCKET_SETTINGS_INVALID, e.to_string()))?;
-    let Some(access) = ctx.last_access(ri) else {
-        return Ok(None);
-    };
-    // A replica in sync when there is one (the primary's latency does not move), else the primary.
-    let pods = ctx.instance_pods(&name, &namespace);
-    let role =
-        |pod: &Pod, wanted: &str| pod.labels().get(ROLE_LABEL).map(String::as_str) == Some(wanted);
-    let source = pods
-        .iter()
-        .find(|p| role(p, "replica"))
-        .or_else(|| pods.iter().find(|p| role(p, "primary")));
-    let Some((pod, at)) = source.and_then(|p| Some((p.name_any(), endpoint(p)?))) else {
-        return Ok(None);
-    };
-    let prefix = target
-        .s3
-        .prefix
-        .clone()
-        .unwrap_or_else(|| format!("{namespace}/{name}"));
-    let uid = backup.uid().unwrap_or_default();
-    let key = format!(
-        "{}/base/{}-{}.rdb.zst",
-        prefix.trim_end_matches('/'),
-        backup.name_any(),
-        uid.get(..8).unwrap_or(&uid)
-    );
-    Ok(Some(Job {
-        pod,
-        host: at.host,
-        port: at.port,
-        access,
-        bucket,
-        bucket_name: target.s3.bucket.clone(),
-        key,
-    }))
+    Ok((bucket, target.s3.bucket.clone()))
 }
 
 fn failed(base: RedisBackupStatus, refused: &Refusal) -> RedisBackupStatus {

@@ -4,7 +4,9 @@
 
 pub mod controller;
 mod http;
+pub mod pass;
 pub mod rdb;
+pub mod schedule;
 pub mod store;
 
 use std::time::Duration;

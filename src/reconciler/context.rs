@@ -80,6 +80,9 @@ pub struct Stores {
     /// Nodes (whether they are cordoned), when the operator watches every namespace; a namespaced install has
     /// no cluster-wide permission, and then does not switch over off cordoned nodes.
     pub nodes: Option<Store<Node>>,
+    /// RedisBackups (for the instances' scheduled backups and `status.backup`). Not waited for: without its
+    /// CRD installed the instances are managed all the same.
+    pub backups: Store<crate::api::RedisBackup>,
 }
 
 impl Stores {

@@ -187,7 +187,7 @@ async fn steps(
     let ri = recorded.as_ref().unwrap_or(ri);
     let config_change = apply_children(ri, ctx, snapshot, &desired, &mut change, report).await?;
     observe_rollout(ri, ctx, snapshot, &change, config_change.as_ref(), report);
-    let requeue = pod_passes(
+    let mut requeue = pod_passes(
         ri,
         ctx,
         snapshot,
@@ -198,6 +198,11 @@ async fn steps(
         report,
     )
     .await;
+    let backup = crate::backup::pass::run(ri, ctx, snapshot.now).await;
+    report.passes.backup = Some(backup.status);
+    if let Some(until_next) = backup.requeue {
+        requeue = requeue.min(until_next);
+    }
     report.publish = true;
     // Watches on the StatefulSet, pods and claims bring every further step; the timer is a periodic resync,
     // shorter while the topology moves.

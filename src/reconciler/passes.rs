@@ -88,6 +88,8 @@ pub(super) async fn pod_passes(
         topology,
         auth: Some(auth_status),
         tls: Some(tls_status),
+        // Set by the backup pass, which follows.
+        backup: None,
     };
     requeue
 }

@@ -26,6 +26,8 @@ pub(super) struct Passes {
     pub(super) auth: Option<crate::api::AuthStatus>,
     /// TLS (`Some(None)`: TLS is off).
     pub(super) tls: Option<Option<crate::api::TlsStatus>>,
+    /// Backups (`Some(None)`: no `spec.backup`).
+    pub(super) backup: Option<Option<crate::api::InstanceBackupStatus>>,
 }
 
 /// The one status write of a reconcile: runs the phase engine on `observation`, assembles the status with what
@@ -102,6 +104,9 @@ pub(super) async fn publish_status(
     status.conditions.extend(exposure);
     if let Some(auth) = auth {
         status.auth = Some(auth.clone());
+    }
+    if let Some(backup) = &passes.backup {
+        status.backup = backup.clone();
     }
     if let Some(tls) = tls {
         status.tls = tls.clone();

@@ -143,7 +143,12 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
         region: None,
         credentials_secret: "s3".into(),
     };
-    s.backup = Some(BackupSpec { s3: target.clone() });
+    s.backup = Some(BackupSpec {
+        s3: target.clone(),
+        schedule: None,
+        keep: 7,
+        max_age_days: None,
+    });
     env.create("cache", s).await;
     env.wait_running("cache").await;
     wait_converged(&env, "cache", 2).await;
@@ -301,4 +306,113 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A schedule of every minute with `keep: 1`: runs are created by themselves (`NAME-<time>`), and once a second
+/// one completed the first is deleted with its object; `status.backup` names the newest completed backup and the
+/// next run. A schedule that is not cron is reported in `status.backup.message` and creates nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
+    let Some((endpoint, key, secret)) = s3() else {
+        eprintln!("no local S3 server against an existing cluster: skipped");
+        return;
+    };
+    let env = TestEnv::new("schedule").await;
+    let bucket = env.ns.clone();
+    create_bucket(&endpoint, &key, &secret, &bucket);
+    credentials_secret(&env, "s3", &key, &secret).await;
+    let target = S3Target {
+        endpoint,
+        bucket,
+        prefix: None,
+        region: None,
+        credentials_secret: "s3".into(),
+    };
+    let mut s = spec(1);
+    s.backup = Some(BackupSpec {
+        s3: target.clone(),
+        schedule: Some("every minute".into()),
+        keep: 1,
+        max_age_days: None,
+    });
+    env.create("cache", s).await;
+    let refused = env
+        .wait_status("cache", "the bad schedule reported", |s| {
+            s.backup.as_ref().is_some_and(|b| !b.message.is_empty())
+        })
+        .await;
+    assert!(
+        refused
+            .status
+            .unwrap()
+            .backup
+            .unwrap()
+            .message
+            .contains("five fields"),
+        "the message names the problem"
+    );
+    env.patch_spec(
+        "cache",
+        serde_json::json!({"backup": {"schedule": "* * * * *"}}),
+    )
+    .await;
+    let backups: Api<RedisBackup> = Api::namespaced(env.client.clone(), &env.ns);
+    let bucket_client = store::bucket(
+        &target,
+        &Credentials {
+            access_key_id: key,
+            secret_access_key: secret,
+        },
+    )
+    .unwrap();
+    // Two runs completed (they are a minute apart), the first deleted by retention with its object.
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(200);
+    loop {
+        let list = backups.list(&Default::default()).await.unwrap().items;
+        for b in &list {
+            if let Some(status) = b.status.as_ref().filter(|s| s.phase == "Completed") {
+                seen.insert(b.name_any(), status.object.clone());
+            }
+        }
+        let present: Vec<String> = list.iter().map(|b| b.name_any()).collect();
+        let gone: Vec<&String> = seen.keys().filter(|n| !present.contains(n)).collect();
+        if seen.len() >= 2 && !gone.is_empty() {
+            let first = gone[0];
+            assert!(first.starts_with("cache-"), "{first}");
+            let key = seen[first]
+                .split_once("://")
+                .unwrap()
+                .1
+                .split_once('/')
+                .unwrap()
+                .1;
+            let head = bucket_client
+                .head(&object_store::path::Path::from(key))
+                .await;
+            assert!(
+                matches!(head, Err(object_store::Error::NotFound { .. })),
+                "the deleted backup's object is still there: {head:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no two scheduled runs with one retired within 200 s: {seen:?}, present {present:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let status = env
+        .wait_status("cache", "the newest backup recorded", |s| {
+            s.backup
+                .as_ref()
+                .is_some_and(|b| b.last_completed.is_some() && b.next_scheduled_at.is_some())
+        })
+        .await
+        .status
+        .unwrap()
+        .backup
+        .unwrap();
+    let newest = status.last_completed.unwrap();
+    assert!(seen.contains_key(&newest), "{newest} not among {seen:?}");
 }

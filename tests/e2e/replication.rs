@@ -518,11 +518,16 @@ async fn failover_after_a_killed_primary_and_a_deleted_primary_loses_no_confirme
     // Labels follow the status write.
     wait_converged(&env, "cache", 3).await;
     wait_writes(&writer, 20).await;
-    let rejoined = env.pods().get(&old).await.unwrap();
-    assert!(
-        restarts(&rejoined) > restarts_before,
-        "the old primary's container restarted"
-    );
+    // The kubelet reports the restart in the pod's status on its own pace (on 1.34 it came after the operator
+    // had already seen the new server and converged): wait for it.
+    let deadline = Instant::now() + WAIT;
+    while restarts(&env.pods().get(&old).await.unwrap()) <= restarts_before {
+        assert!(
+            Instant::now() < deadline,
+            "the old primary's container restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let replica_labels = labelled(&env, "cache", "replica").await;
     assert!(
         replica_labels.iter().any(|p| p.name_any() == old),

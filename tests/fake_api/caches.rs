@@ -12,7 +12,7 @@ use kube::core::PartialObjectMetaExt;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use redis_operator::api::RedisInstance;
+use redis_operator::api::{RedisBackup, RedisInstance};
 use redis_operator::names::{MANAGED_BY, MANAGED_BY_LABEL};
 use redis_operator::observe::ownership;
 use redis_operator::observe::rollout::FAILED_CREATE;
@@ -34,6 +34,7 @@ pub struct Caches {
     budgets: Writer<PodDisruptionBudget>,
     network_policies: Writer<NetworkPolicy>,
     secrets: Writer<SecretMeta>,
+    backups: Writer<RedisBackup>,
 }
 
 impl Caches {
@@ -50,6 +51,7 @@ impl Caches {
         let (budgets, budgets_writer) = reflector::store();
         let (network_policies, network_policies_writer) = reflector::store();
         let (secrets, secrets_writer) = reflector::store();
+        let (backups, backups_writer) = reflector::store();
         let stores = Stores {
             instances,
             statefulsets,
@@ -62,6 +64,7 @@ impl Caches {
             network_policies,
             secrets,
             nodes: None,
+            backups,
         };
         let caches = Caches {
             instances: instances_writer,
@@ -74,6 +77,7 @@ impl Caches {
             budgets: budgets_writer,
             network_policies: network_policies_writer,
             secrets: secrets_writer,
+            backups: backups_writer,
         };
         (stores, caches)
     }
@@ -130,6 +134,7 @@ impl Caches {
             })
             .collect();
         relist(&mut self.secrets, secrets, |_| true);
+        relist(&mut self.backups, everything(api, namespace), |_| true);
     }
 }
 

@@ -631,9 +631,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["update", "configmaps", "-n", ns],
         vec!["delete", "redisinstances.redis.github.com", "-n", ns],
         vec!["update", "redisinstances.redis.github.com", "-n", ns],
-        // Backups are the user's: the operator writes their status only.
+        // Backups: the operator writes their status, never their spec.
         vec!["patch", "redisbackups.redis.github.com", "-n", ns],
-        vec!["delete", "redisbackups.redis.github.com", "-n", ns],
+        vec!["update", "redisbackups.redis.github.com", "-n", ns],
         vec!["create", "leases.coordination.k8s.io", "-n", ns],
         vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
     ] {
@@ -671,6 +671,9 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
             ns,
         ],
         vec!["watch", "redisbackups.redis.github.com", "-n", ns],
+        // Scheduled backups, and retention.
+        vec!["create", "redisbackups.redis.github.com", "-n", ns],
+        vec!["delete", "redisbackups.redis.github.com", "-n", ns],
         vec![
             "patch",
             "redisbackups.redis.github.com",
