@@ -10,7 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 use object_store::{ObjectStore, ObjectStoreExt};
 use tracing::{info, warn};
 
-use super::schedule::{plan, Retention, Schedule, Scheduled};
+use super::schedule::{overdue, plan, Retention, Schedule, Scheduled};
 use crate::api::{InstanceBackupStatus, RedisBackup, RedisBackupSpec, RedisInstance};
 use crate::names::{INSTANCE_LABEL, SCHEDULED_FOR_ANNOTATION};
 use crate::reconciler::Context;
@@ -34,17 +34,30 @@ fn backups_of(ctx: &Context, ri: &RedisInstance) -> Vec<Arc<RedisBackup>> {
         .collect()
 }
 
-/// Runs the pass at `now`.
+/// Runs the pass at `now`, and sets the instance's `redis_operator_backup_overdue`.
 pub async fn run(
     ri: &RedisInstance,
     ctx: &Context,
     now: k8s_openapi::jiff::Timestamp,
 ) -> BackupPass {
+    let (pass, overdue) = scheduled_pass(ri, ctx, now).await;
+    ctx.metrics
+        .set_backup_overdue(&ri.namespace().unwrap_or_default(), &ri.name_any(), overdue);
+    pass
+}
+
+/// The pass, and whether backups are overdue (`None` without a usable schedule).
+async fn scheduled_pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    now: k8s_openapi::jiff::Timestamp,
+) -> (BackupPass, Option<bool>) {
     let Some(spec) = &ri.spec.backup else {
-        return BackupPass {
+        let none = BackupPass {
             status: None,
             requeue: None,
         };
+        return (none, None);
     };
     let backups = backups_of(ctx, ri);
     let newest = backups
@@ -62,19 +75,21 @@ pub async fn run(
         ..Default::default()
     };
     let Some(text) = &spec.schedule else {
-        return BackupPass {
+        let pass = BackupPass {
             status: Some(status),
             requeue: None,
         };
+        return (pass, None);
     };
     let schedule = match Schedule::parse(text) {
         Ok(schedule) => schedule,
         Err(bad) => {
             status.message = bad.to_string();
-            return BackupPass {
+            let pass = BackupPass {
                 status: Some(status),
                 requeue: None,
             };
+            return (pass, None);
         }
     };
     let scheduled: Vec<Scheduled> = backups
@@ -119,12 +134,20 @@ pub async fn run(
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_default()
     });
-    BackupPass {
+    let newest_completed = status
+        .last_completed_at
+        .as_deref()
+        .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|at| at.as_second());
+    let first_scheduled = scheduled.iter().map(|b| b.scheduled_for).min();
+    let late = overdue(&schedule, now_s, newest_completed, first_scheduled);
+    let pass = BackupPass {
         status: Some(status),
         requeue: planned
             .next
             .map(|at| Duration::from_secs(u64::try_from(at - now_s).unwrap_or(0) + 1)),
-    }
+    };
+    (pass, Some(late))
 }
 
 /// Creates the scheduled backup of time `at` (an existing one of that name is left as it is).

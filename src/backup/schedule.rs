@@ -130,6 +130,23 @@ pub fn plan(schedule: &Schedule, retention: Retention, existing: &[Scheduled], n
     }
 }
 
+/// Whether backups are overdue at `now`: the newest completed one (`newest_completed`, Unix seconds), or when
+/// none completed the first scheduled run (`first_scheduled`), is older than two of the schedule's intervals
+/// (the time between its latest and next runs). `false` while nothing was scheduled yet.
+pub fn overdue(
+    schedule: &Schedule,
+    now: i64,
+    newest_completed: Option<i64>,
+    first_scheduled: Option<i64>,
+) -> bool {
+    let (Some(latest), Some(next)) = (schedule.latest(now), schedule.next(now)) else {
+        return false;
+    };
+    newest_completed
+        .or(first_scheduled)
+        .is_some_and(|since| now - since > 2 * (next - latest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,5 +228,19 @@ mod tests {
         assert!(plan(&hourly, a_day, &old, THREE + 100_000)
             .delete
             .is_empty());
+    }
+
+    #[test]
+    fn backups_are_overdue_past_two_intervals_without_a_completed_one() {
+        let hourly = Schedule::parse("0 * * * *").unwrap();
+        let now = THREE + 600;
+        assert!(!overdue(&hourly, now, None, None), "nothing scheduled yet");
+        assert!(!overdue(&hourly, now, Some(now - 7200), None));
+        assert!(overdue(&hourly, now, Some(now - 7201), None));
+        // None completed: counted from the first run.
+        assert!(!overdue(&hourly, now, None, Some(now - 3600)));
+        assert!(overdue(&hourly, now, None, Some(now - 7300)));
+        // A completed backup counts, whatever runs failed since.
+        assert!(!overdue(&hourly, now, Some(now - 60), Some(now - 90_000)));
     }
 }

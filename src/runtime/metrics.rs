@@ -56,6 +56,7 @@ pub const EXPORTED: &[&str] = &[
     "redis_operator_instance_phase",
     "redis_operator_failovers_total",
     "redis_operator_switchovers_total",
+    "redis_operator_backup_overdue",
     "redis_operator_redis_connections_opened_total",
     "redis_operator_redis_commands_total",
     "redis_operator_redis_read_bytes_total",
@@ -79,6 +80,7 @@ pub struct Metrics {
     instance_phase: Family<InstancePhaseLabels, Gauge>,
     failovers: Family<InstanceLabels, Counter>,
     switchovers: Family<InstanceLabels, Counter>,
+    backup_overdue: Family<InstanceLabels, Gauge>,
     /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
     known: Mutex<BTreeSet<(String, String)>>,
 }
@@ -134,6 +136,13 @@ impl Default for Metrics {
             "Switchovers started, per RedisInstance",
             switchovers.clone(),
         );
+        let backup_overdue = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "backup_overdue",
+            "1 when the newest completed backup of a RedisInstance with a backup schedule is older than two of its \
+             intervals, 0 when it is not (no series without a schedule)",
+            backup_overdue.clone(),
+        );
         registry.register(
             "redis_connections_opened",
             "Connections the operator opened to Redis servers (kept connections taken again are not counted)",
@@ -164,6 +173,7 @@ impl Default for Metrics {
             instance_phase,
             failovers,
             switchovers,
+            backup_overdue,
             known: Mutex::default(),
         }
     }
@@ -235,6 +245,24 @@ impl Metrics {
         family.get_or_create(&labels).inc();
     }
 
+    /// Sets whether the backups of instance `namespace/name` are overdue; `None` (no schedule) removes the series.
+    pub fn set_backup_overdue(&self, namespace: &str, name: &str, overdue: Option<bool>) {
+        let labels = InstanceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match overdue {
+            Some(overdue) => {
+                self.backup_overdue
+                    .get_or_create(&labels)
+                    .set(i64::from(overdue));
+            }
+            None => {
+                self.backup_overdue.remove(&labels);
+            }
+        }
+    }
+
     /// Sets the phase gauges from every instance as (namespace, name, phase): the number of instances per phase
     /// (every phase is reported, zero when empty) and each instance's phase. The series of instances no longer
     /// listed (deleted) are removed, counters included.
@@ -278,6 +306,7 @@ impl Metrics {
             };
             self.failovers.remove(&labels);
             self.switchovers.remove(&labels);
+            self.backup_overdue.remove(&labels);
         }
         *known = present;
     }
@@ -331,6 +360,7 @@ mod tests {
         metrics.set_phases([("ns".into(), "a".into(), Phase::Running)].into_iter());
         metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
         metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
+        metrics.set_backup_overdue("ns", "a", Some(false));
         metrics
             .api_errors
             .get_or_create(&ApiErrorLabels {
@@ -389,6 +419,12 @@ mod tests {
         );
         assert!(text.contains("redis_operator_failovers_total{namespace=\"ns\",name=\"a\"} 2"));
         assert!(text.contains("redis_operator_switchovers_total{namespace=\"ns\",name=\"a\"} 1"));
+        metrics.set_backup_overdue("ns", "a", Some(true));
+        assert!(metrics
+            .encode()
+            .contains("redis_operator_backup_overdue{namespace=\"ns\",name=\"a\"} 1"));
+        metrics.set_backup_overdue("ns", "a", None);
+        assert!(!metrics.encode().contains("redis_operator_backup_overdue{"));
 
         // `a` is deleted: its series go, `b`'s stay.
         metrics.set_phases([b()].into_iter());

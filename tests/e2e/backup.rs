@@ -415,4 +415,10 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
         .unwrap();
     let newest = status.last_completed.unwrap();
     assert!(seen.contains_key(&newest), "{newest} not among {seen:?}");
+    // Backups complete on schedule: the overdue gauge says so.
+    let series = format!(
+        "redis_operator_backup_overdue{{namespace=\"{}\",name=\"cache\"}}",
+        env.ns
+    );
+    assert_eq!(env.operator.metric(&series).await, Some(0.0), "{series}");
 }
