@@ -110,6 +110,15 @@ pub fn storage_not_removed() -> Rule {
         .field_path(".storage")
 }
 
+/// Message of the rule keeping a backup's spec as it was created.
+pub const BACKUP_SPEC_IMMUTABLE: &str =
+    "a RedisBackup's spec cannot change: create another RedisBackup";
+
+/// A transition rule on a `RedisBackup`'s spec: it stays as created (a backup is taken once, of one instance).
+pub fn backup_spec_immutable() -> Rule {
+    Rule::new("self == oldSelf").message(BACKUP_SPEC_IMMUTABLE)
+}
+
 /// Message of the rule refusing an unauthenticated instance behind a NodePort or LoadBalancer Service.
 pub const UNAUTHENTICATED_EXTERNAL: &str =
     "auth.enabled: false with a NodePort or LoadBalancer Service lets anyone who reaches a node or the load \

@@ -1,7 +1,7 @@
 //! Backups: where an instance's backups go (`spec.backup` of a `RedisInstance`) and the `RedisBackup` resource,
 //! one base backup taken on demand.
 
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -83,7 +83,7 @@ pub struct S3Target {
 /// One base backup of an instance, taken once (`kubectl create` it, or `redis-operator backup NAME`). It is
 /// read from a replica when the instance has one, streamed compressed to the instance's `spec.backup` bucket,
 /// and never changed afterwards; deleting it leaves the object in the bucket.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[kube(
     group = "redis.github.com",
     version = "v1",
@@ -97,6 +97,7 @@ pub struct S3Target {
     printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.size","description":"Bytes stored (compressed)"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = super::admission::backup_spec_immutable())]
 #[serde(rename_all = "camelCase")]
 pub struct RedisBackupSpec {
     /// The `RedisInstance` of this namespace to back up.

@@ -175,6 +175,17 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
     assert_eq!(status.phase, "Completed", "{status:?}");
     let replica = labelled(&env, "cache", "replica").await[0].name_any();
     assert_eq!(status.pod, replica, "read from the replica");
+    // A backup's spec stays as created.
+    let backups: Api<RedisBackup> = Api::namespaced(env.client.clone(), &env.ns);
+    let refused = backups
+        .patch(
+            "first",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"instance": "other"}})),
+        )
+        .await
+        .expect_err("the spec changed");
+    assert!(refused.to_string().contains("cannot change"), "{refused}");
     assert_eq!(status.replication_id.len(), 40);
     assert!(status.replication_offset.unwrap() > 0);
     let prefix = format!("s3://{bucket}/");
