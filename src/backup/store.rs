@@ -19,6 +19,10 @@ pub const ACCESS_KEY_ID_KEY: &str = "accessKeyId";
 /// The keys of the credentials Secret.
 pub const SECRET_ACCESS_KEY_KEY: &str = "secretAccessKey";
 
+/// How long a request to the bucket is retried (a server error, a broken connection) before the backup fails:
+/// an unreachable endpoint is reported within seconds, not after the client's default three minutes.
+pub const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why the bucket could not be written. The texts name the bucket and the operation, never a credential.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -61,6 +65,11 @@ pub fn bucket(
         .with_secret_access_key(&credentials.secret_access_key)
         .with_virtual_hosted_style_request(false)
         .with_http_connector(super::http::Connector)
+        .with_retry(object_store::RetryConfig {
+            max_retries: 3,
+            retry_timeout: RETRY_TIMEOUT,
+            ..Default::default()
+        })
         .build()
         .map_err(|e| StoreError::Settings(e.to_string()))?;
     Ok(Arc::new(store))

@@ -303,6 +303,21 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
     assert_eq!(status.reason, "BackupFailed");
     assert!(status.object.is_empty());
     crate::wait_event(&env, "BackupFailed").await;
+    // An endpoint nobody answers at: the same, within the retry bound. (A missing bucket is not tried: the local
+    // server creates one on a first write by its admin.)
+    for (name, patch) in [(
+        "no-endpoint",
+        serde_json::json!({"backup": {"s3": {"credentialsSecret": "s3", "endpoint": "http://127.0.0.1:9"}}}),
+    )] {
+        env.patch_spec("cache", patch).await;
+        let status = take_backup(&env, name, "cache").await;
+        assert_eq!(
+            (status.phase.as_str(), status.reason.as_str()),
+            ("Failed", "BackupFailed"),
+            "{name}: {status:?}"
+        );
+        assert!(status.object.is_empty(), "{name}");
+    }
     // An instance that does not exist.
     let status = take_backup(&env, "nowhere", "other").await;
     assert_eq!(

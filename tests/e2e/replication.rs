@@ -832,7 +832,9 @@ async fn an_instance_re_created_over_its_claims_starts_from_its_last_primary() {
     assert_eq!(status.current_primary.as_deref(), Some(primary.as_str()));
     assert_confirmed_keys_on_the_primary(&env, "k", &confirmed).await;
     assert_one_master(&env).await;
-    // The mark is written once per primary change: none while converged.
+    // The mark is written once per primary change: none while converged (once Running and Ready: the pods'
+    // readiness can come after the roles converge).
+    env.wait_running("cache").await;
     crate::assert_idle_resyncs_write_nothing(&env).await;
 
     // Claims without the marks (an instance of an older operator): it stops, saying how to choose.
