@@ -1396,3 +1396,58 @@ fn limits_with_wait(wait: Duration) -> redis_fsm::HandoverLimits {
         ..limits(wait, Duration::from_millis(500))
     }
 }
+
+/// A snapshot read from one server as a replica reads it (the backup's reader) seeds an empty server through the
+/// replication protocol (the operator serving it as a primary would), and the seeded server keeps the data once
+/// promoted.
+#[tokio::test]
+async fn a_snapshot_read_from_one_server_seeds_another_through_replication() {
+    use redis_operator::backup::{rdb::Snapshot, serve::serve_once};
+    let (a, b) = (Server::start(), Server::start());
+    for n in 0..500 {
+        set(&a, &format!("s{n}"), &n.to_string()).await;
+    }
+    let stream = tokio::net::TcpStream::connect((HOST, a.port))
+        .await
+        .unwrap();
+    let mut snapshot = Snapshot::start(stream, None, Duration::from_secs(10))
+        .await
+        .expect("PSYNC");
+    let mut rdb = Vec::new();
+    while let Some(chunk) = snapshot.next_chunk().await.unwrap() {
+        rdb.extend_from_slice(&chunk);
+    }
+    assert!(rdb.starts_with(b"REDIS"));
+
+    let listener = tokio::net::TcpListener::bind((HOST, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let nb = b.node().await;
+    nb.replicaof(HOST, port)
+        .await
+        .expect("replicaof the operator");
+    let _held = serve_once(
+        &listener,
+        &rdb,
+        &snapshot.resync.replid,
+        snapshot.resync.offset,
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("served");
+    until(Duration::from_secs(10), "b loaded the snapshot", || async {
+        let state = nb.observe().await.ok()?;
+        (state.keys == 500 && !state.loading).then_some(())
+    })
+    .await;
+    nb.replicaof_no_one().await.expect("promoted");
+    let mut data = b.data().await;
+    let value: String = redis::cmd("GET")
+        .arg("s499")
+        .query_async(&mut data)
+        .await
+        .unwrap();
+    assert_eq!(value, "499");
+    let promoted = nb.observe().await.expect("observe");
+    assert_eq!(promoted.role, ServerRole::Master);
+    assert_eq!(promoted.keys, 500);
+}

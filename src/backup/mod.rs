@@ -7,6 +7,7 @@ mod http;
 pub mod pass;
 pub mod rdb;
 pub mod schedule;
+pub mod serve;
 pub mod store;
 
 use std::time::Duration;
