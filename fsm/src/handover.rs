@@ -182,6 +182,17 @@ mod tests {
         }
     }
 
+    /// A poll finding the primary demoted by someone else.
+    fn demoted() -> HandoverPoll {
+        HandoverPoll {
+            primary: Some(PrimaryPoll {
+                master: false,
+                offset: 100,
+            }),
+            ..poll(3, 100, 100, true)
+        }
+    }
+
     #[test]
     fn a_caught_up_target_is_promoted_a_lagging_one_polled_then_given_up() {
         assert_eq!(
@@ -229,13 +240,7 @@ mod tests {
 
     #[test]
     fn a_primary_demoted_by_someone_else_ends_the_handover() {
-        let demoted = HandoverPoll {
-            primary: Some(PrimaryPoll {
-                master: false,
-                offset: 100,
-            }),
-            ..poll(3, 100, 100, true)
-        };
+        let demoted = demoted();
         assert_eq!(
             handover_step(&demoted, &LIMITS),
             HandoverStep::GiveUp(HandoverGiveUp::PrimaryDemoted)
@@ -274,13 +279,7 @@ mod tests {
             stream_check(Some(150), &poll(40, 190, 160, false), &LIMITS),
             StreamCheck::Poll
         );
-        let demoted = HandoverPoll {
-            primary: Some(PrimaryPoll {
-                master: false,
-                offset: 100,
-            }),
-            ..poll(3, 100, 100, true)
-        };
+        let demoted = demoted();
         assert_eq!(
             stream_check(Some(100), &demoted, &LIMITS),
             StreamCheck::GiveUp(HandoverGiveUp::PrimaryDemoted)

@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::store::{self, Credentials, Upload};
-use crate::api::{RedisBackup, RedisBackupStatus, RedisInstance};
+use crate::api::{BackupSpec, RedisBackup, RedisBackupStatus, RedisInstance};
 use crate::converge::topology::endpoint;
 use crate::names::ROLE_LABEL;
 use crate::reconciler::Context;
@@ -212,13 +212,7 @@ async fn prepare(
 ) -> Result<Option<Job>, Refusal> {
     let name = ri.name_any();
     let namespace = ri.namespace().unwrap_or_default();
-    let Some(target) = &ri.spec.backup else {
-        return Err(refusal(
-            NO_BACKUP_TARGET,
-            format!("RedisInstance {name} has no spec.backup: set spec.backup.s3 to say where backups go"),
-        ));
-    };
-    let (bucket, _) = bucket_for(ctx, ri).await?;
+    let (bucket, target) = bucket_for(ctx, ri).await?;
     let Some(access) = ctx.last_access(ri) else {
         return Ok(None);
     };
@@ -256,11 +250,12 @@ async fn prepare(
     }))
 }
 
-/// A client of the bucket `ri`'s `spec.backup` names, with its credentials read from their Secret now.
-pub async fn bucket_for(
+/// A client of the bucket `ri`'s `spec.backup` names, with its credentials read from their Secret now, and
+/// that `spec.backup`.
+pub async fn bucket_for<'a>(
     ctx: &Context,
-    ri: &RedisInstance,
-) -> Result<(Arc<dyn object_store::ObjectStore>, String), Refusal> {
+    ri: &'a RedisInstance,
+) -> Result<(Arc<dyn object_store::ObjectStore>, &'a BackupSpec), Refusal> {
     let (name, namespace) = (ri.name_any(), ri.namespace().unwrap_or_default());
     let Some(target) = &ri.spec.backup else {
         return Err(refusal(
@@ -307,7 +302,7 @@ pub async fn bucket_for(
     };
     let bucket = store::bucket(&target.s3, &credentials)
         .map_err(|e| refusal(BUCKET_SETTINGS_INVALID, e.to_string()))?;
-    Ok((bucket, target.s3.bucket.clone()))
+    Ok((bucket, target))
 }
 
 fn failed(base: RedisBackupStatus, refused: &Refusal) -> RedisBackupStatus {
@@ -320,9 +315,7 @@ fn failed(base: RedisBackupStatus, refused: &Refusal) -> RedisBackupStatus {
 }
 
 fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    crate::status::rfc3339(k8s_openapi::jiff::Timestamp::now())
 }
 
 async fn write_status(

@@ -131,7 +131,7 @@ async fn scheduled_pass(
     }
     status.next_scheduled_at = planned.next.map(|at| {
         k8s_openapi::jiff::Timestamp::from_second(at)
-            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .map(crate::status::rfc3339)
             .unwrap_or_default()
     });
     let newest_completed = status

@@ -151,10 +151,10 @@ pub(super) async fn expand_claims(ri: &RedisInstance, ctx: &Context, size: &str)
     Ok(())
 }
 
-/// The primary's mark of each data claim (`(pod, epoch)`, see [`PRIMARY_EPOCH_ANNOTATION`]), from the cache;
-/// claims without one or with an unreadable one are left out.
-fn primary_marks(ctx: &Context, name: &str, namespace: &str) -> Vec<(String, u64)> {
-    data_claims(ctx, name, namespace)
+/// The primary's mark of each of the data `claims` (`(pod, epoch)`, see [`PRIMARY_EPOCH_ANNOTATION`]); claims
+/// without one or with an unreadable one are left out.
+fn primary_marks(claims: &[Arc<PersistentVolumeClaim>]) -> Vec<(String, u64)> {
+    claims
         .iter()
         .filter_map(|claim| {
             let epoch = claim
@@ -185,7 +185,7 @@ fn highest(marks: &[(String, u64)]) -> Option<&(String, u64)> {
 
 /// The pod recorded as the instance's last confirmed primary in its data claims, if any.
 pub(super) fn recorded_primary(ctx: &Context, name: &str, namespace: &str) -> Option<String> {
-    highest(&primary_marks(ctx, name, namespace)).map(|(pod, _)| pod.clone())
+    highest(&primary_marks(&data_claims(ctx, name, namespace))).map(|(pod, _)| pod.clone())
 }
 
 /// The mark `primary`'s claim is to carry, or `None` when it carries the highest already.
@@ -202,18 +202,15 @@ fn mark_for(primary: &str, marks: &[(String, u64)]) -> Option<u64> {
 /// A failure is logged: the next pass tries again.
 pub(super) async fn mark_primary(ri: &RedisInstance, ctx: &Context, primary: &str) {
     let (name, namespace) = (ri.name_any(), ri.namespace().unwrap_or_default());
-    let marks = primary_marks(ctx, &name, &namespace);
-    let Some(epoch) = mark_for(primary, &marks) else {
+    let claims = data_claims(ctx, &name, &namespace);
+    let Some(epoch) = mark_for(primary, &primary_marks(&claims)) else {
         return;
     };
     let ordinal = primary
         .strip_prefix(&format!("{name}-"))
         .unwrap_or_default();
     let claim = claim_name(&name, ordinal);
-    let exists = data_claims(ctx, &name, &namespace)
-        .iter()
-        .any(|c| c.name_any() == claim);
-    if !exists {
+    if !claims.iter().any(|c| c.name_any() == claim) {
         return;
     }
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
