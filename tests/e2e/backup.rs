@@ -22,6 +22,8 @@ fn s3() -> Option<(String, String, String)> {
     if std::env::var_os("REDIS_OPERATOR_E2E_KUBECONFIG").is_some() {
         return None;
     }
+    // The local cluster is started (once) before its S3 server's keys are read.
+    cluster();
     let file = devcluster_dir().join("s3/env");
     let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
         panic!(
