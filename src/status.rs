@@ -49,6 +49,8 @@ pub fn next_status(
         tls: previous.and_then(|s| s.tls.clone()),
         // The backup pass's (see `backup::pass`); other writes keep it.
         backup: previous.and_then(|s| s.backup.clone()),
+        // Recorded once by the restore (see `backup::restore`); kept ever after.
+        restore: previous.and_then(|s| s.restore.clone()),
         pods: previous.map(|s| s.pods.clone()).unwrap_or_default(),
     }
 }

@@ -131,9 +131,11 @@ impl Input {
                 Reason::StatefulSetRestart,
                 Reason::ConfigAppliedLive,
             ],
-            Input::ManualInterventionNeeded => {
-                &[Reason::NoSafeFailoverCandidate, Reason::DivergentHistories]
-            }
+            Input::ManualInterventionNeeded => &[
+                Reason::NoSafeFailoverCandidate,
+                Reason::DivergentHistories,
+                Reason::RestoreFailed,
+            ],
             Input::FailingOver => &[Reason::Failover, Reason::Switchover],
             Input::StatefulSetNotObserved => &[
                 Reason::Creating,

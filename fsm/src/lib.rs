@@ -35,6 +35,7 @@ mod phase;
 mod reasons;
 mod roles;
 mod rollout;
+mod seed;
 mod topology;
 
 pub use conditions::{
@@ -67,4 +68,5 @@ pub use roles::{
     RoleLabel,
 };
 pub use rollout::{caught_up, progress as rollout_progress};
+pub use seed::{seed_step, SeedStep};
 pub use topology::{decide, demoted_by, plan_scale_down, ScaleDown};

@@ -91,6 +91,9 @@ reasons! {
         "No pod can be promoted without losing confirmed writes; a person decides (`Failed`).";
     DivergentHistories => "DivergentHistories",
         "Several pods hold data and none is recorded as the last primary; a person chooses one (`Failed`).";
+    RestoreFailed => "RestoreFailed",
+        "The backup `spec.bootstrap.fromBackup` names cannot be restored (it failed, its checksum does not match, \
+         the server cannot load it) or pods already hold other data; no pod serves (`Failed`).";
     UpdatingReplicas => "UpdatingReplicas",
         "A rolling update replaces the replicas one at a time (`Updating`).";
     AwaitingSwitchover => "AwaitingSwitchover",

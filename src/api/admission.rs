@@ -110,6 +110,21 @@ pub fn storage_not_removed() -> Rule {
         .field_path(".storage")
 }
 
+/// Message of the rule keeping `spec.bootstrap` as the instance was created with.
+pub const BOOTSTRAP_CHANGED: &str = "spec.bootstrap is set when an instance is created and cannot be added, \
+     changed or removed afterwards: to restore a backup, create a new instance with spec.bootstrap.fromBackup, \
+     then move clients to it";
+
+/// A transition rule on spec: `bootstrap` stays as created (restoring into an instance that already serves is
+/// refused).
+pub fn bootstrap_unchanged() -> Rule {
+    Rule::new(
+        "has(self.bootstrap) == has(oldSelf.bootstrap) && (!has(self.bootstrap) || self.bootstrap == oldSelf.bootstrap)",
+    )
+    .message(BOOTSTRAP_CHANGED)
+    .field_path(".bootstrap")
+}
+
 /// Message of the rule keeping a backup's spec as it was created.
 pub const BACKUP_SPEC_IMMUTABLE: &str =
     "a RedisBackup's spec cannot change: create another RedisBackup";

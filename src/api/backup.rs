@@ -80,6 +80,51 @@ pub struct S3Target {
     pub credentials_secret: String,
 }
 
+/// How a new instance's data starts (`spec.bootstrap`). Set when the instance is created; it cannot be added,
+/// changed or removed afterwards.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BootstrapSpec {
+    /// Seed the instance from a completed base backup before any pod serves.
+    pub from_backup: FromBackup,
+}
+
+/// The backup a new instance starts from (`spec.bootstrap.fromBackup`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromBackup {
+    /// A `Completed` `RedisBackup` of this namespace (of this or of another instance). Its object is read with
+    /// the endpoint, region and credentials of this instance's `spec.backup.s3`, from the bucket the backup
+    /// names.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where an instance's data came from (`status.restore`), recorded once its first pod holds the backup.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RestoreStatus {
+    /// The `RedisBackup` restored.
+    pub backup: String,
+    /// Its object.
+    pub object: String,
+    /// The replication history (`master_replid`) and offset the data covers.
+    pub replication_id: String,
+    /// The offset in that history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("maximum" = super::MAX_STATUS_INTEGER))]
+    pub replication_offset: Option<i64>,
+    /// Bytes of the snapshot loaded (uncompressed), its SHA-256 verified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0), extend("maximum" = super::MAX_STATUS_INTEGER))]
+    pub data_size: Option<i64>,
+    /// The pod seeded.
+    pub pod: String,
+    /// When the pod held the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<String>,
+}
+
 /// One base backup of an instance, taken once (`kubectl create` it, or `redis-operator backup NAME`). It is
 /// read from a replica when the instance has one, streamed compressed to the instance's `spec.backup` bucket,
 /// and never changed afterwards; deleting it leaves the object in the bucket.

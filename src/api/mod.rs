@@ -11,7 +11,8 @@ pub mod quantity;
 mod status;
 
 pub use self::backup::{
-    BackupSpec, InstanceBackupStatus, RedisBackup, RedisBackupSpec, RedisBackupStatus, S3Target,
+    BackupSpec, BootstrapSpec, FromBackup, InstanceBackupStatus, RedisBackup, RedisBackupSpec,
+    RedisBackupStatus, RestoreStatus, S3Target,
 };
 pub use self::status::{
     AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus, MAX_STATUS_INTEGER,
@@ -54,6 +55,7 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
 )]
 #[x_kube(
     validation = admission::storage_not_removed(),
+    validation = admission::bootstrap_unchanged(),
     validation = admission::no_unauthenticated_external_service()
 )]
 #[serde(rename_all = "camelCase")]
@@ -145,6 +147,11 @@ pub struct RedisInstanceSpec {
     /// Changing it touches no pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+
+    /// How the data of a new instance starts: from a backup (`fromBackup`), seeded into the first pod before any
+    /// pod serves. Set at creation only: it cannot be added to an existing instance, changed or removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
 }
 
 impl Default for RedisInstanceSpec {
@@ -165,6 +172,7 @@ impl Default for RedisInstanceSpec {
             tls: None,
             network_policy: NetworkPolicySettings::default(),
             backup: None,
+            bootstrap: None,
         }
     }
 }

@@ -100,6 +100,11 @@ pub struct RedisInstanceStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<crate::api::InstanceBackupStatus>,
 
+    /// Where the data came from, when the instance was bootstrapped from a backup (recorded once the first pod
+    /// holds it; until then no pod serves).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<crate::api::RestoreStatus>,
+
     /// Per pod: its replication role, link state, lag and when it was last seen.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]

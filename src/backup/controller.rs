@@ -256,6 +256,33 @@ pub async fn bucket_for<'a>(
     ctx: &Context,
     ri: &'a RedisInstance,
 ) -> Result<(Arc<dyn object_store::ObjectStore>, &'a BackupSpec), Refusal> {
+    let (credentials, target) = credentials_for(ctx, ri).await?;
+    let bucket = store::bucket(&target.s3, &credentials)
+        .map_err(|e| refusal(BUCKET_SETTINGS_INVALID, e.to_string()))?;
+    Ok((bucket, target))
+}
+
+/// A client of the bucket `name` at the endpoint of `ri`'s `spec.backup`, with its credentials (a restore reads
+/// the bucket its backup names).
+pub async fn bucket_named(
+    ctx: &Context,
+    ri: &RedisInstance,
+    name: &str,
+) -> Result<Arc<dyn object_store::ObjectStore>, Refusal> {
+    let (credentials, target) = credentials_for(ctx, ri).await?;
+    let target = crate::api::S3Target {
+        bucket: name.to_string(),
+        ..target.s3.clone()
+    };
+    store::bucket(&target, &credentials)
+        .map_err(|e| refusal(BUCKET_SETTINGS_INVALID, e.to_string()))
+}
+
+/// The credentials of `ri`'s `spec.backup`, read from their Secret now, and that `spec.backup`.
+async fn credentials_for<'a>(
+    ctx: &Context,
+    ri: &'a RedisInstance,
+) -> Result<(Credentials, &'a BackupSpec), Refusal> {
     let (name, namespace) = (ri.name_any(), ri.namespace().unwrap_or_default());
     let Some(target) = &ri.spec.backup else {
         return Err(refusal(
@@ -300,9 +327,7 @@ pub async fn bucket_for<'a>(
         access_key_id: value(store::ACCESS_KEY_ID_KEY)?,
         secret_access_key: value(store::SECRET_ACCESS_KEY_KEY)?,
     };
-    let bucket = store::bucket(&target.s3, &credentials)
-        .map_err(|e| refusal(BUCKET_SETTINGS_INVALID, e.to_string()))?;
-    Ok((bucket, target))
+    Ok((credentials, target))
 }
 
 fn failed(base: RedisBackupStatus, refused: &Refusal) -> RedisBackupStatus {

@@ -6,6 +6,7 @@ pub mod controller;
 mod http;
 pub mod pass;
 pub mod rdb;
+pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod store;

@@ -218,10 +218,15 @@ async fn drop_backups(ri: &RedisInstance, ctx: &Context, doomed: &[&Arc<RedisBac
 
 /// The key of `s3://BUCKET/KEY`.
 fn object_key(object: &str) -> Option<&str> {
+    object_parts(object).map(|(_, key)| key)
+}
+
+/// The bucket and the key of `s3://BUCKET/KEY`.
+pub(crate) fn object_parts(object: &str) -> Option<(&str, &str)> {
     object
         .strip_prefix("s3://")?
         .split_once('/')
-        .map(|(_, key)| key)
+        .filter(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
 }
 
 async fn delete_object(bucket: &Arc<dyn ObjectStore>, key: &str) -> object_store::Result<()> {

@@ -6,12 +6,12 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 /// Serves `snapshot` (an RDB file) with the history `replid` at `offset` to the first replica that connects to
-/// `listener` and asks for it; returns once the snapshot was written, keeping the connection open for `hold`
-/// (the server must not see its primary go before it is promoted).
+/// `listener` and asks for it; returns the connection once the snapshot was written (the caller keeps it open:
+/// the server must not see its primary go before it is promoted or parked).
 pub async fn serve_once(
     listener: &TcpListener,
     snapshot: &[u8],
@@ -22,6 +22,19 @@ pub async fn serve_once(
     let (stream, _) = tokio::time::timeout(idle, listener.accept())
         .await
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    let mut stream = await_sync(stream, idle).await?;
+    full_resync(&mut stream, replid, offset, snapshot.len() as u64).await?;
+    stream.write_all(snapshot).await?;
+    stream.flush().await?;
+    Ok(stream.into_inner())
+}
+
+/// Answers a replica's handshake on `stream` (`PING`, `AUTH`, `REPLCONF`) until it asks for the data (`PSYNC`
+/// or `SYNC`); returns the stream then, the request consumed.
+pub async fn await_sync<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    idle: Duration,
+) -> std::io::Result<BufReader<S>> {
     let mut stream = BufReader::new(stream);
     loop {
         let command = read_command(&mut stream, idle).await?;
@@ -32,17 +45,23 @@ pub async fn serve_once(
         let reply: &[u8] = match name.as_slice() {
             b"PING" => b"+PONG\r\n",
             b"AUTH" | b"REPLCONF" => b"+OK\r\n",
-            b"PSYNC" | b"SYNC" => {
-                let header = format!("+FULLRESYNC {replid} {offset}\r\n${}\r\n", snapshot.len());
-                stream.write_all(header.as_bytes()).await?;
-                stream.write_all(snapshot).await?;
-                stream.flush().await?;
-                return Ok(stream.into_inner());
-            }
+            b"PSYNC" | b"SYNC" => return Ok(stream),
             _ => b"-ERR unknown command\r\n",
         };
         stream.write_all(reply).await?;
     }
+}
+
+/// Starts a full synchronisation: the history `replid` at `offset`, then the length of the snapshot that
+/// follows (the caller writes exactly `len` bytes next).
+pub async fn full_resync<W: AsyncWrite + Unpin>(
+    stream: &mut W,
+    replid: &str,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<()> {
+    let header = format!("+FULLRESYNC {replid} {offset}\r\n${len}\r\n");
+    stream.write_all(header.as_bytes()).await
 }
 
 /// One RESP array of bulk strings (what a replica sends its primary).

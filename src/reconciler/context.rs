@@ -157,6 +157,8 @@ pub struct Context {
     /// Per instance, how a backup reaches its servers (the replication user's login, TLS), as of its last
     /// reconcile.
     pub(super) access: Mutex<HashMap<ObjectRef<RedisInstance>, crate::redis::Access>>,
+    /// The restores (`spec.bootstrap.fromBackup`) under way in this process.
+    pub restores: Arc<crate::backup::restore::Restores>,
 }
 
 impl Context {
@@ -184,6 +186,7 @@ impl Context {
             own_writes: Default::default(),
             commands: Mutex::default(),
             access: Mutex::default(),
+            restores: Arc::default(),
         }
     }
 

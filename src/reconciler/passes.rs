@@ -53,7 +53,7 @@ pub(super) async fn pod_passes(
     let (tls_status, tls_pending) =
         tls::reload_pass(ri, ctx, snapshot, tls, &prepared.access).await;
     let topology = if ri.spec.replicas > 0 && live {
-        Some(topology_pass(ri, ctx, snapshot, &prepared.access).await)
+        Some(topology_pass(ri, ctx, snapshot, &prepared.access, tls.material.as_ref()).await)
     } else {
         None
     };

@@ -60,6 +60,9 @@ pub(super) async fn publish_status(
     );
     if let Some(pass) = topology {
         topology::record_topology(&mut status, &pass.status);
+        if let Some(restored) = &pass.restored {
+            status.restore = Some(restored.clone());
+        }
         status.pods = pass.pods.clone();
         let summary = ReplicationSummary {
             replicas: ri.spec.replicas,

@@ -18,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::context::{Context, RolloutMode, Snapshot};
 use super::events::event;
 use crate::api::{PrimaryUpdateStrategy, RedisInstance};
+use crate::backup::restore;
 use crate::converge::switchover;
 use crate::converge::topology::{self};
 use crate::error::Result;
@@ -45,6 +46,8 @@ pub(super) struct TopologyPass {
     pub(super) rollout: Option<redis_fsm::Progress>,
     /// The switchover annotation is to be removed once the status is written.
     pub(super) request_done: bool,
+    /// A restore done this pass (`spec.bootstrap.fromBackup`), to record in `status.restore`.
+    pub(super) restored: Option<crate::api::RestoreStatus>,
 }
 
 /// Observes every pod's server, decides the one next topology step and, when it is a command, sends it (only
@@ -54,6 +57,7 @@ pub(super) async fn topology_pass(
     ctx: &Context,
     snapshot: &Snapshot,
     access: &Access,
+    material: Option<&crate::tls::Material>,
 ) -> TopologyPass {
     let name = ri.name_any();
     let replicas = u32::try_from(ri.spec.replicas).unwrap_or_default();
@@ -127,6 +131,21 @@ pub(super) async fn topology_pass(
         super::storage::mark_primary(ri, ctx, primary).await;
     }
     let now = topology::at(snapshot.now);
+    let previous = ri
+        .status
+        .as_ref()
+        .map(|s| s.pods.as_slice())
+        .unwrap_or_default();
+    let mut restored = None;
+    if let Some(from) = restore::outstanding(ri, &persisted) {
+        // No primary is chosen before the first pod holds the backup.
+        let pass = restore::pass(ri, ctx, from, &observed, access, material).await;
+        if pass.restored.is_none() {
+            return restore_pass(ctx, snapshot, persisted, &observed, previous, pass);
+        }
+        info!(restore = ?pass.restored, "restored");
+        restored = pass.restored;
+    }
     let action = decide(&persisted, &observed, &policy, now);
     if matches!(
         action,
@@ -191,11 +210,6 @@ pub(super) async fn topology_pass(
     let primary_offset = confirmed_primary(&next, &observed)
         .and_then(PodReplication::state)
         .map(|s| s.repl_offset);
-    let previous = ri
-        .status
-        .as_ref()
-        .map(|s| s.pods.as_slice())
-        .unwrap_or_default();
     let manual_intervention = match &action {
         TopologyAction::Stop { reason } => Some(SpecProblem {
             reason: reason.reason(),
@@ -259,6 +273,46 @@ pub(super) async fn topology_pass(
         status: next,
         roles,
         requeue,
+        restored,
+    }
+}
+
+/// The pass of an instance being seeded from a backup: no role, no command; the restore's progress or its stop.
+fn restore_pass(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    persisted: TopologyStatus,
+    observed: &[PodReplication],
+    previous: &[crate::api::PodStatus],
+    pass: restore::RestorePass,
+) -> TopologyPass {
+    let roles: Vec<(String, Option<RoleLabel>)> =
+        observed.iter().map(|p| (p.pod.clone(), None)).collect();
+    let requeue = if pass.stop.is_some() {
+        ctx.settings.resync.min(restore::RETRY_AFTER)
+    } else {
+        Duration::from_secs(2)
+    };
+    TopologyPass {
+        pods: topology::pod_summaries(
+            previous,
+            observed,
+            &roles,
+            None,
+            &crate::status::rfc3339(snapshot.now),
+        ),
+        status: persisted,
+        roles,
+        requeue,
+        failover: None,
+        manual_intervention: pass.stop.map(|message| SpecProblem {
+            reason: Reason::RestoreFailed,
+            message: format!("Restore failed: {message}"),
+        }),
+        pending: pass.pending,
+        rollout: None,
+        request_done: false,
+        restored: None,
     }
 }
 

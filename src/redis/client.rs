@@ -450,6 +450,11 @@ impl RedisNode {
         Ok(state)
     }
 
+    /// `INFO server`, raw (the server's software and version).
+    pub async fn info_server(&self) -> Result<String, RedisError> {
+        self.info_section("server").await
+    }
+
     /// The role and the replication offset, from `INFO replication` alone (see [`info::replication_view`]).
     pub async fn replication(&self) -> Result<(ServerRole, u64), RedisError> {
         let text = self.info_section("replication").await?;

@@ -278,3 +278,18 @@ impl Trust {
         Ok((stream, served))
     }
 }
+
+/// A TLS acceptor presenting `material`'s certificate, the one every server of the instance serves: a replica
+/// verifying its primary against `ca.crt` accepts the operator when it serves a restore as a primary would.
+pub fn acceptor(material: &Material) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let key = material
+        .key()
+        .ok_or_else(|| "tls.key does not parse".to_string())?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(material.chain.clone(), key)
+        .map_err(|e| e.to_string())?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}

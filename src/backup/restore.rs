@@ -1,0 +1,632 @@
+//! Restore by declaration (`spec.bootstrap.fromBackup`): a new instance's first pod is seeded from a completed
+//! backup before any pod serves, and no primary is chosen until it is done.
+//!
+//! The operator serves the snapshot as a primary would ([`super::serve`]): it points the pod's server at
+//! itself (`REPLICAOF` to its own address as the pod reaches it), answers the server's `PSYNC` with
+//! `+FULLRESYNC` and the backup's replication id and offset, and streams the object, decompressed, as the
+//! server reads it. Nothing is staged on the pod's disk but the server's own received copy, and the operator
+//! holds one chunk at a time: the SHA-256 the backup recorded is checked as the bytes pass, and the last chunk
+//! is sent only once it matches, so a corrupt object never completes a load. The server takes the backup's
+//! replication id once it has loaded the data: that is what [`redis_fsm::seed_step`] recognises. The pod is
+//! parked (replicating from itself) and the restore recorded in `status.restore`; the topology engine then
+//! starts the instance from that pod, the only one holding data.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use kube::runtime::reflector::ObjectRef;
+use kube::ResourceExt;
+use object_store::{ObjectStore, ObjectStoreExt};
+use redis_fsm::{seed_step, Endpoint, PodReplication, SeedStep, TopologyStatus};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::controller::{bucket_named, COMPLETED, FAILED};
+use crate::api::{FromBackup, RedisBackup, RedisInstance, RestoreStatus};
+use crate::reconciler::Context;
+use crate::redis::{Access, RedisNode};
+use crate::tls::Material;
+
+/// How long a failed attempt that may succeed later (an unreachable bucket or server) waits before the next.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// How long the server may take to connect for the snapshot once pointed at the operator.
+const CONNECT_WAIT: Duration = Duration::from_secs(30);
+/// How long the server may take to load the snapshot once sent.
+const LOAD_WAIT: Duration = Duration::from_secs(600);
+/// The bytes read from the object at a time (and the most the operator holds back).
+const CHUNK: usize = 256 * 1024;
+
+/// The restores under way in this process, by instance uid.
+#[derive(Default)]
+pub struct Restores {
+    tasks: Mutex<HashMap<String, Task>>,
+}
+
+#[derive(Clone, Debug)]
+enum Task {
+    /// Seeding `pod`; `sent` bytes of the snapshot so far.
+    Running { pod: String, sent: Arc<AtomicU64> },
+    /// The pod loaded the snapshot and was parked; its observation will say so.
+    Loaded { pod: String },
+    /// The attempt failed; `permanent` ones are not tried again (by this process).
+    Failed {
+        message: String,
+        permanent: bool,
+        retry_at: Instant,
+    },
+}
+
+/// What the restore pass found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RestorePass {
+    /// What the restore waits for or does now (no pod serves meanwhile).
+    pub pending: Option<String>,
+    /// Why the backup cannot be restored: the instance stops (`Failed`, `RestoreFailed`).
+    pub stop: Option<String>,
+    /// The restore, done: to record in `status.restore`.
+    pub restored: Option<RestoreStatus>,
+}
+
+fn pending(message: String) -> RestorePass {
+    RestorePass {
+        pending: Some(message),
+        ..Default::default()
+    }
+}
+
+fn stop(message: String) -> RestorePass {
+    RestorePass {
+        stop: Some(message),
+        ..Default::default()
+    }
+}
+
+/// The backup to seed `ri` from, while the restore is still to be done: `spec.bootstrap.fromBackup` is set, no
+/// restore is recorded and no primary ever was.
+pub fn outstanding<'a>(ri: &'a RedisInstance, topology: &TopologyStatus) -> Option<&'a FromBackup> {
+    let from = &ri.spec.bootstrap.as_ref()?.from_backup;
+    let restored = ri.status.as_ref().is_some_and(|s| s.restore.is_some());
+    (!restored && topology.current_primary.is_none()).then_some(from)
+}
+
+/// One step of restoring `from` into `ri`, whose pods are observed as `pods`: starts seeding the first pod
+/// (while leading), reports progress, or says the restore is done.
+pub async fn pass(
+    ri: &RedisInstance,
+    ctx: &Context,
+    from: &FromBackup,
+    pods: &[PodReplication],
+    access: &Access,
+    material: Option<&Material>,
+) -> RestorePass {
+    let namespace = ri.namespace().unwrap_or_default();
+    let uid = ri.uid().unwrap_or_default();
+    let Some(backup) = ctx
+        .stores
+        .backups
+        .get(&ObjectRef::new(&from.name).within(&namespace))
+    else {
+        return pending(format!(
+            "waiting for RedisBackup {} (spec.bootstrap.fromBackup): it does not exist in namespace {namespace}",
+            from.name
+        ));
+    };
+    let status = backup.status.clone().unwrap_or_default();
+    match status.phase.as_str() {
+        COMPLETED => {}
+        FAILED => {
+            return stop(format!(
+                "RedisBackup {} failed ({}: {}); no pod serves: create the instance again from a completed backup",
+                from.name, status.reason, status.message
+            ))
+        }
+        _ => {
+            return pending(format!(
+                "waiting for RedisBackup {} to complete before seeding the first pod",
+                from.name
+            ))
+        }
+    }
+    let task = ctx
+        .restores
+        .tasks
+        .lock()
+        .ok()
+        .and_then(|t| t.get(&uid).cloned());
+    match &task {
+        Some(Task::Running { pod, sent }) => {
+            return pending(format!(
+                "restoring RedisBackup {} into {pod}: {} of {} bytes sent",
+                from.name,
+                sent.load(Ordering::Relaxed),
+                status.data_size.unwrap_or_default()
+            ))
+        }
+        Some(Task::Failed {
+            message,
+            permanent: true,
+            ..
+        }) => return stop(message.clone()),
+        Some(Task::Failed {
+            message, retry_at, ..
+        }) if *retry_at > Instant::now() => {
+            return pending(format!(
+                "{message}; trying again within {} s",
+                retry_at.saturating_duration_since(Instant::now()).as_secs() + 1
+            ))
+        }
+        _ => {}
+    }
+    match seed_step(pods, &status.replication_id) {
+        SeedStep::Wait(why) => pending(format!("restoring RedisBackup {}: {why}", from.name)),
+        SeedStep::Refuse(holders) => stop(format!(
+            "pods {} hold data of another history: a backup is restored into a new, empty instance only (delete \
+             this instance and its claims, or create another instance with spec.bootstrap); nothing was changed",
+            holders.join(", ")
+        )),
+        SeedStep::Seeded(pod) => {
+            if let Ok(mut tasks) = ctx.restores.tasks.lock() {
+                tasks.remove(&uid);
+            }
+            RestorePass {
+                restored: Some(RestoreStatus {
+                    backup: from.name.clone(),
+                    object: status.object.clone(),
+                    replication_id: status.replication_id.clone(),
+                    replication_offset: status.replication_offset.map(status_integer),
+                    data_size: status.data_size.map(status_integer),
+                    pod,
+                    completed_at: Some(crate::status::rfc3339(
+                        k8s_openapi::jiff::Timestamp::now(),
+                    )),
+                }),
+                ..Default::default()
+            }
+        }
+        SeedStep::Seed(pod) => {
+            if let Some(Task::Loaded { pod }) = &task {
+                return pending(format!(
+                    "restoring RedisBackup {}: waiting to observe {pod} holding it",
+                    from.name
+                ));
+            }
+            if !ctx.leadership.is_held() {
+                return pending(format!(
+                    "restoring RedisBackup {}: waiting for the leading operator",
+                    from.name
+                ));
+            }
+            let job = match prepare(ri, ctx, &backup, &pod, pods, access, material).await {
+                Ok(job) => job,
+                Err(message) => return stop(message),
+            };
+            let sent = Arc::new(AtomicU64::new(0));
+            if let Ok(mut tasks) = ctx.restores.tasks.lock() {
+                tasks.insert(
+                    uid.clone(),
+                    Task::Running {
+                        pod: pod.clone(),
+                        sent: sent.clone(),
+                    },
+                );
+            }
+            let restores = ctx.restores.clone();
+            let (name, backup_name) = (ri.name_any(), from.name.clone());
+            tokio::spawn(async move {
+                let outcome = seed(&job, &sent).await;
+                let task = match outcome {
+                    Ok(()) => {
+                        info!(instance = %name, backup = %backup_name, pod = %job.pod, "restore loaded");
+                        Task::Loaded { pod: job.pod }
+                    }
+                    Err(failure) => {
+                        warn!(instance = %name, backup = %backup_name, error = %failure.message, "restore failed");
+                        Task::Failed {
+                            message: failure.message,
+                            permanent: failure.permanent,
+                            retry_at: Instant::now() + RETRY_AFTER,
+                        }
+                    }
+                };
+                if let Ok(mut tasks) = restores.tasks.lock() {
+                    tasks.insert(uid, task);
+                }
+            });
+            pending(format!(
+                "restoring RedisBackup {} into {pod}",
+                from.name
+            ))
+        }
+    }
+}
+
+/// `value` as a status integer (capped at [`crate::api::MAX_STATUS_INTEGER`]).
+fn status_integer(value: u64) -> i64 {
+    i64::try_from(value).map_or(crate::api::MAX_STATUS_INTEGER, |v| {
+        v.min(crate::api::MAX_STATUS_INTEGER)
+    })
+}
+
+/// What one seeding reads and where it sends it.
+struct Job {
+    pod: String,
+    target: Endpoint,
+    access: Access,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    bucket: Arc<dyn ObjectStore>,
+    key: String,
+    object: String,
+    replid: String,
+    offset: u64,
+    data_size: u64,
+    sha256: String,
+}
+
+/// The job, or why the backup cannot be restored (reported as the stop; looked at again every pass).
+async fn prepare(
+    ri: &RedisInstance,
+    ctx: &Context,
+    backup: &RedisBackup,
+    pod: &str,
+    pods: &[PodReplication],
+    access: &Access,
+    material: Option<&Material>,
+) -> Result<Job, String> {
+    let status = backup.status.clone().unwrap_or_default();
+    let name = backup.name_any();
+    let (Some((bucket_name, key)), Some(offset), Some(data_size)) = (
+        super::pass::object_parts(&status.object),
+        status.replication_offset,
+        status.data_size,
+    ) else {
+        return Err(format!(
+            "RedisBackup {name} records no usable object, offset or size ({:?}); it cannot be restored",
+            status.object
+        ));
+    };
+    if status.sha256.len() != 64 || status.replication_id.is_empty() {
+        return Err(format!(
+            "RedisBackup {name} records no SHA-256 or replication id; it cannot be restored"
+        ));
+    }
+    let bucket = bucket_named(ctx, ri, bucket_name)
+        .await
+        .map_err(|r| format!("{}: {}", r.reason, r.message))?;
+    let target = pods
+        .iter()
+        .find(|p| p.pod == pod)
+        .map(|p| p.endpoint.clone())
+        .ok_or_else(|| format!("{pod} has no address yet"))?;
+    let tls = match (access.tls.contains_key(&target.host), material) {
+        (false, _) => None,
+        (true, Some(material)) => Some(
+            crate::tls::connect::acceptor(material)
+                .map_err(|e| format!("the TLS Secret cannot serve the restore: {e}"))?,
+        ),
+        (true, None) => return Err("the TLS Secret is not available to serve the restore".into()),
+    };
+    Ok(Job {
+        pod: pod.to_string(),
+        target,
+        access: access.clone(),
+        tls,
+        bucket,
+        key: key.to_string(),
+        object: status.object.clone(),
+        replid: status.replication_id.clone(),
+        offset,
+        data_size,
+        sha256: status.sha256.clone(),
+    })
+}
+
+/// Why a seeding failed.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    /// Trying again would fail the same way (a corrupt object, a server that cannot read the format).
+    permanent: bool,
+}
+
+fn transient(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        permanent: false,
+    }
+}
+
+fn permanent(message: impl Into<String>) -> Failure {
+    Failure {
+        message: message.into(),
+        permanent: true,
+    }
+}
+
+/// Seeds the job's pod: checks that its server reads the snapshot's format, points it at the operator, streams
+/// the snapshot, waits until the server holds it and parks it.
+async fn seed(job: &Job, sent: &AtomicU64) -> Result<(), Failure> {
+    let at = &job.target;
+    let node = RedisNode::open(&at.host, at.port, &job.access)
+        .await
+        .map_err(|e| transient(format!("{} cannot be reached: {e}", job.pod)))?;
+    let software = node
+        .info_server()
+        .await
+        .map(|text| server_software(&text))
+        .map_err(|e| transient(format!("{} does not answer INFO: {e}", job.pod)))?;
+    let object = job
+        .bucket
+        .get(&object_store::path::Path::from(job.key.as_str()))
+        .await
+        .map_err(|e| match e {
+            object_store::Error::NotFound { .. } => {
+                permanent(format!("the object {} does not exist", job.object))
+            }
+            other => transient(format!("reading {}: {other}", job.object)),
+        })?;
+    let compressed = tokio_util::io::StreamReader::new(
+        object
+            .into_stream()
+            .map_err(|e| std::io::Error::other(e.to_string())),
+    );
+    let mut snapshot = async_compression::tokio::bufread::ZstdDecoder::new(compressed);
+    let mut head = [0u8; 9];
+    snapshot
+        .read_exact(&mut head)
+        .await
+        .map_err(|e| permanent(format!("the object {} is not a snapshot: {e}", job.object)))?;
+    check_format(&head, &software).map_err(permanent)?;
+    let address = local_address_towards(&at.host)
+        .map_err(|e| transient(format!("no local address reaches {}: {e}", at.host)))?;
+    let listener = TcpListener::bind(SocketAddr::new(address, 0))
+        .await
+        .map_err(|e| transient(format!("listening on {address}: {e}")))?;
+    let port = listener
+        .local_addr()
+        .map_err(|e| transient(e.to_string()))?
+        .port();
+    node.replicaof(&address.to_string(), port)
+        .await
+        .map_err(|e| transient(format!("pointing {} at the operator: {e}", job.pod)))?;
+    let accepted = tokio::time::timeout(CONNECT_WAIT, listener.accept()).await;
+    let outcome = match accepted {
+        Ok(Ok((stream, _))) => match &job.tls {
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(stream) => serve(stream, head, &mut snapshot, job, sent, &node, &listener).await,
+                Err(e) => Err(transient(format!("TLS with {}: {e}", job.pod))),
+            },
+            None => serve(stream, head, &mut snapshot, job, sent, &node, &listener).await,
+        },
+        Ok(Err(e)) => Err(transient(format!("accepting {}: {e}", job.pod))),
+        Err(_) => Err(transient(format!(
+            "{} did not connect to the operator at {address}:{port} within {} s (a NetworkPolicy limiting \
+             the pods' egress?)",
+            job.pod,
+            CONNECT_WAIT.as_secs()
+        ))),
+    };
+    // Parked again whatever happened: it replicates from itself, keeping what it loaded (or its empty data).
+    let parked = node.replicaof(&at.host, at.port).await;
+    outcome?;
+    parked.map_err(|e| transient(format!("parking {}: {e}", job.pod)))
+}
+
+/// Serves the snapshot on `stream` and waits until the server has loaded it. The connection stays open
+/// until this returns.
+#[allow(clippy::too_many_arguments)]
+async fn serve<S, R>(
+    stream: S,
+    head: [u8; 9],
+    snapshot: &mut R,
+    job: &Job,
+    sent: &AtomicU64,
+    node: &RedisNode,
+    listener: &TcpListener,
+) -> Result<(), Failure>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
+{
+    let lost = |e: std::io::Error| transient(format!("sending the snapshot to {}: {e}", job.pod));
+    let mut stream = super::serve::await_sync(stream, super::IDLE)
+        .await
+        .map_err(lost)?;
+    super::serve::full_resync(&mut stream, &job.replid, job.offset, job.data_size)
+        .await
+        .map_err(lost)?;
+    let mut hasher = Sha256::new();
+    let mut held = head.to_vec();
+    let mut total = held.len() as u64;
+    hasher.update(&held);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let read = snapshot
+            .read(&mut buf)
+            .await
+            .map_err(|e| permanent(format!("the object {} is corrupt: {e}", job.object)))?;
+        if read == 0 {
+            break;
+        }
+        total += read as u64;
+        if total > job.data_size {
+            return Err(permanent(format!(
+                "the object {} holds more than the {} bytes its backup recorded: it is not that backup's",
+                job.object, job.data_size
+            )));
+        }
+        hasher.update(&buf[..read]);
+        // The previous chunk goes; this one is held until the next one (or the checksum) says it may.
+        stream.write_all(&held).await.map_err(lost)?;
+        sent.fetch_add(held.len() as u64, Ordering::Relaxed);
+        held.clear();
+        held.extend_from_slice(&buf[..read]);
+    }
+    let digest: String = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if total != job.data_size || digest != job.sha256 {
+        return Err(permanent(format!(
+            "the object {} does not match its backup ({total} bytes with SHA-256 {digest}, recorded {} bytes \
+             with {}): it is corrupt or was replaced; the server was sent none of its end and loaded nothing",
+            job.object, job.data_size, job.sha256
+        )));
+    }
+    stream.write_all(&held).await.map_err(lost)?;
+    stream.flush().await.map_err(lost)?;
+    sent.fetch_add(held.len() as u64, Ordering::Relaxed);
+    await_loaded(job, node, listener).await
+}
+
+/// Waits until the server reports the backup's history (it loaded the snapshot). A server that connects for a
+/// snapshot again could not load it.
+async fn await_loaded(job: &Job, node: &RedisNode, listener: &TcpListener) -> Result<(), Failure> {
+    let deadline = Instant::now() + LOAD_WAIT;
+    while Instant::now() < deadline {
+        tokio::select! {
+            again = listener.accept() => {
+                if again.is_ok() {
+                    return Err(permanent(format!(
+                        "{} could not load the snapshot and asked for it again (its log says why: a format \
+                         or a module it does not know?)",
+                        job.pod
+                    )));
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(250)) => {
+                if let Ok(state) = node.observe().await {
+                    if state.replid == job.replid && !state.loading {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    Err(transient(format!(
+        "{} did not load the snapshot within {} s",
+        job.pod,
+        LOAD_WAIT.as_secs()
+    )))
+}
+
+/// The address of this host the pod's server reaches it at: the source address of a route towards `host` (no
+/// packet is sent). In a pod, the pod's own address; on a node, the node's address on the pods' network.
+fn local_address_towards(host: &str) -> std::io::Result<IpAddr> {
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let unspecified: IpAddr = if ip.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    let socket = std::net::UdpSocket::bind(SocketAddr::new(unspecified, 0))?;
+    socket.connect(SocketAddr::new(ip, 9))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+/// The server's software (`redis` or `valkey`) and version, from `INFO server`.
+fn server_software(info: &str) -> (String, String) {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
+            .map(str::to_string)
+    };
+    match field("valkey_version") {
+        Some(version) => ("valkey".into(), version),
+        None => (
+            field("server_name").unwrap_or_else(|| "redis".into()),
+            field("redis_version").unwrap_or_default(),
+        ),
+    }
+}
+
+/// The newest snapshot format (RDB version) a Redis server of `version` loads; `None` when not known (Valkey:
+/// its own numbering; the server's load then decides).
+fn newest_rdb_format(software: &(String, String)) -> Option<u32> {
+    if software.0 != "redis" {
+        return None;
+    }
+    let mut parts = software.1.split('.').map(|p| p.parse::<u32>().ok());
+    let (major, minor) = (parts.next()??, parts.next()??);
+    Some(match (major, minor) {
+        (0..=5, _) => 9,
+        (6, _) => 9,
+        (7, 0..=1) => 10,
+        (7, 2..=3) => 11,
+        _ => 12,
+    })
+}
+
+/// Refuses a snapshot that is no RDB file, or whose format is newer than `software` loads.
+fn check_format(head: &[u8; 9], software: &(String, String)) -> Result<(), String> {
+    let format = head
+        .strip_prefix(b"REDIS")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u32>().ok())
+        .ok_or_else(|| {
+            "the object is not an RDB snapshot (it does not start with REDIS and a format number)"
+                .to_string()
+        })?;
+    match newest_rdb_format(software) {
+        Some(newest) if format > newest => Err(format!(
+            "the snapshot's format (RDB {format}) is newer than {} {} loads (RDB {newest} at most): restore into \
+             an instance whose image runs a server at least as new as the one backed up",
+            software.0, software.1
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis(version: &str) -> (String, String) {
+        ("redis".into(), version.into())
+    }
+
+    #[test]
+    fn a_snapshot_newer_than_the_server_is_refused_before_anything_is_sent() {
+        assert_eq!(check_format(b"REDIS0010", &redis("7.0.15")), Ok(()));
+        assert_eq!(check_format(b"REDIS0009", &redis("7.0.15")), Ok(()));
+        let refused = check_format(b"REDIS0011", &redis("7.0.15")).unwrap_err();
+        assert!(
+            refused.contains("RDB 11") && refused.contains("RDB 10 at most"),
+            "{refused}"
+        );
+        assert!(check_format(b"REDIS0010", &redis("6.2.14")).is_err());
+        assert_eq!(check_format(b"REDIS0012", &redis("7.4.1")), Ok(()));
+        assert!(check_format(b"ELF\x02\x01\x01\x00\x00\x00", &redis("7.0.15")).is_err());
+        // Valkey numbers its own formats: its load decides.
+        assert_eq!(
+            check_format(b"REDIS0080", &("valkey".into(), "9.0.0".into())),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_server_software_is_read_from_info() {
+        let redis = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(server_software(redis), ("redis".into(), "7.0.15".into()));
+        let valkey =
+            "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.0.1\r\n";
+        assert_eq!(server_software(valkey), ("valkey".into(), "9.0.1".into()));
+    }
+
+    #[test]
+    fn the_operator_is_reached_at_its_address_towards_the_pod() {
+        assert_eq!(
+            local_address_towards("127.0.0.7").unwrap(),
+            "127.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        assert!(local_address_towards("not-an-address").is_err());
+    }
+}
