@@ -71,6 +71,49 @@ pub enum Command {
         #[arg(long, env = "KUBE_CONTEXT")]
         context: Option<String>,
     },
+    /// Print (or with `--apply`, create) a new RedisInstance that starts from a completed backup: the spec of
+    /// the instance backed up, named `--to`, with `spec.bootstrap.fromBackup` naming the backup.
+    Restore {
+        /// The RedisBackup (`Completed`).
+        backup: String,
+        /// The new instance's name.
+        #[arg(long)]
+        to: String,
+        /// Its number of pods (default: the backed-up instance's).
+        #[arg(long)]
+        replicas: Option<i32>,
+        /// Create it instead of printing it.
+        #[arg(long)]
+        apply: bool,
+        /// Namespace of the backup and of the new instance (default: the kubeconfig context's namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
+}
+
+/// The instance `to` that starts from `backup` of `source`: `source`'s spec (`replicas` if given), with
+/// `spec.bootstrap.fromBackup`.
+pub fn restore_manifest(
+    source: &crate::api::RedisInstance,
+    backup: &str,
+    to: &str,
+    replicas: Option<i32>,
+) -> crate::api::RedisInstance {
+    let mut spec = source.spec.clone();
+    spec.bootstrap = Some(crate::api::BootstrapSpec {
+        from_backup: crate::api::FromBackup {
+            name: backup.to_string(),
+        },
+    });
+    if let Some(replicas) = replicas {
+        spec.replicas = replicas;
+    }
+    let mut copy = crate::api::RedisInstance::new(to, spec);
+    copy.metadata.namespace = source.metadata.namespace.clone();
+    copy
 }
 
 /// Log output format.
@@ -368,12 +411,92 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             );
             Ok(())
         }
+        Command::Restore {
+            backup,
+            to,
+            replicas,
+            apply,
+            namespace,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let backups: kube::Api<crate::api::RedisBackup> =
+                kube::Api::namespaced(client.clone(), &namespace);
+            let found = backups.get(&backup).await?;
+            let phase = found
+                .status
+                .as_ref()
+                .map(|s| s.phase.as_str())
+                .unwrap_or_default();
+            if phase != crate::backup::controller::COMPLETED {
+                return Err(format!(
+                    "RedisBackup {namespace}/{backup} is not Completed (phase {phase:?}): only a completed backup \
+                     can be restored"
+                )
+                .into());
+            }
+            let instances: kube::Api<crate::api::RedisInstance> =
+                kube::Api::namespaced(client, &namespace);
+            let source = instances.get_opt(&found.spec.instance).await?.ok_or_else(|| {
+                format!(
+                    "RedisInstance {namespace}/{} (the instance backed up) no longer exists: write the new instance's \
+                     manifest with spec.bootstrap.fromBackup.name: {backup} and a spec.backup.s3 that reaches the \
+                     bucket",
+                    found.spec.instance
+                )
+            })?;
+            let copy = restore_manifest(&source, &backup, &to, replicas);
+            if apply {
+                instances
+                    .create(&kube::api::PostParams::default(), &copy)
+                    .await?;
+                println!(
+                    "{to}: created from RedisBackup {backup}; watch `kubectl get redisinstance {to} -n {namespace}` \
+                     (status.restore records the restore)"
+                );
+            } else {
+                print!("{}", serde_yaml::to_string(&copy)?);
+            }
+            Ok(())
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restore_manifest_is_the_backed_up_spec_bootstrapped_from_the_backup() {
+        let mut spec = crate::api::RedisInstanceSpec {
+            replicas: 3,
+            ..Default::default()
+        };
+        spec.config.insert("maxmemory".into(), "64mb".into());
+        let mut source = crate::api::RedisInstance::new("cache", spec.clone());
+        source.metadata.namespace = Some("apps".into());
+        source.metadata.uid = Some("u".into());
+        source.metadata.resource_version = Some("9".into());
+        let copy = restore_manifest(&source, "cache-nightly", "cache-copy", None);
+        assert_eq!(copy.metadata.name.as_deref(), Some("cache-copy"));
+        assert_eq!(copy.metadata.namespace.as_deref(), Some("apps"));
+        assert!(copy.metadata.uid.is_none() && copy.metadata.resource_version.is_none());
+        assert_eq!(copy.spec.config, spec.config);
+        assert_eq!(copy.spec.replicas, 3);
+        assert_eq!(
+            copy.spec
+                .bootstrap
+                .as_ref()
+                .map(|b| b.from_backup.name.as_str()),
+            Some("cache-nightly")
+        );
+        assert_eq!(
+            restore_manifest(&source, "b", "c", Some(1)).spec.replicas,
+            1
+        );
+        assert!(copy.status.is_none());
+    }
 
     fn run_args(extra: &[&str]) -> RunArgs {
         let argv = ["redis-operator", "run"].iter().chain(extra);

@@ -6,11 +6,16 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use object_store::ObjectStoreExt;
-use redis_operator::api::{BackupSpec, RedisBackup, RedisBackupSpec, RedisBackupStatus, S3Target};
+use redis_fsm::Phase;
+use redis_operator::api::{
+    BackupSpec, BootstrapSpec, FromBackup, RedisBackup, RedisBackupSpec, RedisBackupStatus,
+    RedisInstance, S3Target,
+};
 use redis_operator::backup::store::{self, Credentials};
+use redis_operator::names::ROLE_LABEL;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
@@ -449,4 +454,197 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
         env.ns
     );
     assert_eq!(env.operator.metric(&series).await, Some(0.0), "{series}");
+}
+
+/// The values of `keys` on `ip` (over TLS, verified with `ca`), as `redis-cli` prints them: one per line.
+fn values_over_tls(ip: &str, ca: &std::path::Path, password: &str, keys: &[String]) -> Vec<String> {
+    let mut args = vec!["MGET"];
+    args.extend(keys.iter().map(String::as_str));
+    let out = crate::tls::redis_cli(ip, Some(ca), password, &args);
+    crate::tls::stdout(&out)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// An instance created with `spec.bootstrap.fromBackup` starts from the backup: the operator seeds its first pod
+/// before any pod serves (over TLS: the copy's servers speak TLS only), and the copy's primary and replicas hold
+/// every write confirmed before the backup; `status.restore` says where the data came from. A backup whose
+/// object does not match its recorded checksum is refused (`Failed`/`RestoreFailed`): that instance's pod holds
+/// nothing and no pod serves. `spec.bootstrap` cannot be added or changed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_write() {
+    let Some((endpoint, key, secret)) = s3() else {
+        eprintln!("no local S3 server against an existing cluster: skipped");
+        return;
+    };
+    let env = TestEnv::new("restore").await;
+    let bucket = env.ns.clone();
+    create_bucket(&endpoint, &key, &secret, &bucket);
+    credentials_secret(&env, "s3", &key, &secret).await;
+    let target = BackupSpec {
+        s3: S3Target {
+            endpoint: endpoint.clone(),
+            bucket: bucket.clone(),
+            prefix: None,
+            region: None,
+            credentials_secret: "s3".into(),
+        },
+        schedule: None,
+        keep: 7,
+        max_age_days: None,
+    };
+    let mut s = spec(2);
+    s.backup = Some(target.clone());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 300).await;
+    let (confirmed, _) = writer.finish().await;
+    // Enough data for the snapshot to stream in several chunks of 256 KiB (the operator holds one back at a time).
+    let primary_ip = pod_ip(&labelled(&env, "cache", "primary").await[0]);
+    let password = password_for(&primary_ip).await.expect("cache-auth");
+    let mut source = redis::Client::open(format!("redis://:{password}@{primary_ip}:6379"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut bulk = redis::pipe();
+    for n in 0..20_000 {
+        bulk.set(format!("bulk{n}"), format!("{n:0>120}")).ignore();
+    }
+    bulk.query_async::<()>(&mut source).await.unwrap();
+    let source_keys: u64 = redis::cmd("DBSIZE").query_async(&mut source).await.unwrap();
+    redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async::<i64>(&mut source)
+        .await
+        .unwrap();
+    let base = take_backup(&env, "base", "cache").await;
+    assert!(base.data_size.unwrap() > 300_000, "{base:?}");
+    assert_eq!(base.phase, "Completed", "{base:?}");
+    let tampered = take_backup(&env, "tampered", "cache").await;
+    assert_eq!(tampered.phase, "Completed", "{tampered:?}");
+    let backups: Api<RedisBackup> = Api::namespaced(env.client.clone(), &env.ns);
+    backups
+        .patch_status(
+            "tampered",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"sha256": "0".repeat(64)}})),
+        )
+        .await
+        .unwrap();
+    let from = |name: &str| {
+        Some(BootstrapSpec {
+            from_backup: FromBackup { name: name.into() },
+        })
+    };
+
+    // A backup whose object does not match its checksum: refused, the pod holds nothing, nothing serves.
+    let mut bad = spec(1);
+    bad.backup = Some(target.clone());
+    bad.bootstrap = from("tampered");
+    env.create("bad", bad).await;
+    let refused = env
+        .wait_status("bad", "Failed/RestoreFailed", |s| {
+            s.reason == "RestoreFailed"
+        })
+        .await
+        .status
+        .unwrap();
+    assert_eq!(refused.status, Phase::Failed);
+    assert!(
+        refused.last_condition_message.contains("does not match"),
+        "{}",
+        refused.last_condition_message
+    );
+    assert!(refused.restore.is_none() && refused.current_primary.is_none());
+    let bad_pod = env.pods_of("bad").await.remove(0);
+    assert!(bad_pod.labels().get(ROLE_LABEL).is_none(), "a role label");
+    let info = redis_command(&pod_ip(&bad_pod), &["INFO", "keyspace"]).await;
+    assert!(
+        !info.contains("keys="),
+        "the refused pod holds data: {info}"
+    );
+
+    // The copy: three pods over TLS, seeded from the backup.
+    let fixture = crate::tls::fixture(&env, "restore").await;
+    let mut copy = crate::tls::with_tls(3, "cache-tls");
+    copy.backup = Some(target.clone());
+    copy.bootstrap = from("base");
+    env.create("copy", copy).await;
+    env.wait_running("copy").await;
+    let status = wait_converged(&env, "copy", 3).await;
+    let restore = status.restore.clone().expect("status.restore");
+    eprintln!("restored: {restore:?}");
+    assert_eq!(
+        (restore.backup.as_str(), restore.pod.as_str()),
+        ("base", "copy-0")
+    );
+    assert_eq!(restore.replication_id, base.replication_id);
+    assert_eq!(restore.object, base.object);
+    assert_eq!(restore.data_size, base.data_size.map(|d| d as i64));
+    assert!(restore.completed_at.is_some());
+    assert_eq!(status.current_primary.as_deref(), Some("copy-0"));
+    // The primary has promoted from the backup's history.
+    assert_eq!(
+        status.primary_replication_id2.as_deref(),
+        Some(base.replication_id.as_str())
+    );
+    let keys: Vec<String> = confirmed.iter().map(|n| format!("k{n}")).collect();
+    let password = secret_value(&env.client, &env.ns, "copy-auth", "password")
+        .await
+        .expect("copy-auth");
+    for pod in env.pods_of("copy").await {
+        let size = crate::tls::stdout(&crate::tls::redis_cli(
+            &pod_ip(&pod),
+            Some(&fixture.ca_file),
+            &password,
+            &["DBSIZE"],
+        ));
+        assert_eq!(size.trim(), source_keys.to_string(), "{}", pod.name_any());
+        let values = values_over_tls(&pod_ip(&pod), &fixture.ca_file, &password, &keys);
+        let missing: Vec<&String> = keys
+            .iter()
+            .zip(values.iter().map(Some).chain(std::iter::repeat(None)))
+            .filter(|(k, v)| v.map(String::as_str) != Some(&k[1..]))
+            .map(|(k, _)| k)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{}: {} of {} confirmed writes missing",
+            pod.name_any(),
+            missing.len(),
+            keys.len()
+        );
+    }
+
+    // spec.bootstrap is set at creation only.
+    for (name, patch) in [
+        (
+            "copy",
+            serde_json::json!({"bootstrap": {"fromBackup": {"name": "tampered"}}}),
+        ),
+        (
+            "cache",
+            serde_json::json!({"bootstrap": {"fromBackup": {"name": "base"}}}),
+        ),
+    ] {
+        let refused = Api::<RedisInstance>::namespaced(env.client.clone(), &env.ns)
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": patch })),
+            )
+            .await
+            .expect_err("spec.bootstrap changed");
+        assert!(
+            refused
+                .to_string()
+                .contains("set when an instance is created"),
+            "{refused}"
+        );
+    }
 }

@@ -126,7 +126,7 @@ fn tls_secret(name: &str, crt: &str, key: &str, ca: &str) -> Secret {
 }
 
 /// `redis-cli` against `ip`, over TLS verified with `ca` when given, with the password in `REDISCLI_AUTH`.
-fn redis_cli(ip: &str, ca: Option<&Path>, password: &str, args: &[&str]) -> Output {
+pub(crate) fn redis_cli(ip: &str, ca: Option<&Path>, password: &str, args: &[&str]) -> Output {
     let mut cmd = Command::new("redis-cli");
     cmd.env("REDISCLI_AUTH", password)
         .args(["--no-auth-warning", "-h", ip, "-p", "6379"]);
@@ -139,7 +139,7 @@ fn redis_cli(ip: &str, ca: Option<&Path>, password: &str, args: &[&str]) -> Outp
         .expect("redis-cli runs")
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -177,7 +177,7 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
 }
 
-fn with_tls(replicas: i32, secret: &str) -> redis_operator::api::RedisInstanceSpec {
+pub(crate) fn with_tls(replicas: i32, secret: &str) -> redis_operator::api::RedisInstanceSpec {
     let mut s = spec(replicas);
     s.tls = Some(TlsSpec {
         secret_name: secret.into(),
@@ -188,13 +188,13 @@ fn with_tls(replicas: i32, secret: &str) -> redis_operator::api::RedisInstanceSp
 
 /// What most tests start from: a CA and a certificate (serial 4097) in a scratch directory, and the Secret
 /// `cache-tls` holding them.
-struct Fixture {
-    dir: PathBuf,
-    ca_file: PathBuf,
-    secrets: Api<Secret>,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
+    pub(crate) ca_file: PathBuf,
+    pub(crate) secrets: Api<Secret>,
 }
 
-async fn fixture(env: &TestEnv, test: &str) -> Fixture {
+pub(crate) async fn fixture(env: &TestEnv, test: &str) -> Fixture {
     let dir = scratch(test);
     make_ca(&dir);
     let ca_file = dir.join("ca.crt");
