@@ -104,9 +104,10 @@ pub fn restore_manifest(
 ) -> crate::api::RedisInstance {
     let mut spec = source.spec.clone();
     spec.bootstrap = Some(crate::api::BootstrapSpec {
-        from_backup: crate::api::FromBackup {
+        from_backup: Some(crate::api::FromBackup {
             name: backup.to_string(),
-        },
+        }),
+        from_archive: None,
     });
     if let Some(replicas) = replicas {
         spec.replicas = replicas;
@@ -488,7 +489,8 @@ mod tests {
             copy.spec
                 .bootstrap
                 .as_ref()
-                .map(|b| b.from_backup.name.as_str()),
+                .and_then(|b| b.from_backup.as_ref())
+                .map(|f| f.name.as_str()),
             Some("cache-nightly")
         );
         assert_eq!(

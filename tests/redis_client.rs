@@ -1451,3 +1451,124 @@ async fn a_snapshot_read_from_one_server_seeds_another_through_replication() {
     assert_eq!(promoted.role, ServerRole::Master);
     assert_eq!(promoted.keys, 500);
 }
+
+/// The archive's segments under `prefix` (timeline, the stream bytes of its segments in order), from `bucket`.
+async fn archived_streams(
+    bucket: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> Vec<(redis_operator::backup::archive::Timeline, Vec<u8>)> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    use redis_operator::backup::archive;
+    use tokio::io::AsyncReadExt;
+    let keys: Vec<String> = bucket
+        .list(Some(&object_store::path::Path::from(format!(
+            "{prefix}/archive"
+        ))))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (timeline, listed) in archive::parse_listing(prefix, keys.iter().map(String::as_str)) {
+        let mut stream = Vec::new();
+        for segment in &listed.segments {
+            let key = timeline.segment_key(prefix, segment);
+            let compressed = bucket
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut data = Vec::new();
+            async_compression::tokio::bufread::ZstdDecoder::new(&compressed[..])
+                .read_to_end(&mut data)
+                .await
+                .unwrap();
+            stream.extend(archive::decode_frames(&data).unwrap().0);
+        }
+        out.push((timeline, stream));
+    }
+    out
+}
+
+/// The archiver follows a replica's stream and stores every write; when the replica is promoted (the old
+/// primary following it), the archive goes on in the same timeline, without a gap, even when a server that
+/// does not hold the archived history is asked first.
+#[tokio::test]
+async fn the_archiver_stores_every_write_and_continues_across_a_promotion() {
+    use redis_operator::backup::archiver::{Archivers, Job};
+    let (a, b) = (Server::start(), Server::start());
+    let nb = b.node().await;
+    nb.replicaof(HOST, a.port).await.unwrap();
+    until_listed(&a.node().await, b.port).await;
+    let bucket: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let archivers = Archivers::default();
+    let job = |sources: Vec<Endpoint>| Job {
+        sources,
+        access: redis_operator::redis::Access {
+            timeouts: Timeouts::default(),
+            login: None,
+            tls: Default::default(),
+        },
+        bucket: bucket.clone(),
+        prefix: "ns/c".into(),
+        segment: Duration::from_millis(500),
+        caught_up: Box::new(|_| {}),
+        leading: Box::new(|| true),
+    };
+    archivers.start("uid", "s".into(), job(vec![at(b.port)]));
+    for n in 0..200 {
+        set(&a, &format!("before{n}"), "x").await;
+    }
+    let holds = |needle: &'static [u8]| {
+        let bucket = bucket.clone();
+        async move {
+            let streams = archived_streams(&bucket, "ns/c").await;
+            streams
+                .iter()
+                .any(|(_, s)| s.windows(needle.len()).any(|w| w == needle))
+                .then_some(streams)
+        }
+    };
+    until(
+        Duration::from_secs(20),
+        "the archive holds before199",
+        || holds(b"before199"),
+    )
+    .await;
+    // b is promoted (which closes its replicas' links) and a follows it; a new server c replicates from b too:
+    // it holds b's data but not the archived history, so the archiver, asking c first, continues from b.
+    nb.replicaof_no_one().await.unwrap();
+    a.node().await.replicaof(HOST, b.port).await.unwrap();
+    let c = Server::start();
+    c.node().await.replicaof(HOST, b.port).await.unwrap();
+    until_listed(&nb, c.port).await;
+    for n in 0..200 {
+        set(&b, &format!("after{n}"), "y").await;
+    }
+    let streams = until(
+        Duration::from_secs(30),
+        "the archive holds after199",
+        || {
+            // An archiver that ended is started again as the reconcile does, from what the bucket holds.
+            if archivers.progress("uid", "s").is_none() {
+                archivers.start("uid", "s".into(), job(vec![at(c.port), at(b.port)]));
+            }
+            holds(b"after199")
+        },
+    )
+    .await;
+    assert_eq!(streams.len(), 1, "the archive forked");
+    let stream = &streams[0].1;
+    for n in [0, 199] {
+        for key in [format!("before{n}"), format!("after{n}")] {
+            assert!(
+                stream.windows(key.len()).any(|w| w == key.as_bytes()),
+                "{key} not archived"
+            );
+        }
+    }
+}

@@ -29,6 +29,26 @@ pub struct BackupSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 36500))]
     pub max_age_days: Option<i32>,
+
+    /// Continuous archiving of every write, for point-in-time recovery: the operator follows the replication
+    /// stream (from a replica when there is one) and stores it in the bucket under `PREFIX/archive/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveSpec>,
+}
+
+/// Continuous archiving (`spec.backup.archive`).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSpec {
+    /// How often the writes received are stored as an object, in seconds (default 60): at most about this much
+    /// of the newest writes is not in the bucket yet. Nothing is stored while nothing is written.
+    #[serde(default = "default_segment_seconds")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub segment_seconds: i32,
+}
+
+fn default_segment_seconds() -> i32 {
+    60
 }
 
 fn default_keep() -> i32 {
@@ -49,6 +69,25 @@ pub struct InstanceBackupStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_scheduled_at: Option<String>,
     /// Why scheduled backups are not taken (an unusable schedule).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Continuous archiving, with `spec.backup.archive`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveStatus>,
+}
+
+/// What the archive holds (`status.backup.archive`). Written when a segment is stored, so not while nothing is
+/// written; the metric `redis_operator_archive_caught_up_timestamp_seconds` follows it live.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ArchiveStatus {
+    /// The timeline archived into: `REPLID-OFFSET`, the full synchronisation it started from.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub timeline: String,
+    /// When the newest write stored was received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archived_up_to: Option<String>,
+    /// Why the archive does not follow the stream right now.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
@@ -84,9 +123,35 @@ pub struct S3Target {
 /// changed or removed afterwards.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.fromBackup) != has(self.fromArchive)",
+    "message": "spec.bootstrap takes one of fromBackup and fromArchive"
+}]))]
 pub struct BootstrapSpec {
     /// Seed the instance from a completed base backup before any pod serves.
-    pub from_backup: FromBackup,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<FromBackup>,
+
+    /// Seed the instance from the archive of an instance (`spec.backup.archive`), as of a point in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_archive: Option<FromArchive>,
+}
+
+/// The archive a new instance starts from (`spec.bootstrap.fromArchive`): the newest base snapshot taken before
+/// the target time, and every write archived after it up to that time.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FromArchive {
+    /// The prefix the archived instance's objects are under in this instance's `spec.backup.s3` bucket: its
+    /// `spec.backup.s3.prefix`, by default `NAMESPACE/NAME`.
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^[^/\s][^\s]*$"))]
+    pub prefix: String,
+
+    /// The time to restore to (RFC 3339, e.g. `2026-12-07T07:30:00Z`): writes received by the archive up to it
+    /// are restored, later ones are not. Without it, everything archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 20, max = 40))]
+    pub target_time: Option<String>,
 }
 
 /// The backup a new instance starts from (`spec.bootstrap.fromBackup`).
@@ -104,9 +169,19 @@ pub struct FromBackup {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RestoreStatus {
-    /// The `RedisBackup` restored.
+    /// The `RedisBackup` restored (with `fromBackup`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub backup: String,
-    /// Its object.
+    /// The archive's prefix restored from (with `fromArchive`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub archive: String,
+    /// The time restored to (with `fromArchive.targetTime`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_time: Option<String>,
+    /// When the newest write restored from the archive was received by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restored_up_to: Option<String>,
+    /// The base snapshot's object.
     pub object: String,
     /// The replication history (`master_replid`) and offset the data covers.
     pub replication_id: String,
@@ -120,7 +195,8 @@ pub struct RestoreStatus {
     pub data_size: Option<i64>,
     /// The pod seeded.
     pub pod: String,
-    /// When the pod held the data.
+    /// When the pod held the data; unset while a restore from an archive is under way (its history is recorded
+    /// first, so a restarted operator resumes it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<String>,
 }

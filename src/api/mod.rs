@@ -11,8 +11,8 @@ pub mod quantity;
 mod status;
 
 pub use self::backup::{
-    BackupSpec, BootstrapSpec, FromBackup, InstanceBackupStatus, RedisBackup, RedisBackupSpec,
-    RedisBackupStatus, RestoreStatus, S3Target,
+    ArchiveSpec, ArchiveStatus, BackupSpec, BootstrapSpec, FromArchive, FromBackup,
+    InstanceBackupStatus, RedisBackup, RedisBackupSpec, RedisBackupStatus, RestoreStatus, S3Target,
 };
 pub use self::status::{
     AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus, MAX_STATUS_INTEGER,

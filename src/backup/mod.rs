@@ -2,6 +2,8 @@
 //! S3-compatible bucket ([`store`]). The `RedisBackup` resource that asks for one is reconciled in
 //! [`controller`].
 
+pub mod archive;
+pub mod archiver;
 pub mod controller;
 mod http;
 pub mod pass;

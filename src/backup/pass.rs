@@ -40,7 +40,16 @@ pub async fn run(
     ctx: &Context,
     now: k8s_openapi::jiff::Timestamp,
 ) -> BackupPass {
-    let (pass, overdue) = scheduled_pass(ri, ctx, now).await;
+    let (mut pass, overdue) = scheduled_pass(ri, ctx, now).await;
+    let previous = ri
+        .status
+        .as_ref()
+        .and_then(|s| s.backup.as_ref())
+        .and_then(|b| b.archive.as_ref());
+    let archive = super::archiver::pass(ri, ctx, previous).await;
+    if let Some(status) = &mut pass.status {
+        status.archive = archive;
+    }
     ctx.metrics
         .set_backup_overdue(&ri.namespace().unwrap_or_default(), &ri.name_any(), overdue);
     pass

@@ -171,6 +171,88 @@ async fn simple<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// How a server answered `PSYNC`.
+pub enum Sync<S> {
+    /// `+FULLRESYNC`: a snapshot follows.
+    Full(Snapshot<S>),
+    /// `+CONTINUE`: the command stream follows from the offset asked for, in the history `replid` (the server's
+    /// own, which is a new one after a promotion).
+    Continue {
+        /// The connection.
+        stream: S,
+        /// The server's replication id.
+        replid: String,
+    },
+}
+
+/// Logs in as `login` when given and asks to synchronise: from `from` (a history and the offset of the next
+/// byte wanted) when given, which the server continues when it still holds that history in its backlog, or else
+/// (and without `from`) with a full synchronisation.
+pub async fn sync<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    login: Option<(&str, &str)>,
+    from: Option<(&str, u64)>,
+    idle: Duration,
+) -> Result<Sync<S>, RdbError> {
+    if let Some((user, password)) = login {
+        simple(
+            &mut stream,
+            "AUTH",
+            &[b"AUTH", user.as_bytes(), password.as_bytes()],
+            idle,
+        )
+        .await?;
+    }
+    simple(
+        &mut stream,
+        "REPLCONF",
+        &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"],
+        idle,
+    )
+    .await?;
+    let offset = from.map(|(_, offset)| offset.to_string());
+    let psync: [&[u8]; 3] = match (&from, &offset) {
+        (Some((replid, _)), Some(offset)) => [b"PSYNC", replid.as_bytes(), offset.as_bytes()],
+        _ => [b"PSYNC", b"?", b"-1"],
+    };
+    stream.write_all(&command(&psync)).await?;
+    let line = loop {
+        // Keep-alives may come first.
+        let line = read_line(&mut stream, idle).await?;
+        if !line.is_empty() {
+            break line;
+        }
+    };
+    if let Some(rest) = line.strip_prefix(b"+CONTINUE") {
+        let replid = std::str::from_utf8(rest).unwrap_or_default().trim();
+        let replid = match (replid.is_empty(), from) {
+            (true, Some((asked, _))) => asked.to_string(),
+            _ if replid.len() == 40 && replid.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                replid.to_string()
+            }
+            _ => return Err(RdbError::Unexpected("PSYNC")),
+        };
+        return Ok(Sync::Continue { stream, replid });
+    }
+    let resync = parse_fullresync(&line)?;
+    let framing = loop {
+        let line = read_line(&mut stream, idle).await?;
+        // Keep-alives while the snapshot is prepared.
+        if !line.is_empty() {
+            break parse_framing(&line)?;
+        }
+    };
+    Ok(Sync::Full(Snapshot {
+        stream,
+        framing,
+        resync,
+        read: 0,
+        held: Vec::new(),
+        done: false,
+        idle,
+    }))
+}
+
 /// The snapshot of one server being read: [`Snapshot::start`] asks for it, [`Snapshot::next_chunk`] yields its
 /// bytes until the end.
 pub struct Snapshot<S> {
@@ -191,44 +273,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Snapshot<S> {
     /// of the snapshot. `idle` bounds every wait for the server, the preparation of the snapshot included (the
     /// server sends a keep-alive every second meanwhile).
     pub async fn start(
-        mut stream: S,
+        stream: S,
         login: Option<(&str, &str)>,
         idle: Duration,
     ) -> Result<Self, RdbError> {
-        if let Some((user, password)) = login {
-            simple(
-                &mut stream,
-                "AUTH",
-                &[b"AUTH", user.as_bytes(), password.as_bytes()],
-                idle,
-            )
-            .await?;
+        match sync(stream, login, None, idle).await? {
+            Sync::Full(snapshot) => Ok(snapshot),
+            Sync::Continue { .. } => Err(RdbError::Unexpected("PSYNC")),
         }
-        simple(
-            &mut stream,
-            "REPLCONF",
-            &[b"REPLCONF", b"capa", b"eof", b"capa", b"psync2"],
-            idle,
-        )
-        .await?;
-        stream.write_all(&command(&[b"PSYNC", b"?", b"-1"])).await?;
-        let resync = parse_fullresync(&read_line(&mut stream, idle).await?)?;
-        let framing = loop {
-            let line = read_line(&mut stream, idle).await?;
-            // Keep-alives while the snapshot is prepared.
-            if !line.is_empty() {
-                break parse_framing(&line)?;
-            }
-        };
-        Ok(Snapshot {
-            stream,
-            framing,
-            resync,
-            read: 0,
-            held: Vec::new(),
-            done: false,
-            idle,
-        })
+    }
+
+    /// The connection, once the snapshot was read to its end: the command stream follows on it (after a
+    /// diskless snapshot, once the replica acknowledges an offset).
+    pub fn into_stream(self) -> S {
+        self.stream
     }
 
     /// The next bytes of the snapshot, `None` at its end.

@@ -27,8 +27,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use super::archive::{BaseManifest, Timeline};
 use super::controller::{bucket_named, COMPLETED, FAILED};
-use crate::api::{FromBackup, RedisBackup, RedisInstance, RestoreStatus};
+use crate::api::{FromArchive, FromBackup, RedisInstance, RestoreStatus};
 use crate::reconciler::Context;
 use crate::redis::{Access, RedisNode};
 use crate::tls::Material;
@@ -52,8 +53,13 @@ pub struct Restores {
 enum Task {
     /// Seeding `pod`; `sent` bytes of the snapshot so far.
     Running { pod: String, sent: Arc<AtomicU64> },
-    /// The pod loaded the snapshot and was parked; its observation will say so.
-    Loaded { pod: String },
+    /// The pod loaded the snapshot (and the stream after it, up to `offset`) and was parked; its observation
+    /// will say so.
+    Loaded {
+        pod: String,
+        offset: u64,
+        up_to: Option<i64>,
+    },
     /// The attempt failed; `permanent` ones are not tried again (by this process).
     Failed {
         message: String,
@@ -69,7 +75,8 @@ pub struct RestorePass {
     pub pending: Option<String>,
     /// Why the backup cannot be restored: the instance stops (`Failed`, `RestoreFailed`).
     pub stop: Option<String>,
-    /// The restore, done: to record in `status.restore`.
+    /// To record in `status.restore`: the restore done, or (without `completedAt`) the plan of one from an
+    /// archive, before it starts.
     pub restored: Option<RestoreStatus>,
 }
 
@@ -87,65 +94,80 @@ fn stop(message: String) -> RestorePass {
     }
 }
 
-/// The backup to seed `ri` from, while the restore is still to be done: `spec.bootstrap.fromBackup` is set, no
-/// restore is recorded and no primary ever was.
-pub fn outstanding<'a>(ri: &'a RedisInstance, topology: &TopologyStatus) -> Option<&'a FromBackup> {
-    let from = &ri.spec.bootstrap.as_ref()?.from_backup;
-    let restored = ri.status.as_ref().is_some_and(|s| s.restore.is_some());
-    (!restored && topology.current_primary.is_none()).then_some(from)
+/// What a new instance is seeded from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// A completed `RedisBackup`.
+    Backup(&'a FromBackup),
+    /// An archive, as of a time.
+    Archive(&'a FromArchive),
 }
 
-/// One step of restoring `from` into `ri`, whose pods are observed as `pods`: starts seeding the first pod
+/// What to seed `ri` from, while the restore is still to be done: `spec.bootstrap` is set, no restore is
+/// recorded complete and no primary ever was.
+pub fn outstanding<'a>(ri: &'a RedisInstance, topology: &TopologyStatus) -> Option<Source<'a>> {
+    let bootstrap = ri.spec.bootstrap.as_ref()?;
+    let done = ri
+        .status
+        .as_ref()
+        .and_then(|s| s.restore.as_ref())
+        .is_some_and(|r| r.completed_at.is_some());
+    if done || topology.current_primary.is_some() {
+        return None;
+    }
+    bootstrap
+        .from_backup
+        .as_ref()
+        .map(Source::Backup)
+        .or(bootstrap.from_archive.as_ref().map(Source::Archive))
+}
+
+/// The data a restore seeds, as recorded (`status.restore`, without `completedAt`) and where to read it.
+struct Target {
+    /// What it is, in messages.
+    label: String,
+    /// The record, completed once seeded.
+    record: RestoreStatus,
+    /// The history the seeded pod carries.
+    replid: String,
+    /// The offset it is complete at, when known before seeding.
+    offset: Option<u64>,
+}
+
+/// One step of restoring `source` into `ri`, whose pods are observed as `pods`: starts seeding the first pod
 /// (while leading), reports progress, or says the restore is done.
 pub async fn pass(
     ri: &RedisInstance,
     ctx: &Context,
-    from: &FromBackup,
+    source: Source<'_>,
     pods: &[PodReplication],
     access: &Access,
     material: Option<&Material>,
 ) -> RestorePass {
-    let namespace = ri.namespace().unwrap_or_default();
     let uid = ri.uid().unwrap_or_default();
-    let Some(backup) = ctx
-        .stores
-        .backups
-        .get(&ObjectRef::new(&from.name).within(&namespace))
-    else {
-        return pending(format!(
-            "waiting for RedisBackup {} (spec.bootstrap.fromBackup): it does not exist in namespace {namespace}",
-            from.name
-        ));
+    let target = match source {
+        Source::Backup(from) => match backup_target(ri, ctx, from) {
+            Ok(target) => target,
+            Err(pass) => return *pass,
+        },
+        Source::Archive(from) => match archive_target(ri, ctx, from).await {
+            Ok(target) => target,
+            Err(pass) => return *pass,
+        },
     };
-    let status = backup.status.clone().unwrap_or_default();
-    match status.phase.as_str() {
-        COMPLETED => {}
-        FAILED => {
-            return stop(format!(
-                "RedisBackup {} failed ({}: {}); no pod serves: create the instance again from a completed backup",
-                from.name, status.reason, status.message
-            ))
-        }
-        _ => {
-            return pending(format!(
-                "waiting for RedisBackup {} to complete before seeding the first pod",
-                from.name
-            ))
-        }
-    }
     let task = ctx
         .restores
         .tasks
         .lock()
         .ok()
         .and_then(|t| t.get(&uid).cloned());
+    let mut offset = target.offset;
     match &task {
         Some(Task::Running { pod, sent }) => {
             return pending(format!(
-                "restoring RedisBackup {} into {pod}: {} of {} bytes sent",
-                from.name,
-                sent.load(Ordering::Relaxed),
-                status.data_size.unwrap_or_default()
+                "restoring {} into {pod}: {} bytes sent",
+                target.label,
+                sent.load(Ordering::Relaxed)
             ))
         }
         Some(Task::Failed {
@@ -161,48 +183,52 @@ pub async fn pass(
                 retry_at.saturating_duration_since(Instant::now()).as_secs() + 1
             ))
         }
+        Some(Task::Loaded { offset: loaded, .. }) => offset = Some(*loaded),
         _ => {}
     }
-    match seed_step(pods, &status.replication_id) {
-        SeedStep::Wait(why) => pending(format!("restoring RedisBackup {}: {why}", from.name)),
+    match seed_step(pods, &target.replid, offset) {
+        SeedStep::Wait(why) => pending(format!("restoring {}: {why}", target.label)),
         SeedStep::Refuse(holders) => stop(format!(
             "pods {} hold data of another history: a backup is restored into a new, empty instance only (delete \
              this instance and its claims, or create another instance with spec.bootstrap); nothing was changed",
             holders.join(", ")
         )),
         SeedStep::Seeded(pod) => {
-            if let Ok(mut tasks) = ctx.restores.tasks.lock() {
-                tasks.remove(&uid);
-            }
+            let loaded = match ctx.restores.tasks.lock() {
+                Ok(mut tasks) => tasks.remove(&uid),
+                Err(_) => None,
+            };
+            let restored_up_to = match loaded {
+                Some(Task::Loaded { up_to, .. }) => up_to.map(super::archive::millis_rfc3339),
+                _ => target.record.restored_up_to.clone(),
+            };
             RestorePass {
                 restored: Some(RestoreStatus {
-                    backup: from.name.clone(),
-                    object: status.object.clone(),
-                    replication_id: status.replication_id.clone(),
-                    replication_offset: status.replication_offset.map(status_integer),
-                    data_size: status.data_size.map(status_integer),
                     pod,
+                    replication_offset: offset.map(status_integer),
+                    restored_up_to,
                     completed_at: Some(crate::status::rfc3339(
                         k8s_openapi::jiff::Timestamp::now(),
                     )),
+                    ..target.record
                 }),
                 ..Default::default()
             }
         }
         SeedStep::Seed(pod) => {
-            if let Some(Task::Loaded { pod }) = &task {
+            if let Some(Task::Loaded { pod, .. }) = &task {
                 return pending(format!(
-                    "restoring RedisBackup {}: waiting to observe {pod} holding it",
-                    from.name
+                    "restoring {}: waiting to observe {pod} holding it",
+                    target.label
                 ));
             }
             if !ctx.leadership.is_held() {
                 return pending(format!(
-                    "restoring RedisBackup {}: waiting for the leading operator",
-                    from.name
+                    "restoring {}: waiting for the leading operator",
+                    target.label
                 ));
             }
-            let job = match prepare(ri, ctx, &backup, &pod, pods, access, material).await {
+            let job = match prepare(ri, ctx, source, &target, &pod, pods, access, material).await {
                 Ok(job) => job,
                 Err(message) => return stop(message),
             };
@@ -217,16 +243,19 @@ pub async fn pass(
                 );
             }
             let restores = ctx.restores.clone();
-            let (name, backup_name) = (ri.name_any(), from.name.clone());
+            let (name, label) = (ri.name_any(), target.label.clone());
             tokio::spawn(async move {
-                let outcome = seed(&job, &sent).await;
-                let task = match outcome {
-                    Ok(()) => {
-                        info!(instance = %name, backup = %backup_name, pod = %job.pod, "restore loaded");
-                        Task::Loaded { pod: job.pod }
+                let task = match seed(&job, &sent).await {
+                    Ok(seeded) => {
+                        info!(instance = %name, source = %label, pod = %job.pod, offset = seeded.offset, "restore loaded");
+                        Task::Loaded {
+                            pod: job.pod,
+                            offset: seeded.offset,
+                            up_to: seeded.up_to,
+                        }
                     }
                     Err(failure) => {
-                        warn!(instance = %name, backup = %backup_name, error = %failure.message, "restore failed");
+                        warn!(instance = %name, source = %label, error = %failure.message, "restore failed");
                         Task::Failed {
                             message: failure.message,
                             permanent: failure.permanent,
@@ -238,12 +267,181 @@ pub async fn pass(
                     tasks.insert(uid, task);
                 }
             });
-            pending(format!(
-                "restoring RedisBackup {} into {pod}",
-                from.name
-            ))
+            pending(format!("restoring {} into {pod}", target.label))
         }
     }
+}
+
+/// The completed `RedisBackup` `from` names, or the pass to return while there is none.
+fn backup_target(
+    ri: &RedisInstance,
+    ctx: &Context,
+    from: &FromBackup,
+) -> Result<Target, Box<RestorePass>> {
+    let namespace = ri.namespace().unwrap_or_default();
+    let Some(backup) = ctx
+        .stores
+        .backups
+        .get(&ObjectRef::new(&from.name).within(&namespace))
+    else {
+        return Err(Box::new(pending(format!(
+            "waiting for RedisBackup {} (spec.bootstrap.fromBackup): it does not exist in namespace {namespace}",
+            from.name
+        ))));
+    };
+    let status = backup.status.clone().unwrap_or_default();
+    match status.phase.as_str() {
+        COMPLETED => {}
+        FAILED => {
+            return Err(Box::new(stop(format!(
+                "RedisBackup {} failed ({}: {}); no pod serves: create the instance again from a completed backup",
+                from.name, status.reason, status.message
+            ))))
+        }
+        _ => {
+            return Err(Box::new(pending(format!(
+                "waiting for RedisBackup {} to complete before seeding the first pod",
+                from.name
+            ))))
+        }
+    }
+    Ok(Target {
+        label: format!("RedisBackup {}", from.name),
+        record: RestoreStatus {
+            backup: from.name.clone(),
+            object: status.object.clone(),
+            replication_id: status.replication_id.clone(),
+            data_size: status.data_size.map(status_integer),
+            ..Default::default()
+        },
+        replid: status.replication_id.clone(),
+        offset: status.replication_offset,
+    })
+}
+
+/// The restore from an archive as recorded, or, before it is, the pass that records its plan (the timeline and
+/// its base): the history is persisted before any pod is touched, so a restarted operator recognises it.
+async fn archive_target(
+    ri: &RedisInstance,
+    ctx: &Context,
+    from: &FromArchive,
+) -> Result<Target, Box<RestorePass>> {
+    let label = format!("the archive {}", from.prefix);
+    if let Some(record) = ri.status.as_ref().and_then(|s| s.restore.clone()) {
+        return Ok(Target {
+            label,
+            replid: record.replication_id.clone(),
+            offset: None,
+            record,
+        });
+    }
+    let target_ms = match from.target_time.as_deref().map(parse_time).transpose() {
+        Ok(at) => at,
+        Err(message) => return Err(Box::new(stop(message))),
+    };
+    let bucket = match super::controller::bucket_for(ctx, ri).await {
+        Ok((bucket, _)) => bucket,
+        Err(refused) => {
+            return Err(Box::new(stop(format!(
+                "{}: {}",
+                refused.reason, refused.message
+            ))))
+        }
+    };
+    let planned = match plan_archive(&bucket, &from.prefix, target_ms).await {
+        Ok(planned) => planned,
+        Err(failure) if failure.permanent => return Err(Box::new(stop(failure.message))),
+        Err(failure) => return Err(Box::new(pending(failure.message))),
+    };
+    let timeline = &planned.plan.timeline;
+    let bucket_name = ri
+        .spec
+        .backup
+        .as_ref()
+        .map(|b| b.s3.bucket.clone())
+        .unwrap_or_default();
+    Err(Box::new(RestorePass {
+        pending: Some(format!(
+            "restoring {label}: from the base snapshot {} of {}",
+            timeline.offset, timeline.replid
+        )),
+        restored: Some(RestoreStatus {
+            archive: from.prefix.clone(),
+            target_time: from.target_time.clone(),
+            object: format!("s3://{bucket_name}/{}", timeline.base_key(&from.prefix)),
+            replication_id: timeline.replid.clone(),
+            data_size: Some(status_integer(planned.base.data_size)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }))
+}
+
+/// An RFC 3339 time in Unix milliseconds.
+fn parse_time(text: &str) -> Result<i64, String> {
+    text.parse::<k8s_openapi::jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|e| {
+            format!("spec.bootstrap.fromArchive.targetTime {text:?} is not an RFC 3339 time: {e}")
+        })
+}
+
+/// An archive's plan and its base.
+struct Planned {
+    plan: super::archive::Plan,
+    base: BaseManifest,
+}
+
+/// Lists the archive under `prefix` and plans the restore to `target_ms`.
+async fn plan_archive(
+    bucket: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    target_ms: Option<i64>,
+) -> Result<Planned, Failure> {
+    let root = object_store::path::Path::from(format!("{}/archive", prefix.trim_end_matches('/')));
+    let keys: Vec<String> = bucket
+        .list(Some(&root))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .map_err(|e| transient(format!("listing the archive {prefix}: {e}")))?;
+    let timelines = super::archive::parse_listing(prefix, keys.iter().map(String::as_str));
+    let mut manifests = HashMap::new();
+    for (timeline, listed) in &timelines {
+        if listed.complete {
+            manifests.insert(
+                timeline.clone(),
+                read_manifest(bucket, prefix, timeline).await?,
+            );
+        }
+    }
+    let plan = super::archive::plan(
+        &timelines,
+        |t| manifests.get(t).map(|m| m.time_ms),
+        target_ms,
+    )
+    .map_err(|e| permanent(format!("the archive {prefix} cannot restore this: {e}")))?;
+    let base = manifests
+        .remove(&plan.timeline)
+        .ok_or_else(|| permanent("the planned base has no manifest"))?;
+    Ok(Planned { plan, base })
+}
+
+async fn read_manifest(
+    bucket: &Arc<dyn ObjectStore>,
+    prefix: &str,
+    timeline: &Timeline,
+) -> Result<BaseManifest, Failure> {
+    let key = timeline.manifest_key(prefix);
+    let bytes = bucket
+        .get(&object_store::path::Path::from(key.as_str()))
+        .await
+        .map_err(|e| transient(format!("reading {key}: {e}")))?
+        .bytes()
+        .await
+        .map_err(|e| transient(format!("reading {key}: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| permanent(format!("{key} is not a base manifest: {e}")))
 }
 
 /// `value` as a status integer (capped at [`crate::api::MAX_STATUS_INTEGER`]).
@@ -251,6 +449,15 @@ fn status_integer(value: u64) -> i64 {
     i64::try_from(value).map_or(crate::api::MAX_STATUS_INTEGER, |v| {
         v.min(crate::api::MAX_STATUS_INTEGER)
     })
+}
+
+/// What the seeded pod reads after the base snapshot: nothing, or an archive's stream up to a time.
+enum Stream {
+    None,
+    Archive {
+        prefix: String,
+        target_ms: Option<i64>,
+    },
 }
 
 /// What one seeding reads and where it sends it.
@@ -266,44 +473,27 @@ struct Job {
     offset: u64,
     data_size: u64,
     sha256: String,
+    stream: Stream,
 }
 
 /// The job, or why the backup cannot be restored (reported as the stop; looked at again every pass).
+#[allow(clippy::too_many_arguments)]
 async fn prepare(
     ri: &RedisInstance,
     ctx: &Context,
-    backup: &RedisBackup,
+    source: Source<'_>,
+    target: &Target,
     pod: &str,
     pods: &[PodReplication],
     access: &Access,
     material: Option<&Material>,
 ) -> Result<Job, String> {
-    let status = backup.status.clone().unwrap_or_default();
-    let name = backup.name_any();
-    let (Some((bucket_name, key)), Some(offset), Some(data_size)) = (
-        super::pass::object_parts(&status.object),
-        status.replication_offset,
-        status.data_size,
-    ) else {
-        return Err(format!(
-            "RedisBackup {name} records no usable object, offset or size ({:?}); it cannot be restored",
-            status.object
-        ));
-    };
-    if status.sha256.len() != 64 || status.replication_id.is_empty() {
-        return Err(format!(
-            "RedisBackup {name} records no SHA-256 or replication id; it cannot be restored"
-        ));
-    }
-    let bucket = bucket_named(ctx, ri, bucket_name)
-        .await
-        .map_err(|r| format!("{}: {}", r.reason, r.message))?;
-    let target = pods
+    let at = pods
         .iter()
         .find(|p| p.pod == pod)
         .map(|p| p.endpoint.clone())
         .ok_or_else(|| format!("{pod} has no address yet"))?;
-    let tls = match (access.tls.contains_key(&target.host), material) {
+    let tls = match (access.tls.contains_key(&at.host), material) {
         (false, _) => None,
         (true, Some(material)) => Some(
             crate::tls::connect::acceptor(material)
@@ -311,18 +501,96 @@ async fn prepare(
         ),
         (true, None) => return Err("the TLS Secret is not available to serve the restore".into()),
     };
+    let (bucket, key, offset, data_size, sha256, stream) = match source {
+        Source::Backup(from) => {
+            let namespace = ri.namespace().unwrap_or_default();
+            let backup = ctx
+                .stores
+                .backups
+                .get(&ObjectRef::new(&from.name).within(&namespace))
+                .ok_or_else(|| format!("RedisBackup {} is gone", from.name))?;
+            let status = backup.status.clone().unwrap_or_default();
+            let (Some((bucket_name, key)), Some(offset), Some(data_size)) = (
+                super::pass::object_parts(&status.object),
+                status.replication_offset,
+                status.data_size,
+            ) else {
+                return Err(format!(
+                    "RedisBackup {} records no usable object, offset or size ({:?}); it cannot be restored",
+                    from.name, status.object
+                ));
+            };
+            if status.sha256.len() != 64 || status.replication_id.is_empty() {
+                return Err(format!(
+                    "RedisBackup {} records no SHA-256 or replication id; it cannot be restored",
+                    from.name
+                ));
+            }
+            let bucket = bucket_named(ctx, ri, bucket_name)
+                .await
+                .map_err(|r| format!("{}: {}", r.reason, r.message))?;
+            (
+                bucket,
+                key.to_string(),
+                offset,
+                data_size,
+                status.sha256.clone(),
+                Stream::None,
+            )
+        }
+        Source::Archive(from) => {
+            let (bucket, _) = super::controller::bucket_for(ctx, ri)
+                .await
+                .map_err(|r| format!("{}: {}", r.reason, r.message))?;
+            let timeline = target_timeline(target)?;
+            let manifest = read_manifest(&bucket, &from.prefix, &timeline)
+                .await
+                .map_err(|f| f.message)?;
+            let target_ms = from.target_time.as_deref().map(parse_time).transpose()?;
+            (
+                bucket,
+                timeline.base_key(&from.prefix),
+                manifest.replication_offset,
+                manifest.data_size,
+                manifest.sha256,
+                Stream::Archive {
+                    prefix: from.prefix.clone(),
+                    target_ms,
+                },
+            )
+        }
+    };
     Ok(Job {
         pod: pod.to_string(),
-        target,
+        target: at,
         access: access.clone(),
         tls,
         bucket,
-        key: key.to_string(),
-        object: status.object.clone(),
-        replid: status.replication_id.clone(),
+        key,
+        object: target.record.object.clone(),
+        replid: target.replid.clone(),
         offset,
         data_size,
-        sha256: status.sha256.clone(),
+        sha256,
+        stream,
+    })
+}
+
+/// The timeline a recorded archive restore reads (its object is the timeline's base).
+fn target_timeline(target: &Target) -> Result<Timeline, String> {
+    let folder = target.record.object.rsplit('/').nth(1).unwrap_or_default();
+    let offset = folder
+        .split_once('-')
+        .and_then(|(_, offset)| offset.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "status.restore.object {:?} names no timeline",
+                target.record.object
+            )
+        })?;
+    Ok(Timeline {
+        replid: target.replid.clone(),
+        offset,
     })
 }
 
@@ -348,9 +616,17 @@ fn permanent(message: impl Into<String>) -> Failure {
     }
 }
 
+/// What a seeding loaded.
+struct Seeded {
+    /// The offset the pod is at.
+    offset: u64,
+    /// When the archive received the newest write replayed.
+    up_to: Option<i64>,
+}
+
 /// Seeds the job's pod: checks that its server reads the snapshot's format, points it at the operator, streams
-/// the snapshot, waits until the server holds it and parks it.
-async fn seed(job: &Job, sent: &AtomicU64) -> Result<(), Failure> {
+/// the snapshot (and the archive's stream after it), waits until the server holds it and parks it.
+async fn seed(job: &Job, sent: &AtomicU64) -> Result<Seeded, Failure> {
     let at = &job.target;
     let node = RedisNode::open(&at.host, at.port, &job.access)
         .await
@@ -413,8 +689,9 @@ async fn seed(job: &Job, sent: &AtomicU64) -> Result<(), Failure> {
     };
     // Parked again whatever happened: it replicates from itself, keeping what it loaded (or its empty data).
     let parked = node.replicaof(&at.host, at.port).await;
-    outcome?;
-    parked.map_err(|e| transient(format!("parking {}: {e}", job.pod)))
+    let seeded = outcome?;
+    parked.map_err(|e| transient(format!("parking {}: {e}", job.pod)))?;
+    Ok(seeded)
 }
 
 /// Serves the snapshot on `stream` and waits until the server has loaded it. The connection stays open
@@ -428,7 +705,7 @@ async fn serve<S, R>(
     sent: &AtomicU64,
     node: &RedisNode,
     listener: &TcpListener,
-) -> Result<(), Failure>
+) -> Result<Seeded, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
@@ -482,12 +759,66 @@ where
     stream.write_all(&held).await.map_err(lost)?;
     stream.flush().await.map_err(lost)?;
     sent.fetch_add(held.len() as u64, Ordering::Relaxed);
-    await_loaded(job, node, listener).await
+    let (mut offset, mut up_to) = (job.offset, None);
+    if let Stream::Archive { prefix, target_ms } = &job.stream {
+        // The archive's stream after the base, segment by segment, up to the target.
+        let planned = plan_archive(&job.bucket, prefix, *target_ms).await?;
+        if planned.plan.timeline.replid != job.replid || planned.plan.timeline.offset != job.offset
+        {
+            return Err(permanent(format!(
+                "the archive {prefix} changed since the restore was planned (its timeline is now {}-{})",
+                planned.plan.timeline.replid, planned.plan.timeline.offset
+            )));
+        }
+        for segment in &planned.plan.segments {
+            let key = planned.plan.timeline.segment_key(prefix, segment);
+            let data = read_segment(&job.bucket, &key).await?;
+            let (bytes, ends) = super::archive::decode_frames(&data)
+                .map_err(|e| permanent(format!("{key}: {e}")))?;
+            let (len, stopped) = super::archive::cut(&bytes, &ends, *target_ms)
+                .map_err(|e| permanent(format!("{key}: {e}")))?;
+            stream.write_all(&bytes[..len]).await.map_err(lost)?;
+            sent.fetch_add(len as u64, Ordering::Relaxed);
+            offset += len as u64;
+            if len > 0 {
+                up_to = ends.iter().find(|(end, _)| *end >= len).map(|(_, t)| *t);
+            }
+            if stopped {
+                break;
+            }
+        }
+        stream.flush().await.map_err(lost)?;
+    }
+    await_loaded(job, node, listener, offset).await?;
+    Ok(Seeded { offset, up_to })
 }
 
-/// Waits until the server reports the backup's history (it loaded the snapshot). A server that connects for a
+/// A segment of the archive, decompressed.
+async fn read_segment(bucket: &Arc<dyn ObjectStore>, key: &str) -> Result<Vec<u8>, Failure> {
+    let compressed = bucket
+        .get(&object_store::path::Path::from(key))
+        .await
+        .map_err(|e| transient(format!("reading {key}: {e}")))?
+        .bytes()
+        .await
+        .map_err(|e| transient(format!("reading {key}: {e}")))?;
+    let mut data = Vec::new();
+    async_compression::tokio::bufread::ZstdDecoder::new(&compressed[..])
+        .read_to_end(&mut data)
+        .await
+        .map_err(|e| permanent(format!("{key} is corrupt: {e}")))?;
+    Ok(data)
+}
+
+/// Waits until the server reports the backup's history at `offset` (it loaded the snapshot and applied the
+/// stream sent after it). A server that connects for a
 /// snapshot again could not load it.
-async fn await_loaded(job: &Job, node: &RedisNode, listener: &TcpListener) -> Result<(), Failure> {
+async fn await_loaded(
+    job: &Job,
+    node: &RedisNode,
+    listener: &TcpListener,
+    offset: u64,
+) -> Result<(), Failure> {
     let deadline = Instant::now() + LOAD_WAIT;
     while Instant::now() < deadline {
         tokio::select! {
@@ -502,7 +833,7 @@ async fn await_loaded(job: &Job, node: &RedisNode, listener: &TcpListener) -> Re
             }
             () = tokio::time::sleep(Duration::from_millis(250)) => {
                 if let Ok(state) = node.observe().await {
-                    if state.replid == job.replid && !state.loading {
+                    if state.replid == job.replid && state.repl_offset == offset && !state.loading {
                         return Ok(());
                     }
                 }

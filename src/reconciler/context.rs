@@ -159,6 +159,8 @@ pub struct Context {
     pub(super) access: Mutex<HashMap<ObjectRef<RedisInstance>, crate::redis::Access>>,
     /// The restores (`spec.bootstrap.fromBackup`) under way in this process.
     pub restores: Arc<crate::backup::restore::Restores>,
+    /// The archivers (`spec.backup.archive`) running in this process.
+    pub archivers: crate::backup::archiver::Archivers,
 }
 
 impl Context {
@@ -187,6 +189,7 @@ impl Context {
             commands: Mutex::default(),
             access: Mutex::default(),
             restores: Arc::default(),
+            archivers: Default::default(),
         }
     }
 

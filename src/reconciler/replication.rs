@@ -140,7 +140,11 @@ pub(super) async fn topology_pass(
     if let Some(from) = restore::outstanding(ri, &persisted) {
         // No primary is chosen before the first pod holds the backup.
         let pass = restore::pass(ri, ctx, from, &observed, access, material).await;
-        if pass.restored.is_none() {
+        if pass
+            .restored
+            .as_ref()
+            .is_none_or(|r| r.completed_at.is_none())
+        {
             return restore_pass(ctx, snapshot, persisted, &observed, previous, pass);
         }
         info!(restore = ?pass.restored, "restored");
@@ -312,7 +316,8 @@ fn restore_pass(
         pending: pass.pending,
         rollout: None,
         request_done: false,
-        restored: None,
+        // The plan of a restore from an archive, recorded before it starts.
+        restored: pass.restored,
     }
 }
 

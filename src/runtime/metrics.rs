@@ -57,6 +57,7 @@ pub const EXPORTED: &[&str] = &[
     "redis_operator_failovers_total",
     "redis_operator_switchovers_total",
     "redis_operator_backup_overdue",
+    "redis_operator_archive_caught_up_timestamp_seconds",
     "redis_operator_redis_connections_opened_total",
     "redis_operator_redis_commands_total",
     "redis_operator_redis_read_bytes_total",
@@ -81,6 +82,7 @@ pub struct Metrics {
     failovers: Family<InstanceLabels, Counter>,
     switchovers: Family<InstanceLabels, Counter>,
     backup_overdue: Family<InstanceLabels, Gauge>,
+    archive_caught_up: Family<InstanceLabels, Gauge>,
     /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
     known: Mutex<BTreeSet<(String, String)>>,
 }
@@ -143,6 +145,13 @@ impl Default for Metrics {
              intervals, 0 when it is not (no series without a schedule)",
             backup_overdue.clone(),
         );
+        let archive_caught_up = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "archive_caught_up_timestamp_seconds",
+            "The last time (Unix seconds) the archive of a RedisInstance with spec.backup.archive held every write its \
+             archiver had received (no series without an archiver running in this process)",
+            archive_caught_up.clone(),
+        );
         registry.register(
             "redis_connections_opened",
             "Connections the operator opened to Redis servers (kept connections taken again are not counted)",
@@ -174,6 +183,7 @@ impl Default for Metrics {
             failovers,
             switchovers,
             backup_overdue,
+            archive_caught_up,
             known: Mutex::default(),
         }
     }
@@ -263,6 +273,22 @@ impl Metrics {
         }
     }
 
+    /// Sets when the archive of an instance last held every write received (`None`: no archiver).
+    pub fn set_archive_caught_up(&self, namespace: &str, name: &str, at: Option<i64>) {
+        let labels = InstanceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match at {
+            Some(at) => {
+                self.archive_caught_up.get_or_create(&labels).set(at);
+            }
+            None => {
+                self.archive_caught_up.remove(&labels);
+            }
+        }
+    }
+
     /// Sets the phase gauges from every instance as (namespace, name, phase): the number of instances per phase
     /// (every phase is reported, zero when empty) and each instance's phase. The series of instances no longer
     /// listed (deleted) are removed, counters included.
@@ -307,6 +333,7 @@ impl Metrics {
             self.failovers.remove(&labels);
             self.switchovers.remove(&labels);
             self.backup_overdue.remove(&labels);
+            self.archive_caught_up.remove(&labels);
         }
         *known = present;
     }

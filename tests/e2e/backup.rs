@@ -11,16 +11,19 @@ use kube::{Api, ResourceExt};
 use object_store::ObjectStoreExt;
 use redis_fsm::Phase;
 use redis_operator::api::{
-    BackupSpec, BootstrapSpec, FromBackup, RedisBackup, RedisBackupSpec, RedisBackupStatus,
-    RedisInstance, S3Target,
+    ArchiveSpec, BackupSpec, BootstrapSpec, FromArchive, FromBackup, RedisBackup, RedisBackupSpec,
+    RedisBackupStatus, RedisInstance, S3Target,
 };
+use redis_operator::backup::archive;
 use redis_operator::backup::store::{self, Credentials};
 use redis_operator::names::ROLE_LABEL;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 
 use crate::harness::*;
-use crate::replication::{labelled, wait_converged, wait_writes, Writer};
+use crate::replication::{
+    converged, kill_primary_server, labelled, wait_converged, wait_writes, Writer,
+};
 
 /// The local S3 server: endpoint, access key id, secret; `None` against an existing cluster.
 fn s3() -> Option<(String, String, String)> {
@@ -155,6 +158,7 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
         schedule: None,
         keep: 7,
         max_age_days: None,
+        archive: None,
     });
     env.create("cache", s).await;
     env.wait_running("cache").await;
@@ -367,6 +371,7 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
         schedule: Some("every minute".into()),
         keep: 1,
         max_age_days: None,
+        archive: None,
     });
     env.create("cache", s).await;
     let refused = env
@@ -456,6 +461,48 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
     assert_eq!(env.operator.metric(&series).await, Some(0.0), "{series}");
 }
 
+/// A namespace of its own with a bucket of its own on the local S3 server and the Secret `s3` holding its keys;
+/// the `spec.backup` that names them, and a client of the bucket. `None` against an existing cluster.
+async fn with_bucket(
+    test: &str,
+    archive: Option<ArchiveSpec>,
+) -> Option<(
+    TestEnv,
+    BackupSpec,
+    std::sync::Arc<dyn object_store::ObjectStore>,
+)> {
+    let Some((endpoint, key, secret)) = s3() else {
+        eprintln!("no local S3 server against an existing cluster: skipped");
+        return None;
+    };
+    let env = TestEnv::new(test).await;
+    let bucket = env.ns.clone();
+    create_bucket(&endpoint, &key, &secret, &bucket);
+    credentials_secret(&env, "s3", &key, &secret).await;
+    let target = BackupSpec {
+        s3: S3Target {
+            endpoint,
+            bucket,
+            prefix: None,
+            region: None,
+            credentials_secret: "s3".into(),
+        },
+        schedule: None,
+        keep: 7,
+        max_age_days: None,
+        archive,
+    };
+    let client = store::bucket(
+        &target.s3,
+        &Credentials {
+            access_key_id: key,
+            secret_access_key: secret,
+        },
+    )
+    .unwrap();
+    Some((env, target, client))
+}
+
 /// The values of `keys` on `ip` (over TLS, verified with `ca`), as `redis-cli` prints them: one per line.
 fn values_over_tls(ip: &str, ca: &std::path::Path, password: &str, keys: &[String]) -> Vec<String> {
     let mut args = vec!["MGET"];
@@ -474,25 +521,8 @@ fn values_over_tls(ip: &str, ca: &std::path::Path, password: &str, keys: &[Strin
 /// nothing and no pod serves. `spec.bootstrap` cannot be added or changed.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_write() {
-    let Some((endpoint, key, secret)) = s3() else {
-        eprintln!("no local S3 server against an existing cluster: skipped");
+    let Some((env, target, _)) = with_bucket("restore", None).await else {
         return;
-    };
-    let env = TestEnv::new("restore").await;
-    let bucket = env.ns.clone();
-    create_bucket(&endpoint, &key, &secret, &bucket);
-    credentials_secret(&env, "s3", &key, &secret).await;
-    let target = BackupSpec {
-        s3: S3Target {
-            endpoint: endpoint.clone(),
-            bucket: bucket.clone(),
-            prefix: None,
-            region: None,
-            credentials_secret: "s3".into(),
-        },
-        schedule: None,
-        keep: 7,
-        max_age_days: None,
     };
     let mut s = spec(2);
     s.backup = Some(target.clone());
@@ -538,7 +568,8 @@ async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_writ
         .unwrap();
     let from = |name: &str| {
         Some(BootstrapSpec {
-            from_backup: FromBackup { name: name.into() },
+            from_backup: Some(FromBackup { name: name.into() }),
+            from_archive: None,
         })
     };
 
@@ -647,4 +678,251 @@ async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_writ
             "{refused}"
         );
     }
+}
+
+/// The archive under `prefix`: its timelines, and for each the frames (arrival time, bytes) of its segments in
+/// order.
+async fn archived(
+    bucket: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+) -> Vec<(archive::Timeline, Vec<(i64, Vec<u8>)>)> {
+    use futures::TryStreamExt;
+    let root = object_store::path::Path::from(format!("{prefix}/archive"));
+    let keys: Vec<String> = bucket
+        .list(Some(&root))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for (timeline, listed) in archive::parse_listing(prefix, keys.iter().map(String::as_str)) {
+        let mut frames = Vec::new();
+        for segment in &listed.segments {
+            let key = timeline.segment_key(prefix, segment);
+            let compressed = bucket
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let mut data = Vec::new();
+            async_compression::tokio::bufread::ZstdDecoder::new(&compressed[..])
+                .read_to_end(&mut data)
+                .await
+                .unwrap();
+            let (bytes, ends) = archive::decode_frames(&data).unwrap();
+            let mut from = 0;
+            for (end, at) in ends {
+                frames.push((at, bytes[from..end].to_vec()));
+                from = end;
+            }
+        }
+        out.push((timeline, frames));
+    }
+    out
+}
+
+/// When the archive received the frame holding `needle`, once it holds it.
+async fn archived_at(
+    bucket: &std::sync::Arc<dyn object_store::ObjectStore>,
+    prefix: &str,
+    needle: &[u8],
+) -> i64 {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        for (_, frames) in archived(bucket, prefix).await {
+            if let Some((at, _)) = frames
+                .iter()
+                .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                return *at;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the archive never held {}",
+            String::from_utf8_lossy(needle)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sets `keys` (value: the key) on the primary of `cache` and waits until its replica holds them.
+async fn write_confirmed(env: &TestEnv, keys: &[String]) {
+    let ip = pod_ip(&labelled(env, "cache", "primary").await[0]);
+    let password = password_for(&ip).await.expect("cache-auth");
+    let mut connection = redis::Client::open(format!("redis://:{password}@{ip}:6379"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut pipe = redis::pipe();
+    for key in keys {
+        pipe.set(key, key).ignore();
+    }
+    pipe.query_async::<()>(&mut connection).await.unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(acked, 1, "the replica did not acknowledge");
+}
+
+/// The values of `keys` on the (only) pod of instance `name`.
+async fn values_on(env: &TestEnv, name: &str, keys: &[String]) -> Vec<Option<String>> {
+    let ip = pod_ip(&env.pods_of(name).await[0]);
+    let password = secret_value(&env.client, &env.ns, &format!("{name}-auth"), "password")
+        .await
+        .expect("auth Secret");
+    let mut connection = redis::Client::open(format!("redis://:{password}@{ip}:6379"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("MGET")
+        .arg(keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
+/// With `spec.backup.archive`, the operator archives every write as it is replicated, and the archive continues
+/// across a failover in the same timeline (the promoted replica continues the history). An instance created with
+/// `spec.bootstrap.fromArchive` and a target time holds every write the archive received up to it and none
+/// after; without a target, every confirmed write.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archived_instance_is_restored_to_a_point_in_time_across_a_failover() {
+    let Some((env, target, client)) =
+        with_bucket("pitr", Some(ArchiveSpec { segment_seconds: 1 })).await
+    else {
+        return;
+    };
+    let prefix = format!("{}/cache", env.ns);
+    let mut s = spec(2);
+    s.backup = Some(target.clone());
+    s.replication.failover_delay_seconds = 1;
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+
+    // Phase A: a writer, then keys a0.. and the marker.
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 100).await;
+    let (confirmed_a, _) = writer.finish().await;
+    let keys_a: Vec<String> = (0..500).map(|n| format!("a{n}")).collect();
+    write_confirmed(&env, &keys_a).await;
+    write_confirmed(&env, &["marker-a".to_string()]).await;
+    let at_a = archived_at(&client, &prefix, b"marker-a").await;
+
+    // Phase B, across a failover: the writer goes on while the primary is killed.
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 50).await;
+    let old = kill_primary_server(&env).await;
+    env.wait_status("cache", "failed over", move |s| {
+        s.current_primary.as_ref().is_some_and(|p| *p != old) && converged(s, 2)
+    })
+    .await;
+    wait_writes(&writer, 50).await;
+    let (confirmed_b, _) = writer.finish().await;
+    let keys_b: Vec<String> = (0..500).map(|n| format!("b{n}")).collect();
+    write_confirmed(&env, &keys_b).await;
+    write_confirmed(&env, &["marker-b".to_string()]).await;
+    let at_b = archived_at(&client, &prefix, b"marker-b").await;
+    assert!(at_b > at_a);
+    let timelines = archived(&client, &prefix).await;
+    assert_eq!(
+        timelines.len(),
+        1,
+        "the archive forked: {:?}",
+        timelines.iter().map(|(t, _)| t).collect::<Vec<_>>()
+    );
+    let status = Api::<RedisInstance>::namespaced(env.client.clone(), &env.ns)
+        .get("cache")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    let archive_status = status
+        .backup
+        .and_then(|b| b.archive)
+        .expect("status.backup.archive");
+    assert_eq!(
+        archive_status.timeline,
+        format!("{}-{}", timelines[0].0.replid, timelines[0].0.offset)
+    );
+
+    // To the time of marker-a: phase A and nothing of phase B.
+    let from = |target_time: Option<String>| {
+        let mut s = spec(1);
+        s.backup = Some(BackupSpec {
+            archive: None,
+            ..target.clone()
+        });
+        s.bootstrap = Some(BootstrapSpec {
+            from_backup: None,
+            from_archive: Some(FromArchive {
+                prefix: prefix.clone(),
+                target_time,
+            }),
+        });
+        s
+    };
+    let at = k8s_openapi::jiff::Timestamp::from_millisecond(at_a)
+        .unwrap()
+        .to_string();
+    env.create("at-a", from(Some(at.clone()))).await;
+    let restored = env.wait_running("at-a").await.status.unwrap();
+    let record = restored.restore.expect("status.restore");
+    eprintln!("restored to {at}: {record:?}");
+    assert_eq!(record.target_time.as_deref(), Some(at.as_str()));
+    assert!(record.restored_up_to.is_some());
+    let a_values = values_on(&env, "at-a", &keys_a).await;
+    assert!(a_values
+        .iter()
+        .zip(&keys_a)
+        .all(|(v, k)| v.as_deref() == Some(k.as_str())));
+    let marker = values_on(&env, "at-a", &["marker-a".into(), "marker-b".into()]).await;
+    assert_eq!(marker, vec![Some("marker-a".to_string()), None]);
+    let b_values = values_on(&env, "at-a", &keys_b).await;
+    assert!(
+        b_values.iter().all(Option::is_none),
+        "a write of after the target was restored"
+    );
+    let ks: Vec<String> = confirmed_a.iter().map(|n| format!("k{n}")).collect();
+    let k_values = values_on(&env, "at-a", &ks).await;
+    assert!(
+        k_values.iter().all(Option::is_some),
+        "a confirmed write of before the target is missing"
+    );
+
+    // Without a target: every confirmed write.
+    env.create("latest", from(None)).await;
+    env.wait_running("latest").await;
+    let all: Vec<String> = keys_a
+        .iter()
+        .chain(&keys_b)
+        .cloned()
+        .chain(["marker-a".to_string(), "marker-b".to_string()])
+        .chain(
+            confirmed_a
+                .iter()
+                .chain(&confirmed_b)
+                .map(|n| format!("k{n}")),
+        )
+        .collect();
+    let values = values_on(&env, "latest", &all).await;
+    let missing: Vec<&String> = all
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} confirmed writes missing: {missing:?}",
+        missing.len()
+    );
 }
