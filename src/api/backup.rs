@@ -40,10 +40,11 @@ pub struct BackupSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchiveSpec {
-    /// How often the writes received are stored as an object, in seconds (default 60): at most about this much
-    /// of the newest writes is not in the bucket yet. Nothing is stored while nothing is written.
+    /// How often the writes received are stored as an object, in seconds (default 60; 0 or 1: every second): at
+    /// most about this much of the newest writes is not in the bucket yet. Nothing is stored while nothing is
+    /// written.
     #[serde(default = "default_segment_seconds")]
-    #[schemars(range(min = 1, max = 3600))]
+    #[schemars(range(min = 0, max = 3600))]
     pub segment_seconds: i32,
 }
 

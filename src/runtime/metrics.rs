@@ -388,6 +388,7 @@ mod tests {
         metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
         metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
         metrics.set_backup_overdue("ns", "a", Some(false));
+        metrics.set_archive_caught_up("ns", "a", Some(1_796_000_000));
         metrics
             .api_errors
             .get_or_create(&ApiErrorLabels {
