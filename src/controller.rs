@@ -153,6 +153,7 @@ pub async fn run(
         |_| true,
         drop_managed_fields,
     );
+    let (instance_backup_triggers, backup_triggers) = fan_out(backup_stream);
     let refused_pods = watcher::Config::default()
         .fields(&format!(
             "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
@@ -200,26 +201,24 @@ pub async fn run(
             let _ = ready.send(true);
         }
     });
-    // Backups: their own controller over `RedisBackup`, sharing the instances' context.
-    let backups = Controller::new(
-        api_for::<crate::api::RedisBackup>(&watches, ctx.settings.namespace.as_deref()),
-        watcher::Config::default().any_semantic(),
-    )
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        crate::backup::controller::reconcile,
-        crate::backup::controller::error_policy,
-        Arc::new(crate::backup::controller::BackupContext {
-            instances: ctx.clone(),
-            backups: Default::default(),
-        }),
-    )
-    .for_each(|result| {
-        if let Err(error) = result {
-            debug!(%error, "backup reconcile loop error");
-        }
-        std::future::ready(())
-    });
+    // Backups: their own controller over `RedisBackup`, sharing the instances' context, and fed by the same
+    // watch as the instances' cache of backups (one watch, each change to both controllers).
+    let backups = Controller::for_stream(backup_triggers, stores.backups.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            crate::backup::controller::reconcile,
+            crate::backup::controller::error_policy,
+            Arc::new(crate::backup::controller::BackupContext {
+                instances: ctx.clone(),
+                backups: Default::default(),
+            }),
+        )
+        .for_each(|result| {
+            if let Err(error) = result {
+                debug!(%error, "backup reconcile loop error");
+            }
+            std::future::ready(())
+        });
     let backups = tokio::spawn(backups);
     let state_metrics = metrics.clone();
     let phase_stores = stores.instances.clone();
@@ -269,9 +268,12 @@ pub async fn run(
         .owns_stream(network_policy_stream)
         .watches_stream(pod_stream, map_to_instance)
         // A backup that finished changes its instance's `status.backup`.
-        .watches_stream(backup_stream, |backup: crate::api::RedisBackup| {
-            Some(ObjectRef::new(&backup.spec.instance).within(&backup.namespace()?))
-        })
+        .watches_stream(
+            instance_backup_triggers,
+            |backup: crate::api::RedisBackup| {
+                Some(ObjectRef::new(&backup.spec.instance).within(&backup.namespace()?))
+            },
+        )
         .watches_stream(claim_stream, map_to_instance)
         .watches_stream(failure_stream, |event: CoreEvent| {
             // A StatefulSet has its instance's name.
@@ -345,6 +347,30 @@ where
         .try_filter(move |object| std::future::ready(keep(object)))
         .filter_map(settled_errors);
     (store, stream)
+}
+
+/// Drives `stream` and hands each object to two trigger streams (two controllers over one watch). A consumer
+/// that is gone no longer gets any.
+#[allow(clippy::type_complexity)]
+fn fan_out<K: Clone + Send + 'static>(
+    stream: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) -> (
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) {
+    let (first, first_rx) = futures::channel::mpsc::unbounded();
+    let (second, second_rx) = futures::channel::mpsc::unbounded();
+    tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(item) = stream.next().await {
+            // Errors were settled by the watch (see `settled_errors`); objects are what triggers.
+            if let Ok(object) = item {
+                let _ = first.unbounded_send(object.clone());
+                let _ = second.unbounded_send(object);
+            }
+        }
+    });
+    (first_rx.map(Ok), second_rx.map(Ok))
 }
 
 /// Drops a watch's error from its trigger stream: the watch has already backed off on its own (see

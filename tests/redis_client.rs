@@ -1520,6 +1520,13 @@ async fn the_archiver_stores_every_write_and_continues_across_a_promotion() {
         leading: Box::new(|| true),
     };
     archivers.start("uid", "s".into(), job(vec![at(b.port)]));
+    // Writes made once the base is stored are in the stream (earlier ones are in the base).
+    until(
+        Duration::from_secs(20),
+        "the archive has a base",
+        || async { archivers.progress("uid", "s")?.timeline.map(|_| ()) },
+    )
+    .await;
     for n in 0..200 {
         set(&a, &format!("before{n}"), "x").await;
     }

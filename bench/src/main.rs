@@ -6,6 +6,7 @@
 //! image update, primary-last against the plain StatefulSet rolling update (`scripts/bench-rollout.sh`).
 
 mod audit;
+mod backup;
 mod converge;
 mod failover;
 mod instance;
@@ -53,6 +54,59 @@ enum Mode {
     /// Longest write gap and lost confirmed writes during a rolling image update of 3 replicas (process pod
     /// mode): the operator's primary-last rollout against the plain StatefulSet rolling update.
     Rollout(RolloutArgs),
+    /// The primary's GET latency while base backups are taken, from a replica and from the primary, against
+    /// quiet windows.
+    Backup(BackupArgs),
+}
+
+/// The backup benchmark.
+#[derive(clap::Args, Debug)]
+struct BackupArgs {
+    /// Kubeconfig with an admin context and the operator's context.
+    #[arg(long, required = true)]
+    kubeconfig: PathBuf,
+    /// Context the benchmark itself uses.
+    #[arg(long, default_value = "admin")]
+    context: String,
+    /// Context the operator uses.
+    #[arg(long, default_value = "redis-operator")]
+    operator_context: String,
+    /// The operator binary.
+    #[arg(long, required = true)]
+    operator: PathBuf,
+    /// The S3 endpoint, access key id and secret (the local cluster's `s3/env`).
+    #[arg(long, required = true)]
+    s3_endpoint: String,
+    /// The access key id.
+    #[arg(long, required = true)]
+    s3_key: String,
+    /// The secret access key.
+    #[arg(long, required = true)]
+    s3_secret: String,
+    /// Keys loaded.
+    #[arg(long, default_value_t = 200_000)]
+    keys: usize,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 256)]
+    value_bytes: usize,
+    /// Backups (and quiet windows) per source.
+    #[arg(long, default_value_t = 10)]
+    trials: usize,
+    /// Seconds of each quiet window.
+    #[arg(long, default_value_t = 5)]
+    window: u64,
+    /// Prefix of the namespaces (and the bucket).
+    #[arg(long, default_value = "bench-backup")]
+    namespace_prefix: String,
+    /// Where operator logs go.
+    #[arg(long, default_value = "target/bench-backup-logs")]
+    log_dir: PathBuf,
+    /// Write the markdown report here as well as to stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// More lines for the report's environment, `key=value`.
+    #[arg(long = "describe", value_parser = parse_key_value)]
+    describe: Vec<(String, String)>,
 }
 
 /// The rolling-update benchmark.
@@ -670,12 +724,66 @@ async fn run_rollout(args: RolloutArgs) -> Result<String, String> {
     Ok(rollout::markdown(&environment, &results, gap_target))
 }
 
+async fn run_backup(args: BackupArgs) -> Result<String, String> {
+    let client = client(&args.kubeconfig, &args.context).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut environment = machine();
+    environment.push(("Kubernetes".into(), version.git_version.clone()));
+    environment.push((
+        "data".into(),
+        format!("{} keys of {} bytes", args.keys, args.value_bytes),
+    ));
+    environment.push((
+        "probe".into(),
+        "GET of a loaded key on the primary, one at a time on one connection, 1 ms pause after each reply; \
+         samples sorted by the window they started in"
+            .into(),
+    ));
+    environment.push((
+        "trial".into(),
+        format!(
+            "{} s quiet, then a RedisBackup from its creation until Completed; {} trials per source, each source \
+             a fresh namespace, operator and instance (2 pods: read from the replica; 1 pod: from the primary)",
+            args.window, args.trials
+        ),
+    ));
+    environment.extend(args.describe.iter().cloned());
+    let settings = backup::Settings {
+        client,
+        launch: Launch {
+            binary: args.operator.clone(),
+            kubeconfig: args.kubeconfig.clone(),
+            context: args.operator_context.clone(),
+            resync_seconds: 20,
+            log_dir: args.log_dir.clone(),
+            log_level: "info".into(),
+            env: Vec::new(),
+        },
+        s3: backup::S3 {
+            endpoint: args.s3_endpoint.clone(),
+            key: args.s3_key.clone(),
+            secret: args.s3_secret.clone(),
+        },
+        keys: args.keys,
+        value_bytes: args.value_bytes,
+        trials: args.trials,
+        window: Duration::from_secs(args.window),
+        namespace_prefix: args.namespace_prefix.clone(),
+    };
+    let results = backup::measure(&settings).await?;
+    Ok(backup::markdown(&results, &environment))
+}
+
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     let (output, outcome) = match cli.command {
         Some(Mode::Failover(args)) => (args.output.clone(), run_failover(args).await),
         Some(Mode::Rollout(args)) => (args.output.clone(), run_rollout(args).await),
+        Some(Mode::Backup(args)) => (args.output.clone(), run_backup(args).await),
         None => (cli.args.output.clone(), run(cli.args).await),
     };
     match outcome {

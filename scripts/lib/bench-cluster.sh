@@ -60,10 +60,11 @@ start_cluster() {
   cp "$TARGET/release/redis-operator" "$DEVCLUSTER_DIR/bin/redis-operator"
   cp "$TARGET/release/redis-operator-bench" "$DEVCLUSTER_DIR/bin/redis-operator-bench"
 
-  log "installing the CRD"
-  kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin apply -f crds/redisinstance.yaml >/dev/null
+  log "installing the CRDs"
+  kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin apply -f crds/redisinstance.yaml \
+    -f crds/redisbackup.yaml >/dev/null
   kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin wait --for=condition=Established --timeout=60s \
-    crd/redisinstances.redis.github.com >/dev/null
+    crd/redisinstances.redis.github.com crd/redisbackups.redis.github.com >/dev/null
 }
 
 # Sets NODE_DESCRIBE, the report's --describe lines for the node, its pods and the writer's path (BENCH_VIA);

@@ -77,8 +77,9 @@ pub struct InstanceBackupStatus {
     pub archive: Option<ArchiveStatus>,
 }
 
-/// What the archive holds (`status.backup.archive`). Written when a segment is stored, so not while nothing is
-/// written; the metric `redis_operator_archive_caught_up_timestamp_seconds` follows it live.
+/// What the archive holds (`status.backup.archive`). Refreshed by the instance's reconciles after a segment was
+/// stored, so never while nothing is written; the metric `redis_operator_archive_caught_up_timestamp_seconds`
+/// follows the archive live.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ArchiveStatus {
@@ -118,6 +119,12 @@ pub struct S3Target {
     /// A Secret in the instance's namespace with the keys `accessKeyId` and `secretAccessKey`.
     #[schemars(length(min = 1, max = 253))]
     pub credentials_secret: String,
+
+    /// A Secret in the instance's namespace whose `ca.crt` (PEM) is a CA the endpoint's certificate may be
+    /// signed by, trusted besides the system's roots (a private CA of an in-cluster S3 server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub ca_secret: Option<String>,
 }
 
 /// How a new instance's data starts (`spec.bootstrap`). Set when the instance is created; it cannot be added,

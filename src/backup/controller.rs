@@ -323,9 +323,43 @@ async fn credentials_for<'a>(
                 )
             })
     };
+    let ca_pem = match &target.s3.ca_secret {
+        None => None,
+        Some(name) => {
+            let secret = secrets
+                .get_opt(name)
+                .await
+                .map_err(|e| {
+                    refusal(
+                        CREDENTIALS_UNREADABLE,
+                        format!("reading Secret {name}: {e}"),
+                    )
+                })?
+                .ok_or_else(|| {
+                    refusal(
+                        CREDENTIALS_MISSING,
+                        format!("Secret {name} (spec.backup.s3.caSecret) does not exist"),
+                    )
+                })?;
+            let ca = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(store::CA_KEY))
+                .map(|v| v.0.clone())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    refusal(
+                        CREDENTIALS_MISSING,
+                        format!("Secret {name} has no key {}", store::CA_KEY),
+                    )
+                })?;
+            Some(ca)
+        }
+    };
     let credentials = Credentials {
         access_key_id: value(store::ACCESS_KEY_ID_KEY)?,
         secret_access_key: value(store::SECRET_ACCESS_KEY_KEY)?,
+        ca_pem,
     };
     Ok((credentials, target))
 }

@@ -12,22 +12,39 @@ use object_store::client::{
 };
 use object_store::ClientOptions;
 
-/// Makes [`Hyper`] clients.
+/// Makes [`Hyper`] clients that trust the system's roots and, when given, the CA of `spec.backup.s3.caSecret`.
 #[derive(Debug, Default)]
-pub struct Connector;
+pub struct Connector {
+    /// Extra trusted CA certificates (DER).
+    pub ca: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Connector {
+    /// The roots: the system's (none in an image without a certificate store) and the extra CA.
+    fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, _) =
+            roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        tracing::debug!(added, extra = self.ca.len(), "bucket client roots");
+        roots.add_parsable_certificates(self.ca.iter().cloned());
+        roots
+    }
+}
 
 impl HttpConnector for Connector {
     fn connect(&self, _: &ClientOptions) -> object_store::Result<HttpClient> {
-        // Without a system certificate store (an image without one) only `http://` endpoints can be reached.
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(e),
+        })?
+        .with_root_certificates(self.roots())
+        .with_no_client_auth();
         let tls = HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .unwrap_or_else(|_| {
-                HttpsConnectorBuilder::new().with_tls_config(
-                    rustls::ClientConfig::builder()
-                        .with_root_certificates(rustls::RootCertStore::empty())
-                        .with_no_client_auth(),
-                )
-            })
+            .with_tls_config(config)
             .https_or_http()
             .enable_http1()
             .build();

@@ -231,7 +231,7 @@ fn object_key(object: &str) -> Option<&str> {
 }
 
 /// The bucket and the key of `s3://BUCKET/KEY`.
-pub(crate) fn object_parts(object: &str) -> Option<(&str, &str)> {
+pub fn object_parts(object: &str) -> Option<(&str, &str)> {
     object
         .strip_prefix("s3://")?
         .split_once('/')

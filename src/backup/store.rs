@@ -18,6 +18,8 @@ use crate::api::S3Target;
 pub const ACCESS_KEY_ID_KEY: &str = "accessKeyId";
 /// The keys of the credentials Secret.
 pub const SECRET_ACCESS_KEY_KEY: &str = "secretAccessKey";
+/// The key of the CA Secret (`spec.backup.s3.caSecret`).
+pub const CA_KEY: &str = "ca.crt";
 
 /// How long a request to the bucket is retried (a server error, a broken connection) before the backup fails:
 /// an unreachable endpoint is reported within seconds, not after the client's default three minutes.
@@ -34,13 +36,15 @@ pub enum StoreError {
     Write(String),
 }
 
-/// Credentials for the bucket.
-#[derive(Clone)]
+/// Credentials for the bucket, and the CA its endpoint's certificate is checked against besides the system's.
+#[derive(Clone, Default)]
 pub struct Credentials {
     /// The access key id.
     pub access_key_id: String,
     /// The secret access key.
     pub secret_access_key: String,
+    /// `ca.crt` of `spec.backup.s3.caSecret` (PEM), when set.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -56,6 +60,23 @@ pub fn bucket(
     target: &S3Target,
     credentials: &Credentials,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let ca = match &credentials.ca_pem {
+        None => Vec::new(),
+        Some(pem) => {
+            use rustls::pki_types::pem::PemObject;
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    StoreError::Settings(format!("ca.crt of spec.backup.s3.caSecret: {e}"))
+                })?;
+            if certs.is_empty() {
+                return Err(StoreError::Settings(
+                    "ca.crt of spec.backup.s3.caSecret holds no PEM certificate".into(),
+                ));
+            }
+            certs
+        }
+    };
     let store = AmazonS3Builder::new()
         .with_endpoint(target.endpoint.trim_end_matches('/'))
         .with_allow_http(target.endpoint.starts_with("http://"))
@@ -64,7 +85,7 @@ pub fn bucket(
         .with_access_key_id(&credentials.access_key_id)
         .with_secret_access_key(&credentials.secret_access_key)
         .with_virtual_hosted_style_request(false)
-        .with_http_connector(super::http::Connector)
+        .with_http_connector(super::http::Connector { ca })
         .with_retry(object_store::RetryConfig {
             max_retries: 3,
             retry_timeout: RETRY_TIMEOUT,

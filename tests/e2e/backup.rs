@@ -152,6 +152,7 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
         prefix: None,
         region: None,
         credentials_secret: "s3".into(),
+        ca_secret: None,
     };
     s.backup = Some(BackupSpec {
         s3: target.clone(),
@@ -212,6 +213,7 @@ async fn a_backup_is_taken_from_a_replica_and_restores_every_confirmed_write() {
         &Credentials {
             access_key_id: key.clone(),
             secret_access_key: secret.clone(),
+            ca_pem: None,
         },
     )
     .unwrap();
@@ -364,6 +366,7 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
         prefix: None,
         region: None,
         credentials_secret: "s3".into(),
+        ca_secret: None,
     };
     let mut s = spec(1);
     s.backup = Some(BackupSpec {
@@ -400,6 +403,7 @@ async fn scheduled_backups_run_by_themselves_and_retention_keeps_the_newest() {
         &Credentials {
             access_key_id: key,
             secret_access_key: secret,
+            ca_pem: None,
         },
     )
     .unwrap();
@@ -486,6 +490,7 @@ async fn with_bucket(
             prefix: None,
             region: None,
             credentials_secret: "s3".into(),
+            ca_secret: None,
         },
         schedule: None,
         keep: 7,
@@ -497,6 +502,7 @@ async fn with_bucket(
         &Credentials {
             access_key_id: key,
             secret_access_key: secret,
+            ca_pem: None,
         },
     )
     .unwrap();
@@ -925,4 +931,97 @@ async fn an_archived_instance_is_restored_to_a_point_in_time_across_a_failover()
         "{} confirmed writes missing: {missing:?}",
         missing.len()
     );
+}
+
+/// A TLS front of the plain-text endpoint `upstream` (`host:port`) on 127.0.0.1, serving `cert` and `key` (PEM):
+/// an S3 endpoint whose certificate a private CA signed. Returns its port; it serves until the test ends.
+async fn tls_front(upstream: String, cert: &str, key: &str) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut client) = acceptor.accept(client).await else {
+                    return;
+                };
+                if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An endpoint whose certificate a private CA signed: a backup to it fails until `spec.backup.s3.caSecret` names
+/// a Secret with that CA, then completes (the object is in the bucket).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_signed_by_a_private_ca_is_trusted_through_ca_secret() {
+    let Some((env, mut target, client)) = with_bucket("s3-ca", None).await else {
+        return;
+    };
+    let dir = crate::tls::scratch("s3-ca");
+    crate::tls::make_ca(&dir);
+    let (cert, key) = crate::tls::issue_for(&dir, "9", "IP:127.0.0.1");
+    let upstream = target
+        .s3
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let port = tls_front(upstream, &cert, &key).await;
+    target.s3.endpoint = format!("https://127.0.0.1:{port}");
+    let mut s = spec(1);
+    s.backup = Some(target.clone());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let refused = take_backup(&env, "untrusted", "cache").await;
+    assert_eq!(
+        (refused.phase.as_str(), refused.reason.as_str()),
+        ("Failed", "BackupFailed"),
+        "{refused:?}"
+    );
+    let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+    Api::<Secret>::namespaced(env.client.clone(), &env.ns)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("s3-ca".into()),
+                    ..Default::default()
+                },
+                data: Some([(store::CA_KEY.to_string(), ByteString(ca.into_bytes()))].into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    env.patch_spec(
+        "cache",
+        serde_json::json!({"backup": {"s3": {"caSecret": "s3-ca"}}}),
+    )
+    .await;
+    let trusted = take_backup(&env, "trusted", "cache").await;
+    assert_eq!(trusted.phase, "Completed", "{trusted:?}");
+    let (_, key) = redis_operator::backup::pass::object_parts(&trusted.object).unwrap();
+    let stored = client
+        .head(&object_store::path::Path::from(key))
+        .await
+        .unwrap();
+    assert_eq!(Some(stored.size), trusted.size);
 }

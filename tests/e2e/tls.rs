@@ -18,7 +18,7 @@ use crate::harness::*;
 use redis_operator::names::ROLE_LABEL;
 
 /// A scratch directory for one test's keys and certificates.
-fn scratch(test: &str) -> PathBuf {
+pub(crate) fn scratch(test: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("redis-operator-e2e-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -30,7 +30,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA (`ca.crt`, `ca.key`) in `dir`.
-fn make_ca(dir: &Path) {
+pub(crate) fn make_ca(dir: &Path) {
     openssl(
         dir,
         &[
@@ -56,6 +56,12 @@ fn make_ca(dir: &Path) {
 /// A server certificate with `serial`, signed by the CA in `dir`, named as cert-manager would name it (DNS
 /// names only, no pod address), usable for server and client authentication; returns (tls.crt, tls.key).
 fn issue(dir: &Path, serial: &str) -> (String, String) {
+    issue_for(dir, serial, "DNS:cache,DNS:cache-headless")
+}
+
+/// A certificate with `serial` for the subject alternative names `names` (e.g. `IP:127.0.0.1`), signed by the
+/// CA in `dir`; returns (certificate, key), PEM.
+pub(crate) fn issue_for(dir: &Path, serial: &str, names: &str) -> (String, String) {
     let (key, csr, crt) = (
         format!("{serial}.key"),
         format!("{serial}.csr"),
@@ -80,7 +86,7 @@ fn issue(dir: &Path, serial: &str) -> (String, String) {
     );
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=DNS:cache,DNS:cache-headless\nextendedKeyUsage=serverAuth,clientAuth\n",
+        format!("subjectAltName={names}\nextendedKeyUsage=serverAuth,clientAuth\n"),
     )
     .unwrap();
     openssl(
