@@ -22,6 +22,7 @@ LOG_TAG=bench-backup.sh
 # shellcheck source=scripts/lib/bench-cluster.sh
 . scripts/lib/bench-cluster.sh
 private_cluster /tmp/redis-operator-backup-bench 53379 53380 57443 61257 127.9 process
+export DEVCLUSTER_RESTART_BACKOFF=${DEVCLUSTER_RESTART_BACKOFF:-1}
 
 REPORT=${BENCH_REPORT:-$REPO/target/bench-backup-report.md}
 
@@ -32,6 +33,9 @@ start_cluster
 # shellcheck disable=SC1091
 . "$DEVCLUSTER_DIR/s3/env"
 node_describe
+# This benchmark has no writer: drop the writer's line.
+unset 'NODE_DESCRIBE[-1]'
+unset 'NODE_DESCRIBE[-1]'
 wait_heavy_lock "measuring"
 mkdir -p "$REPO/target"
 "$DEVCLUSTER_DIR/bin/redis-operator-bench" backup \

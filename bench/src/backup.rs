@@ -1,7 +1,7 @@
 //! The backup benchmark (`redis-operator-bench backup`): the primary's command latency while base backups are
 //! taken, against the same primary without one. Per source — a replica (the default of an instance with
 //! replicas) and the primary itself (an instance of one pod) — a fresh namespace, operator and instance are
-//! loaded with `--keys` keys; a probe sends `GET` to the primary one at a time, back to back with a 1 ms pause,
+//! loaded with `--keys` keys of random text; a probe sends `GET` to the primary one at a time, back to back with a 1 ms pause,
 //! for the whole run; trials alternate a quiet window and a `RedisBackup` (from its creation until `Completed`).
 //! Samples are sorted into the windows they started in.
 
@@ -157,10 +157,27 @@ async fn run_source(
     )
     .await
     .map_err(|e| format!("connect to the primary: {e}"))?;
-    let value = "v".repeat(settings.value_bytes);
-    let keys: Vec<String> = (0..settings.keys).map(|n| format!("key:{n}")).collect();
+    // Values that do not compress (RDB's LZF, the backup's zstd), so the snapshot is as large as the data.
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut value = || {
+        let mut text = String::with_capacity(settings.value_bytes + 16);
+        while text.len() < settings.value_bytes {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(&format!("{state:016x}"));
+        }
+        text.truncate(settings.value_bytes);
+        text
+    };
+    let keys: Vec<(String, String)> = (0..settings.keys)
+        .map(|n| (format!("key:{n}"), value()))
+        .collect();
     for chunk in keys.chunks(1000) {
-        let commands: Vec<Vec<&str>> = chunk.iter().map(|k| vec!["SET", k, &value]).collect();
+        let commands: Vec<Vec<&str>> = chunk
+            .iter()
+            .map(|(k, v)| vec!["SET", k.as_str(), v.as_str()])
+            .collect();
         loader
             .pipeline(&commands, timeout)
             .await
