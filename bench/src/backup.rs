@@ -64,7 +64,7 @@ pub struct SourceResult {
     /// How long each backup took (creation to `Completed`).
     pub backups: Vec<Duration>,
     /// Bytes of the snapshot and stored, of the last backup.
-    pub sizes: (u64, u64),
+    pub sizes: (i64, i64),
     /// The pods the backups were read from.
     pub read_from: Vec<String>,
 }

@@ -261,16 +261,19 @@ pub struct RedisBackupStatus {
     pub replication_id: String,
     /// The replication offset the backup holds every write up to.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub replication_offset: Option<u64>,
+    #[schemars(range(min = 0), extend("maximum" = super::MAX_STATUS_INTEGER))]
+    pub replication_offset: Option<i64>,
     /// Where it is: `s3://BUCKET/KEY`.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub object: String,
     /// Bytes stored (the compressed object).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub size: Option<u64>,
+    #[schemars(range(min = 0), extend("maximum" = super::MAX_STATUS_INTEGER))]
+    pub size: Option<i64>,
     /// Bytes of the snapshot (the RDB file, uncompressed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data_size: Option<u64>,
+    #[schemars(range(min = 0), extend("maximum" = super::MAX_STATUS_INTEGER))]
+    pub data_size: Option<i64>,
     /// SHA-256 of the snapshot (uncompressed), checked when it is restored.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub sha256: String,

@@ -16,6 +16,7 @@ pub use self::backup::{
 };
 pub use self::status::{
     AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus, MAX_STATUS_INTEGER,
+    status_integer,
 };
 
 use std::collections::BTreeMap;

@@ -116,6 +116,11 @@ pub struct RedisInstanceStatus {
 /// An offset beyond it (petabytes of replication stream) is capped.
 pub const MAX_STATUS_INTEGER: i64 = 1 << 53;
 
+/// `value` as a status integer, capped at [`MAX_STATUS_INTEGER`].
+pub fn status_integer(value: u64) -> i64 {
+    i64::try_from(value).map_or(MAX_STATUS_INTEGER, |v| v.min(MAX_STATUS_INTEGER))
+}
+
 /// How clients authenticate (`status.auth`).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

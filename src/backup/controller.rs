@@ -17,7 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::store::{self, Credentials, Upload};
-use crate::api::{BackupSpec, RedisBackup, RedisBackupStatus, RedisInstance};
+use crate::api::{status_integer, BackupSpec, RedisBackup, RedisBackupStatus, RedisInstance};
 use crate::converge::topology::endpoint;
 use crate::names::ROLE_LABEL;
 use crate::reconciler::Context;
@@ -159,9 +159,9 @@ pub async fn reconcile(
                     completed_at: Some(now()),
                     object: format!("s3://{}/{}", job.bucket_name, job.key),
                     replication_id: taken.resync.replid,
-                    replication_offset: Some(taken.resync.offset),
-                    size: Some(taken.uploaded.size),
-                    data_size: Some(taken.uploaded.data_size),
+                    replication_offset: Some(status_integer(taken.resync.offset)),
+                    size: Some(status_integer(taken.uploaded.size)),
+                    data_size: Some(status_integer(taken.uploaded.data_size)),
                     sha256: taken.uploaded.sha256,
                     ..running
                 }

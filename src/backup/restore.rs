@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use super::archive::{BaseManifest, Timeline};
 use super::controller::{bucket_named, COMPLETED, FAILED};
-use crate::api::{FromArchive, FromBackup, RedisInstance, RestoreStatus};
+use crate::api::{status_integer, FromArchive, FromBackup, RedisInstance, RestoreStatus};
 use crate::reconciler::Context;
 use crate::redis::{Access, RedisNode};
 use crate::tls::Material;
@@ -311,11 +311,11 @@ fn backup_target(
             backup: from.name.clone(),
             object: status.object.clone(),
             replication_id: status.replication_id.clone(),
-            data_size: status.data_size.map(status_integer),
+            data_size: status.data_size,
             ..Default::default()
         },
         replid: status.replication_id.clone(),
-        offset: status.replication_offset,
+        offset: status.replication_offset.and_then(|o| u64::try_from(o).ok()),
     })
 }
 
@@ -444,12 +444,6 @@ async fn read_manifest(
         .map_err(|e| permanent(format!("{key} is not a base manifest: {e}")))
 }
 
-/// `value` as a status integer (capped at [`crate::api::MAX_STATUS_INTEGER`]).
-fn status_integer(value: u64) -> i64 {
-    i64::try_from(value).map_or(crate::api::MAX_STATUS_INTEGER, |v| {
-        v.min(crate::api::MAX_STATUS_INTEGER)
-    })
-}
 
 /// What the seeded pod reads after the base snapshot: nothing, or an archive's stream up to a time.
 enum Stream {
@@ -512,8 +506,8 @@ async fn prepare(
             let status = backup.status.clone().unwrap_or_default();
             let (Some((bucket_name, key)), Some(offset), Some(data_size)) = (
                 super::pass::object_parts(&status.object),
-                status.replication_offset,
-                status.data_size,
+                status.replication_offset.and_then(|o| u64::try_from(o).ok()),
+                status.data_size.and_then(|d| u64::try_from(d).ok()),
             ) else {
                 return Err(format!(
                     "RedisBackup {} records no usable object, offset or size ({:?}); it cannot be restored",
