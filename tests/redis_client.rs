@@ -1516,6 +1516,8 @@ async fn the_archiver_stores_every_write_and_continues_across_a_promotion() {
         bucket: bucket.clone(),
         prefix: "ns/c".into(),
         segment: Duration::from_millis(500),
+        new_base_after: None,
+        retention: None,
         caught_up: Box::new(|_| {}),
         leading: Box::new(|| true),
     };
@@ -1578,4 +1580,62 @@ async fn the_archiver_stores_every_write_and_continues_across_a_promotion() {
             );
         }
     }
+}
+
+/// With a new base due every second and a retention of three, the archiver starts new timelines while writes
+/// go on (each continuing from its own full synchronisation) and deletes the old ones when it starts the next,
+/// never the newest.
+#[tokio::test]
+async fn the_archiver_starts_new_bases_and_drops_timelines_past_retention() {
+    use redis_operator::backup::archiver::{Archivers, Job};
+    let a = Server::start();
+    let bucket: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    let archivers = Archivers::default();
+    archivers.start(
+        "uid",
+        "s".into(),
+        Job {
+            sources: vec![at(a.port)],
+            access: redis_operator::redis::Access {
+                timeouts: Timeouts::default(),
+                login: None,
+                tls: Default::default(),
+            },
+            bucket: bucket.clone(),
+            prefix: "ns/c".into(),
+            segment: Duration::from_millis(200),
+            new_base_after: Some(Duration::from_secs(1)),
+            retention: Some(Duration::from_secs(3)),
+            caught_up: Box::new(|_| {}),
+            leading: Box::new(|| true),
+        },
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(9) {
+        set(&a, &format!("k{n}"), "v").await;
+        n += 1;
+        for (timeline, _) in archived_streams(&bucket, "ns/c").await {
+            seen.insert(timeline);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let now: std::collections::BTreeSet<_> = archived_streams(&bucket, "ns/c")
+        .await
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    eprintln!("timelines seen {}, stored now {}", seen.len(), now.len());
+    assert!(seen.len() >= 4, "new bases were not started: {seen:?}");
+    assert!(!now.is_empty(), "the newest timeline was deleted");
+    let oldest = seen.iter().min_by_key(|t| t.offset).unwrap();
+    assert!(
+        !now.contains(oldest),
+        "the oldest timeline outlived its retention"
+    );
+    assert!(archivers
+        .progress("uid", "s")
+        .is_some_and(|p| p.error.is_none()));
 }

@@ -46,6 +46,27 @@ pub struct ArchiveSpec {
     #[serde(default = "default_segment_seconds")]
     #[schemars(range(min = 0, max = 3600))]
     pub segment_seconds: i32,
+
+    /// How old a timeline's base snapshot may get, in hours, before the archive starts a new timeline with a
+    /// fresh one (default 24; 0: never). Restores replay from the newest base before their target, so this
+    /// bounds how much of the stream a restore replays, and lets retention drop old timelines.
+    #[serde(default = "default_new_base_hours")]
+    #[schemars(range(min = 0, max = 8760))]
+    pub new_base_hours: i32,
+
+    /// Timelines whose newest write is older than this many days are deleted, their objects with them (default 7;
+    /// 0: kept forever). The newest timeline is never deleted.
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 0, max = 36500))]
+    pub retention_days: i32,
+}
+
+fn default_new_base_hours() -> i32 {
+    24
+}
+
+fn default_retention_days() -> i32 {
+    7
 }
 
 fn default_segment_seconds() -> i32 {

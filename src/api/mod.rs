@@ -15,8 +15,8 @@ pub use self::backup::{
     InstanceBackupStatus, RedisBackup, RedisBackupSpec, RedisBackupStatus, RestoreStatus, S3Target,
 };
 pub use self::status::{
-    AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus, MAX_STATUS_INTEGER,
-    status_integer,
+    status_integer, AuthStatus, PodStatus, RedisInstanceStatus, SwitchoverStatus, TlsStatus,
+    MAX_STATUS_INTEGER,
 };
 
 use std::collections::BTreeMap;

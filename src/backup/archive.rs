@@ -211,6 +211,58 @@ pub fn plan(
     })
 }
 
+/// A complete timeline as the archiver sees it at its start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The timeline.
+    pub timeline: Timeline,
+    /// When its base was taken (Unix milliseconds).
+    pub base_ms: i64,
+    /// When the newest byte it holds was received (its base's time without segments).
+    pub last_ms: i64,
+    /// The offset its stored stream ends at, without a gap from the base.
+    pub end: u64,
+}
+
+/// What the archiver does at its start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Housekeeping {
+    /// The timeline to continue and the offset it ends at; `None`: start a new one (none yet, or the newest's
+    /// base is older than `new_base_after`).
+    pub resume: Option<(Timeline, u64)>,
+    /// When the resumed timeline's base was taken.
+    pub resume_base_ms: Option<i64>,
+    /// Timelines whose newest byte is older than the retention: deleted (never the newest).
+    pub expired: Vec<Timeline>,
+}
+
+/// Decides, at `now_ms`, which timeline the archiver continues and which ones retention drops.
+pub fn housekeeping(
+    stored: &[Stored],
+    now_ms: i64,
+    new_base_after_ms: Option<i64>,
+    retention_ms: Option<i64>,
+) -> Housekeeping {
+    let Some(newest) = stored
+        .iter()
+        .max_by_key(|s| (s.last_ms, s.base_ms, s.timeline.offset))
+    else {
+        return Housekeeping::default();
+    };
+    let rebase = new_base_after_ms.is_some_and(|every| now_ms - newest.base_ms >= every);
+    let expired = stored
+        .iter()
+        .filter(|s| s.timeline != newest.timeline)
+        .filter(|s| retention_ms.is_some_and(|keep| now_ms - s.last_ms > keep))
+        .map(|s| s.timeline.clone())
+        .collect();
+    Housekeeping {
+        resume: (!rebase).then(|| (newest.timeline.clone(), newest.end)),
+        resume_base_ms: (!rebase).then_some(newest.base_ms),
+        expired,
+    }
+}
+
 /// `ms` (Unix milliseconds) in RFC 3339, to the millisecond.
 pub fn millis_rfc3339(ms: i64) -> String {
     k8s_openapi::jiff::Timestamp::from_millisecond(ms)
@@ -368,6 +420,47 @@ pub(crate) mod tests {
         }
         assert!(next_command(b"+OK\r\n").is_err());
         assert!(next_command(b"*1\r\n$3\r\nSETxx").is_err());
+    }
+
+    #[test]
+    fn the_newest_timeline_is_continued_until_its_base_is_too_old_and_old_ones_expire() {
+        let day = 86_400_000;
+        let timeline = |offset| Timeline {
+            replid: "r".repeat(40),
+            offset,
+        };
+        let stored = [
+            Stored {
+                timeline: timeline(0),
+                base_ms: 0,
+                last_ms: day,
+                end: 500,
+            },
+            Stored {
+                timeline: timeline(500),
+                base_ms: day,
+                last_ms: 3 * day,
+                end: 900,
+            },
+        ];
+        let now = 3 * day + 1;
+        let kept = housekeeping(&stored, now, None, None);
+        assert_eq!(kept.resume, Some((timeline(500), 900)));
+        assert_eq!(kept.resume_base_ms, Some(day));
+        assert!(kept.expired.is_empty());
+        // A base older than a day: a new timeline; the one whose newest byte is older than a day is dropped.
+        let rebased = housekeeping(&stored, now, Some(day), Some(day));
+        assert_eq!(rebased.resume, None);
+        assert_eq!(rebased.expired, vec![timeline(0)]);
+        // The newest is never dropped, however old.
+        assert_eq!(
+            housekeeping(&stored, 100 * day, None, Some(day)).expired,
+            vec![timeline(0)]
+        );
+        assert_eq!(
+            housekeeping(&[], now, Some(day), Some(day)),
+            Housekeeping::default()
+        );
     }
 
     #[test]

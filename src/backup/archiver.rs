@@ -11,6 +11,10 @@
 //! The archiver acknowledges (`REPLCONF ACK`) only the offset stored in the bucket. A server therefore counts it
 //! as a replica holding a write (`WAIT`) only once that write is in the bucket, and never sooner.
 //!
+//! A timeline whose base is older than `newBaseHours` is closed (its pending writes stored) and a new one
+//! started at once with a full synchronisation; timelines whose newest write is older than `retentionDays` are
+//! deleted when the archiver starts (never the newest one).
+//!
 //! The task ends at the first error (a broken connection, a refused login, a failed upload) and when it is told
 //! to stop; the reconcile starts it again (at most every [`RESTART_AFTER`]), from what the bucket holds.
 
@@ -76,6 +80,10 @@ pub struct Job {
     pub prefix: String,
     /// `segmentSeconds`.
     pub segment: Duration,
+    /// `newBaseHours`: how old a timeline's base may get before a new timeline starts (`None`: never).
+    pub new_base_after: Option<Duration>,
+    /// `retentionDays`: timelines whose newest write is older are deleted (`None`: kept).
+    pub retention: Option<Duration>,
     /// Called with the time (Unix seconds) whenever the archive holds every write received.
     pub caught_up: Box<dyn Fn(i64) + Send + Sync>,
     /// Whether this process still leads (the archiver stops when it does not).
@@ -151,8 +159,9 @@ fn now_ms() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_millisecond()
 }
 
-/// Where the newest stored timeline ends: the timeline and the offset of its last byte stored.
-async fn resume_point(job: &Job) -> Result<Option<(Timeline, u64)>, String> {
+/// Lists the archive, deletes the timelines retention drops, and says where to continue (the timeline, the
+/// offset of its last byte stored, when its base was taken), or `None` to start a new timeline.
+async fn start_point(job: &Job) -> Result<Option<(Timeline, u64, i64)>, String> {
     let root =
         object_store::path::Path::from(format!("{}/archive", job.prefix.trim_end_matches('/')));
     let keys: Vec<String> = job
@@ -163,36 +172,56 @@ async fn resume_point(job: &Job) -> Result<Option<(Timeline, u64)>, String> {
         .await
         .map_err(|e| format!("listing the archive: {e}"))?;
     let timelines = archive::parse_listing(&job.prefix, keys.iter().map(String::as_str));
-    // The newest: the one whose stored stream was received last (its base's time when it has no segment).
-    let mut newest: Option<(i64, Timeline, u64)> = None;
+    let mut stored = Vec::new();
     for (timeline, listed) in timelines.iter().filter(|(_, l)| l.complete) {
+        let key = timeline.manifest_key(&job.prefix);
+        let bytes = job
+            .bucket
+            .get(&object_store::path::Path::from(key.as_str()))
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?
+            .bytes()
+            .await
+            .map_err(|e| format!("reading {key}: {e}"))?;
+        let manifest: BaseManifest =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{key}: {e}"))?;
         let plan = archive::plan(
             &std::iter::once((timeline.clone(), listed.clone())).collect(),
             |_| Some(0),
             None,
         )?;
-        let (at, end) = match plan.segments.last() {
-            Some(last) => (last.last_ms, last.end),
-            None => {
-                let key = timeline.manifest_key(&job.prefix);
-                let bytes = job
-                    .bucket
-                    .get(&object_store::path::Path::from(key.as_str()))
-                    .await
-                    .map_err(|e| format!("reading {key}: {e}"))?
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("reading {key}: {e}"))?;
-                let manifest: BaseManifest =
-                    serde_json::from_slice(&bytes).map_err(|e| format!("{key}: {e}"))?;
-                (manifest.time_ms, timeline.offset)
-            }
-        };
-        if newest.as_ref().is_none_or(|(t, _, _)| at > *t) {
-            newest = Some((at, timeline.clone(), end));
-        }
+        let (last_ms, end) = plan
+            .segments
+            .last()
+            .map_or((manifest.time_ms, timeline.offset), |s| (s.last_ms, s.end));
+        stored.push(archive::Stored {
+            timeline: timeline.clone(),
+            base_ms: manifest.time_ms,
+            last_ms,
+            end,
+        });
     }
-    Ok(newest.map(|(_, timeline, end)| (timeline, end)))
+    let millis = |d: Option<Duration>| d.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let plan = archive::housekeeping(
+        &stored,
+        now_ms(),
+        millis(job.new_base_after),
+        millis(job.retention),
+    );
+    for timeline in &plan.expired {
+        let folder = format!("{}/", timeline.folder(&job.prefix));
+        for key in keys.iter().filter(|k| k.starts_with(&folder)) {
+            job.bucket
+                .delete(&object_store::path::Path::from(key.as_str()))
+                .await
+                .map_err(|e| format!("deleting {key}: {e}"))?;
+        }
+        info!(prefix = %job.prefix, timeline = %timeline.folder(&job.prefix), "archive timeline past retention deleted");
+    }
+    Ok(plan
+        .resume
+        .zip(plan.resume_base_ms)
+        .map(|((timeline, end), base_ms)| (timeline, end, base_ms)))
 }
 
 /// Why a server was not followed: `continuation` when it offered a full synchronisation instead of continuing
@@ -217,8 +246,30 @@ impl From<&str> for Refused {
     }
 }
 
+/// How following a server ended without an error.
+enum Ended {
+    /// Told to stop (or no longer leading).
+    Stopped,
+    /// The timeline's base is older than `new_base_after`: a new timeline starts now.
+    Rebase,
+}
+
 async fn run(job: &Job, stop: &AtomicBool, progress: &Mutex<Progress>) -> Result<(), String> {
-    let resume = resume_point(job).await?;
+    loop {
+        let resume = start_point(job).await?;
+        match follow_any(job, resume, stop, progress).await? {
+            Ended::Stopped => return Ok(()),
+            Ended::Rebase => info!(prefix = %job.prefix, "archive starts a new base"),
+        }
+    }
+}
+
+async fn follow_any(
+    job: &Job,
+    resume: Option<(Timeline, u64, i64)>,
+    stop: &AtomicBool,
+    progress: &Mutex<Progress>,
+) -> Result<Ended, String> {
     let mut last_error = "no pod to read from".to_string();
     // Every server is asked to continue the stored timeline before any full synchronisation is taken (which would
     // fork the archive): after a failover only the promoted primary and the replicas that followed it hold the
@@ -231,7 +282,7 @@ async fn run(job: &Job, stop: &AtomicBool, progress: &Mutex<Progress>) -> Result
     for &accept_full in passes {
         for source in &job.sources {
             match connect(job, source, resume.clone(), accept_full, stop, progress).await {
-                Ok(()) => return Ok(()),
+                Ok(ended) => return Ok(ended),
                 Err(refused) => {
                     last_error = format!("{}: {}", source.host, refused.message);
                     if !refused.continuation {
@@ -247,11 +298,11 @@ async fn run(job: &Job, stop: &AtomicBool, progress: &Mutex<Progress>) -> Result
 async fn connect(
     job: &Job,
     at: &Endpoint,
-    resume: Option<(Timeline, u64)>,
+    resume: Option<(Timeline, u64, i64)>,
     accept_full: bool,
     stop: &AtomicBool,
     progress: &Mutex<Progress>,
-) -> Result<(), Refused> {
+) -> Result<Ended, Refused> {
     let timeout = job.access.timeouts.connect;
     match job.access.tls.get(&at.host) {
         Some(trust) => {
@@ -278,25 +329,28 @@ async fn connect(
 async fn follow<S: AsyncRead + AsyncWrite + Unpin>(
     job: &Job,
     stream: S,
-    resume: Option<(Timeline, u64)>,
+    resume: Option<(Timeline, u64, i64)>,
     accept_full: bool,
     stop: &AtomicBool,
     progress: &Mutex<Progress>,
-) -> Result<(), Refused> {
+) -> Result<Ended, Refused> {
     let login = job
         .access
         .login
         .as_ref()
         .map(|l| (l.username.as_str(), l.password.as_str()));
-    let from = resume.as_ref().map(|(t, end)| (t.replid.as_str(), end + 1));
+    let from = resume
+        .as_ref()
+        .map(|(t, end, _)| (t.replid.as_str(), end + 1));
     let synced = rdb::sync(stream, login, from, super::IDLE)
         .await
         .map_err(|e| e.to_string())?;
-    let (stream, timeline, offset) = match synced {
+    let (stream, timeline, offset, base_ms) = match synced {
         Psync::Continue { stream, .. } => {
-            let (timeline, end) = resume.ok_or("the server continued a history never asked for")?;
+            let (timeline, end, base_ms) =
+                resume.ok_or("the server continued a history never asked for")?;
             info!(prefix = %job.prefix, timeline = %timeline.replid, offset = end, "archive continues");
-            (stream, timeline, end)
+            (stream, timeline, end, base_ms)
         }
         Psync::Full(_) if !accept_full => {
             return Err(Refused {
@@ -344,6 +398,7 @@ async fn follow<S: AsyncRead + AsyncWrite + Unpin>(
                 snapshot.into_stream(),
                 timeline,
                 manifest.replication_offset,
+                manifest.time_ms,
             )
         }
     };
@@ -351,7 +406,12 @@ async fn follow<S: AsyncRead + AsyncWrite + Unpin>(
         p.timeline = Some(timeline.clone());
         p.error = None;
     }
-    Ok(stream_loop(job, stream, &timeline, offset, stop, progress).await?)
+    // A new base is due this long after this one was taken.
+    let rebase_at = job.new_base_after.map(|every| {
+        let age = Duration::from_millis(u64::try_from(now_ms() - base_ms).unwrap_or(0));
+        Instant::now() + every.saturating_sub(age)
+    });
+    Ok(stream_loop(job, stream, &timeline, offset, rebase_at, stop, progress).await?)
 }
 
 /// The bytes received and not stored yet, with the time each chunk arrived.
@@ -422,9 +482,10 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     timeline: &Timeline,
     mut stored: u64,
+    rebase_at: Option<Instant>,
     stop: &AtomicBool,
     progress: &Mutex<Progress>,
-) -> Result<(), String> {
+) -> Result<Ended, String> {
     let mut pending = Pending::default();
     let mut buf = vec![0u8; 64 * 1024];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -442,9 +503,10 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = tick.tick() => {
                 let stopping = stop.load(Ordering::Relaxed) || !(job.leading)();
+                let rebase = rebase_at.is_some_and(|at| Instant::now() >= at);
                 let due = pending.since.is_some_and(|s| s.elapsed() >= job.segment)
                     || pending.bytes.len() >= SEGMENT_MAX_BYTES;
-                if pending.writes && (due || stopping) {
+                if pending.writes && (due || stopping || rebase) {
                     let (data, mut segment) = pending.take();
                     segment.start = stored;
                     segment.end += stored;
@@ -464,7 +526,10 @@ async fn stream_loop<S: AsyncRead + AsyncWrite + Unpin>(
                 let ack = format!("*3\r\n$8\r\nREPLCONF\r\n$3\r\nACK\r\n${}\r\n{acked}\r\n", acked.to_string().len());
                 stream.write_all(ack.as_bytes()).await.map_err(|e| format!("acknowledging: {e}"))?;
                 if stopping {
-                    return Ok(());
+                    return Ok(Ended::Stopped);
+                }
+                if rebase {
+                    return Ok(Ended::Rebase);
                 }
                 if last_read.elapsed() > STREAM_IDLE {
                     return Err(format!("the server sent nothing for {} s", STREAM_IDLE.as_secs()));
@@ -585,6 +650,14 @@ pub async fn pass(
                 .clone()
                 .unwrap_or_else(|| format!("{namespace}/{name}")),
             segment: Duration::from_secs(u64::try_from(spec.segment_seconds).unwrap_or(60).max(1)),
+            new_base_after: u64::try_from(spec.new_base_hours)
+                .ok()
+                .filter(|h| *h > 0)
+                .map(|h| Duration::from_secs(h * 3600)),
+            retention: u64::try_from(spec.retention_days)
+                .ok()
+                .filter(|d| *d > 0)
+                .map(|d| Duration::from_secs(d * 86_400)),
             caught_up: Box::new(move |at| {
                 metrics.set_archive_caught_up(&gauge_ns, &gauge_name, Some(at))
             }),

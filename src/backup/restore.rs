@@ -315,7 +315,9 @@ fn backup_target(
             ..Default::default()
         },
         replid: status.replication_id.clone(),
-        offset: status.replication_offset.and_then(|o| u64::try_from(o).ok()),
+        offset: status
+            .replication_offset
+            .and_then(|o| u64::try_from(o).ok()),
     })
 }
 
@@ -444,7 +446,6 @@ async fn read_manifest(
         .map_err(|e| permanent(format!("{key} is not a base manifest: {e}")))
 }
 
-
 /// What the seeded pod reads after the base snapshot: nothing, or an archive's stream up to a time.
 enum Stream {
     None,
@@ -506,7 +507,9 @@ async fn prepare(
             let status = backup.status.clone().unwrap_or_default();
             let (Some((bucket_name, key)), Some(offset), Some(data_size)) = (
                 super::pass::object_parts(&status.object),
-                status.replication_offset.and_then(|o| u64::try_from(o).ok()),
+                status
+                    .replication_offset
+                    .and_then(|o| u64::try_from(o).ok()),
                 status.data_size.and_then(|d| u64::try_from(d).ok()),
             ) else {
                 return Err(format!(

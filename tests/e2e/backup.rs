@@ -801,8 +801,15 @@ async fn values_on(env: &TestEnv, name: &str, keys: &[String]) -> Vec<Option<Str
 /// after; without a target, every confirmed write.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_archived_instance_is_restored_to_a_point_in_time_across_a_failover() {
-    let Some((env, target, client)) =
-        with_bucket("pitr", Some(ArchiveSpec { segment_seconds: 1 })).await
+    let Some((env, target, client)) = with_bucket(
+        "pitr",
+        Some(ArchiveSpec {
+            segment_seconds: 1,
+            new_base_hours: 24,
+            retention_days: 7,
+        }),
+    )
+    .await
     else {
         return;
     };
