@@ -606,11 +606,35 @@ async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_writ
         "the refused pod holds data: {info}"
     );
 
-    // The copy: three pods over TLS, seeded from the backup.
+    // The copy: `redis-operator restore` prints the backed-up instance's spec bootstrapped from the backup; with
+    // three pods and TLS on, it is created.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_redis-operator"))
+        .env("KUBECONFIG", &env.info.kubeconfig)
+        .args([
+            "restore",
+            "base",
+            "--to",
+            "copy",
+            "--replicas",
+            "3",
+            "-n",
+            &env.ns,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let printed: RedisInstance = serde_yaml::from_slice(&cli.stdout).unwrap();
+    assert_eq!(printed.metadata.name.as_deref(), Some("copy"));
+    assert_eq!(printed.spec.backup, Some(target.clone()));
+    assert_eq!(printed.spec.bootstrap, from("base"));
+    assert_eq!(printed.spec.replicas, 3);
     let fixture = crate::tls::fixture(&env, "restore").await;
-    let mut copy = crate::tls::with_tls(3, "cache-tls");
-    copy.backup = Some(target.clone());
-    copy.bootstrap = from("base");
+    let mut copy = printed.spec;
+    copy.tls = crate::tls::with_tls(3, "cache-tls").tls;
     env.create("copy", copy).await;
     env.wait_running("copy").await;
     let status = wait_converged(&env, "copy", 3).await;
