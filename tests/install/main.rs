@@ -804,7 +804,8 @@ impl Drop for InClusterOperator {
 }
 
 /// The deploy/ install as it is, with the locally built image and scoped to one namespace (so it leaves the
-/// other tests' instances alone): two replicas on the real node, one leading.
+/// other tests' instances alone): two replicas on the real node, one leading; it fails over, rolls out, takes a
+/// backup and restores it into a new instance.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
 async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_and_hands_over() {
@@ -1061,5 +1062,108 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
         "the primary was updated last, after a switchover to an updated replica"
     );
     let ip = pod_ip_of(after_rollout).await;
+    assert_eq!(redis_command(&ip, &["GET", "kept"]).await, "$3\r\nyes\r\n");
+
+    // Backup and restore by the in-cluster operator: the snapshot goes to the local S3 server from the operator's
+    // pod, and the copy's first pod is seeded by connecting back to the operator's pod address.
+    let s3 = std::fs::read_to_string(devcluster_dir().join("s3/env")).expect("the local S3 server");
+    let var = |name: &str| {
+        s3.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .to_string()
+    };
+    let (endpoint, key, secret) = (
+        var("DEVCLUSTER_S3_ENDPOINT"),
+        var("DEVCLUSTER_S3_ACCESS_KEY_ID"),
+        var("DEVCLUSTER_S3_SECRET_ACCESS_KEY"),
+    );
+    run_ok(
+        Command::new("curl").args([
+            "-sSf",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            &format!("{key}:{secret}"),
+            "-X",
+            "PUT",
+            &format!("{endpoint}/{ns}"),
+        ]),
+        None,
+    );
+    let credentials = k8s_openapi::api::core::v1::Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("s3".into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [
+                ("accessKeyId".to_string(), key),
+                ("secretAccessKey".to_string(), secret),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
+    let backup_spec =
+        serde_json::json!({"s3": {"endpoint": endpoint, "bucket": ns, "credentialsSecret": "s3"}});
+    instances
+        .patch(
+            "cache",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"spec": {"backup": backup_spec.clone()}})),
+        )
+        .await
+        .unwrap();
+    let backups: Api<redis_operator::api::RedisBackup> = Api::namespaced(client.clone(), &ns);
+    backups
+        .create(
+            &PostParams::default(),
+            &redis_operator::api::RedisBackup::new(
+                "kept",
+                redis_operator::api::RedisBackupSpec {
+                    instance: "cache".into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let done = wait_for("the backup to finish", WAIT, || async {
+        let status = backups.get("kept").await.ok()?.status?;
+        (status.phase == "Completed" || status.phase == "Failed").then_some(status)
+    })
+    .await;
+    assert_eq!(done.phase, "Completed", "{done:?}");
+    let mut copy: RedisInstance = serde_json::from_value(serde_json::json!({
+        "apiVersion": "redis.github.com/v1",
+        "kind": "RedisInstance",
+        "metadata": {"name": "copy"},
+        "spec": {"replicas": 1, "backup": backup_spec, "bootstrap": {"fromBackup": {"name": "kept"}}},
+    }))
+    .unwrap();
+    copy.spec.auth = spec(1).auth;
+    instances
+        .create(&PostParams::default(), &copy)
+        .await
+        .unwrap();
+    let restored = tokio::time::timeout(
+        WAIT,
+        await_condition(instances.clone(), "copy", running_with(1)),
+    )
+    .await
+    .expect("the in-cluster operator restores the copy")
+    .unwrap()
+    .and_then(|ri| ri.status)
+    .expect("a status");
+    assert_eq!(
+        restored.restore.map(|r| r.backup).as_deref(),
+        Some("kept"),
+        "status.restore"
+    );
+    let ip = pod_ip_of(restored.current_primary.expect("a primary")).await;
     assert_eq!(redis_command(&ip, &["GET", "kept"]).await, "$3\r\nyes\r\n");
 }
