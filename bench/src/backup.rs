@@ -3,7 +3,8 @@
 //! replicas) and the primary itself (an instance of one pod) — a fresh namespace, operator and instance are
 //! loaded with `--keys` keys of random text; a probe sends `GET` to the primary one at a time, back to back with a 1 ms pause,
 //! for the whole run; trials alternate a quiet window and a `RedisBackup` (from its creation until `Completed`).
-//! Samples are sorted into the windows they started in.
+//! Samples are sorted into the windows they started in. Then an instance of one pod is created from the last
+//! backup (`spec.bootstrap.fromBackup`): the time until its status records the restore, and until it is Running.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use redis_operator::api::{
-    BackupSpec, RedisBackup, RedisBackupSpec, RedisInstance, RedisInstanceSpec, S3Target,
+    BackupSpec, BootstrapSpec, FromBackup, RedisBackup, RedisBackupSpec, RedisInstance,
+    RedisInstanceSpec, S3Target,
 };
 
 use crate::converge::create_namespace;
@@ -67,6 +69,10 @@ pub struct SourceResult {
     pub sizes: (i64, i64),
     /// The pods the backups were read from.
     pub read_from: Vec<String>,
+    /// From the creation of an instance bootstrapped from the last backup until its status records the restore.
+    pub restored: Duration,
+    /// Until it is `Running`.
+    pub running: Duration,
 }
 
 /// Runs both sources.
@@ -278,6 +284,59 @@ async fn run_source(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = probe_task.await;
+
+    // Restore: a new instance of one pod from the last backup, from its creation until its status records the
+    // restore, and until it is Running.
+    let created = Instant::now();
+    let mut copy_spec = RedisInstanceSpec {
+        replicas: 1,
+        backup: instances
+            .get(INSTANCE)
+            .await
+            .map_err(|e| format!("get {INSTANCE}: {e}"))?
+            .spec
+            .backup,
+        ..Default::default()
+    };
+    copy_spec.bootstrap = Some(BootstrapSpec {
+        from_backup: Some(FromBackup {
+            name: format!("bench-{}", settings.trials.saturating_sub(1)),
+        }),
+        from_archive: None,
+    });
+    instances
+        .create(
+            &PostParams::default(),
+            &RedisInstance::new("copy", copy_spec),
+        )
+        .await
+        .map_err(|e| format!("create copy: {e}"))?;
+    let (mut restored, mut running) = (None, None);
+    while running.is_none() {
+        let status = instances
+            .get("copy")
+            .await
+            .map_err(|e| format!("get copy: {e}"))?
+            .status
+            .unwrap_or_default();
+        if restored.is_none()
+            && status
+                .restore
+                .as_ref()
+                .is_some_and(|r| r.completed_at.is_some())
+        {
+            restored = Some(created.elapsed());
+        }
+        if restored.is_some() && status.status == redis_fsm::Phase::Running {
+            running = Some(created.elapsed());
+        }
+        if created.elapsed() > Duration::from_secs(900) {
+            return Err(format!(
+                "the copy was not restored within 900 s: {status:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let within = |windows: &[(Instant, Instant)]| {
         samples
@@ -295,6 +354,8 @@ async fn run_source(
         backups: durations,
         sizes,
         read_from,
+        restored: restored.unwrap_or_default(),
+        running: running.unwrap_or_default(),
     })
 }
 
@@ -309,22 +370,13 @@ pub fn markdown(results: &[SourceResult], environment: &[(String, String)]) -> S
         out.push_str(&format!("- {what}: {value}\n"));
     }
     out.push_str(
-        "\n| backup read from | window | GETs | p50 ms | p99 ms | p99.9 ms | max ms | backups (p50 s) | snapshot / stored bytes |\n\
-         | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |\n",
+        "\n| backup read from | window | GETs | p50 ms | p99 ms | p99.9 ms | max ms |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for r in results {
         for (window, samples) in [("quiet", &r.quiet), ("during a backup", &r.during)] {
-            let backups = if window == "quiet" {
-                String::new()
-            } else {
-                format!(
-                    "{} ({:.2})",
-                    r.backups.len(),
-                    percentile(&r.backups, 50.0).as_secs_f64()
-                )
-            };
             out.push_str(&format!(
-                "| {} ({}) | {window} | {} | {} | {} | {} | {} | {backups} | {} |\n",
+                "| {} ({}) | {window} | {} | {} | {} | {} | {} |\n",
                 r.source,
                 r.read_from.join(", "),
                 samples.len(),
@@ -332,13 +384,37 @@ pub fn markdown(results: &[SourceResult], environment: &[(String, String)]) -> S
                 ms(percentile(samples, 99.0)),
                 ms(percentile(samples, 99.9)),
                 ms(samples.iter().max().copied().unwrap_or_default()),
-                if window == "quiet" {
-                    String::new()
-                } else {
-                    format!("{} / {}", r.sizes.0, r.sizes.1)
-                },
             ));
         }
+    }
+    let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
+    out.push_str(
+        "\n| backup read from | snapshot MiB | stored MiB | backups | backup p50 s | backup MiB/s | restore s (recorded) | restore MiB/s | restored instance Running s |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        let backup = percentile(&r.backups, 50.0).as_secs_f64();
+        let restore = r.restored.as_secs_f64();
+        out.push_str(&format!(
+            "| {} | {:.1} | {:.1} | {} | {:.2} | {:.1} | {:.2} | {:.1} | {:.2} |\n",
+            r.source,
+            mib(r.sizes.0),
+            mib(r.sizes.1),
+            r.backups.len(),
+            backup,
+            if backup > 0.0 {
+                mib(r.sizes.0) / backup
+            } else {
+                0.0
+            },
+            restore,
+            if restore > 0.0 {
+                mib(r.sizes.0) / restore
+            } else {
+                0.0
+            },
+            r.running.as_secs_f64(),
+        ));
     }
     out
 }

@@ -560,6 +560,12 @@ async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_writ
         .unwrap();
     let base = take_backup(&env, "base", "cache").await;
     assert!(base.data_size.unwrap() > 300_000, "{base:?}");
+    // Written after the backup: not in the copy.
+    let mut later = redis::pipe();
+    for n in 0..100 {
+        later.set(format!("later{n}"), n).ignore();
+    }
+    later.query_async::<()>(&mut source).await.unwrap();
     assert_eq!(base.phase, "Completed", "{base:?}");
     let tampered = take_backup(&env, "tampered", "cache").await;
     assert_eq!(tampered.phase, "Completed", "{tampered:?}");
@@ -665,7 +671,20 @@ async fn an_instance_bootstrapped_from_a_backup_starts_with_every_confirmed_writ
             &password,
             &["DBSIZE"],
         ));
+        // Exactly the keys of the backup: as many as the source held then, none written after.
         assert_eq!(size.trim(), source_keys.to_string(), "{}", pod.name_any());
+        let after = values_over_tls(
+            &pod_ip(&pod),
+            &fixture.ca_file,
+            &password,
+            &["later0".into(), "later99".into()],
+        );
+        assert_eq!(
+            after,
+            ["", ""],
+            "{}: a key written after the backup",
+            pod.name_any()
+        );
         let values = values_over_tls(&pod_ip(&pod), &fixture.ca_file, &password, &keys);
         let missing: Vec<&String> = keys
             .iter()
@@ -801,6 +820,27 @@ async fn write_confirmed(env: &TestEnv, keys: &[String]) {
     assert_eq!(acked, 1, "the replica did not acknowledge");
 }
 
+/// `DBSIZE` of the pod labelled primary of instance `name` (the only pod of a restored one).
+async fn dbsize(env: &TestEnv, name: &str) -> u64 {
+    let pods = env.pods_of(name).await;
+    let pod = pods
+        .iter()
+        .find(|p| p.labels().get(ROLE_LABEL).map(String::as_str) == Some("primary"))
+        .unwrap_or_else(|| panic!("no primary of {name}"));
+    let password = secret_value(&env.client, &env.ns, &format!("{name}-auth"), "password")
+        .await
+        .expect("auth Secret");
+    let mut connection = redis::Client::open(format!("redis://:{password}@{}:6379", pod_ip(pod)))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("DBSIZE")
+        .query_async(&mut connection)
+        .await
+        .unwrap()
+}
+
 /// The values of `keys` on the (only) pod of instance `name`.
 async fn values_on(env: &TestEnv, name: &str, keys: &[String]) -> Vec<Option<String>> {
     let ip = pod_ip(&env.pods_of(name).await[0]);
@@ -852,6 +892,7 @@ async fn an_archived_instance_is_restored_to_a_point_in_time_across_a_failover()
     let keys_a: Vec<String> = (0..500).map(|n| format!("a{n}")).collect();
     write_confirmed(&env, &keys_a).await;
     write_confirmed(&env, &["marker-a".to_string()]).await;
+    let keys_at_a = dbsize(&env, "cache").await;
     let at_a = archived_at(&client, &prefix, b"marker-a").await;
 
     // Phase B, across a failover: the writer goes on while the primary is killed.
@@ -921,6 +962,8 @@ async fn an_archived_instance_is_restored_to_a_point_in_time_across_a_failover()
         .iter()
         .zip(&keys_a)
         .all(|(v, k)| v.as_deref() == Some(k.as_str())));
+    // Exactly the keys the source held at the target time.
+    assert_eq!(dbsize(&env, "at-a").await, keys_at_a);
     let marker = values_on(&env, "at-a", &["marker-a".into(), "marker-b".into()]).await;
     assert_eq!(marker, vec![Some("marker-a".to_string()), None]);
     let b_values = values_on(&env, "at-a", &keys_b).await;
