@@ -102,11 +102,23 @@ pub async fn reconcile(
         return Ok(Action::requeue(WAIT_AGAIN));
     }
     let namespace = backup.namespace().unwrap_or_default();
-    let instance = ctx
+    let mut instance = ctx
         .instances
         .stores
         .instances
         .get(&ObjectRef::new(&backup.spec.instance).within(&namespace));
+    if instance.as_ref().is_none_or(|ri| ri.spec.backup.is_none()) {
+        // A refusal is recorded for good: it must not come from a cache that has not seen the instance, or its
+        // `spec.backup`, yet (a backup created right after them). The API server is asked.
+        let api: Api<RedisInstance> = Api::namespaced(ctx.instances.client.clone(), &namespace);
+        match api.get_opt(&backup.spec.instance).await {
+            Ok(fresh) => instance = fresh.map(Arc::new),
+            Err(error) => {
+                warn!(%error, "reading the backup's instance");
+                return Ok(Action::requeue(WAIT_AGAIN));
+            }
+        }
+    }
     let prepared = match instance {
         None => Err(refusal(
             INSTANCE_NOT_FOUND,
