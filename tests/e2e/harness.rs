@@ -867,3 +867,48 @@ pub fn audit_writes(info: &ClusterInfo, user: &str, namespace: &str) -> Option<V
             .collect(),
     )
 }
+
+/// The local S3 server: endpoint, access key id, secret; `None` against an existing cluster.
+pub fn s3() -> Option<(String, String, String)> {
+    if std::env::var_os("REDIS_OPERATOR_E2E_KUBECONFIG").is_some() {
+        return None;
+    }
+    // The local cluster is started (once) before its S3 server's keys are read.
+    cluster();
+    let file = devcluster_dir().join("s3/env");
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!(
+            "the local cluster has no S3 server ({}: {e})",
+            file.display()
+        )
+    });
+    let vars: std::collections::BTreeMap<&str, &str> =
+        text.lines().filter_map(|l| l.split_once('=')).collect();
+    let var = |name: &str| {
+        vars.get(name)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    Some((
+        var("DEVCLUSTER_S3_ENDPOINT"),
+        var("DEVCLUSTER_S3_ACCESS_KEY_ID"),
+        var("DEVCLUSTER_S3_SECRET_ACCESS_KEY"),
+    ))
+}
+
+/// Creates bucket `bucket` (curl signs the request).
+pub fn create_bucket(endpoint: &str, key: &str, secret: &str, bucket: &str) {
+    run_ok(
+        std::process::Command::new("curl").args([
+            "-sSf",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "--user",
+            &format!("{key}:{secret}"),
+            "-X",
+            "PUT",
+            &format!("{endpoint}/{bucket}"),
+        ]),
+        None,
+    );
+}

@@ -1066,31 +1066,8 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
 
     // Backup and restore by the in-cluster operator: the snapshot goes to the local S3 server from the operator's
     // pod, and the copy's first pod is seeded by connecting back to the operator's pod address.
-    let s3 = std::fs::read_to_string(devcluster_dir().join("s3/env")).expect("the local S3 server");
-    let var = |name: &str| {
-        s3.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .to_string()
-    };
-    let (endpoint, key, secret) = (
-        var("DEVCLUSTER_S3_ENDPOINT"),
-        var("DEVCLUSTER_S3_ACCESS_KEY_ID"),
-        var("DEVCLUSTER_S3_SECRET_ACCESS_KEY"),
-    );
-    run_ok(
-        Command::new("curl").args([
-            "-sSf",
-            "--aws-sigv4",
-            "aws:amz:us-east-1:s3",
-            "--user",
-            &format!("{key}:{secret}"),
-            "-X",
-            "PUT",
-            &format!("{endpoint}/{ns}"),
-        ]),
-        None,
-    );
+    let (endpoint, key, secret) = s3().expect("the local S3 server");
+    create_bucket(&endpoint, &key, &secret, &ns);
     let credentials = k8s_openapi::api::core::v1::Secret {
         metadata: kube::api::ObjectMeta {
             name: Some("s3".into()),
