@@ -747,10 +747,20 @@ pub async fn password_for(ip: &str) -> Option<String> {
         .list(&ListParams::default().fields(&format!("status.podIP={ip}")))
         .await
         .ok()?;
-    let pod = found
-        .items
-        .into_iter()
-        .find(|p| p.metadata.deletion_timestamp.is_none())?;
+    // An address can be listed on more than one pod: one that has ended (its status keeps the address) and the
+    // one now running there. Every live candidate is tried; the first whose instance has a password wins.
+    for pod in found.items.into_iter().filter(|p| {
+        p.metadata.deletion_timestamp.is_none()
+            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    }) {
+        if let Some(password) = instance_password(&client, &pod).await {
+            return Some(password);
+        }
+    }
+    None
+}
+
+async fn instance_password(client: &Client, pod: &Pod) -> Option<String> {
     let ns = pod.namespace()?;
     let instance = pod.labels().get("app.kubernetes.io/instance")?.clone();
     let ri = Api::<RedisInstance>::namespaced(client.clone(), &ns)
@@ -764,7 +774,7 @@ pub async fn password_for(ip: &str) -> Option<String> {
         Some(r) => (r.name.clone(), r.key.clone()),
         None => (format!("{instance}-auth"), "password".to_string()),
     };
-    secret_value(&client, &ns, &secret, &key).await
+    secret_value(client, &ns, &secret, &key).await
 }
 
 /// The value of `key` in Secret `name`, if both exist.
