@@ -123,6 +123,7 @@ impl Input {
                 Reason::AuthSecretInvalid,
                 Reason::TlsSecretInvalid,
                 Reason::TlsChangeRefused,
+                Reason::UnsupportedServer,
             ],
             Input::ChildMissing => &[Reason::ChildMissing],
             Input::ChildrenCreated => &[Reason::Creating, Reason::StatefulSetRecreated],
@@ -135,6 +136,7 @@ impl Input {
                 Reason::NoSafeFailoverCandidate,
                 Reason::DivergentHistories,
                 Reason::RestoreFailed,
+                Reason::UnsupportedServer,
             ],
             Input::FailingOver => &[Reason::Failover, Reason::Switchover],
             Input::StatefulSetNotObserved => &[

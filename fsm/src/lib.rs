@@ -36,6 +36,7 @@ mod reasons;
 mod roles;
 mod rollout;
 mod seed;
+mod server;
 mod topology;
 
 pub use conditions::{
@@ -69,4 +70,8 @@ pub use roles::{
 };
 pub use rollout::{caught_up, progress as rollout_progress};
 pub use seed::{seed_step, SeedStep};
+pub use server::{
+    image_change_problem, image_problem, image_server, parse_recorded, ServerName, ServerSoftware,
+    Version,
+};
 pub use topology::{decide, demoted_by, plan_scale_down, ScaleDown};

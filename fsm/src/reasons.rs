@@ -91,6 +91,11 @@ reasons! {
         "No pod can be promoted without losing confirmed writes; a person decides (`Failed`).";
     DivergentHistories => "DivergentHistories",
         "Several pods hold data and none is recorded as the last primary; a person chooses one (`Failed`).";
+    UnsupportedServer => "UnsupportedServer",
+        "The image runs a server the operator does not support (Redis before 7.0, Valkey before 7.2), or a \
+         change of `spec.image` that replicas could not follow (Valkey to Redis, a lower release); refused at \
+         admission when the image's tag tells, else at first contact, when no command is sent to any pod \
+         (`Failed`).";
     RestoreFailed => "RestoreFailed",
         "The backup `spec.bootstrap.fromBackup` names cannot be restored (it failed, its checksum does not match, \
          the server cannot load it) or pods already hold other data; no pod serves (`Failed`).";

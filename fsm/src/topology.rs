@@ -69,6 +69,9 @@ pub fn decide(
     policy: &TopologyPolicy,
     now: Timestamp,
 ) -> TopologyAction {
+    if let Some(action) = unsupported_server(pods, policy) {
+        return action;
+    }
     let stray = stray_replicas(pods);
     if !stray.is_empty() {
         return TopologyAction::Fence { pods: stray };
@@ -84,6 +87,35 @@ pub fn decide(
         }
         _ => watch_primary(status, current, pods, policy, now),
     }
+}
+
+/// A pod running a server the operator does not support gets no command, and neither does any other pod: a
+/// mixed instance is not half run. Once the image is changed, such a pod (outdated then) is replaced, one at a
+/// time; its claim and data stay.
+fn unsupported_server(pods: &[PodReplication], policy: &TopologyPolicy) -> Option<TopologyAction> {
+    let (pod, why) = pods.iter().find_map(|p| {
+        let why = p.state()?.server.unsupported()?;
+        Some((p, why))
+    })?;
+    if pod.outdated
+        && policy.rollout != RolloutPolicy::Controller
+        && !pods.iter().any(|p| p.pod_deleting)
+    {
+        return Some(TopologyAction::DeletePod {
+            pod: pod.pod.clone(),
+            step: if policy.replicas <= 1 {
+                RolloutStep::UpdatingOnlyPod
+            } else {
+                RolloutStep::UpdatingReplica
+            },
+        });
+    }
+    Some(TopologyAction::Stop {
+        reason: StopReason::UnsupportedServer {
+            pod: pod.pod.clone(),
+            why,
+        },
+    })
 }
 
 /// Before any primary was recorded: a pod that cannot be observed and runs an outdated template is
@@ -608,4 +640,79 @@ pub fn plan_scale_down(
         .map_or(ScaleDown::Blocked, |p| ScaleDown::SwitchoverFirst {
             to: p.pod.clone(),
         })
+}
+
+#[cfg(test)]
+mod unsupported_tests {
+    use super::*;
+    use crate::model::replication::test_pod;
+    use crate::model::{ReplicaLink, ServerRole};
+    use crate::{ServerName, ServerSoftware, Version};
+
+    fn pods() -> Vec<PodReplication> {
+        let replica = ServerRole::Replica(ReplicaLink {
+            master_host: "10.0.0.0".into(),
+            master_port: 6379,
+            link_up: true,
+            sync_in_progress: false,
+            replica_offset: 100,
+        });
+        vec![
+            test_pod("c-0".into(), 0, ServerRole::Master, "h", 100, 5),
+            test_pod("c-1".into(), 1, replica, "h", 100, 5),
+        ]
+    }
+
+    fn running_6_2(pod: &mut PodReplication) {
+        if let Ok(state) = pod.server.as_mut() {
+            state.server = ServerSoftware {
+                name: ServerName::Redis,
+                version: Version(6, 2, 14),
+            };
+        }
+    }
+
+    #[test]
+    fn a_pod_of_an_unsupported_server_stops_every_command_until_the_image_changes() {
+        let status = TopologyStatus {
+            current_primary: Some("c-0".into()),
+            ..Default::default()
+        };
+        let policy = TopologyPolicy {
+            replicas: 2,
+            ..Default::default()
+        };
+        let now = Timestamp(1_000_000);
+        let steady = decide(&status, &pods(), &policy, now);
+        assert!(!matches!(steady, TopologyAction::Stop { .. }), "{steady:?}");
+        let mut mixed = pods();
+        running_6_2(&mut mixed[1]);
+        match decide(&status, &mixed, &policy, now) {
+            TopologyAction::Stop {
+                reason: reason @ StopReason::UnsupportedServer { .. },
+            } => {
+                assert_eq!(reason.reason(), crate::Reason::UnsupportedServer);
+                assert!(
+                    reason.to_string().contains("pod c-1 runs redis 6.2.14"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The image was changed: the pod is outdated and replaced (its claim keeps the data).
+        mixed[1].outdated = true;
+        assert_eq!(
+            decide(&status, &mixed, &policy, now),
+            TopologyAction::DeletePod {
+                pod: "c-1".into(),
+                step: RolloutStep::UpdatingReplica
+            }
+        );
+        // Not while another pod is going away.
+        mixed[0].pod_deleting = true;
+        assert!(matches!(
+            decide(&status, &mixed, &policy, now),
+            TopologyAction::Stop { .. }
+        ));
+    }
 }

@@ -222,6 +222,7 @@ impl Cluster {
                         loading: false,
                         keys: s.offset(),
                         failover_state: FailoverState::None,
+                        server: Default::default(),
                     })
                 } else {
                     Err(Unobserved::unreachable("connection refused"))

@@ -65,6 +65,7 @@ fn server() -> impl Strategy<Value = ServerState> {
                 loading,
                 keys,
                 failover_state: FailoverState::None,
+                server: Default::default(),
             },
         )
 }
@@ -441,6 +442,7 @@ fn state(run: &str, role: ServerRole, replid: &str, offset: u64, keys: u64) -> S
         loading: false,
         keys,
         failover_state: FailoverState::None,
+        server: Default::default(),
     }
 }
 

@@ -186,6 +186,10 @@ pub struct PodStatus {
     /// status is written; for an unreachable server it keeps the last time it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<String>,
+    /// The server's software and release as it reports them (`INFO server`): `redis 7.0.15`, `valkey 9.1.2`.
+    /// For an unreachable server, what it last reported.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub server: String,
     /// Why the server could not be observed.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,

@@ -401,6 +401,7 @@ pub fn pod_summaries(
                         link,
                         lag_bytes: lag,
                         last_seen: Some(now.to_string()),
+                        server: state.server.to_string(),
                         message: String::new(),
                     }
                 }
@@ -411,6 +412,7 @@ pub fn pod_summaries(
                     link: String::new(),
                     lag_bytes: None,
                     last_seen: earlier.and_then(|e| e.last_seen.clone()),
+                    server: earlier.map(|e| e.server.clone()).unwrap_or_default(),
                     message: unobserved.reason.clone(),
                 },
             }

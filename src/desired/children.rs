@@ -97,6 +97,15 @@ pub fn build(ri: &RedisInstance) -> Desired {
     exporter::add_sidecar(&ri.spec.monitoring.exporter, &mut statefulset);
     crate::desired::auth::add_to_pod(&name, &ri.spec.auth, &mut statefulset);
     crate::desired::tls::add_to_pod(ri.spec.tls.as_ref(), &ri.spec.auth, &mut statefulset);
+    for container in statefulset
+        .spec
+        .iter_mut()
+        .flat_map(|s| s.template.spec.iter_mut())
+        .flat_map(|p| p.containers.iter_mut())
+        .filter(|c| c.name == crate::desired::container::CONTAINER)
+    {
+        crate::desired::container::use_image_programs(container);
+    }
     let mut primary = service(ri, &owner, ServiceKind::Primary);
     placement::expose(&ri.spec.service, ClientService::Primary, &mut primary);
     let mut replicas_service = service(ri, &owner, ServiceKind::Replicas);
@@ -352,6 +361,47 @@ pub(crate) mod tests {
         ri.metadata.uid = Some("uid-1".into());
         ri.metadata.generation = Some(1);
         ri
+    }
+
+    #[test]
+    fn a_valkey_image_runs_valkey_server_and_probes_with_valkey_cli_and_a_redis_image_is_as_before()
+    {
+        let container = |ri: &RedisInstance| {
+            build(ri)
+                .statefulset
+                .spec
+                .unwrap()
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .clone()
+        };
+        let probe = |c: &k8s_openapi::api::core::v1::Container| {
+            c.readiness_probe
+                .clone()
+                .unwrap()
+                .exec
+                .unwrap()
+                .command
+                .unwrap()
+                .join(" ")
+        };
+        let mut ri = instance("cache");
+        let redis = container(&ri);
+        assert_eq!(redis.command, Some(vec!["redis-server".to_string()]));
+        assert!(probe(&redis).contains("redis-cli "), "{}", probe(&redis));
+        ri.spec.image = "valkey/valkey:9".into();
+        let valkey = container(&ri);
+        assert_eq!(valkey.command, Some(vec!["valkey-server".to_string()]));
+        assert!(probe(&valkey).contains("valkey-cli "), "{}", probe(&valkey));
+        assert!(!probe(&valkey).contains("redis-cli"), "{}", probe(&valkey));
+        // The same arguments, mounts and probe otherwise.
+        assert_eq!(valkey.args, redis.args);
+        assert_eq!(
+            probe(&valkey).replace("valkey-cli", "redis-cli"),
+            probe(&redis)
+        );
     }
 
     #[test]

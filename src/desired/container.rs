@@ -36,3 +36,32 @@ pub fn readiness_script(cli: &str) -> String {
          esac; exit 1"
     )
 }
+
+/// The server's and its client's program names in the image: `redis-server` and `redis-cli`, or for a Valkey
+/// image ([`redis_fsm::image_server`]) `valkey-server` and `valkey-cli` (a Valkey image need not carry the
+/// `redis-*` names).
+pub fn programs(image: &str) -> (&'static str, &'static str) {
+    match redis_fsm::image_server(image).0 {
+        redis_fsm::ServerName::Redis => ("redis-server", "redis-cli"),
+        redis_fsm::ServerName::Valkey => ("valkey-server", "valkey-cli"),
+    }
+}
+
+/// Runs the Redis container's server and probe with the programs of its image (see [`programs`]), once every
+/// other layer (authentication, TLS) shaped them. A Redis image keeps the template as it always was.
+pub fn use_image_programs(container: &mut k8s_openapi::api::core::v1::Container) {
+    let (server, cli) = programs(container.image.as_deref().unwrap_or_default());
+    if server == "redis-server" {
+        return;
+    }
+    container.command = Some(vec![server.to_string()]);
+    let script = container
+        .readiness_probe
+        .as_mut()
+        .and_then(|p| p.exec.as_mut())
+        .and_then(|e| e.command.as_mut())
+        .and_then(|c| c.last_mut());
+    if let Some(script) = script {
+        *script = script.replace("redis-cli ", &format!("{cli} "));
+    }
+}

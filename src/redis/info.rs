@@ -142,6 +142,8 @@ pub fn server_state(info: &str) -> Result<ServerState, ParseError> {
         loading: fields.flag("loading")?,
         keys: fields.keys()?,
         failover_state,
+        server: redis_fsm::ServerSoftware::from_info(|name| fields.get(name))
+            .ok_or(ParseError::Missing("redis_version"))?,
     })
 }
 

@@ -79,6 +79,13 @@ pub fn validate(spec: &RedisInstanceSpec) -> Vec<SpecError> {
         }
     }
     check_config(&spec.config, &mut errors);
+    if redis_fsm::image_server(&spec.image).0 == redis_fsm::ServerName::Valkey {
+        for key in spec.config.keys() {
+            if let Some(why) = crate::api::directives::valkey_lacks(key) {
+                errors.push(SpecError::new(format!("spec.config.{key}"), why));
+            }
+        }
+    }
     check_scheduling(&spec.scheduling, &mut errors);
     check_metadata(spec, &mut errors);
     check_exporter(&spec.monitoring.exporter, &mut errors);

@@ -532,3 +532,29 @@ proptest! {
         prop_assert_eq!(directives.len(), 6 + usize::from(busy_default) + spec.config.len());
     }
 }
+
+#[test]
+fn a_valkey_image_refuses_the_redis_directives_valkey_lacks_and_valkeys_own_managed_names() {
+    let mut spec = valid();
+    spec.config.insert("dynamic-hz".into(), "yes".into());
+    spec.config.insert("hz".into(), "20".into());
+    assert!(fields(&spec).is_empty(), "Redis has dynamic-hz");
+    spec.image = "valkey/valkey:9".into();
+    let errors = validate(&spec);
+    assert_eq!(fields(&spec), ["spec.config.dynamic-hz"]);
+    assert!(
+        errors[0].problem.contains("Valkey does not have"),
+        "{errors:?}"
+    );
+    for key in [
+        "primaryauth",
+        "primaryuser",
+        "tls-auth-clients-user",
+        "unixsocketgroup",
+        "rdma-port",
+    ] {
+        let mut spec = valid();
+        spec.config.insert(key.into(), "x".into());
+        assert_eq!(fields(&spec), [format!("spec.config.{key}")], "{key}");
+    }
+}

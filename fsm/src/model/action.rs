@@ -277,6 +277,14 @@ pub enum StopReason {
     NoSafeCandidate(NoCandidate),
     /// No primary is recorded, or the recorded history is gone, and several pods hold data.
     SeveralPodsHoldData(Vec<String>),
+    /// A pod runs a server the operator does not support (see [`crate::ServerSoftware::unsupported`]), on the
+    /// current template: no command is sent to any pod until the image is changed.
+    UnsupportedServer {
+        /// The pod.
+        pod: String,
+        /// What it runs and why that is not supported.
+        why: String,
+    },
 }
 
 impl StopReason {
@@ -285,6 +293,7 @@ impl StopReason {
         match self {
             StopReason::NoSafeCandidate(_) => crate::Reason::NoSafeFailoverCandidate,
             StopReason::SeveralPodsHoldData(_) => crate::Reason::DivergentHistories,
+            StopReason::UnsupportedServer { .. } => crate::Reason::UnsupportedServer,
         }
     }
 }
@@ -301,6 +310,10 @@ impl fmt::Display for StopReason {
                  the annotation redis.github.com/bootstrap-primary=POD on the instance (the others are \
                  emptied and replicate from it)",
                 pods.join(", ")
+            ),
+            StopReason::UnsupportedServer { pod, why } => write!(
+                f,
+                "pod {pod} runs {why}; change spec.image to a supported release (the pods are then replaced)"
             ),
         }
     }

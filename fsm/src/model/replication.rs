@@ -164,6 +164,8 @@ pub struct ServerState {
     pub keys: u64,
     /// `master_failover_state`.
     pub failover_state: FailoverState,
+    /// The server's family and release (`INFO server`).
+    pub server: crate::ServerSoftware,
 }
 
 /// A primary's replication history: its current replication id, and the one it was promoted from
@@ -327,6 +329,7 @@ pub(crate) fn test_pod(
             loading: false,
             keys,
             failover_state: FailoverState::None,
+            server: Default::default(),
         }),
     }
 }

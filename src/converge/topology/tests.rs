@@ -17,6 +17,7 @@ fn state(role: ServerRole) -> ServerState {
         loading: false,
         keys: 0,
         failover_state: Default::default(),
+        server: Default::default(),
     }
 }
 
