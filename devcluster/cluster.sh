@@ -192,6 +192,9 @@ ensure_port_free() {
 
 install_prerequisites() {
   install_packages redis-server redis-tools openssl curl util-linux prometheus-redis-exporter
+  # The other servers of the support matrix (Valkey 9.1, Redis 6.2), for the Valkey image, the node agent's
+  # Valkey pods and the Redis-level tests.
+  bash "$REPO/devcluster/servers.sh" install
 }
 
 # The control plane binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) of the chosen release,

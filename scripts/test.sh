@@ -4,7 +4,9 @@
 # node (containers, kubelet, kube-proxy, DNS, the operator in-cluster); then the core end-to-end scenarios on the
 # oldest supported release (real node too), and on the node agent (the opt-in fast mode the scale benchmark
 # uses). Each stage's cluster is stopped before the next starts: they share the machine's bridge and ports.
-# SKIP_OLDEST=1 and SKIP_AGENT=1 leave out those stages.
+# On the newest cluster too, before those: the server matrix, Valkey 9.1 and Redis 6.2 (see docs/user-guide.md,
+# Servers and versions).
+# SKIP_OLDEST=1, SKIP_AGENT=1 and SKIP_SERVERS=1 leave out those stages.
 # The newest cluster is started here if needed and left running for fast re-runs; stop it with
 # `bash devcluster/cluster.sh down`.
 # Set REDIS_OPERATOR_E2E_KUBECONFIG to run the end-to-end suite against an existing cluster instead (then only
@@ -45,6 +47,17 @@ cargo test --test e2e -- --test-threads=1 "${REAL[@]}" exclusive::
 cargo test --workspace --doc
 
 [ -n "${REDIS_OPERATOR_E2E_KUBECONFIG:-}" ] && exit 0
+
+if [ -z "${SKIP_SERVERS:-}" ]; then
+  # The support matrix's other servers (devcluster/servers.sh installs them with the cluster): the Redis-level
+  # suite against real valkey-server 9.1 processes, the core scenarios with the Valkey image on the real node, and
+  # Redis 6.2 reporting itself unsupported.
+  echo "== the server matrix: Valkey 9.1 (Redis-level suite, core end-to-end scenarios), Redis 6.2 (refused)"
+  REDIS_OPERATOR_TEST_SERVER=valkey-server cargo test --test redis_client -- --test-threads="$THREADS"
+  REDIS_OPERATOR_TEST_SERVER=redis-server-6.2 cargo test --test redis_client the_server_reports_its_release
+  REDIS_OPERATOR_E2E_IMAGE=valkey/valkey:9 cargo test --test e2e -- --test-threads="$THREADS" "${REAL[@]}" \
+    "${CORE[@]}" live_config:: versions::the_suite_runs_the_server_its_image_names
+fi
 
 if [ -z "${SKIP_OLDEST:-}" ]; then
   echo "== core end-to-end scenarios on the oldest supported Kubernetes (real node)"

@@ -15,6 +15,12 @@ use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
 
 const HOST: &str = "127.0.0.1";
 
+/// The server under test: `REDIS_OPERATOR_TEST_SERVER` (a binary, e.g. `valkey-server` or `redis-server-6.2`
+/// from `devcluster/servers.sh`), else Debian's `redis-server`.
+fn server_binary() -> String {
+    std::env::var("REDIS_OPERATOR_TEST_SERVER").unwrap_or_else(|_| "redis-server".into())
+}
+
 /// A `redis-server` on a free port in its own directory, killed (and its directory removed) on drop.
 struct Server {
     child: Child,
@@ -36,7 +42,7 @@ impl Server {
         let dir =
             std::env::temp_dir().join(format!("redis-client-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new("redis-server")
+        let child = Command::new(server_binary())
             .args(["--bind", HOST, "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Start a replica's full sync at once instead of waiting for more replicas.
@@ -47,7 +53,7 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary()));
         let server = Server { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect((HOST, port)).is_err() {
@@ -471,22 +477,87 @@ const LIVE_SAMPLES: &[(&str, &str)] = &[
     ("timeout", "10"),
 ];
 
+/// The server under test reports its software and release, and knows exactly the directives of its generated
+/// list (`scripts/server-directives.sh`); a server older than the support matrix is reported unsupported.
+#[tokio::test]
+async fn the_server_reports_its_release_and_knows_exactly_its_listed_directives() {
+    let server = Server::start();
+    let software = server.node().await.observe().await.unwrap().server;
+    if let Some(why) = software.unsupported() {
+        assert!(software.version < redis_fsm::Version(7, 0, 0), "{why}");
+        assert!(why.contains("is not supported"), "{why}");
+        return;
+    }
+    let file = format!(
+        "{}/src/api/servers/{}-{}.{}.directives",
+        env!("CARGO_MANIFEST_DIR"),
+        software.name.as_str(),
+        software.version.0,
+        software.version.1
+    );
+    let listed = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+        panic!("{software}: no list {file} ({e}); run scripts/server-directives.sh")
+    });
+    let mut data = server.data().await;
+    let all: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("*")
+        .query_async(&mut data)
+        .await
+        .unwrap();
+    let mut names: Vec<&str> = all.iter().step_by(2).map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        listed.lines().collect::<Vec<_>>(),
+        "{software} drifted from {file}: run scripts/server-directives.sh"
+    );
+}
+
 /// Every directive on the live list really is settable at runtime, and what the server reports back is what
 /// the planner expects, so a converged pod gets no further command (a mismatch would resend it forever).
 #[tokio::test]
 async fn every_live_directive_is_set_at_runtime_and_reads_back_as_planned() {
     let server = Server::start();
     let node = server.node().await;
-    let settings: Vec<(String, String)> =
-        redis_operator::desired::live_directives::live_directives()
-            .map(|directive| {
-                let (_, value) = LIVE_SAMPLES
-                    .iter()
-                    .find(|(name, _)| *name == directive)
-                    .unwrap_or_else(|| panic!("no sample value for {directive}"));
-                (directive.to_string(), value.to_string())
-            })
-            .collect();
+    // A Valkey image may not name the Redis directives Valkey lacks (validation refuses them), so they are never
+    // sent to a Valkey server: those, and only those, are left out on Valkey.
+    let valkey = node.observe().await.unwrap().server.name == redis_fsm::ServerName::Valkey;
+    let (settable, lacking): (Vec<&str>, Vec<&str>) =
+        redis_operator::desired::live_directives::live_directives().partition(|directive| {
+            !valkey || redis_operator::api::directives::valkey_lacks(directive).is_none()
+        });
+    let mut unknown = Vec::new();
+    for directive in &lacking {
+        if node
+            .config_get(directive)
+            .await
+            .expect("config get")
+            .is_none()
+        {
+            unknown.push(*directive);
+        }
+    }
+    assert_eq!(
+        unknown, lacking,
+        "Valkey lacks exactly these live directives"
+    );
+    let mut settings: Vec<(String, String)> = Vec::new();
+    for directive in settable {
+        let (_, sample) = LIVE_SAMPLES
+            .iter()
+            .find(|(name, _)| *name == directive)
+            .unwrap_or_else(|| panic!("no sample value for {directive}"));
+        // Valkey's defaults differ from Redis' for some switches (lazyfree-* are on): a switch whose sample is
+        // the server's default is tried the other way.
+        let current = node.config_get(directive).await.expect("config get");
+        let value = match (*sample, current.as_deref()) {
+            ("yes", Some("yes")) => "no",
+            ("no", Some("no")) => "yes",
+            (sample, _) => sample,
+        };
+        settings.push((directive.to_string(), value.to_string()));
+    }
     let desired = live_config::desired(&settings);
     assert_eq!(
         desired.len(),
@@ -1503,6 +1574,12 @@ async fn the_archiver_stores_every_write_and_continues_across_a_promotion() {
     let nb = b.node().await;
     nb.replicaof(HOST, a.port).await.unwrap();
     until_listed(&a.node().await, b.port).await;
+    // A replica refuses to be synchronised from (NOMASTERLINK) until its own link is up; Valkey lists a replica
+    // on its primary before that.
+    until(Duration::from_secs(10), "b in sync", || {
+        in_sync_replica(&nb)
+    })
+    .await;
     let bucket: std::sync::Arc<dyn object_store::ObjectStore> =
         std::sync::Arc::new(object_store::memory::InMemory::new());
     let archivers = Archivers::default();

@@ -593,6 +593,15 @@ impl TestEnv {
         .await
     }
 
+    /// The UIDs of the instance's pods, in name order: a pod replaced shows as a new UID.
+    pub async fn pod_uids(&self, name: &str) -> Vec<String> {
+        self.pods_of(name)
+            .await
+            .iter()
+            .map(|p| p.uid().unwrap())
+            .collect()
+    }
+
     /// The instance's pods, by name.
     pub async fn pods_of(&self, name: &str) -> Vec<Pod> {
         let params = ListParams::default().labels(&format!("app.kubernetes.io/instance={name}"));
@@ -733,8 +742,29 @@ pub fn spec(replicas: i32) -> RedisInstanceSpec {
         replicas,
         ..Default::default()
     };
+    if let Some(image) = server_image() {
+        spec.image = image;
+    }
     spec.auth.default_user_rules = "~* &* +@all".into();
     spec
+}
+
+/// The server image the suite runs, `REDIS_OPERATOR_E2E_IMAGE` (e.g. `valkey/valkey:9`, which
+/// `devcluster/images.sh` builds for the real node and the node agent runs as `valkey-server`); `None` for the
+/// operator's default Redis image.
+pub fn server_image() -> Option<String> {
+    std::env::var("REDIS_OPERATOR_E2E_IMAGE")
+        .ok()
+        .filter(|image| !image.is_empty())
+}
+
+/// Another tag of the suite's server image, for a test that changes the image: `redis:7-SUFFIX`, or with
+/// `REDIS_OPERATOR_E2E_IMAGE` set, that image's tag with `-SUFFIX` (`valkey/valkey:9-rollout`).
+pub fn rolled_image(suffix: &str) -> String {
+    match server_image() {
+        Some(image) => format!("{image}-{suffix}"),
+        None => format!("redis:7-{suffix}"),
+    }
 }
 
 /// The application password of the instance whose pod has address `ip` (the key of `spec.auth.secretRef`, or

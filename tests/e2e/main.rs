@@ -17,6 +17,7 @@ mod rollout;
 mod security;
 mod tenant;
 mod tls;
+mod versions;
 
 use std::time::Duration;
 
@@ -191,12 +192,7 @@ async fn image_change_rolls_the_pods() {
     let env = TestEnv::new("image").await;
     let log = env.create("cache", spec(2)).await;
     env.wait_running("cache").await;
-    let before: Vec<String> = env
-        .pods_of("cache")
-        .await
-        .iter()
-        .map(|p| p.uid().unwrap())
-        .collect();
+    let before = env.pod_uids("cache").await;
     expect_update(
         &env,
         &log,

@@ -131,7 +131,10 @@ async fn an_image_change_replaces_the_replicas_then_switches_over_once_then_the_
     let log = StatusLog::start(env.instances(), "cache");
     let before = uids(&env).await;
     let generation = env
-        .patch_spec("cache", serde_json::json!({"image": "redis:7-rollout"}))
+        .patch_spec(
+            "cache",
+            serde_json::json!({"image": crate::harness::rolled_image("rollout")}),
+        )
         .await;
     let order = replacements(&env, &before, rolled).await;
     env.wait_status("cache", "rolled out", move |s| {
@@ -181,7 +184,7 @@ async fn an_image_change_replaces_the_replicas_then_switches_over_once_then_the_
     );
     for pod in env.pods_of("cache").await {
         let image = pod.spec.unwrap().containers[0].image.clone();
-        assert_eq!(image.as_deref(), Some("redis:7-rollout"));
+        assert_eq!(image, Some(crate::harness::rolled_image("rollout")));
     }
     assert_one_master(&env).await;
     wait_writes(&writer, 20).await;

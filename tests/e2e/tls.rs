@@ -381,12 +381,7 @@ async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
     } = fixture(&env, "tls-on").await;
     env.create("cache", spec(2)).await;
     env.wait_running("cache").await;
-    let uids: Vec<String> = env
-        .pods_of("cache")
-        .await
-        .iter()
-        .map(|p| p.uid().unwrap())
-        .collect();
+    let uids = env.pod_uids("cache").await;
     let template = || async {
         env.statefulsets()
             .get("cache")
@@ -413,12 +408,7 @@ async fn turning_tls_on_is_refused_with_replicas_and_goes_through_at_one() {
         "{status:#?}"
     );
     assert_eq!(template().await, before, "nothing was applied");
-    let now: Vec<String> = env
-        .pods_of("cache")
-        .await
-        .iter()
-        .map(|p| p.uid().unwrap())
-        .collect();
+    let now = env.pod_uids("cache").await;
     assert_eq!(now, uids, "no pod was replaced");
 
     // At one replica it rolls; scaled up again, the new replica replicates over TLS.
