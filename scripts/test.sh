@@ -50,10 +50,12 @@ cargo test --workspace --doc
 
 if [ -z "${SKIP_SERVERS:-}" ]; then
   # The support matrix's other servers (devcluster/servers.sh installs them with the cluster): the Redis-level
-  # suite against real valkey-server 9.1 processes, the core scenarios with the Valkey image on the real node, and
+  # suites (the client, the operator's passes over a fake API, the exporter) against real valkey-server 9.1
+  # processes, the core scenarios with the Valkey image on the real node, and
   # Redis 6.2 reporting itself unsupported.
   echo "== the server matrix: Valkey 9.1 (Redis-level suite, core end-to-end scenarios), Redis 6.2 (refused)"
-  REDIS_OPERATOR_TEST_SERVER=valkey-server cargo test --test redis_client -- --test-threads="$THREADS"
+  REDIS_OPERATOR_TEST_SERVER=valkey-server cargo test --test redis_client --test reconcile --test exporter \
+    -- --test-threads="$THREADS"
   REDIS_OPERATOR_TEST_SERVER=redis-server-6.2 cargo test --test redis_client the_server_reports_its_release
   REDIS_OPERATOR_E2E_IMAGE=valkey/valkey:9 cargo test --test e2e -- --test-threads="$THREADS" "${REAL[@]}" \
     "${CORE[@]}" live_config:: versions::the_suite_runs_the_server_its_image_names

@@ -6,6 +6,10 @@
 //! The exporter serves `/scrape?target=ADDRESS` to whoever reaches its port. It must export its own server's
 //! metrics, and never hand its credentials to another address.
 
+#[path = "shared/server_binary.rs"]
+mod server_binary;
+use server_binary::server_binary;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -213,7 +217,7 @@ fn start(ri: &RedisInstance) -> (Scene, String, String) {
     }
     let replication = &resolved.internal[auth::REPLICATION_USER];
     scene.children.push(
-        Command::new("redis-server")
+        Command::new(server_binary())
             .args(["--bind", &ip, "--port", &REDIS_PORT.to_string()])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--aclfile")
@@ -230,7 +234,7 @@ fn start(ri: &RedisInstance) -> (Scene, String, String) {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)"),
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server_binary())),
     );
     wait_listening(&format!("{ip}:{REDIS_PORT}"), "redis-server");
 

@@ -9,6 +9,8 @@
 //! `redis-server` per pod ([`servers`]), started as the pod template starts it, and play the kubelet.
 
 mod fake_api;
+#[path = "shared/server_binary.rs"]
+mod server_binary;
 #[path = "reconcile/servers.rs"]
 mod servers;
 

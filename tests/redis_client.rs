@@ -15,11 +15,9 @@ use redis_operator::redis::{RedisError, RedisNode, RoleReply, Timeouts};
 
 const HOST: &str = "127.0.0.1";
 
-/// The server under test: `REDIS_OPERATOR_TEST_SERVER` (a binary, e.g. `valkey-server` or `redis-server-6.2`
-/// from `devcluster/servers.sh`), else Debian's `redis-server`.
-fn server_binary() -> String {
-    std::env::var("REDIS_OPERATOR_TEST_SERVER").unwrap_or_else(|_| "redis-server".into())
-}
+#[path = "shared/server_binary.rs"]
+mod server_binary;
+use server_binary::server_binary;
 
 /// A `redis-server` on a free port in its own directory, killed (and its directory removed) on drop.
 struct Server {

@@ -6,7 +6,7 @@
 //! `FUNCTION KILL`), `CONFIG SET` of several directives at once. An image change is refused when the new
 //! servers could not load what the running ones write: a replica of an older format than its primary cannot
 //! load the primary's snapshot (Valkey 9 writes `VALKEY080`, which no Redis reads; Redis 7.2 writes RDB 11,
-//! which Redis 7.0 does not).
+//! which Redis 7.0 does not; Redis 7.4 writes RDB 12, which Valkey 9 does not).
 
 use std::fmt;
 
@@ -205,6 +205,15 @@ pub fn image_change_problem(running: &[ServerSoftware], image: &str) -> Option<S
              into a new instance instead"
         ));
     }
+    if newest.name == ServerName::Redis
+        && name == ServerName::Valkey
+        && newest.version.minor() >= (7, 4)
+    {
+        return Some(format!(
+            "image {image:?} is Valkey and the instance runs {newest}: Redis 7.4 and newer write snapshots (RDB \
+             12) Valkey does not load, so a replica on the new image could not copy the primary"
+        ));
+    }
     let (version, given) = version?;
     // A tag `7` floats over every 7.x: only the parts a tag gives are compared.
     let wanted = (version.0, if given >= 2 { version.1 } else { u32::MAX });
@@ -335,6 +344,13 @@ mod tests {
         use ServerName::*;
         let redis70 = [sw(Redis, 7, 0, 15), sw(Redis, 7, 0, 15)];
         assert_eq!(image_change_problem(&redis70, "valkey/valkey:9"), None);
+        // valkey-server 9.1.2 refuses RDB 12 ("Can't handle RDB format version 12"), which Redis 7.4 writes.
+        let why = image_change_problem(&[sw(Redis, 7, 4, 1)], "valkey/valkey:9").unwrap();
+        assert!(why.contains("RDB 12"), "{why}");
+        assert_eq!(
+            image_change_problem(&[sw(Redis, 7, 2, 4)], "valkey/valkey:9"),
+            None
+        );
         assert_eq!(image_change_problem(&redis70, "redis:7.2"), None);
         assert_eq!(image_change_problem(&redis70, "redis:7.0.2"), None);
         assert_eq!(image_change_problem(&redis70, "redis:latest"), None);

@@ -21,7 +21,9 @@ use futures::TryStreamExt;
 use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use redis_fsm::{seed_step, Endpoint, PodReplication, SeedStep, TopologyStatus};
+use redis_fsm::{
+    seed_step, Endpoint, PodReplication, SeedStep, ServerName, ServerSoftware, TopologyStatus,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -631,8 +633,8 @@ async fn seed(job: &Job, sent: &AtomicU64) -> Result<Seeded, Failure> {
     let software = node
         .info_server()
         .await
-        .map(|text| server_software(&text))
-        .map_err(|e| transient(format!("{} does not answer INFO: {e}", job.pod)))?;
+        .map_err(|e| transient(format!("{} does not answer INFO: {e}", job.pod)))
+        .and_then(|text| server_software(&text).map_err(transient))?;
     let object = job
         .bucket
         .get(&object_store::path::Path::from(job.key.as_str()))
@@ -860,65 +862,80 @@ fn local_address_towards(host: &str) -> std::io::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-/// The server's software (`redis` or `valkey`) and version, from `INFO server`.
-fn server_software(info: &str) -> (String, String) {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.trim_end().strip_prefix(name)?.strip_prefix(':'))
-            .map(str::to_string)
+/// The server's software and release, from `INFO server` (see [`ServerSoftware::from_info`]).
+fn server_software(info: &str) -> Result<ServerSoftware, String> {
+    let fields = crate::redis::info::InfoFields::parse(info);
+    ServerSoftware::from_info(|name| fields.get(name))
+        .ok_or_else(|| "INFO server names no release".to_string())
+}
+
+/// The newest Redis snapshot format (`REDIS00NN`) a server loads: Redis by release; Valkey loads Redis' formats up
+/// to RDB 11 (Redis 7.2), not Redis 7.4's RDB 12.
+fn newest_redis_format(software: &ServerSoftware) -> u32 {
+    match (software.name, software.version.minor()) {
+        (ServerName::Valkey, _) => 11,
+        (ServerName::Redis, (0..=6, _)) => 9,
+        (ServerName::Redis, (7, 0..=1)) => 10,
+        (ServerName::Redis, (7, 2..=3)) => 11,
+        (ServerName::Redis, _) => 12,
+    }
+}
+
+/// The newest Valkey snapshot format (`VALKEYNNN`, written since Valkey 9) a server loads: none for Redis or
+/// Valkey before 9.
+fn newest_valkey_format(software: &ServerSoftware) -> Option<u32> {
+    (software.name == ServerName::Valkey && software.version.0 >= 9).then_some(80)
+}
+
+/// Refuses a snapshot that is no RDB file, or whose format `software` does not load: a newer Redis format, or a
+/// Valkey format (`VALKEY080`) for Redis or a Valkey before 9.
+fn check_format(head: &[u8; 9], software: &ServerSoftware) -> Result<(), String> {
+    let number = |digits: &[u8]| std::str::from_utf8(digits).ok()?.parse::<u32>().ok();
+    let newer = |format: String, newest: String| {
+        format!(
+            "the snapshot's format ({format}) is newer than {software} loads ({newest} at most): restore into an \
+             instance whose image runs a server at least as new as the one backed up"
+        )
     };
-    match field("valkey_version") {
-        Some(version) => ("valkey".into(), version),
-        None => (
-            field("server_name").unwrap_or_else(|| "redis".into()),
-            field("redis_version").unwrap_or_default(),
-        ),
+    if let Some(format) = head.strip_prefix(b"REDIS").and_then(number) {
+        let newest = newest_redis_format(software);
+        return match format > newest {
+            true => Err(newer(format!("RDB {format}"), format!("RDB {newest}"))),
+            false => Ok(()),
+        };
     }
-}
-
-/// The newest snapshot format (RDB version) a Redis server of `version` loads; `None` when not known (Valkey:
-/// its own numbering; the server's load then decides).
-fn newest_rdb_format(software: &(String, String)) -> Option<u32> {
-    if software.0 != "redis" {
-        return None;
+    if let Some(format) = head.strip_prefix(b"VALKEY").and_then(number) {
+        return match newest_valkey_format(software) {
+            None => Err(format!(
+                "the snapshot was written by Valkey (format VALKEY{format:03}), which {software} does not load: \
+                 restore into an instance whose image runs Valkey 9 or newer"
+            )),
+            Some(newest) if format > newest => Err(newer(
+                format!("VALKEY{format:03}"),
+                format!("VALKEY{newest:03}"),
+            )),
+            Some(_) => Ok(()),
+        };
     }
-    let mut parts = software.1.split('.').map(|p| p.parse::<u32>().ok());
-    let (major, minor) = (parts.next()??, parts.next()??);
-    Some(match (major, minor) {
-        (0..=5, _) => 9,
-        (6, _) => 9,
-        (7, 0..=1) => 10,
-        (7, 2..=3) => 11,
-        _ => 12,
-    })
-}
-
-/// Refuses a snapshot that is no RDB file, or whose format is newer than `software` loads.
-fn check_format(head: &[u8; 9], software: &(String, String)) -> Result<(), String> {
-    let format = head
-        .strip_prefix(b"REDIS")
-        .and_then(|v| std::str::from_utf8(v).ok())
-        .and_then(|v| v.parse::<u32>().ok())
-        .ok_or_else(|| {
-            "the object is not an RDB snapshot (it does not start with REDIS and a format number)"
-                .to_string()
-        })?;
-    match newest_rdb_format(software) {
-        Some(newest) if format > newest => Err(format!(
-            "the snapshot's format (RDB {format}) is newer than {} {} loads (RDB {newest} at most): restore into \
-             an instance whose image runs a server at least as new as the one backed up",
-            software.0, software.1
-        )),
-        _ => Ok(()),
-    }
+    Err(
+        "the object is not an RDB snapshot (it does not start with REDIS or VALKEY and a format number)"
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn redis(version: &str) -> (String, String) {
-        ("redis".into(), version.into())
+    fn server(name: ServerName, version: &str) -> ServerSoftware {
+        ServerSoftware {
+            name,
+            version: redis_fsm::Version::parse(version).unwrap(),
+        }
+    }
+
+    fn redis(version: &str) -> ServerSoftware {
+        server(ServerName::Redis, version)
     }
 
     #[test]
@@ -933,20 +950,37 @@ mod tests {
         assert!(check_format(b"REDIS0010", &redis("6.2.14")).is_err());
         assert_eq!(check_format(b"REDIS0012", &redis("7.4.1")), Ok(()));
         assert!(check_format(b"ELF\x02\x01\x01\x00\x00\x00", &redis("7.0.15")).is_err());
-        // Valkey numbers its own formats: its load decides.
-        assert_eq!(
-            check_format(b"REDIS0080", &("valkey".into(), "9.0.0".into())),
-            Ok(())
+    }
+
+    #[test]
+    fn valkey_snapshots_go_only_to_valkey_9_and_valkey_loads_redis_formats_up_to_rdb_11() {
+        let valkey9 = server(ServerName::Valkey, "9.1.2");
+        let valkey8 = server(ServerName::Valkey, "8.1.0");
+        // What valkey-server 9.1.2 writes (SAVE on the real server).
+        assert_eq!(check_format(b"VALKEY080", &valkey9), Ok(()));
+        let refused = check_format(b"VALKEY080", &redis("7.4.1")).unwrap_err();
+        assert!(
+            refused.contains("written by Valkey (format VALKEY080)"),
+            "{refused}"
         );
+        assert!(check_format(b"VALKEY080", &valkey8).is_err());
+        assert!(check_format(b"VALKEY081", &valkey9).is_err());
+        assert_eq!(check_format(b"REDIS0010", &valkey9), Ok(()));
+        assert_eq!(check_format(b"REDIS0011", &valkey8), Ok(()));
+        assert!(check_format(b"REDIS0012", &valkey9).is_err());
     }
 
     #[test]
     fn the_server_software_is_read_from_info() {
-        let redis = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
-        assert_eq!(server_software(redis), ("redis".into(), "7.0.15".into()));
+        let redis_info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n";
+        assert_eq!(server_software(redis_info), Ok(redis("7.0.15")));
         let valkey =
             "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\nvalkey_version:9.0.1\r\n";
-        assert_eq!(server_software(valkey), ("valkey".into(), "9.0.1".into()));
+        assert_eq!(
+            server_software(valkey),
+            Ok(server(ServerName::Valkey, "9.0.1"))
+        );
+        assert!(server_software("# Server\r\n").is_err());
     }
 
     #[test]

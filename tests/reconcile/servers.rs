@@ -61,7 +61,7 @@ impl Server {
                 other => other.replace("$(POD_IP)", ip),
             })
             .collect();
-        let child = Command::new("redis-server")
+        let child = Command::new(crate::server_binary::server_binary())
             .args(&args)
             // The template's `dir /data`, here: the command line comes after the file.
             .arg("--dir")
@@ -69,7 +69,12 @@ impl Server {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}",
+                    crate::server_binary::server_binary()
+                )
+            });
         let mut server = Server { child, dir };
         let deadline = Instant::now() + DEADLINE;
         loop {
