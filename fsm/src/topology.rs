@@ -693,7 +693,9 @@ mod unsupported_tests {
             } => {
                 assert_eq!(reason.reason(), crate::Reason::UnsupportedServer);
                 assert!(
-                    reason.to_string().contains("pod c-1 runs redis 6.2.14"),
+                    reason
+                        .to_string()
+                        .contains("pod c-1: redis 6.2.14 is not supported"),
                     "{reason}"
                 );
             }

@@ -284,6 +284,10 @@ fn pod_spec(ri: &RedisInstance, volumes: Vec<Volume>) -> PodSpec {
                 ..Default::default()
             }]),
             resources: ri.spec.resources.clone(),
+            // A server that exits with an error leaves its last output in the container's termination message,
+            // which the status quotes (`PodsFailing`): Redis writes its reason for refusing a configuration or
+            // an ACL file to its log, not to the termination-message file.
+            termination_message_policy: Some("FallbackToLogsOnError".into()),
             readiness_probe: Some(Probe {
                 exec: Some(ExecAction {
                     command: Some(vec!["sh".into(), "-c".into(), ready]),

@@ -22,10 +22,12 @@ pub const BUSY_REPLY_THRESHOLD_KEY: &str = "lua-time-limit";
 /// The default busy-reply threshold, in milliseconds: below the operator's 2 s command bound.
 pub const BUSY_REPLY_THRESHOLD_MS: u64 = 1000;
 
-/// Directives whose arguments are secrets (passwords, ACL rules with `>password`).
-const SECRET_DIRECTIVES: [&str; 5] = [
+/// Directives whose arguments are secrets (passwords, ACL rules with `>password`), with Valkey's names.
+const SECRET_DIRECTIVES: [&str; 7] = [
     "masterauth",
     "masteruser",
+    "primaryauth",
+    "primaryuser",
     "requirepass",
     "user",
     "auth-pass",

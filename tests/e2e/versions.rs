@@ -151,3 +151,64 @@ async fn the_suite_runs_the_server_its_image_names() {
         .unwrap();
     assert_eq!(command, [format!("{}-server", family.as_str())]);
 }
+
+/// A server older than the matrix under a tag that tells nothing (`devcluster/images.sh` builds Redis 6.2.14 as
+/// `example.com/legacy/redis:stable`): with authentication off it starts, reports its release, and the instance
+/// stops with `UnsupportedServer` at first contact, no command sent (the pod stays parked, a replica of itself,
+/// never promoted); with authentication on it cannot even load the operator's ACL file and its pod fails
+/// (`PodsFailing`, with the server's own words). Changing the image to a supported one recovers both.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn a_server_older_than_the_matrix_is_refused_at_first_contact() {
+    let env = TestEnv::new("contact").await;
+    let legacy = "example.com/legacy/redis:stable";
+    let mut open = spec(1);
+    open.image = legacy.into();
+    open.auth.enabled = false;
+    env.create("open", open).await;
+    let mut closed = spec(1);
+    closed.image = legacy.into();
+    env.create("closed", closed).await;
+
+    let status = env
+        .wait_status("open", "refused at first contact", |s| {
+            s.status == Phase::Failed && s.reason == Reason::UnsupportedServer.as_str()
+        })
+        .await
+        .status
+        .unwrap();
+    assert!(
+        status
+            .last_condition_message
+            .contains("pod open-0: redis 6.2.14 is not supported"),
+        "{status:#?}"
+    );
+    assert_eq!(status.current_primary, None, "nothing was promoted");
+    let pod = env.pods().get("open-0").await.unwrap();
+    let role = crate::harness::redis_command(&crate::harness::pod_ip(&pod), &["ROLE"]).await;
+    assert!(role.contains("slave"), "still parked: {role:?}");
+
+    let closed = env
+        .wait_status("closed", "the pod fails", |s| {
+            s.status == Phase::Failed && s.reason == Reason::PodsFailing.as_str()
+        })
+        .await
+        .status
+        .unwrap();
+    // The server's own words, from its log (the container's termination message).
+    assert!(
+        closed.last_condition_message.contains("closed-0")
+            && closed.last_condition_message.contains("ACL"),
+        "{closed:#?}"
+    );
+
+    for name in ["open", "closed"] {
+        env.patch_spec(name, serde_json::json!({"image": "redis:7.2"}))
+            .await;
+    }
+    for name in ["open", "closed"] {
+        let ri = env.wait_running(name).await;
+        let server = &ri.status.unwrap().pods[0].server;
+        assert!(server.starts_with("redis 7."), "{name}: {server}");
+    }
+}

@@ -313,7 +313,7 @@ impl fmt::Display for StopReason {
             ),
             StopReason::UnsupportedServer { pod, why } => write!(
                 f,
-                "pod {pod} runs {why}; change spec.image to a supported release (the pods are then replaced)"
+                "pod {pod}: {why}; change spec.image to a supported release (the pods are then replaced)"
             ),
         }
     }
