@@ -56,6 +56,36 @@ pub enum Command {
         #[arg(long, env = "KUBE_CONTEXT")]
         context: Option<String>,
     },
+    /// One screen about an instance: phase and reason, the primary, each pod's role, link, lag and server, the
+    /// last backup, and the newest Events.
+    Status {
+        /// The RedisInstance.
+        name: String,
+        /// Namespace of the instance (default: the kubeconfig context's namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
+    /// Print a `redis-cli` command that connects to an instance (the password in `REDISCLI_AUTH`), or its URI,
+    /// from the `NAME-connection` Secret; the host is the `NAME` Service's DNS name (from inside the cluster).
+    Connect {
+        /// The RedisInstance.
+        name: String,
+        /// The read-only replicas (`NAME-replicas`) instead of the primary.
+        #[arg(long)]
+        read: bool,
+        /// Print the URI instead of a command.
+        #[arg(long)]
+        uri: bool,
+        /// Namespace of the instance (default: the kubeconfig context's namespace).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
     /// Take a base backup of an instance now: creates a `RedisBackup` (named `NAME-<UTC time>` unless
     /// `--backup-name` is given) and prints its name; the instance's `spec.backup` says where it goes.
     Backup {
@@ -376,6 +406,54 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 "switchover of {namespace}/{name} to {to} requested; watch `kubectl get redisinstance {name} -n \
                  {namespace}` (phase Updating, reason Switchover) and its Events"
             );
+            Ok(())
+        }
+        Command::Status {
+            name,
+            namespace,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let instances: kube::Api<crate::api::RedisInstance> =
+                kube::Api::namespaced(client.clone(), &namespace);
+            let ri = instances.get(&name).await?;
+            let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+                kube::Api::namespaced(client, &namespace);
+            let params = kube::api::ListParams::default().fields(&format!(
+                "regarding.kind=RedisInstance,regarding.name={name}"
+            ));
+            let events = events.list(&params).await?.items;
+            print!("{}", crate::plugin::status_report(&ri, &events));
+            Ok(())
+        }
+        Command::Connect {
+            name,
+            read,
+            uri,
+            namespace,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+            let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+                kube::Api::namespaced(client, &namespace);
+            let secret_name = crate::names::connection_secret_name(&name);
+            let secret = secrets.get_opt(&secret_name).await?.ok_or_else(|| {
+                format!(
+                    "Secret {namespace}/{secret_name} does not exist (yet): the operator writes it once the \
+                     instance {name} serves with its password in force"
+                )
+            })?;
+            let entries = secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect();
+            let line = crate::plugin::connect_command(&entries, read, uri)
+                .ok_or_else(|| format!("Secret {namespace}/{secret_name} lacks host or port"))?;
+            println!("{line}");
             Ok(())
         }
         Command::Backup {

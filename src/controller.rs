@@ -194,6 +194,7 @@ pub async fn run(
         settings,
         leadership,
     ));
+    metrics.set_leader(true);
     let readiness = stores.clone();
     tokio::spawn(async move {
         if readiness.wait_ready().await.is_ok() {
@@ -300,6 +301,7 @@ pub async fn run(
         })
         .await;
     let _ = backups.await;
+    metrics.set_leader(false);
     info!("controller stopped");
 }
 

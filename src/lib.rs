@@ -22,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod names;
 pub mod observe;
+pub mod plugin;
 pub mod reconciler;
 pub mod redis;
 pub mod runtime;

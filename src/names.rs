@@ -108,6 +108,12 @@ pub fn users_secret_name(instance: &str) -> String {
     format!("{instance}-acl")
 }
 
+/// The Secret apps bind to: host, port, credentials and URIs of the primary and the read Service
+/// (`NAME-connection`, see [`crate::desired::connection`]).
+pub fn connection_secret_name(instance: &str) -> String {
+    format!("{instance}-connection")
+}
+
 /// The pod of the instance's StatefulSet with this ordinal.
 pub fn pod_name(instance: &str, ordinal: impl std::fmt::Display) -> String {
     format!("{instance}-{ordinal}")

@@ -29,6 +29,7 @@ pub fn next_status(
         observed_generation: Some(generation),
         replicas: rollout.map_or(0, |r| r.replicas),
         ready_replicas: rollout.map_or(0, |r| r.ready_replicas),
+        selector: previous.map(|s| s.selector.clone()).unwrap_or_default(),
         updated_replicas: rollout.map_or(0, |r| r.updated_replicas),
         conditions: conditions(previous_conditions, decision, generation, now),
         history,

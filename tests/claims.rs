@@ -633,6 +633,7 @@ fn the_docs_name_the_operators_own_names() {
         names::replicas_budget_name("NAME"),
         names::generated_secret_name("NAME"),
         names::users_secret_name("NAME"),
+        names::connection_secret_name("NAME"),
     ]
     .into_iter()
     .collect();

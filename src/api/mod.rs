@@ -45,7 +45,15 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
     kind = "RedisInstance",
     plural = "redisinstances",
     shortname = "ri",
+    shortname = "redis",
+    category = "all",
+    category = "redis",
     namespaced,
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
     status = "RedisInstanceStatus",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.status","description":"Current phase of the instance"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready","description":"Whether every replica is ready and the spec is fully rolled out"}"#,

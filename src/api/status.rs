@@ -34,6 +34,10 @@ pub struct RedisInstanceStatus {
     #[schemars(range(min = 0, max = i32::MAX))]
     pub ready_replicas: i32,
 
+    /// The pods' label selector, for the scale subresource (`kubectl scale`, a HorizontalPodAutoscaler).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
+
     /// Redis pods running the current spec.
     #[schemars(range(min = 0, max = i32::MAX))]
     pub updated_replicas: i32,

@@ -158,6 +158,9 @@ pub struct ApplicationPasswords {
     pub hashes: Vec<String>,
     /// Whether `previousPassword` is still accepted.
     pub previous: bool,
+    /// The current password (`password`, or the key `spec.auth.secretRef` names), for `NAME-connection`; never
+    /// shown by `Debug`.
+    pub current: Vec<u8>,
 }
 
 impl fmt::Debug for ApplicationPasswords {
@@ -269,6 +272,7 @@ pub fn resolve(
             version,
             hashes,
             previous: previous.is_some(),
+            current: current.clone(),
         }),
         internal,
         create_application_secret: create,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod budget;
 pub mod children;
+pub mod connection;
 pub mod container;
 pub mod exporter;
 pub mod live_directives;

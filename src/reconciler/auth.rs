@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use redis_fsm::{Reason, SpecProblem};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::context::{hash_pods, Snapshot, Verified};
 use super::{apply_unless_held, controlled_by, event, Context};
@@ -280,7 +280,38 @@ pub(super) async fn converge_pass(
             }
         }
     }
+    if let Err(error) = apply_connection(ri, ctx, app).await {
+        // Retried at the next pass (the auth pass runs on every reconcile).
+        warn!(%error, "NAME-connection not applied");
+    }
     status
+}
+
+/// `NAME-connection` with the password in force on every pod (this pass reaches here only then), applied when its
+/// cached content differs (see [`crate::desired::connection`]).
+async fn apply_connection(
+    ri: &RedisInstance,
+    ctx: &Context,
+    app: Option<&auth::ApplicationPasswords>,
+) -> Result<()> {
+    let namespace = ri.namespace().unwrap_or_default();
+    let name = crate::names::connection_secret_name(&ri.name_any());
+    let live = ctx
+        .secrets
+        .get(&namespace, &name, Keys::All)
+        .await
+        .inspect_err(|e| ctx.metrics.record_api_error("get", e))?;
+    if let Some(foreign) = live.as_deref().filter(|s| !controlled_by(*s, ri)) {
+        // Someone else's Secret in its place: left untouched, never overwritten.
+        debug!(secret = %foreign.name_any(), "NAME-connection belongs to someone else");
+        return Ok(());
+    }
+    let owner = ri
+        .controller_owner_ref(&())
+        .expect("instances read from the API have a name and uid");
+    let desired = crate::desired::connection::secret(ri, &owner, app.map(|a| a.current.as_slice()));
+    apply_unless_held(ctx, &namespace, &desired, live.as_deref()).await?;
+    Ok(())
 }
 
 /// What the pass depends on: the plan and the pods (see [`hash_pods`]).

@@ -58,6 +58,12 @@ pub(super) async fn publish_status(
         observation.statefulset.as_ref(),
         &now,
     );
+    // The scale subresource's label selector (`kubectl scale`, autoscalers): the pods' selector labels.
+    status.selector = crate::desired::metadata::selector_labels(&ri.name_any())
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
     if let Some(pass) = topology {
         topology::record_topology(&mut status, &pass.status);
         if let Some(restored) = &pass.restored {

@@ -62,6 +62,7 @@ pub const EXPORTED: &[&str] = &[
     "redis_operator_redis_commands_total",
     "redis_operator_redis_read_bytes_total",
     "redis_operator_redis_idle_connections",
+    "redis_operator_leader",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +84,7 @@ pub struct Metrics {
     switchovers: Family<InstanceLabels, Counter>,
     backup_overdue: Family<InstanceLabels, Gauge>,
     archive_caught_up: Family<InstanceLabels, Gauge>,
+    leader: Gauge,
     /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
     known: Mutex<BTreeSet<(String, String)>>,
 }
@@ -152,6 +154,13 @@ impl Default for Metrics {
              archiver had received (no series without an archiver running in this process)",
             archive_caught_up.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process runs the controllers (it holds the lease, or leader election is off), else 0 \
+             (a standby)",
+            leader.clone(),
+        );
         registry.register(
             "redis_connections_opened",
             "Connections the operator opened to Redis servers (kept connections taken again are not counted)",
@@ -184,6 +193,7 @@ impl Default for Metrics {
             switchovers,
             backup_overdue,
             archive_caught_up,
+            leader,
             known: Mutex::default(),
         }
     }
@@ -208,6 +218,11 @@ impl Metrics {
             histogram: &self.reconcile_duration,
             start: Instant::now(),
         }
+    }
+
+    /// Whether this process runs the controllers now (`redis_operator_leader`).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Counts a finished reconcile.

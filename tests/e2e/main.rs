@@ -9,6 +9,7 @@ mod exclusive;
 mod harness;
 mod hostile;
 mod knobs;
+mod kubectl;
 mod live_config;
 mod network_policy;
 mod real_node;

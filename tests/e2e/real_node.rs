@@ -560,3 +560,135 @@ async fn the_network_policy_admits_the_namespace_and_refuses_other_namespaces() 
         "the exporter's port admits nobody unnamed: {scraped}"
     );
 }
+
+/// The connection value an app pod reads from `NAME-connection` (mounted at `/etc/app`), and the counter it
+/// increments through the `NAME` Service with the `uri` it finds there, read on the primary.
+async fn app_counter(env: &TestEnv) -> i64 {
+    let status = env.instances().get("cache").await.unwrap().status.unwrap();
+    let primary = env
+        .pods()
+        .get(status.current_primary.as_deref().unwrap())
+        .await
+        .unwrap();
+    let reply = redis_command(&pod_ip(&primary), &["GET", "app:counter"]).await;
+    reply
+        .lines()
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the app has counted `more` further increments (through the Service, whatever pod is primary).
+async fn app_counts(env: &TestEnv, more: i64, what: &str) {
+    let start = app_counter(env).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    while app_counter(env).await < start + more {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the app stopped counting {what} (at {})",
+            app_counter(env).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An app that knows only `NAME-connection` (mounted, its `uri` read before every command: host by Service DNS
+/// name, credentials, scheme) connects, goes on across a password rotation (the Secret follows once the new
+/// password is in force everywhere; the kubelet refreshes the mounted file) and across a failover.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn an_app_bound_to_the_connection_secret_survives_a_rotation_and_a_failover() {
+    require_real_node();
+    let env = TestEnv::new("binding").await;
+    crate::security::put_secret(&env, "app-creds", &[("password", "first-password-1")]).await;
+    let mut s = spec(2);
+    s.replication.failover_delay_seconds = 2;
+    s.auth.secret_ref = Some(redis_operator::api::SecretKeyRef {
+        name: "app-creds".into(),
+        key: "password".into(),
+    });
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let entry = |secret: &k8s_openapi::api::core::v1::Secret, key: &str| {
+        String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    };
+    let binding = await_condition(
+        secrets.clone(),
+        "cache-connection",
+        |s: Option<&k8s_openapi::api::core::v1::Secret>| s.is_some(),
+    );
+    let binding = tokio::time::timeout(Duration::from_secs(60), binding)
+        .await
+        .expect("NAME-connection is created")
+        .unwrap()
+        .unwrap();
+    assert_eq!(binding.type_.as_deref(), Some("servicebinding.io/redis"));
+    assert_eq!(entry(&binding, "type"), "redis");
+    assert_eq!(entry(&binding, "host"), format!("cache.{}.svc", env.ns));
+    assert_eq!(entry(&binding, "password"), "first-password-1");
+    assert_eq!(
+        entry(&binding, "uri"),
+        format!("redis://default:first-password-1@cache.{}.svc:6379", env.ns)
+    );
+
+    let script = "while true; do timeout 3 redis-cli -u \"$(cat /etc/app/uri)\" --no-auth-warning \
+                  INCR app:counter; sleep 0.1; done";
+    let mut app = one_off_pod("app", script, Some("cache-connection"));
+    app.spec.as_mut().unwrap().restart_policy = Some("Always".into());
+    env.pods()
+        .create(&PostParams::default(), &app)
+        .await
+        .expect("the app pod is created");
+    app_counts(&env, 20, "at first").await;
+
+    // Rotation: the new password, the old one still accepted; the binding follows once it is in force.
+    let rotated = crate::security::put_secret(
+        &env,
+        "app-creds",
+        &[
+            ("password", "second-password-2"),
+            ("previousPassword", "first-password-1"),
+        ],
+    )
+    .await;
+    crate::security::wait_applied(&env, &rotated.resource_version().unwrap()).await;
+    let follows = await_condition(
+        secrets.clone(),
+        "cache-connection",
+        |s: Option<&k8s_openapi::api::core::v1::Secret>| {
+            s.and_then(|s| s.data.as_ref()?.get("password").cloned())
+                .is_some_and(|p| p.0 == b"second-password-2")
+        },
+    );
+    tokio::time::timeout(Duration::from_secs(60), follows)
+        .await
+        .expect("NAME-connection carries the new password")
+        .unwrap();
+    // The kubelet refreshes the mounted file; then the old password is withdrawn and the app goes on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    loop {
+        let (_, uri) = exec(&env, "app", "app", "cat /etc/app/uri");
+        if uri.contains("second-password-2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mounted binding never changed: {uri}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let withdrawn =
+        crate::security::put_secret(&env, "app-creds", &[("password", "second-password-2")]).await;
+    crate::security::wait_applied(&env, &withdrawn.resource_version().unwrap()).await;
+    app_counts(&env, 20, "after the rotation").await;
+
+    // A failover: the Service moves to the new primary and the app, by DNS name, follows.
+    let old = kill_primary_server(&env).await;
+    env.wait_status("cache", "failed over", move |s| {
+        s.current_primary.as_ref().is_some_and(|p| *p != old)
+    })
+    .await;
+    app_counts(&env, 20, "after the failover").await;
+}

@@ -29,7 +29,7 @@ fn secrets(env: &TestEnv) -> Api<Secret> {
     Api::namespaced(env.client.clone(), &env.ns)
 }
 
-async fn put_secret(env: &TestEnv, name: &str, data: &[(&str, &str)]) -> Secret {
+pub(crate) async fn put_secret(env: &TestEnv, name: &str, data: &[(&str, &str)]) -> Secret {
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.into()),
@@ -218,7 +218,7 @@ async fn resyncs(ip: &str, login: (&str, &str)) -> (String, String) {
     )
 }
 
-async fn wait_applied(env: &TestEnv, version: &str) {
+pub(crate) async fn wait_applied(env: &TestEnv, version: &str) {
     let version = version.to_string();
     env.wait_status("cache", "the new passwords in force", move |s| {
         s.auth

@@ -174,6 +174,14 @@ fn deployment_is_highly_available_probed_and_locked_down() {
     let service = find(&docs, "Service", "redis-operator-metrics").expect("a metrics Service");
     assert_eq!(service["spec"]["ports"][0]["targetPort"], "http-metrics");
     assert_eq!(container["ports"][0]["name"], "http-metrics");
+    // A drain evicts one replica at a time: the other keeps leading or takes over.
+    let budget = find(&docs, "PodDisruptionBudget", "redis-operator").expect("a budget");
+    assert_eq!(budget["metadata"]["namespace"], "redis-operator");
+    assert_eq!(budget["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        budget["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
+    );
 }
 
 #[test]
@@ -745,6 +753,12 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
         "the standby reconciled"
     );
     assert!(!log_of(&standby).contains("acquired the lease"));
+    // What the operator-health alerts read: 1 in the process that leads, 0 in the standby.
+    assert_eq!(
+        env.operator.metric("redis_operator_leader").await,
+        Some(1.0)
+    );
+    assert_eq!(standby.metric("redis_operator_leader").await, Some(0.0));
 
     // SIGKILL the leader (the harness kills on drop) and change the instance while nobody leads.
     let killed_at = Instant::now();
@@ -759,6 +773,10 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
     eprintln!("takeover after SIGKILL: {:?}", killed_at.elapsed());
     let ri = env.wait_running("cache").await;
     assert_eq!(ri.status.unwrap().ready_replicas, 2);
+    wait_for("op-b reports leading", WAIT, || async {
+        (env.operator.metric("redis_operator_leader").await == Some(1.0)).then_some(())
+    })
+    .await;
 
     // SIGTERM releases the lease: the next standby takes over well before the lease would expire.
     let next = start(&env.ns, "op-c");
