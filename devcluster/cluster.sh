@@ -221,6 +221,22 @@ install_control_plane() {
   done
 }
 
+# helm, for the install suite's Helm install and the chart's lint and rendering checks: built once from Go modules
+# (Debian has none) into the cache, copied next to kubectl.
+HELM_VERSION=v4.3.2
+install_helm() {
+  local cache=$CACHE_ROOT/helm-$HELM_VERSION
+  if [ ! -x "$cache/helm" ]; then
+    log "building helm $HELM_VERSION from Go modules"
+    mkdir -p "$cache"
+    GOBIN=$cache GOFLAGS=-mod=mod go install "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" >&2 ||
+      die "cannot build helm $HELM_VERSION"
+  fi
+  if ! cmp -s "$cache/helm" "$DIR/bin/helm"; then
+    cp "$cache/helm" "$DIR/bin/helm.tmp" && mv "$DIR/bin/helm.tmp" "$DIR/bin/helm"
+  fi
+}
+
 build_agent() {
   local binary=${CARGO_TARGET_DIR:-$REPO/target}/debug/node-agent
   if [ ! -x "$binary" ] || [ -n "$(find "$REPO/devcluster/node-agent" "$REPO/Cargo.lock" -newer "$binary" -type f 2>/dev/null | head -n 1)" ]; then
@@ -546,6 +562,7 @@ cmd_up() {
     stop kube-apiserver 5
   fi
   install_control_plane
+  install_helm
   local bin=$DIR/bin
   build_agent
   if [ "$NODE_MODE" = real ]; then install_crictl; install_kube_router; fi

@@ -30,6 +30,7 @@
 #   tags             every tag the images carry
 # Env: DEVCLUSTER_CACHE [/var/cache/redis-operator-devcluster]
 #      DEVCLUSTER_OPERATOR_BINARY  the operator binary for the redis-operator image [target/release, else debug]
+#      DEVCLUSTER_OPERATOR_TAG     the redis-operator image's tag [redis-operator:dev]
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -48,7 +49,7 @@ EXPORTER_TAGS=(oliver006/redis_exporter:v1.62.0 example.com/redis_exporter:1)
 PAUSE_TAG=devcluster.local/pause:1
 COREDNS_VERSION=v1.14.7
 COREDNS_TAG=devcluster.local/coredns:$COREDNS_VERSION
-OPERATOR_TAG=redis-operator:dev
+OPERATOR_TAG=${DEVCLUSTER_OPERATOR_TAG:-redis-operator:dev}
 COREDNS_BIN=$CACHE_ROOT/coredns-$COREDNS_VERSION/coredns
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -745,3 +745,36 @@ fn the_numbers_in_the_prose_are_the_codes() {
         missing.join("\n")
     );
 }
+
+/// One version everywhere (`scripts/release.sh VERSION` sets them together): the crate, the chart's version and
+/// appVersion (the image tag the chart defaults to), and the kustomize install's image tag.
+#[test]
+fn the_crate_the_chart_and_the_install_carry_one_version() {
+    let read = |path: &str| {
+        std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    let chart: serde_yaml::Value =
+        serde_yaml::from_str(&read("deploy/helm/redis-operator/Chart.yaml")).unwrap();
+    assert_eq!(
+        chart["version"].as_str(),
+        Some(version),
+        "Chart.yaml version"
+    );
+    assert_eq!(
+        chart["appVersion"].as_str(),
+        Some(version),
+        "Chart.yaml appVersion"
+    );
+    let kustomization: serde_yaml::Value =
+        serde_yaml::from_str(&read("deploy/base/kustomization.yaml")).unwrap();
+    assert_eq!(
+        kustomization["images"][0]["newTag"].as_str(),
+        Some(version),
+        "deploy/base image tag"
+    );
+    assert!(
+        read("CHANGELOG.md").contains(&format!("## {version}")),
+        "CHANGELOG.md has no section {version}"
+    );
+}

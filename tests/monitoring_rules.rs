@@ -1,7 +1,8 @@
 //! The PrometheusRule in `deploy/monitoring/rules` is valid: it parses, every rule is a named alert with a
 //! severity, a summary and a runbook line that the user guide has, and every expression names only metrics the
 //! operator (`redis_operator::runtime::metrics::EXPORTED`) or redis_exporter (`tests/data/redis-exporter-metrics.txt`,
-//! from a real scrape) export.
+//! from a real scrape) export. The Grafana dashboard in `deploy/monitoring/dashboards` likewise: every panel's query
+//! names only exported metrics (histogram series by their family's `_bucket`).
 
 use std::collections::BTreeSet;
 
@@ -12,6 +13,10 @@ const RULES: &str = concat!(
 const EXPORTER_METRICS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/data/redis-exporter-metrics.txt"
+);
+const DASHBOARD: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/deploy/monitoring/dashboards/redis-operator.json"
 );
 const USER_GUIDE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/user-guide.md");
 
@@ -198,5 +203,52 @@ fn every_alert_is_well_formed_and_names_only_exported_metrics() {
         "RedisRejectedConnections",
     ] {
         assert!(alerts.contains(wanted), "missing {wanted}");
+    }
+}
+
+#[test]
+fn every_dashboard_query_names_only_exported_metrics() {
+    let text = std::fs::read_to_string(DASHBOARD).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "redis-operator");
+    // A histogram family is exported by its name and queried by its series.
+    let known: BTreeSet<String> = known_metrics()
+        .into_iter()
+        .flat_map(|m| {
+            [
+                format!("{m}_bucket"),
+                format!("{m}_count"),
+                format!("{m}_sum"),
+                m,
+            ]
+        })
+        .collect();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 10, "{} panels", panels.len());
+    let mut queried = BTreeSet::new();
+    for panel in panels {
+        let title = panel["title"].as_str().expect("a title");
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: no query");
+        for target in targets {
+            let expr = target["expr"].as_str().expect("an expression");
+            let names = metric_names(expr);
+            assert!(!names.is_empty(), "{title}: names no metric: {expr}");
+            for name in names {
+                assert!(
+                    known.contains(&name),
+                    "{title}: {name} is exported by neither the operator nor redis_exporter"
+                );
+                queried.insert(name);
+            }
+        }
+    }
+    // The operator's health and the instances' phases are on it.
+    for wanted in [
+        "redis_operator_leader",
+        "redis_operator_instance_phase",
+        "redis_up",
+    ] {
+        assert!(queried.contains(wanted), "the dashboard shows no {wanted}");
     }
 }

@@ -22,6 +22,7 @@ use redis_operator::api::RedisInstance;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+mod helm;
 mod restricted;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
