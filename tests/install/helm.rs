@@ -278,3 +278,51 @@ async fn the_operator_installed_with_helm_runs_an_instance_and_uninstalling_keep
         None,
     );
 }
+
+/// The GitHub-style anchors of a Markdown page's headings.
+fn anchors(page: &str) -> Vec<String> {
+    page.lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .map(|h| h.trim_start_matches('#').trim().to_lowercase())
+        .map(|h| {
+            h.chars()
+                .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-')
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn with_a_docs_address_every_alert_links_its_runbook_section() {
+    let base = "https://docs.example.com/redis-operator/user-guide.md";
+    let rendered = template(&[
+        "prometheusRule.enabled=true",
+        &format!("prometheusRule.runbookBaseURL={base}"),
+    ]);
+    let guide = std::fs::read_to_string(format!("{REPO}/docs/user-guide.md")).unwrap();
+    let anchors = anchors(&guide);
+    let rule = find(&rendered, "PrometheusRule", "redis-instances").unwrap();
+    let mut linked = 0;
+    for group in rule["spec"]["groups"].as_sequence().unwrap() {
+        for alert in group["rules"].as_sequence().unwrap() {
+            let name = alert["alert"].as_str().unwrap();
+            let url = alert["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: no runbook_url"));
+            let anchor = url
+                .strip_prefix(&format!("{base}#"))
+                .unwrap_or_else(|| panic!("{name}: {url}"));
+            assert!(
+                anchors.iter().any(|a| a == anchor),
+                "{name}: no section #{anchor} in the user guide"
+            );
+            linked += 1;
+        }
+    }
+    assert!(linked >= 10, "{linked} alerts");
+    // Without the address: no runbook_url at all.
+    let plain = template(&["prometheusRule.enabled=true"]);
+    let rule = find(&plain, "PrometheusRule", "redis-instances").unwrap();
+    assert!(!serde_yaml::to_string(rule).unwrap().contains("runbook_url"));
+}
