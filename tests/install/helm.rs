@@ -4,8 +4,6 @@
 
 use std::process::Command;
 
-use kube::api::PostParams;
-use kube::runtime::wait::await_condition;
 use kube::Api;
 use redis_operator::api::RedisInstance;
 use serde_yaml::Value;
@@ -231,28 +229,8 @@ async fn the_operator_installed_with_helm_runs_an_instance_and_uninstalling_keep
         ]),
         None,
     );
+    let primary = super::smoke(&client, &ns).await;
     let instances: Api<RedisInstance> = Api::namespaced(client.clone(), &ns);
-    instances
-        .create(
-            &PostParams::default(),
-            &RedisInstance::new("cache", spec(2)),
-        )
-        .await
-        .unwrap();
-    let converged = |ri: Option<&RedisInstance>| {
-        ri.and_then(|r| r.status.as_ref()).is_some_and(|s| {
-            s.status == redis_fsm::Phase::Running
-                && s.ready_replicas == 2
-                && s.pods.iter().filter(|p| p.link == "up").count() == 1
-        })
-    };
-    let running = await_condition(instances.clone(), "cache", converged);
-    let ri = tokio::time::timeout(WAIT, running)
-        .await
-        .expect("Running under the Helm-installed operator")
-        .unwrap()
-        .unwrap();
-    let primary = ri.status.unwrap().current_primary.unwrap();
 
     // Uninstalled: the operator goes, the instance stays and serves.
     run_ok(

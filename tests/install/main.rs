@@ -805,6 +805,47 @@ async fn one_leader_at_a_time_and_a_standby_takes_over() {
 }
 
 /// Deletes the in-cluster operator's Deployment when dropped, so that it reconciles nothing after its test.
+/// The smoke scenario of an operator installed in the cluster (by kustomize or by Helm), watching `ns`: a 2-pod
+/// instance `cache` with authentication on reaches Running with its replica linked; returns its primary.
+pub(crate) async fn smoke(client: &Client, ns: &str) -> String {
+    let instances: Api<RedisInstance> = Api::namespaced(client.clone(), ns);
+    instances
+        .create(
+            &PostParams::default(),
+            &RedisInstance::new("cache", spec(2)),
+        )
+        .await
+        .unwrap();
+    let converged = |ri: Option<&RedisInstance>| {
+        ri.and_then(|r| r.status.as_ref()).is_some_and(|s| {
+            s.status == redis_fsm::Phase::Running
+                && s.ready_replicas == 2
+                && s.current_primary.is_some()
+                && s.pods.iter().filter(|p| p.link == "up").count() == 1
+        })
+    };
+    let ri = tokio::time::timeout(WAIT, await_condition(instances, "cache", converged))
+        .await
+        .expect("the in-cluster operator brings the instance to Running")
+        .unwrap()
+        .unwrap();
+    let primary = ri.status.unwrap().current_primary.unwrap();
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), ns);
+    let ip = pod_ip(&pods.get(&primary).await.unwrap());
+    assert!(
+        redis_command_as(&ip, None, &["PING"])
+            .await
+            .starts_with("-NOAUTH"),
+        "authentication is on"
+    );
+    let info_replication = redis_command(&ip, &["INFO", "replication"]).await;
+    assert!(
+        info_replication.contains("connected_slaves:1"),
+        "{info_replication}"
+    );
+    primary
+}
+
 struct InClusterOperator;
 
 impl Drop for InClusterOperator {
@@ -914,15 +955,9 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
     })
     .await;
 
-    // An instance driven only by the in-cluster operator: replication and authentication on.
+    // The smoke scenario both installs run (see `smoke`), then more.
+    smoke(&client, &ns).await;
     let instances: Api<RedisInstance> = Api::namespaced(client.clone(), &ns);
-    instances
-        .create(
-            &PostParams::default(),
-            &RedisInstance::new("cache", spec(2)),
-        )
-        .await
-        .unwrap();
     let running_with = |replicas: i32| {
         move |ri: Option<&RedisInstance>| {
             ri.and_then(|r| r.status.as_ref()).is_some_and(|s| {
@@ -932,41 +967,7 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
             })
         }
     };
-    tokio::time::timeout(
-        WAIT,
-        await_condition(instances.clone(), "cache", running_with(2)),
-    )
-    .await
-    .expect("the in-cluster operator brings the instance to Running")
-    .unwrap();
     let redis_pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
-    let primary = instances
-        .get("cache")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .current_primary
-        .unwrap();
-    let ip = redis_pods
-        .get(&primary)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .pod_ip
-        .unwrap();
-    assert!(
-        redis_command_as(&ip, None, &["PING"])
-            .await
-            .starts_with("-NOAUTH"),
-        "authentication is on"
-    );
-    let info_replication = redis_command(&ip, &["INFO", "replication"]).await;
-    assert!(
-        info_replication.contains("connected_slaves:1"),
-        "{info_replication}"
-    );
 
     // The leader's pod goes: the standby takes over within the lease duration (15 s) and a few seconds.
     let deleted_at = Instant::now();
