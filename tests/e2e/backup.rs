@@ -1055,3 +1055,88 @@ async fn an_endpoint_signed_by_a_private_ca_is_trusted_through_ca_secret() {
         .unwrap();
     assert_eq!(Some(stored.size as i64), trusted.size);
 }
+
+/// A Valkey instance's backup (Valkey 9 writes `VALKEY080` snapshots): restored into a new Valkey instance with
+/// every confirmed write; restoring it into a Redis image, whose server cannot load that format, is refused before
+/// anything is sent (`RestoreFailed`), the pod left empty.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
+async fn a_valkey_backup_restores_into_valkey_and_is_refused_by_redis() {
+    let Some((env, target, _)) = with_bucket("valkeybackup", None).await else {
+        return;
+    };
+    let mut s = spec(2);
+    s.image = "valkey/valkey:9".into();
+    s.backup = Some(target.clone());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    wait_converged(&env, "cache", 2).await;
+    let writer = Writer::start(env.pods());
+    wait_writes(&writer, 200).await;
+    let (confirmed, _) = writer.finish().await;
+    let base = take_backup(&env, "base", "cache").await;
+    assert_eq!(base.phase, "Completed", "{base:?}");
+    let from = Some(BootstrapSpec {
+        from_backup: Some(FromBackup {
+            name: "base".into(),
+        }),
+        from_archive: None,
+    });
+
+    let mut redis_copy = spec(1);
+    redis_copy.image = "redis:7.2".into();
+    redis_copy.backup = Some(target.clone());
+    redis_copy.bootstrap = from.clone();
+    env.create("tored", redis_copy).await;
+    let refused = env
+        .wait_status("tored", "Failed/RestoreFailed", |s| {
+            s.reason == "RestoreFailed"
+        })
+        .await
+        .status
+        .unwrap();
+    assert!(
+        refused
+            .last_condition_message
+            .contains("written by Valkey (format VALKEY080)"),
+        "{}",
+        refused.last_condition_message
+    );
+    let pod = env.pods().get("tored-0").await.unwrap();
+    assert_eq!(redis_command(&pod_ip(&pod), &["DBSIZE"]).await, ":0\r\n");
+
+    let mut valkey_copy = spec(2);
+    valkey_copy.image = "valkey/valkey:9".into();
+    valkey_copy.backup = Some(target);
+    valkey_copy.bootstrap = from;
+    env.create("tovalkey", valkey_copy).await;
+    let status = wait_converged(&env, "tovalkey", 2).await;
+    assert_eq!(
+        status.restore.as_ref().map(|r| r.backup.as_str()),
+        Some("base"),
+        "{status:#?}"
+    );
+    let primary = env
+        .pods()
+        .get(status.current_primary.as_deref().unwrap())
+        .await
+        .unwrap();
+    let ip = pod_ip(&primary);
+    let password = password_for(&ip).await.expect("tovalkey-auth");
+    let mut copy = redis::Client::open(format!("redis://:{password}@{ip}:6379"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = confirmed.iter().map(|n| format!("k{n}")).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut copy)
+        .await
+        .unwrap();
+    let expected: Vec<Option<String>> = confirmed.iter().map(|n| Some(n.to_string())).collect();
+    assert_eq!(
+        values, expected,
+        "every confirmed write is in the Valkey copy"
+    );
+}
