@@ -192,8 +192,8 @@ pub fn image_problem(image: &str) -> Option<String> {
 
 /// Why a running instance whose servers are `running` may not move to `image`: replicas of the new image
 /// would have to load snapshots from a primary of the old one (or the reverse, mid-rollout) that they cannot
-/// read. Valkey to Redis is refused (no Redis loads a Valkey 9 snapshot, `VALKEY080`; an older Valkey is not told apart by tag alone), as is a lower Redis
-/// or Valkey release (older releases refuse newer RDB formats). A tag without a release number cannot be
+/// read. Valkey to Redis is refused (no Redis loads a Valkey 9 snapshot, `VALKEY080`; an older Valkey is not
+/// told apart by tag alone), as is a lower Redis or Valkey release (older releases refuse newer RDB formats). A tag without a release number cannot be
 /// judged and is let through; the servers report their release once they run.
 pub fn image_change_problem(running: &[ServerSoftware], image: &str) -> Option<String> {
     let newest = running.iter().max_by_key(|s| (s.name, s.version))?;
