@@ -219,18 +219,22 @@ pub fn real_node() -> bool {
 /// (devcluster/images.sh; the archive is cached, an unchanged image is not imported again).
 #[allow(dead_code)] // the install suite's in-cluster test uses it
 pub fn import_operator_image() {
-    let socket = std::fs::read_to_string(devcluster_dir().join("containerd-socket"))
-        .expect("the real node records its containerd socket");
-    run_ok(
-        Command::new("bash")
-            .arg(format!("{REPO}/devcluster/images.sh"))
-            .args(["import", socket.trim(), "redis-operator"])
-            .env(
-                "DEVCLUSTER_OPERATOR_BINARY",
-                env!("CARGO_BIN_EXE_redis-operator"),
-            ),
-        None,
-    );
+    // Once per test process: tests running side by side would build and import the same archive at once.
+    static IMPORTED: OnceLock<()> = OnceLock::new();
+    IMPORTED.get_or_init(|| {
+        let socket = std::fs::read_to_string(devcluster_dir().join("containerd-socket"))
+            .expect("the real node records its containerd socket");
+        run_ok(
+            Command::new("bash")
+                .arg(format!("{REPO}/devcluster/images.sh"))
+                .args(["import", socket.trim(), "redis-operator"])
+                .env(
+                    "DEVCLUSTER_OPERATOR_BINARY",
+                    env!("CARGO_BIN_EXE_redis-operator"),
+                ),
+            None,
+        );
+    });
 }
 
 /// The host PID of a pod container's main process. The node agent reports `process://PID`; a container of the
