@@ -201,8 +201,8 @@ pub fn image_change_problem(running: &[ServerSoftware], image: &str) -> Option<S
     if newest.name == ServerName::Valkey && name == ServerName::Redis {
         return Some(format!(
             "image {image:?} is Redis and the instance runs {newest}: Redis cannot load the snapshots Valkey \
-             writes, so a replica on the new image could not copy the primary; migrate by restoring a backup \
-             into a new instance instead"
+             writes to disk (VALKEY080), so a pod restarted on the new image could not load its own data; \
+             migrate by restoring a backup into a new instance instead"
         ));
     }
     if newest.name == ServerName::Redis

@@ -1056,9 +1056,10 @@ async fn an_endpoint_signed_by_a_private_ca_is_trusted_through_ca_secret() {
     assert_eq!(Some(stored.size as i64), trusted.size);
 }
 
-/// A Valkey instance's backup (Valkey 9 writes `VALKEY080` snapshots): restored into a new Valkey instance with
-/// every confirmed write; restoring it into a Redis image, whose server cannot load that format, is refused before
-/// anything is sent (`RestoreFailed`), the pod left empty.
+/// A Valkey instance's backup (read as a replica reads: Valkey 9.1 streams RDB 11 to a replica that does not say it
+/// is Valkey, though it writes `VALKEY080` to disk): restored into a new Valkey instance with every confirmed
+/// write; restoring it into the lab's Redis image (7.0.15, which loads RDB 10 at most) is refused before anything
+/// is sent (`RestoreFailed`), the pod left empty.
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the real node: DEVCLUSTER_NODE=real"]
 async fn a_valkey_backup_restores_into_valkey_and_is_refused_by_redis() {
@@ -1095,12 +1096,11 @@ async fn a_valkey_backup_restores_into_valkey_and_is_refused_by_redis() {
         .await
         .status
         .unwrap();
+    let message = &refused.last_condition_message;
     assert!(
-        refused
-            .last_condition_message
-            .contains("written by Valkey (format VALKEY080)"),
-        "{}",
-        refused.last_condition_message
+        message.contains("the snapshot's format (RDB 11) is newer than redis 7.0")
+            || message.contains("written by Valkey (format VALKEY080)"),
+        "{message}"
     );
     let pod = env.pods().get("tored-0").await.unwrap();
     assert_eq!(redis_command(&pod_ip(&pod), &["DBSIZE"]).await, ":0\r\n");
