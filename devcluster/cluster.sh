@@ -659,7 +659,9 @@ cmd_down() {
 }
 
 cmd_env() {
-  echo "export KUBECONFIG=$KUBECONFIG_FILE PATH=$DIR/bin:\$PATH"
+  # kubectl's discovery cache is the cluster's own (kept in its state directory, gone with `down`): the one under
+  # ~/.kube/cache outlives a cluster and is keyed by the API server's address, which every lab cluster shares.
+  echo "export KUBECONFIG=$KUBECONFIG_FILE PATH=$DIR/bin:\$PATH KUBECACHEDIR=$DIR/kube-cache"
   # The S3 store's endpoint and keys, as `up` last wrote them.
   if [ -f "$S3_DIR/env" ]; then sed 's/^/export /' "$S3_DIR/env"; fi
 }

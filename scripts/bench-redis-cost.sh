@@ -59,7 +59,7 @@ log "creating $N instances of 2 pods"
 for i in $(seq 1 "$N"); do
   cat <<EOF
 ---
-apiVersion: redis.github.com/v1
+apiVersion: redis-operator.github.io/v1beta1
 kind: RedisInstance
 metadata: {name: c$i, namespace: $NS}
 spec:

@@ -17,7 +17,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "installing the CRDs"
 kubectl apply -f crds/redisinstance.yaml -f crds/redisbackup.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis.github.com crd/redisbackups.redis.github.com
+kubectl wait --for=condition=Established --timeout=60s crd/redisinstances.redis-operator.github.io crd/redisbackups.redis-operator.github.io
 
 step "starting the operator (log: $STATE/logs/operator-demo.log)"
 ./target/debug/redis-operator run --metrics-address 127.0.0.1:0 --context redis-operator --leader-election=false \

@@ -41,7 +41,7 @@ pub enum Command {
     },
     /// Ask the operator to switch the primary of an instance over to one of its replicas (writes pause
     /// until it caught up, nothing is lost). Writes the
-    /// `redis.github.com/switchover-to` annotation; the operator removes it once the switchover is
+    /// `redis-operator.github.io/switchover-to` annotation; the operator removes it once the switchover is
     /// recorded. Also resumes a rolling update that waits for it (`primaryUpdateStrategy: Supervised`).
     Switchover {
         /// The RedisInstance.
@@ -118,6 +118,21 @@ pub enum Command {
         /// Namespace of the backup and of the new instance (default: the kubeconfig context's namespace).
         #[arg(long, short = 'n')]
         namespace: Option<String>,
+        /// Kubeconfig context to use.
+        #[arg(long, env = "KUBE_CONTEXT")]
+        context: Option<String>,
+    },
+    /// Move every RedisInstance and RedisBackup of the API group used before 0.2 (`redis.github.com/v1`) to
+    /// `redis-operator.github.io/v1beta1`: copies spec and status, re-points the children's owner references, and
+    /// deletes the old objects without deleting anything they owned. Run it with the operator stopped; running it
+    /// again resumes or finds nothing to do.
+    MigrateApi {
+        /// Only this namespace (default: all namespaces).
+        #[arg(long, short = 'n')]
+        namespace: Option<String>,
+        /// Read only: print what would change.
+        #[arg(long)]
+        dry_run: bool,
         /// Kubeconfig context to use.
         #[arg(long, env = "KUBE_CONTEXT")]
         context: Option<String>,
@@ -488,6 +503,20 @@ pub async fn execute(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 "{backup_name}: backup of {namespace}/{name} requested; watch `kubectl get redisbackup {backup_name} \
                  -n {namespace}`"
             );
+            Ok(())
+        }
+        Command::MigrateApi {
+            namespace,
+            dry_run,
+            context,
+        } => {
+            let client = client(context.as_deref()).await?;
+            let report = crate::migrate::migrate(&client, namespace.as_deref(), dry_run)
+                .await
+                .map_err(|err| err.to_string())?;
+            for line in report.lines {
+                println!("{line}");
+            }
             Ok(())
         }
         Command::Restore {

@@ -20,6 +20,7 @@ pub mod converge;
 pub mod desired;
 pub mod error;
 pub mod events;
+pub mod migrate;
 pub mod names;
 pub mod observe;
 pub mod plugin;

@@ -4,10 +4,16 @@
 //! One home, so the code that sets a name and the code that reads it cannot disagree, and the docs' claims
 //! about names (`tests/claims.rs`) have one place to be checked against.
 
+/// The API group of the operator's resources (`RedisInstance`, `RedisBackup`), under the project's own domain;
+/// [`LEGACY_API_GROUP`] is the one before 0.2 (`redis-operator migrate-api` moves objects from it).
+pub const API_GROUP: &str = "redis-operator.github.io";
+/// The API group (and key prefix) of the operator's resources before 0.2: a domain the project does not own.
+pub const LEGACY_API_GROUP: &str = "redis.github.com";
+
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "redis-operator";
 /// Finalizer that lets the operator record `Terminated` and apply the claim policy before deletion.
-pub const FINALIZER: &str = "redis.github.com/finalizer";
+pub const FINALIZER: &str = "redis-operator.github.io/finalizer";
 
 /// Label naming the application.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -26,39 +32,42 @@ pub const OPERATOR_NAME: &str = "redis-operator";
 /// Label on the `NAME-metrics` Service telling it apart from the client Services.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// The pod label carrying a pod's role; the `NAME` and `NAME-replicas` Services select on it.
-pub const ROLE_LABEL: &str = "redis.github.com/role";
+pub const ROLE_LABEL: &str = "redis-operator.github.io/role";
 
 /// The key prefix the operator keeps for itself, on labels and annotations.
-pub const RESERVED_PREFIX: &str = "redis.github.com/";
+pub const RESERVED_PREFIX: &str = "redis-operator.github.io/";
 /// Pod template annotation carrying the SHA-256 of the restart-relevant part of `redis.conf`
 /// (`redis_conf::restart_view`): it changes, and the pods roll, only for a change Redis cannot take at runtime.
-pub const CONFIG_HASH_ANNOTATION: &str = "redis.github.com/config-hash";
+pub const CONFIG_HASH_ANNOTATION: &str = "redis-operator.github.io/config-hash";
 /// Annotation holding the SHA-256 of the user's settings an object carries (pod template: scheduling, pod
 /// labels and annotations; Service: type and annotations). Whether a live object holds what would be applied is
 /// a subset comparison ([`crate::classify::diff`]), which cannot see a label, selector entry or annotation the user
 /// removed; the hash changes then, so the removal is applied (and, on the pod template, rolls the pods).
-pub const SETTINGS_HASH_ANNOTATION: &str = "redis.github.com/settings-hash";
+pub const SETTINGS_HASH_ANNOTATION: &str = "redis-operator.github.io/settings-hash";
 /// Pod template annotation: `off`, or `on-<hash of the ACL rules>` (a rule change rolls the pods; a password
 /// change does not).
-pub const AUTH_ANNOTATION: &str = "redis.github.com/auth";
+pub const AUTH_ANNOTATION: &str = "redis-operator.github.io/auth";
 /// Pod template annotation, only with TLS on: `<clientAuth>/<secretName>` (e.g. `None/cache-tls`). It tells
 /// the operator which pods serve TLS, with which Secret, and whether they ask for a client certificate.
-pub const TLS_ANNOTATION: &str = "redis.github.com/tls";
+pub const TLS_ANNOTATION: &str = "redis-operator.github.io/tls";
 /// The annotation on the RedisInstance holding the StatefulSet replace record
 /// ([`crate::classify::replace::ReplaceRecord`]).
-pub const REPLACE_ANNOTATION: &str = "redis.github.com/statefulset-replace";
+pub const REPLACE_ANNOTATION: &str = "redis-operator.github.io/statefulset-replace";
 /// The annotation on the RedisInstance naming the pod to switch the primary over to.
-pub const SWITCHOVER_ANNOTATION: &str = "redis.github.com/switchover-to";
+pub const SWITCHOVER_ANNOTATION: &str = "redis-operator.github.io/switchover-to";
 /// The annotation on the RedisInstance naming the pod to start from when several pods hold data and no
 /// primary is recorded (an instance re-created over claims the operator did not mark, see
 /// [`PRIMARY_EPOCH_ANNOTATION`]).
-pub const BOOTSTRAP_PRIMARY_ANNOTATION: &str = "redis.github.com/bootstrap-primary";
+pub const BOOTSTRAP_PRIMARY_ANNOTATION: &str = "redis-operator.github.io/bootstrap-primary";
 /// The annotation on a data claim whose pod was confirmed primary: a number one higher than any other claim of
 /// the instance carried then. The claims outlive the instance, so an instance re-created over them starts from
 /// the pod whose claim carries the highest.
-pub const PRIMARY_EPOCH_ANNOTATION: &str = "redis.github.com/primary-epoch";
+pub const PRIMARY_EPOCH_ANNOTATION: &str = "redis-operator.github.io/primary-epoch";
+/// The annotation on an object `redis-operator migrate-api` copied from the legacy API group: the legacy object's
+/// uid. A second run recognises its own copy by it, and never takes over an object of the same name without it.
+pub const MIGRATED_FROM_ANNOTATION: &str = "redis-operator.github.io/migrated-from";
 /// The annotation on a scheduled `RedisBackup`: the schedule time it was made for (Unix seconds).
-pub const SCHEDULED_FOR_ANNOTATION: &str = "redis.github.com/scheduled-for";
+pub const SCHEDULED_FOR_ANNOTATION: &str = "redis-operator.github.io/scheduled-for";
 
 /// Name of the data volume and of its claim template (claims are named `data-NAME-ORDINAL`).
 pub const DATA_VOLUME: &str = "data";

@@ -617,6 +617,7 @@ fn the_docs_name_the_operators_own_names() {
         names::BOOTSTRAP_PRIMARY_ANNOTATION,
         names::PRIMARY_EPOCH_ANNOTATION,
         names::SCHEDULED_FOR_ANNOTATION,
+        names::MIGRATED_FROM_ANNOTATION,
         names::NAME_LABEL,
         names::INSTANCE_LABEL,
         names::MANAGED_BY_LABEL,
@@ -642,7 +643,7 @@ fn the_docs_name_the_operators_own_names() {
         for token in page.lines().flat_map(backticked) {
             let key = token.split(['=', ':', ' ']).next().unwrap_or_default();
             let ours = key.starts_with(names::RESERVED_PREFIX)
-                && ![names::RESERVED_PREFIX, "redis.github.com/v1"].contains(&key);
+                && ![names::RESERVED_PREFIX, "redis-operator.github.io/v1beta1"].contains(&key);
             if (ours || key.starts_with("app.kubernetes.io/")) && !keys.contains(key) {
                 wrong.push(format!("{path}: `{token}`"));
             }

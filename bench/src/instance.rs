@@ -14,7 +14,7 @@ use redis_operator::api::{RedisInstance, RedisInstanceStatus};
 use crate::writer::Target;
 
 /// The role label the operator puts on pods (what the instance's Service selects).
-pub const ROLE_LABEL: &str = "redis.github.com/role";
+pub const ROLE_LABEL: &str = "redis-operator.github.io/role";
 /// The label naming a pod's instance.
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 /// Name of the benchmarked instance.

@@ -7,7 +7,7 @@
 
 use crate::model::{PodReplication, ServerRole, TopologyStatus};
 
-/// The value of the `redis.github.com/role` label.
+/// The value of the `redis-operator.github.io/role` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RoleLabel {
     /// `primary`: selected by the `NAME` Service.

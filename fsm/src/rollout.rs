@@ -18,7 +18,7 @@
 //! It runs only when the primary is confirmed and healthy and every other server follows it: a
 //! failing primary is the failover's business, and a rollout never adds a restart to one.
 //! Besides the rolling update, a healthy primary switches over when a person asks for it (the
-//! `redis.github.com/switchover-to` annotation) or when its node is cordoned.
+//! `redis-operator.github.io/switchover-to` annotation) or when its node is cordoned.
 
 use crate::election::rank;
 use crate::model::{

@@ -64,7 +64,7 @@ start_cluster() {
   kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin apply -f crds/redisinstance.yaml \
     -f crds/redisbackup.yaml >/dev/null
   kubectl --kubeconfig "$KUBECONFIG_FILE" --context admin wait --for=condition=Established --timeout=60s \
-    crd/redisinstances.redis.github.com crd/redisbackups.redis.github.com >/dev/null
+    crd/redisinstances.redis-operator.github.io crd/redisbackups.redis-operator.github.io >/dev/null
 }
 
 # Sets NODE_DESCRIBE, the report's --describe lines for the node, its pods and the writer's path (BENCH_VIA);

@@ -235,8 +235,8 @@ pub struct RestoreStatus {
 /// and never changed afterwards; deleting it leaves the object in the bucket.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[kube(
-    group = "redis.github.com",
-    version = "v1",
+    group = "redis-operator.github.io",
+    version = "v1beta1",
     kind = "RedisBackup",
     plural = "redisbackups",
     shortname = "rb",

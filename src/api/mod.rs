@@ -1,4 +1,4 @@
-//! The `RedisInstance` custom resource (`redis.github.com/v1`): spec, status and CRD generation.
+//! The `RedisInstance` custom resource (`redis-operator.github.io/v1beta1`): spec, status and CRD generation.
 //!
 //! Long on purpose: the spec types are one schema, and each field's doc comment here is the CRD's description
 //! that `kubectl explain` shows; splitting them would scatter one reference. Status types are in `status.rs`,
@@ -40,8 +40,8 @@ pub const DEFAULT_IMAGE: &str = "redis:7.2";
 // tables `crate::validate` checks.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
-    group = "redis.github.com",
-    version = "v1",
+    group = "redis-operator.github.io",
+    version = "v1beta1",
     kind = "RedisInstance",
     plural = "redisinstances",
     shortname = "ri",
@@ -349,7 +349,7 @@ pub struct ReplicationSpec {
     /// How a rolling update replaces the primary, after every replica was replaced one at a time:
     /// `Unsupervised` (default) switches over to an updated replica at once and then replaces the
     /// old primary; `Supervised` waits until a switchover is requested (the
-    /// `redis.github.com/switchover-to` annotation, or `redis-operator switchover NAME --to POD`).
+    /// `redis-operator.github.io/switchover-to` annotation, or `redis-operator switchover NAME --to POD`).
     #[serde(default)]
     pub primary_update_strategy: PrimaryUpdateStrategy,
 }
@@ -494,13 +494,13 @@ fn free_form_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 #[serde(rename_all = "camelCase")]
 pub struct PodMetadataSpec {
     /// Labels added to every pod (at most 32). The operator's own labels (`app.kubernetes.io/name`,
-    /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by`) and the `redis.github.com/` prefix are
+    /// `app.kubernetes.io/instance`, `app.kubernetes.io/managed-by`) and the `redis-operator.github.io/` prefix are
     /// refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
     pub labels: BTreeMap<String, String>,
 
-    /// Annotations added to every pod (at most 32). The `redis.github.com/` prefix is refused.
+    /// Annotations added to every pod (at most 32). The `redis-operator.github.io/` prefix is refused.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]
     pub annotations: BTreeMap<String, String>,
@@ -544,7 +544,7 @@ pub struct ServiceExposure {
     #[serde(default, rename = "type")]
     pub type_: ServiceType,
 
-    /// Annotations of the Services, e.g. cloud load-balancer settings (at most 32; the `redis.github.com/`
+    /// Annotations of the Services, e.g. cloud load-balancer settings (at most 32; the `redis-operator.github.io/`
     /// prefix is refused).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_METADATA_ENTRIES))]

@@ -246,7 +246,7 @@ fn empty_config_values_are_allowed_by_the_schema() {
 #[test]
 fn spec_defaults_apply_to_a_minimal_object() {
     let ri: RedisInstance = serde_json::from_value(serde_json::json!({
-        "apiVersion": "redis.github.com/v1",
+        "apiVersion": "redis-operator.github.io/v1beta1",
         "kind": "RedisInstance",
         "metadata": {"name": "a"},
         "spec": {}

@@ -1,4 +1,4 @@
-//! Switchovers a person asks for: the `redis.github.com/switchover-to` annotation, which the
+//! Switchovers a person asks for: the `redis-operator.github.io/switchover-to` annotation, which the
 //! `redis-operator switchover NAME --to POD` command writes.
 //!
 //! The reconciler turns a valid request into persisted intent (`status.targetPrimary` and

@@ -29,7 +29,7 @@ pub fn reserved_label(key: &str) -> Option<&'static str> {
     if [NAME_LABEL, INSTANCE_LABEL, MANAGED_BY_LABEL, ROLE_LABEL].contains(&key) {
         Some("is set by the operator (its Services and watches select pods by it) and cannot be overridden")
     } else if key.starts_with(RESERVED_PREFIX) {
-        Some("uses the prefix redis.github.com/, which the operator keeps for itself")
+        Some("uses the prefix redis-operator.github.io/, which the operator keeps for itself")
     } else {
         None
     }
@@ -38,7 +38,7 @@ pub fn reserved_label(key: &str) -> Option<&'static str> {
 /// Why an annotation key may not be set by the user, if it is the operator's.
 pub fn reserved_annotation(key: &str) -> Option<&'static str> {
     key.starts_with(RESERVED_PREFIX)
-        .then_some("uses the prefix redis.github.com/, which the operator keeps for itself")
+        .then_some("uses the prefix redis-operator.github.io/, which the operator keeps for itself")
 }
 
 /// Adds the scheduling fields and the user's pod labels and annotations to the StatefulSet's pod template.
@@ -308,7 +308,7 @@ mod tests {
             INSTANCE_LABEL,
             MANAGED_BY_LABEL,
             ROLE_LABEL,
-            "redis.github.com/anything",
+            "redis-operator.github.io/anything",
         ] {
             assert!(reserved_label(key).is_some(), "{key}");
         }

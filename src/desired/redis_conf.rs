@@ -171,7 +171,7 @@ pub fn restart_view(user: &BTreeMap<String, String>, replication: &ReplicationSp
 }
 
 /// Hex SHA-256 of `text`. Of the [`restart_view`], it is the pod template annotation
-/// `redis.github.com/config-hash`, so that a change that needs a restart rolls the pods.
+/// `redis-operator.github.io/config-hash`, so that a change that needs a restart rolls the pods.
 pub fn config_hash(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest

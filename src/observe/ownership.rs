@@ -26,7 +26,8 @@ pub fn controlled_by_an_instance<K: Resource>(object: &K) -> bool {
     object.owner_references().iter().any(|owner| {
         owner.controller == Some(true)
             && owner.kind == "RedisInstance"
-            && owner.api_version.starts_with("redis.github.com/")
+            && owner.api_version.starts_with(crate::names::API_GROUP)
+            && owner.api_version[crate::names::API_GROUP.len()..].starts_with('/')
     })
 }
 
@@ -179,7 +180,7 @@ mod tests {
         let mut cm = labelled(k8s_openapi::api::core::v1::ConfigMap::default(), "cache");
         assert!(!controlled_by_an_instance(&cm), "labels alone");
         cm.metadata.owner_references = Some(vec![owner(
-            "redis.github.com/v1",
+            "redis-operator.github.io/v1beta1",
             "RedisInstance",
             "cache",
             false,
@@ -188,7 +189,7 @@ mod tests {
         cm.metadata.owner_references = Some(vec![owner("v1", "Other", "cache", true)]);
         assert!(!controlled_by_an_instance(&cm));
         cm.metadata.owner_references = Some(vec![owner(
-            "redis.github.com/v1",
+            "redis-operator.github.io/v1beta1",
             "RedisInstance",
             "cache",
             true,
@@ -262,7 +263,10 @@ mod tests {
         labels.insert("team".into(), "x".repeat(63));
         pod.metadata.annotations = Some(
             [
-                ("redis.github.com/auth".to_string(), "on-1".to_string()),
+                (
+                    "redis-operator.github.io/auth".to_string(),
+                    "on-1".to_string(),
+                ),
                 ("big".to_string(), "x".repeat(100_000)),
             ]
             .into(),

@@ -191,7 +191,7 @@ mod tests {
 
     fn owner(kind: &str, controller: bool) -> OwnerReference {
         OwnerReference {
-            api_version: "redis.github.com/v1".into(),
+            api_version: "redis-operator.github.io/v1beta1".into(),
             kind: kind.into(),
             name: "cache".into(),
             uid: "u".into(),

@@ -154,7 +154,7 @@ impl Reporter {
         }
         warn!(%namespace, %name, reason = %why, "cannot decode RedisInstance; it is not managed until it is fixed");
         let reference = ObjectReference {
-            api_version: Some("redis.github.com/v1".into()),
+            api_version: Some("redis-operator.github.io/v1beta1".into()),
             kind: Some("RedisInstance".into()),
             name: Some(name),
             namespace: Some(namespace),
@@ -242,7 +242,7 @@ mod tests {
 
     fn with(spec: serde_json::Value, status: Option<serde_json::Value>) -> DynamicObject {
         let mut body = json!({
-            "apiVersion": "redis.github.com/v1",
+            "apiVersion": "redis-operator.github.io/v1beta1",
             "kind": "RedisInstance",
             "metadata": {"name": "cache", "namespace": "team", "uid": "u1", "resourceVersion": "7"},
             "spec": spec,

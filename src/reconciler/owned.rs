@@ -270,7 +270,7 @@ mod tests {
         let mut service = k8s_openapi::api::core::v1::Service::default();
         assert!(!controlled_by(&service, &ri), "no owner: someone else's");
         let owner = |uid: &str, controller: bool| OwnerReference {
-            api_version: "redis.github.com/v1".into(),
+            api_version: "redis-operator.github.io/v1beta1".into(),
             kind: "RedisInstance".into(),
             name: "cache".into(),
             uid: uid.into(),

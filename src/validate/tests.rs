@@ -63,7 +63,7 @@ fn operator_labels_cannot_be_overridden() {
         "app.kubernetes.io/instance",
         "app.kubernetes.io/name",
         "app.kubernetes.io/managed-by",
-        "redis.github.com/role",
+        "redis-operator.github.io/role",
     ] {
         let mut spec = valid();
         spec.pod_metadata.labels.insert(key.into(), "x".into());
@@ -78,15 +78,15 @@ fn operator_labels_cannot_be_overridden() {
     let mut spec = valid();
     spec.pod_metadata
         .annotations
-        .insert("redis.github.com/config-hash".into(), "0".into());
+        .insert("redis-operator.github.io/config-hash".into(), "0".into());
     spec.service
         .annotations
-        .insert("redis.github.com/settings-hash".into(), "0".into());
+        .insert("redis-operator.github.io/settings-hash".into(), "0".into());
     assert_eq!(
         fields(&spec),
         [
-            "spec.podMetadata.annotations.redis.github.com/config-hash",
-            "spec.service.annotations.redis.github.com/settings-hash"
+            "spec.podMetadata.annotations.redis-operator.github.io/config-hash",
+            "spec.service.annotations.redis-operator.github.io/settings-hash"
         ]
     );
 }

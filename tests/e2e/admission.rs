@@ -28,7 +28,7 @@ fn kubectl_apply(
     extra: &[&str],
 ) -> Result<String, String> {
     let object = json!({
-        "apiVersion": "redis.github.com/v1",
+        "apiVersion": "redis-operator.github.io/v1beta1",
         "kind": "RedisInstance",
         "metadata": {"name": name, "namespace": env.ns},
         "spec": spec,

@@ -101,8 +101,31 @@ pub fn cluster() -> &'static ClusterInfo {
 
 /// Applies `crds/redisinstance.yaml` and `crds/redisbackup.yaml` and waits until the API server serves them.
 pub fn install_crd(info: &ClusterInfo) {
+    apply_crds(
+        info,
+        &format!("{REPO}/crds"),
+        "",
+        redis_operator::names::API_GROUP,
+    );
+    wait_published(info);
+}
+
+/// Applies the CRDs of the API group before 0.2 (`redis.github.com/v1`, kept in `tests/data/legacy`) and waits
+/// until they are Established.
+pub fn install_legacy_crds(info: &ClusterInfo) {
+    apply_crds(
+        info,
+        &format!("{REPO}/tests/data/legacy"),
+        "-crd",
+        redis_operator::names::LEGACY_API_GROUP,
+    );
+}
+
+/// Applies `DIR/redisinstanceSUFFIX.yaml` and `DIR/redisbackupSUFFIX.yaml` and waits until both CRDs of
+/// `group` are Established.
+fn apply_crds(info: &ClusterInfo, dir: &str, suffix: &str, group: &str) {
     for crd in ["redisinstance", "redisbackup"] {
-        let file = format!("{REPO}/crds/{crd}.yaml");
+        let file = format!("{dir}/{crd}{suffix}.yaml");
         run_ok(kubectl(info).args(["apply", "-f", &file]), None);
     }
     // Polled rather than `kubectl wait`, which fails at once while a new CRD has no conditions yet.
@@ -112,7 +135,7 @@ pub fn install_crd(info: &ClusterInfo) {
             let established = run_captured(
                 kubectl(info).args([
                     "get",
-                    &format!("crd/{crd}.redis.github.com"),
+                    &format!("crd/{crd}.{group}"),
                     "-o",
                     "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
                 ]),
@@ -123,12 +146,11 @@ pub fn install_crd(info: &ClusterInfo) {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the CRD {crd} was not Established within 60 s"
+                "the CRD {crd}.{group} was not Established within 60 s"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-    wait_published(info);
 }
 
 /// Waits until the API server publishes the CRD's schema in both OpenAPI documents: that happens a moment after
@@ -186,9 +208,19 @@ pub async fn zero_quota(env: &TestEnv, name: &str, resource: &str) -> Api<Resour
 }
 
 /// `kubectl` against the suite's cluster as admin.
+///
+/// Its discovery cache is this process's own: kubectl keeps the one under `~/.kube/cache` for hours, keyed by
+/// the API server's address, which every lab cluster shares; a cache written by an earlier run (another version
+/// of the CRDs, a legacy group that also had the short name `ri`) would otherwise decide what `ri` means here.
 pub fn kubectl(info: &ClusterInfo) -> Command {
     let mut cmd = Command::new(&info.kubectl);
-    cmd.env("KUBECONFIG", &info.kubeconfig);
+    cmd.env("KUBECONFIG", &info.kubeconfig).env(
+        "KUBECACHEDIR",
+        std::env::temp_dir().join(format!(
+            "redis-operator-kubectl-cache-{}",
+            std::process::id()
+        )),
+    );
     cmd
 }
 

@@ -90,7 +90,7 @@ async fn write_undecodable(env: &TestEnv, name: &str) -> Option<&'static str> {
     let out_of_range = 10_000_000_000i64;
     let body = |replicas: serde_json::Value| {
         json!({
-            "apiVersion": "redis.github.com/v1",
+            "apiVersion": "redis-operator.github.io/v1beta1",
             "kind": "RedisInstance",
             "metadata": {"name": name},
             "spec": {"replicas": replicas, "config": {"syslog-ident": SECRET}},

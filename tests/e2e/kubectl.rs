@@ -30,7 +30,7 @@ async fn kubectl_scale_scales_with_replication_and_kubectl_get_lists_instances()
         assert!(
             listing
                 .lines()
-                .any(|l| l == "redisinstance.redis.github.com/cache"),
+                .any(|l| l == "redisinstance.redis-operator.github.io/cache"),
             "{listing}"
         );
     }
@@ -41,7 +41,7 @@ async fn kubectl_scale_scales_with_replication_and_kubectl_get_lists_instances()
             "get",
             "--raw",
             &format!(
-                "/apis/redis.github.com/v1/namespaces/{}/redisinstances/cache/scale",
+                "/apis/redis-operator.github.io/v1beta1/namespaces/{}/redisinstances/cache/scale",
                 env.ns
             ),
         ],

@@ -11,6 +11,7 @@ mod hostile;
 mod knobs;
 mod kubectl;
 mod live_config;
+mod migrate;
 mod network_policy;
 mod real_node;
 mod replication;
@@ -95,7 +96,7 @@ async fn create_goes_through_creating_to_running_and_ready() {
     assert!(ri
         .finalizers()
         .iter()
-        .any(|f| f == "redis.github.com/finalizer"));
+        .any(|f| f == "redis-operator.github.io/finalizer"));
     let status = ri.status.unwrap();
     assert_eq!((status.replicas, status.ready_replicas), (2, 2));
     assert_eq!(status.history.last().map(|t| t.to), Some(Phase::Running));
@@ -109,7 +110,10 @@ async fn create_goes_through_creating_to_running_and_ready() {
         .unwrap()
         .annotations
         .unwrap();
-    assert_eq!(annotations["redis.github.com/config-hash"].len(), 64);
+    assert_eq!(
+        annotations["redis-operator.github.io/config-hash"].len(),
+        64
+    );
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(env.client.clone(), &env.ns);
     assert!(
@@ -569,7 +573,7 @@ async fn invalid_specs_fail_with_a_clear_reason_and_create_nothing() {
         json!({"config": {"maxmemory": "1mb\nport 7000"}}),
         json!({"config": {"dir": "/tmp"}}),
     ] {
-        let mut body = json!({"apiVersion": "redis.github.com/v1", "kind": "RedisInstance",
+        let mut body = json!({"apiVersion": "redis-operator.github.io/v1beta1", "kind": "RedisInstance",
             "metadata": {"name": "schema"}, "spec": bad});
         body["metadata"]["namespace"] = json!(env.ns);
         let ri: redis_operator::api::RedisInstance = serde_json::from_value(body).unwrap();

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::harness::*;
 
-const ROLE: &str = "redis.github.com/role";
+const ROLE: &str = "redis-operator.github.io/role";
 
 /// Whether the status shows one primary and `replicas - 1` in-sync replicas, all labelled.
 pub(crate) fn converged(status: &RedisInstanceStatus, replicas: usize) -> bool {
@@ -785,7 +785,7 @@ async fn marked_primary(env: &TestEnv) -> Option<String> {
         .filter_map(|claim| {
             let epoch: u64 = claim
                 .annotations()
-                .get("redis.github.com/primary-epoch")?
+                .get("redis-operator.github.io/primary-epoch")?
                 .parse()
                 .ok()?;
             Some((epoch, claim.name_any().strip_prefix("data-")?.to_string()))
@@ -852,7 +852,7 @@ async fn an_instance_re_created_over_its_claims_starts_from_its_last_primary() {
                 &claim.name_any(),
                 &kube::api::PatchParams::default(),
                 &kube::api::Patch::Merge(serde_json::json!({
-                    "metadata": {"annotations": {"redis.github.com/primary-epoch": null}}
+                    "metadata": {"annotations": {"redis-operator.github.io/primary-epoch": null}}
                 })),
             )
             .await
@@ -869,7 +869,7 @@ async fn an_instance_re_created_over_its_claims_starts_from_its_last_primary() {
     assert_eq!(stopped.status, redis_fsm::Phase::Failed);
     let message = &stopped.last_condition_message;
     assert!(
-        message.contains("redis.github.com/bootstrap-primary=POD"),
+        message.contains("redis-operator.github.io/bootstrap-primary=POD"),
         "{message}"
     );
     for pod in env.pods_of("cache").await {
@@ -884,7 +884,7 @@ async fn an_instance_re_created_over_its_claims_starts_from_its_last_primary() {
             "cache",
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(serde_json::json!({
-                "metadata": {"annotations": {"redis.github.com/bootstrap-primary": primary}}
+                "metadata": {"annotations": {"redis-operator.github.io/bootstrap-primary": primary}}
             })),
         )
         .await

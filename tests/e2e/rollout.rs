@@ -51,7 +51,7 @@ async fn three_pods_primary_in_the_middle(
             .patch(
                 "cache",
                 &PatchParams::default(),
-                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"redis.github.com/switchover-to": "cache-1"}}})),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"redis-operator.github.io/switchover-to": "cache-1"}}})),
             )
             .await
             .unwrap();
@@ -243,7 +243,7 @@ async fn a_supervised_rollout_waits_for_the_switchover_command() {
     assert!(
         !done
             .annotations()
-            .contains_key("redis.github.com/switchover-to"),
+            .contains_key("redis-operator.github.io/switchover-to"),
         "the request is removed once done"
     );
     // A request for a pod that does not exist is refused and removed.
@@ -277,7 +277,7 @@ async fn a_switchover_that_cannot_complete_is_abandoned_reported_and_retried() {
         .patch(
             "cache",
             &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"redis.github.com/switchover-to": target.name_any()}}})),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"redis-operator.github.io/switchover-to": target.name_any()}}})),
         )
         .await
         .unwrap();
@@ -306,7 +306,7 @@ async fn a_switchover_that_cannot_complete_is_abandoned_reported_and_retried() {
         .await;
     assert!(!done
         .annotations()
-        .contains_key("redis.github.com/switchover-to"));
+        .contains_key("redis-operator.github.io/switchover-to"));
     wait_converged(&env, "cache", 3).await;
     let gap = finish_and_check(&env, writer, "abandoned and retried switchover").await;
     // No handover held the primary's writes while the target did not receive its stream (before the pre-pause
@@ -333,11 +333,11 @@ async fn a_cordoned_primary_node_switches_over_and_budgets_keep_the_primary() {
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
     );
     let labels = spec.selector.unwrap().match_labels.unwrap();
-    assert_eq!(labels["redis.github.com/role"], "primary");
+    assert_eq!(labels["redis-operator.github.io/role"], "primary");
     assert_eq!(labels["app.kubernetes.io/instance"], "cache");
     let replicas = budgets.get("cache-replicas").await.unwrap().spec.unwrap();
     assert_eq!(
-        replicas.selector.unwrap().match_labels.unwrap()["redis.github.com/role"],
+        replicas.selector.unwrap().match_labels.unwrap()["redis-operator.github.io/role"],
         "replica"
     );
     // The budget's own controller counts the primary: no disruption allowed.

@@ -344,7 +344,7 @@ async fn deploy_passes_server_side_dry_run() {
         None,
     );
     for object in [
-        "customresourcedefinition.apiextensions.k8s.io/redisinstances.redis.github.com",
+        "customresourcedefinition.apiextensions.k8s.io/redisinstances.redis-operator.github.io",
         "serviceaccount/redis-operator",
         "clusterrole.rbac.authorization.k8s.io/redis-operator",
         "clusterrolebinding.rbac.authorization.k8s.io/redis-operator",
@@ -638,11 +638,21 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["update", "networkpolicies.networking.k8s.io", "-n", ns],
         vec!["create", "persistentvolumeclaims", "-n", ns],
         vec!["update", "configmaps", "-n", ns],
-        vec!["delete", "redisinstances.redis.github.com", "-n", ns],
-        vec!["update", "redisinstances.redis.github.com", "-n", ns],
+        vec![
+            "delete",
+            "redisinstances.redis-operator.github.io",
+            "-n",
+            ns,
+        ],
+        vec![
+            "update",
+            "redisinstances.redis-operator.github.io",
+            "-n",
+            ns,
+        ],
         // Backups: the operator writes their status, never their spec.
-        vec!["patch", "redisbackups.redis.github.com", "-n", ns],
-        vec!["update", "redisbackups.redis.github.com", "-n", ns],
+        vec!["patch", "redisbackups.redis-operator.github.io", "-n", ns],
+        vec!["update", "redisbackups.redis-operator.github.io", "-n", ns],
         vec!["create", "leases.coordination.k8s.io", "-n", ns],
         vec!["create", "customresourcedefinitions.apiextensions.k8s.io"],
     ] {
@@ -674,18 +684,18 @@ async fn operator_with_deploy_rbac_runs_an_instance_and_can_do_nothing_more() {
         vec!["patch", "secrets", "-n", ns],
         vec![
             "update",
-            "redisinstances.redis.github.com",
+            "redisinstances.redis-operator.github.io",
             "--subresource=status",
             "-n",
             ns,
         ],
-        vec!["watch", "redisbackups.redis.github.com", "-n", ns],
+        vec!["watch", "redisbackups.redis-operator.github.io", "-n", ns],
         // Scheduled backups, and retention.
-        vec!["create", "redisbackups.redis.github.com", "-n", ns],
-        vec!["delete", "redisbackups.redis.github.com", "-n", ns],
+        vec!["create", "redisbackups.redis-operator.github.io", "-n", ns],
+        vec!["delete", "redisbackups.redis-operator.github.io", "-n", ns],
         vec![
             "patch",
-            "redisbackups.redis.github.com",
+            "redisbackups.redis-operator.github.io",
             "--subresource=status",
             "-n",
             ns,
@@ -1136,7 +1146,7 @@ async fn the_operator_runs_in_cluster_from_deploy_as_two_locked_down_replicas_an
     .await;
     assert_eq!(done.phase, "Completed", "{done:?}");
     let mut copy: RedisInstance = serde_json::from_value(serde_json::json!({
-        "apiVersion": "redis.github.com/v1",
+        "apiVersion": "redis-operator.github.io/v1beta1",
         "kind": "RedisInstance",
         "metadata": {"name": "copy"},
         "spec": {"replicas": 1, "backup": backup_spec, "bootstrap": {"fromBackup": {"name": "kept"}}},

@@ -205,7 +205,7 @@ async fn the_namespaced_overlay_runs_an_instance_with_permissions_in_its_namespa
         vec!["watch", "nodes"],
         vec![
             "list",
-            "redisinstances.redis.github.com",
+            "redisinstances.redis-operator.github.io",
             "--all-namespaces",
         ],
     ] {
@@ -413,7 +413,7 @@ async fn the_admission_policy_lets_the_operator_change_only_what_it_owns() {
         "metadata": {
             "name": "owned", "namespace": ns,
             "labels": {"app.kubernetes.io/managed-by": "redis-operator"},
-            "ownerReferences": [{"apiVersion": "redis.github.com/v1", "kind": "RedisInstance", "name": "x",
+            "ownerReferences": [{"apiVersion": "redis-operator.github.io/v1beta1", "kind": "RedisInstance", "name": "x",
                                  "uid": "00000000-0000-0000-0000-000000000000", "controller": true}],
         },
     })

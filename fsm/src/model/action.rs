@@ -307,7 +307,7 @@ impl fmt::Display for StopReason {
             StopReason::SeveralPodsHoldData(pods) => write!(
                 f,
                 "pods {} hold data and none is recorded as the last primary; choose the one to keep with \
-                 the annotation redis.github.com/bootstrap-primary=POD on the instance (the others are \
+                 the annotation redis-operator.github.io/bootstrap-primary=POD on the instance (the others are \
                  emptied and replicate from it)",
                 pods.join(", ")
             ),

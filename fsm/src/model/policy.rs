@@ -27,7 +27,7 @@ pub struct TopologyPolicy {
     /// (`KillScript`) before it fails over and shuts the busy server down (`ShutDown`).
     pub script_kill_grace: Duration,
     /// With no primary recorded and several pods holding data (an instance re-created over its retained
-    /// claims): the pod a person chose to start from (the `redis.github.com/bootstrap-primary` annotation).
+    /// claims): the pod a person chose to start from (the `redis-operator.github.io/bootstrap-primary` annotation).
     pub chosen_primary: Option<String>,
     /// Likewise, the pod whose data claim the operator marked last as the confirmed primary's: taken when no
     /// person chose.
