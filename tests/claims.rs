@@ -748,7 +748,7 @@ fn the_numbers_in_the_prose_are_the_codes() {
 }
 
 /// One version everywhere (`scripts/release.sh VERSION` sets them together): the crate, the chart's version and
-/// appVersion (the image tag the chart defaults to), and the kustomize install's image tag.
+/// appVersion (the image tag the chart defaults to), and the kustomize install's image tag; and one home.
 #[test]
 fn the_crate_the_chart_and_the_install_carry_one_version() {
     let read = |path: &str| {
@@ -766,6 +766,11 @@ fn the_crate_the_chart_and_the_install_carry_one_version() {
         chart["appVersion"].as_str(),
         Some(version),
         "Chart.yaml appVersion"
+    );
+    assert_eq!(
+        chart["home"].as_str(),
+        Some(env!("CARGO_PKG_REPOSITORY")),
+        "Chart.yaml home: the crate's repository"
     );
     let kustomization: serde_yaml::Value =
         serde_yaml::from_str(&read("deploy/base/kustomization.yaml")).unwrap();

@@ -6,6 +6,9 @@
 
 use std::collections::BTreeSet;
 
+#[path = "shared/doc_anchors.rs"]
+mod doc_anchors;
+
 const RULES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/deploy/monitoring/rules/prometheusrule.yaml"
@@ -157,6 +160,7 @@ fn every_alert_is_well_formed_and_names_only_exported_metrics() {
     );
     assert_eq!(rule["kind"].as_str(), Some("PrometheusRule"));
     let guide = std::fs::read_to_string(USER_GUIDE).expect("the user guide");
+    let anchors = doc_anchors::anchors(&guide);
     let known = known_metrics();
     let mut alerts = BTreeSet::new();
     let groups = rule["spec"]["groups"].as_sequence().expect("groups");
@@ -183,9 +187,28 @@ fn every_alert_is_well_formed_and_names_only_exported_metrics() {
                 "{alert}: severity"
             );
             assert!(rule["annotations"]["summary"].is_string(), "{alert}");
+            let runbook = rule["annotations"]["runbook"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert}: runbook"));
+            // runbook_url: the section the runbook text names, in the user guide of the published repository.
+            let anchor = runbook
+                .strip_prefix("docs/user-guide.md#")
+                .and_then(|rest| rest.split(':').next())
+                .unwrap_or_else(|| panic!("{alert}: the runbook text names no section: {runbook}"));
             assert!(
-                rule["annotations"]["runbook"].is_string(),
-                "{alert}: runbook"
+                anchors.iter().any(|a| a == anchor),
+                "{alert}: no section #{anchor} in docs/user-guide.md"
+            );
+            assert_eq!(
+                rule["annotations"]["runbook_url"].as_str(),
+                Some(
+                    format!(
+                        "{}/blob/main/docs/user-guide.md#{anchor}",
+                        env!("CARGO_PKG_REPOSITORY")
+                    )
+                    .as_str()
+                ),
+                "{alert}: runbook_url"
             );
             assert!(
                 guide.contains(&format!("`{alert}`")),

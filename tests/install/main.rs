@@ -2,6 +2,8 @@
 //! ServiceAccount's token (RBAC sufficient and not wider than needed), leader election between operator
 //! processes, and the HTTP endpoints.
 
+#[path = "../shared/doc_anchors.rs"]
+mod doc_anchors;
 #[path = "../e2e/harness.rs"]
 #[allow(dead_code)]
 mod harness;
