@@ -1140,3 +1140,145 @@ async fn a_valkey_backup_restores_into_valkey_and_is_refused_by_redis() {
         "every confirmed write is in the Valkey copy"
     );
 }
+
+/// `INFO replication` of the server at `ip`, or `None` while it does not answer (not started yet).
+async fn info_replication(ip: &str, password: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://:{password}@{ip}:6379")).ok()?;
+    let mut connection = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut connection)
+        .await
+        .ok()
+}
+
+/// The operator is killed (`SIGKILL`) while it streams a backup into a new instance's pod, at the moment the
+/// pod's server reports the transfer in progress. Nothing serves meanwhile; the next operator seeds the pod again
+/// from the start, and the instance then holds exactly the backup's keys.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_killed_mid_restore_seeds_again_and_serves_only_the_backup() {
+    let Some((mut env, target, _)) = with_bucket("restore-kill", None).await else {
+        return;
+    };
+    let mut s = spec(1);
+    s.backup = Some(target.clone());
+    env.create("cache", s).await;
+    env.wait_running("cache").await;
+    // About 80 MB of values that compress poorly (hex of a xorshift): the transfer lasts long enough to be caught.
+    let ip = pod_ip(&labelled(&env, "cache", "primary").await[0]);
+    let password = password_for(&ip).await.expect("cache-auth");
+    let mut source = redis::Client::open(format!("redis://:{password}@{ip}:6379"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    for chunk in 0..80 {
+        let mut pipe = redis::pipe();
+        for n in 0..1000 {
+            let mut value = String::with_capacity(1024);
+            while value.len() < 1000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                value.push_str(&format!("{state:016x}"));
+            }
+            pipe.set(format!("bulk{}", chunk * 1000 + n), value)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut source).await.unwrap();
+    }
+    let source_keys: u64 = redis::cmd("DBSIZE").query_async(&mut source).await.unwrap();
+    let base = take_backup(&env, "base", "cache").await;
+    assert_eq!(base.phase, "Completed", "{base:?}");
+    redis::cmd("SET")
+        .arg("later")
+        .arg("1")
+        .query_async::<()>(&mut source)
+        .await
+        .unwrap();
+
+    let mut copy = spec(1);
+    copy.backup = Some(target.clone());
+    copy.bootstrap = Some(BootstrapSpec {
+        from_backup: Some(FromBackup {
+            name: "base".into(),
+        }),
+        from_archive: None,
+    });
+    env.create("copy", copy).await;
+    // The worst moment: the pod's server is receiving the snapshot from the operator.
+    let deadline = std::time::Instant::now() + WAIT;
+    let copy_password = loop {
+        if let Some(password) = secret_value(&env.client, &env.ns, "copy-auth", "password").await {
+            break password;
+        }
+        assert!(std::time::Instant::now() < deadline, "no copy-auth");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let copy_ip = loop {
+        if let Some(pod) = env.pods_of("copy").await.into_iter().next() {
+            if pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_ref())
+                .is_some()
+            {
+                break pod_ip(&pod);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no copy pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    loop {
+        let info = info_replication(&copy_ip, &copy_password)
+            .await
+            .unwrap_or_default();
+        if info.contains("master_sync_in_progress:1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the copy's pod never received the snapshot: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    env.operator.kill();
+    let copy_status = env
+        .instances()
+        .get("copy")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_ne!(copy_status.status, Phase::Running, "{copy_status:?}");
+    assert!(copy_status.restore.is_none(), "{copy_status:?}");
+    let pod = env.pods_of("copy").await.remove(0);
+    assert!(
+        pod.labels().get(ROLE_LABEL).is_none(),
+        "the half-seeded pod is labelled"
+    );
+
+    env.operator = Operator::start(env.info, &env.ns, &[]);
+    env.wait_running("copy").await;
+    let status = env.instances().get("copy").await.unwrap().status.unwrap();
+    let restore = status.restore.expect("status.restore");
+    assert_eq!(restore.backup, "base");
+    assert_eq!(restore.replication_id, base.replication_id);
+    assert_eq!(dbsize(&env, "copy").await, source_keys);
+    assert_eq!(
+        values_on(&env, "copy", &["later".into(), "bulk79999".into()])
+            .await
+            .into_iter()
+            .map(|v| v.is_some())
+            .collect::<Vec<_>>(),
+        [false, true],
+        "exactly the backup's keys"
+    );
+}
