@@ -3,12 +3,16 @@
 # process pod mode with its S3 server, builds the operator and the benchmark with --release, and runs
 # `redis-operator-bench backup`: per source (a replica, then the primary of a one-pod instance) a fresh instance
 # loaded with BENCH_KEYS keys, a probe timing GETs on the primary, and BENCH_TRIALS quiet windows and backups in
-# turn. Writes target/bench-backup-report.md and tears the cluster down.
+# turn; then, per segment length, the archive's lag under a steady write load (read from the primary's INFO
+# replication). Writes target/bench-backup-report.md and tears the cluster down.
 #
 # Usage: scripts/bench-backup.sh
 #
 # Env (defaults in brackets):
-#   BENCH_TRIALS        backups per source [10]
+#   BENCH_TRIALS        backups per source [10]; 0 measures only the archive
+#   BENCH_ARCHIVE_SECONDS  seconds of steady writes per segment length for the archive's lag [120]; 0 skips it
+#   BENCH_SEGMENTS      the segmentSeconds values measured [10,60]
+#   BENCH_ARCHIVE_RATE  SETs per second during the archive's measurement [200]
 #   BENCH_KEYS          keys loaded [200000]
 #   BENCH_VALUE_BYTES   bytes per value [256]
 #   BENCH_KEEP_CLUSTER  set to keep the cluster (and its state dir) afterwards
@@ -45,6 +49,9 @@ mkdir -p "$REPO/target"
   --s3-key "$DEVCLUSTER_S3_ACCESS_KEY_ID" \
   --s3-secret "$DEVCLUSTER_S3_SECRET_ACCESS_KEY" \
   --trials "${BENCH_TRIALS:-10}" \
+  --archive-seconds "${BENCH_ARCHIVE_SECONDS:-120}" \
+  --segment-seconds "${BENCH_SEGMENTS:-10,60}" \
+  --archive-rate "${BENCH_ARCHIVE_RATE:-200}" \
   --keys "${BENCH_KEYS:-200000}" \
   --value-bytes "${BENCH_VALUE_BYTES:-256}" \
   --log-dir "$REPO/target/bench-backup-logs" \

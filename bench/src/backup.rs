@@ -14,8 +14,8 @@ use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use redis_operator::api::{
-    BackupSpec, BootstrapSpec, FromBackup, RedisBackup, RedisBackupSpec, RedisInstance,
-    RedisInstanceSpec, S3Target,
+    ArchiveSpec, BackupSpec, BootstrapSpec, FromBackup, RedisBackup, RedisBackupSpec,
+    RedisInstance, RedisInstanceSpec, S3Target,
 };
 
 use crate::converge::create_namespace;
@@ -104,56 +104,7 @@ async fn run_source(
     replicas: usize,
 ) -> Result<SourceResult, String> {
     let client = &settings.client;
-    let data = [
-        ("accessKeyId", settings.s3.key.as_str()),
-        ("secretAccessKey", settings.s3.secret.as_str()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-    .collect();
-    Api::<Secret>::namespaced(client.clone(), ns)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    name: Some("s3".into()),
-                    ..Default::default()
-                },
-                data: Some(data),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| format!("create the S3 Secret: {e}"))?;
-    let spec = RedisInstanceSpec {
-        replicas: replicas as i32,
-        backup: Some(BackupSpec {
-            s3: S3Target {
-                endpoint: settings.s3.endpoint.clone(),
-                // The local server creates a bucket on its admin's first write.
-                bucket: settings.namespace_prefix.clone(),
-                prefix: None,
-                region: None,
-                credentials_secret: "s3".into(),
-                ca_secret: None,
-            },
-            schedule: None,
-            keep: 7,
-            max_age_days: None,
-            archive: None,
-        }),
-        ..Default::default()
-    };
-    let instances: Api<RedisInstance> = Api::namespaced(client.clone(), ns);
-    instances
-        .create(&PostParams::default(), &RedisInstance::new(INSTANCE, spec))
-        .await
-        .map_err(|e| format!("create {INSTANCE}: {e}"))?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    wait_topology(&instances, &pods, replicas, Duration::from_secs(180), || {}).await?;
-    let target = primary_target(&pods)
-        .await
-        .ok_or("no pod labelled primary")?;
+    let (instances, target) = create_instance(settings, ns, replicas, None).await?;
     let timeout = Duration::from_secs(30);
     let mut loader = Connection::connect_as(
         &target.host,
@@ -359,6 +310,69 @@ async fn run_source(
     })
 }
 
+/// Creates the bucket's credentials Secret and the instance `INSTANCE` of `replicas` pods backing up to the
+/// bucket named like the namespaces' prefix (with `archive`, archiving too); waits until it has converged and
+/// returns its API and the primary.
+pub async fn create_instance(
+    settings: &Settings,
+    ns: &str,
+    replicas: usize,
+    archive: Option<ArchiveSpec>,
+) -> Result<(Api<RedisInstance>, crate::writer::Target), String> {
+    let client = &settings.client;
+    let data = [
+        ("accessKeyId", settings.s3.key.as_str()),
+        ("secretAccessKey", settings.s3.secret.as_str()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+    .collect();
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("s3".into()),
+                    ..Default::default()
+                },
+                data: Some(data),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| format!("create the S3 Secret: {e}"))?;
+    let spec = RedisInstanceSpec {
+        replicas: replicas as i32,
+        backup: Some(BackupSpec {
+            s3: S3Target {
+                endpoint: settings.s3.endpoint.clone(),
+                // The local server creates a bucket on its admin's first write.
+                bucket: settings.namespace_prefix.clone(),
+                prefix: None,
+                region: None,
+                credentials_secret: "s3".into(),
+                ca_secret: None,
+            },
+            schedule: None,
+            keep: 7,
+            max_age_days: None,
+            archive,
+        }),
+        ..Default::default()
+    };
+    let instances: Api<RedisInstance> = Api::namespaced(client.clone(), ns);
+    instances
+        .create(&PostParams::default(), &RedisInstance::new(INSTANCE, spec))
+        .await
+        .map_err(|e| format!("create {INSTANCE}: {e}"))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    wait_topology(&instances, &pods, replicas, Duration::from_secs(180), || {}).await?;
+    let target = primary_target(&pods)
+        .await
+        .ok_or("no pod labelled primary")?;
+    Ok((instances, target))
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
@@ -368,6 +382,9 @@ pub fn markdown(results: &[SourceResult], environment: &[(String, String)]) -> S
     let mut out = String::from("### Primary latency during a backup\n\n");
     for (what, value) in environment {
         out.push_str(&format!("- {what}: {value}\n"));
+    }
+    if results.is_empty() {
+        return out;
     }
     out.push_str(
         "\n| backup read from | window | GETs | p50 ms | p99 ms | p99.9 ms | max ms |\n\

@@ -5,6 +5,7 @@
 //! (`scripts/bench-failover.sh`), `redis-operator-bench rollout ...` the write gap and lost writes of a rolling
 //! image update, primary-last against the plain StatefulSet rolling update (`scripts/bench-rollout.sh`).
 
+mod archive;
 mod audit;
 mod backup;
 mod converge;
@@ -89,9 +90,18 @@ struct BackupArgs {
     /// Bytes per value.
     #[arg(long, default_value_t = 256)]
     value_bytes: usize,
-    /// Backups (and quiet windows) per source.
+    /// Backups (and quiet windows) per source; 0 skips the base backups (only the archive is measured).
     #[arg(long, default_value_t = 10)]
     trials: usize,
+    /// Seconds of steady writes measured per segment length for the archive's lag; 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    archive_seconds: u64,
+    /// `segmentSeconds` values the archive's lag is measured at.
+    #[arg(long, value_delimiter = ',', default_value = "10,60")]
+    segment_seconds: Vec<i32>,
+    /// Writes per second during the archive's measurement.
+    #[arg(long, default_value_t = 200)]
+    archive_rate: u32,
     /// Seconds of each quiet window.
     #[arg(long, default_value_t = 5)]
     window: u64,
@@ -776,8 +786,23 @@ async fn run_backup(args: BackupArgs) -> Result<String, String> {
         window: Duration::from_secs(args.window),
         namespace_prefix: args.namespace_prefix.clone(),
     };
-    let results = backup::measure(&settings).await?;
-    Ok(backup::markdown(&results, &environment))
+    let results = if args.trials > 0 {
+        backup::measure(&settings).await?
+    } else {
+        Vec::new()
+    };
+    let mut report = backup::markdown(&results, &environment);
+    if args.archive_seconds > 0 {
+        let archived = archive::measure(
+            &settings,
+            &args.segment_seconds,
+            args.archive_seconds,
+            args.archive_rate,
+        )
+        .await?;
+        report.push_str(&archive::markdown(&archived, args.archive_rate));
+    }
+    Ok(report)
 }
 
 #[tokio::main]

@@ -229,6 +229,14 @@ impl Metrics {
         })
     }
 
+    /// The value of one exact series (`name{labels}` as exposed), if present.
+    pub fn value(&self, series: &str) -> Option<f64> {
+        self.text.lines().find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.trim().parse().ok())?
+        })
+    }
+
     /// Reconciles finished, whatever their result.
     pub fn reconciles(&self) -> f64 {
         self.samples("redis_operator_reconciles_total")
