@@ -120,6 +120,15 @@ async fn run(
     };
     let mut writer = connect().await.map_err(|e| format!("connect: {e}"))?;
     let mut sampler = connect().await.map_err(|e| format!("connect: {e}"))?;
+    // With a replica, the archiver follows the replica: its acknowledged offset is in the replica's INFO.
+    let mut others = Vec::new();
+    for ip in pod_ips.iter().filter(|ip| **ip != target.host) {
+        others.push(
+            Connection::connect_as(ip, target.port, target.password.as_deref(), timeout)
+                .await
+                .map_err(|e| format!("connect to {ip}: {e}"))?,
+        );
+    }
 
     // Offsets the primary was at, with when: the archiver's acknowledged offset is mapped back through them.
     let mut history: Vec<(Instant, u64)> = Vec::new();
@@ -167,10 +176,19 @@ async fn run(
                 .map_err(|e| format!("INFO: {e}"))?
                 .text()
                 .unwrap_or_default();
-            let (Some(offset), replicas) = replication(&info) else {
+            let (Some(offset), mut replicas) = replication(&info) else {
                 continue;
             };
             history.push((now, offset));
+            for other in &mut others {
+                let info = other
+                    .command(&["INFO", "replication"], timeout)
+                    .await
+                    .map_err(|e| format!("INFO: {e}"))?
+                    .text()
+                    .unwrap_or_default();
+                replicas.extend(replication(&info).1);
+            }
             let Some(acked) = replicas
                 .iter()
                 .find(|(ip, _)| !pod_ips.contains(ip))
@@ -218,8 +236,8 @@ fn secs(d: Duration) -> String {
 pub fn markdown(results: &[ArchiveResult], rate: u32) -> String {
     let mut out = format!(
         "\n### Archive lag under a steady write load\n\n{rate} `SET`s per second to the primary of a 2-pod instance \
-         with `spec.backup.archive`; the lag is read from the primary every 250 ms (the archiver acknowledges only \
-         what the bucket holds). The operator's gauge is sampled beside it.\n\n\
+         with `spec.backup.archive` (the archiver follows the replica); the lag is read from the servers' `INFO \
+         replication` every 250 ms (the archiver acknowledges only what the bucket holds). The operator's gauge is sampled beside it.\n\n\
          | segmentSeconds | window s | writes | lag p50 s | lag p99 s | lag max s | gauge lag p50 s | gauge lag p99 s | gauge lag max s |\n\
          | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
     );
