@@ -44,6 +44,7 @@ pub async fn measure(
     seconds: u64,
     rate: u32,
 ) -> Result<Vec<ArchiveResult>, String> {
+    create_bucket(settings)?;
     let mut results = Vec::new();
     for &segment in segments {
         let ns = format!("{}-archive-{segment}", settings.namespace_prefix);
@@ -54,6 +55,30 @@ pub async fn measure(
         results.push(outcome?);
     }
     Ok(results)
+}
+
+/// Creates the bucket (a base backup's upload creates it on the local server; listing the archive does not).
+/// The credentials go to curl on its standard input, not its command line.
+fn create_bucket(settings: &Settings) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let s3 = &settings.s3;
+    let mut curl = Command::new("curl")
+        .args(["-sS", "-K", "-", "--aws-sigv4", "aws:amz:us-east-1:s3", "-X", "PUT"])
+        .arg(format!("{}/{}", s3.endpoint, settings.namespace_prefix))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("curl: {e}"))?;
+    if let Some(mut stdin) = curl.stdin.take() {
+        writeln!(stdin, "user = \"{}:{}\"", s3.key, s3.secret).map_err(|e| format!("curl: {e}"))?;
+    }
+    let out = curl.wait_with_output().map_err(|e| format!("curl: {e}"))?;
+    let body = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || (body.contains("<Error>") && !body.contains("BucketAlready")) {
+        return Err(format!("creating the bucket {}: {body}", settings.namespace_prefix));
+    }
+    Ok(())
 }
 
 fn unix_now() -> Duration {
@@ -144,6 +169,7 @@ async fn run(
     // so that the archiver's base snapshot and first segment are behind it.
     let started = Instant::now();
     let mut window_from: Option<(Instant, u64)> = None;
+    let mut last_seen = String::new();
     let deadline_setup = started + Duration::from_secs(300 + 2 * segment.max(1) as u64);
     loop {
         let now = Instant::now();
@@ -152,7 +178,7 @@ async fn run(
         }
         if window_from.is_none() && now > deadline_setup {
             return Err(format!(
-                "the archiver acknowledged no stored write within {:?}",
+                "the archiver acknowledged no stored write within {:?}; pods {pod_ips:?}; last seen: {last_seen}",
                 deadline_setup - started
             ));
         }
@@ -180,6 +206,7 @@ async fn run(
                 continue;
             };
             history.push((now, offset));
+            last_seen = format!("primary offset {offset}");
             for other in &mut others {
                 let info = other
                     .command(&["INFO", "replication"], timeout)
@@ -189,6 +216,7 @@ async fn run(
                     .unwrap_or_default();
                 replicas.extend(replication(&info).1);
             }
+            last_seen.push_str(&format!(", replicas {replicas:?}"));
             let Some(acked) = replicas
                 .iter()
                 .find(|(ip, _)| !pod_ips.contains(ip))
