@@ -64,7 +64,15 @@ fn create_bucket(settings: &Settings) -> Result<(), String> {
     use std::process::{Command, Stdio};
     let s3 = &settings.s3;
     let mut curl = Command::new("curl")
-        .args(["-sS", "-K", "-", "--aws-sigv4", "aws:amz:us-east-1:s3", "-X", "PUT"])
+        .args([
+            "-sS",
+            "-K",
+            "-",
+            "--aws-sigv4",
+            "aws:amz:us-east-1:s3",
+            "-X",
+            "PUT",
+        ])
         .arg(format!("{}/{}", s3.endpoint, settings.namespace_prefix))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -76,7 +84,10 @@ fn create_bucket(settings: &Settings) -> Result<(), String> {
     let out = curl.wait_with_output().map_err(|e| format!("curl: {e}"))?;
     let body = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || (body.contains("<Error>") && !body.contains("BucketAlready")) {
-        return Err(format!("creating the bucket {}: {body}", settings.namespace_prefix));
+        return Err(format!(
+            "creating the bucket {}: {body}",
+            settings.namespace_prefix
+        ));
     }
     Ok(())
 }
