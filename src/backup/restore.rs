@@ -230,6 +230,15 @@ pub async fn pass(
                     target.label
                 ));
             }
+            let aof = ri
+                .spec
+                .config
+                .get("appendonly")
+                .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+            let size = ri.spec.storage.as_ref().map(|s| s.size.as_str());
+            if let Some(why) = claim_too_small(target.record.data_size, size, aof) {
+                return stop(format!("{}: {why}; nothing was sent", target.label));
+            }
             let job = match prepare(ri, ctx, source, &target, &pod, pods, access, material).await {
                 Ok(job) => job,
                 Err(message) => return stop(message),
@@ -272,6 +281,35 @@ pub async fn pass(
             pending(format!("restoring {} into {pod}", target.label))
         }
     }
+}
+
+/// Why a snapshot of `data_size` bytes cannot be restored onto claims of `size` (`spec.storage.size`), or `None`
+/// when it fits or is not known to (no claim: an emptyDir's room is the node's; no recorded size). The pod's
+/// server writes the copy it receives to its data volume before loading it, and with `appendonly yes` writes the
+/// data again as its first AOF file: on a smaller claim it runs out of space mid-way, drops the transfer and asks
+/// again forever, which no status would explain.
+pub fn claim_too_small(data_size: Option<i64>, size: Option<&str>, aof: bool) -> Option<String> {
+    let data = u128::try_from(data_size?).ok()?;
+    let room = u128::try_from(
+        size?
+            .parse::<crate::api::quantity::Quantity>()
+            .ok()?
+            .nanos(),
+    )
+    .ok()?
+        / 1_000_000_000;
+    let needed = if aof { data * 2 } else { data };
+    (needed > room).then(|| {
+        let mib = |bytes: u128| bytes.div_ceil(1024 * 1024);
+        format!(
+            "its snapshot is {data} bytes and the server writes it to the pod's claim{} before loading it: \
+             spec.storage.size {} ({} bytes) is too small; create the instance with a size of at least {}Mi",
+            if aof { " and again as its first AOF file (appendonly yes)" } else { "" },
+            size.unwrap_or_default(),
+            room,
+            mib(needed).max(1)
+        )
+    })
 }
 
 /// The completed `RedisBackup` `from` names, or the pass to return while there is none.
@@ -926,6 +964,26 @@ fn check_format(head: &[u8; 9], software: &ServerSoftware) -> Result<(), String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_larger_than_the_claim_is_refused_and_aof_needs_twice_the_room() {
+        let mib = 1024 * 1024;
+        assert!(claim_too_small(Some(10 * mib), Some("16Mi"), false).is_none());
+        let refused = claim_too_small(Some(10 * mib), Some("16Mi"), true).unwrap();
+        assert!(refused.contains("at least 20Mi"), "{refused}");
+        assert!(refused.contains("appendonly yes"), "{refused}");
+        let refused = claim_too_small(Some(80 * mib + 1), Some("64Mi"), false).unwrap();
+        assert!(
+            refused.contains("is too small; create the instance with a size of at least 81Mi"),
+            "{refused}"
+        );
+        assert!(claim_too_small(Some(16 * mib), Some("16Mi"), false).is_none());
+        assert!(claim_too_small(Some(16 * mib + 1), Some("16Mi"), false).is_some());
+        // Nothing known: nothing refused.
+        assert!(claim_too_small(None, Some("1Mi"), false).is_none());
+        assert!(claim_too_small(Some(10 * mib), None, true).is_none());
+        assert!(claim_too_small(Some(10 * mib), Some("1G"), true).is_none());
+    }
 
     fn server(name: ServerName, version: &str) -> ServerSoftware {
         ServerSoftware {

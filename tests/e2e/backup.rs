@@ -1158,11 +1158,12 @@ async fn info_replication(ip: &str, password: &str) -> Option<String> {
         .ok()
 }
 
-/// The operator is killed (`SIGKILL`) while it streams a backup into a new instance's pod, at the moment the
-/// pod's server reports the transfer in progress. Nothing serves meanwhile; the next operator seeds the pod again
+/// A backup larger than the new instance's claims is refused before anything is sent. The operator is killed
+/// (`SIGKILL`) while it streams the backup into a new instance's pod, at the moment the pod's server reports the
+/// transfer in progress. Nothing serves meanwhile; the next operator seeds the pod again
 /// from the start, and the instance then holds exactly the backup's keys.
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operator_killed_mid_restore_seeds_again_and_serves_only_the_backup() {
+async fn a_restore_too_large_for_its_claims_is_refused_and_one_killed_mid_way_seeds_again() {
     let Some((mut env, target, _)) = with_bucket("restore-kill", None).await else {
         return;
     };
@@ -1212,6 +1213,31 @@ async fn an_operator_killed_mid_restore_seeds_again_and_serves_only_the_backup()
         }),
         from_archive: None,
     });
+    // Onto claims smaller than the snapshot: refused before a byte is sent, with the size it needs.
+    let mut small = copy.clone();
+    small.storage = Some(redis_operator::api::StorageSpec {
+        size: "16Mi".into(),
+        storage_class_name: None,
+        when_deleted: redis_operator::api::ClaimDeletePolicy::Delete,
+    });
+    env.create("small", small).await;
+    let refused = env
+        .wait_status("small", "Failed/RestoreFailed", |s| {
+            s.reason == "RestoreFailed"
+        })
+        .await
+        .status
+        .unwrap();
+    assert!(
+        refused
+            .last_condition_message
+            .contains("spec.storage.size 16Mi")
+            && refused.last_condition_message.contains("nothing was sent"),
+        "{}",
+        refused.last_condition_message
+    );
+    assert!(refused.restore.is_none() && refused.current_primary.is_none());
+    env.delete_and_wait_gone("small").await;
     env.create("copy", copy).await;
     // The worst moment: the pod's server is receiving the snapshot from the operator.
     let deadline = std::time::Instant::now() + WAIT;
