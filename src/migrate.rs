@@ -208,13 +208,20 @@ pub async fn migrate(
         relabel_pods_and_claims(client, legacy, dry_run, &mut report).await?;
         owners.insert(legacy.uid().unwrap_or_default(), owner);
     }
+    // Legacy objects with a copy: only those are deleted (one whose name is taken by another object stays).
+    let mut copied: std::collections::BTreeSet<String> = owners.keys().cloned().collect();
     for legacy in &backups {
         let owner = legacy
             .owner_references()
             .iter()
             .find_map(|owner| owners.get(&owner.uid))
             .cloned();
-        copy_object(client, legacy, &new_backups, owner, dry_run, &mut report).await?;
+        if copy_object(client, legacy, &new_backups, owner, dry_run, &mut report)
+            .await?
+            .is_some()
+        {
+            copied.insert(legacy.uid().unwrap_or_default());
+        }
     }
     for legacy in &instances {
         let Some(owner) = owners.get(&legacy.uid().unwrap_or_default()) else {
@@ -229,11 +236,7 @@ pub async fn migrate(
         .map(|b| (b, &legacy_backups))
         .chain(instances.iter().map(|i| (i, &legacy_instances)))
     {
-        let migrated = match resource.kind.as_str() {
-            "RedisInstance" => owners.contains_key(&legacy.uid().unwrap_or_default()),
-            _ => true,
-        };
-        if migrated {
+        if copied.contains(&legacy.uid().unwrap_or_default()) {
             delete_legacy(client, legacy, resource, dry_run, &mut report).await?;
         }
     }

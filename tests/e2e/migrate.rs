@@ -214,8 +214,51 @@ async fn migrate_api_moves_a_serving_instance_off_the_legacy_group_without_losin
         "a dry run changed nothing"
     );
 
+    // A backup of today's group that took a legacy backup's name: both are left alone and the run says so; once it
+    // is out of the way, a second run moves the legacy one.
+    let legacy_backups: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns, &legacy_resource("RedisBackup"));
+    let mut taken = DynamicObject::new("taken", &legacy_resource("RedisBackup"));
+    taken.data = json!({"spec": {"instance": "cache"}});
+    legacy_backups
+        .create(&PostParams::default(), &taken)
+        .await
+        .unwrap();
+    let backups: Api<RedisBackup> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut other = RedisBackup::new(
+        "taken",
+        redis_operator::api::RedisBackupSpec {
+            instance: "elsewhere".into(),
+        },
+    );
+    other.metadata.namespace = Some(env.ns.clone());
+    backups
+        .create(&PostParams::default(), &other)
+        .await
+        .unwrap();
     let out = migrate_api(&env);
     eprintln!("migrate-api:\n{out}");
+    assert!(
+        out.contains("RedisBackup")
+            && out.contains("/taken: an object of that name already exists"),
+        "{out}"
+    );
+    assert!(legacy_backups.get_opt("taken").await.unwrap().is_some());
+    assert_eq!(
+        backups.get("taken").await.unwrap().spec.instance,
+        "elsewhere"
+    );
+    backups
+        .delete("taken", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_until("the other backup is gone", || async {
+        backups.get_opt("taken").await.unwrap().is_none()
+    })
+    .await;
+    let out = migrate_api(&env);
+    eprintln!("migrate-api, again:\n{out}");
+    assert_eq!(backups.get("taken").await.unwrap().spec.instance, "cache");
     // The legacy objects are gone, deleted without their finalizer and orphaning.
     for kind in ["RedisInstance", "RedisBackup"] {
         let api: Api<DynamicObject> =
