@@ -523,12 +523,22 @@ async fn delete_legacy(
         return Ok(());
     }
     if !legacy.finalizers().is_empty() {
-        api.patch(
-            &legacy.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
-        )
-        .await?;
+        // Gone since it was listed (an earlier run's orphaning deletion finished): nothing left to do.
+        match api
+            .patch(
+                &legacy.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "metadata": { "finalizers": null } })),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                report.step(format!("{what}: already gone"));
+                return Ok(());
+            }
+            Err(err) => return Err(err.into()),
+        }
     }
     let params = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Orphan),

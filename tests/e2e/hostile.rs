@@ -561,6 +561,15 @@ impl PrivateCluster {
             ("DEVCLUSTER_ETCD_PEER_PORT".into(), free_port().to_string()),
             ("DEVCLUSTER_APISERVER_PORT".into(), free_port().to_string()),
             ("DEVCLUSTER_CM_PORT".into(), free_port().to_string()),
+            // SeaweedFS binds eight ports one after another while its parts already connect to each other: ports in
+            // the ephemeral range (where the API port above lies, and so the default S3 ports after it) can be
+            // taken by one of those connections first (CI: "Filer listener error: bind: address already in use").
+            // Below that range (and clear of the fixed ports of scripts/test.sh's clusters) no connection's source port
+            // lands on them.
+            (
+                "DEVCLUSTER_S3_PORT".into(),
+                (28_000 + (std::process::id() % 250) * 8).to_string(),
+            ),
             // 127.1: the shared cluster, 127.2: the oldest release's, 127.3: the benchmark's.
             ("DEVCLUSTER_POD_CIDR_PREFIX".into(), "127.4".into()),
             ("DEVCLUSTER_NODE_NAME".into(), "devcluster-restart".into()),
