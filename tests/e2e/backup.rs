@@ -1179,6 +1179,8 @@ async fn a_restore_too_large_for_its_claims_is_refused_and_one_killed_mid_way_se
         .get_multiplexed_async_connection()
         .await
         .unwrap();
+    // 1 MB pipelines: the client's default 500 ms reply timeout is too short on a busy CI machine.
+    source.set_response_timeout(Duration::from_secs(60));
     let mut state = 0x9E37_79B9_7F4A_7C15_u64;
     for chunk in 0..80 {
         let mut pipe = redis::pipe();
