@@ -22,6 +22,8 @@
 #                                routed to the cluster's bridge only]
 #   DEVCLUSTER_POD_MODE          process | simulated [process]
 #   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
+#   DEVCLUSTER_READINESS         exec | ping: the node agent runs each pod's exec readiness probe, or PINGs the pod
+#                                at the probe's period instead (the large-N benchmark) [exec]
 #   DEVCLUSTER_K8S               newest | oldest supported Kubernetes release [newest]
 #   DEVCLUSTER_K8S_VERSION       an exact release instead, e.g. v1.36.3
 #   DEVCLUSTER_CACHE             control plane and SeaweedFS build cache [/var/cache/redis-operator-devcluster]
@@ -53,6 +55,7 @@ esac
 CACHE_ROOT=${DEVCLUSTER_CACHE:-/var/cache/redis-operator-devcluster}
 POD_MODE=${DEVCLUSTER_POD_MODE:-process}
 RESTART_BACKOFF=${DEVCLUSTER_RESTART_BACKOFF:-10}
+READINESS=${DEVCLUSTER_READINESS:-exec}
 
 PKI=$DIR/pki
 LOGS=$DIR/logs
@@ -626,7 +629,7 @@ cmd_up() {
     rm -f "$DIR/node-agent.ready"
     start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
       --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
-      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$agent_mode"
+      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$agent_mode" --readiness "$READINESS"
     # Registered, and pod processes of an earlier run are gone, before `up` returns.
     wait_for "the node agent to serve the node" 60 agent_ready
   fi

@@ -30,11 +30,16 @@ pub struct Config {
     pub pod_mode: PodMode,
     /// How often a running pod's configMap, secret, downwardAPI and projected volumes are brought up to date.
     pub volume_refresh: Duration,
+    /// Run a pod's `exec` readiness probe (the default), or check it with an in-process `PING` at the probe's
+    /// period instead (`--readiness ping`: a large-N benchmark, where forking a thousand probes saturates the
+    /// host).
+    pub exec_probes: bool,
 }
 
 const USAGE: &str =
     "usage: node-agent [--node-name NAME] [--state-dir DIR] [--pod-cidr-prefix 127.N] \
-[--restart-backoff-seconds SECS] [--pod-mode process|simulated|storage-only] [--volume-refresh-seconds SECS]
+[--restart-backoff-seconds SECS] [--pod-mode process|simulated|storage-only] [--volume-refresh-seconds SECS] \
+[--readiness exec|ping]
   The API server comes from $KUBECONFIG (or in-cluster config). Environment fallbacks:
   NODE_AGENT_NODE_NAME, NODE_AGENT_STATE_DIR, NODE_AGENT_POD_CIDR_PREFIX,
   NODE_AGENT_RESTART_BACKOFF_SECONDS, NODE_AGENT_POD_MODE, NODE_AGENT_VOLUME_REFRESH_SECONDS.";
@@ -82,6 +87,7 @@ impl Config {
         let mut backoff = env("NODE_AGENT_RESTART_BACKOFF_SECONDS");
         let mut mode = env("NODE_AGENT_POD_MODE");
         let mut refresh = env("NODE_AGENT_VOLUME_REFRESH_SECONDS");
+        let mut readiness = env("NODE_AGENT_READINESS");
         let mut args = args.into_iter();
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -98,6 +104,7 @@ impl Config {
                 "--restart-backoff-seconds" => &mut backoff,
                 "--pod-mode" => &mut mode,
                 "--volume-refresh-seconds" => &mut refresh,
+                "--readiness" => &mut readiness,
                 _ => return Err(UsageError::new(format!("unknown argument {arg:?}"))),
             };
             let value = match inline {
@@ -117,6 +124,11 @@ impl Config {
             Some("storage-only") => PodMode::StorageOnly,
             Some(other) => return Err(UsageError::new(format!("bad --pod-mode {other:?}"))),
         };
+        let exec_probes = match readiness.as_deref() {
+            None | Some("exec") => true,
+            Some("ping") => false,
+            Some(other) => return Err(UsageError::new(format!("bad --readiness {other:?}"))),
+        };
         Ok(Self {
             node_name: node_name.unwrap_or_else(|| "devcluster".to_string()),
             state_dir: PathBuf::from(state_dir.unwrap_or_else(|| ".devcluster".to_string())),
@@ -124,6 +136,7 @@ impl Config {
             restart_backoff,
             pod_mode,
             volume_refresh,
+            exec_probes,
         })
     }
 }
@@ -157,6 +170,7 @@ mod tests {
         assert_eq!(config.pod_mode, PodMode::Process);
         assert_eq!(config.pod_cidr_prefix, "127.1");
         assert_eq!(config.volume_refresh, Duration::from_secs(2));
+        assert!(config.exec_probes);
     }
 
     #[test]
@@ -168,8 +182,10 @@ mod tests {
             "--restart-backoff-seconds",
             "0.5",
             "--volume-refresh-seconds=0.25",
+            "--readiness=ping",
         ])
         .unwrap();
+        assert!(!config.exec_probes);
         assert_eq!(config.node_name, "n2");
         assert_eq!(config.pod_mode, PodMode::Simulated);
         assert_eq!(config.restart_backoff, Duration::from_millis(500));
@@ -196,6 +212,7 @@ mod tests {
         assert!(parse(&["--restart-backoff-seconds", "-1"]).is_err());
         assert!(parse(&["--volume-refresh-seconds", "0"]).is_err());
         assert!(parse(&["--volume-refresh-seconds", "soon"]).is_err());
+        assert!(parse(&["--readiness", "tcp"]).is_err());
         assert!(parse(&["--node-name"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--help"]).unwrap_err().is_help());

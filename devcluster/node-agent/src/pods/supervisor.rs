@@ -32,7 +32,8 @@ use crate::resp;
 /// The latest version of the pod; `None` once it was deleted outright.
 pub type PodUpdates = watch::Receiver<Option<Pod>>;
 
-const READINESS_PERIOD: Duration = Duration::from_secs(1);
+/// How often a pod without a readiness probe is checked with an in-process `PING` (cheap: no process).
+const PING_PERIOD: Duration = Duration::from_secs(1);
 const RETRY_PREPARE_AFTER: Duration = Duration::from_secs(2);
 /// How often a failed pod status write is retried.
 const PUBLISH_RETRY: Duration = Duration::from_secs(2);
@@ -261,7 +262,10 @@ impl Supervisor {
         self.observed.ready = false;
         self.publish().await;
         let address = SocketAddr::from((self.observed.pod_ip, self.main_port()));
-        let mut readiness = tokio::time::interval(READINESS_PERIOD);
+        // An exec probe runs at its own period, as the kubelet runs it: each run forks a shell and its programs,
+        // and at one a second a thousand pods kept the agent's threads forking (N = 1000 benchmark, 2026-12-07).
+        let mut readiness = tokio::time::interval(self.readiness_period());
+        readiness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The volumes were just written; the first refresh is one period away.
         let period = self.ctx.config.volume_refresh;
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -443,13 +447,30 @@ impl Supervisor {
         self.pod.spec.as_ref().and_then(|s| s.containers.first())
     }
 
-    /// The container's `exec` readiness probe, if it has one: the command and its timeout (the kubelet's
-    /// default of 1 s when unset). Without one, readiness is a `PING`.
+    /// The container's `exec` readiness probe, if it has one and the agent runs them: the command and its
+    /// timeout (the kubelet's default of 1 s when unset). Without one, readiness is a `PING`.
     fn exec_readiness(&self) -> Option<(Vec<String>, Duration)> {
+        if !self.ctx.config.exec_probes {
+            return None;
+        }
         let probe = self.main_container()?.readiness_probe.as_ref()?;
         let command = probe.exec.as_ref()?.command.clone()?;
         let timeout = probe.timeout_seconds.unwrap_or(1).max(1).unsigned_abs();
         Some((command, Duration::from_secs(u64::from(timeout))))
+    }
+
+    /// How often readiness is checked: the readiness probe's `periodSeconds` (the kubelet's default of 10 s when
+    /// unset), else [`PING_PERIOD`].
+    fn readiness_period(&self) -> Duration {
+        match self
+            .main_container()
+            .and_then(|c| c.readiness_probe.as_ref())
+        {
+            Some(probe) => Duration::from_secs(u64::from(
+                probe.period_seconds.unwrap_or(10).max(1).unsigned_abs(),
+            )),
+            None => PING_PERIOD,
+        }
     }
 
     /// The port the readiness `PING` goes to: the first declared container port, else Redis' default.
