@@ -59,9 +59,7 @@ pub async fn run(
         watches,
     } = clients;
     let ns = settings.namespace.as_deref();
-    let labelled = watcher::Config::default()
-        .labels(MANAGED_SELECTOR)
-        .any_semantic();
+    let labelled = watch::list_config().labels(MANAGED_SELECTOR);
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -118,7 +116,7 @@ pub async fn run(
     let (nodes, node_stream) = if settings.watch_nodes {
         let (store, stream) = cached_watch(
             Api::<Node>::all(watches.clone()),
-            &watcher::Config::default().any_semantic(),
+            &watch::list_config(),
             |_| true,
             |node: &mut Node| {
                 // Only `spec.unschedulable` is read.
@@ -143,22 +141,20 @@ pub async fn run(
     // (A watch of `PartialObjectMeta` asks the API server for metadata only.)
     let (secrets, secret_stream) = cached_watch(
         api_for::<SecretMeta>(&watches, ns),
-        &watcher::Config::default().any_semantic(),
+        &watch::list_config(),
         |_| true,
         secrets::trim_metadata,
     );
     let (backups, backup_stream) = cached_watch(
         api_for::<crate::api::RedisBackup>(&watches, ns),
-        &watcher::Config::default().any_semantic(),
+        &watch::list_config(),
         |_| true,
         drop_managed_fields,
     );
     let (instance_backup_triggers, backup_triggers) = fan_out(backup_stream);
-    let refused_pods = watcher::Config::default()
-        .fields(&format!(
-            "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
-        ))
-        .any_semantic();
+    let refused_pods = watch::list_config().fields(&format!(
+        "involvedObject.kind=StatefulSet,reason={FAILED_CREATE}"
+    ));
     let (create_failures, failure_stream) = cached_watch(
         api_for(&watches, ns),
         &refused_pods,
