@@ -22,6 +22,8 @@
 #                                routed to the cluster's bridge only]
 #   DEVCLUSTER_POD_MODE          process | simulated [process]
 #   DEVCLUSTER_RESTART_BACKOFF   first crash-loop restart delay, seconds [10]
+#   DEVCLUSTER_VOLUME_REFRESH    seconds between the node agent's refreshes of a running pod's ConfigMap and Secret
+#                                volumes, one GET per source each time [2; the kubelet takes about a minute]
 #   DEVCLUSTER_READINESS         exec | ping: the node agent runs each pod's exec readiness probe, or PINGs the pod
 #                                at the probe's period instead (the large-N benchmark) [exec]
 #   DEVCLUSTER_K8S               newest | oldest supported Kubernetes release [newest]
@@ -56,6 +58,7 @@ CACHE_ROOT=${DEVCLUSTER_CACHE:-/var/cache/redis-operator-devcluster}
 POD_MODE=${DEVCLUSTER_POD_MODE:-process}
 RESTART_BACKOFF=${DEVCLUSTER_RESTART_BACKOFF:-10}
 READINESS=${DEVCLUSTER_READINESS:-exec}
+VOLUME_REFRESH=${DEVCLUSTER_VOLUME_REFRESH:-2}
 
 PKI=$DIR/pki
 LOGS=$DIR/logs
@@ -629,7 +632,8 @@ cmd_up() {
     rm -f "$DIR/node-agent.ready"
     start node-agent env KUBECONFIG="$DIR/node-agent.kubeconfig" "$DIR/bin/node-agent" \
       --node-name "$NODE_NAME" --state-dir "$DIR" --pod-cidr-prefix "$POD_CIDR_PREFIX" \
-      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$agent_mode" --readiness "$READINESS"
+      --restart-backoff-seconds "$RESTART_BACKOFF" --pod-mode "$agent_mode" --readiness "$READINESS" \
+      --volume-refresh-seconds "$VOLUME_REFRESH"
     # Registered, and pod processes of an earlier run are gone, before `up` returns.
     wait_for "the node agent to serve the node" 60 agent_ready
   fi

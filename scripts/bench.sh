@@ -16,6 +16,7 @@
 #   BENCH_SAMPLES          spec changes of the latency run [100]
 #   BENCH_OUTAGES          API server outages (kill -9, 15 s down, restart) after the latency run [3]
 #   BENCH_RESYNC_SECONDS   --resync-seconds of the operator [300, its default]
+#   BENCH_CONVERGE_TIMEOUT longest wait for one size to converge, seconds [1200: N = 1000 takes ~10 minutes here]
 #   BENCH_KEEP_CLUSTER     set to keep the cluster (and its state dir) afterwards for inspection
 #   BENCH_SKIP_FAILOVER    set to leave out the failover benchmark (scripts/bench-failover.sh) run afterwards
 #   BENCH_SKIP_ROLLOUT     set to leave out the rolling-update benchmark (scripts/bench-rollout.sh) run after that
@@ -34,6 +35,10 @@ private_cluster /tmp/redis-operator-bench-cluster 22379 22380 26443 30257 127.3 
 # a shell, cat and redis-cli per probe, 200 a second at N = 1000, saturated the two cores and starved the agent
 # (~530 of 1,000 pods started, 2026-12-07). The operator under test is the same either way.
 export DEVCLUSTER_READINESS=${DEVCLUSTER_READINESS:-ping}
+# And it refreshes pods' ConfigMap and Secret volumes every 60 s, about the kubelet's pace, not every 2 s (the
+# tests' setting, so they see a rotation within seconds): at 2 s, 1,000 idle one-pod instances cost the API server
+# 1,097 GETs a second (its apiserver_request_total, 2026-12-07), many times the operator's own requests.
+export DEVCLUSTER_VOLUME_REFRESH=${DEVCLUSTER_VOLUME_REFRESH:-60}
 # One ClusterIP Service per instance: the default /24 runs out after ~250 instances ("range is full").
 export DEVCLUSTER_SERVICE_CIDR=${DEVCLUSTER_SERVICE_CIDR:-10.0.0.0/16}
 
@@ -43,6 +48,7 @@ IDLE_SECONDS=${BENCH_IDLE_SECONDS:-300}
 SAMPLES=${BENCH_SAMPLES:-100}
 OUTAGES=${BENCH_OUTAGES:-3}
 RESYNC_SECONDS=${BENCH_RESYNC_SECONDS:-300}
+CONVERGE_TIMEOUT=${BENCH_CONVERGE_TIMEOUT:-1200}
 CONFIG_ARGS=()
 IFS=, read -ra entries <<<"${BENCH_CONFIG-hz=1}"
 for entry in "${entries[@]}"; do CONFIG_ARGS+=(--config "$entry"); done
@@ -60,11 +66,11 @@ log "running: sizes $SIZES (1 pod), replicated $REPLICATED (3 pods), config ${BE
   --audit-log "$DEVCLUSTER_DIR/audit.log" \
   --operator "$DEVCLUSTER_DIR/bin/redis-operator" \
   --sizes "$SIZES" "${REPLICATED_ARGS[@]}" --samples "$SAMPLES" --resync-seconds "$RESYNC_SECONDS" \
-  --idle-seconds "$IDLE_SECONDS" "${CONFIG_ARGS[@]}" \
+  --idle-seconds "$IDLE_SECONDS" --converge-timeout "$CONVERGE_TIMEOUT" "${CONFIG_ARGS[@]}" \
   --outage-trials "$OUTAGES" --outage-pid-file "$DEVCLUSTER_DIR/run/kube-apiserver.pid" \
   --outage-restart "bash $REPO/devcluster/cluster.sh up" \
   --log-dir "$REPO/target/bench-logs" \
-  --describe "pod mode=process (each pod is a real redis-server, $(redis-server --version | cut -d' ' -f1-3), started by the node agent; readiness: $([ "$DEVCLUSTER_READINESS" = ping ] && echo "a PING at the probe's period (5 s), not the exec probe (DEVCLUSTER_READINESS=ping)" || echo "the exec probe at its period (5 s)"); authentication on, the default)" \
+  --describe "pod mode=process (each pod is a real redis-server, $(redis-server --version | cut -d' ' -f1-3), started by the node agent; readiness: $([ "$DEVCLUSTER_READINESS" = ping ] && echo "a PING at the probe's period (5 s), not the exec probe (DEVCLUSTER_READINESS=ping)" || echo "the exec probe at its period (5 s)"); volumes refreshed every ${DEVCLUSTER_VOLUME_REFRESH} s (DEVCLUSTER_VOLUME_REFRESH); authentication on, the default)" \
   --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback" \
   --describe "operator build=release (target/release/redis-operator)" \
   --describe "audit log=Metadata level (the operator's API requests are counted from it)" \
