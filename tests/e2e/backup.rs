@@ -1041,10 +1041,17 @@ async fn an_endpoint_signed_by_a_private_ca_is_trusted_through_ca_secret() {
         )
         .await
         .unwrap();
-    env.patch_spec(
-        "cache",
-        serde_json::json!({"backup": {"s3": {"caSecret": "s3-ca"}}}),
-    )
+    let generation = env
+        .patch_spec(
+            "cache",
+            serde_json::json!({"backup": {"s3": {"caSecret": "s3-ca"}}}),
+        )
+        .await;
+    // A backup reads its instance's settings from the operator's cache: taken before the operator has seen the
+    // patch, it would still use the old ones (CI once saw that: the untrusted handshake again).
+    env.wait_status("cache", "the caSecret seen", |s| {
+        s.observed_generation >= Some(generation)
+    })
     .await;
     let trusted = take_backup(&env, "trusted", "cache").await;
     assert_eq!(trusted.phase, "Completed", "{trusted:?}");
