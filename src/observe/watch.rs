@@ -27,6 +27,8 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 /// Longest delay between two attempts while the API server keeps failing: after an API server restart the
 /// caches are listed again within this bound once it answers (a change made then is reflected within about
 /// this, measured by the benchmark's outage run). A dozen watches retrying every 2 s is no load.
+pub const MAX_RETRY: Duration = Duration::from_secs(2);
+
 /// Objects per page of a watch's list. A whole page is decoded at once, `managedFields` included (they are dropped
 /// only from the decoded objects): at 500, the default, the operator restarted over 1,000 instances peaked at 121
 /// MiB of heap, 41 MiB of it the pages' managed fields, and glibc kept the peak as RSS (heaptrack, 2026-12-07).
@@ -38,8 +40,6 @@ pub const LIST_PAGE: u32 = 50;
 pub fn list_config() -> watcher::Config {
     watcher::Config::default().page_size(LIST_PAGE)
 }
-
-pub const MAX_RETRY: Duration = Duration::from_secs(2);
 
 /// The back-off of every watch: 0.5 s, 1 s, then 2 s between attempts; reset by any event.
 ///
