@@ -48,6 +48,19 @@ fn migrate_api(env: &TestEnv) -> String {
     )
 }
 
+/// Creates a legacy `RedisBackup` of the instance `cache` named `name`; returns the legacy backups' API.
+async fn create_legacy_backup(env: &TestEnv, name: &str) -> Api<DynamicObject> {
+    let backups: Api<DynamicObject> =
+        Api::namespaced_with(env.client.clone(), &env.ns, &legacy_resource("RedisBackup"));
+    let mut backup = DynamicObject::new(name, &legacy_resource("RedisBackup"));
+    backup.data = json!({"spec": {"instance": "cache"}});
+    backups
+        .create(&PostParams::default(), &backup)
+        .await
+        .unwrap();
+    backups
+}
+
 /// Turns `cache` (made by today's operator, which is stopped) into what 0.1 left: a `redis.github.com/v1`
 /// object with the same spec and status owning the children, the legacy role label on the pods, the legacy
 /// primary-epoch annotation on the claims (the Services keep today's selector: 0.1's, under the same field
@@ -109,14 +122,7 @@ async fn make_legacy(env: &TestEnv) -> DynamicObject {
                 .unwrap();
         }
     }
-    let backups: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), &env.ns, &legacy_resource("RedisBackup"));
-    let mut backup = DynamicObject::new("cache-manual", &legacy_resource("RedisBackup"));
-    backup.data = json!({"spec": {"instance": "cache"}});
-    backups
-        .create(&PostParams::default(), &backup)
-        .await
-        .unwrap();
+    let backups = create_legacy_backup(env, "cache-manual").await;
     let failed = json!({"status": {"phase": "Failed", "reason": "NoBackupTarget",
         "message": "the instance cache has no spec.backup"}});
     backups
@@ -205,14 +211,7 @@ async fn migrate_api_moves_a_serving_instance_off_the_legacy_group_without_losin
 
     // A backup of today's group that took a legacy backup's name: both are left alone and the run says so; once it
     // is out of the way, a second run moves the legacy one.
-    let legacy_backups: Api<DynamicObject> =
-        Api::namespaced_with(env.client.clone(), &env.ns, &legacy_resource("RedisBackup"));
-    let mut taken = DynamicObject::new("taken", &legacy_resource("RedisBackup"));
-    taken.data = json!({"spec": {"instance": "cache"}});
-    legacy_backups
-        .create(&PostParams::default(), &taken)
-        .await
-        .unwrap();
+    let legacy_backups = create_legacy_backup(&env, "taken").await;
     let backups: Api<RedisBackup> = Api::namespaced(env.client.clone(), &env.ns);
     let mut other = RedisBackup::new(
         "taken",
