@@ -217,8 +217,7 @@ pub async fn run(
             std::future::ready(())
         });
     let backups = tokio::spawn(backups);
-    let state_metrics = metrics.clone();
-    let phase_stores = stores.instances.clone();
+    metrics.follow_instances(Some(stores.instances.clone()));
     let node_pods = stores.pods.clone();
     let controller = match node_stream {
         // A cordoned node concerns the instances with a pod on it.
@@ -286,17 +285,11 @@ pub async fn run(
             if let Err(error) = result {
                 debug!(%error, "reconcile loop error");
             }
-            state_metrics.set_phases(phase_stores.state().iter().map(|ri| {
-                (
-                    ri.namespace().unwrap_or_default(),
-                    ri.name_any(),
-                    ri.phase(),
-                )
-            }));
             std::future::ready(())
         })
         .await;
     let _ = backups.await;
+    metrics.follow_instances(None);
     metrics.set_leader(false);
     info!("controller stopped");
 }

@@ -11,8 +11,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use kube::runtime::reflector::Store;
+use kube::ResourceExt;
 use redis_fsm::Phase;
 
+use crate::api::RedisInstance;
 use crate::error::Error;
 use crate::events::EventReason;
 
@@ -87,6 +90,8 @@ pub struct Metrics {
     leader: Gauge,
     /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
     known: Mutex<BTreeSet<(String, String)>>,
+    /// The instance cache the phase gauges are read from at each scrape ([`Metrics::follow_instances`]).
+    phase_source: Mutex<Option<Store<RedisInstance>>>,
 }
 
 impl Default for Metrics {
@@ -195,6 +200,7 @@ impl Default for Metrics {
             archive_caught_up,
             leader,
             known: Mutex::default(),
+            phase_source: Mutex::default(),
         }
     }
 }
@@ -353,8 +359,30 @@ impl Metrics {
         *known = present;
     }
 
+    /// Reads the phase gauges (and drops the series of deleted instances) from `instances` at every scrape from
+    /// now on; `None` stops, leaving the last values. At each scrape, not after each reconcile: setting them means a
+    /// series per phase for every instance, which after every reconcile cost an O(N) pass 33 times a second at
+    /// N = 1000 (docs/benchmarks.md).
+    pub fn follow_instances(&self, instances: Option<Store<RedisInstance>>) {
+        *self.phase_source.lock().unwrap_or_else(|p| p.into_inner()) = instances;
+    }
+
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
+        let source = self
+            .phase_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(instances) = source {
+            self.set_phases(instances.state().iter().map(|ri| {
+                (
+                    ri.namespace().unwrap_or_default(),
+                    ri.name_any(),
+                    ri.phase(),
+                )
+            }));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -478,5 +506,41 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("redis_operator_instances{phase=\"Updating\"} 0"));
+    }
+
+    /// Followed, the phase gauges are read from the instance cache at each scrape: a phase set after the last
+    /// scrape shows in the next, and a deleted instance's series go.
+    #[test]
+    fn phases_are_read_from_the_followed_cache_at_each_scrape() {
+        use crate::api::{RedisInstanceSpec, RedisInstanceStatus};
+        use kube::runtime::watcher::Event;
+        let instance = |name: &str, phase: Option<Phase>| {
+            let mut ri = RedisInstance::new(name, RedisInstanceSpec::default());
+            ri.metadata.namespace = Some("ns".into());
+            ri.status = phase.map(|status| RedisInstanceStatus {
+                status,
+                ..Default::default()
+            });
+            ri
+        };
+        let (store, mut writer) = kube::runtime::reflector::store();
+        let metrics = Metrics::default();
+        metrics.follow_instances(Some(store));
+        let series = |name: &str, phase: &str| {
+            format!("redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}} 1")
+        };
+        writer.apply_watcher_event(&Event::Apply(instance("a", None)));
+        writer.apply_watcher_event(&Event::Apply(instance("b", Some(Phase::Running))));
+        let text = metrics.encode();
+        assert!(text.contains(&series("a", "Unknown")), "{text}");
+        assert!(text.contains(&series("b", "Running")), "{text}");
+        assert!(text.contains("redis_operator_instances{phase=\"Running\"} 1"), "{text}");
+
+        writer.apply_watcher_event(&Event::Apply(instance("a", Some(Phase::Failed))));
+        writer.apply_watcher_event(&Event::Delete(instance("b", Some(Phase::Running))));
+        let text = metrics.encode();
+        assert!(text.contains(&series("a", "Failed")), "{text}");
+        assert!(!text.contains("name=\"b\""), "{text}");
+        assert!(text.contains("redis_operator_instances{phase=\"Running\"} 0"), "{text}");
     }
 }
