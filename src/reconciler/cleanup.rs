@@ -22,7 +22,7 @@ pub(super) async fn cleanup(ri: &RedisInstance, ctx: &Context) -> Result<Action>
     let namespace = ri.namespace().unwrap_or_default();
     // Its archiver stops storing (what it stored stays in the bucket).
     ctx.archivers.stop(&ri.uid().unwrap_or_default());
-    ctx.metrics.set_archive_caught_up(&namespace, &name, None);
+    ctx.metrics.forget_instance(&namespace, &name);
     let observation = Observation {
         generation: ri.metadata.generation.unwrap_or_default(),
         deletion_requested: true,

@@ -1,18 +1,19 @@
 //! Prometheus metrics of the operator, served at `/metrics`.
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
 use kube::runtime::reflector::Store;
 use kube::ResourceExt;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use redis_fsm::Phase;
 
 use crate::api::RedisInstance;
@@ -31,21 +32,9 @@ struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    phase: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InstanceLabels {
     namespace: String,
     name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct InstancePhaseLabels {
-    namespace: String,
-    name: String,
-    phase: String,
 }
 
 /// The names of every metric family the operator exports (after the `redis_operator_` prefix and with the
@@ -80,18 +69,85 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histogram,
     transitions: Family<TransitionLabels, Counter>,
-    instances: Family<PhaseLabels, Gauge>,
     api_errors: Family<ApiErrorLabels, Counter>,
-    instance_phase: Family<InstancePhaseLabels, Gauge>,
     failovers: Family<InstanceLabels, Counter>,
     switchovers: Family<InstanceLabels, Counter>,
     backup_overdue: Family<InstanceLabels, Gauge>,
     archive_caught_up: Family<InstanceLabels, Gauge>,
     leader: Gauge,
-    /// The instances (namespace, name) with series, so those of a deleted instance can be removed.
-    known: Mutex<BTreeSet<(String, String)>>,
     /// The instance cache the phase gauges are read from at each scrape ([`Metrics::follow_instances`]).
-    phase_source: Mutex<Option<Store<RedisInstance>>>,
+    phase_source: PhaseSource,
+}
+
+/// Where [`Phases`] reads the instances from: the controller's cache while it runs, else nothing.
+type PhaseSource = Arc<Mutex<Option<Store<RedisInstance>>>>;
+
+/// `redis_operator_instances` and `redis_operator_instance_phase`, written from the instance cache at each
+/// scrape: no series is kept between scrapes, so a deleted instance's are gone with it, and a reconcile costs
+/// nothing here (rebuilding the series after every reconcile was an O(N) pass, 33 a second at N = 1000 idle).
+struct Phases {
+    source: PhaseSource,
+}
+
+impl std::fmt::Debug for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Phases")
+    }
+}
+
+impl Collector for Phases {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        // Not following (a standby, or before the controller starts): the families are described, with no
+        // series (nothing is known).
+        let instances: Vec<_> = source.map(|store| store.state()).unwrap_or_default();
+        let phases: Vec<(String, String, Phase)> = instances
+            .iter()
+            .map(|ri| {
+                (
+                    ri.namespace().unwrap_or_default(),
+                    ri.name_any(),
+                    ri.phase(),
+                )
+            })
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "instances",
+            "RedisInstances by current phase",
+            None,
+            MetricType::Gauge,
+        )?;
+        if !phases.is_empty() {
+            for phase in Phase::ALL {
+                let count = phases.iter().filter(|(_, _, p)| *p == phase).count();
+                let labels = [("phase", phase.as_str())];
+                ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "instance_phase",
+            "Phase of each RedisInstance: 1 for its current phase, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, current) in &phases {
+            for phase in Phase::ALL {
+                let labels = [
+                    ("namespace", namespace.as_str()),
+                    ("name", name.as_str()),
+                    ("phase", phase.as_str()),
+                ];
+                ConstGauge::new(i64::from(phase == *current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Metrics {
@@ -115,23 +171,11 @@ impl Default for Metrics {
             "Phase transitions written to status, by from and to phase",
             transitions.clone(),
         );
-        let instances = Family::<PhaseLabels, Gauge>::default();
-        registry.register(
-            "instances",
-            "RedisInstances by current phase",
-            instances.clone(),
-        );
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
         registry.register(
             "api_errors",
             "Failed API requests by operation and HTTP status code",
             api_errors.clone(),
-        );
-        let instance_phase = Family::<InstancePhaseLabels, Gauge>::default();
-        registry.register(
-            "instance_phase",
-            "Phase of each RedisInstance: 1 for its current phase, 0 for the others",
-            instance_phase.clone(),
         );
         let failovers = Family::<InstanceLabels, Counter>::default();
         registry.register(
@@ -186,21 +230,22 @@ impl Default for Metrics {
             "Connections to Redis servers kept open for the next pass",
             crate::redis::pool::IDLE_GAUGE.clone(),
         );
+        let phase_source = PhaseSource::default();
+        registry.register_collector(Box::new(Phases {
+            source: phase_source.clone(),
+        }));
         Self {
             registry,
             reconciles,
             reconcile_duration,
             transitions,
-            instances,
             api_errors,
-            instance_phase,
             failovers,
             switchovers,
             backup_overdue,
             archive_caught_up,
             leader,
-            known: Mutex::default(),
-            phase_source: Mutex::default(),
+            phase_source,
         }
     }
 }
@@ -310,79 +355,27 @@ impl Metrics {
         }
     }
 
-    /// Sets the phase gauges from every instance as (namespace, name, phase): the number of instances per phase
-    /// (every phase is reported, zero when empty) and each instance's phase. The series of instances no longer
-    /// listed (deleted) are removed, counters included.
-    pub fn set_phases(&self, instances: impl Iterator<Item = (String, String, Phase)>) {
-        let mut counts = [0i64; Phase::ALL.len()];
-        let mut present = BTreeSet::new();
-        for (namespace, name, phase) in instances {
-            if let Some(i) = Phase::ALL.iter().position(|p| *p == phase) {
-                counts[i] += 1;
-            }
-            for candidate in Phase::ALL {
-                let labels = InstancePhaseLabels {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    phase: candidate.to_string(),
-                };
-                self.instance_phase
-                    .get_or_create(&labels)
-                    .set(i64::from(candidate == phase));
-            }
-            present.insert((namespace, name));
-        }
-        for (phase, count) in Phase::ALL.iter().zip(counts) {
-            let labels = PhaseLabels {
-                phase: phase.to_string(),
-            };
-            self.instances.get_or_create(&labels).set(count);
-        }
-        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        for (namespace, name) in known.difference(&present) {
-            for phase in Phase::ALL {
-                self.instance_phase.remove(&InstancePhaseLabels {
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    phase: phase.to_string(),
-                });
-            }
-            let labels = InstanceLabels {
-                namespace: namespace.clone(),
-                name: name.clone(),
-            };
-            self.failovers.remove(&labels);
-            self.switchovers.remove(&labels);
-            self.backup_overdue.remove(&labels);
-            self.archive_caught_up.remove(&labels);
-        }
-        *known = present;
+    /// Drops the per-instance series of `namespace/name` (its failovers, switchovers and backup and archive
+    /// gauges), once the instance is deleted: its phase series go with it from the cache.
+    pub fn forget_instance(&self, namespace: &str, name: &str) {
+        let labels = InstanceLabels {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.failovers.remove(&labels);
+        self.switchovers.remove(&labels);
+        self.backup_overdue.remove(&labels);
+        self.archive_caught_up.remove(&labels);
     }
 
-    /// Reads the phase gauges (and drops the series of deleted instances) from `instances` at every scrape from
-    /// now on; `None` stops, leaving the last values. At each scrape, not after each reconcile: setting them means a
-    /// series per phase for every instance, which after every reconcile cost an O(N) pass 33 times a second at
-    /// N = 1000 (docs/benchmarks.md).
+    /// Reads the phase gauges from `instances` at every scrape from now on; `None` stops (the phase families
+    /// then have no series).
     pub fn follow_instances(&self, instances: Option<Store<RedisInstance>>) {
         *self.phase_source.lock().unwrap_or_else(|p| p.into_inner()) = instances;
     }
 
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
-        let source = self
-            .phase_source
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(instances) = source {
-            self.set_phases(instances.state().iter().map(|ri| {
-                (
-                    ri.namespace().unwrap_or_default(),
-                    ri.name_any(),
-                    ri.phase(),
-                )
-            }));
-        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
@@ -393,21 +386,46 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{RedisInstanceSpec, RedisInstanceStatus};
+    use kube::runtime::reflector::store::Writer;
+    use kube::runtime::watcher::Event;
+
+    fn instance(name: &str, phase: Option<Phase>) -> RedisInstance {
+        let mut ri = RedisInstance::new(name, RedisInstanceSpec::default());
+        ri.metadata.namespace = Some("ns".into());
+        ri.status = phase.map(|status| RedisInstanceStatus {
+            status,
+            ..Default::default()
+        });
+        ri
+    }
+
+    /// Metrics following a cache of `instances`, and the cache's writer.
+    fn following(instances: &[RedisInstance]) -> (Metrics, Writer<RedisInstance>) {
+        let (store, mut writer) = kube::runtime::reflector::store();
+        for ri in instances {
+            writer.apply_watcher_event(&Event::Apply(ri.clone()));
+        }
+        let metrics = Metrics::default();
+        metrics.follow_instances(Some(store));
+        (metrics, writer)
+    }
+
+    fn phase_series(name: &str, phase: &str, value: u8) -> String {
+        format!(
+            "redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}} {value}"
+        )
+    }
 
     #[test]
     fn encodes_every_family() {
-        let metrics = Metrics::default();
+        let (metrics, _writer) = following(&[
+            instance("a", Some(Phase::Running)),
+            instance("b", Some(Phase::Running)),
+            instance("c", Some(Phase::Failed)),
+        ]);
         metrics.record_reconcile(None);
         metrics.record_transition(Phase::Pending, Phase::Running);
-        let instance = |name: &str, phase| ("ns".to_string(), name.to_string(), phase);
-        metrics.set_phases(
-            [
-                instance("a", Phase::Running),
-                instance("b", Phase::Running),
-                instance("c", Phase::Failed),
-            ]
-            .into_iter(),
-        );
         drop(metrics.reconcile_timer());
         let text = metrics.encode();
         assert!(
@@ -416,7 +434,10 @@ mod tests {
         );
         assert!(text
             .contains("redis_operator_phase_transitions_total{from=\"Pending\",to=\"Running\"} 1"));
-        assert!(text.contains("redis_operator_instances{phase=\"Running\"} 2"));
+        assert!(
+            text.contains("redis_operator_instances{phase=\"Running\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("redis_operator_instances{phase=\"Unknown\"} 0"));
         assert!(text.contains("redis_operator_reconcile_duration_seconds_count 1"));
     }
@@ -424,10 +445,9 @@ mod tests {
     /// Every family registered is in [`EXPORTED`], and nothing else is: alert rules are checked against it.
     #[test]
     fn exported_lists_every_family() {
-        let metrics = Metrics::default();
+        let (metrics, _writer) = following(&[instance("a", Some(Phase::Running))]);
         metrics.record_reconcile(None);
         metrics.record_transition(Phase::Pending, Phase::Running);
-        metrics.set_phases([("ns".into(), "a".into(), Phase::Running)].into_iter());
         metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
         metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
         metrics.set_backup_overdue("ns", "a", Some(false));
@@ -464,30 +484,18 @@ mod tests {
 
     #[test]
     fn per_instance_phase_and_counters_go_with_the_instance() {
-        let metrics = Metrics::default();
-        let a = || ("ns".to_string(), "a".to_string(), Phase::Updating);
-        let b = || ("ns".to_string(), "b".to_string(), Phase::Running);
-        metrics.set_phases([a(), b()].into_iter());
+        let (metrics, mut writer) = following(&[
+            instance("a", Some(Phase::Updating)),
+            instance("b", Some(Phase::Running)),
+        ]);
         metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
         metrics.record_topology_event("ns", "a", EventReason::FailoverStarted);
         metrics.record_topology_event("ns", "a", EventReason::SwitchoverStarted);
         metrics.record_topology_event("ns", "a", redis_fsm::Reason::PrimaryConfirmed.into());
         let text = metrics.encode();
-        let series = |name: &str, phase: &str| {
-            format!("redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}}")
-        };
-        assert!(
-            text.contains(&format!("{} 1", series("a", "Updating"))),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("{} 0", series("a", "Running"))),
-            "{text}"
-        );
-        assert!(
-            text.contains(&format!("{} 1", series("b", "Running"))),
-            "{text}"
-        );
+        assert!(text.contains(&phase_series("a", "Updating", 1)), "{text}");
+        assert!(text.contains(&phase_series("a", "Running", 0)), "{text}");
+        assert!(text.contains(&phase_series("b", "Running", 1)), "{text}");
         assert!(text.contains("redis_operator_failovers_total{namespace=\"ns\",name=\"a\"} 2"));
         assert!(text.contains("redis_operator_switchovers_total{namespace=\"ns\",name=\"a\"} 1"));
         metrics.set_backup_overdue("ns", "a", Some(true));
@@ -497,50 +505,49 @@ mod tests {
         metrics.set_backup_overdue("ns", "a", None);
         assert!(!metrics.encode().contains("redis_operator_backup_overdue{"));
 
-        // `a` is deleted: its series go, `b`'s stay.
-        metrics.set_phases([b()].into_iter());
+        // `a` is deleted: its cleanup forgets its counters, its phase series leave with it from the cache;
+        // `b`'s stay.
+        metrics.set_backup_overdue("ns", "a", Some(false));
+        metrics.forget_instance("ns", "a");
+        writer.apply_watcher_event(&Event::Delete(instance("a", Some(Phase::Updating))));
         let text = metrics.encode();
         assert!(!text.contains("name=\"a\""), "{text}");
-        assert!(
-            text.contains(&format!("{} 1", series("b", "Running"))),
-            "{text}"
-        );
+        assert!(text.contains(&phase_series("b", "Running", 1)), "{text}");
         assert!(text.contains("redis_operator_instances{phase=\"Updating\"} 0"));
     }
 
-    /// Followed, the phase gauges are read from the instance cache at each scrape: a phase set after the last
-    /// scrape shows in the next, and a deleted instance's series go.
+    /// The phase gauges are read from the followed cache at each scrape: a phase set after the last scrape shows
+    /// in the next; not following (a standby), the families have no series.
     #[test]
     fn phases_are_read_from_the_followed_cache_at_each_scrape() {
-        use crate::api::{RedisInstanceSpec, RedisInstanceStatus};
-        use kube::runtime::watcher::Event;
-        let instance = |name: &str, phase: Option<Phase>| {
-            let mut ri = RedisInstance::new(name, RedisInstanceSpec::default());
-            ri.metadata.namespace = Some("ns".into());
-            ri.status = phase.map(|status| RedisInstanceStatus {
-                status,
-                ..Default::default()
-            });
-            ri
-        };
-        let (store, mut writer) = kube::runtime::reflector::store();
-        let metrics = Metrics::default();
-        metrics.follow_instances(Some(store));
-        let series = |name: &str, phase: &str| {
-            format!("redis_operator_instance_phase{{namespace=\"ns\",name=\"{name}\",phase=\"{phase}\"}} 1")
-        };
-        writer.apply_watcher_event(&Event::Apply(instance("a", None)));
-        writer.apply_watcher_event(&Event::Apply(instance("b", Some(Phase::Running))));
+        let (metrics, mut writer) =
+            following(&[instance("a", None), instance("b", Some(Phase::Running))]);
         let text = metrics.encode();
-        assert!(text.contains(&series("a", "Unknown")), "{text}");
-        assert!(text.contains(&series("b", "Running")), "{text}");
-        assert!(text.contains("redis_operator_instances{phase=\"Running\"} 1"), "{text}");
+        assert!(text.contains(&phase_series("a", "Unknown", 1)), "{text}");
+        assert!(text.contains(&phase_series("b", "Running", 1)), "{text}");
+        assert!(
+            text.contains("redis_operator_instances{phase=\"Running\"} 1"),
+            "{text}"
+        );
 
         writer.apply_watcher_event(&Event::Apply(instance("a", Some(Phase::Failed))));
         writer.apply_watcher_event(&Event::Delete(instance("b", Some(Phase::Running))));
         let text = metrics.encode();
-        assert!(text.contains(&series("a", "Failed")), "{text}");
+        assert!(text.contains(&phase_series("a", "Failed", 1)), "{text}");
+        assert!(text.contains(&phase_series("a", "Unknown", 0)), "{text}");
         assert!(!text.contains("name=\"b\""), "{text}");
-        assert!(text.contains("redis_operator_instances{phase=\"Running\"} 0"), "{text}");
+        assert!(
+            text.contains("redis_operator_instances{phase=\"Running\"} 0"),
+            "{text}"
+        );
+
+        metrics.follow_instances(None);
+        let text = metrics.encode();
+        assert!(
+            text.contains("# TYPE redis_operator_instance_phase gauge"),
+            "{text}"
+        );
+        assert!(!text.contains("redis_operator_instance_phase{"), "{text}");
+        assert!(!text.contains("redis_operator_instances{"), "{text}");
     }
 }
