@@ -130,6 +130,22 @@ impl Secrets {
         Ok(Some(secret))
     }
 
+    /// Keeps `secret`, as the API server answered a write of it, as its content at its version (every key: the
+    /// operator's own Secret, whose content it wrote): the next `get` at that version reads nothing.
+    pub fn remember(&self, secret: Secret) {
+        let key = ObjectRef::<Secret>::new(&secret.name_any())
+            .within(&secret.namespace().unwrap_or_default());
+        let secret = Arc::new(trim(secret, None));
+        self.lock().insert(
+            key,
+            Read {
+                version: secret.metadata.resource_version.clone(),
+                kept: None,
+                secret,
+            },
+        );
+    }
+
     fn forget(&self, key: &ObjectRef<Secret>) {
         self.lock().remove(key);
     }

@@ -14,9 +14,11 @@ use redis_fsm::{Reason, SpecProblem};
 use tracing::{debug, info, warn};
 
 use super::context::{hash_pods, Snapshot, Verified};
-use super::{apply_unless_held, controlled_by, event, Context};
+use super::owned::applied_object;
+use super::{controlled_by, event, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::{self, Resolved};
+use crate::classify::diff::is_applied;
 use crate::converge::auth::{self as converge, Plan};
 use crate::desired::metadata;
 use crate::error::{Error, Result};
@@ -143,7 +145,7 @@ pub(super) async fn prepare(
             data: Some(data),
             ..Default::default()
         };
-        apply_unless_held(ctx, &namespace, &secret, users_secret.as_deref()).await?;
+        apply_secret(ctx, &namespace, &secret, users_secret.as_deref()).await?;
     }
     let access = Access {
         timeouts: ctx.redis_timeouts,
@@ -159,7 +161,10 @@ pub(super) async fn prepare(
 async fn create_secret(ctx: &Context, namespace: &str, secret: &Secret) -> Result<()> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     match api.create(&PostParams::default(), secret).await {
-        Ok(_) => Ok(()),
+        Ok(created) => {
+            ctx.secrets.remember(created);
+            Ok(())
+        }
         Err(kube::Error::Api(e)) if e.code == 409 => {
             Err(Error::CacheStale(format!("Secret {}", secret.name_any())))
         }
@@ -310,7 +315,23 @@ async fn apply_connection(
         .controller_owner_ref(&())
         .expect("instances read from the API have a name and uid");
     let desired = crate::desired::connection::secret(ri, &owner, app.map(|a| a.current.as_slice()));
-    apply_unless_held(ctx, &namespace, &desired, live.as_deref()).await?;
+    apply_secret(ctx, &namespace, &desired, live.as_deref()).await
+}
+
+/// Applies one of the instance's own Secrets unless `live` already holds it, and keeps what the API server
+/// answered as the content read at its new version: the reconcile its watch event brings does not read it back
+/// (one GET per written Secret, three per new instance, before).
+async fn apply_secret(
+    ctx: &Context,
+    namespace: &str,
+    desired: &Secret,
+    live: Option<&Secret>,
+) -> Result<()> {
+    if live.is_some_and(|live| is_applied(desired, live)) {
+        return Ok(());
+    }
+    ctx.secrets
+        .remember(applied_object(ctx, namespace, desired).await?);
     Ok(())
 }
 

@@ -47,7 +47,7 @@ mod tls;
 
 pub use self::context::{Context, RolloutMode, Settings, Stores};
 pub(crate) use self::events::event;
-pub(crate) use self::owned::{apply_unless_held, controlled_by};
+pub(crate) use self::owned::controlled_by;
 
 /// Entry point of every reconcile.
 #[instrument(skip_all, fields(instance = %ri.name_any(), namespace = ri.namespace().unwrap_or_default()))]

@@ -198,9 +198,22 @@ where
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    applied_object(ctx, namespace, desired).await.map(drop)
+}
+
+/// Applies `desired` with server-side apply; returns the object as the API server holds it afterwards.
+pub(super) async fn applied_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&desired.name_any(), &params, &Patch::Apply(desired))
+    let applied = api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
         .await
         .map_err(|source| {
             ctx.metrics.record_api_error("apply", &source);
@@ -211,7 +224,7 @@ where
             }
         })?;
     info!(kind = %K::kind(&()), name = %desired.name_any(), "applied");
-    Ok(())
+    Ok(applied)
 }
 
 /// Applies a child that an instance has only while a setting is on (`NAME-metrics` while the exporter runs,
