@@ -103,7 +103,8 @@ impl Collector for Phases {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         // Not following (a standby, or before the controller starts): the families are described, with no
-        // series (nothing is known).
+        // series (nothing is known). Following, every phase is counted, zero when empty.
+        let following = source.is_some();
         let instances: Vec<_> = source.map(|store| store.state()).unwrap_or_default();
         let phases: Vec<(String, String, Phase)> = instances
             .iter()
@@ -121,7 +122,7 @@ impl Collector for Phases {
             None,
             MetricType::Gauge,
         )?;
-        if !phases.is_empty() {
+        if following {
             for phase in Phase::ALL {
                 let count = phases.iter().filter(|(_, _, p)| *p == phase).count();
                 let labels = [("phase", phase.as_str())];
@@ -517,7 +518,8 @@ mod tests {
     }
 
     /// The phase gauges are read from the followed cache at each scrape: a phase set after the last scrape shows
-    /// in the next; not following (a standby), the families have no series.
+    /// in the next, and every phase is counted even with no instance; not following (a standby), the families have
+    /// no series.
     #[test]
     fn phases_are_read_from_the_followed_cache_at_each_scrape() {
         let (metrics, mut writer) =
@@ -540,6 +542,14 @@ mod tests {
             text.contains("redis_operator_instances{phase=\"Running\"} 0"),
             "{text}"
         );
+
+        writer.apply_watcher_event(&Event::Delete(instance("a", Some(Phase::Failed))));
+        let text = metrics.encode();
+        assert!(
+            text.contains("redis_operator_instances{phase=\"Failed\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("redis_operator_instance_phase{"), "{text}");
 
         metrics.follow_instances(None);
         let text = metrics.encode();
