@@ -14,11 +14,10 @@ use redis_fsm::{Reason, SpecProblem};
 use tracing::{debug, info, warn};
 
 use super::context::{hash_pods, Snapshot, Verified};
-use super::owned::applied_object;
+use super::owned::apply_unless_held;
 use super::{controlled_by, event, Context};
 use crate::api::{AuthStatus, RedisInstance};
 use crate::auth::{self, Resolved};
-use crate::classify::diff::is_applied;
 use crate::converge::auth::{self as converge, Plan};
 use crate::desired::metadata;
 use crate::error::{Error, Result};
@@ -327,11 +326,9 @@ async fn apply_secret(
     desired: &Secret,
     live: Option<&Secret>,
 ) -> Result<()> {
-    if live.is_some_and(|live| is_applied(desired, live)) {
-        return Ok(());
+    if let Some(applied) = apply_unless_held(ctx, namespace, desired, live).await? {
+        ctx.secrets.remember(applied);
     }
-    ctx.secrets
-        .remember(applied_object(ctx, namespace, desired).await?);
     Ok(())
 }
 

@@ -165,16 +165,18 @@ where
         + 'static,
 {
     let live = lookup(store, &desired.name_any(), namespace);
-    apply_unless_held(ctx, namespace, desired, live.as_deref()).await
+    let applied = apply_unless_held(ctx, namespace, desired, live.as_deref()).await?;
+    Ok(applied.is_some())
 }
 
-/// Applies `desired` with server-side apply unless `live` already holds it; says whether it applied.
+/// Applies `desired` with server-side apply unless `live` already holds it; returns the object as the API server
+/// holds it after the apply, `None` when nothing was applied.
 pub(crate) async fn apply_unless_held<K>(
     ctx: &Context,
     namespace: &str,
     desired: &K,
     live: Option<&K>,
-) -> Result<bool>
+) -> Result<Option<K>>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -184,25 +186,13 @@ where
         + 'static,
 {
     if live.is_some_and(|live| is_applied(desired, live)) {
-        return Ok(false);
+        return Ok(None);
     }
-    apply_object(ctx, namespace, desired).await?;
-    Ok(true)
-}
-
-pub(super) async fn apply_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    applied_object(ctx, namespace, desired).await.map(drop)
+    apply_object(ctx, namespace, desired).await.map(Some)
 }
 
 /// Applies `desired` with server-side apply; returns the object as the API server holds it afterwards.
-pub(super) async fn applied_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<K>
+pub(super) async fn apply_object<K>(ctx: &Context, namespace: &str, desired: &K) -> Result<K>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

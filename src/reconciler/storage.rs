@@ -111,7 +111,9 @@ pub(super) async fn replace_for_storage(
     if tokio::time::timeout(REPLACE_WAIT, gone).await.is_err() {
         return Err(Error::ReplaceInProgress(name));
     }
-    apply_object(ctx, &namespace, &desired.statefulset).await
+    apply_object(ctx, &namespace, &desired.statefulset)
+        .await
+        .map(drop)
 }
 
 /// Raises the storage request of every existing data claim of the instance to `size`.
