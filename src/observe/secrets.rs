@@ -35,6 +35,15 @@ struct Read {
 }
 
 impl Read {
+    /// `secret` as read at its version, cut to `kept`.
+    fn of(secret: Arc<Secret>, kept: Option<BTreeSet<String>>) -> Read {
+        Read {
+            version: secret.metadata.resource_version.clone(),
+            kept,
+            secret,
+        }
+    }
+
     fn covers(&self, keys: Keys<'_>) -> bool {
         match (keys, &self.kept) {
             (_, None) => true,
@@ -119,14 +128,7 @@ impl Secrets {
                 .get(&ObjectRef::new(&r.name).within(r.namespace.as_deref().unwrap_or_default()))
                 .is_some()
         });
-        read.insert(
-            key,
-            Read {
-                version: secret.metadata.resource_version.clone(),
-                kept,
-                secret: secret.clone(),
-            },
-        );
+        read.insert(key, Read::of(secret.clone(), kept));
         Ok(Some(secret))
     }
 
@@ -135,15 +137,8 @@ impl Secrets {
     pub fn remember(&self, secret: Secret) {
         let key = ObjectRef::<Secret>::new(&secret.name_any())
             .within(&secret.namespace().unwrap_or_default());
-        let secret = Arc::new(trim(secret, None));
-        self.lock().insert(
-            key,
-            Read {
-                version: secret.metadata.resource_version.clone(),
-                kept: None,
-                secret,
-            },
-        );
+        let read = Read::of(Arc::new(trim(secret, None)), None);
+        self.lock().insert(key, read);
     }
 
     fn forget(&self, key: &ObjectRef<Secret>) {
