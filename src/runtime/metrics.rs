@@ -4,7 +4,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kube::runtime::reflector::Store;
-use kube::ResourceExt;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -106,16 +105,6 @@ impl Collector for Phases {
         // series (nothing is known). Following, every phase is counted, zero when empty.
         let following = source.is_some();
         let instances: Vec<_> = source.map(|store| store.state()).unwrap_or_default();
-        let phases: Vec<(String, String, Phase)> = instances
-            .iter()
-            .map(|ri| {
-                (
-                    ri.namespace().unwrap_or_default(),
-                    ri.name_any(),
-                    ri.phase(),
-                )
-            })
-            .collect();
         let mut family = encoder.encode_descriptor(
             "instances",
             "RedisInstances by current phase",
@@ -124,7 +113,7 @@ impl Collector for Phases {
         )?;
         if following {
             for phase in Phase::ALL {
-                let count = phases.iter().filter(|(_, _, p)| *p == phase).count();
+                let count = instances.iter().filter(|ri| ri.phase() == phase).count();
                 let labels = [("phase", phase.as_str())];
                 ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                     .encode(family.encode_family(&labels)?)?;
@@ -136,14 +125,18 @@ impl Collector for Phases {
             None,
             MetricType::Gauge,
         )?;
-        for (namespace, name, current) in &phases {
+        for ri in &instances {
+            let current = ri.phase();
             for phase in Phase::ALL {
                 let labels = [
-                    ("namespace", namespace.as_str()),
-                    ("name", name.as_str()),
+                    (
+                        "namespace",
+                        ri.metadata.namespace.as_deref().unwrap_or_default(),
+                    ),
+                    ("name", ri.metadata.name.as_deref().unwrap_or_default()),
                     ("phase", phase.as_str()),
                 ];
-                ConstGauge::new(i64::from(phase == *current))
+                ConstGauge::new(i64::from(phase == current))
                     .encode(family.encode_family(&labels)?)?;
             }
         }
