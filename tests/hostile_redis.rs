@@ -24,7 +24,7 @@ const TIMEOUTS: Timeouts = Timeouts {
 };
 
 /// Half the command timeout.
-const WELL_BEFORE: Duration = Duration::from_secs(15);
+const WELL_BEFORE: Duration = Duration::from_secs(TIMEOUTS.command.as_secs() / 2);
 
 /// A fake server: every accepted connection is handed to `serve`, which gets the stream after the first
 /// request arrived. Returns the port.
